@@ -1,0 +1,21 @@
+"""Build script: the Cython extension of the router core; metadata lives in pyproject.toml."""
+from Cython.Build import cythonize
+from setuptools import Extension, setup
+
+EXTENSIONS = [
+    # One extension module that `include`s its parts, so cdef calls stay inside one C module.
+    Extension("_fastroute._core", ["_fastroute/_core.pyx"]),
+]
+
+setup(
+    ext_modules=cythonize(
+        EXTENSIONS,
+        language_level=3,
+        compiler_directives={
+            "boundscheck": False,
+            "wraparound": False,
+            "cdivision": True,
+            "embedsignature": True,
+        },
+    ),
+)
