@@ -1,0 +1,1 @@
+"""The admin API: validation, resource kinds, and the gRPC servicer."""

@@ -1,0 +1,1 @@
+"""meshd.v1: generated protobuf and gRPC code for the admin API (see proto/meshd/v1/)."""
