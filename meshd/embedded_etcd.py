@@ -1,0 +1,177 @@
+"""A private single-member etcd run as a supervised child process (meshd's embedded default)."""
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import threading
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+log = logging.getLogger("meshd.etcd")
+
+ETCD_SEARCH = ("/usr/bin/etcd", "/usr/local/bin/etcd")
+
+
+class EtcdError(Exception):
+    """The embedded etcd could not be found or started."""
+
+
+def find_etcd() -> str:
+    """The etcd binary: $MESHD_ETCD_BIN, then PATH, then Debian's etcd-server location."""
+    explicit = os.environ.get("MESHD_ETCD_BIN")
+    if explicit:
+        return explicit
+    found = shutil.which("etcd")
+    if found:
+        return found
+    for candidate in ETCD_SEARCH:
+        if os.access(candidate, os.X_OK):
+            return candidate
+    raise EtcdError("etcd binary not found: install Debian's etcd-server package "
+                    "(`apt-get install etcd-server`) or set MESHD_ETCD_BIN")
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    with socket.socket() as s:
+        s.bind((host, 0))
+        return s.getsockname()[1]
+
+
+class EmbeddedEtcd:
+    """One etcd member on loopback, data under `data_dir`, restarted if it dies unexpectedly.
+
+    Ports are fixed at construction so a restarted member keeps its address; clients (and
+    watches) reconnect to the same URL.
+    """
+
+    def __init__(self, data_dir: str | os.PathLike, *, host: str = "127.0.0.1",
+                 client_port: int | None = None, peer_port: int | None = None,
+                 name: str = "meshd-embedded", supervise: bool = True,
+                 extra_args: tuple[str, ...] = ()):
+        self.data_dir = Path(data_dir)
+        self.host = host
+        self.client_port = client_port or free_port(host)
+        self.peer_port = peer_port or free_port(host)
+        self.name = name
+        self.supervise = supervise
+        self.extra_args = extra_args
+        self._proc: subprocess.Popen | None = None
+        self._stopping = False
+        self._paused = False
+        self._supervisor: threading.Thread | None = None
+        self._log_file = None
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.host}:{self.client_port}"
+
+    @property
+    def pid(self) -> int | None:
+        return self._proc.pid if self._proc else None
+
+    def _command(self) -> list[str]:
+        peer = f"http://{self.host}:{self.peer_port}"
+        return [
+            find_etcd(),
+            "--name", self.name,
+            "--data-dir", str(self.data_dir / "member-data"),
+            "--listen-client-urls", self.url,
+            "--advertise-client-urls", self.url,
+            "--listen-peer-urls", peer,
+            "--initial-advertise-peer-urls", peer,
+            "--initial-cluster", f"{self.name}={peer}",
+            "--initial-cluster-state", "new",
+            "--logger", "zap",
+            "--log-outputs", "stderr",
+            *self.extra_args,
+        ]
+
+    def start(self, timeout: float = 20.0) -> "EmbeddedEtcd":
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        self._stopping = False
+        self._paused = False
+        self._spawn()
+        self.wait_ready(timeout)
+        if self.supervise and self._supervisor is None:
+            self._supervisor = threading.Thread(target=self._supervise, name="etcd-supervisor", daemon=True)
+            self._supervisor.start()
+        return self
+
+    def _spawn(self) -> None:
+        if self._log_file is None:
+            self._log_file = open(self.data_dir / "etcd.log", "ab")
+        env = dict(os.environ)
+        # Debian's etcd 3.4 refuses to start on unsupported architectures without this.
+        env.setdefault("ETCD_UNSUPPORTED_ARCH", os.uname().machine)
+        self._proc = subprocess.Popen(self._command(), stdout=self._log_file, stderr=self._log_file,
+                                      stdin=subprocess.DEVNULL, env=env, start_new_session=True)
+        log.info("etcd started", extra={"pid": self._proc.pid, "url": self.url})
+
+    def wait_ready(self, timeout: float = 20.0) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self._proc is not None and self._proc.poll() is not None:
+                raise EtcdError(f"etcd exited with {self._proc.returncode}; see {self.data_dir / 'etcd.log'}")
+            try:
+                with urllib.request.urlopen(self.url + "/health", timeout=1) as resp:
+                    if b'"health":"true"' in resp.read().replace(b" ", b""):
+                        return
+            except (urllib.error.URLError, ConnectionError, OSError):
+                pass
+            time.sleep(0.05)
+        raise EtcdError(f"etcd at {self.url} not healthy within {timeout}s")
+
+    def _supervise(self) -> None:
+        backoff = 0.2
+        while not self._stopping:
+            proc = self._proc
+            if proc is None or self._paused:
+                time.sleep(0.1)
+                continue
+            code = proc.wait()
+            if self._stopping or self._paused:
+                continue
+            log.warning("etcd exited unexpectedly; restarting", extra={"code": code})
+            time.sleep(backoff)
+            backoff = min(backoff * 2, 5.0)
+            try:
+                self._spawn()
+                self.wait_ready()
+                backoff = 0.2
+            except EtcdError as err:
+                log.error("etcd restart failed", extra={"error": str(err)})
+
+    def stop(self, timeout: float = 10.0) -> None:
+        """Stop etcd for good (SIGTERM, then SIGKILL after `timeout`)."""
+        self._stopping = True
+        self._terminate(timeout)
+        if self._log_file is not None:
+            self._log_file.close()
+            self._log_file = None
+
+    def _terminate(self, timeout: float) -> None:
+        proc = self._proc
+        if proc is None or proc.poll() is not None:
+            return
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+    # Outage simulation for tests and failure drills: stop without the supervisor restarting.
+    def pause(self) -> None:
+        self._paused = True
+        self._terminate(10.0)
+
+    def resume(self, timeout: float = 20.0) -> None:
+        self._spawn()
+        self.wait_ready(timeout)
+        self._paused = False
