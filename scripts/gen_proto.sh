@@ -4,4 +4,5 @@
 # tests/test_generated_code.py runs the same generation and fails if the committed copy differs.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-python -m grpc_tools.protoc -Iproto --python_out=. --pyi_out=. --grpc_python_out=. proto/meshd/v1/*.proto
+python -m grpc_tools.protoc -Iproto --python_out=. --pyi_out=. proto/meshd/v1/*.proto
+python -m grpc_tools.protoc -Iproto --grpc_python_out=. proto/meshd/v1/admin.proto

@@ -1,0 +1,111 @@
+"""Admin API errors, and the one table that maps every error to a gRPC status.
+
+Statuses carry a google.rpc.Status in the `grpc-status-details-bin` trailer: an ErrorInfo
+with a stable `reason` (and the resources involved in its metadata) and, for invalid
+input, a BadRequest listing each field violation, so clients in any language can act on
+them without parsing prose.
+"""
+from __future__ import annotations
+
+import grpc
+from google.protobuf import any_pb2
+from google.rpc import code_pb2, error_details_pb2, status_pb2
+
+import registry
+from meshd.api.kinds import describe_path
+from meshd.api.validate import InvalidSpec
+
+DOMAIN = "meshd.v1"
+
+
+class ApiError(Exception):
+    """Base of admin API errors raised above the registry."""
+
+    code = grpc.StatusCode.INTERNAL
+    reason = "INTERNAL"
+
+
+class VersionConflict(ApiError):
+    """An update or delete named an expected version that is no longer current."""
+
+    code = grpc.StatusCode.ABORTED
+    reason = "VERSION_CONFLICT"
+
+    def __init__(self, resource: str, expected: int, actual: int):
+        self.resource, self.expected, self.actual = resource, expected, actual
+        super().__init__(f"{resource}: expected version {expected}, current version is {actual}")
+
+
+class BadRequest(ApiError):
+    """A request-level problem outside the spec (limit, token, missing name)."""
+
+    code = grpc.StatusCode.INVALID_ARGUMENT
+    reason = "BAD_REQUEST"
+
+    def __init__(self, field: str, description: str):
+        self.field, self.description = field, description
+        super().__init__(f"{field}: {description}")
+
+
+# registry error class -> (gRPC code, reason). The reason strings are part of the API.
+_REGISTRY = {
+    registry.NotFound: (grpc.StatusCode.NOT_FOUND, "NOT_FOUND"),
+    registry.AlreadyExists: (grpc.StatusCode.ALREADY_EXISTS, "ALREADY_EXISTS"),
+    registry.Conflict: (grpc.StatusCode.ABORTED, "CONFLICT"),
+    registry.InUse: (grpc.StatusCode.FAILED_PRECONDITION, "RESOURCE_IN_USE"),
+    registry.IdempotencyMismatch: (grpc.StatusCode.INVALID_ARGUMENT, "IDEMPOTENT_PARAMETER_MISMATCH"),
+    registry.Unavailable: (grpc.StatusCode.UNAVAILABLE, "ETCD_UNAVAILABLE"),
+    registry.Compacted: (grpc.StatusCode.OUT_OF_RANGE, "COMPACTED"),
+}
+
+
+def _message(err: Exception) -> tuple[str, dict[str, str]]:
+    """Human message and ErrorInfo metadata for an error."""
+    if isinstance(err, registry.NotFound):
+        return f"{describe_path(err.path)} not found", {"resource": err.path, "role": err.role}
+    if isinstance(err, registry.AlreadyExists):
+        return f"{describe_path(err.path)} already exists", {"resource": err.path}
+    if isinstance(err, registry.InUse):
+        users = ", ".join(describe_path(p) for p in err.referrers)
+        return (f"{describe_path(err.path)} is still in use by: {users}",
+                {"resource": err.path, "referrers": ",".join(err.referrers)})
+    if isinstance(err, registry.Unavailable):
+        return (f"etcd is unavailable ({err.detail}); the write was not applied, retry later",
+                {"endpoints": ",".join(err.endpoints)})
+    if isinstance(err, VersionConflict):
+        return str(err), {"expected": str(err.expected), "actual": str(err.actual)}
+    if isinstance(err, InvalidSpec):
+        return "invalid request: " + "; ".join(f"{v.field}: {v.description}" for v in err.violations), {}
+    return str(err), {}
+
+
+def to_status(err: Exception) -> tuple[grpc.StatusCode, str, status_pb2.Status]:
+    """The single mapping from an error to (code, message, rich status)."""
+    if isinstance(err, InvalidSpec):
+        code, reason = grpc.StatusCode.INVALID_ARGUMENT, "INVALID_SPEC"
+    elif isinstance(err, ApiError):
+        code, reason = err.code, err.reason
+    else:
+        for cls, (c, r) in _REGISTRY.items():
+            if isinstance(err, cls):
+                code, reason = c, r
+                break
+        else:
+            code, reason = grpc.StatusCode.INTERNAL, "INTERNAL"
+    message, meta = _message(err)
+    details = []
+    info = any_pb2.Any()
+    info.Pack(error_details_pb2.ErrorInfo(reason=reason, domain=DOMAIN, metadata=meta))
+    details.append(info)
+    violations = []
+    if isinstance(err, InvalidSpec):
+        violations = [(v.field, v.description) for v in err.violations]
+    elif isinstance(err, BadRequest):
+        violations = [(err.field, err.description)]
+    if violations:
+        br = any_pb2.Any()
+        br.Pack(error_details_pb2.BadRequest(field_violations=[
+            error_details_pb2.BadRequest.FieldViolation(field=f, description=d) for f, d in violations]))
+        details.append(br)
+    rich = status_pb2.Status(code=getattr(code_pb2, code.name), message=message, details=details)
+    return code, message, rich

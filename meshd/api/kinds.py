@@ -1,0 +1,191 @@
+"""The resource kinds of App Mesh's model: their messages, store paths and references.
+
+This one table is the only place that knows how a kind is named, where it lives in the
+store, what must exist before it can be written, and what it refers to. The admin service
+is written once against it.
+
+Store layout (relative to the registry prefix, `/meshd/v1/` by default); every kind has a
+collection of its own so a List is one key-ordered range:
+
+    meshes/<mesh>
+    virtualNodes/<mesh>/<node>          virtualServices/<mesh>/<service>
+    virtualRouters/<mesh>/<router>      routes/<mesh>/<router>/<route>
+    virtualGateways/<mesh>/<gateway>    gatewayRoutes/<mesh>/<gateway>/<gatewayRoute>
+    instances/<mesh>/<node>/<instanceId>
+    tags/<resource path>                refs/<target path>|<referrer path>
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Callable, Iterable
+
+from meshd.v1 import admin_pb2, spec_pb2
+
+
+@dataclass(frozen=True)
+class Kind:
+    """One resource kind: names, protobuf classes and store rules."""
+
+    name: str  # App Mesh's camelCase kind, e.g. "virtualNode"
+    title: str  # "VirtualNode", as in CreateVirtualNode
+    plural_title: str  # "VirtualNodes", as in ListVirtualNodes
+    collection: str  # store collection, e.g. "virtualNodes"
+    field: str  # snake_case field holding the data in responses, e.g. "virtual_node"
+    list_field: str  # e.g. "virtual_nodes"
+    parents: tuple[str, ...]  # snake_case id fields above the name, e.g. ("mesh_name",)
+    name_field: str  # e.g. "virtual_node_name"
+    data_cls: type
+    ref_cls: type
+    spec_cls: type
+    status_cls: type
+    arn_segment: str  # App Mesh ARN segment, e.g. "virtualNode"
+    # Targets this resource's spec refers to, as (store path, role) pairs.
+    references: Callable[[str, object], list[str]] = field(default=lambda mesh, spec: [])
+
+    @property
+    def id_fields(self) -> tuple[str, ...]:
+        return (*self.parents, self.name_field)
+
+    def ids(self, msg) -> tuple[str, ...]:
+        return tuple(getattr(msg, f) for f in self.id_fields)
+
+    def path(self, ids: Iterable[str]) -> str:
+        return "/".join((self.collection, *ids))
+
+    def list_prefix(self, parent_ids: Iterable[str]) -> str:
+        return "/".join((self.collection, *parent_ids, ""))
+
+    def parent_paths(self, ids: tuple[str, ...]) -> list[tuple[str, str]]:
+        """Paths that must exist before this resource can be written."""
+        if not self.parents:
+            return []
+        needs = [(f"meshes/{ids[0]}", "mesh")]
+        if len(self.parents) == 2:
+            parent_kind = BY_ID_FIELD[self.parents[1]]
+            needs.append((parent_kind.path(ids[:2]), parent_kind.name))
+        return needs
+
+    def arn(self, ids: tuple[str, ...], *, cluster: str, owner: str) -> str:
+        # App Mesh: arn:aws:appmesh:<region>:<account>:mesh/<mesh>/virtualRouter/<r>/route/<n>
+        segs = ["mesh", ids[0]]
+        if len(ids) == 3:
+            segs += [BY_ID_FIELD[self.parents[1]].arn_segment, ids[1]]
+        if self.name != "mesh":
+            segs += [self.arn_segment, ids[-1]]
+        return f"arn:meshd:appmesh:{cluster}:{owner}:" + "/".join(segs)
+
+
+def _get(msg, *names):
+    """Walk snake_case fields, returning None as soon as a message field is unset."""
+    for n in names:
+        if msg is None:
+            return None
+        desc = msg.DESCRIPTOR.fields_by_name.get(n)
+        if desc is None:
+            return None
+        if desc.message_type is not None and desc.label != desc.LABEL_REPEATED and not msg.HasField(n):
+            return None
+        msg = getattr(msg, n)
+    return msg
+
+
+def _service_refs(mesh: str, spec) -> list[str]:
+    node = _get(spec, "provider", "virtual_node", "virtual_node_name")
+    router = _get(spec, "provider", "virtual_router", "virtual_router_name")
+    out = []
+    if node:
+        out.append(f"virtualNodes/{mesh}/{node}")
+    if router:
+        out.append(f"virtualRouters/{mesh}/{router}")
+    return out
+
+
+ROUTE_KINDS = ("http_route", "http2_route", "grpc_route", "tcp_route")
+
+
+def _route_refs(mesh: str, spec) -> list[str]:
+    out = []
+    for rk in ROUTE_KINDS:
+        targets = _get(spec, rk, "action", "weighted_targets")
+        for t in targets or ():
+            path = f"virtualNodes/{mesh}/{t.virtual_node}"
+            if path not in out:
+                out.append(path)
+    return out
+
+
+def _gateway_route_refs(mesh: str, spec) -> list[str]:
+    out = []
+    for rk in ("http_route", "http2_route", "grpc_route"):
+        svc = _get(spec, rk, "action", "target", "virtual_service", "virtual_service_name")
+        if svc:
+            out.append(f"virtualServices/{mesh}/{svc}")
+    return out
+
+
+def _kind(name, title, plural, collection, parents, refs=None, arn_segment=None) -> Kind:
+    snake = "".join("_" + c.lower() if c.isupper() else c for c in name)
+    return Kind(
+        name=name, title=title, plural_title=plural, collection=collection, field=snake,
+        list_field="meshes" if name == "mesh" else snake + "s", parents=parents,
+        name_field=snake + "_name",
+        data_cls=getattr(admin_pb2, title + "Data"), ref_cls=getattr(admin_pb2, title + "Ref"),
+        spec_cls=getattr(spec_pb2, title + "Spec"), status_cls=getattr(spec_pb2, title + "Status"),
+        arn_segment=arn_segment or name, references=refs or (lambda mesh, spec: []),
+    )
+
+
+MESH = _kind("mesh", "Mesh", "Meshes", "meshes", ())
+VIRTUAL_NODE = _kind("virtualNode", "VirtualNode", "VirtualNodes", "virtualNodes", ("mesh_name",))
+VIRTUAL_SERVICE = _kind("virtualService", "VirtualService", "VirtualServices", "virtualServices",
+                        ("mesh_name",), _service_refs)
+VIRTUAL_ROUTER = _kind("virtualRouter", "VirtualRouter", "VirtualRouters", "virtualRouters", ("mesh_name",))
+ROUTE = _kind("route", "Route", "Routes", "routes", ("mesh_name", "virtual_router_name"), _route_refs)
+VIRTUAL_GATEWAY = _kind("virtualGateway", "VirtualGateway", "VirtualGateways", "virtualGateways", ("mesh_name",))
+GATEWAY_ROUTE = _kind("gatewayRoute", "GatewayRoute", "GatewayRoutes", "gatewayRoutes",
+                      ("mesh_name", "virtual_gateway_name"), _gateway_route_refs)
+
+KINDS: tuple[Kind, ...] = (MESH, VIRTUAL_NODE, VIRTUAL_SERVICE, VIRTUAL_ROUTER, ROUTE,
+                           VIRTUAL_GATEWAY, GATEWAY_ROUTE)
+BY_NAME = {k.name: k for k in KINDS}
+BY_COLLECTION = {k.collection: k for k in KINDS}
+BY_ID_FIELD = {k.name_field: k for k in KINDS}
+BY_TITLE = {k.title: k for k in KINDS}
+INSTANCES = "instances"
+
+
+def children_of(kind: Kind, ids: tuple[str, ...]) -> list[str]:
+    """Collections that must be empty before the resource at `ids` can be deleted.
+
+    App Mesh: a mesh can't be deleted while it has resources; a router while it has
+    routes; a gateway while it has gateway routes. meshd adds: a virtual node while
+    instances are registered to it.
+    """
+    if kind is MESH:
+        return [f"{k.collection}/{ids[0]}/" for k in KINDS if k is not MESH] + [f"{INSTANCES}/{ids[0]}/"]
+    if kind is VIRTUAL_ROUTER:
+        return [ROUTE.list_prefix(ids)]
+    if kind is VIRTUAL_GATEWAY:
+        return [GATEWAY_ROUTE.list_prefix(ids)]
+    if kind is VIRTUAL_NODE:
+        return [f"{INSTANCES}/{ids[0]}/{ids[1]}/"]
+    return []
+
+
+def describe_path(path: str) -> str:
+    """A store path in words, for error messages: 'virtualNode web in mesh shop'."""
+    parts = path.rstrip("/").split("/")
+    coll, ids = parts[0], parts[1:]
+    if coll == INSTANCES and len(ids) == 3:
+        return f"instance {ids[2]} of virtualNode {ids[1]} in mesh {ids[0]}"
+    kind = BY_COLLECTION.get(coll)
+    if kind is None or not ids:
+        return path
+    if kind is MESH:
+        return f"mesh {ids[0]}"
+    if len(ids) == 3:
+        parent = BY_ID_FIELD[kind.parents[1]]
+        return f"{kind.name} {ids[2]} of {parent.name} {ids[1]} in mesh {ids[0]}"
+    if len(ids) == 2:
+        return f"{kind.name} {ids[1]} in mesh {ids[0]}"
+    return f"{kind.name} in mesh {ids[0]}"

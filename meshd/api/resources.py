@@ -1,0 +1,558 @@
+"""The admin API's behaviour, written once for every kind: CRUD, tags, instances, watch.
+
+It speaks protobuf requests and responses and raises typed errors; the gRPC servicer in
+`meshd.api.server` maps them to statuses. Every write is a single registry transaction
+carrying the kind's integrity rules (see `meshd.api.kinds`).
+"""
+from __future__ import annotations
+
+import base64
+import hashlib
+import ipaddress
+import json
+import logging
+import re
+import threading
+import time
+import uuid
+from dataclasses import dataclass
+from typing import Callable, Iterator
+
+from google.protobuf import timestamp_pb2
+
+import registry
+from meshd.api import kinds as K
+from meshd.api.errors import BadRequest, VersionConflict
+from meshd.api.validate import FieldViolation, InvalidSpec, validate_name, validate_spec
+from meshd.v1 import admin_pb2
+
+log = logging.getLogger("meshd.api")
+
+MAX_LIMIT = 100
+# An update without an expected version re-reads and retries when another writer got in
+# between; bounded so a hot resource cannot keep a request spinning.
+_UPDATE_ATTEMPTS = 16
+_INSTANCE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$")
+_HEALTH = ("HEALTHY", "UNHEALTHY", "UNKNOWN")
+_TOKEN = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+
+
+@dataclass(frozen=True)
+class ApiConfig:
+    """Identity of this cluster in ARNs and metadata."""
+
+    cluster: str = "local"
+    owner: str = "meshd"
+
+
+def _now() -> timestamp_pb2.Timestamp:
+    ts = timestamp_pb2.Timestamp()
+    ts.GetCurrentTime()
+    return ts
+
+
+def _encode_token(after: str) -> str:
+    return base64.urlsafe_b64encode(json.dumps({"after": after}).encode()).decode()
+
+
+def _decode_token(token: str, prefix: str) -> str | None:
+    if not token:
+        return None
+    try:
+        after = json.loads(base64.urlsafe_b64decode(token.encode()))["after"]
+    except (ValueError, KeyError, TypeError) as err:
+        raise BadRequest("nextToken", "not a token returned by this List call") from err
+    if not isinstance(after, str) or not after.startswith(prefix):
+        raise BadRequest("nextToken", "not a token returned by this List call")
+    return after
+
+
+def _limit(value: int) -> int:
+    if value == 0:
+        return MAX_LIMIT
+    if not 1 <= value <= MAX_LIMIT:
+        raise BadRequest("limit", f"must be between 1 and {MAX_LIMIT}, got {value}")
+    return value
+
+
+def _fingerprint(request) -> bytes:
+    """Digest of a request body without its client token: "the same body" for idempotency."""
+    clone = type(request)()
+    clone.CopyFrom(request)
+    clone.client_token = ""
+    return hashlib.sha256(clone.SerializeToString(deterministic=True)).hexdigest().encode()
+
+
+class Resources:
+    """CRUD over every kind, plus tags, instances and watch, on one registry store."""
+
+    def __init__(self, store: registry.Store, config: ApiConfig = ApiConfig(),
+                 host: str = "", host_lease=None):
+        self.store = store
+        self.config = config
+        self.host = host
+        # The lease (a meshd.lease.HostLease) that holds instances registered through this
+        # meshd without a TTL of their own: they live as long as this meshd does.
+        self._host_lease = host_lease
+        self._own_leases: dict[str, int] = {}
+        self._lock = threading.Lock()
+
+    # -- helpers ----------------------------------------------------------------------
+    def _ids(self, kind: K.Kind, request) -> tuple[str, ...]:
+        violations = []
+        ids = kind.ids(request)
+        for f, value in zip(kind.id_fields, ids):
+            try:
+                validate_name(_camel(f), value)
+            except InvalidSpec as err:
+                violations.extend(err.violations)
+        if violations:
+            raise InvalidSpec(violations)
+        return ids
+
+    def _decode(self, kind: K.Kind, item: registry.Item):
+        data = kind.data_cls()
+        data.ParseFromString(item.value)
+        return data
+
+    def _read(self, kind: K.Kind, ids) -> tuple[registry.Item, object]:
+        item = self.store.get(kind.path(ids))
+        if item is None:
+            raise registry.NotFound(kind.path(ids))
+        return item, self._decode(kind, item)
+
+    def _response(self, kind: K.Kind, verb: str, data):
+        resp = getattr(admin_pb2, f"{verb}{kind.title}Response")()
+        getattr(resp, kind.field).CopyFrom(data)
+        return resp
+
+    def _idempotent(self, kind: K.Kind, verb: str, request) -> tuple[tuple[str, bytes] | None, object]:
+        """(idempotency key path, fingerprint) for a request with a client token, and a
+        stored response when the same token and body were already applied."""
+        token = request.client_token
+        if not token:
+            return None, None
+        if not _TOKEN.match(token):
+            raise BadRequest("clientToken", "1-64 letters, digits, hyphens and underscores")
+        path = "idem/" + hashlib.sha256(f"{verb}|{kind.path(kind.ids(request))}|{token}".encode()).hexdigest()
+        fp = _fingerprint(request)
+        prior = self.store.get(path)
+        if prior is not None:
+            return (path, fp), self._replay(kind, verb, token, fp, prior.value)
+        return (path, fp), None
+
+    def _replay(self, kind: K.Kind, verb: str, token: str, fp: bytes, record: bytes):
+        stored_fp, _, body = record.partition(b"\n")
+        if stored_fp != fp:
+            raise registry.IdempotencyMismatch(token)
+        resp = getattr(admin_pb2, f"{verb}{kind.title}Response")()
+        resp.ParseFromString(body)
+        return resp
+
+    # -- CRUD -------------------------------------------------------------------------
+    def create(self, kind: K.Kind, request):
+        ids = self._ids(kind, request)
+        validate_spec(kind.name, request.spec)
+        _validate_tags(request.tags)
+        idem, replay = self._idempotent(kind, "Create", request)
+        if replay is not None:
+            return replay
+        now = _now()
+        data = kind.data_cls()
+        for f, v in zip(kind.id_fields, ids):
+            setattr(data, f, v)
+        data.spec.CopyFrom(request.spec)
+        md = data.metadata
+        md.arn = kind.arn(ids, cluster=self.config.cluster, owner=self.config.owner)
+        md.uid = str(uuid.uuid4())
+        md.version = 1
+        md.created_at.CopyFrom(now)
+        md.last_updated_at.CopyFrom(now)
+        md.mesh_owner = self.config.owner
+        md.resource_owner = self.config.owner
+        data.status.status = "ACTIVE"
+        resp = self._response(kind, "Create", data)
+        path = kind.path(ids)
+        refs = tuple(kind.references(ids[0], request.spec))
+        puts = ()
+        if request.tags:
+            puts = ((f"tags/{path}", admin_pb2.TagList(tags=request.tags).SerializeToString()),)
+        done = self.store.commit(registry.Write(
+            path, data.SerializeToString(deterministic=True), expect_revision=0,
+            require=tuple(kind.parent_paths(ids)) + tuple((r, "reference") for r in refs),
+            refs_add=refs, puts=puts,
+            idempotency=(idem[0], idem[1] + b"\n" + resp.SerializeToString()) if idem else None,
+        ))
+        if done.replay is not None:
+            return self._replay(kind, "Create", request.client_token, idem[1], done.replay)
+        return resp
+
+    def describe(self, kind: K.Kind, request):
+        ids = self._ids(kind, request)
+        _, data = self._read(kind, ids)
+        return self._response(kind, "Describe", data)
+
+    def update(self, kind: K.Kind, request):
+        ids = self._ids(kind, request)
+        validate_spec(kind.name, request.spec)
+        idem, replay = self._idempotent(kind, "Update", request)
+        if replay is not None:
+            return replay
+        path = kind.path(ids)
+        expected = request.expected_version if request.HasField("expected_version") else None
+        for _ in range(_UPDATE_ATTEMPTS):
+            item, data = self._read(kind, ids)
+            if expected is not None and data.metadata.version != expected:
+                raise VersionConflict(K.describe_path(path), expected, data.metadata.version)
+            old_refs = set(kind.references(ids[0], data.spec))
+            new_refs = kind.references(ids[0], request.spec)
+            data.spec.CopyFrom(request.spec)
+            data.metadata.version += 1
+            data.metadata.last_updated_at.CopyFrom(_now())
+            resp = self._response(kind, "Update", data)
+            try:
+                done = self.store.commit(registry.Write(
+                    path, data.SerializeToString(deterministic=True), expect_revision=item.mod_revision,
+                    require=tuple(kind.parent_paths(ids)) + tuple((r, "reference") for r in new_refs),
+                    refs_add=tuple(r for r in new_refs if r not in old_refs),
+                    refs_remove=tuple(r for r in old_refs if r not in new_refs),
+                    idempotency=(idem[0], idem[1] + b"\n" + resp.SerializeToString()) if idem else None,
+                ))
+            except registry.Conflict:
+                continue  # someone else wrote in between: re-read, and re-check `expected`
+            if done.replay is not None:
+                return self._replay(kind, "Update", request.client_token, idem[1], done.replay)
+            return resp
+        raise registry.Conflict(path, 0, -1)
+
+    def delete(self, kind: K.Kind, request):
+        ids = self._ids(kind, request)
+        path = kind.path(ids)
+        expected = request.expected_version if request.HasField("expected_version") else None
+        for _ in range(_UPDATE_ATTEMPTS):
+            item, data = self._read(kind, ids)
+            if expected is not None and data.metadata.version != expected:
+                raise VersionConflict(K.describe_path(path), expected, data.metadata.version)
+            try:
+                self.store.commit(registry.Write(
+                    path, None, expect_revision=item.mod_revision,
+                    check_referrers=True, require_empty=tuple(K.children_of(kind, ids)),
+                    refs_remove=tuple(kind.references(ids[0], data.spec)),
+                    deletes=(f"tags/{path}",),
+                ))
+            except registry.Conflict:
+                continue
+            data.status.status = "DELETED"
+            return self._response(kind, "Delete", data)
+        raise registry.Conflict(path, 0, -1)
+
+    def list(self, kind: K.Kind, request):
+        parent_ids = tuple(getattr(request, f) for f in kind.parents)
+        for f, v in zip(kind.parents, parent_ids):
+            validate_name(_camel(f), v)
+        limit = _limit(request.limit)
+        prefix = kind.list_prefix(parent_ids)
+        after = _decode_token(request.next_token, prefix)
+        if parent_ids and after is None:
+            # App Mesh answers NotFound for a List under a parent that does not exist.
+            for p, role in kind.parent_paths(parent_ids + ("x",)):
+                if self.store.get(p) is None:
+                    raise registry.NotFound(p, role=role)
+        page = self.store.list(prefix, after=after, limit=limit)
+        resp = getattr(admin_pb2, f"List{kind.plural_title}Response")()
+        refs = getattr(resp, kind.list_field)
+        for item in page.items:
+            data = self._decode(kind, item)
+            ref = refs.add()
+            for f in kind.id_fields:
+                setattr(ref, f, getattr(data, f))
+            md = data.metadata
+            ref.arn, ref.version = md.arn, md.version
+            ref.mesh_owner, ref.resource_owner = md.mesh_owner, md.resource_owner
+            ref.created_at.CopyFrom(md.created_at)
+            ref.last_updated_at.CopyFrom(md.last_updated_at)
+        if page.next_after:
+            resp.next_token = _encode_token(page.next_after)
+        return resp
+
+    # -- tags -------------------------------------------------------------------------
+    def _path_for_arn(self, arn: str) -> str:
+        """Resolve an ARN issued by this cluster to the store path of its resource."""
+        m = re.match(r"^arn:meshd:appmesh:[^:]*:[^:]*:mesh/(.+)$", arn or "")
+        if not m:
+            raise BadRequest("resourceArn", f"not a meshd resource ARN: {arn!r}")
+        segs = m.group(1).split("/")
+        names = {"mesh": K.MESH}
+        names.update({k.arn_segment: k for k in K.KINDS})
+        kind, ids = K.MESH, [segs[0]]
+        rest = segs[1:]
+        if len(rest) % 2:
+            raise BadRequest("resourceArn", f"malformed resource path in {arn!r}")
+        for i in range(0, len(rest), 2):
+            if rest[i] not in names:
+                raise BadRequest("resourceArn", f"unknown resource type {rest[i]!r}")
+            kind = names[rest[i]]
+            ids.append(rest[i + 1])
+        if len(ids) != len(kind.id_fields):
+            raise BadRequest("resourceArn", f"malformed resource path in {arn!r}")
+        path = kind.path(ids)
+        if self.store.get(path) is None:
+            raise registry.NotFound(path)
+        return path
+
+    def _tags(self, path: str) -> tuple[registry.Item | None, admin_pb2.TagList]:
+        item = self.store.get(f"tags/{path}")
+        tags = admin_pb2.TagList()
+        if item is not None:
+            tags.ParseFromString(item.value)
+        return item, tags
+
+    def _write_tags(self, path: str, mutate: Callable[[dict[str, str]], None]) -> None:
+        for _ in range(_UPDATE_ATTEMPTS):
+            item, tags = self._tags(path)
+            current = {t.key: t.value for t in tags.tags}
+            mutate(current)
+            _validate_tags([admin_pb2.TagRef(key=k, value=v) for k, v in current.items()])
+            value = admin_pb2.TagList(tags=[admin_pb2.TagRef(key=k, value=v) for k, v in sorted(current.items())])
+            try:
+                self.store.commit(registry.Write(
+                    f"tags/{path}", value.SerializeToString(),
+                    expect_revision=item.mod_revision if item else 0, require=((path, "resource"),)))
+                return
+            except (registry.Conflict, registry.AlreadyExists):
+                continue
+        raise registry.Conflict(f"tags/{path}", 0, -1)
+
+    def tag_resource(self, request):
+        path = self._path_for_arn(request.resource_arn)
+        _validate_tags(request.tags)
+        self._write_tags(path, lambda cur: cur.update({t.key: t.value for t in request.tags}))
+        return admin_pb2.TagResourceResponse()
+
+    def untag_resource(self, request):
+        path = self._path_for_arn(request.resource_arn)
+
+        def drop(cur):
+            for k in request.tag_keys:
+                cur.pop(k, None)
+        self._write_tags(path, drop)
+        return admin_pb2.UntagResourceResponse()
+
+    def list_tags(self, request):
+        path = self._path_for_arn(request.resource_arn)
+        limit = _limit(request.limit)
+        _, tags = self._tags(path)
+        start = 0
+        if request.next_token:
+            try:
+                start = int(json.loads(base64.urlsafe_b64decode(request.next_token.encode()))["offset"])
+            except (ValueError, KeyError, TypeError) as err:
+                raise BadRequest("nextToken", "not a token returned by ListTagsForResource") from err
+        chunk = tags.tags[start:start + limit]
+        resp = admin_pb2.ListTagsForResourceResponse(tags=chunk)
+        if start + limit < len(tags.tags):
+            resp.next_token = base64.urlsafe_b64encode(json.dumps({"offset": start + limit}).encode()).decode()
+        return resp
+
+    # -- instances --------------------------------------------------------------------
+    def register_instance(self, request):
+        violations = []
+        for f in ("mesh_name", "virtual_node_name"):
+            try:
+                validate_name(_camel(f), getattr(request, f))
+            except InvalidSpec as err:
+                violations.extend(err.violations)
+        if not _INSTANCE_ID.match(request.instance_id):
+            violations.append(FieldViolation("instanceId", "1-128 letters, digits and . _ : - starting with a letter or digit"))
+        if not _valid_address(request.address):
+            violations.append(FieldViolation("address", f"not an IP address or DNS name: {request.address!r}"))
+        if not 1 <= request.port <= 65535:
+            violations.append(FieldViolation("port", f"must be 1-65535, got {request.port}"))
+        if request.ttl_seconds < 0 or request.ttl_seconds > 86400:
+            violations.append(FieldViolation("ttlSeconds", "must be 0 (host lease) or 1-86400"))
+        if request.health and request.health not in _HEALTH:
+            violations.append(FieldViolation("health", f"must be one of {', '.join(_HEALTH)}"))
+        if violations:
+            raise InvalidSpec(violations)
+        path = f"{K.INSTANCES}/{request.mesh_name}/{request.virtual_node_name}/{request.instance_id}"
+        if request.ttl_seconds:
+            lease = self._own_lease(path, request.ttl_seconds)
+        elif self._host_lease is not None:
+            lease = self._host_lease.current()
+        else:
+            raise BadRequest("ttlSeconds", "this meshd holds no host lease; give ttlSeconds")
+        inst = admin_pb2.Instance(
+            mesh_name=request.mesh_name, virtual_node_name=request.virtual_node_name,
+            instance_id=request.instance_id, address=request.address, port=request.port,
+            host=self.host, health=request.health or "UNKNOWN", attributes=request.attributes,
+            lease_id=lease, ttl_seconds=request.ttl_seconds)
+        inst.registered_at.CopyFrom(_now())
+        value = inst.SerializeToString(deterministic=True)
+        self.store.commit(registry.Write(
+            path, value, lease=lease,
+            require=((f"meshes/{request.mesh_name}", "mesh"),
+                     (K.VIRTUAL_NODE.path((request.mesh_name, request.virtual_node_name)), "virtualNode"))))
+        if not request.ttl_seconds:
+            self._host_lease.hold(path, value)
+        return admin_pb2.RegisterInstanceResponse(instance=inst)
+
+    def _own_lease(self, path: str, ttl: int) -> int:
+        """A dedicated lease per TTL instance; re-registering refreshes it (a heartbeat)."""
+        with self._lock:
+            lease = self._own_leases.get(path)
+        if lease and self.store.keepalive(lease) > 0:
+            return lease
+        lease = self.store.grant_lease(ttl)
+        with self._lock:
+            self._own_leases[path] = lease
+        return lease
+
+    def deregister_instance(self, request):
+        path = f"{K.INSTANCES}/{request.mesh_name}/{request.virtual_node_name}/{request.instance_id}"
+        item = self.store.get(path)
+        if item is None:
+            raise registry.NotFound(path)
+        inst = admin_pb2.Instance()
+        inst.ParseFromString(item.value)
+        self.store.commit(registry.Write(path, None, expect_revision=item.mod_revision))
+        with self._lock:
+            self._own_leases.pop(path, None)
+        if self._host_lease is not None:
+            self._host_lease.release(path)
+        return admin_pb2.DeregisterInstanceResponse(instance=inst)
+
+    def list_instances(self, request):
+        validate_name("meshName", request.mesh_name)
+        prefix = f"{K.INSTANCES}/{request.mesh_name}/"
+        if request.virtual_node_name:
+            validate_name("virtualNodeName", request.virtual_node_name)
+            prefix += request.virtual_node_name + "/"
+        after = _decode_token(request.next_token, prefix)
+        page = self.store.list(prefix, after=after, limit=_limit(request.limit))
+        resp = admin_pb2.ListInstancesResponse()
+        for item in page.items:
+            resp.instances.add().ParseFromString(item.value)
+        if page.next_after:
+            resp.next_token = _encode_token(page.next_after)
+        return resp
+
+    # -- watch ------------------------------------------------------------------------
+    def _event(self, ev: registry.Event) -> admin_pb2.ResourceEvent | None:
+        coll = ev.path.split("/", 1)[0]
+        out = admin_pb2.ResourceEvent(
+            type=admin_pb2.ResourceEvent.PUT if ev.type == "put" else admin_pb2.ResourceEvent.DELETE,
+            path=ev.path, revision=ev.revision)
+        if coll == K.INSTANCES:
+            out.kind = "instance"
+            if ev.value:
+                out.resource.instance.ParseFromString(ev.value)
+            return out
+        kind = K.BY_COLLECTION.get(coll)
+        if kind is None:
+            return None  # refs, tags, idempotency records: internal
+        out.kind = kind.name
+        if ev.value:
+            getattr(out.resource, kind.field).ParseFromString(ev.value)
+        return out
+
+    @staticmethod
+    def _in_mesh(path: str, mesh: str) -> bool:
+        parts = path.split("/")
+        return not mesh or (len(parts) > 1 and parts[1] == mesh)
+
+    def snapshot(self, mesh: str, chunk: int = 200) -> Iterator[admin_pb2.WatchResponse]:
+        """The full current state at one revision, as one or more responses."""
+        revision = self.store.revision()
+        events = []
+        for coll in [k.collection for k in K.KINDS] + [K.INSTANCES]:
+            prefix = f"{coll}/{mesh}" + ("" if coll == "meshes" else "/") if mesh else f"{coll}/"
+            after = None
+            while True:
+                page = self.store.list(prefix, after=after, limit=500, revision=revision)
+                for item in page.items:
+                    if not self._in_mesh(item.path, mesh):
+                        continue
+                    ev = self._event(registry.Event("put", item.path, item.value, item.mod_revision))
+                    if ev is not None:
+                        events.append(ev)
+                if page.next_after is None:
+                    break
+                after = page.next_after
+        first = True
+        for i in range(0, max(len(events), 1), chunk):
+            part = events[i:i + chunk]
+            yield admin_pb2.WatchResponse(revision=revision, events=part, reset=first,
+                                          snapshot_done=i + chunk >= len(events))
+            first = False
+
+    def watch(self, request, is_active: Callable[[], bool],
+              on_start: Callable[[registry.store.Watch], None] = lambda w: None) -> Iterator[admin_pb2.WatchResponse]:
+        """Snapshot (when asked or when history is gone), then changes, resuming on etcd blips."""
+        mesh = request.mesh_name
+        if mesh:
+            validate_name("meshName", mesh)
+        last = request.resume_revision
+        if last < 0:
+            raise BadRequest("resumeRevision", "must be >= 0")
+        compacted = 0
+        backoff = 0.1
+        while is_active():
+            if last == 0 or compacted:
+                for resp in self.snapshot(mesh):
+                    if compacted:
+                        resp.compacted_revision = compacted
+                    last = resp.revision
+                    yield resp
+                compacted = 0
+            w = self.store.watch("", start_revision=last + 1)
+            on_start(w)
+            try:
+                for revision, events in w:
+                    backoff = 0.1
+                    out = [e for e in (self._event(ev) for ev in events)
+                           if e is not None and self._in_mesh(e.path, mesh)]
+                    last = max(last, revision)
+                    if out or not events:
+                        yield admin_pb2.WatchResponse(revision=revision, events=out)
+                    if not is_active():
+                        break
+            except registry.Compacted as err:
+                log.info("watch history compacted; resyncing", extra={"revision": err.revision})
+                compacted = err.revision
+            except registry.Unavailable as err:
+                log.warning("watch interrupted; resuming", extra={"error": str(err), "revision": last})
+                time.sleep(backoff)
+                backoff = min(backoff * 2, 2.0)
+            finally:
+                w.cancel()
+
+
+def _camel(snake: str) -> str:
+    head, *rest = snake.split("_")
+    return head + "".join(p.title() for p in rest)
+
+
+def _validate_tags(tags) -> None:
+    # App Mesh: up to 50 tags; key 1-128 characters, value 0-256 characters.
+    violations = []
+    if len(tags) > 50:
+        violations.append(FieldViolation("tags", f"at most 50 tags, got {len(tags)}"))
+    seen = set()
+    for i, t in enumerate(tags):
+        if not 1 <= len(t.key) <= 128:
+            violations.append(FieldViolation(f"tags[{i}].key", "must be 1-128 characters"))
+        if len(t.value) > 256:
+            violations.append(FieldViolation(f"tags[{i}].value", "must be at most 256 characters"))
+        if t.key in seen:
+            violations.append(FieldViolation(f"tags[{i}].key", f"duplicate key {t.key!r}"))
+        seen.add(t.key)
+    if violations:
+        raise InvalidSpec(violations)
+
+
+def _valid_address(address: str) -> bool:
+    try:
+        ipaddress.ip_address(address)
+        return True
+    except ValueError:
+        return bool(re.match(r"^(?=.{1,253}$)([A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)(\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*$", address))

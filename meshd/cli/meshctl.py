@@ -1,0 +1,408 @@
+"""`meshctl`: the command line over the meshd admin API (apply, get, describe, delete, diff)."""
+from __future__ import annotations
+
+import argparse
+import difflib
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+import grpc
+import yaml
+from google.protobuf import json_format
+from google.rpc import error_details_pb2
+from grpc_status import rpc_status
+
+from meshd.api import kinds as K
+from meshd.api.validate import InvalidSpec, parse_json
+from meshd.v1 import admin_pb2, admin_pb2_grpc
+
+DEFAULT_SERVER = "127.0.0.1:7000"
+
+# Dependency order for apply: what a document refers to is created before it.
+APPLY_ORDER = [K.MESH, K.VIRTUAL_NODE, K.VIRTUAL_ROUTER, K.ROUTE, K.VIRTUAL_SERVICE,
+               K.VIRTUAL_GATEWAY, K.GATEWAY_ROUTE]
+
+ALIASES = {
+    "mesh": K.MESH, "meshes": K.MESH,
+    "virtualnode": K.VIRTUAL_NODE, "virtualnodes": K.VIRTUAL_NODE, "vn": K.VIRTUAL_NODE, "node": K.VIRTUAL_NODE, "nodes": K.VIRTUAL_NODE,
+    "virtualservice": K.VIRTUAL_SERVICE, "virtualservices": K.VIRTUAL_SERVICE, "vs": K.VIRTUAL_SERVICE, "service": K.VIRTUAL_SERVICE, "services": K.VIRTUAL_SERVICE,
+    "virtualrouter": K.VIRTUAL_ROUTER, "virtualrouters": K.VIRTUAL_ROUTER, "vr": K.VIRTUAL_ROUTER, "router": K.VIRTUAL_ROUTER, "routers": K.VIRTUAL_ROUTER,
+    "route": K.ROUTE, "routes": K.ROUTE,
+    "virtualgateway": K.VIRTUAL_GATEWAY, "virtualgateways": K.VIRTUAL_GATEWAY, "vg": K.VIRTUAL_GATEWAY, "gateway": K.VIRTUAL_GATEWAY, "gateways": K.VIRTUAL_GATEWAY,
+    "gatewayroute": K.GATEWAY_ROUTE, "gatewayroutes": K.GATEWAY_ROUTE, "gr": K.GATEWAY_ROUTE,
+}
+
+
+class CliError(Exception):
+    """A failure to report to the user (exit status 1)."""
+
+
+def kind_of_document(doc: dict) -> K.Kind:
+    """App Mesh CLI input names its kind by the name keys it carries."""
+    for key, kind in (("gatewayRouteName", K.GATEWAY_ROUTE), ("routeName", K.ROUTE),
+                      ("virtualNodeName", K.VIRTUAL_NODE), ("virtualServiceName", K.VIRTUAL_SERVICE),
+                      ("virtualGatewayName", K.VIRTUAL_GATEWAY), ("virtualRouterName", K.VIRTUAL_ROUTER),
+                      ("meshName", K.MESH)):
+        if key in doc:
+            return kind
+    raise CliError("cannot tell the kind of a document without a name key (meshName, virtualNodeName, ...)")
+
+
+def load_documents(target: str) -> list[tuple[str, dict]]:
+    """(source, document) pairs from a JSON/YAML file or every such file in a directory."""
+    path = Path(target)
+    if path.is_dir():
+        files = sorted(p for p in path.rglob("*") if p.suffix.lower() in (".json", ".yaml", ".yml"))
+    elif path.exists() or target == "-":
+        files = [path]
+    else:
+        raise CliError(f"{target}: no such file or directory")
+    out = []
+    for f in files:
+        text = sys.stdin.read() if str(f) == "-" else f.read_text()
+        try:
+            docs = list(yaml.safe_load_all(text))  # YAML is a superset of JSON
+        except yaml.YAMLError as err:
+            raise CliError(f"{f}: not valid JSON or YAML: {err}") from err
+        for i, doc in enumerate(d for d in docs if d is not None):
+            items = doc if isinstance(doc, list) else [doc]
+            for j, item in enumerate(items):
+                if not isinstance(item, dict):
+                    raise CliError(f"{f}: document {i + 1} is not an object")
+                out.append((f"{f}" + (f"#{i + 1}" if len(docs) > 1 else "") + (f"[{j}]" if isinstance(doc, list) else ""), item))
+    return out
+
+
+class Client:
+    """A thin MeshAdmin client whose errors become `CliError`s with the server's reasons."""
+
+    def __init__(self, server: str, timeout: float = 10.0):
+        self.channel = grpc.insecure_channel(server)
+        self.stub = admin_pb2_grpc.MeshAdminStub(self.channel)
+        self.timeout = timeout
+        self.server = server
+
+    def call(self, method: str, request):
+        try:
+            return getattr(self.stub, method)(request, timeout=self.timeout)
+        except grpc.RpcError as err:
+            raise CliError(format_rpc_error(err, self.server)) from err
+
+
+def format_rpc_error(err: grpc.RpcError, server: str) -> str:
+    """The server's status, reason and field violations as lines for a terminal."""
+    code = err.code()
+    if code == grpc.StatusCode.UNAVAILABLE and "etcd" not in (err.details() or ""):
+        return f"UNAVAILABLE: cannot reach meshd at {server}: {err.details()}"
+    lines = [f"{code.name}: {err.details()}"]
+    status = rpc_status.from_call(err)
+    if status is not None:
+        for detail in status.details:
+            if detail.Is(error_details_pb2.BadRequest.DESCRIPTOR):
+                br = error_details_pb2.BadRequest()
+                detail.Unpack(br)
+                lines += [f"  {v.field}: {v.description}" for v in br.field_violations]
+            elif detail.Is(error_details_pb2.ErrorInfo.DESCRIPTOR):
+                info = error_details_pb2.ErrorInfo()
+                detail.Unpack(info)
+                lines.append(f"  reason: {info.reason}")
+    return "\n".join(lines)
+
+
+def _to_dict(msg) -> dict:
+    return json_format.MessageToDict(msg)
+
+
+def _print(obj, fmt: str, table_rows=None, headers=None) -> None:
+    if fmt == "json":
+        print(json.dumps(obj, indent=2, sort_keys=False))
+    elif fmt == "yaml":
+        print(yaml.safe_dump(obj, sort_keys=False), end="")
+    else:
+        rows = table_rows or []
+        widths = [max(len(str(x)) for x in col) for col in zip(headers, *rows)]
+        for r in [headers, *rows]:
+            print("  ".join(str(x).ljust(w) for x, w in zip(r, widths)).rstrip())
+
+
+def _age(ts: str) -> str:
+    if not ts:
+        return "-"
+    try:
+        t = time.mktime(time.strptime(ts.split(".")[0].rstrip("Z"), "%Y-%m-%dT%H:%M:%S")) - time.timezone
+    except ValueError:
+        return ts
+    s = max(0, int(time.time() - t))
+    for unit, n in (("d", 86400), ("h", 3600), ("m", 60)):
+        if s >= n:
+            return f"{s // n}{unit}"
+    return f"{s}s"
+
+
+def _scope_ids(kind: K.Kind, args, name: str | None = None) -> dict:
+    ids = {}
+    if "mesh_name" in kind.parents:
+        if not args.mesh:
+            raise CliError(f"{kind.name} needs --mesh")
+        ids["mesh_name"] = args.mesh
+    if "virtual_router_name" in kind.parents:
+        if not args.router:
+            raise CliError("route needs --router")
+        ids["virtual_router_name"] = args.router
+    if "virtual_gateway_name" in kind.parents:
+        if not args.gateway:
+            raise CliError("gatewayRoute needs --gateway")
+        ids["virtual_gateway_name"] = args.gateway
+    if name is not None:
+        ids[kind.name_field] = name
+    return ids
+
+
+def _parse_create(kind: K.Kind, doc: dict, source: str):
+    cls = getattr(admin_pb2, f"Create{kind.title}Request")
+    try:
+        return parse_json(cls, doc)
+    except InvalidSpec as err:
+        raise CliError(f"{source}: invalid {kind.name}:\n" + "\n".join(
+            f"  {v.field}: {v.description}" for v in err.violations)) from err
+
+
+def _plan(client: Client, docs):
+    """For each document in dependency order: (kind, request, current data or None)."""
+    parsed = []
+    for source, doc in docs:
+        kind = kind_of_document(doc)
+        parsed.append((APPLY_ORDER.index(kind), source, kind, _parse_create(kind, doc, source)))
+    parsed.sort(key=lambda x: x[0])
+    plan = []
+    for _, source, kind, req in parsed:
+        ids = {f: getattr(req, f) for f in kind.id_fields}
+        describe = getattr(admin_pb2, f"Describe{kind.title}Request")(**ids)
+        try:
+            current = getattr(client.stub, f"Describe{kind.title}")(describe, timeout=client.timeout)
+            current = getattr(current, kind.field)
+        except grpc.RpcError as err:
+            if err.code() != grpc.StatusCode.NOT_FOUND:
+                raise CliError(format_rpc_error(err, client.server)) from err
+            current = None
+        plan.append((source, kind, req, current))
+    return plan
+
+
+def _label(kind: K.Kind, req) -> str:
+    return f"{kind.name}/" + "/".join(getattr(req, f) for f in kind.id_fields)
+
+
+def cmd_apply(client: Client, args) -> int:
+    for source, kind, req, current in _plan(client, load_documents(args.file)):
+        label = _label(kind, req)
+        if current is None:
+            client.call(f"Create{kind.title}", req)
+            print(f"{label} created")
+        elif current.spec == req.spec:
+            print(f"{label} unchanged")
+        else:
+            upd = getattr(admin_pb2, f"Update{kind.title}Request")(
+                **{f: getattr(req, f) for f in kind.id_fields}, spec=req.spec,
+                expected_version=current.metadata.version)
+            resp = client.call(f"Update{kind.title}", upd)
+            print(f"{label} updated (version {getattr(resp, kind.field).metadata.version})")
+    return 0
+
+
+def cmd_diff(client: Client, args) -> int:
+    changes = 0
+    for source, kind, req, current in _plan(client, load_documents(args.file)):
+        label = _label(kind, req)
+        new = yaml.safe_dump(_to_dict(req.spec), sort_keys=True).splitlines()
+        if current is None:
+            changes += 1
+            print(f"+ {label} (would be created)")
+            print("\n".join("+   " + line for line in new))
+        elif current.spec == req.spec:
+            print(f"  {label} unchanged")
+        else:
+            changes += 1
+            old = yaml.safe_dump(_to_dict(current.spec), sort_keys=True).splitlines()
+            print(f"~ {label} (would be updated from version {current.metadata.version})")
+            for line in difflib.unified_diff(old, new, "current", "applied", lineterm="", n=2):
+                print("    " + line)
+    # Like `diff` and `kubectl diff`: exit 1 when there are differences.
+    return 1 if changes and args.exit_code else 0
+
+
+def cmd_get(client: Client, args) -> int:
+    if args.kind in ("instance", "instances"):
+        return cmd_instance_list(client, args)
+    kind = _kind(args.kind)
+    if args.name:
+        return _describe(client, kind, args)
+    ids = _scope_ids(kind, args)
+    items, token = [], ""
+    while True:
+        req = getattr(admin_pb2, f"List{kind.plural_title}Request")(**ids, next_token=token)
+        resp = client.call(f"List{kind.plural_title}", req)
+        items.extend(getattr(resp, kind.list_field))
+        token = resp.next_token
+        if not token:
+            break
+    if args.output == "table":
+        headers = ["NAME", *([p.upper().replace("_NAME", "") for p in kind.parents]), "VERSION", "AGE", "UPDATED"]
+        rows = [[getattr(i, kind.name_field), *[getattr(i, p) for p in kind.parents], i.version,
+                 _age(_to_dict(i).get("createdAt", "")), _age(_to_dict(i).get("lastUpdatedAt", ""))] for i in items]
+        _print(None, "table", rows, headers)
+    else:
+        _print({kind.list_field: [_to_dict(i) for i in items]}, args.output)
+    return 0
+
+
+def _describe(client: Client, kind: K.Kind, args) -> int:
+    req = getattr(admin_pb2, f"Describe{kind.title}Request")(**_scope_ids(kind, args, args.name))
+    data = getattr(client.call(f"Describe{kind.title}", req), kind.field)
+    out = _to_dict(data)
+    if args.output == "table":
+        # `describe` is for reading: YAML is the table view of one resource.
+        print(yaml.safe_dump(out, sort_keys=False), end="")
+    else:
+        _print(out, args.output)
+    return 0
+
+
+def cmd_describe(client: Client, args) -> int:
+    return _describe(client, _kind(args.kind), args)
+
+
+def cmd_delete(client: Client, args) -> int:
+    kind = _kind(args.kind)
+    req = getattr(admin_pb2, f"Delete{kind.title}Request")(**_scope_ids(kind, args, args.name))
+    client.call(f"Delete{kind.title}", req)
+    print(f"{kind.name}/{args.name} deleted")
+    return 0
+
+
+def cmd_instance_register(client: Client, args) -> int:
+    if not args.mesh:
+        raise CliError("instance register needs --mesh")
+    attrs = dict(a.split("=", 1) for a in args.attribute or [])
+    req = admin_pb2.RegisterInstanceRequest(
+        mesh_name=args.mesh, virtual_node_name=args.node, instance_id=args.id,
+        address=args.address, port=args.port, attributes=attrs, ttl_seconds=args.ttl)
+    inst = client.call("RegisterInstance", req).instance
+    print(f"instance {inst.instance_id} of {inst.virtual_node_name} registered at {inst.address}:{inst.port}"
+          f" (host {inst.host or '-'}, lease {inst.lease_id})")
+    return 0
+
+
+def cmd_instance_deregister(client: Client, args) -> int:
+    if not args.mesh:
+        raise CliError("instance deregister needs --mesh")
+    client.call("DeregisterInstance", admin_pb2.DeregisterInstanceRequest(
+        mesh_name=args.mesh, virtual_node_name=args.node, instance_id=args.id))
+    print(f"instance {args.id} deregistered")
+    return 0
+
+
+def cmd_instance_list(client: Client, args) -> int:
+    if not args.mesh:
+        raise CliError("instances need --mesh")
+    items, token = [], ""
+    while True:
+        resp = client.call("ListInstances", admin_pb2.ListInstancesRequest(
+            mesh_name=args.mesh, virtual_node_name=getattr(args, "node", "") or "", next_token=token))
+        items.extend(resp.instances)
+        token = resp.next_token
+        if not token:
+            break
+    if args.output == "table":
+        rows = [[i.instance_id, i.virtual_node_name, f"{i.address}:{i.port}", i.host, i.health] for i in items]
+        _print(None, "table", rows, ["ID", "NODE", "ADDRESS", "HOST", "HEALTH"])
+    else:
+        _print({"instances": [_to_dict(i) for i in items]}, args.output)
+    return 0
+
+
+def _kind(name: str) -> K.Kind:
+    kind = ALIASES.get(name.lower().replace("-", "").replace("_", ""))
+    if kind is None:
+        raise CliError(f"unknown kind {name!r}; one of: mesh, virtualnode, virtualservice, "
+                       "virtualrouter, route, virtualgateway, gatewayroute, instance")
+    return kind
+
+
+def _common(suppress: bool) -> argparse.ArgumentParser:
+    """Options accepted before and after the subcommand. After it they default to SUPPRESS,
+    so a value given before the subcommand is not overwritten by the subparser's default."""
+    def d(value):
+        return argparse.SUPPRESS if suppress else value
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--server", "-s", default=d(os.environ.get("MESHCTL_SERVER", DEFAULT_SERVER)),
+                        help=f"meshd admin API address (default $MESHCTL_SERVER or {DEFAULT_SERVER})")
+    common.add_argument("-o", "--output", choices=("table", "json", "yaml"), default=d("table"))
+    common.add_argument("--mesh", "-m", default=d(os.environ.get("MESHCTL_MESH", "")))
+    common.add_argument("--router", default=d(""), help="virtual router of a route")
+    common.add_argument("--gateway", default=d(""), help="virtual gateway of a gateway route")
+    common.add_argument("--timeout", type=float, default=d(10.0))
+    return common
+
+
+def _parser() -> argparse.ArgumentParser:
+    top, common = _common(False), _common(True)
+    p = argparse.ArgumentParser(prog="meshctl", parents=[top],
+                                description="meshctl: manage a meshd service mesh through its admin API.")
+    sub = p.add_subparsers(dest="command", required=True)
+    a = sub.add_parser("apply", parents=[common], help="create or update from App Mesh JSON/YAML")
+    a.add_argument("-f", "--file", required=True, help="a file, a directory, or - for stdin")
+    a.set_defaults(fn=cmd_apply)
+    d = sub.add_parser("diff", parents=[common], help="show what apply would change (dry run)")
+    d.add_argument("-f", "--file", required=True)
+    d.add_argument("--exit-code", action="store_true", help="exit 1 when there are changes")
+    d.set_defaults(fn=cmd_diff)
+    g = sub.add_parser("get", parents=[common], help="list a kind, or show one resource")
+    g.add_argument("kind")
+    g.add_argument("name", nargs="?")
+    g.set_defaults(fn=cmd_get)
+    de = sub.add_parser("describe", parents=[common], help="show one resource in full")
+    de.add_argument("kind")
+    de.add_argument("name")
+    de.set_defaults(fn=cmd_describe)
+    dl = sub.add_parser("delete", parents=[common], help="delete one resource")
+    dl.add_argument("kind")
+    dl.add_argument("name")
+    dl.set_defaults(fn=cmd_delete)
+    inst = sub.add_parser("instance", parents=[common], help="register, deregister and list instances")
+    isub = inst.add_subparsers(dest="instance_command", required=True)
+    r = isub.add_parser("register", parents=[common])
+    r.add_argument("--node", required=True)
+    r.add_argument("--id", required=True)
+    r.add_argument("--address", required=True)
+    r.add_argument("--port", type=int, required=True)
+    r.add_argument("--ttl", type=int, default=0, help="own lease TTL in seconds (default: the meshd's host lease)")
+    r.add_argument("--attribute", action="append", help="KEY=VALUE, repeatable")
+    r.set_defaults(fn=cmd_instance_register)
+    dr = isub.add_parser("deregister", parents=[common])
+    dr.add_argument("--node", required=True)
+    dr.add_argument("--id", required=True)
+    dr.set_defaults(fn=cmd_instance_deregister)
+    ls = isub.add_parser("list", parents=[common])
+    ls.add_argument("--node", default="")
+    ls.set_defaults(fn=cmd_instance_list)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    client = Client(args.server, timeout=args.timeout)
+    try:
+        return args.fn(client, args)
+    except CliError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 1
+    finally:
+        client.channel.close()
+
+
+if __name__ == "__main__":
+    sys.exit(main())
