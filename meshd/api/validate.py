@@ -1,0 +1,590 @@
+"""App Mesh's field limits, checked on parsed meshd.v1 specs, with errors that name the field.
+
+Two passes, both driven by the protobuf descriptors rather than by code per message:
+
+* `parse_json` checks a JSON document's shape against the message's descriptor (unknown
+  members, wrong JSON types, two members of one union, int32 overflow) before handing it to
+  `json_format.ParseDict`, so every parse error carries an App Mesh field path such as
+  `spec.listeners[0].portMapping.port` instead of protobuf's prose.
+* `validate_spec` walks a parsed spec and applies `RULES` (per-field limits, keyed by message
+  and App Mesh member name) and `CHECKS` (rules that relate several members, such as "a
+  listener's timeout is named by its protocol").
+
+The limits are App Mesh's API model (2019-01-25) and API reference; each exception is
+commented where it is made. Every violation is collected before raising, so a client sees
+them all at once.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from dataclasses import dataclass
+
+from google.protobuf import json_format
+from google.protobuf.descriptor import Descriptor, FieldDescriptor
+from google.protobuf.message import Message
+
+from meshd.v1 import spec_pb2
+
+__all__ = [
+    "FieldViolation",
+    "InvalidSpec",
+    "SPEC_TYPES",
+    "parse_json",
+    "validate_name",
+    "validate_spec",
+]
+
+
+@dataclass(frozen=True)
+class FieldViolation:
+    """One broken rule: `field` is the App Mesh (camelCase) path, e.g. `spec.priority`."""
+
+    field: str
+    description: str
+
+
+class InvalidSpec(Exception):
+    """A document or spec breaks App Mesh's rules; `violations` lists every one found."""
+
+    def __init__(self, violations: Iterable[FieldViolation]):
+        self.violations = list(violations)
+        super().__init__(self.violations)
+
+    def __str__(self) -> str:
+        return "; ".join(f"{v.field}: {v.description}" for v in self.violations)
+
+
+# The spec message of each resource kind, by the kind names the admin API uses.
+SPEC_TYPES: Mapping[str, type[Message]] = {
+    "mesh": spec_pb2.MeshSpec,
+    "virtualNode": spec_pb2.VirtualNodeSpec,
+    "virtualService": spec_pb2.VirtualServiceSpec,
+    "virtualRouter": spec_pb2.VirtualRouterSpec,
+    "route": spec_pb2.RouteSpec,
+    "virtualGateway": spec_pb2.VirtualGatewaySpec,
+    "gatewayRoute": spec_pb2.GatewayRouteSpec,
+}
+
+INT32_MIN, INT32_MAX = -(2**31), 2**31 - 1
+
+# ---------------------------------------------------------------------------------------
+# Per-field rules
+# ---------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Rule:
+    """The limits on one member. For a list, `count` bounds its length and `each` applies
+    to its scalar items; `required` on a list means at least one item."""
+
+    required: bool = False
+    between: tuple[int, int | None] | None = None  # inclusive; None: no upper bound
+    length: tuple[int, int] | None = None
+    choices: tuple[str, ...] | None = None
+    pattern: tuple[re.Pattern[str], str] | None = None  # (regex, what it means)
+    regex: bool = False  # the value is itself a regular expression
+    count: tuple[int, int] | None = None
+    each: Rule | None = None
+    unsupported: str | None = None
+
+
+REQUIRED = Rule(required=True)
+PORT = Rule(between=(1, 65535))
+REQUIRED_PORT = Rule(required=True, between=(1, 65535))
+# App Mesh FilePath: 1-255 characters.
+FILE_PATH = Rule(required=True, length=(1, 255))
+# App Mesh ResourceName is 1-255 characters. The console allows "letters, numbers, hyphens
+# and underscores"; virtual service names are DNS names, so dots too. A name is also an
+# etcd key component here, which is another reason to keep `/` and spaces out.
+NAME_PATTERN = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]*")
+NAME = Rule(
+    required=True,
+    length=(1, 255),
+    pattern=(NAME_PATTERN, "letters, digits, '-', '_' and '.', not starting with '-' or '.'"),
+)
+PATH_START = (re.compile(r"/.*", re.S), "must start with /")
+# App Mesh HeaderMatch / HttpPathExact / HttpPathRegex: 1-255 characters.
+HEADER_VALUE = Rule(length=(1, 255))
+HEADER_REGEX = Rule(length=(1, 255), regex=True)
+# App Mesh HeaderName and MethodName: 1-50 characters.
+HEADER_NAME = Rule(required=True, length=(1, 50))
+# HttpRouteHeaders, GrpcRouteMetadataList, HttpQueryParameters: 1-10 items.
+UP_TO_10 = Rule(count=(1, 10))
+# App Mesh's default quotas are 50 backends per virtual node. The API model gives no
+# listener limit (multiple listeners arrived in 2022); 50 is meshd's own bound.
+UP_TO_50 = Rule(count=(0, 50))
+
+PROTOCOLS = ("http", "http2", "grpc", "tcp")
+GATEWAY_PROTOCOLS = ("http", "http2", "grpc")
+IP_PREFERENCES = ("IPv6_PREFERRED", "IPv4_PREFERRED", "IPv4_ONLY", "IPv6_ONLY")
+HTTP_METHODS = ("GET", "HEAD", "POST", "PUT", "DELETE", "CONNECT", "OPTIONS", "TRACE", "PATCH")
+ENABLED_DISABLED = ("ENABLED", "DISABLED")
+HTTP_RETRY_EVENTS = ("server-error", "gateway-error", "client-error", "stream-error")
+GRPC_RETRY_EVENTS = ("cancelled", "deadline-exceeded", "internal", "resource-exhausted", "unavailable")
+TCP_RETRY_EVENTS = ("connection-error",)
+
+# meshd issues workload certificates from its own mesh CA and reads App Mesh `file`
+# sources; ACM and SDS are AWS/Envoy services it has no counterpart for.
+NOT_HERE = Rule(unsupported="not supported here, use file or the mesh CA")
+
+# Cloud Map attribute key/value patterns (AwsCloudMapInstanceAttributeKey/Value): printable
+# ASCII; a value may hold inner spaces.
+CLOUD_MAP_KEY = (re.compile(r"[!-~]+"), "printable ASCII without spaces")
+CLOUD_MAP_VALUE = (re.compile(r"[!-~]([ !-~]*[!-~])?"), "printable ASCII, no leading or trailing space")
+
+HTTP_RETRY_RULES = {
+    "maxRetries": Rule(required=True, between=(0, None)),
+    "perRetryTimeout": REQUIRED,
+    "httpRetryEvents": Rule(count=(1, 25), each=Rule(choices=HTTP_RETRY_EVENTS)),
+    "tcpRetryEvents": Rule(count=(1, 1), each=Rule(choices=TCP_RETRY_EVENTS)),
+}
+
+# message name -> {App Mesh member name -> Rule}
+RULES: dict[str, dict[str, Rule]] = {
+    "Duration": {
+        # Both members are optional in App Mesh's model, but a duration without a unit or
+        # a value has no meaning; App Mesh's service rejects them.
+        "unit": Rule(required=True, choices=("ms", "s")),
+        "value": Rule(required=True, between=(0, None)),
+    },
+    "PortMapping": {"port": REQUIRED_PORT, "protocol": Rule(required=True, choices=PROTOCOLS)},
+    "MatchRange": {"start": REQUIRED, "end": REQUIRED},
+    "HeaderMatchMethod": {
+        "exact": HEADER_VALUE,
+        "prefix": HEADER_VALUE,
+        "suffix": HEADER_VALUE,
+        "regex": HEADER_REGEX,
+    },
+    "HttpRouteHeader": {"name": HEADER_NAME},
+    "GrpcRouteMetadata": {"name": HEADER_NAME},
+    "HttpPathMatch": {"exact": Rule(length=(1, 255), pattern=PATH_START), "regex": HEADER_REGEX},
+    "HttpQueryParameter": {"name": REQUIRED},
+    # TLS
+    "ListenerTlsAcmCertificate": {"certificateArn": REQUIRED},
+    "ListenerTlsFileCertificate": {"certificateChain": FILE_PATH, "privateKey": FILE_PATH},
+    "ListenerTlsSdsCertificate": {"secretName": REQUIRED},
+    "ListenerTlsCertificate": {"acm": NOT_HERE, "sds": NOT_HERE},
+    "ClientTlsCertificate": {"sds": NOT_HERE},
+    "TlsValidationContextAcmTrust": {"certificateAuthorityArns": Rule(required=True, count=(1, 3))},
+    "TlsValidationContextFileTrust": {"certificateChain": FILE_PATH},
+    "TlsValidationContextSdsTrust": {"secretName": REQUIRED},
+    "SubjectAlternativeNameMatchers": {"exact": Rule(required=True, each=Rule(length=(1, 254)))},
+    "SubjectAlternativeNames": {"match": REQUIRED},
+    "TlsValidationContextTrust": {"acm": NOT_HERE, "sds": NOT_HERE},
+    "TlsValidationContext": {"trust": REQUIRED},
+    "ListenerTlsValidationContextTrust": {"sds": NOT_HERE},
+    "ListenerTlsValidationContext": {"trust": REQUIRED},
+    "ListenerTls": {
+        "mode": Rule(required=True, choices=("STRICT", "PERMISSIVE", "DISABLED")),
+        "certificate": REQUIRED,
+    },
+    "ClientPolicyTls": {"ports": Rule(each=PORT), "validation": REQUIRED},
+    # Listener parts
+    "HealthCheckPolicy": {
+        "healthyThreshold": Rule(required=True, between=(2, 10)),
+        "unhealthyThreshold": Rule(required=True, between=(2, 10)),
+        "intervalMillis": Rule(required=True, between=(5000, 300000)),
+        "timeoutMillis": Rule(required=True, between=(2000, 60000)),
+        "protocol": Rule(required=True, choices=PROTOCOLS),
+        "port": PORT,
+    },
+    "OutlierDetection": {
+        "baseEjectionDuration": REQUIRED,
+        "interval": REQUIRED,
+        "maxEjectionPercent": Rule(required=True, between=(0, 100)),
+        "maxServerErrors": Rule(required=True, between=(1, None)),
+    },
+    "VirtualNodeGrpcConnectionPool": {"maxRequests": Rule(required=True, between=(1, None))},
+    "VirtualNodeHttp2ConnectionPool": {"maxRequests": Rule(required=True, between=(1, None))},
+    "VirtualNodeHttpConnectionPool": {
+        "maxConnections": Rule(required=True, between=(1, None)),
+        "maxPendingRequests": Rule(between=(1, None)),
+    },
+    "VirtualNodeTcpConnectionPool": {"maxConnections": Rule(required=True, between=(1, None))},
+    # Logging
+    "JsonFormatRef": {"key": Rule(required=True, length=(1, 100)), "value": Rule(required=True, length=(1, 100))},
+    "LoggingFormat": {"text": Rule(length=(1, 1000))},
+    "FileAccessLog": {"path": FILE_PATH},
+    # Mesh
+    "EgressFilter": {"type": Rule(required=True, choices=("ALLOW_ALL", "DROP_ALL"))},
+    "MeshServiceDiscovery": {"ipPreference": Rule(choices=IP_PREFERENCES)},
+    # Virtual node
+    "Listener": {"portMapping": REQUIRED},
+    "DnsServiceDiscovery": {
+        "hostname": REQUIRED,
+        "ipPreference": Rule(choices=IP_PREFERENCES),
+        "responseType": Rule(choices=("LOADBALANCER", "ENDPOINTS")),
+    },
+    "AwsCloudMapInstanceAttribute": {
+        "key": Rule(required=True, length=(1, 255), pattern=CLOUD_MAP_KEY),
+        "value": Rule(required=True, length=(1, 1024), pattern=CLOUD_MAP_VALUE),
+    },
+    "AwsCloudMapServiceDiscovery": {
+        "namespaceName": Rule(required=True, length=(1, 1024)),
+        "serviceName": Rule(required=True, length=(1, 1024)),
+        "ipPreference": Rule(choices=IP_PREFERENCES),
+    },
+    "VirtualServiceBackend": {"virtualServiceName": NAME},
+    "VirtualNodeSpec": {"listeners": UP_TO_50, "backends": UP_TO_50},
+    # Virtual service
+    "VirtualNodeServiceProvider": {"virtualNodeName": NAME},
+    "VirtualRouterServiceProvider": {"virtualRouterName": NAME},
+    # Virtual router and route
+    "VirtualRouterListener": {"portMapping": REQUIRED},
+    "VirtualRouterSpec": {"listeners": UP_TO_50},
+    "WeightedTarget": {"virtualNode": NAME, "weight": Rule(required=True, between=(0, 100)), "port": PORT},
+    "RouteAction": {"weightedTargets": Rule(required=True, count=(1, 10))},
+    "HttpRouteMatch": {
+        "prefix": Rule(pattern=PATH_START),
+        "headers": UP_TO_10,
+        "queryParameters": UP_TO_10,
+        "method": Rule(choices=HTTP_METHODS),
+        "scheme": Rule(choices=("http", "https")),
+        "port": PORT,
+    },
+    "HttpRetryPolicy": HTTP_RETRY_RULES,
+    "GrpcRetryPolicy": {
+        **HTTP_RETRY_RULES,
+        "grpcRetryEvents": Rule(count=(1, 5), each=Rule(choices=GRPC_RETRY_EVENTS)),
+    },
+    "HttpRoute": {"match": REQUIRED, "action": REQUIRED},
+    "GrpcRouteMatch": {"methodName": Rule(length=(1, 50)), "metadata": UP_TO_10, "port": PORT},
+    "GrpcRoute": {"match": REQUIRED, "action": REQUIRED},
+    "TcpRouteMatch": {"port": PORT},
+    "TcpRoute": {"action": REQUIRED},
+    "RouteSpec": {"priority": Rule(between=(0, 1000))},
+    # Virtual gateway and gateway route
+    "VirtualGatewayListener": {"portMapping": REQUIRED},
+    "VirtualGatewaySpec": {"listeners": Rule(required=True, count=(1, 50))},
+    "GatewayRouteVirtualService": {"virtualServiceName": NAME},
+    "GatewayRouteTarget": {"virtualService": REQUIRED, "port": PORT},
+    "GatewayRouteHostnameMatch": {"exact": Rule(length=(1, 253)), "suffix": Rule(length=(1, 253))},
+    "GatewayRouteHostnameRewrite": {"defaultTargetHostname": Rule(choices=ENABLED_DISABLED)},
+    "HttpGatewayRoutePrefixRewrite": {
+        "defaultPrefix": Rule(choices=ENABLED_DISABLED),
+        "value": Rule(length=(1, 255), pattern=PATH_START),
+    },
+    "HttpGatewayRoutePathRewrite": {"exact": Rule(required=True, length=(1, 255), pattern=PATH_START)},
+    "HttpGatewayRouteAction": {"target": REQUIRED},
+    "HttpGatewayRouteMatch": {
+        "prefix": Rule(pattern=PATH_START),
+        "headers": UP_TO_10,
+        "queryParameters": UP_TO_10,
+        "method": Rule(choices=HTTP_METHODS),
+        "port": PORT,
+    },
+    "HttpGatewayRoute": {"match": REQUIRED, "action": REQUIRED},
+    "GrpcGatewayRouteAction": {"target": REQUIRED},
+    "GrpcGatewayRouteMatch": {"metadata": UP_TO_10, "port": PORT},
+    "GrpcGatewayRoute": {"match": REQUIRED, "action": REQUIRED},
+    "GatewayRouteSpec": {"priority": Rule(between=(0, 1000))},
+}
+
+
+def _scalar_violations(rule: Rule, value, path: str) -> Iterator[FieldViolation]:
+    if rule.between is not None:
+        lo, hi = rule.between
+        if value < lo or (hi is not None and value > hi):
+            bound = f"between {lo} and {hi}" if hi is not None else f"at least {lo}"
+            yield FieldViolation(path, f"must be {bound}, got {value}")
+    if rule.length is not None and not rule.length[0] <= len(value) <= rule.length[1]:
+        lo, hi = rule.length
+        yield FieldViolation(path, f"length must be between {lo} and {hi}, got {len(value)}")
+    if rule.choices is not None and value not in rule.choices:
+        yield FieldViolation(path, f"must be one of {', '.join(rule.choices)}; got {value!r}")
+    if rule.pattern is not None and not rule.pattern[0].fullmatch(value):
+        yield FieldViolation(path, f"{rule.pattern[1]}; got {value!r}")
+    if rule.regex:
+        try:
+            re.compile(value)
+        except re.error as err:
+            yield FieldViolation(path, f"not a valid regular expression: {err}")
+
+
+def _join(path: str, member: str) -> str:
+    return f"{path}.{member}" if path else member
+
+
+def _real_oneofs(desc: Descriptor):
+    """The oneofs written in the .proto, without the synthetic ones of `optional` fields."""
+    return [o for o in desc.oneofs if not (len(o.fields) == 1 and o.name == "_" + o.fields[0].name)]
+
+
+def _walk(msg: Message, path: str) -> Iterator[FieldViolation]:
+    desc = msg.DESCRIPTOR
+    rules = RULES.get(desc.name, {})
+    for field in desc.fields:
+        rule = rules.get(field.json_name, Rule())
+        where = _join(path, field.json_name)
+        if field.is_repeated:
+            items = getattr(msg, field.name)
+            if rule.required and not items:
+                yield FieldViolation(where, "required")
+            if rule.count is not None and len(items) > rule.count[1]:
+                yield FieldViolation(where, f"at most {rule.count[1]} items, got {len(items)}")
+            for i, item in enumerate(items):
+                if field.message_type is not None:
+                    yield from _walk(item, f"{where}[{i}]")
+                elif rule.each is not None:
+                    yield from _scalar_violations(rule.each, item, f"{where}[{i}]")
+        elif not msg.HasField(field.name):
+            if rule.required:
+                yield FieldViolation(where, "required")
+        elif rule.unsupported:
+            yield FieldViolation(where, rule.unsupported)
+        elif field.message_type is not None:
+            yield from _walk(getattr(msg, field.name), where)
+        else:
+            yield from _scalar_violations(rule, getattr(msg, field.name), where)
+    # An App Mesh union that is present must name exactly one member; proto's oneof already
+    # refuses two, so only "none" is left to check.
+    for oneof in _real_oneofs(desc):
+        if msg.WhichOneof(oneof.name) is None:
+            names = ", ".join(f.json_name for f in oneof.fields)
+            yield FieldViolation(path, f"exactly one of {names} is required")
+    for check in CHECKS.get(desc.name, ()):
+        yield from check(msg, path)
+
+
+# ---------------------------------------------------------------------------------------
+# Rules across members
+# ---------------------------------------------------------------------------------------
+
+Check = Callable[[Message, str], Iterable[FieldViolation]]
+
+
+def _listener_protocols(listener, path: str) -> Iterator[FieldViolation]:
+    """A listener's timeout and connection pool are the member named by its protocol, and
+    its health check probes its own port (App Mesh HealthCheckPolicy.port: "This port must
+    match the port defined in the PortMapping for the listener")."""
+    mapping = listener.port_mapping
+    for member in ("timeout", "connection_pool"):
+        if member in listener.DESCRIPTOR.fields_by_name and listener.HasField(member):
+            sub = getattr(listener, member)
+            chosen = sub.WhichOneof("protocol")
+            # An unknown protocol is reported by the PortMapping rule, not again here.
+            if chosen and mapping.protocol in PROTOCOLS and chosen != mapping.protocol:
+                json = listener.DESCRIPTOR.fields_by_name[member].json_name
+                yield FieldViolation(
+                    f"{path}.{json}.{chosen}",
+                    f"must be the listener's protocol ({mapping.protocol})",
+                )
+    check = listener.health_check
+    if listener.HasField("health_check") and check.HasField("port") and mapping.HasField("port"):
+        if check.port != mapping.port:
+            yield FieldViolation(f"{path}.healthCheck.port", f"must equal portMapping.port ({mapping.port})")
+
+
+def _gateway_listener(listener, path: str) -> Iterator[FieldViolation]:
+    """A virtual gateway speaks http, http2 or grpc (App Mesh VirtualGatewayPortProtocol)."""
+    yield from _listener_protocols(listener, path)
+    for member, json in (("port_mapping", "portMapping"), ("health_check", "healthCheck")):
+        sub = getattr(listener, member)
+        # Other unknown values are already reported by the PROTOCOLS rule.
+        if listener.HasField(member) and sub.HasField("protocol") and sub.protocol == "tcp":
+            yield FieldViolation(
+                f"{path}.{json}.protocol",
+                f"must be one of {', '.join(GATEWAY_PROTOCOLS)} on a virtual gateway; got {sub.protocol!r}",
+            )
+
+
+def _unique_listener_ports(spec, path: str) -> Iterator[FieldViolation]:
+    """Routes and gateway routes pick a listener by port, so two listeners may not share one."""
+    seen = set()
+    for i, listener in enumerate(spec.listeners):
+        port = listener.port_mapping.port
+        if listener.port_mapping.HasField("port") and port in seen:
+            yield FieldViolation(f"{path}.listeners[{i}].portMapping.port", f"duplicate listener port {port}")
+        seen.add(port)
+
+
+def _node_discovery(spec, path: str) -> Iterator[FieldViolation]:
+    # App Mesh VirtualNodeSpec.serviceDiscovery: "If you specify a listener, then you must
+    # specify service discovery information."
+    if spec.listeners and not spec.HasField("service_discovery"):
+        yield FieldViolation(_join(path, "serviceDiscovery"), "required when listeners are given")
+
+
+def _path_or_prefix(required: bool) -> Check:
+    """A route matches the path by prefix or by `path`, not both; a virtual router route
+    must use one of them, a gateway route may match on hostname alone."""
+
+    def check(match, path: str) -> Iterator[FieldViolation]:
+        has_prefix, has_path = match.HasField("prefix"), match.HasField("path")
+        if has_prefix and has_path:
+            yield FieldViolation(f"{path}.path", "prefix and path exclude each other")
+        elif required and not (has_prefix or has_path):
+            yield FieldViolation(f"{path}.prefix", "one of prefix or path is required")
+
+    return check
+
+
+def _grpc_method_needs_service(match, path: str) -> Iterator[FieldViolation]:
+    # App Mesh GrpcRouteMatch.methodName: "If you specify a name, you must also specify a
+    # serviceName."
+    if match.HasField("method_name") and not match.HasField("service_name"):
+        yield FieldViolation(f"{path}.methodName", "requires serviceName")
+
+
+def _retry_events(policy, path: str) -> Iterator[FieldViolation]:
+    # App Mesh HttpRetryPolicy: "Specify at least one value for at least one of the types
+    # of RetryEvents".
+    members = [f for f in policy.DESCRIPTOR.fields if f.name.endswith("_retry_events")]
+    if not any(getattr(policy, f.name) for f in members):
+        names = ", ".join(f.json_name for f in members)
+        yield FieldViolation(path, f"at least one of {names} must list an event")
+
+
+def _weights_total(action, path: str) -> Iterator[FieldViolation]:
+    # App Mesh WeightedTarget: "The total weight for all targets combined must be less than
+    # or equal to 100."
+    total = sum(t.weight for t in action.weighted_targets)
+    if total > 100:
+        yield FieldViolation(_join(path, "weightedTargets"), f"weights total {total}, at most 100")
+
+
+def _logging_format(fmt, path: str) -> Iterator[FieldViolation]:
+    # App Mesh LoggingFormat is a union; its `json` member is a list, so proto has no oneof.
+    if fmt.HasField("text") == bool(fmt.json):
+        yield FieldViolation(path, "exactly one of text, json is required")
+
+
+def _range_order(match_range, path: str) -> Iterator[FieldViolation]:
+    # App Mesh MatchRange: start inclusive, end exclusive; an empty range matches nothing.
+    if match_range.HasField("start") and match_range.HasField("end") and match_range.end <= match_range.start:
+        yield FieldViolation(f"{path}.end", f"must be greater than start ({match_range.start})")
+
+
+def _gateway_rewrite(route, path: str) -> Iterator[FieldViolation]:
+    """A prefix rewrite replaces a matched prefix and a path rewrite replaces an exactly
+    matched path (App Mesh user guide, gateway routes), so each needs its kind of match."""
+    rewrite, match = route.action.rewrite, route.match
+    where = f"{path}.action.rewrite"
+    if rewrite.HasField("prefix") and rewrite.HasField("path"):
+        yield FieldViolation(f"{where}.path", "prefix and path rewrites exclude each other")
+    if rewrite.HasField("prefix") and not match.HasField("prefix"):
+        yield FieldViolation(f"{where}.prefix", "requires match.prefix")
+    if rewrite.HasField("path") and match.path.WhichOneof("match") != "exact":
+        yield FieldViolation(f"{where}.path", "requires match.path.exact")
+
+
+CHECKS: dict[str, tuple[Check, ...]] = {
+    "Listener": (_listener_protocols,),
+    "VirtualGatewayListener": (_gateway_listener,),
+    "VirtualNodeSpec": (_unique_listener_ports, _node_discovery),
+    "VirtualRouterSpec": (_unique_listener_ports,),
+    "VirtualGatewaySpec": (_unique_listener_ports,),
+    "HttpRouteMatch": (_path_or_prefix(required=True),),
+    "HttpGatewayRouteMatch": (_path_or_prefix(required=False),),
+    "GrpcRouteMatch": (_grpc_method_needs_service,),
+    "HttpRetryPolicy": (_retry_events,),
+    "GrpcRetryPolicy": (_retry_events,),
+    "RouteAction": (_weights_total,),
+    "LoggingFormat": (_logging_format,),
+    "MatchRange": (_range_order,),
+    "HttpGatewayRoute": (_gateway_rewrite,),
+}
+
+# ---------------------------------------------------------------------------------------
+# Public API
+# ---------------------------------------------------------------------------------------
+
+
+def validate_spec(kind: str, spec: Message | Mapping) -> None:
+    """Check `spec` (a parsed spec message, or its App Mesh JSON) of resource `kind` against
+    App Mesh's limits; raise InvalidSpec listing every violation, under `spec.`."""
+    try:
+        spec_type = SPEC_TYPES[kind]
+    except KeyError:
+        raise ValueError(f"unknown resource kind {kind!r}") from None
+    if isinstance(spec, Mapping):
+        spec = parse_json(spec_type, spec, root="spec")
+    if not isinstance(spec, spec_type):
+        raise TypeError(f"{kind} spec must be {spec_type.__name__}, not {type(spec).__name__}")
+    violations = list(_walk(spec, "spec"))
+    if violations:
+        raise InvalidSpec(violations)
+
+
+def validate_name(field: str, name: str) -> None:
+    """Check a resource name (App Mesh ResourceName: 1-255 characters, see NAME_PATTERN)."""
+    if not isinstance(name, str):
+        raise InvalidSpec([FieldViolation(field, "must be a string")])
+    violations = list(_scalar_violations(NAME, name, field))
+    if violations:
+        raise InvalidSpec(violations)
+
+
+def parse_json(message_cls: type[Message], doc: Mapping, root: str = ""):
+    """Parse App Mesh JSON into `message_cls`, rejecting unknown members; every problem is
+    an InvalidSpec violation whose field is the member's path under `root`."""
+    violations = list(_shape_violations(message_cls.DESCRIPTOR, doc, root))
+    if violations:
+        raise InvalidSpec(violations)
+    try:
+        return json_format.ParseDict(doc, message_cls(), ignore_unknown_fields=False)
+    except json_format.ParseError as err:  # a case the shape check does not foresee
+        raise InvalidSpec([FieldViolation(root or message_cls.DESCRIPTOR.name, str(err))]) from err
+
+
+def _json_kind(value) -> str:
+    return {dict: "an object", list: "a list", str: "a string", bool: "a boolean", type(None): "null"}.get(
+        type(value), "a number" if isinstance(value, (int, float)) else type(value).__name__
+    )
+
+
+def _scalar_shape(field: FieldDescriptor, value, path: str) -> Iterator[FieldViolation]:
+    if field.type == FieldDescriptor.TYPE_STRING:
+        ok, want = isinstance(value, str), "a string"
+    elif field.type == FieldDescriptor.TYPE_BOOL:
+        ok, want = isinstance(value, bool), "a boolean"
+    elif field.type == FieldDescriptor.TYPE_INT32:
+        ok, want = isinstance(value, int) and not isinstance(value, bool), "an integer"
+        if ok and not INT32_MIN <= value <= INT32_MAX:
+            yield FieldViolation(path, f"out of range for a 32-bit integer: {value}")
+    else:  # spec.proto uses no other scalar types; a new one must be added here
+        raise NotImplementedError(f"field type {field.type} of {field.full_name}")
+    if not ok:
+        yield FieldViolation(path, f"must be {want}, got {_json_kind(value)}")
+
+
+def _shape_violations(desc: Descriptor, doc, path: str) -> Iterator[FieldViolation]:
+    """Compare a JSON value with a message descriptor the way ParseDict would read it, but
+    report every mismatch with its path. `null` means "absent", as in ParseDict."""
+    if not isinstance(doc, Mapping):
+        yield FieldViolation(path or desc.name, f"must be an object, got {_json_kind(doc)}")
+        return
+    by_name = {f.json_name: f for f in desc.fields} | {f.name: f for f in desc.fields}
+    oneof_seen: dict[str, str] = {}
+    for key, value in doc.items():
+        where = _join(path, str(key))
+        field = by_name.get(key)
+        if field is None:
+            known = ", ".join(f.json_name for f in desc.fields)
+            yield FieldViolation(where, f"unknown field (known: {known})")
+            continue
+        if value is None:
+            continue
+        oneof = field.containing_oneof
+        if oneof is not None and oneof in _real_oneofs(desc):
+            if oneof.name in oneof_seen:
+                yield FieldViolation(where, f"only one of {oneof_seen[oneof.name]}, {key} may be set")
+                continue
+            oneof_seen[oneof.name] = key
+        if field.is_repeated:
+            if not isinstance(value, list):
+                yield FieldViolation(where, f"must be a list, got {_json_kind(value)}")
+                continue
+            for i, item in enumerate(value):
+                yield from _value_shape(field, item, f"{where}[{i}]")
+        else:
+            yield from _value_shape(field, value, where)
+
+
+def _value_shape(field: FieldDescriptor, value, path: str) -> Iterator[FieldViolation]:
+    if field.message_type is not None:
+        yield from _shape_violations(field.message_type, value, path)
+    else:
+        yield from _scalar_shape(field, value, path)
