@@ -83,7 +83,7 @@ def _get(msg, *names):
         desc = msg.DESCRIPTOR.fields_by_name.get(n)
         if desc is None:
             return None
-        if desc.message_type is not None and desc.label != desc.LABEL_REPEATED and not msg.HasField(n):
+        if desc.message_type is not None and not desc.is_repeated and not msg.HasField(n):
             return None
         msg = getattr(msg, n)
     return msg
