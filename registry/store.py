@@ -436,6 +436,8 @@ class Watch:
                     raise Compacted(resp.compact_revision)
                 if resp.canceled:
                     raise Unavailable(store.endpoints, f"watch canceled: {resp.cancel_reason}")
+                if resp.created:
+                    continue  # the acknowledgement carries no events; compaction, if any, follows
                 events = []
                 for ev in resp.events:
                     if ev.type == ev.DELETE:
