@@ -1,0 +1,231 @@
+# The header of the compiled router core: every cdef class's fields and cdef methods.
+# Python sees the surface described in _core.pyi; the numbers match constants.py.
+cimport cython
+from libc.stdint cimport int32_t, int64_t, uint32_t, uint64_t
+
+
+cdef enum:
+    PROTO_HTTP = 0
+    PROTO_HTTP2 = 1
+    PROTO_GRPC = 2
+    PROTO_TCP = 3
+    N_PROTOCOLS = 4
+
+    ROUTED = 0
+    NO_SERVICE = 1
+    NO_ROUTE = 2
+    NO_ENDPOINT = 3
+    BAD_REQUEST = 4
+
+    RESULT_HTTP = 0
+    RESULT_GRPC = 1
+    RESULT_RESET = 2
+    RESULT_CONNECT_FAILURE = 3
+    RESULT_REFUSED_STREAM = 4
+    RESULT_TIMEOUT = 5
+    RESULT_TCP_DONE = 6
+
+    ACT_FINISH = 0
+    ACT_RETRY = 1
+    ACT_GIVE_UP = 2
+
+    WHY_SUCCESS = 0
+    WHY_RETRYABLE = 1
+    WHY_NOT_RETRYABLE = 2
+    WHY_RETRIES_EXHAUSTED = 3
+    WHY_DEADLINE = 4
+    WHY_BUDGET = 5
+    N_WHY = 6
+
+    ST_IN_FLIGHT = 0
+    ST_DONE = 1
+    N_STATES = 2
+
+    LB_ROUND_ROBIN = 0
+    LB_LEAST_REQUEST = 1
+
+    HM_PRESENT = 0
+    HM_EXACT = 1
+    HM_PREFIX = 2
+    HM_SUFFIX = 3
+    HM_REGEX = 4
+    HM_RANGE = 5
+
+    PK_EXACT = 0
+    PK_REGEX = 1
+    PK_PREFIX = 2
+    PK_ANY = 3
+
+    MAX_TARGETS = 10
+    BUDGET_WINDOW_S = 10
+    N_HTTP_CODES = 600
+
+
+cdef struct Rng:
+    uint64_t state
+
+
+@cython.final
+cdef class _Header:
+    cdef str name
+    cdef int kind
+    cdef str value
+    cdef int64_t lo, hi
+    cdef object regex
+    cdef bint invert
+
+
+@cython.final
+cdef class CompiledRetry:
+    cdef readonly int max_retries
+    cdef readonly int64_t per_try_ns
+    cdef readonly uint32_t transport
+    cdef uint32_t grpc_mask
+    cdef unsigned char http_codes[N_HTTP_CODES]
+
+
+@cython.final
+cdef class _Budget:
+    cdef int64_t stamps[BUDGET_WINDOW_S]
+    cdef int64_t requests[BUDGET_WINDOW_S]
+    cdef int64_t retries[BUDGET_WINDOW_S]
+    cdef inline int _bucket(self, int64_t now_ns) noexcept
+    cdef inline void request(self, int64_t now_ns) noexcept
+    cdef bint allows_retry(self, int64_t now_ns) noexcept
+    cdef void retry(self, int64_t now_ns) noexcept
+
+
+@cython.final
+cdef class EndpointState:
+    cdef readonly str id
+    cdef readonly str address
+    cdef readonly int port
+    cdef readonly tuple pool_key
+    cdef readonly int64_t active
+    cdef readonly int64_t errors
+    cdef readonly int64_t first_error_ns
+    cdef readonly int64_t ejected_until_ns
+    cdef readonly int64_t times_ejected
+
+
+@cython.final
+cdef class _Node:
+    cdef str name
+    cdef str identity
+    cdef int lb
+    cdef Py_ssize_t rr
+    cdef int64_t max_errors, interval_ns, base_ejection_ns, max_ejection_percent
+    cdef int64_t max_connections, max_pending, max_requests
+    cdef int64_t per_request_ns, idle_ns
+    cdef list endpoints
+
+
+@cython.final
+cdef class _Route:
+    cdef str name
+    cdef Py_ssize_t rank
+    cdef int path_kind
+    cdef object regex
+    cdef object method
+    cdef object scheme
+    cdef int port
+    cdef tuple headers
+    cdef tuple query
+    cdef int n_targets
+    cdef int64_t total
+    cdef int64_t cum[MAX_TARGETS]
+    cdef int target_ports[MAX_TARGETS]
+    cdef list nodes
+    cdef CompiledRetry retry
+    cdef int64_t per_request_ns, idle_ns
+    cdef _Budget budget
+
+
+@cython.final
+cdef class _Index:
+    # Open-addressing hash table from (length, hash of the path's first `length`
+    # characters) to a bucket of routes; slots with val < 0 are empty.
+    cdef uint64_t *keys
+    cdef int32_t *lens
+    cdef int32_t *vals
+    cdef Py_ssize_t mask
+    cdef list bucket_paths   # str per bucket, to confirm a hash hit
+    cdef list bucket_routes  # list of _Route per bucket, best first
+    cdef list bucket_exact   # bool per bucket: exact path (True) or prefix
+    cdef int32_t *prefix_lengths  # distinct prefix lengths, ascending
+    cdef Py_ssize_t n_prefix_lengths
+    cdef Py_ssize_t max_exact
+    cdef Py_ssize_t max_len
+    cdef list regex
+    cdef list any
+    cdef void _insert(self, str path, bint exact, list routes) except *
+    cdef inline list _probe(self, str path, Py_ssize_t length, uint64_t h, bint exact)
+
+
+@cython.final
+cdef class _Service:
+    cdef str name
+    cdef list indexes      # _Index per protocol when the provider is a router, else None
+    cdef _Node node        # the provider node, else None
+    cdef _Budget budget    # retry budget of node-provider requests
+
+
+@cython.final
+cdef class Decision:
+    cdef readonly int status
+    cdef readonly str reason
+    cdef readonly int protocol
+    cdef readonly object service
+    cdef readonly object route
+    cdef readonly object target
+    cdef readonly int target_port
+    cdef readonly EndpointState endpoint
+    cdef readonly object pool_key
+    cdef readonly CompiledRetry retry
+    cdef readonly int64_t per_request_timeout_ns
+    cdef readonly int64_t idle_timeout_ns
+    cdef readonly int64_t per_try_timeout_ns
+    cdef readonly int64_t deadline_ns
+    cdef readonly int attempt
+    cdef readonly int state
+    cdef _Node _node
+    cdef _Budget _budget
+
+    @staticmethod
+    cdef Decision new(int status)
+
+
+@cython.final
+cdef class RetryDecision:
+    cdef readonly int action
+    cdef readonly int why
+    cdef readonly int64_t backoff_ns
+    cdef readonly int64_t per_try_timeout_ns
+    cdef readonly EndpointState endpoint
+
+    @staticmethod
+    cdef RetryDecision new(int action, int why, int64_t backoff_ns, int64_t per_try_ns, EndpointState ep)
+
+
+@cython.final
+cdef class Router:
+    cdef Rng rng
+    cdef object _low
+    cdef list _routes
+    cdef list _nodes
+    cdef dict _node_by_name
+    cdef list _indexes           # per router: list of N_PROTOCOLS _Index
+    cdef dict _authority         # str -> _Service
+    cdef dict _ports             # int -> _Service
+    cdef CompiledRetry _default_retry
+    cdef void _decide(self, Decision d, int protocol, str authority, object port_obj, int port,
+                      str method, str scheme, str path, dict headers, int64_t now_ns) except *
+    cdef _Service _service_slow(self, str authority)
+    cdef _Route _match(self, _Index ix, str method, str scheme, int port, str path, dict headers)
+    cdef _Route _match_regex(self, _Index ix, _Route best, str method, str scheme, int port, str path,
+                             dict headers)
+    cdef _Route _scan(self, list bucket, _Route best, str method, str scheme, int port, str path,
+                      dict headers)
+    cdef EndpointState _pick(self, _Node node, int64_t now_ns, EndpointState avoid)
+    cdef void _outlier(self, _Node node, EndpointState ep, bint server_error, int64_t now_ns)
+    cdef _Node _node(self, str name)

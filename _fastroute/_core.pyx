@@ -1,0 +1,40 @@
+# cython: language_level=3
+"""The compiled router core of meshd: one extension module that includes its parts.
+
+Sans-IO: values in (service, port, method, path, a header dict, now_ns), decisions out.
+It never reads the clock, never awaits and imports only the stdlib. The header of
+every cdef class is `_core.pxd`; `reference.py` is its plain-Python twin.
+"""
+cimport cython
+from cpython.dict cimport PyDict_GetItem
+from cpython.mem cimport PyMem_Free, PyMem_Malloc
+from cpython.ref cimport PyObject
+from cpython.unicode cimport (PyUnicode_DATA, PyUnicode_FindChar, PyUnicode_GET_LENGTH, PyUnicode_KIND,
+                              PyUnicode_READ, PyUnicode_Tailmatch)
+from libc.stdint cimport int32_t, int64_t, uint32_t, uint64_t
+from libc.string cimport memcmp
+
+from . import constants as _C
+from .errors import BadResult, InvalidTransition, UnknownHandle, UnknownNode
+from .spec import lower
+
+cdef extern from *:
+    Py_ssize_t PY_SSIZE_T_MAX
+
+# Tuning numbers come from constants.py, the single place both implementations read.
+cdef uint64_t RNG_MULT = _C.RNG_MULT
+cdef uint64_t RNG_ZERO_SEED = _C.RNG_ZERO_SEED
+MASK64 = _C.MASK64
+cdef int64_t NS_PER_S = _C.NS_PER_S
+cdef int64_t BACKOFF_BASE_NS = _C.BACKOFF_BASE_NS
+cdef int64_t BACKOFF_CAP_NS = _C.BACKOFF_CAP_NS
+cdef int BACKOFF_MAX_EXP = _C.BACKOFF_MAX_EXP
+cdef int64_t BUDGET_PERCENT = _C.BUDGET_PERCENT
+cdef int64_t BUDGET_MIN_PER_S = _C.BUDGET_MIN_PER_S
+cdef int64_t MAX_NOW_NS = _C.MAX_NOW_NS
+cdef uint32_t GRPC_SERVER_ERRORS_MASK = sum(1 << c for c in _C.GRPC_SERVER_ERRORS)
+
+include "_strings.pxi"
+include "_table.pxi"
+include "_decision.pxi"
+include "_router.pxi"

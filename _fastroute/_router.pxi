@@ -1,0 +1,430 @@
+# The router: service lookup, indexed route match, weighted pick, endpoint balancing,
+# outlier detection and retry decisions. Mirrors reference.Router step for step.
+
+cdef inline uint64_t rng_next(Rng *r) noexcept nogil:
+    # xorshift64* (Vigna, "An experimental exploration of Marsaglia's xorshift").
+    cdef uint64_t x = r.state
+    x ^= x >> 12
+    x ^= x << 25
+    x ^= x >> 27
+    r.state = x
+    return x * RNG_MULT
+
+
+cdef inline int64_t backoff_ns(Rng *rng, int n) noexcept nogil:
+    # Envoy's fully jittered exponential back-off: uniform in [0, min((2^n-1)*base, cap)).
+    if n > BACKOFF_MAX_EXP:
+        n = BACKOFF_MAX_EXP
+    cdef int64_t ceiling = ((<int64_t>1 << n) - 1) * BACKOFF_BASE_NS
+    if ceiling > BACKOFF_CAP_NS:
+        ceiling = BACKOFF_CAP_NS
+    return <int64_t>(rng_next(rng) % <uint64_t>ceiling)
+
+
+cdef inline bint _live(EndpointState e, int64_t now_ns, EndpointState avoid) noexcept:
+    return e.ejected_until_ns <= now_ns and e is not avoid
+
+
+cdef Py_ssize_t _fallback(list eps, Py_ssize_t start, int64_t now_ns) noexcept:
+    # No preferred endpoint: a live one (maybe the avoided one), else route anyway
+    # (Envoy's healthy panic threshold).
+    cdef Py_ssize_t n = len(eps), k, i
+    for k in range(n):
+        i = (start + k) % n
+        if (<EndpointState>eps[i]).ejected_until_ns <= now_ns:
+            return i
+    return start
+
+
+cdef EndpointState _new_endpoint(object ep, str identity):
+    cdef EndpointState e = EndpointState.__new__(EndpointState)
+    e.id, e.address, e.port = ep.id, ep.address, ep.port
+    e.pool_key = (e.id, identity)
+    return e
+
+
+@cython.final
+cdef class Router:
+    """The router core: `decide` per request, `result` per attempt, endpoint updates."""
+
+    def __init__(self, table, seed=1):
+        low = lower(table)
+        self._low = low
+        self.rng.state = (<uint64_t>(seed & MASK64)) or RNG_ZERO_SEED
+        self._nodes = [_compile_node(n) for n in low.nodes]
+        self._node_by_name = {(<_Node>n).name: n for n in self._nodes}
+        retries = {}
+        self._default_retry = _compile_retry(low.default_retry)
+        retries[id(low.default_retry)] = self._default_retry
+        self._routes = [_compile_route(r, self._nodes, retries) for r in low.routes]
+        self._indexes = [[_compile_index(ix, self._routes) for ix in per_router] for per_router in low.indexes]
+        cdef _Service s
+        services = []
+        for si, name in enumerate(low.services):
+            s = _Service.__new__(_Service)
+            s.name = name
+            ri, ni = low.service_router[si], low.service_node[si]
+            s.indexes = self._indexes[ri] if ri >= 0 else None
+            s.node = self._nodes[ni] if ni >= 0 else None
+            s.budget = _Budget()
+            services.append(s)
+        self._authority = {k: services[v] for k, v in low.authority.items()}
+        self._ports = {k: services[v] for k, v in low.ports.items()}
+
+    # -- endpoints ---------------------------------------------------------------
+
+    cdef _Node _node(self, str name):
+        try:
+            return self._node_by_name[name]
+        except KeyError:
+            raise UnknownNode(name) from None
+
+    def set_endpoints(self, str node, endpoints):
+        """Replace a node's instances; instances that stay keep their state."""
+        cdef _Node n = self._node(node)
+        old = {e.id: e for e in n.endpoints}
+        n.endpoints = [old.get(ep.id) or _new_endpoint(ep, n.identity) for ep in endpoints]
+
+    def add_endpoint(self, str node, endpoint):
+        """An instance joins (or is replaced, keeping its place)."""
+        cdef _Node n = self._node(node)
+        new = _new_endpoint(endpoint, n.identity)
+        for i, e in enumerate(n.endpoints):
+            if (<EndpointState>e).id == endpoint.id:
+                n.endpoints[i] = new
+                return
+        n.endpoints.append(new)
+
+    def remove_endpoint(self, str node, str endpoint_id):
+        """An instance leaves; in-flight decisions keep their detached state."""
+        cdef _Node n = self._node(node)
+        for i, e in enumerate(n.endpoints):
+            if (<EndpointState>e).id == endpoint_id:
+                del n.endpoints[i]
+                return True
+        return False
+
+    def endpoints(self, str node):
+        """The node's endpoint states, in balancing order."""
+        return list(self._node(node).endpoints)
+
+    def node_limits(self, str node):
+        """(max_connections, max_pending_requests, max_requests) of a node."""
+        cdef _Node n = self._node(node)
+        return (n.max_connections, n.max_pending, n.max_requests)
+
+    def ejected(self, str node, now_ns):
+        """How many of a node's endpoints are ejected at `now_ns`."""
+        cdef int64_t now = now_ns
+        return sum(1 for e in self._node(node).endpoints if (<EndpointState>e).ejected_until_ns > now)
+
+    # -- the decision --------------------------------------------------------------
+
+    def decide(self, protocol, authority, port, method, scheme, path, headers, now_ns):
+        """Route one request: service, route, weighted target, endpoint."""
+        # The one allocation of the hot path, made first so that a test can see any
+        # other allocation as a rise of the peak above it.
+        cdef Decision d = Decision.new(ROUTED)
+        cdef int proto, prt
+        cdef int64_t now
+        if type(authority) is not str:
+            authority = slow_str(authority)
+        if type(method) is not str:
+            method = slow_str(method)
+        if type(scheme) is not str:
+            scheme = slow_str(scheme)
+        if type(path) is not str:
+            path = slow_str(path)
+        if (authority is None or method is None or scheme is None or path is None
+                or type(protocol) is not int or type(port) is not int or type(now_ns) is not int
+                or not (headers is None or type(headers) is dict)
+                or not (0 <= protocol <= 3 and 0 <= port <= 65535 and 0 <= now_ns <= MAX_NOW_NS)):
+            d.status, d.reason, d.state = BAD_REQUEST, <str>STATUS_REASONS[BAD_REQUEST], ST_DONE
+            return d
+        proto, prt, now = protocol, port, now_ns
+        self._decide(d, proto, <str>authority, port, prt, <str>method, <str>scheme, <str>path, <dict>headers, now)
+        return d
+
+    cdef void _decide(self, Decision d, int protocol, str authority, object port_obj, int port,
+                      str method, str scheme, str path, dict headers, int64_t now_ns) except *:
+        cdef PyObject *p = NULL
+        cdef _Service svc = None
+        cdef _Route route = None
+        cdef _Node node
+        cdef _Budget budget
+        cdef CompiledRetry retry
+        cdef int64_t per_request, idle, per_try, x
+        cdef int t = 0, tport = -1
+        cdef EndpointState ep
+        if PyUnicode_GET_LENGTH(authority) > 0:
+            p = PyDict_GetItem(self._authority, authority)
+            if p != NULL:
+                svc = <_Service>p
+            else:
+                svc = self._service_slow(authority)
+        if svc is None:
+            p = PyDict_GetItem(self._ports, port_obj)
+            if p == NULL:
+                d.status, d.reason, d.state = NO_SERVICE, <str>STATUS_REASONS[NO_SERVICE], ST_DONE
+                return
+            svc = <_Service>p
+        d.service, d.protocol = svc.name, protocol
+        if svc.indexes is not None:
+            route = self._match(<_Index>svc.indexes[protocol], method, scheme, port, path, headers)
+            if route is None:
+                d.status, d.reason, d.state = NO_ROUTE, <str>STATUS_REASONS[NO_ROUTE], ST_DONE
+                return
+            if route.n_targets > 1:
+                # Integer weights: a uniform draw in [0, total) falls in exactly one
+                # target's cumulative range; a zero weight owns an empty range.
+                x = <int64_t>(rng_next(&self.rng) % <uint64_t>route.total)
+                while x >= route.cum[t]:
+                    t += 1
+            node = <_Node>route.nodes[t]
+            retry, per_request, idle = route.retry, route.per_request_ns, route.idle_ns
+            budget, tport = route.budget, route.target_ports[t]
+            d.route = route.name
+        else:
+            node = svc.node
+            retry, per_request, idle = self._default_retry, node.per_request_ns, node.idle_ns
+            budget = svc.budget
+        d.target, d.target_port, d.retry = node.name, tport, retry
+        d.per_request_timeout_ns, d.idle_timeout_ns = per_request, idle
+        ep = self._pick(node, now_ns, None)
+        if ep is None:
+            d.status, d.reason, d.state = NO_ENDPOINT, <str>STATUS_REASONS[NO_ENDPOINT], ST_DONE
+            return
+        ep.active += 1
+        budget.request(now_ns)
+        d.endpoint, d.pool_key, d._node, d._budget = ep, ep.pool_key, node, budget
+        d.deadline_ns = now_ns + per_request if per_request else 0
+        per_try = per_request
+        if retry is not None and (per_try == 0 or retry.per_try_ns < per_try):
+            per_try = retry.per_try_ns
+        d.per_try_timeout_ns = per_try
+
+    cdef _Service _service_slow(self, str authority):
+        # Case-folded lookup, then without a numeric :port (RFC 9110 section 4.2.3).
+        # Out of line: it allocates, and well-formed clients never reach it.
+        host = authority.lower()
+        svc = self._authority.get(host)
+        if svc is None:
+            h, colon, p = host.rpartition(":")
+            if colon and p.isascii() and p.isdigit():
+                svc = self._authority.get(h)
+        return svc
+
+    cdef _Route _match(self, _Index ix, str method, str scheme, int port, str path, dict headers):
+        """Best route by precedence among the buckets the path hits, in one pass.
+
+        Envoy (config.route.v3.RouteMatch): exact and regex paths match :path without
+        its query string, prefixes match the whole :path. One rolling hash over the
+        path probes each distinct prefix length once, so the cost depends on the
+        path, not on how many routes the router has.
+        """
+        cdef _Route best = None
+        cdef _Route r
+        cdef list bucket
+        cdef Py_ssize_t n = PyUnicode_GET_LENGTH(path)
+        cdef Py_ssize_t limit = n if n < ix.max_len else ix.max_len
+        cdef int kind = PyUnicode_KIND(path)
+        cdef void *data = PyUnicode_DATA(path)
+        cdef uint64_t h = FNV_OFFSET
+        cdef Py_ssize_t i, pi = 0
+        cdef bint exact_done = False
+        cdef Py_UCS4 c
+        for i in range(limit):
+            c = PyUnicode_READ(kind, data, i)
+            if c == u'?' and not exact_done:
+                exact_done = True
+                if i <= ix.max_exact:
+                    bucket = ix._probe(path, i, h, True)
+                    if bucket is not None:
+                        best = self._scan(bucket, best, method, scheme, port, path, headers)
+            h = fnv_step(h, c)
+            while pi < ix.n_prefix_lengths and ix.prefix_lengths[pi] <= i + 1:
+                if ix.prefix_lengths[pi] == i + 1:
+                    bucket = ix._probe(path, i + 1, h, False)
+                    if bucket is not None:
+                        best = self._scan(bucket, best, method, scheme, port, path, headers)
+                pi += 1
+        if not exact_done and limit == n and n <= ix.max_exact:
+            bucket = ix._probe(path, n, h, True)
+            if bucket is not None:
+                best = self._scan(bucket, best, method, scheme, port, path, headers)
+        if ix.regex:
+            best = self._match_regex(ix, best, method, scheme, port, path, headers)
+        if ix.any:
+            best = self._scan(ix.any, best, method, scheme, port, path, headers)
+        return best
+
+    cdef _Route _match_regex(self, _Index ix, _Route best, str method, str scheme, int port, str path,
+                             dict headers):
+        # Out of line: regex matching allocates (re match objects, the path slice).
+        cdef _Route r
+        q = path.find("?")
+        base = path if q < 0 else path[:q]
+        for r in ix.regex:
+            if best is not None and r.rank >= best.rank:
+                break
+            if r.regex.fullmatch(base) is not None and _conditions(r, method, scheme, port, path, headers):
+                return r
+        return best
+
+    cdef _Route _scan(self, list bucket, _Route best, str method, str scheme, int port, str path,
+                      dict headers):
+        cdef _Route r
+        for r in bucket:
+            # Buckets are sorted best-first, so stop at the first one not better.
+            if best is not None and r.rank >= best.rank:
+                return best
+            if _conditions(r, method, scheme, port, path, headers):
+                return r
+        return best
+
+    cdef EndpointState _pick(self, _Node node, int64_t now_ns, EndpointState avoid):
+        """Round robin or least-request P2C over live endpoints, avoiding `avoid`."""
+        cdef list eps = node.endpoints
+        cdef Py_ssize_t n = len(eps), start, k, i, chosen = -1, a, b
+        cdef EndpointState e, ea, eb
+        cdef bint ua, ub
+        if n == 0:
+            return None
+        if node.lb == LB_ROUND_ROBIN:
+            start = node.rr % n
+            for k in range(n):
+                i = (start + k) % n
+                if _live(<EndpointState>eps[i], now_ns, avoid):
+                    chosen = i
+                    break
+            if chosen < 0:
+                chosen = _fallback(eps, start, now_ns)
+            node.rr = chosen + 1
+            return <EndpointState>eps[chosen]
+        if n == 1:
+            return <EndpointState>eps[0]
+        # Least request, power of two choices (Mitzenmacher; Envoy LEAST_REQUEST with
+        # choice_count 2): two distinct random endpoints, the one with fewer active wins.
+        a = <Py_ssize_t>(rng_next(&self.rng) % <uint64_t>n)
+        b = (a + 1 + <Py_ssize_t>(rng_next(&self.rng) % <uint64_t>(n - 1))) % n
+        ea, eb = <EndpointState>eps[a], <EndpointState>eps[b]
+        ua, ub = _live(ea, now_ns, avoid), _live(eb, now_ns, avoid)
+        if ua and ub:
+            return eb if eb.active < ea.active else ea
+        if ua:
+            return ea
+        if ub:
+            return eb
+        for k in range(n):
+            e = <EndpointState>eps[(a + k) % n]
+            if _live(e, now_ns, avoid):
+                return e
+        return <EndpointState>eps[_fallback(eps, a, now_ns)]
+
+    # -- results, retries, outlier detection --------------------------------------
+
+    def result(self, Decision d, kind, code, now_ns):
+        """Feed one attempt's result; returns finish, retry or give up."""
+        cdef int k, c, why, action
+        cdef int64_t now, backoff = 0, per_try
+        cdef bint server_error, retryable
+        cdef CompiledRetry retry = d.retry
+        cdef EndpointState ep, new
+        if (type(kind) is not int or not RESULT_HTTP <= kind <= RESULT_TCP_DONE or type(code) is not int
+                or not -2**31 <= code < 2**31 or type(now_ns) is not int or not 0 <= now_ns <= MAX_NOW_NS):
+            raise BadResult(kind, code)
+        k, c, now = kind, code, now_ns
+        if d.state != ST_IN_FLIGHT:
+            raise InvalidTransition(d.state, -1)
+        if k == RESULT_HTTP:
+            server_error = c >= 500
+            retryable = retry is not None and 0 <= c < N_HTTP_CODES and retry.http_codes[c]
+        elif k == RESULT_GRPC:
+            server_error = 0 <= c < 32 and (GRPC_SERVER_ERRORS_MASK >> c) & 1
+            retryable = retry is not None and 0 <= c < 32 and (retry.grpc_mask >> c) & 1
+        elif k == RESULT_TCP_DONE:
+            server_error = retryable = False
+        else:
+            server_error = True
+            retryable = retry is not None and (retry.transport >> k) & 1
+        ep = d.endpoint
+        if ep is not None:
+            if ep.active > 0:
+                ep.active -= 1
+            self._outlier(d._node, ep, server_error, now)
+        if not (server_error or retryable):
+            why = WHY_SUCCESS
+        elif not retryable:
+            why = WHY_NOT_RETRYABLE
+        elif d.attempt >= retry.max_retries:
+            why = WHY_RETRIES_EXHAUSTED
+        else:
+            backoff = backoff_ns(&self.rng, d.attempt + 1)
+            if d.deadline_ns and now + backoff >= d.deadline_ns:
+                why = WHY_DEADLINE
+            elif not d._budget.allows_retry(now):
+                why = WHY_BUDGET
+            else:
+                why = WHY_RETRYABLE
+        action = RETRY_ACTION[d.state][why]
+        if action < 0:
+            raise InvalidTransition(d.state, why)
+        d.state = RETRY_NEXT[d.state][why]
+        if action != ACT_RETRY:
+            return RetryDecision.new(action, why, 0, 0, ep)
+        d.attempt += 1
+        d._budget.retry(now)
+        new = self._pick(d._node, now, ep)  # prefer a different endpoint
+        if new is not None:
+            d.endpoint, d.pool_key = new, new.pool_key
+        d.endpoint.active += 1
+        per_try = retry.per_try_ns
+        if d.deadline_ns and d.deadline_ns - now - backoff < per_try:
+            per_try = d.deadline_ns - now - backoff
+        d.per_try_timeout_ns = per_try
+        return RetryDecision.new(action, why, backoff, per_try, d.endpoint)
+
+    cdef void _outlier(self, _Node node, EndpointState ep, bint server_error, int64_t now_ns):
+        # App Mesh outlier detection: maxServerErrors consecutive server errors, the
+        # run no older than `interval`, eject for baseEjectionDuration x times ejected,
+        # never beyond maxEjectionPercent of the node's endpoints.
+        cdef int64_t ejected = 0
+        cdef bint member = False
+        cdef EndpointState e
+        if node.max_errors == 0:
+            return
+        if not server_error:
+            ep.errors = 0
+            return
+        if ep.errors == 0 or now_ns - ep.first_error_ns >= node.interval_ns:
+            ep.errors, ep.first_error_ns = 0, now_ns
+        ep.errors += 1
+        if ep.errors < node.max_errors or ep.ejected_until_ns > now_ns:
+            return
+        for e in node.endpoints:
+            if e.ejected_until_ns > now_ns:
+                ejected += 1
+            if e is ep:
+                member = True
+        if member and (ejected + 1) * 100 <= node.max_ejection_percent * len(node.endpoints):
+            ep.times_ejected += 1
+            ep.ejected_until_ns = now_ns + node.base_ejection_ns * ep.times_ejected
+            ep.errors = 0
+
+
+cdef bint _conditions(_Route r, str method, str scheme, int port, str path, dict headers) except -1:
+    cdef _Header h
+    cdef tuple q
+    if r.method is not None and <str>r.method != method:
+        return False
+    if r.scheme is not None and <str>r.scheme != scheme:
+        return False
+    if r.port >= 0 and r.port != port:
+        return False
+    for h in r.headers:
+        if not header_ok(h, headers):
+            return False
+    for q in r.query:
+        if not query_ok(<str>q[0], q[1], path):
+            return False
+    return True

@@ -1,0 +1,509 @@
+"""The plain-Python twin of the Cython router core: same API, same indexed algorithms.
+
+It is the model the differential tests compare `_core` against and the baseline the
+"compilation pays" gate measures; it is not a fallback. Every choice that draws a
+random number draws it in the same order as `_core`, so equally seeded routers make
+identical decisions.
+"""
+from __future__ import annotations
+
+from . import constants as C
+from .errors import BadResult, InvalidTransition, UnknownNode
+from .spec import Endpoint, Table, lower
+
+_EXACT, _PREFIX, _SUFFIX, _REGEX, _RANGE = C.HM_EXACT, C.HM_PREFIX, C.HM_SUFFIX, C.HM_REGEX, C.HM_RANGE
+
+# The retry state table: (state, input) -> (action, next state); inputs are WHY_*
+# codes. A pair that is not here is an InvalidTransition (h2-style state machine).
+RETRY_TABLE = {
+    (C.ST_IN_FLIGHT, C.WHY_SUCCESS): (C.ACT_FINISH, C.ST_DONE),
+    (C.ST_IN_FLIGHT, C.WHY_RETRYABLE): (C.ACT_RETRY, C.ST_IN_FLIGHT),
+    (C.ST_IN_FLIGHT, C.WHY_NOT_RETRYABLE): (C.ACT_GIVE_UP, C.ST_DONE),
+    (C.ST_IN_FLIGHT, C.WHY_RETRIES_EXHAUSTED): (C.ACT_GIVE_UP, C.ST_DONE),
+    (C.ST_IN_FLIGHT, C.WHY_DEADLINE): (C.ACT_GIVE_UP, C.ST_DONE),
+    (C.ST_IN_FLIGHT, C.WHY_BUDGET): (C.ACT_GIVE_UP, C.ST_DONE),
+}
+
+
+class Rng:
+    """xorshift64* (Vigna, "An experimental exploration of Marsaglia's xorshift")."""
+
+    __slots__ = ("state",)
+
+    def __init__(self, seed: int) -> None:
+        self.state = (seed & C.MASK64) or C.RNG_ZERO_SEED
+
+    def next(self) -> int:
+        """The next 64-bit output."""
+        x = self.state
+        x ^= x >> 12
+        x ^= (x << 25) & C.MASK64
+        x ^= x >> 27
+        self.state = x
+        return (x * C.RNG_MULT) & C.MASK64
+
+
+class EndpointState:
+    """One instance with its balancing and outlier-detection state."""
+
+    __slots__ = ("id", "address", "port", "pool_key", "active", "errors", "first_error_ns",
+                 "ejected_until_ns", "times_ejected")
+
+    def __init__(self, ep: Endpoint, identity: str) -> None:
+        self.id, self.address, self.port = ep.id, ep.address, ep.port
+        self.pool_key = (ep.id, identity)
+        self.active = self.errors = self.first_error_ns = 0
+        self.ejected_until_ns = self.times_ejected = 0
+
+
+class NodeState:
+    """A target node's live endpoints, round-robin cursor and policies."""
+
+    __slots__ = ("low", "endpoints", "rr")
+
+    def __init__(self, low) -> None:
+        self.low, self.endpoints, self.rr = low, [], 0
+
+
+class Budget:
+    """Per-route retry budget over BUDGET_WINDOW_S one-second buckets."""
+
+    __slots__ = ("stamps", "requests", "retries")
+
+    def __init__(self) -> None:
+        n = C.BUDGET_WINDOW_S
+        self.stamps, self.requests, self.retries = [-1] * n, [0] * n, [0] * n
+
+    def _bucket(self, now_ns: int) -> int:
+        s = now_ns // C.NS_PER_S
+        i = s % C.BUDGET_WINDOW_S
+        if self.stamps[i] != s:
+            self.stamps[i], self.requests[i], self.retries[i] = s, 0, 0
+        return i
+
+    def request(self, now_ns: int) -> None:
+        """Count one original request."""
+        self.requests[self._bucket(now_ns)] += 1
+
+    def allows_retry(self, now_ns: int) -> bool:
+        """True while one more retry keeps retries <= 20% of requests + 10/s."""
+        s = now_ns // C.NS_PER_S
+        req = ret = 0
+        for i in range(C.BUDGET_WINDOW_S):
+            if s - C.BUDGET_WINDOW_S < self.stamps[i] <= s:
+                req += self.requests[i]
+                ret += self.retries[i]
+        limit = C.BUDGET_PERCENT * req + 100 * C.BUDGET_MIN_PER_S * C.BUDGET_WINDOW_S
+        return 100 * (ret + 1) <= limit
+
+    def retry(self, now_ns: int) -> None:
+        """Count one retry."""
+        self.retries[self._bucket(now_ns)] += 1
+
+
+class Decision:
+    """A routing decision; `status` 0 means routed, else `reason` says why not."""
+
+    __slots__ = ("status", "reason", "protocol", "service", "route", "target", "target_port",
+                 "endpoint", "pool_key", "retry", "per_request_timeout_ns", "idle_timeout_ns",
+                 "per_try_timeout_ns", "deadline_ns", "attempt", "state", "_node", "_budget")
+
+    def __init__(self, status: int) -> None:
+        self.status, self.reason = status, C.STATUS_REASONS[status]
+        self.protocol = -1
+        self.service = self.route = self.target = self.endpoint = self.pool_key = None
+        self.retry = self._node = self._budget = None
+        self.target_port = -1
+        self.per_request_timeout_ns = self.idle_timeout_ns = self.per_try_timeout_ns = 0
+        self.deadline_ns = self.attempt = 0
+        self.state = C.ST_DONE if status else C.ST_IN_FLIGHT
+
+
+class RetryDecision:
+    """The answer to one attempt's result: finish, retry (after backoff) or give up."""
+
+    __slots__ = ("action", "why", "backoff_ns", "per_try_timeout_ns", "endpoint")
+
+    def __init__(self, action, why, backoff_ns, per_try_timeout_ns, endpoint):
+        self.action, self.why, self.backoff_ns = action, why, backoff_ns
+        self.per_try_timeout_ns, self.endpoint = per_try_timeout_ns, endpoint
+
+
+def _as_str(v):
+    """Requests may carry bytes; latin-1 maps every byte, so decoding never fails."""
+    if type(v) is str:
+        return v
+    if type(v) is bytes:
+        return v.decode("latin-1")
+    return None
+
+
+def _parse_int(v: str):
+    """Envoy-style strict integer parse of a header value for range matches."""
+    digits = v[1:] if v[:1] in ("+", "-") else v
+    if not 1 <= len(digits) <= 18:
+        return None
+    for ch in digits:
+        if not "0" <= ch <= "9":
+            return None
+    return -int(digits) if v[0] == "-" else int(digits)
+
+
+def _header_ok(h, headers) -> bool:
+    v = _as_str(headers.get(h.name)) if headers else None
+    if v is None:
+        matched = False
+    elif h.kind == _EXACT:
+        matched = v == h.value
+    elif h.kind == _PREFIX:
+        matched = v.startswith(h.value)
+    elif h.kind == _SUFFIX:
+        matched = v.endswith(h.value)
+    elif h.kind == _REGEX:
+        matched = h.regex.fullmatch(v) is not None
+    elif h.kind == _RANGE:
+        n = _parse_int(v)
+        matched = n is not None and h.lo <= n < h.hi
+    else:
+        matched = True
+    return matched != h.invert
+
+
+def _query_ok(name, exact, path, q) -> bool:
+    """App Mesh queryParameters: the first `name[=value]` pair; raw, not decoded."""
+    if q < 0:
+        return False
+    for pair in path[q + 1:].split("&"):
+        k, eq, v = pair.partition("=")
+        if k == name:
+            return exact is None or v == exact
+    return False
+
+
+class Router:
+    """The router core: `decide` per request, `result` per attempt, endpoint updates."""
+
+    def __init__(self, table: Table, seed: int = 1) -> None:
+        low = lower(table)
+        self._low = low
+        self._rng = Rng(seed)
+        self._nodes = [NodeState(n) for n in low.nodes]
+        self._node_by_name = {n.name: s for n, s in zip(low.nodes, self._nodes)}
+        self._budgets = [Budget() for _ in low.routes]
+        self._service_budgets = [Budget() for _ in low.services]
+
+    # -- endpoints ---------------------------------------------------------------
+
+    def _node(self, name: str) -> NodeState:
+        try:
+            return self._node_by_name[name]
+        except KeyError:
+            raise UnknownNode(name) from None
+
+    def set_endpoints(self, node: str, endpoints) -> None:
+        """Replace a node's instances; instances that stay keep their state."""
+        ns = self._node(node)
+        old = {e.id: e for e in ns.endpoints}
+        ns.endpoints = [old.get(ep.id) or EndpointState(ep, ns.low.identity) for ep in endpoints]
+
+    def add_endpoint(self, node: str, endpoint: Endpoint) -> None:
+        """An instance joins (or is replaced, keeping its place)."""
+        ns = self._node(node)
+        new = EndpointState(endpoint, ns.low.identity)
+        for i, e in enumerate(ns.endpoints):
+            if e.id == endpoint.id:
+                ns.endpoints[i] = new
+                return
+        ns.endpoints.append(new)
+
+    def remove_endpoint(self, node: str, endpoint_id: str) -> bool:
+        """An instance leaves; in-flight decisions keep their detached state."""
+        ns = self._node(node)
+        for i, e in enumerate(ns.endpoints):
+            if e.id == endpoint_id:
+                del ns.endpoints[i]
+                return True
+        return False
+
+    def endpoints(self, node: str) -> list:
+        """The node's endpoint states, in balancing order."""
+        return list(self._node(node).endpoints)
+
+    def node_limits(self, node: str) -> tuple[int, int, int]:
+        """(max_connections, max_pending_requests, max_requests) of a node."""
+        low = self._node(node).low
+        return (low.max_connections, low.max_pending, low.max_requests)
+
+    # -- the decision --------------------------------------------------------------
+
+    def decide(self, protocol, authority, port, method, scheme, path, headers, now_ns) -> Decision:
+        """Route one request: service, route, weighted target, endpoint."""
+        low = self._low
+        authority, method, scheme, path = _as_str(authority), _as_str(method), _as_str(scheme), _as_str(path)
+        if (authority is None or method is None or scheme is None or path is None
+                or type(protocol) is not int or type(port) is not int or type(now_ns) is not int
+                or not (headers is None or type(headers) is dict)
+                or not (0 <= protocol <= 3 and 0 <= port <= 65535 and 0 <= now_ns <= C.MAX_NOW_NS)):
+            return Decision(C.BAD_REQUEST)
+        si = low.authority.get(authority) if authority else None
+        if si is None and authority:
+            si = self._authority_slow(authority)
+        if si is None:
+            si = low.ports.get(port)
+            if si is None:
+                return Decision(C.NO_SERVICE)
+        ri = low.service_router[si]
+        if ri >= 0:
+            route = self._match(low.indexes[ri][protocol], method, scheme, port, path, headers)
+            if route is None:
+                d = Decision(C.NO_ROUTE)
+                d.service, d.protocol = low.services[si], protocol
+                return d
+            if len(route.nodes) == 1:
+                t = 0
+            else:
+                x = self._rng.next() % route.total
+                t = 0
+                while x >= route.cum[t]:
+                    t += 1
+            ns = self._nodes[route.nodes[t]]
+            retry, per_request, idle = route.retry, route.per_request_ns, route.idle_ns
+            budget, route_name, tport = self._budgets[route.index], route.name, route.target_ports[t]
+        else:
+            ns = self._nodes[low.service_node[si]]
+            retry, per_request, idle = low.default_retry, ns.low.per_request_ns, ns.low.idle_ns
+            budget, route_name, tport = self._service_budgets[si], None, -1
+        ep = self._pick(ns, now_ns, None)
+        d = Decision(C.ROUTED if ep is not None else C.NO_ENDPOINT)
+        d.protocol, d.service, d.route, d.target, d.target_port = protocol, low.services[si], route_name, ns.low.name, tport
+        d.retry, d.per_request_timeout_ns, d.idle_timeout_ns = retry, per_request, idle
+        if ep is None:
+            return d
+        ep.active += 1
+        budget.request(now_ns)
+        d.endpoint, d.pool_key, d._node, d._budget = ep, ep.pool_key, ns, budget
+        d.deadline_ns = now_ns + per_request if per_request else 0
+        per_try = per_request
+        if retry is not None and (per_try == 0 or retry.per_try_ns < per_try):
+            per_try = retry.per_try_ns
+        d.per_try_timeout_ns = per_try
+        return d
+
+    def _authority_slow(self, authority: str):
+        """Case-folded lookup, then without a numeric :port (RFC 9110 section 4.2.3)."""
+        host = authority.lower()
+        si = self._low.authority.get(host)
+        if si is None:
+            h, colon, p = host.rpartition(":")
+            if colon and p.isascii() and p.isdigit():
+                si = self._low.authority.get(h)
+        return si
+
+    def _match(self, ix, method, scheme, port, path, headers):
+        """Best route by precedence among the indexed buckets the path hits."""
+        routes = self._low.routes
+        best = None
+        q = path.find("?")
+        base = path if q < 0 else path[:q]
+        # Envoy: exact and regex paths match :path without the query string; prefixes
+        # match the whole :path (config.route.v3.RouteMatch).
+        bucket = ix.exact.get(base)
+        if bucket is not None:
+            best = self._scan(bucket, best, method, scheme, port, path, q, headers)
+        n = len(path)
+        for length in ix.prefix_lengths:
+            if length <= n:
+                bucket = ix.prefix.get(path[:length])
+                if bucket is not None:
+                    best = self._scan(bucket, best, method, scheme, port, path, q, headers)
+        for gid in ix.regex:
+            r = routes[gid]
+            if best is not None and r.rank >= best.rank:
+                break
+            if r.regex.fullmatch(base) is not None and self._conditions(r, method, scheme, port, path, q, headers):
+                best = r
+                break
+        if ix.any:
+            best = self._scan(ix.any, best, method, scheme, port, path, q, headers)
+        return best
+
+    def _scan(self, bucket, best, method, scheme, port, path, q, headers):
+        routes = self._low.routes
+        for gid in bucket:
+            r = routes[gid]
+            # Buckets are sorted best-first, so stop at the first one not better.
+            if best is not None and r.rank >= best.rank:
+                return best
+            if self._conditions(r, method, scheme, port, path, q, headers):
+                return r
+        return best
+
+    @staticmethod
+    def _conditions(r, method, scheme, port, path, q, headers) -> bool:
+        if r.method is not None and r.method != method:
+            return False
+        if r.scheme is not None and r.scheme != scheme:
+            return False
+        if r.port >= 0 and r.port != port:
+            return False
+        for h in r.headers:
+            if not _header_ok(h, headers):
+                return False
+        for name, exact in r.query:
+            if not _query_ok(name, exact, path, q):
+                return False
+        return True
+
+    def _pick(self, ns: NodeState, now_ns: int, avoid):
+        """Round robin or least-request P2C over live endpoints, avoiding `avoid`."""
+        eps = ns.endpoints
+        n = len(eps)
+        if n == 0:
+            return None
+        if ns.low.lb == C.LB_ROUND_ROBIN:
+            start = ns.rr % n
+            chosen = -1
+            for k in range(n):
+                i = (start + k) % n
+                e = eps[i]
+                if e.ejected_until_ns <= now_ns and e is not avoid:
+                    chosen = i
+                    break
+            if chosen < 0:
+                chosen = self._fallback(eps, start, now_ns)
+            ns.rr = chosen + 1
+            return eps[chosen]
+        if n == 1:
+            return eps[0]
+        # Least request, power of two choices (Mitzenmacher; Envoy LEAST_REQUEST with
+        # choice_count 2): two distinct random endpoints, the one with fewer active wins.
+        a = self._rng.next() % n
+        b = (a + 1 + self._rng.next() % (n - 1)) % n
+        ea, eb = eps[a], eps[b]
+        ua = ea.ejected_until_ns <= now_ns and ea is not avoid
+        ub = eb.ejected_until_ns <= now_ns and eb is not avoid
+        if ua and ub:
+            return eb if eb.active < ea.active else ea
+        if ua:
+            return ea
+        if ub:
+            return eb
+        for k in range(n):
+            e = eps[(a + k) % n]
+            if e.ejected_until_ns <= now_ns and e is not avoid:
+                return e
+        return eps[self._fallback(eps, a, now_ns)]
+
+    @staticmethod
+    def _fallback(eps, start, now_ns) -> int:
+        """No preferred endpoint: a live one (maybe the avoided one), else panic mode.
+
+        With every endpoint ejected, route anyway (Envoy's healthy panic threshold).
+        """
+        n = len(eps)
+        for k in range(n):
+            i = (start + k) % n
+            if eps[i].ejected_until_ns <= now_ns:
+                return i
+        return start
+
+    # -- results, retries, outlier detection --------------------------------------
+
+    def result(self, d: Decision, kind: int, code: int, now_ns: int) -> RetryDecision:
+        """Feed one attempt's result; returns finish, retry or give up."""
+        if (type(kind) is not int or not C.RESULT_HTTP <= kind <= C.RESULT_TCP_DONE or type(code) is not int
+                or not -2**31 <= code < 2**31 or type(now_ns) is not int or not 0 <= now_ns <= C.MAX_NOW_NS):
+            raise BadResult(kind, code)
+        if d.state != C.ST_IN_FLIGHT:
+            raise InvalidTransition(d.state, -1)
+        retry = d.retry
+        if kind == C.RESULT_HTTP:
+            server_error = code >= 500
+            retryable = retry is not None and code in retry.http_codes
+        elif kind == C.RESULT_GRPC:
+            server_error = code in C.GRPC_SERVER_ERRORS
+            retryable = retry is not None and code in retry.grpc_codes
+        elif kind == C.RESULT_TCP_DONE:
+            server_error = retryable = False
+        else:
+            server_error = True
+            retryable = retry is not None and (retry.transport >> kind) & 1 == 1
+        ep = d.endpoint
+        if ep is not None:
+            if ep.active > 0:
+                ep.active -= 1
+            self._outlier(d._node, ep, server_error, now_ns)
+        backoff = 0
+        if not (server_error or retryable):
+            why = C.WHY_SUCCESS
+        elif not retryable:
+            why = C.WHY_NOT_RETRYABLE
+        elif d.attempt >= retry.max_retries:
+            why = C.WHY_RETRIES_EXHAUSTED
+        else:
+            backoff = _backoff(self._rng, d.attempt + 1)
+            if d.deadline_ns and now_ns + backoff >= d.deadline_ns:
+                why = C.WHY_DEADLINE
+            elif not d._budget.allows_retry(now_ns):
+                why = C.WHY_BUDGET
+            else:
+                why = C.WHY_RETRYABLE
+        try:
+            action, d.state = RETRY_TABLE[(d.state, why)]
+        except KeyError:
+            raise InvalidTransition(d.state, why) from None
+        if action != C.ACT_RETRY:
+            return RetryDecision(action, why, 0, 0, ep)
+        d.attempt += 1
+        d._budget.retry(now_ns)
+        new = self._pick(d._node, now_ns, ep)  # prefer a different endpoint
+        if new is not None:
+            d.endpoint, d.pool_key = new, new.pool_key
+        d.endpoint.active += 1
+        per_try = retry.per_try_ns
+        if d.deadline_ns and d.deadline_ns - now_ns - backoff < per_try:
+            per_try = d.deadline_ns - now_ns - backoff
+        d.per_try_timeout_ns = per_try
+        return RetryDecision(action, why, backoff, per_try, d.endpoint)
+
+    def _outlier(self, ns: NodeState, ep: EndpointState, server_error: bool, now_ns: int) -> None:
+        """App Mesh outlier detection: maxServerErrors consecutive server errors, the
+        run no older than `interval`, eject for baseEjectionDuration x times ejected,
+        never beyond maxEjectionPercent of the node's endpoints."""
+        low = ns.low
+        if low.max_errors == 0:
+            return
+        if not server_error:
+            ep.errors = 0
+            return
+        if ep.errors == 0 or now_ns - ep.first_error_ns >= low.interval_ns:
+            ep.errors, ep.first_error_ns = 0, now_ns
+        ep.errors += 1
+        if ep.errors < low.max_errors or ep.ejected_until_ns > now_ns:
+            return
+        eps = ns.endpoints
+        ejected = 0
+        member = False
+        for e in eps:
+            if e.ejected_until_ns > now_ns:
+                ejected += 1
+            if e is ep:
+                member = True
+        if member and (ejected + 1) * 100 <= low.max_ejection_percent * len(eps):
+            ep.times_ejected += 1
+            ep.ejected_until_ns = now_ns + low.base_ejection_ns * ep.times_ejected
+            ep.errors = 0
+
+    def ejected(self, node: str, now_ns: int) -> int:
+        """How many of a node's endpoints are ejected at `now_ns`."""
+        return sum(1 for e in self._node(node).endpoints if e.ejected_until_ns > now_ns)
+
+
+def _backoff(rng: Rng, n: int) -> int:
+    """Backoff before retry `n` (1-based): uniform in [0, min((2^n-1)*base, cap))."""
+    if n > C.BACKOFF_MAX_EXP:
+        n = C.BACKOFF_MAX_EXP
+    ceiling = ((1 << n) - 1) * C.BACKOFF_BASE_NS
+    if ceiling > C.BACKOFF_CAP_NS:
+        ceiling = C.BACKOFF_CAP_NS
+    return rng.next() % ceiling
