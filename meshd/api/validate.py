@@ -67,8 +67,6 @@ SPEC_TYPES: Mapping[str, type[Message]] = {
     "gatewayRoute": spec_pb2.GatewayRouteSpec,
 }
 
-INT32_MIN, INT32_MAX = -(2**31), 2**31 - 1
-
 # ---------------------------------------------------------------------------------------
 # Per-field rules
 # ---------------------------------------------------------------------------------------
@@ -292,6 +290,7 @@ def _scalar_violations(rule: Rule, value, path: str) -> Iterator[FieldViolation]
     if rule.length is not None and not rule.length[0] <= len(value) <= rule.length[1]:
         lo, hi = rule.length
         yield FieldViolation(path, f"length must be between {lo} and {hi}, got {len(value)}")
+        return  # what the value says is moot when its length is wrong
     if rule.choices is not None and value not in rule.choices:
         yield FieldViolation(path, f"must be one of {', '.join(rule.choices)}; got {value!r}")
     if rule.pattern is not None and not rule.pattern[0].fullmatch(value):
@@ -530,33 +529,65 @@ def parse_json(message_cls: type[Message], doc: Mapping, root: str = ""):
 
 
 def _json_kind(value) -> str:
-    return {dict: "an object", list: "a list", str: "a string", bool: "a boolean", type(None): "null"}.get(
-        type(value), "a number" if isinstance(value, (int, float)) else type(value).__name__
-    )
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "a boolean"
+    if isinstance(value, (int, float)):
+        return "a number"
+    return {dict: "an object", list: "a list", str: "a string"}.get(type(value), type(value).__name__)
+
+
+_T = FieldDescriptor
+# Integer field types and their bounds. proto3 JSON writes 64-bit integers as strings, so
+# those accept decimal strings too; 32-bit ones take JSON numbers only, as App Mesh's do.
+_INT_BOUNDS = {
+    **dict.fromkeys((_T.TYPE_INT32, _T.TYPE_SINT32, _T.TYPE_SFIXED32), (-(2**31), 2**31 - 1)),
+    **dict.fromkeys((_T.TYPE_UINT32, _T.TYPE_FIXED32), (0, 2**32 - 1)),
+    **dict.fromkeys((_T.TYPE_INT64, _T.TYPE_SINT64, _T.TYPE_SFIXED64), (-(2**63), 2**63 - 1)),
+    **dict.fromkeys((_T.TYPE_UINT64, _T.TYPE_FIXED64), (0, 2**64 - 1)),
+}
+_WIDE = {_T.TYPE_INT64, _T.TYPE_SINT64, _T.TYPE_SFIXED64, _T.TYPE_UINT64, _T.TYPE_FIXED64}
+_FLOAT_WORDS = {"NaN", "Infinity", "-Infinity"}
 
 
 def _scalar_shape(field: FieldDescriptor, value, path: str) -> Iterator[FieldViolation]:
-    if field.type == FieldDescriptor.TYPE_STRING:
-        ok, want = isinstance(value, str), "a string"
-    elif field.type == FieldDescriptor.TYPE_BOOL:
-        ok, want = isinstance(value, bool), "a boolean"
-    elif field.type == FieldDescriptor.TYPE_INT32:
-        ok, want = isinstance(value, int) and not isinstance(value, bool), "an integer"
-        if ok and not INT32_MIN <= value <= INT32_MAX:
-            yield FieldViolation(path, f"out of range for a 32-bit integer: {value}")
-    else:  # spec.proto uses no other scalar types; a new one must be added here
-        raise NotImplementedError(f"field type {field.type} of {field.full_name}")
-    if not ok:
-        yield FieldViolation(path, f"must be {want}, got {_json_kind(value)}")
+    kind = field.type
+    if kind in _INT_BOUNDS:
+        number = value
+        if kind in _WIDE and isinstance(value, str) and re.fullmatch(r"-?[0-9]+", value):
+            number = int(value)
+        if not isinstance(number, int) or isinstance(number, bool):
+            yield FieldViolation(path, f"must be an integer, got {_json_kind(value)}")
+        elif not _INT_BOUNDS[kind][0] <= number <= _INT_BOUNDS[kind][1]:
+            lo, hi = _INT_BOUNDS[kind]
+            yield FieldViolation(path, f"out of range for this integer type ({lo} to {hi}): {number}")
+    elif kind in (_T.TYPE_DOUBLE, _T.TYPE_FLOAT):
+        if not (isinstance(value, (int, float)) and not isinstance(value, bool) or value in _FLOAT_WORDS):
+            yield FieldViolation(path, f"must be a number, got {_json_kind(value)}")
+    elif kind == _T.TYPE_BOOL:
+        if not isinstance(value, bool):
+            yield FieldViolation(path, f"must be a boolean, got {_json_kind(value)}")
+    elif kind == _T.TYPE_ENUM:
+        names = field.enum_type.values_by_name
+        if isinstance(value, str) and value not in names:
+            yield FieldViolation(path, f"unknown value {value!r}; one of {', '.join(names)}")
+        elif not isinstance(value, (str, int)) or isinstance(value, bool):
+            yield FieldViolation(path, f"must be a string, got {_json_kind(value)}")
+    elif not isinstance(value, str):  # string, and bytes as base64
+        yield FieldViolation(path, f"must be a string, got {_json_kind(value)}")
 
 
 def _shape_violations(desc: Descriptor, doc, path: str) -> Iterator[FieldViolation]:
     """Compare a JSON value with a message descriptor the way ParseDict would read it, but
     report every mismatch with its path. `null` means "absent", as in ParseDict."""
+    if desc.full_name.startswith("google.protobuf."):
+        return  # well-known types have their own JSON forms; ParseDict checks them
     if not isinstance(doc, Mapping):
         yield FieldViolation(path or desc.name, f"must be an object, got {_json_kind(doc)}")
         return
     by_name = {f.json_name: f for f in desc.fields} | {f.name: f for f in desc.fields}
+    real_oneofs = _real_oneofs(desc)
     oneof_seen: dict[str, str] = {}
     for key, value in doc.items():
         where = _join(path, str(key))
@@ -568,12 +599,19 @@ def _shape_violations(desc: Descriptor, doc, path: str) -> Iterator[FieldViolati
         if value is None:
             continue
         oneof = field.containing_oneof
-        if oneof is not None and oneof in _real_oneofs(desc):
+        if oneof is not None and oneof in real_oneofs:
             if oneof.name in oneof_seen:
                 yield FieldViolation(where, f"only one of {oneof_seen[oneof.name]}, {key} may be set")
                 continue
             oneof_seen[oneof.name] = key
-        if field.is_repeated:
+        if field.message_type is not None and field.message_type.GetOptions().map_entry:
+            if not isinstance(value, Mapping):
+                yield FieldViolation(where, f"must be an object, got {_json_kind(value)}")
+                continue
+            value_field = field.message_type.fields_by_name["value"]
+            for k, item in value.items():
+                yield from _value_shape(value_field, item, f"{where}[{k!r}]")
+        elif field.is_repeated:
             if not isinstance(value, list):
                 yield FieldViolation(where, f"must be a list, got {_json_kind(value)}")
                 continue
