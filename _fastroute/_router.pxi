@@ -226,7 +226,8 @@ cdef class Router:
         cdef _Route r
         cdef list bucket
         cdef Py_ssize_t n = PyUnicode_GET_LENGTH(path)
-        cdef Py_ssize_t limit = n if n < ix.max_len else ix.max_len
+        # One character past the longest key, to see a '?' that ends an exact path.
+        cdef Py_ssize_t limit = n if n <= ix.max_len else ix.max_len + 1
         cdef int kind = PyUnicode_KIND(path)
         cdef void *data = PyUnicode_DATA(path)
         cdef uint64_t h = FNV_OFFSET

@@ -51,22 +51,22 @@ cdef bint parse_int(str s, int64_t *out) noexcept:
     cdef Py_ssize_t n = PyUnicode_GET_LENGTH(s), i = 0
     cdef int kind = PyUnicode_KIND(s)
     cdef void *data = PyUnicode_DATA(s)
-    cdef Py_UCS4 c
+    cdef uint32_t c
     cdef bint neg = False
     cdef int64_t v = 0
     if n == 0:
         return False
     c = PyUnicode_READ(kind, data, 0)
-    if c == u'+' or c == u'-':
-        neg = c == u'-'
+    if c == 43 or c == 45:  # ASCII '+', '-'
+        neg = c == 45
         i = 1
     if not 1 <= n - i <= 18:
         return False
     while i < n:
         c = PyUnicode_READ(kind, data, i)
-        if c < u'0' or c > u'9':
+        if c < 48 or c > 57:  # ASCII '0'..'9'
             return False
-        v = v * 10 + <int64_t>(c - u'0')
+        v = v * 10 + <int64_t>(c - 48)
         i += 1
     out[0] = -v if neg else v
     return True

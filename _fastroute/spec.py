@@ -473,6 +473,7 @@ def _lower_match(path, proto, m, r):
             _fail(path, "bad_type", m)
         port = m.port
     r.port = -1 if port is None else _int(path + ".port", port, 1, 65535)
+    return port
 
 
 def _lower_route(path, route, ridx, nodes_by_name, default_retry, default_timeouts):
@@ -484,7 +485,7 @@ def _lower_route(path, route, ridx, nodes_by_name, default_retry, default_timeou
     if route.protocol not in C.PROTOCOLS:
         _fail(path + ".protocol", "bad_value", route.protocol)
     r.protocol = C.PROTOCOLS[route.protocol]
-    _lower_match(path + ".match", r.protocol, route.match, r)
+    port = _lower_match(path + ".match", r.protocol, route.match, r)
     targets = route.targets
     if not isinstance(targets, tuple) or not 1 <= len(targets) <= 10:
         _fail(path + ".targets", "bad_value", targets)  # App Mesh: 1 to 10 targets
@@ -517,7 +518,7 @@ def _lower_route(path, route, ridx, nodes_by_name, default_retry, default_timeou
         r.per_request_ns, r.idle_ns = default_timeouts
     else:
         r.per_request_ns, r.idle_ns = _lower_timeouts(path + ".timeouts", route.timeouts)
-    n_conditions = len(r.headers) + len(r.query)
+    n_conditions = len(r.headers) + len(r.query) + sum(x is not None for x in (r.method, r.scheme, port))
     path_len = len(r.path) if r.path_kind in (C.PK_PREFIX, C.PK_EXACT) else 0
     # Precedence summary; see `precedence_key` for the rule it encodes.
     r.key = (0 if route.priority is not None else 1, route.priority or 0, r.path_kind, -path_len, -n_conditions, r.name)
@@ -531,7 +532,9 @@ def precedence_key(r: LRoute) -> tuple:
     specified value, where 0 is the highest priority"; then the issue's specificity
     rule): routes with an explicit priority come first, lowest number first; then exact
     path over regex over prefix over no path condition; then the longer path/prefix;
-    then more header, metadata or query conditions over fewer; then the route name,
+    then more conditions over fewer (header, metadata and query conditions, as the
+    issue states, and also method, scheme and port, which narrow a match the same
+    way); then the route name,
     so the order never depends on the order routes were listed.
     """
     return r.key

@@ -1,0 +1,1 @@
+"""Benchmarks and ratio gates of meshd (router core first); see bench/RESULTS.md."""
