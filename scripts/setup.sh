@@ -1,0 +1,36 @@
+#!/usr/bin/env bash
+# Installs everything meshd needs on a Debian 12 host and builds meshd into a virtualenv:
+#   - Debian packages: etcd-server (the embedded default runs Debian's etcd), libnghttp2-dev
+#     (the data plane's HTTP/2 codec), a C compiler and Python headers for the Cython core;
+#   - a virtualenv at $MESHD_VENV (default ./.venv) with meshd installed from this checkout.
+# Safe to run again: each step is skipped when already done. Usage: scripts/setup.sh [--test]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+VENV="${MESHD_VENV:-.venv}"
+EXTRAS=""
+[ "${1:-}" = "--test" ] && EXTRAS="[test]"
+
+need_apt=()
+command -v etcd >/dev/null 2>&1 || [ -x /usr/bin/etcd ] || need_apt+=(etcd-server)
+dpkg -s libnghttp2-dev >/dev/null 2>&1 || need_apt+=(libnghttp2-dev)
+command -v cc >/dev/null 2>&1 || need_apt+=(build-essential)
+python3 -c 'import sysconfig,os,sys; sys.exit(0 if os.path.exists(os.path.join(sysconfig.get_paths()["include"],"Python.h")) else 1)' \
+  || need_apt+=(python3-dev)
+python3 -c 'import venv, ensurepip' 2>/dev/null || need_apt+=(python3-venv)
+if [ ${#need_apt[@]} -gt 0 ]; then
+  SUDO=""
+  [ "$(id -u)" -ne 0 ] && SUDO="sudo"
+  echo "==> installing Debian packages: ${need_apt[*]}"
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${need_apt[@]}" >/dev/null
+fi
+
+if [ ! -x "$VENV/bin/python" ]; then
+  echo "==> creating virtualenv $VENV"
+  python3 -m venv "$VENV"
+fi
+echo "==> installing meshd$EXTRAS into $VENV"
+"$VENV/bin/python" -m pip install -q --upgrade pip
+# Editable, so the test suite and the installed commands run the same files; the Cython
+# extension is compiled in place by the build.
+"$VENV/bin/python" -m pip install -q -e ".$EXTRAS"
