@@ -1,0 +1,69 @@
+"""The package boundaries of STYLE.md, checked on the source: who may import whom."""
+from __future__ import annotations
+
+import ast
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _imports(path: Path) -> set[str]:
+    """Top-level module names (and meshd subpackages) imported by a Python source file."""
+    tree = ast.parse(path.read_text(), str(path))
+    out = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            names = [a.name for a in node.names]
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            names = [node.module]
+        else:
+            continue
+        for name in names:
+            parts = name.split(".")
+            out.add(parts[0])
+            if parts[0] == "meshd" and len(parts) > 1:
+                out.add(".".join(parts[:2]))
+    return out
+
+
+def _sources(pkg: str):
+    return [p for p in (ROOT / pkg).rglob("*.py")]
+
+
+@pytest.mark.parametrize("path", _sources("registry"), ids=str)
+def test_registry_knows_nothing_of_meshd(path):
+    bad = {m for m in _imports(path) if m.split(".")[0] in ("meshd", "_fastroute", "grpc_status")}
+    assert not bad, f"{path} imports {bad}"
+
+
+@pytest.mark.parametrize("path", _sources("meshd/api"), ids=str)
+def test_admin_api_does_not_import_the_data_plane(path):
+    bad = {m for m in _imports(path) if m in ("meshd.dataplane", "_fastroute", "meshd.app")}
+    assert not bad, f"{path} imports {bad}"
+
+
+def test_only_the_composition_root_wires_api_and_registry_together():
+    wiring = []
+    for path in _sources("meshd"):
+        rel = path.relative_to(ROOT).as_posix()
+        if rel.startswith(("meshd/api/", "meshd/v1/", "meshd/cli/", "meshd/security/", "meshd/dataplane/")):
+            continue
+        imports = _imports(path)
+        if "meshd.api" in imports and ("meshd.dataplane" in imports or "meshd.embedded_etcd" in imports):
+            wiring.append(rel)
+    assert wiring == ["meshd/app.py"]
+
+
+def test_fastroute_imports_only_the_stdlib():
+    stdlib = set(sys.stdlib_module_names) | {"_fastroute", "cython", "libc", "cpython"}
+    for path in (ROOT / "_fastroute").rglob("*"):
+        if path.suffix not in (".py", ".pyx", ".pxi", ".pxd"):
+            continue
+        for line in path.read_text().splitlines():
+            words = line.split()
+            if len(words) >= 2 and words[0] in ("import", "from", "cimport"):
+                top = words[1].split(".")[0].rstrip(",")
+                assert top in stdlib or top == "", f"{path}: {line.strip()}"

@@ -1,0 +1,120 @@
+"""`meshd run` as a real process on its embedded default: it starts and supervises its own
+etcd, logs JSON lines, and on SIGTERM/SIGINT exits cleanly, stopping that etcd."""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import grpc
+import pytest
+
+from meshd.embedded_etcd import free_port
+from meshd.v1 import admin_pb2 as pb
+from meshd.v1 import admin_pb2_grpc
+
+pytestmark = pytest.mark.etcd
+
+
+def _children(pid: int) -> list[int]:
+    out = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/stat") as f:
+                    fields = f.read().rsplit(")", 1)[1].split()
+                if int(fields[1]) == pid:
+                    out.append(int(entry))
+            except (FileNotFoundError, ProcessLookupError, IndexError):
+                continue
+    return out
+
+
+def _cmdline(pid: int) -> str:
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            return f.read().replace(b"\0", b" ").decode()
+    except FileNotFoundError:
+        return ""
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
+def test_embedded_default_starts_etcd_and_stops_it_on_signal(tmp_path, sig):
+    admin_port, etcd_port, peer_port = free_port(), free_port(), free_port()
+    log = tmp_path / "meshd.log"
+    with open(log, "wb") as out:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "meshd.cli.meshd_main", "run", "--admin", f"127.0.0.1:{admin_port}",
+             "--state-dir", str(tmp_path / "state"), "--etcd-port", str(etcd_port),
+             "--etcd-peer-port", str(peer_port), "--host-name", "h1"],
+            stdout=out, stderr=out)
+    try:
+        channel = grpc.insecure_channel(f"127.0.0.1:{admin_port}")
+        grpc.channel_ready_future(channel).result(timeout=30)
+        stub = admin_pb2_grpc.MeshAdminStub(channel)
+        stub.CreateMesh(pb.CreateMeshRequest(mesh_name="embedded"), timeout=10)
+        etcd_children = [c for c in _children(proc.pid) if "etcd" in _cmdline(c)]
+        assert len(etcd_children) == 1, "meshd must run exactly one etcd child"
+        assert f"127.0.0.1:{etcd_port}" in _cmdline(etcd_children[0])
+        assert (tmp_path / "state" / "etcd" / "member-data").is_dir()
+        channel.close()
+        proc.send_signal(sig)
+        assert proc.wait(30) == 0
+        deadline = time.monotonic() + 10
+        while os.path.exists(f"/proc/{etcd_children[0]}") and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert not os.path.exists(f"/proc/{etcd_children[0]}"), "embedded etcd outlived meshd"
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    lines = [json.loads(line) for line in log.read_text().splitlines() if line.startswith("{")]
+    msgs = [entry["msg"] for entry in lines]
+    assert "meshd started" in msgs and "meshd stopped" in msgs
+    started = next(e for e in lines if e["msg"] == "meshd started")
+    assert started["admin"] == f"127.0.0.1:{admin_port}" and started["host"] == "h1"
+    assert all({"ts", "level", "logger", "msg"} <= set(e) for e in lines)
+
+
+def test_state_survives_a_restart_of_the_embedded_default(tmp_path):
+    """Data written through one run is there in the next (the embedded etcd keeps its dir)."""
+    ports = [free_port(), free_port(), free_port()]
+    args = [sys.executable, "-m", "meshd.cli.meshd_main", "run", "--admin", f"127.0.0.1:{ports[0]}",
+            "--state-dir", str(tmp_path / "state"), "--etcd-port", str(ports[1]), "--etcd-peer-port", str(ports[2])]
+    for round_ in range(2):
+        proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        try:
+            channel = grpc.insecure_channel(f"127.0.0.1:{ports[0]}")
+            grpc.channel_ready_future(channel).result(timeout=30)
+            stub = admin_pb2_grpc.MeshAdminStub(channel)
+            if round_ == 0:
+                stub.CreateMesh(pb.CreateMeshRequest(mesh_name="durable"), timeout=10)
+            else:
+                assert stub.DescribeMesh(pb.DescribeMeshRequest(mesh_name="durable"), timeout=10).mesh.metadata.version == 1
+            channel.close()
+        finally:
+            proc.send_signal(signal.SIGTERM)
+            assert proc.wait(30) == 0
+
+
+def test_unreachable_external_etcd_is_reported_not_fatal(tmp_path):
+    """With --etcd pointing nowhere, meshd still serves and answers UNAVAILABLE clearly."""
+    admin_port = free_port()
+    proc = subprocess.Popen([sys.executable, "-m", "meshd.cli.meshd_main", "run", "--admin", f"127.0.0.1:{admin_port}",
+                             "--etcd", f"http://127.0.0.1:{free_port()}"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        channel = grpc.insecure_channel(f"127.0.0.1:{admin_port}")
+        grpc.channel_ready_future(channel).result(timeout=30)
+        stub = admin_pb2_grpc.MeshAdminStub(channel)
+        with pytest.raises(grpc.RpcError) as err:
+            stub.CreateMesh(pb.CreateMeshRequest(mesh_name="x"), timeout=10)
+        assert err.value.code() == grpc.StatusCode.UNAVAILABLE
+        assert "etcd is unavailable" in err.value.details()
+        assert proc.poll() is None
+        channel.close()
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(30) == 0
