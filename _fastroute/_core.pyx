@@ -38,3 +38,49 @@ include "_strings.pxi"
 include "_table.pxi"
 include "_decision.pxi"
 include "_router.pxi"
+
+
+def _enum_values():
+    """The C enum values that constants.py also defines, for the test comparing them."""
+    return {
+        "PROTO_HTTP": PROTO_HTTP,
+        "PROTO_HTTP2": PROTO_HTTP2,
+        "PROTO_GRPC": PROTO_GRPC,
+        "PROTO_TCP": PROTO_TCP,
+        "ROUTED": ROUTED,
+        "NO_SERVICE": NO_SERVICE,
+        "NO_ROUTE": NO_ROUTE,
+        "NO_ENDPOINT": NO_ENDPOINT,
+        "BAD_REQUEST": BAD_REQUEST,
+        "RESULT_HTTP": RESULT_HTTP,
+        "RESULT_GRPC": RESULT_GRPC,
+        "RESULT_RESET": RESULT_RESET,
+        "RESULT_CONNECT_FAILURE": RESULT_CONNECT_FAILURE,
+        "RESULT_REFUSED_STREAM": RESULT_REFUSED_STREAM,
+        "RESULT_TIMEOUT": RESULT_TIMEOUT,
+        "RESULT_TCP_DONE": RESULT_TCP_DONE,
+        "ACT_FINISH": ACT_FINISH,
+        "ACT_RETRY": ACT_RETRY,
+        "ACT_GIVE_UP": ACT_GIVE_UP,
+        "WHY_SUCCESS": WHY_SUCCESS,
+        "WHY_RETRYABLE": WHY_RETRYABLE,
+        "WHY_NOT_RETRYABLE": WHY_NOT_RETRYABLE,
+        "WHY_RETRIES_EXHAUSTED": WHY_RETRIES_EXHAUSTED,
+        "WHY_DEADLINE": WHY_DEADLINE,
+        "WHY_BUDGET": WHY_BUDGET,
+        "ST_IN_FLIGHT": ST_IN_FLIGHT,
+        "ST_DONE": ST_DONE,
+        "LB_ROUND_ROBIN": LB_ROUND_ROBIN,
+        "LB_LEAST_REQUEST": LB_LEAST_REQUEST,
+        "HM_PRESENT": HM_PRESENT,
+        "HM_EXACT": HM_EXACT,
+        "HM_PREFIX": HM_PREFIX,
+        "HM_SUFFIX": HM_SUFFIX,
+        "HM_REGEX": HM_REGEX,
+        "HM_RANGE": HM_RANGE,
+        "PK_EXACT": PK_EXACT,
+        "PK_REGEX": PK_REGEX,
+        "PK_PREFIX": PK_PREFIX,
+        "PK_ANY": PK_ANY,
+        "BUDGET_WINDOW_S": BUDGET_WINDOW_S,
+    }

@@ -21,6 +21,16 @@ cdef inline int64_t backoff_ns(Rng *rng, int n) noexcept nogil:
     return <int64_t>(rng_next(rng) % <uint64_t>ceiling)
 
 
+cdef bint _c_ints(object protocol, object port, object now_ns, int *proto, int *prt, int64_t *now):
+    # Convert in C: comparing a Python int against a C constant would box the
+    # constant, an allocation on every request. Out-of-range values are bad requests.
+    try:
+        proto[0], prt[0], now[0] = protocol, port, now_ns
+    except OverflowError:
+        return False
+    return True
+
+
 cdef inline bint _live(EndpointState e, int64_t now_ns, EndpointState avoid) noexcept:
     return e.ejected_until_ns <= now_ns and e is not avoid
 
@@ -138,10 +148,10 @@ cdef class Router:
         if (authority is None or method is None or scheme is None or path is None
                 or type(protocol) is not int or type(port) is not int or type(now_ns) is not int
                 or not (headers is None or type(headers) is dict)
-                or not (0 <= protocol <= 3 and 0 <= port <= 65535 and 0 <= now_ns <= MAX_NOW_NS)):
+                or not _c_ints(protocol, port, now_ns, &proto, &prt, &now)
+                or not (0 <= proto <= 3 and 0 <= prt <= 65535 and 0 <= now <= MAX_NOW_NS)):
             d.status, d.reason, d.state = BAD_REQUEST, <str>STATUS_REASONS[BAD_REQUEST], ST_DONE
             return d
-        proto, prt, now = protocol, port, now_ns
         self._decide(d, proto, <str>authority, port, prt, <str>method, <str>scheme, <str>path, <dict>headers, now)
         return d
 
