@@ -1,0 +1,171 @@
+"""meshd/compile.py: App Mesh resources (protobuf) → `_fastroute` tables, on the corpus and
+on focused cases; decisions come from the compiled Cython router."""
+from __future__ import annotations
+
+import json
+from collections import Counter
+from pathlib import Path
+
+import pytest
+
+import _fastroute as fr
+from _fastroute import constants as C
+from meshd.api.validate import parse_json
+from meshd.cli.meshctl import kind_of_document
+from meshd.compile import MeshSnapshot, compile_mesh, compile_route, duration_ms, spiffe_id
+from meshd.v1 import admin_pb2 as pb
+from meshd.v1 import spec_pb2
+
+CORPUS = Path(__file__).parent / "corpus" / "valid"
+
+
+def snapshot_from_corpus(mesh: str) -> MeshSnapshot:
+    snap = MeshSnapshot(mesh)
+    for f in sorted(CORPUS.glob("*.json")):
+        doc = json.loads(f.read_text())
+        if doc["meshName"] != mesh:
+            continue
+        kind = kind_of_document(doc)
+        data = kind.data_cls()
+        for fld in kind.id_fields:
+            setattr(data, fld, doc[_camel(fld)])
+        data.spec.CopyFrom(parse_json(kind.spec_cls, doc["spec"]))
+        if kind.name == "virtualNode":
+            snap.nodes[data.virtual_node_name] = data
+        elif kind.name == "virtualService":
+            snap.services[data.virtual_service_name] = data
+        elif kind.name == "virtualRouter":
+            snap.routers[data.virtual_router_name] = data
+        elif kind.name == "route":
+            snap.routes[(data.virtual_router_name, data.route_name)] = data
+    return snap
+
+
+def _camel(snake):
+    head, *rest = snake.split("_")
+    return head + "".join(p.title() for p in rest)
+
+
+def test_whole_corpus_compiles_without_problems():
+    for mesh in ("shop", "ledger"):
+        compiled = compile_mesh(snapshot_from_corpus(mesh))
+        assert compiled.problems == ()
+        router = fr.Router(compiled.table, seed=7)  # the compiled core accepts it
+        assert router is not None
+        assert {s.name for s in compiled.table.services} == set(snapshot_from_corpus(mesh).services)
+
+
+def _route(doc: dict):
+    return compile_route("r", "x", parse_json(spec_pb2.RouteSpec, doc))
+
+
+def test_http_route_fields_are_carried():
+    r = _route({"priority": 7, "httpRoute": {
+        "match": {"prefix": "/api", "method": "POST", "scheme": "https", "port": 8080,
+                  "headers": [{"name": "X-User", "invert": True, "match": {"range": {"start": 1, "end": 5}}},
+                              {"name": "x-canary", "match": {"regex": "^on$"}}],
+                  "queryParameters": [{"name": "v", "match": {"exact": "2"}}]},
+        "action": {"weightedTargets": [{"virtualNode": "a", "weight": 3, "port": 8080}, {"virtualNode": "b", "weight": 0}]},
+        "retryPolicy": {"maxRetries": 4, "perRetryTimeout": {"unit": "s", "value": 2},
+                        "httpRetryEvents": ["gateway-error"], "tcpRetryEvents": ["connection-error"]},
+        "timeout": {"perRequest": {"unit": "ms", "value": 1500}}}})
+    assert r.protocol == "http" and r.priority == 7
+    assert r.match.prefix == "/api" and r.match.method == "POST" and r.match.scheme == "https" and r.match.port == 8080
+    assert r.match.headers[0] == fr.HeaderMatch(name="x-user", range=(1, 5), invert=True)
+    assert r.match.headers[1] == fr.HeaderMatch(name="x-canary", regex="^on$")
+    assert r.match.query == (fr.QueryMatch(name="v", exact="2"),)
+    assert r.targets == (fr.Target("a", 3, 8080), fr.Target("b", 0, None))
+    assert r.retry == fr.RetryPolicy(max_retries=4, per_retry_timeout_ms=2000, http_events=("gateway-error",),
+                                     tcp_events=("connection-error",))
+    assert r.timeouts == fr.Timeouts(per_request_ms=1500, idle_ms=300_000)
+
+
+def test_grpc_and_tcp_routes_and_defaults():
+    g = _route({"grpcRoute": {"match": {"serviceName": "shop.Api", "methodName": "Get",
+                                        "metadata": [{"name": "tenant", "match": {"exact": "a"}}]},
+                              "action": {"weightedTargets": [{"virtualNode": "a", "weight": 1}]}}})
+    assert g.protocol == "grpc" and g.retry is None and g.timeouts is None  # table defaults apply
+    assert g.match == fr.GrpcMatch(service_name="shop.Api", method_name="Get",
+                                   metadata=(fr.HeaderMatch(name="tenant", exact="a"),))
+    t = _route({"tcpRoute": {"action": {"weightedTargets": [{"virtualNode": "db", "weight": 1}]},
+                             "timeout": {"idle": {"unit": "s", "value": 60}}}})
+    assert t.protocol == "tcp" and t.retry == fr.NO_RETRY and t.timeouts.idle_ms == 60_000
+
+
+def test_durations():
+    assert duration_ms(spec_pb2.Duration(unit="s", value=3), 1) == 3000
+    assert duration_ms(spec_pb2.Duration(unit="ms", value=250), 1) == 250
+    assert duration_ms(spec_pb2.Duration(), 42) == 42
+    assert duration_ms(None, 42) == 42
+
+
+def _node(name, **listener):
+    data = pb.VirtualNodeData(mesh_name="m", virtual_node_name=name)
+    data.spec.CopyFrom(parse_json(spec_pb2.VirtualNodeSpec, {"listeners": [
+        {"portMapping": {"port": 8080, "protocol": "http"}, **listener}]}))
+    return data
+
+
+def _instance(node, i, port, health="HEALTHY"):
+    return pb.Instance(mesh_name="m", virtual_node_name=node, instance_id=i, address="127.0.0.1", port=port,
+                       health=health)
+
+
+def test_compiled_mesh_routes_with_weights_and_skips_unhealthy_instances():
+    snap = MeshSnapshot("m")
+    snap.nodes = {"v1": _node("v1", outlierDetection={"maxServerErrors": 3, "interval": {"unit": "s", "value": 5},
+                                                      "baseEjectionDuration": {"unit": "s", "value": 10},
+                                                      "maxEjectionPercent": 50},
+                              connectionPool={"http": {"maxConnections": 7, "maxPendingRequests": 9}}),
+                  "v2": _node("v2")}
+    snap.routers = {"r": pb.VirtualRouterData(mesh_name="m", virtual_router_name="r",
+                                              spec=parse_json(spec_pb2.VirtualRouterSpec,
+                                                              {"listeners": [{"portMapping": {"port": 8080, "protocol": "http"}}]}))}
+    snap.routes = {("r", "canary"): pb.RouteData(mesh_name="m", virtual_router_name="r", route_name="canary",
+                                                 spec=parse_json(spec_pb2.RouteSpec, {"httpRoute": {
+                                                     "match": {"prefix": "/"},
+                                                     "action": {"weightedTargets": [{"virtualNode": "v1", "weight": 90},
+                                                                                    {"virtualNode": "v2", "weight": 10}]}}}))}
+    snap.services = {"api.m.local": pb.VirtualServiceData(
+        mesh_name="m", virtual_service_name="api.m.local",
+        spec=parse_json(spec_pb2.VirtualServiceSpec, {"provider": {"virtualRouter": {"virtualRouterName": "r"}}}))}
+    snap.instances = {"v1": {"a": _instance("v1", "a", 9001), "b": _instance("v1", "b", 9002, "UNHEALTHY")},
+                      "v2": {"c": _instance("v2", "c", 9003)}}
+    compiled = compile_mesh(snap, trust_domain="example.org")
+    assert compiled.problems == ()
+    assert [e.id for e in compiled.endpoints["v1"]] == ["a"]  # the unhealthy one is left out
+    v1 = next(n for n in compiled.table.nodes if n.name == "v1")
+    assert v1.identity == spiffe_id("example.org", "m", "v1") == "spiffe://example.org/mesh/m/virtualNode/v1"
+    assert v1.outlier == fr.OutlierDetection(3, 5000, 10_000, 50)
+    assert v1.pool == fr.ConnectionPool(max_connections=7, max_pending_requests=9)
+    router = fr.Router(compiled.table, seed=11)
+    for node, eps in compiled.endpoints.items():
+        router.set_endpoints(node, list(eps))
+    picks = Counter()
+    for i in range(2000):
+        d = router.decide(C.PROTO_HTTP, "api.m.local:8080", 8080, "GET", "http", "/x", {}, 1_000_000 + i)
+        assert d.status == C.ROUTED
+        picks[(d.target, d.endpoint.port)] += 1
+        router.result(d, C.RESULT_HTTP, 200, 1_000_000 + i)
+    assert set(picks) == {("v1", 9001), ("v2", 9003)}
+    assert 0.07 < picks[("v2", 9003)] / 2000 < 0.13
+
+
+def test_a_bad_route_is_left_out_and_reported_not_fatal():
+    snap = MeshSnapshot("m")
+    snap.nodes = {"v1": _node("v1")}
+    snap.routers = {"r": pb.VirtualRouterData(mesh_name="m", virtual_router_name="r")}
+    good = parse_json(spec_pb2.RouteSpec, {"httpRoute": {"match": {"prefix": "/"},
+                                                         "action": {"weightedTargets": [{"virtualNode": "v1", "weight": 1}]}}})
+    bad = parse_json(spec_pb2.RouteSpec, {"httpRoute": {"match": {"prefix": "/", "headers": [{"name": "x", "match": {"regex": "("}}]},
+                                                        "action": {"weightedTargets": [{"virtualNode": "v1", "weight": 1}]}}})
+    zero = parse_json(spec_pb2.RouteSpec, {"httpRoute": {"match": {"prefix": "/z"},
+                                                         "action": {"weightedTargets": [{"virtualNode": "v1", "weight": 0}]}}})
+    snap.routes = {("r", "good"): pb.RouteData(route_name="good", spec=good),
+                   ("r", "bad"): pb.RouteData(route_name="bad", spec=bad),
+                   ("r", "zero"): pb.RouteData(route_name="zero", spec=zero)}
+    compiled = compile_mesh(snap)
+    assert [r.name for r in compiled.table.routers[0].routes] == ["good"]
+    problems = {p.resource: p for p in compiled.problems}
+    assert problems["routes/m/r/bad"].field == "spec.httpRoute.match.headers[0].match.regex"
+    assert "routes/m/r/zero" in problems
