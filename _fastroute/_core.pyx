@@ -14,6 +14,8 @@ from cpython.unicode cimport (PyUnicode_DATA, PyUnicode_FindChar, PyUnicode_GET_
 from libc.stdint cimport int32_t, int64_t, uint32_t, uint64_t
 from libc.string cimport memcmp
 
+from collections import OrderedDict
+
 from . import constants as _C
 from .errors import BadResult, InvalidTransition, UnknownHandle, UnknownNode
 from .spec import lower
@@ -38,6 +40,7 @@ include "_strings.pxi"
 include "_table.pxi"
 include "_decision.pxi"
 include "_router.pxi"
+include "_pools.pxi"
 
 
 def _enum_values():
@@ -82,5 +85,12 @@ def _enum_values():
         "PK_REGEX": PK_REGEX,
         "PK_PREFIX": PK_PREFIX,
         "PK_ANY": PK_ANY,
+        "POOL_REUSE": POOL_REUSE,
+        "POOL_CONNECT": POOL_CONNECT,
+        "POOL_QUEUE": POOL_QUEUE,
+        "POOL_CIRCUIT_OPEN": POOL_CIRCUIT_OPEN,
+        "LIMIT_NONE": LIMIT_NONE,
+        "LIMIT_MAX_REQUESTS": LIMIT_MAX_REQUESTS,
+        "LIMIT_MAX_PENDING": LIMIT_MAX_PENDING,
         "BUDGET_WINDOW_S": BUDGET_WINDOW_S,
     }
