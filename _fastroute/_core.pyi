@@ -1,0 +1,81 @@
+"""The surface of the compiled router core that Python sees (see _core.pxd for all of it)."""
+from collections.abc import Iterable
+
+from .spec import Endpoint, Table
+
+class CompiledRetry:
+    max_retries: int
+    per_try_ns: int
+    transport: int
+    @property
+    def http_codes(self) -> frozenset[int]: ...
+    @property
+    def grpc_codes(self) -> frozenset[int]: ...
+
+class EndpointState:
+    id: str
+    address: str
+    port: int
+    pool_key: tuple[str, str]
+    active: int
+    errors: int
+    first_error_ns: int
+    ejected_until_ns: int
+    times_ejected: int
+
+class Decision:
+    status: int
+    reason: str
+    protocol: int
+    service: str | None
+    route: str | None
+    target: str | None
+    target_port: int
+    endpoint: EndpointState | None
+    pool_key: tuple[str, str] | None
+    retry: CompiledRetry | None
+    per_request_timeout_ns: int
+    idle_timeout_ns: int
+    per_try_timeout_ns: int
+    deadline_ns: int
+    attempt: int
+    state: int
+
+class RetryDecision:
+    action: int
+    why: int
+    backoff_ns: int
+    per_try_timeout_ns: int
+    endpoint: EndpointState | None
+
+class Router:
+    def __init__(self, table: Table, seed: int = 1) -> None: ...
+    def decide(self, protocol: int, authority: str | bytes, port: int, method: str | bytes,
+               scheme: str | bytes, path: str | bytes, headers: dict[str, str | bytes] | None,
+               now_ns: int) -> Decision: ...
+    def result(self, decision: Decision, kind: int, code: int, now_ns: int) -> RetryDecision: ...
+    def set_endpoints(self, node: str, endpoints: Iterable[Endpoint]) -> None: ...
+    def add_endpoint(self, node: str, endpoint: Endpoint) -> None: ...
+    def remove_endpoint(self, node: str, endpoint_id: str) -> bool: ...
+    def endpoints(self, node: str) -> list[EndpointState]: ...
+    def node_limits(self, node: str) -> tuple[int, int, int]: ...
+    def ejected(self, node: str, now_ns: int) -> int: ...
+
+class PoolDecision:
+    action: int
+    handle: object
+    tls_session: object
+    limit: int
+
+class Pools:
+    def __init__(self, router: Router, max_idle: int = 256, idle_timeout_ms: int = 300_000) -> None: ...
+    def checkout(self, decision: Decision, now_ns: int) -> PoolDecision: ...
+    def opened(self, decision: Decision, handle: object, max_streams: int, now_ns: int) -> None: ...
+    def connect_failed(self, decision: Decision) -> None: ...
+    def unqueue(self, decision: Decision) -> None: ...
+    def release(self, handle: object, now_ns: int) -> bool: ...
+    def closed(self, handle: object) -> None: ...
+    def expire(self, now_ns: int) -> list[object]: ...
+    def store_session(self, pool_key: tuple[str, str], session: object) -> None: ...
+    def session(self, pool_key: tuple[str, str]) -> object: ...
+    def stats(self, node: str) -> tuple[int, int, int]: ...
