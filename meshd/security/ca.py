@@ -281,10 +281,10 @@ class MeshCA:
                 raise InvalidCA("parse", "no certificate in the CA certificate PEM")
             cert, chain = certs[0], certs[1:] + (C.load_certs(source.chain_pem, "chain") if source.chain_pem else [])
             ca_key = C.load_key(source.key_pem, "CA private key")
+            C.validate_ca(cert, ca_key, chain, now)
             self_signed = cert.issuer == cert.subject
             if not self_signed and not chain:
                 raise InvalidCA("chain", "an intermediate CA needs its issuer certificate in the chain")
-            C.validate_ca(cert, ca_key, chain, now)
             origin = "imported" if self_signed else "intermediate"
         fingerprint = hashlib.sha256(cert.public_bytes(serialization.Encoding.DER)).hexdigest()
         # Time first so a key-ordered listing of authorities is oldest first.

@@ -99,6 +99,10 @@ class EchoServer:
 
     def close(self):
         self._stop.set()
+        try:
+            self._sock.shutdown(socket.SHUT_RDWR)  # wakes the thread blocked in accept()
+        except OSError:
+            pass
         self._sock.close()
         for t in self._threads:
             t.join(timeout=2)
@@ -109,14 +113,22 @@ class Client:
 
     def __init__(self, context: ssl.SSLContext, address, allowed=None, timeout: float = 10):
         raw = socket.create_connection(address, timeout=timeout)
-        self.sock = context.wrap_socket(raw)
-        self.server_identity = tls.verify_peer(self.sock, allowed)
+        self.sock = None
+        try:
+            self.sock = context.wrap_socket(raw)
+            self.server_identity = tls.verify_peer(self.sock, allowed)
+        except BaseException:
+            (self.sock or raw).close()  # wrap_socket moved the descriptor into self.sock
+            raise
         self.server_serial = C.load_certs(ssl.DER_cert_to_PEM_cert(self.sock.getpeercert(True)).encode())[0].serial_number
         self._f = self.sock.makefile("rwb", buffering=0)
 
     def echo(self, payload: bytes) -> bytes:
         self._f.write(payload + b"\n")
-        return self._f.readline().rstrip(b"\n")
+        line = self._f.readline()
+        if not line:
+            raise ConnectionResetError("the server closed the connection without answering")
+        return line.rstrip(b"\n")
 
     def close(self):
         self.sock.close()
