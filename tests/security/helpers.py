@@ -120,7 +120,8 @@ class Client:
         except BaseException:
             (self.sock or raw).close()  # wrap_socket moved the descriptor into self.sock
             raise
-        self.server_serial = C.load_certs(ssl.DER_cert_to_PEM_cert(self.sock.getpeercert(True)).encode())[0].serial_number
+        self.server_cert = C.load_certs(ssl.DER_cert_to_PEM_cert(self.sock.getpeercert(True)).encode())[0]
+        self.server_serial = self.server_cert.serial_number
         self._f = self.sock.makefile("rwb", buffering=0)
 
     def echo(self, payload: bytes) -> bytes:
