@@ -5,6 +5,7 @@ from setuptools import Extension, setup
 EXTENSIONS = [
     # One extension module that `include`s its parts, so cdef calls stay inside one C module.
     Extension("_fastroute._core", ["_fastroute/_core.pyx"]),
+    Extension("meshd.dataplane._h2", ["meshd/dataplane/_h2.pyx"], libraries=["nghttp2"]),
 ]
 
 setup(

@@ -1,0 +1,25 @@
+"""The data plane's HTTP/2 forwarding engine (libnghttp2 via Cython) and its routing-hook values.
+
+Contract, in one place (see Engine's docstring for options):
+
+    engine = Engine(decide, retry=None)
+    server = await engine.listen("127.0.0.1", 15001, ssl=None)   # or ssl=ctx with ALPN h2
+
+    decide(head: RequestHead) -> Target | Refusal        # exactly once per request
+    retry(head: RequestHead, failure: Failure) -> Target | Refusal | None
+
+``head`` has method, scheme, authority, path (str), headers ({name: value}), raw_headers,
+grpc (content-type application/grpc*), attempt, local_port. Nothing else from Python runs
+per request.
+"""
+from meshd.dataplane._h2 import (
+    FAILURE_RESPONSES,
+    Engine,
+    Failure,
+    Refusal,
+    RequestHead,
+    Target,
+    counters,
+)
+
+__all__ = ["Engine", "FAILURE_RESPONSES", "Failure", "Refusal", "RequestHead", "Target", "counters"]

@@ -1,0 +1,448 @@
+# One request/response relay: a downstream stream paired with the current upstream attempt.
+#
+# Flow control (RFC 9113 §5.2, §6.9): both sessions run with no_auto_window_update, so a
+# received DATA byte is credited back to its sender (nghttp2_session_consume) only when the
+# other side's session has copied it into an outgoing frame. Our buffers are therefore bounded
+# by the windows we advertise; a slow reader stalls its writer instead of growing memory.
+
+cdef list _dirty = []   # connections with frames to send; flushed once per loop callback
+
+cdef enum:
+    SUBMIT_REQUEST = 0
+    SUBMIT_RESPONSE = 1
+    SUBMIT_TRAILER = 2
+    NV_STACK = 48
+
+
+cdef inline void _mark(Conn c) except *:
+    if not c.dirty and c.session != NULL:
+        c.dirty = True
+        _dirty.append(c)
+
+
+cdef void _flush_dirty() except *:
+    """Serialise and write every connection touched since the last flush (batches writes)."""
+    cdef Conn c
+    while _dirty:
+        c = <Conn>_dirty.pop()
+        c.dirty = False
+        try:
+            c.flush()
+        except Exception:
+            _log.exception("flush failed; closing %r", c)
+            c.close_now()
+
+
+cdef int _submit(int kind, nghttp2_session *s, int32_t sid, list flat,
+                 const nghttp2_data_provider *prd, void *stream_data) except? -99999:
+    # nghttp2 copies names and values at submit time, so nva may point into the bytes objects.
+    cdef Py_ssize_t n = len(flat) // 2, i
+    cdef nghttp2_nv small[NV_STACK]
+    cdef nghttp2_nv *nva = small
+    cdef bytes k, v
+    cdef int rv
+    if n > NV_STACK:
+        nva = <nghttp2_nv *>PyMem_Malloc(n * sizeof(nghttp2_nv))
+        if nva == NULL:
+            raise MemoryError()
+    try:
+        for i in range(n):
+            k = <bytes>flat[2 * i]
+            v = <bytes>flat[2 * i + 1]
+            nva[i].name = <uint8_t *>PyBytes_AS_STRING(k)
+            nva[i].namelen = PyBytes_GET_SIZE(k)
+            nva[i].value = <uint8_t *>PyBytes_AS_STRING(v)
+            nva[i].valuelen = PyBytes_GET_SIZE(v)
+            nva[i].flags = NGHTTP2_NV_FLAG_NONE
+        if kind == SUBMIT_REQUEST:
+            rv = nghttp2_submit_request(s, NULL, nva, n, prd, stream_data)
+        elif kind == SUBMIT_RESPONSE:
+            rv = nghttp2_submit_response(s, sid, nva, n, prd)
+        else:
+            rv = nghttp2_submit_trailer(s, sid, nva, n)
+    finally:
+        if nva != small:
+            PyMem_Free(nva)
+    return rv
+
+
+cdef inline void _append(bytearray buf, const uint8_t *data, size_t n) except *:
+    cdef Py_ssize_t old = PyByteArray_GET_SIZE(buf)
+    PyByteArray_Resize(buf, old + <Py_ssize_t>n)
+    memcpy(PyByteArray_AS_STRING(buf) + old, data, n)
+
+
+cdef inline void _end_body(uint32_t *flags, list trailers, nghttp2_session *s, int32_t sid) except *:
+    # Trailers are submitted from inside the read callback, with NO_END_STREAM on the last
+    # DATA frame, as nghttp2's nghttp2_data_source_read_callback documents.
+    if trailers:
+        if _submit(SUBMIT_TRAILER, s, sid, trailers, NULL, NULL) == 0:
+            flags[0] |= NGHTTP2_DATA_FLAG_EOF | NGHTTP2_DATA_FLAG_NO_END_STREAM
+            return
+    flags[0] |= NGHTTP2_DATA_FLAG_EOF
+
+
+cdef ssize_t _read_request_body(nghttp2_session *s, int32_t sid, uint8_t *buf, size_t length,
+                                uint32_t *flags, nghttp2_data_source *src, void *ud) noexcept:
+    """Upstream session pulls the request body: copy out, credit the downstream sender."""
+    cdef Exchange x = <Exchange>src.ptr
+    cdef Py_ssize_t avail, n, pos
+    try:
+        if x.up is not <object>ud or x.up_sid != sid:
+            return NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE   # an abandoned attempt
+        avail = PyByteArray_GET_SIZE(x.req_buf) - x.req_off
+        if avail > 0:
+            n = avail if <size_t>avail < length else <Py_ssize_t>length
+            memcpy(buf, PyByteArray_AS_STRING(x.req_buf) + x.req_off, n)
+            x.req_off += n
+            pos = x.req_base + x.req_off
+            if pos > x.req_credited:
+                if x.down.session != NULL:
+                    nghttp2_session_consume(x.down.session, x.down_sid, pos - x.req_credited)
+                    _mark(x.down)
+                x.req_credited = pos
+            if not x.replayable:
+                del x.req_buf[:x.req_off]
+                x.req_base += x.req_off
+                x.req_off = 0
+            if n == avail and x.req_eof:
+                _end_body(flags, x.req_trailers, s, sid)
+            return n
+        if x.req_eof:
+            _end_body(flags, x.req_trailers, s, sid)
+            return 0
+        return NGHTTP2_ERR_DEFERRED
+    except BaseException:
+        _log.exception("request body relay failed")
+        return NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE
+
+
+cdef ssize_t _read_response_body(nghttp2_session *s, int32_t sid, uint8_t *buf, size_t length,
+                                 uint32_t *flags, nghttp2_data_source *src, void *ud) noexcept:
+    """Downstream session pulls the response body: copy out, credit the upstream sender."""
+    cdef Exchange x = <Exchange>src.ptr
+    cdef Py_ssize_t avail, n
+    try:
+        avail = PyByteArray_GET_SIZE(x.resp_buf)
+        if avail > 0:
+            n = avail if <size_t>avail < length else <Py_ssize_t>length
+            memcpy(buf, PyByteArray_AS_STRING(x.resp_buf), n)
+            del x.resp_buf[:n]
+            if x.up is not None and x.up.session != NULL:
+                nghttp2_session_consume(x.up.session, x.up_sid, n)
+                _mark(x.up)
+            if n == avail and x.resp_eof:
+                _end_body(flags, x.resp_trailers, s, sid)
+            return n
+        if x.resp_eof:
+            _end_body(flags, x.resp_trailers, s, sid)
+            return 0
+        return NGHTTP2_ERR_DEFERRED
+    except BaseException:
+        _log.exception("response body relay failed")
+        return NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE
+
+
+@cython.final
+cdef class Exchange:
+    """One proxied request: the downstream stream, the current upstream attempt, the buffers."""
+
+    @staticmethod
+    cdef Exchange new(Engine engine, ServerConn down, int32_t sid):
+        cdef Exchange x = Exchange.__new__(Exchange)
+        x.engine = engine
+        x.down = down
+        x.down_sid = sid
+        x.head = RequestHead.new()
+        x.head.local_port = down.local_port
+        x.req_buf = bytearray()
+        x.resp_buf = bytearray()
+        x.resp_head = []
+        x.replayable = True
+        x.resp_grpc = -1
+        x.start_ns = now_ns()
+        return x
+
+    # -- routing ---------------------------------------------------------------------
+
+    cdef void routed(self, object answer) except *:
+        """Act on the routing hook's answer: forward to a Target or answer a Refusal."""
+        cdef Target t
+        cdef Refusal r
+        cdef int64_t limit
+        if type(answer) is Target:
+            t = <Target>answer
+            self.target = t
+            if self.head.attempt == 0 and self.timer is None:
+                # The deadline is fixed once, by the smaller of the route timeout and the
+                # caller's grpc-timeout; retries run inside it.
+                limit = <int64_t>(t.timeout * 1e9) if t.timeout > 0 else 0
+                if self.grpc_timeout_ns > 0 and (limit == 0 or self.grpc_timeout_ns < limit):
+                    limit = self.grpc_timeout_ns
+                if limit > 0:
+                    self.deadline_ns = self.start_ns + limit
+                    self.timer = self.engine.loop.call_later(
+                        max(0.0, (self.deadline_ns - now_ns()) / 1e9), self._on_timeout)
+            self.start_attempt()
+        elif type(answer) is Refusal:
+            r = <Refusal>answer
+            self.respond(r.http_status, r.grpc_status if r.grpc_status >= 0 else _grpc_from_http(r.http_status),
+                         r.message or r.reason, r.reason)
+        else:
+            _log.error("routing hook returned %r for %r", answer, self.head)
+            self.respond_kind("route_error")
+
+    cdef void respond_kind(self, str kind) except *:
+        http, grpc, reason = FAILURE_RESPONSES[kind]
+        self.respond(http, grpc, reason, reason)
+
+    cdef void start_attempt(self) except *:
+        if self.down_closed:
+            return
+        self.engine.pool_for(self.target).acquire(self)
+
+    cdef void submit_upstream(self, ClientConn c) except *:
+        """Open the upstream stream on a ready connection: headers now, body as it arrives."""
+        cdef RequestHead h = self.head
+        cdef Target t = self.target
+        cdef list raw = h._raw
+        cdef frozenset names = t._set_names
+        cdef bint rewrite_timeout = self.deadline_ns > 0 and h.grpc
+        cdef nghttp2_data_provider prd
+        cdef const nghttp2_data_provider *prdp = &prd
+        cdef Py_ssize_t i
+        cdef int32_t sid
+        cdef list flat = [b":method", h._method,
+                          b":scheme", b"https" if t.ssl is not None else b"http",
+                          b":authority", t._authority if t._authority is not None else h._authority,
+                          b":path", h._path]
+        for i in range(0, len(raw), 2):
+            k = raw[i]
+            if names is not None and k in names:
+                continue
+            if rewrite_timeout and k == b"grpc-timeout":
+                continue
+            flat.append(k)
+            flat.append(raw[i + 1])
+        if rewrite_timeout:
+            # Propagate the deadline reduced by the time already spent (gRPC over HTTP/2).
+            flat.append(b"grpc-timeout")
+            flat.append(_format_grpc_timeout(self.deadline_ns - now_ns()))
+        if t._set:
+            flat.extend(t._set)
+        prd.source.ptr = <void *>self
+        prd.read_callback = _read_request_body
+        if self.req_eof and PyByteArray_GET_SIZE(self.req_buf) == 0 and not self.req_trailers:
+            prdp = NULL     # END_STREAM on the HEADERS frame
+        sid = _submit(SUBMIT_REQUEST, c.session, 0, flat, prdp, <void *>self)
+        if sid < 0:
+            # Stream ids exhausted or GOAWAY already received: this connection is done.
+            _log.debug("submit_request on %r: %s", c, nghttp2_strerror(sid).decode())
+            c.goaway = True
+            self.up = None
+            self.engine.pool_for(t).acquire(self)
+            return
+        self.up = c
+        self.up_sid = sid
+        c.streams[sid] = self
+        _mark(c)
+
+    # -- attempts and retries ---------------------------------------------------------
+
+    cdef void abandon_up(self, uint32_t code) except *:
+        """Detach the current attempt, resetting its stream with code (0 = already closed)."""
+        cdef ClientConn c = self.up
+        if c is None:
+            return
+        if self.up_sid > 0:
+            if c.session != NULL:
+                nghttp2_session_set_stream_user_data(c.session, self.up_sid, NULL)
+                if PyByteArray_GET_SIZE(self.resp_buf):
+                    # Credit what we drop, or the connection window would leak.
+                    nghttp2_session_consume(c.session, self.up_sid, PyByteArray_GET_SIZE(self.resp_buf))
+                if not self.up_closed and code:
+                    nghttp2_submit_rst_stream(c.session, NGHTTP2_FLAG_NONE, self.up_sid, code)
+                    C.resets_sent += 1
+                _mark(c)
+        else:
+            try:
+                c.waiting.remove(self)
+            except ValueError:
+                pass
+        self.up = None
+        self.up_sid = 0
+        self.up_closed = False
+        if not self.resp_started:
+            self.resp_buf = bytearray()
+            self.resp_head = []
+            self.resp_trailers = None
+            self.resp_status = 0
+            self.resp_grpc = -1
+            self.resp_head_done = False
+            self.resp_eof = False
+
+    cdef object ask_retry(self, Failure f):
+        """Ask the retry hook, if a retry is still possible: nothing sent downstream, body replayable."""
+        if (self.engine.retry_cb is None or not self.replayable or self.resp_started
+                or self.down_closed):
+            return None
+        try:
+            r = self.engine.retry_cb(self.head, f)
+        except BaseException:
+            _log.exception("retry hook failed for %r", self.head)
+            return None
+        if r is None or type(r) is Target or type(r) is Refusal:
+            return r
+        _log.error("retry hook returned %r", r)
+        return None
+
+    cdef void follow(self, object r) except *:
+        self.head.attempt += 1
+        if type(r) is Target:
+            C.retries += 1
+            self.req_off = 0     # replay the retained body from its start
+        self.routed(r)
+
+    cdef void attempt_failed(self, Failure f) except *:
+        """The current attempt is gone before any response byte went downstream."""
+        if self.down_closed or self.resp_started:
+            return
+        r = self.ask_retry(f)
+        if r is not None:
+            self.follow(r)
+        else:
+            self.respond_kind(f.kind)
+
+    cdef void on_response_head(self, bint end_stream) except *:
+        """Final response headers arrived upstream: maybe retry, else start the response."""
+        cdef Target t = self.target
+        cdef nghttp2_data_provider prd
+        if self.down_closed:
+            self.abandon_up(NGHTTP2_CANCEL)
+            return
+        if ((t.retry_statuses is not None and self.resp_status in t.retry_statuses)
+                or (t.retry_grpc is not None and self.resp_grpc >= 0 and self.resp_grpc in t.retry_grpc)):
+            r = self.ask_retry(Failure.new("status", t, 0, self.resp_status, self.resp_grpc))
+            if r is not None:
+                self.abandon_up(NGHTTP2_CANCEL)
+                self.follow(r)
+                return
+        self.resp_started = True
+        self.resp_eof = end_stream
+        prd.source.ptr = <void *>self
+        prd.read_callback = _read_response_body
+        if _submit(SUBMIT_RESPONSE, self.down.session, self.down_sid, self.resp_head,
+                   NULL if end_stream else &prd, NULL) != 0:
+            self.abandon_up(NGHTTP2_CANCEL)
+        _mark(self.down)
+
+    cdef void respond(self, int http_status, int grpc_status, str message, str reason) except *:
+        """Answer downstream without an upstream: trailers-only for gRPC, a bare status otherwise."""
+        cdef list flat
+        if self.down_closed:
+            return
+        if self.resp_started:
+            self.down_reset(NGHTTP2_INTERNAL_ERROR)
+            return
+        if self.timer is not None:
+            self.timer.cancel()
+            self.timer = None
+        self.resp_started = True
+        self.resp_eof = True
+        if self.head.grpc:
+            flat = [b":status", b"200", b"content-type", b"application/grpc",
+                    b"grpc-status", str(grpc_status).encode(),
+                    b"grpc-message", _pct_encode(message).encode(),
+                    b"x-meshd-reason", reason.encode()]
+        else:
+            flat = [b":status", str(http_status).encode(), b"x-meshd-reason", reason.encode(),
+                    b"content-length", b"0"]
+        _submit(SUBMIT_RESPONSE, self.down.session, self.down_sid, flat, NULL, NULL)
+        if not self.req_eof:
+            # RFC 9113 §8.1: after a complete response the server may stop the request
+            # body with RST_STREAM(NO_ERROR).
+            nghttp2_submit_rst_stream(self.down.session, NGHTTP2_FLAG_NONE, self.down_sid, NGHTTP2_NO_ERROR)
+        self.discard_req = True
+        self.credit_rest()
+        C.synthetic += 1
+        _mark(self.down)
+
+    cdef void credit_rest(self) except *:
+        # Hand back flow-control credit for request bytes that will never be forwarded.
+        cdef Py_ssize_t total = self.req_base + PyByteArray_GET_SIZE(self.req_buf)
+        if total > self.req_credited:
+            if self.down.session != NULL:
+                nghttp2_session_consume(self.down.session, self.down_sid, total - self.req_credited)
+                _mark(self.down)
+            self.req_credited = total
+        self.req_buf = bytearray()
+        self.req_base = total
+        self.req_off = 0
+
+    cdef void down_reset(self, uint32_t code) except *:
+        if self.down_closed or self.down.session == NULL:
+            return
+        nghttp2_submit_rst_stream(self.down.session, NGHTTP2_FLAG_NONE, self.down_sid, code)
+        C.resets_sent += 1
+        _mark(self.down)
+
+    def _on_timeout(self):
+        self.timer = None
+        if self.down_closed:
+            return
+        C.timeouts += 1
+        self.abandon_up(NGHTTP2_CANCEL)
+        if not self.resp_started:
+            self.respond_kind("timeout")
+        else:
+            self.down_reset(NGHTTP2_CANCEL)
+        _flush_dirty()
+
+    # -- stream ends -------------------------------------------------------------------
+
+    cdef void on_down_closed(self, uint32_t code) except *:
+        """The downstream stream closed: normally, by a client reset, or with its connection."""
+        self.down_closed = True
+        C.active_streams -= 1
+        if self.timer is not None:
+            self.timer.cancel()
+            self.timer = None
+        if code != NGHTTP2_NO_ERROR or not self.resp_started:
+            # Cancellation propagates upstream (RFC 9113 §8.1: RST_STREAM CANCEL).
+            self.abandon_up(NGHTTP2_CANCEL)
+            self.credit_rest()
+        self.resp_buf = bytearray()
+
+    cdef void on_up_closed(self, uint32_t code) except *:
+        """The current upstream stream closed."""
+        self.up_closed = True
+        if code == NGHTTP2_NO_ERROR and self.resp_eof:
+            return
+        if not self.resp_started:
+            self.abandon_up(0)
+            self.attempt_failed(Failure.new(
+                "refused_stream" if code == NGHTTP2_REFUSED_STREAM else "reset",
+                self.target, code, 0, -1))
+        elif not self.resp_eof:
+            # Mid-response: the reset passes through with its code (cancellation both ways).
+            self.down_reset(code if code != NGHTTP2_NO_ERROR else NGHTTP2_INTERNAL_ERROR)
+
+    cdef void up_lost(self, str kind) except *:
+        """The upstream connection died under this attempt."""
+        self.up_closed = True
+        if not self.resp_started:
+            self.abandon_up(0)
+            self.attempt_failed(Failure.new(kind, self.target, NGHTTP2_INTERNAL_ERROR, 0, -1))
+        elif not self.resp_eof:
+            self.down_reset(NGHTTP2_INTERNAL_ERROR)
+
+    cdef void request_progress(self) except *:
+        # New request bytes or the end of the request: wake the deferred upstream DATA.
+        if self.up is not None and self.up_sid > 0 and self.up.session != NULL:
+            nghttp2_session_resume_data(self.up.session, self.up_sid)
+            _mark(self.up)
+
+    cdef void response_progress(self) except *:
+        if self.resp_started and not self.down_closed and self.down.session != NULL:
+            nghttp2_session_resume_data(self.down.session, self.down_sid)
+            _mark(self.down)

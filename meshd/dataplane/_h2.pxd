@@ -1,0 +1,226 @@
+# The header of the HTTP/2 forwarding engine: every cdef class's fields and cdef methods.
+# Python sees the surface described in _h2.pyi.
+cimport cython
+from libc.stdint cimport int32_t, int64_t, uint8_t, uint32_t, uint64_t
+
+from meshd.dataplane._nghttp2 cimport (
+    nghttp2_option, nghttp2_session, nghttp2_session_callbacks,
+)
+
+
+cdef struct Counters:
+    # Cheap C integers, bumped on the hot path and read by counters().
+    uint64_t requests
+    int64_t active_streams
+    uint64_t bytes_in
+    uint64_t bytes_out
+    uint64_t downstream_conns
+    uint64_t upstream_conns_opened
+    uint64_t upstream_connect_errors
+    uint64_t tls_full
+    uint64_t tls_resumed
+    uint64_t resets_from_downstream
+    uint64_t resets_from_upstream
+    uint64_t resets_sent
+    uint64_t retries
+    uint64_t synthetic
+    uint64_t timeouts
+    uint64_t protocol_errors
+    uint64_t slow_closed
+
+
+@cython.final
+cdef class Target:
+    cdef readonly str host
+    cdef readonly int port
+    cdef readonly object ssl
+    cdef readonly str server_hostname
+    cdef readonly double timeout
+    cdef readonly frozenset retry_statuses
+    cdef readonly frozenset retry_grpc
+    cdef readonly object context
+    cdef readonly tuple key
+    cdef bytes _authority
+    cdef list _set          # flat [name, value, ...] of lowercase bytes, no pseudo-headers
+    cdef frozenset _set_names
+
+
+@cython.final
+cdef class Refusal:
+    cdef readonly int http_status
+    cdef readonly int grpc_status
+    cdef readonly str message
+    cdef readonly str reason
+
+
+@cython.final
+cdef class Failure:
+    cdef readonly str kind
+    cdef readonly int http_status
+    cdef readonly int grpc_status
+    cdef readonly uint32_t error_code
+    cdef readonly Target target
+
+    @staticmethod
+    cdef Failure new(str kind, Target target, uint32_t error_code, int http_status, int grpc_status)
+
+
+@cython.final
+cdef class RequestHead:
+    cdef bytes _method
+    cdef bytes _scheme
+    cdef bytes _authority
+    cdef bytes _path
+    cdef bytes _protocol
+    cdef list _raw          # flat [name, value, ...] bytes, regular headers in arrival order
+    cdef dict _dict
+    cdef readonly bint grpc
+    cdef readonly int attempt
+    cdef readonly object local_port
+
+    @staticmethod
+    cdef RequestHead new()
+
+
+@cython.final
+cdef class Exchange:
+    cdef Engine engine
+    cdef RequestHead head
+    cdef Target target
+    cdef ServerConn down
+    cdef int32_t down_sid
+    cdef ClientConn up
+    cdef int32_t up_sid
+    cdef size_t hdr_bytes
+    cdef bint head_done
+    # request direction (downstream -> upstream)
+    cdef bytearray req_buf
+    cdef Py_ssize_t req_off       # sent upstream in this attempt, relative to req_buf
+    cdef Py_ssize_t req_base      # absolute offset of req_buf[0]; 0 while replayable
+    cdef Py_ssize_t req_credited  # absolute bytes handed back to downstream flow control
+    cdef bint req_eof
+    cdef bint replayable
+    cdef bint discard_req
+    cdef list req_trailers
+    # response direction (upstream -> downstream)
+    cdef bytearray resp_buf
+    cdef list resp_head
+    cdef list resp_trailers
+    cdef int resp_status
+    cdef int resp_grpc
+    cdef bint resp_head_done
+    cdef bint resp_started
+    cdef bint resp_eof
+    cdef bint up_closed
+    cdef bint down_closed
+    # deadlines
+    cdef int64_t start_ns
+    cdef int64_t grpc_timeout_ns
+    cdef int64_t deadline_ns
+    cdef object timer
+
+    @staticmethod
+    cdef Exchange new(Engine engine, ServerConn down, int32_t sid)
+    cdef void routed(self, object answer) except *
+    cdef void start_attempt(self) except *
+    cdef void submit_upstream(self, ClientConn c) except *
+    cdef void abandon_up(self, uint32_t code) except *
+    cdef void attempt_failed(self, Failure f) except *
+    cdef object ask_retry(self, Failure f)
+    cdef void on_response_head(self, bint end_stream) except *
+    cdef void respond(self, int http_status, int grpc_status, str message, str reason) except *
+    cdef void down_reset(self, uint32_t code) except *
+    cdef void respond_kind(self, str kind) except *
+    cdef void follow(self, object r) except *
+    cdef void credit_rest(self) except *
+    cdef void on_down_closed(self, uint32_t code) except *
+    cdef void on_up_closed(self, uint32_t code) except *
+    cdef void up_lost(self, str kind) except *
+    cdef void request_progress(self) except *
+    cdef void response_progress(self) except *
+
+
+cdef class Conn:
+    cdef nghttp2_session *session
+    cdef Engine engine
+    cdef object transport
+    cdef dict streams
+    cdef bint dirty
+    cdef bint paused
+    cdef bint closing
+    cdef bint lost
+    cdef int64_t opened_ns
+    cdef int64_t last_active_ns
+    cdef object sslobj      # client side only: TLS through memory BIOs
+    cdef object bio_in
+    cdef object bio_out
+    cdef char *wbuf
+    cdef size_t wlen
+    cdef size_t wcap
+
+    cdef void feed(self, const uint8_t *data, size_t n) except *
+    cdef void flush(self) except *
+    cdef void write_out(self) except *
+    cdef void close_now(self) except *
+
+
+@cython.final
+cdef class ServerConn(Conn):
+    cdef bint established
+    cdef bint partial
+    cdef int64_t partial_since_ns
+    cdef object local_port
+
+    cdef void start_drain(self, bint final) except *
+
+
+@cython.final
+cdef class ClientConn(Conn):
+    cdef Pool pool
+    cdef list waiting
+    cdef bint ready
+    cdef bint goaway
+    cdef bint have_ticket
+
+    cdef uint32_t capacity(self)
+    cdef void start_h2(self) except *
+    cdef void tls_step(self) except *
+    cdef void connect_failed(self, str why) except *
+
+
+@cython.final
+cdef class Pool:
+    cdef Engine engine
+    cdef Target target
+    cdef list conns
+    cdef object tls_session
+
+    cdef void acquire(self, Exchange x) except *
+
+
+@cython.final
+cdef class Engine:
+    cdef object loop
+    cdef object decide_cb
+    cdef object retry_cb
+    cdef dict pools
+    cdef set servers
+    cdef list listeners
+    cdef uint32_t max_concurrent
+    cdef uint32_t up_max_streams
+    cdef int32_t stream_window
+    cdef int32_t conn_window
+    cdef size_t max_header_list
+    cdef int64_t header_timeout_ns
+    cdef int64_t idle_timeout_ns
+    cdef int64_t up_idle_ns
+    cdef Py_ssize_t retry_buffer
+    cdef bint draining
+    cdef bint closed
+    cdef object sweeper
+    cdef nghttp2_session_callbacks *server_cbs
+    cdef nghttp2_session_callbacks *client_cbs
+    cdef nghttp2_option *server_opt
+    cdef nghttp2_option *client_opt
+
+    cdef Pool pool_for(self, Target t)

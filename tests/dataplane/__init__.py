@@ -1,0 +1,1 @@
+"""Tests of the HTTP/2 forwarding engine (meshd.dataplane) with real gRPC peers over loopback."""
