@@ -5,7 +5,7 @@ It persists through `registry` only, and imports neither the admin API, nor gRPC
 nor the data plane; the composition root wires it in.
 """
 from meshd.security.audit import AuditEntry, AuditFilter, AuditLog
-from meshd.security.ca import CLUSTER, CAInfo, CASource, Issued, MeshCA
+from meshd.security.ca import CLUSTER, CAInfo, CASource, Issued, MeshCA, reseal_keys
 from meshd.security.certs import DEFAULT_TTL, Renewal, make_csr, renewal
 from meshd.security.clusterkey import ClusterKey, KeyRef
 from meshd.security import errors  # every typed error: meshd.security.errors.<Name>
@@ -33,6 +33,6 @@ __all__ = [
     "FileTrust", "Issued", "IssuedToken", "KeyRef", "MeshCA", "PERMISSIONS", "Permission",
     "PermissionDenied", "Renewal", "Role", "Roles", "SecurityError", "SpiffeId", "TokenInfo",
     "Tokens", "Unauthenticated", "authorize_certificate", "certificate_source", "check_san",
-    "client_context", "errors", "host_id", "host_runs_node", "make_csr", "peer_identity", "renewal",
+    "client_context", "errors", "host_id", "host_runs_node", "make_csr", "peer_identity", "renewal", "reseal_keys",
     "server_context", "trust_source", "user_id", "verify_peer", "workload_id",
 ]

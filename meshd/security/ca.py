@@ -35,6 +35,7 @@ from meshd.security.errors import (
     InvalidTtl,
     NoCA,
     UnknownCA,
+    WrongClusterKey,
 )
 
 CLUSTER = "*"  # the cluster scope: its CA signs host and user identities
@@ -325,3 +326,24 @@ class MeshCA:
             created_at=datetime.fromisoformat(doc["created_at"]),
             retired_at=datetime.fromisoformat(doc["retired_at"]) if doc["retired_at"] else None,
             signing=doc["id"] == signing, revision=item.mod_revision)
+
+
+def reseal_keys(store: registry.Store, old: ClusterKey, new: ClusterKey) -> int:
+    """Re-encrypt every CA key from the `old` cluster key to the `new` one (cluster key
+    rotation); returns how many were re-sealed. Each key is rewritten conditioned on the
+    revision read, so a concurrent CA change makes this raise rather than lose a write.
+    Values already under `new` are left alone, so an interrupted run can simply be re-run.
+    """
+    count = 0
+    items, _ = store.scan("ca/")
+    for item in items:
+        if "/keys/" not in item.path:
+            continue
+        try:
+            plain = old.open(item.path, item.value)
+        except WrongClusterKey:
+            new.open(item.path, item.value)  # raises unless it is already under the new key
+            continue
+        store.commit(registry.Write(item.path, new.seal(item.path, plain), expect_revision=item.mod_revision))
+        count += 1
+    return count

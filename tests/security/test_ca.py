@@ -361,3 +361,18 @@ def test_expired_certificates_are_issued_only_when_asked_in_the_past(mesh_ca):
     assert got.not_after < real_now()
     with pytest.raises(VerificationError):
         verify(got.bundle_pem, got.chain_pem, real_now())
+
+
+def test_cluster_key_rotation_reseals_every_ca_key(mesh_ca, tmp_path):
+    from meshd.security.ca import reseal_keys
+
+    old = mesh_ca._key.get()
+    new = ClusterKey.generate(tmp_path / "new.key")
+    mesh_ca.begin_rotation("m1")
+    assert reseal_keys(mesh_ca.store, old, new) == 3
+    assert reseal_keys(mesh_ca.store, old, new) == 0  # re-runnable
+    with pytest.raises(WrongClusterKey):  # a meshd still on the old key cannot sign...
+        mesh_ca.sign_csr("m1", C.make_csr(WEB)[1], WEB)
+    rotated = MeshCA(mesh_ca.store, new)  # ...one with the new key can
+    got = rotated.sign_csr("m1", C.make_csr(WEB)[1], WEB)
+    verify(rotated.bundle("m1"), got.chain_pem, real_now())
