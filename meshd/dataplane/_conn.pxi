@@ -221,6 +221,9 @@ cdef int _cli_on_frame_recv(nghttp2_session *s, const nghttp2_frame *frame, void
             else:
                 x.resp_eof = True
                 x.response_progress()
+        elif t == NGHTTP2_SETTINGS:
+            if not (frame.hd.flags & NGHTTP2_FLAG_ACK) and not conn.ready:
+                conn.peer_settings()
         elif t == NGHTTP2_GOAWAY:
             conn.goaway = True     # no new streams here; those above last_stream_id come back refused
         elif t == NGHTTP2_RST_STREAM:
@@ -552,12 +555,23 @@ cdef class ClientConn(Conn):
         if nghttp2_session_client_new2(&self.session, e.client_cbs, <void *>self, e.client_opt) != 0:
             raise MemoryError()
         _submit_settings(self.session, e, False)
+        _mark(self)
+
+    cdef void peer_settings(self) except *:
+        # Streams wait for the peer's first SETTINGS, so that its MAX_CONCURRENT_STREAMS is
+        # known before we open any (RFC 9113 §6.5: until then the limit is unknown); the
+        # overflow goes back to the pool, which opens another connection.
+        cdef Exchange x
         self.ready = True
         waiting, self.waiting = self.waiting, []
         for x in waiting:
-            if x.up is self and x.up_sid == 0 and not x.down_closed:
+            if x.up is not self or x.up_sid != 0 or x.down_closed:
+                continue
+            if <uint32_t>len(self.streams) < self.capacity():
                 x.submit_upstream(self)
-        _mark(self)
+            else:
+                x.up = None
+                self.pool.acquire(x)
 
     def data_received(self, data):
         cdef Py_ssize_t n

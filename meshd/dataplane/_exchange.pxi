@@ -308,6 +308,11 @@ cdef class Exchange:
         if self.down_closed or self.resp_started:
             return
         r = self.ask_retry(f)
+        if (r is None and self.engine.retry_cb is None and f.kind == "refused_stream"
+                and self.head.attempt < 2 and self.replayable):
+            # RFC 9113 §8.7: a refused stream was not processed, so it is safe to send it
+            # again; without a retry hook the engine does so itself, at most twice.
+            r = self.target
         if r is not None:
             self.follow(r)
         else:
@@ -358,9 +363,10 @@ cdef class Exchange:
             flat = [b":status", str(http_status).encode(), b"x-meshd-reason", reason.encode(),
                     b"content-length", b"0"]
         _submit(SUBMIT_RESPONSE, self.down.session, self.down_sid, flat, NULL, NULL)
-        if not self.req_eof:
+        if not self.req_eof and not self.head.grpc:
             # RFC 9113 §8.1: after a complete response the server may stop the request
-            # body with RST_STREAM(NO_ERROR).
+            # body with RST_STREAM(NO_ERROR). gRPC clients report that reset as INTERNAL
+            # even after the trailers, so for them the rest of the body is just discarded.
             nghttp2_submit_rst_stream(self.down.session, NGHTTP2_FLAG_NONE, self.down_sid, NGHTTP2_NO_ERROR)
         self.discard_req = True
         self.credit_rest()

@@ -184,6 +184,7 @@ cdef class ClientConn(Conn):
 
     cdef uint32_t capacity(self)
     cdef void start_h2(self) except *
+    cdef void peer_settings(self) except *
     cdef void tls_step(self) except *
     cdef void connect_failed(self, str why) except *
 

@@ -1,0 +1,191 @@
+"""Cancellation both ways, deadlines, refusals, upstream failures and the retry hook."""
+import socket
+import time
+
+import grpc
+import pytest
+
+from meshd.dataplane import Failure, RequestHead
+from tests.dataplane.harness import (
+    EchoOrigin, Refusal, RelayThread, Target, channel, counters, to, unary, wait_for,
+)
+
+pytestmark = pytest.mark.dataplane
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_client_cancel_reaches_origin(origin, ch):
+    before = counters()["resets_sent"]
+    fut = unary(ch, "Sleep").future(b"10", timeout=30)
+    assert wait_for(lambda: origin.calls == 1)
+    fut.cancel()
+    assert origin.cancelled.wait(5), "origin never saw the cancellation"
+    assert fut.cancelled()
+    assert counters()["resets_sent"] > before
+
+
+def test_origin_reset_reaches_client(ch):
+    before = counters()["resets_from_upstream"]
+    it = ch.unary_stream("/echo.Echo/SelfCancel")(b"", timeout=10)
+    assert next(it) == b"first"
+    with pytest.raises(grpc.RpcError) as info:
+        next(it)
+    assert info.value.code() == grpc.StatusCode.CANCELLED
+    assert counters()["resets_from_upstream"] > before
+
+
+def test_grpc_timeout_propagates_reduced(origin, ch):
+    assert unary(ch)(b"x", timeout=3.0) == b"x"
+    remaining = origin.time_remaining[-1]
+    assert remaining is not None and 1.5 < remaining < 3.0
+
+
+def test_route_timeout_answers_deadline_exceeded_and_cancels_origin(origin):
+    relay = RelayThread(to(origin.port, timeout=0.3))
+    try:
+        with channel(relay.port) as ch:
+            t0 = time.monotonic()
+            with pytest.raises(grpc.RpcError) as info:
+                unary(ch, "Sleep")(b"5", timeout=10)
+            assert time.monotonic() - t0 < 2.0
+            assert info.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
+            assert dict(info.value.trailing_metadata())["x-meshd-reason"] == "request_timeout"
+            assert origin.cancelled.wait(5)
+            # The origin also saw the route timeout as its deadline.
+            assert origin.time_remaining[-1] is not None and origin.time_remaining[-1] <= 0.3
+    finally:
+        relay.stop()
+
+
+def test_refusal_is_trailers_only_grpc_status():
+    seen = []
+
+    def decide(head):
+        seen.append((head.method, head.scheme, head.authority, head.path, head.headers.get("x-k"),
+                     head.grpc, head.attempt))
+        return Refusal(404, reason="no_route", message="no route for this")
+
+    relay = RelayThread(decide)
+    try:
+        with channel(relay.port) as ch:
+            with pytest.raises(grpc.RpcError) as info:
+                unary(ch, "Nope")(b"", metadata=(("x-k", "v"),), timeout=5)
+        assert info.value.code() == grpc.StatusCode.UNIMPLEMENTED
+        assert info.value.details() == "no route for this"
+        assert dict(info.value.trailing_metadata())["x-meshd-reason"] == "no_route"
+        assert seen == [("POST", "http", f"127.0.0.1:{relay.port}", "/echo.Echo/Nope", "v", True, 0)]
+    finally:
+        relay.stop()
+
+
+def test_connect_error_without_retry_is_unavailable():
+    relay = RelayThread(to(free_port()))
+    try:
+        before = counters()["upstream_connect_errors"]
+        with channel(relay.port) as ch:
+            with pytest.raises(grpc.RpcError) as info:
+                unary(ch)(b"", timeout=5)
+        assert info.value.code() == grpc.StatusCode.UNAVAILABLE
+        assert dict(info.value.trailing_metadata())["x-meshd-reason"] == "upstream_connect_failure"
+        assert counters()["upstream_connect_errors"] == before + 1
+    finally:
+        relay.stop()
+
+
+def test_retry_hook_moves_a_failed_connect_to_another_upstream(origin):
+    dead = Target("127.0.0.1", free_port(), context="dead")
+    good = Target("127.0.0.1", origin.port, context="good")
+    failures = []
+
+    def retry(head: RequestHead, failure: Failure):
+        failures.append((failure.kind, failure.target.context, head.attempt))
+        return good
+
+    relay = RelayThread(lambda head: dead, retry)
+    try:
+        before = counters()["retries"]
+        with channel(relay.port) as ch:
+            body = b"r" * 5000
+            assert unary(ch)(body, timeout=5) == body
+        assert failures == [("connect_error", "dead", 0)]
+        assert counters()["retries"] == before + 1
+    finally:
+        relay.stop()
+
+
+def test_retry_on_status_then_give_up_passes_the_status_through():
+    flaky = EchoOrigin()
+    good = EchoOrigin()
+    first = Target("127.0.0.1", flaky.port, retry_grpc=(14,))
+    second = Target("127.0.0.1", good.port)
+    calls = []
+
+    def retry(head, failure):
+        calls.append((failure.kind, failure.grpc_status, head.attempt))
+        return second if head.attempt == 0 else None
+
+    relay = RelayThread(lambda head: first, retry)
+    try:
+        with channel(relay.port) as ch:
+            # The flaky origin answers UNAVAILABLE trailers-only; the retry goes to `good`.
+            with pytest.raises(grpc.RpcError) as info:
+                unary(ch, "Fail")(b"UNAVAILABLE", timeout=5)
+        # `good` answers the same method with UNAVAILABLE too; the hook gives up and that
+        # answer passes through unchanged.
+        assert calls == [("status", 14, 0)]
+        assert info.value.code() == grpc.StatusCode.UNAVAILABLE
+        assert info.value.details() == "failing as asked: UNAVAILABLE"
+        assert flaky.calls == 1 and good.calls == 1
+    finally:
+        relay.stop()
+        flaky.stop()
+        good.stop()
+
+
+def test_routing_hook_exception_is_internal():
+    def decide(head):
+        raise RuntimeError("boom")
+
+    relay = RelayThread(decide)
+    try:
+        with channel(relay.port) as ch:
+            with pytest.raises(grpc.RpcError) as info:
+                unary(ch)(b"", timeout=5)
+        assert info.value.code() == grpc.StatusCode.INTERNAL
+        assert dict(info.value.trailing_metadata())["x-meshd-reason"] == "route_error"
+    finally:
+        relay.stop()
+
+
+def test_peer_max_concurrent_streams_opens_more_connections():
+    o = EchoOrigin(max_concurrent_streams=2)
+    relay = RelayThread(to(o.port))
+    try:
+        with channel(relay.port) as ch:
+            futs = [unary(ch, "Sleep").future(b"0.5", timeout=20) for _ in range(6)]
+            assert [f.result() for f in futs] == [b"slept"] * 6
+        conns = list(relay.call(relay.engine.upstream_connections).values())[0]
+        assert len(conns) >= 3
+    finally:
+        relay.stop()
+        o.stop()
+
+
+def test_drain_lets_in_flight_finish_and_refuses_new(origin):
+    relay = RelayThread(to(origin.port))
+    try:
+        with channel(relay.port) as ch:
+            fut = unary(ch, "Sleep").future(b"0.5", timeout=10)
+            assert wait_for(lambda: origin.calls == 1)
+            left = relay.call(relay.engine.drain(grace=5.0))
+            assert left == 0
+            assert fut.result() == b"slept"
+        with pytest.raises(OSError):
+            socket.create_connection(("127.0.0.1", relay.port), timeout=1).close()
+    finally:
+        relay.stop()
