@@ -144,10 +144,12 @@ class MeshCA:
 
     def ensure(self, mesh: str, *, now: datetime | None = None) -> CAInfo:
         """The signing CA of `mesh`, generating one first if it has none (for mesh creation)."""
-        try:
-            return self.create(mesh, now=now)
-        except CAExists:
-            return self.signing(mesh)
+        if self._signing_id(mesh) is None:
+            try:
+                return self.create(mesh, now=now)
+            except CAExists:
+                pass  # another meshd created it meanwhile
+        return self.signing(mesh)
 
     def begin_rotation(self, mesh: str, source: CASource | None = None, *,
                        now: datetime | None = None) -> CAInfo:

@@ -225,6 +225,7 @@ def test_update_changes_new_handshakes_and_keeps_open_connections(mesh_ca, serve
     assert creds.update(renewed.chain_pem, renewed.key_pem) == 1
     after = Client(web.client(), server.address)
     assert after.server_serial == renewed.serial
+    assert after.sock.selected_alpn_protocol() == "h2"  # the swapped-in context negotiates too
     assert before.echo(b"still here") == b"still here"  # the old session goes on
     before.close()
     after.close()
