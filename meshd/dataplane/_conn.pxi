@@ -582,9 +582,9 @@ cdef class ClientConn(Conn):
             _flush_dirty()
             return
         self.bio_in.write(data)
-        if not self.ready:
+        if self.session == NULL:        # still in the TLS handshake
             self.tls_step()
-            if not self.ready:
+            if self.session == NULL:
                 _flush_dirty()
                 return
         while self.session != NULL:
