@@ -4,6 +4,7 @@ from __future__ import annotations
 import socket
 import ssl
 import threading
+import time
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 
@@ -96,6 +97,14 @@ class EchoServer:
                 self.failures.append(err)
         finally:
             conn.close()
+
+    def failure_after(self, before: int, timeout: float = 5.0) -> BaseException:
+        """The first failure recorded after there were `before` (waits for the server thread)."""
+        deadline = time.monotonic() + timeout
+        while len(self.failures) <= before and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert len(self.failures) > before, "the server recorded no refusal"
+        return self.failures[before]
 
     def close(self):
         self._stop.set()

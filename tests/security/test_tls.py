@@ -27,15 +27,12 @@ def refused(ctx, server, allowed=None) -> BaseException:
     pytest.fail(f"request went through and echoed {echo!r}")
 
 
-def server_reason(server) -> str:
-    """The verify message of the server-side refusal (waits briefly for the server thread)."""
-    import time
-    for _ in range(100):
-        if server.failures:
-            break
-        time.sleep(0.02)
-    assert server.failures, "the server recorded no refusal"
-    err = server.failures[-1]
+def server_reason(ctx, server, allowed=None) -> str:
+    """Attempt a request that must be refused; return the server's reason for refusing it
+    (the verify message of its own, new failure — not one left by an earlier attempt)."""
+    before = len(server.failures)
+    refused(ctx, server, allowed)
+    err = server.failure_after(before)
     return getattr(err, "verify_message", None) or f"{type(err).__name__}: {err}"
 
 
@@ -66,8 +63,7 @@ def test_expired_client_certificate_is_refused(mesh_ca, servers):
     db = issue(mesh_ca, "m1", "db")
     stale = issue(mesh_ca, "m1", "web", ttl=timedelta(hours=1), now=real_now() - CA_EPOCH / 2)
     server = servers(db.server())
-    refused(stale.client(), server)
-    assert server_reason(server) == "certificate has expired"
+    assert server_reason(stale.client(), server) == "certificate has expired"
     assert server.peers == []
 
 
@@ -85,8 +81,8 @@ def test_certificate_from_another_meshs_ca_is_refused(mesh_ca, servers):
     server = servers(db.server())
     # The intruder knows m1's (public) bundle, so it accepts the server; the server must
     # be the one refusing m2's certificate.
-    refused(tls.client_context(intruder.chain_pem, intruder.key_pem, db.bundle_pem), server)
-    assert server_reason(server) == "unable to get local issuer certificate"
+    intruding = tls.client_context(intruder.chain_pem, intruder.key_pem, db.bundle_pem)
+    assert server_reason(intruding, server) == "unable to get local issuer certificate"
     # And the other way round: an m1 client does not accept an m2 server.
     err = refused(issue(mesh_ca, "m1", "web").client(), servers(intruder.server()))
     assert isinstance(err, ssl.SSLCertVerificationError)
@@ -119,8 +115,7 @@ def test_self_signed_client_certificate_is_refused(mesh_ca, servers):
                         not_before=now, not_after=now + timedelta(hours=1))
     server = servers(db.server(), allowed=[M1_NODES])
     ctx = tls.client_context(C.cert_to_pem(leaf) + C.cert_to_pem(fake_ca), C.key_to_pem(key), db.bundle_pem)
-    refused(ctx, server)
-    assert server_reason(server) == "self-signed certificate in certificate chain"
+    assert server_reason(ctx, server) == "self-signed certificate in certificate chain"
     # A bare self-signed end certificate (issuer = subject, its own key) is refused too.
     from cryptography import x509
     from cryptography.hazmat.primitives import hashes
@@ -133,8 +128,7 @@ def test_self_signed_client_certificate_is_refused(mesh_ca, servers):
                        "spiffe://meshd.local/mesh/m1/virtualNode/web")]), critical=False)
                    .sign(self_key, hashes.SHA256()))
     ctx = tls.client_context(C.cert_to_pem(self_signed), C.key_to_pem(self_key), db.bundle_pem)
-    refused(ctx, server)
-    assert server_reason(server) == "self-signed certificate"
+    assert server_reason(ctx, server) == "self-signed certificate"
     assert server.peers == []
 
 
