@@ -1,0 +1,1 @@
+"""Side-by-side CPU-per-request comparison of the data plane against HAProxy."""

@@ -1,0 +1,73 @@
+"""What Python sees of the HTTP/2 forwarding engine (meshd.dataplane._h2)."""
+import asyncio
+import ssl
+from typing import Any, Callable, Iterable, Optional, Union
+
+FAILURE_RESPONSES: dict[str, tuple[int, int, str]]
+
+def counters() -> dict[str, int]: ...
+
+class Target:
+    host: str
+    port: int
+    ssl: Optional[ssl.SSLContext]
+    server_hostname: Optional[str]
+    timeout: float
+    retry_statuses: Optional[frozenset[int]]
+    retry_grpc: Optional[frozenset[int]]
+    context: Any
+    key: tuple
+    def __init__(self, host: str, port: int, ssl: Optional[ssl.SSLContext] = ...,
+                 server_hostname: Optional[str] = ...,
+                 headers: Iterable[tuple[Union[str, bytes], Union[str, bytes]]] = ...,
+                 timeout: float = ..., retry_statuses: Optional[Iterable[int]] = ...,
+                 retry_grpc: Optional[Iterable[int]] = ..., context: Any = ...) -> None: ...
+
+class Refusal:
+    http_status: int
+    grpc_status: int
+    message: str
+    reason: str
+    def __init__(self, http_status: int, grpc_status: int = ..., message: str = ...,
+                 reason: str = ...) -> None: ...
+
+class Failure:
+    kind: str
+    http_status: int
+    grpc_status: int
+    error_code: int
+    target: Target
+
+class RequestHead:
+    method: str
+    scheme: str
+    authority: str
+    path: str
+    headers: dict[str, str]
+    raw_headers: list[tuple[bytes, bytes]]
+    grpc: bool
+    attempt: int
+    local_port: Optional[int]
+
+Decide = Callable[[RequestHead], Union[Target, Refusal]]
+Retry = Callable[[RequestHead, Failure], Union[Target, Refusal, None]]
+
+class Pool:
+    connections: list[tuple[int, bool]]
+    has_tls_session: bool
+
+class Engine:
+    open_streams: int
+    def __init__(self, decide: Decide, retry: Optional[Retry] = ..., *,
+                 loop: Optional[asyncio.AbstractEventLoop] = ..., max_concurrent_streams: int = ...,
+                 stream_window: int = ..., connection_window: int = ..., max_header_list: int = ...,
+                 header_timeout: float = ..., idle_timeout: float = ...,
+                 upstream_idle_timeout: float = ..., upstream_max_streams: int = ...,
+                 retry_buffer: int = ...) -> None: ...
+    def protocol_factory(self) -> asyncio.Protocol: ...
+    async def listen(self, host: str = ..., port: int = ..., ssl: Optional[ssl.SSLContext] = ...,
+                     **kwargs: Any) -> asyncio.Server: ...
+    async def drain(self, grace: float = ...) -> int: ...
+    def close(self) -> None: ...
+    def upstream_connections(self) -> dict[tuple, list[tuple[int, bool]]]: ...
+    def pool(self, target: Target) -> Optional[Pool]: ...
