@@ -25,13 +25,13 @@ CHANNEL_OPTIONS = [
 class RelayThread:
     """Runs Engine(decide, retry) with a listener on a uvloop loop in a background thread."""
 
-    def __init__(self, decide, retry=None, ssl=None, **engine_kw):
+    def __init__(self, decide, retry=None, ssl=None, port=0, **engine_kw):
         self.loop = uvloop.new_event_loop()
         self.engine = Engine(decide, retry, loop=self.loop, **engine_kw)
         self._ready = threading.Event()
         self.thread = threading.Thread(target=self._run, daemon=True)
         self.thread.start()
-        self.server = self.call(self.engine.listen("127.0.0.1", 0, ssl=ssl))
+        self.server = self.call(self.engine.listen("127.0.0.1", port, ssl=ssl))
         self.port = self.server.sockets[0].getsockname()[1]
 
     def _run(self):

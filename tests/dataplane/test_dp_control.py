@@ -189,3 +189,26 @@ def test_drain_lets_in_flight_finish_and_refuses_new(origin):
             socket.create_connection(("127.0.0.1", relay.port), timeout=1).close()
     finally:
         relay.stop()
+
+
+
+def test_upstream_goaway_retires_the_pooled_connection(origin):
+    """relay A -> relay B; B drains (GOAWAY) and a new relay takes its port; A's next request
+    must go over a fresh connection, not the retired one."""
+    b = RelayThread(to(origin.port))
+    port = b.port
+    a = RelayThread(to(port))
+    try:
+        with channel(a.port) as ch:
+            assert unary(ch)(b"one", timeout=5) == b"one"
+            assert b.call(b.engine.drain(grace=1.0)) == 0
+            b.stop()
+            # A saw GOAWAY and the close, and dropped the connection from its pool.
+            assert wait_for(lambda: not any(a.call(a.engine.upstream_connections).values()))
+            b = RelayThread(to(origin.port), port=port)
+            opened = counters()["upstream_conns_opened"]
+            assert unary(ch)(b"two", timeout=5) == b"two"
+            assert counters()["upstream_conns_opened"] >= opened + 1
+    finally:
+        a.stop()
+        b.stop()
