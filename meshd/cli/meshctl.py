@@ -389,6 +389,8 @@ def _parser() -> argparse.ArgumentParser:
     ls = isub.add_parser("list", parents=[common])
     ls.add_argument("--node", default="")
     ls.set_defaults(fn=cmd_instance_list)
+    from meshd.cli import backup  # noqa: PLC0415 - backup builds on this module
+    backup.add_subcommands(sub, common)
     return p
 
 
