@@ -2,7 +2,7 @@
 #
 # Each connection feeds received bytes to nghttp2_session_mem_recv; nghttp2 calls the cdef
 # callbacks below; they move bytes between Exchanges and mark connections dirty; at the end of
-# the loop callback _flush_dirty() serialises every dirty session with nghttp2_session_mem_send
+# the loop callback _flush_dirty(engine) serialises every dirty session with nghttp2_session_mem_send
 # into one transport.write per connection. No codec work happens in Python.
 
 cdef inline Exchange _stream_exchange(nghttp2_session *s, int32_t sid):
@@ -357,7 +357,7 @@ cdef class Conn:
             except Exception:
                 pass
         _mark(self)
-        _flush_dirty()
+        _flush_dirty(self.engine)
 
     def eof_received(self):
         return False
@@ -414,14 +414,14 @@ cdef class ServerConn(Conn):
         if e.draining:
             self.start_drain(True)
         _mark(self)
-        _flush_dirty()
+        _flush_dirty(self.engine)
 
     def data_received(self, data):
         cdef Py_ssize_t n
         if type(data) is not bytes:
             data = bytes(data)
         self.feed(_bytes_ptr(data, &n), n)
-        _flush_dirty()
+        _flush_dirty(self.engine)
 
     def connection_lost(self, exc):
         cdef nghttp2_session *s = self.session
@@ -435,7 +435,7 @@ cdef class ServerConn(Conn):
         if s != NULL:
             nghttp2_session_del(s)
         self.transport = None
-        _flush_dirty()
+        _flush_dirty(self.engine)
 
     cdef void start_drain(self, bint final) except *:
         # RFC 9113 §6.8: a GOAWAY with the maximum stream id first (nghttp2's shutdown notice),
@@ -487,7 +487,7 @@ cdef class ClientConn(Conn):
             self.connect_failed("cancelled")
         elif task.exception() is not None:
             self.connect_failed(repr(task.exception()))
-        _flush_dirty()
+        _flush_dirty(self.engine)
 
     cdef void connect_failed(self, str why) except *:
         cdef Exchange x
@@ -518,7 +518,7 @@ cdef class ClientConn(Conn):
             self.tls_step()
         else:
             self.start_h2()
-        _flush_dirty()
+        _flush_dirty(self.engine)
 
     cdef void tls_step(self) except *:
         try:
@@ -579,13 +579,13 @@ cdef class ClientConn(Conn):
             if type(data) is not bytes:
                 data = bytes(data)
             self.feed(_bytes_ptr(data, &n), n)
-            _flush_dirty()
+            _flush_dirty(self.engine)
             return
         self.bio_in.write(data)
         if self.session == NULL:        # still in the TLS handshake
             self.tls_step()
             if self.session == NULL:
-                _flush_dirty()
+                _flush_dirty(self.engine)
                 return
         while self.session != NULL:
             try:
@@ -609,7 +609,7 @@ cdef class ClientConn(Conn):
         out = self.bio_out.read()
         if out:
             self.transport.write(out)
-        _flush_dirty()
+        _flush_dirty(self.engine)
 
     def connection_lost(self, exc):
         cdef nghttp2_session *s = self.session
@@ -628,7 +628,7 @@ cdef class ClientConn(Conn):
         if self.waiting:
             self.connect_failed(f"connection lost before HTTP/2 was up: {exc!r}")
         self.transport = None
-        _flush_dirty()
+        _flush_dirty(self.engine)
 
     def __repr__(self):
         return f"<ClientConn {self.pool.target!r} streams={len(self.streams)} ready={self.ready}>"

@@ -74,6 +74,7 @@ cdef class Engine:
         self.loop = loop
         self.pools = {}
         self.servers = set()
+        self.dirty = []
         self.listeners = []
         self.max_concurrent = max_concurrent_streams
         self.up_max_streams = upstream_max_streams
@@ -159,7 +160,7 @@ cdef class Engine:
                         nghttp2_submit_goaway(c.session, NGHTTP2_FLAG_NONE, 0, NGHTTP2_NO_ERROR, NULL, 0)
                         _mark(c)
                     c.close_now()
-        _flush_dirty()
+        _flush_dirty(self)
 
     async def drain(self, double grace=5.0):
         """Stop accepting, GOAWAY every client, let in-flight streams finish within grace seconds.
@@ -172,11 +173,11 @@ cdef class Engine:
             server.close()
         for s in list(self.servers):
             s.start_drain(False)
-        _flush_dirty()
+        _flush_dirty(self)
         await asyncio.sleep(min(0.05, grace))
         for s in list(self.servers):
             s.start_drain(True)
-        _flush_dirty()
+        _flush_dirty(self)
         end = self.loop.time() + grace
         while self.loop.time() < end and any((<ServerConn>s).streams for s in self.servers):
             await asyncio.sleep(0.01)

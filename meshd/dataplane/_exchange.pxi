@@ -5,8 +5,6 @@
 # other side's session has copied it into an outgoing frame. Our buffers are therefore bounded
 # by the windows we advertise; a slow reader stalls its writer instead of growing memory.
 
-cdef list _dirty = []   # connections with frames to send; flushed once per loop callback
-
 cdef enum:
     SUBMIT_REQUEST = 0
     SUBMIT_RESPONSE = 1
@@ -17,14 +15,18 @@ cdef enum:
 cdef inline void _mark(Conn c) except *:
     if not c.dirty and c.session != NULL:
         c.dirty = True
-        _dirty.append(c)
+        c.engine.dirty.append(c)
 
 
-cdef void _flush_dirty() except *:
-    """Serialise and write every connection touched since the last flush (batches writes)."""
+cdef void _flush_dirty(Engine e) except *:
+    """Serialise and write every connection touched since the last flush (batches writes).
+
+    The list is per Engine, so engines on different threads' loops never touch each
+    other's transports."""
+    cdef list dirty = e.dirty
     cdef Conn c
-    while _dirty:
-        c = <Conn>_dirty.pop()
+    while dirty:
+        c = <Conn>dirty.pop()
         c.dirty = False
         try:
             c.flush()
@@ -402,7 +404,7 @@ cdef class Exchange:
             self.respond_kind("timeout")
         else:
             self.down_reset(NGHTTP2_CANCEL)
-        _flush_dirty()
+        _flush_dirty(self.engine)
 
     # -- stream ends -------------------------------------------------------------------
 

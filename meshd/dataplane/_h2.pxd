@@ -206,6 +206,7 @@ cdef class Engine:
     cdef object retry_cb
     cdef dict pools
     cdef set servers
+    cdef list dirty         # connections with frames to send, flushed once per loop callback
     cdef list listeners
     cdef uint32_t max_concurrent
     cdef uint32_t up_max_streams
