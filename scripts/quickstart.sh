@@ -18,7 +18,7 @@ step() { printf '\n\033[1m==> %s\033[0m\n' "$*"; }
 show() { printf '$ %s\n' "$*"; "$@"; }
 
 step "starting meshd (admin API on $ADMIN, embedded etcd, state in $STATE)"
-meshd run --admin "$ADMIN" --state-dir "$STATE" --host-name quickstart \
+meshd run --insecure-local --admin "$ADMIN" --state-dir "$STATE" --host-name quickstart \
   --etcd-port "${MESHD_ETCD_PORT:-23790}" --etcd-peer-port "${MESHD_ETCD_PEER_PORT:-23800}" \
   >"$STATE/meshd.log" 2>&1 &
 MESHD_PID=$!

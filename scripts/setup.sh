@@ -1,7 +1,10 @@
 #!/usr/bin/env bash
 # Installs everything meshd needs on a Debian 12 host and builds meshd into a virtualenv:
 #   - Debian packages: etcd-server (the embedded default runs Debian's etcd), libnghttp2-dev
-#     (the data plane's HTTP/2 codec), a C compiler and Python headers for the Cython core;
+#     (the data plane's HTTP/2 codec, linked by the Cython extension), a C compiler and
+#     Python headers for the Cython extensions; with --test also what the tests drive:
+#     nghttp2-client/-server (h2load, nghttp, nghttpd), haproxy (side-by-side benchmarks) and
+#     iproute2 (network-namespace cluster tests);
 #   - a virtualenv at $MESHD_VENV (default ./.venv) with meshd installed from this checkout.
 # Safe to run again: each step is skipped when already done. Usage: scripts/setup.sh [--test]
 set -euo pipefail
@@ -17,6 +20,12 @@ command -v cc >/dev/null 2>&1 || need_apt+=(build-essential)
 python3 -c 'import sysconfig,os,sys; sys.exit(0 if os.path.exists(os.path.join(sysconfig.get_paths()["include"],"Python.h")) else 1)' \
   || need_apt+=(python3-dev)
 python3 -c 'import venv, ensurepip' 2>/dev/null || need_apt+=(python3-venv)
+if [ -n "$EXTRAS" ]; then
+  command -v h2load >/dev/null 2>&1 || need_apt+=(nghttp2-client)
+  command -v nghttpd >/dev/null 2>&1 || need_apt+=(nghttp2-server)
+  command -v haproxy >/dev/null 2>&1 || [ -x /usr/sbin/haproxy ] || need_apt+=(haproxy)
+  command -v ip >/dev/null 2>&1 || [ -x /usr/sbin/ip ] || need_apt+=(iproute2)
+fi
 if [ ${#need_apt[@]} -gt 0 ]; then
   SUDO=""
   [ "$(id -u)" -ne 0 ] && SUDO="sudo"

@@ -47,7 +47,7 @@ def test_embedded_default_starts_etcd_and_stops_it_on_signal(tmp_path, sig):
     log = tmp_path / "meshd.log"
     with open(log, "wb") as out:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "meshd.cli.meshd_main", "run", "--admin", f"127.0.0.1:{admin_port}",
+            [sys.executable, "-m", "meshd.cli.meshd_main", "run", "--insecure-local", "--admin", f"127.0.0.1:{admin_port}",
              "--state-dir", str(tmp_path / "state"), "--etcd-port", str(etcd_port),
              "--etcd-peer-port", str(peer_port), "--host-name", "h1"],
             stdout=out, stderr=out)
@@ -81,7 +81,7 @@ def test_embedded_default_starts_etcd_and_stops_it_on_signal(tmp_path, sig):
 def test_state_survives_a_restart_of_the_embedded_default(tmp_path):
     """Data written through one run is there in the next (the embedded etcd keeps its dir)."""
     ports = [free_port(), free_port(), free_port()]
-    args = [sys.executable, "-m", "meshd.cli.meshd_main", "run", "--admin", f"127.0.0.1:{ports[0]}",
+    args = [sys.executable, "-m", "meshd.cli.meshd_main", "run", "--insecure-local", "--admin", f"127.0.0.1:{ports[0]}",
             "--state-dir", str(tmp_path / "state"), "--etcd-port", str(ports[1]), "--etcd-peer-port", str(ports[2])]
     for round_ in range(2):
         proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -102,7 +102,7 @@ def test_state_survives_a_restart_of_the_embedded_default(tmp_path):
 def test_unreachable_external_etcd_is_reported_not_fatal(tmp_path):
     """With --etcd pointing nowhere, meshd still serves and answers UNAVAILABLE clearly."""
     admin_port = free_port()
-    proc = subprocess.Popen([sys.executable, "-m", "meshd.cli.meshd_main", "run", "--admin", f"127.0.0.1:{admin_port}",
+    proc = subprocess.Popen([sys.executable, "-m", "meshd.cli.meshd_main", "run", "--insecure-local", "--admin", f"127.0.0.1:{admin_port}",
                              "--etcd", f"http://127.0.0.1:{free_port()}"],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:

@@ -86,7 +86,7 @@ class MeshdProcess:
 
     def __init__(self, etcd_url: str, prefix: str, tmp_path):
         self.port = free_port()
-        self.args = [sys.executable, "-m", "meshd.cli.meshd_main", "run", "--etcd", etcd_url,
+        self.args = [sys.executable, "-m", "meshd.cli.meshd_main", "run", "--insecure-local", "--etcd", etcd_url,
                      "--admin", f"127.0.0.1:{self.port}", "--etcd-prefix", prefix,
                      "--host-name", "proc-host", "--state-dir", str(tmp_path)]
         self.log = open(tmp_path / f"meshd-{self.port}.log", "ab")

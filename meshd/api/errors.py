@@ -14,6 +14,7 @@ from google.rpc import code_pb2, error_details_pb2, status_pb2
 import registry
 from meshd.api.kinds import describe_path
 from meshd.api.validate import InvalidSpec
+from meshd.security import errors as sec
 
 DOMAIN = "meshd.v1"
 
@@ -57,6 +58,27 @@ _REGISTRY = {
     registry.Unavailable: (grpc.StatusCode.UNAVAILABLE, "ETCD_UNAVAILABLE"),
     registry.Compacted: (grpc.StatusCode.OUT_OF_RANGE, "COMPACTED"),
 }
+# meshd.security errors -> gRPC code; the reason is the error class's own `reason`.
+# Unauthenticated and PermissionDenied are distinct classes and never confused.
+_SECURITY = {
+    sec.Unauthenticated: grpc.StatusCode.UNAUTHENTICATED,
+    sec.PermissionDenied: grpc.StatusCode.PERMISSION_DENIED,
+    sec.NoClusterKey: grpc.StatusCode.FAILED_PRECONDITION,
+    sec.WrongClusterKey: grpc.StatusCode.FAILED_PRECONDITION,
+    sec.CAInUse: grpc.StatusCode.FAILED_PRECONDITION,
+    sec.NoCA: grpc.StatusCode.FAILED_PRECONDITION,
+    sec.UnknownCA: grpc.StatusCode.NOT_FOUND,
+    sec.CAExists: grpc.StatusCode.ALREADY_EXISTS,
+    sec.InvalidCA: grpc.StatusCode.INVALID_ARGUMENT,
+    sec.InvalidCSR: grpc.StatusCode.INVALID_ARGUMENT,
+    sec.InvalidIdentity: grpc.StatusCode.INVALID_ARGUMENT,
+    sec.InvalidTtl: grpc.StatusCode.INVALID_ARGUMENT,
+    sec.UnsupportedSource: grpc.StatusCode.INVALID_ARGUMENT,
+    sec.UnknownRole: grpc.StatusCode.INVALID_ARGUMENT,
+    sec.UnknownPermission: grpc.StatusCode.INVALID_ARGUMENT,
+    sec.DecryptionFailed: grpc.StatusCode.INTERNAL,
+    sec.ClusterKeyError: grpc.StatusCode.FAILED_PRECONDITION,
+}
 
 
 def _message(err: Exception) -> tuple[str, dict[str, str]]:
@@ -76,6 +98,8 @@ def _message(err: Exception) -> tuple[str, dict[str, str]]:
         return str(err), {"expected": str(err.expected), "actual": str(err.actual)}
     if isinstance(err, InvalidSpec):
         return "invalid request: " + "; ".join(f"{v.field}: {v.description}" for v in err.violations), {}
+    if isinstance(err, sec.PermissionDenied):
+        return str(err), {"subject": err.subject, "permission": err.permission, "mesh": err.mesh}
     return str(err), {}
 
 
@@ -85,6 +109,9 @@ def to_status(err: Exception) -> tuple[grpc.StatusCode, str, status_pb2.Status]:
         code, reason = grpc.StatusCode.INVALID_ARGUMENT, "INVALID_SPEC"
     elif isinstance(err, ApiError):
         code, reason = err.code, err.reason
+    elif isinstance(err, sec.SecurityError):
+        code = next((c for cls, c in _SECURITY.items() if isinstance(err, cls)), grpc.StatusCode.INTERNAL)
+        reason = err.reason
     else:
         for cls, (c, r) in _REGISTRY.items():
             if isinstance(err, cls):

@@ -87,7 +87,7 @@ class Resources:
     """CRUD over every kind, plus tags, instances and watch, on one registry store."""
 
     def __init__(self, store: registry.Store, config: ApiConfig = ApiConfig(),
-                 host: str = "", host_lease=None):
+                 host: str = "", host_lease=None, on_create=()):
         self.store = store
         self.config = config
         self.host = host
@@ -95,6 +95,8 @@ class Resources:
         # meshd without a TTL of their own: they live as long as this meshd does.
         self._host_lease = host_lease
         self._own_leases: dict[str, int] = {}
+        # Called with (kind, data) after each successful create (the mesh CA hook).
+        self._on_create = list(on_create)
         self._lock = threading.Lock()
 
     # -- helpers ----------------------------------------------------------------------
@@ -185,6 +187,8 @@ class Resources:
         ))
         if done.replay is not None:
             return self._replay(kind, "Create", request.client_token, idem[1], done.replay)
+        for hook in self._on_create:
+            hook(kind, data)
         return resp
 
     def describe(self, kind: K.Kind, request):

@@ -1,4 +1,4 @@
-"""`meshd`: the per-host daemon's command line."""
+"""`meshd`: the per-host daemon's command line (init, run, join)."""
 from __future__ import annotations
 
 import argparse
@@ -8,38 +8,80 @@ import signal
 import sys
 
 from meshd import logs
-from meshd.app import DEFAULT_ADMIN, DEFAULT_STATE_DIR, Meshd, MeshdConfig
+from meshd.app import DEFAULT_ADMIN, DEFAULT_CLUSTER_KEY, DEFAULT_STATE_DIR, Meshd, MeshdConfig
+from meshd.security import ClusterKey
+from meshd.security.errors import ClusterKeyError
 
 log = logging.getLogger("meshd")
+
+
+def _run_args(run: argparse.ArgumentParser) -> None:
+    env = os.environ.get
+    run.add_argument("--admin", default=env("MESHD_ADMIN", DEFAULT_ADMIN),
+                     help=f"admin API address HOST:PORT, mTLS unless --insecure-local (default {DEFAULT_ADMIN})")
+    run.add_argument("--admin-token", default=env("MESHD_ADMIN_TOKEN", ""),
+                     help="a second admin listener, TLS with bearer API tokens (default: none)")
+    run.add_argument("--insecure-local", action="store_true", default=env("MESHD_INSECURE_LOCAL") == "1",
+                     help="serve --admin as plaintext; refused unless it is a loopback address")
+    run.add_argument("--etcd", default=env("MESHD_ETCD", ""),
+                     help="etcd endpoints URL[,URL...]; empty: start a private etcd (embedded default)")
+    run.add_argument("--state-dir", default=env("MESHD_STATE_DIR", DEFAULT_STATE_DIR),
+                     help=f"embedded etcd data and the host identity (default {DEFAULT_STATE_DIR})")
+    run.add_argument("--host-name", default=env("MESHD_HOST_NAME") or None,
+                     help="this host's name in the mesh (default: the system host name)")
+    run.add_argument("--cluster-key", default=env("MESHD_CLUSTER_KEY", DEFAULT_CLUSTER_KEY),
+                     help=f"the cluster key file; hosts without it cannot sign (default {DEFAULT_CLUSTER_KEY})")
+    run.add_argument("--trust-domain", default=env("MESHD_TRUST_DOMAIN", "meshd.local"))
+    run.add_argument("--join-token", default=env("MESHD_JOIN_TOKEN", ""),
+                     help="a one-time bootstrap token (meshctl token create) to obtain the host identity")
+    run.add_argument("--join-server", default=env("MESHD_JOIN_SERVER", ""),
+                     help="the token listener (--admin-token) of a meshd that holds the cluster key")
+    run.add_argument("--signer", default=env("MESHD_SIGNER", ""),
+                     help="the mTLS admin address of a signing meshd, for renewals (default: --join-server)")
+    run.add_argument("--lease-ttl", type=int, default=10, help="host lease TTL in seconds (default 10)")
+    run.add_argument("--etcd-port", type=int, default=2379, help="embedded etcd client port (default 2379)")
+    run.add_argument("--etcd-peer-port", type=int, default=2380, help="embedded etcd peer port (default 2380)")
+    run.add_argument("--etcd-prefix", default="/meshd/v1/", help="key prefix in etcd (default /meshd/v1/)")
+    run.add_argument("--log-level", default=env("MESHD_LOG_LEVEL", "info"))
 
 
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="meshd", description="meshd: a service mesh daemon, one per host.")
     sub = p.add_subparsers(dest="command", required=True)
+    init = sub.add_parser("init", help="create the cluster key (once per cluster; copy it to signing hosts)")
+    init.add_argument("--cluster-key", default=os.environ.get("MESHD_CLUSTER_KEY", DEFAULT_CLUSTER_KEY))
     run = sub.add_parser("run", help="run the daemon")
-    run.add_argument("--admin", default=os.environ.get("MESHD_ADMIN", DEFAULT_ADMIN),
-                     help=f"admin API address HOST:PORT (default {DEFAULT_ADMIN})")
-    run.add_argument("--etcd", default=os.environ.get("MESHD_ETCD", ""),
-                     help="etcd endpoints URL[,URL...]; empty: start a private etcd (embedded default)")
-    run.add_argument("--state-dir", default=os.environ.get("MESHD_STATE_DIR", DEFAULT_STATE_DIR),
-                     help=f"where the embedded etcd keeps its data (default {DEFAULT_STATE_DIR})")
-    run.add_argument("--host-name", default=os.environ.get("MESHD_HOST_NAME") or None,
-                     help="this host's name in the mesh (default: the system host name)")
-    run.add_argument("--lease-ttl", type=int, default=10, help="host lease TTL in seconds (default 10)")
-    run.add_argument("--etcd-port", type=int, default=2379, help="embedded etcd client port (default 2379)")
-    run.add_argument("--etcd-peer-port", type=int, default=2380, help="embedded etcd peer port (default 2380)")
-    run.add_argument("--etcd-prefix", default="/meshd/v1/", help="key prefix in etcd (default /meshd/v1/)")
-    run.add_argument("--log-level", default=os.environ.get("MESHD_LOG_LEVEL", "info"))
+    _run_args(run)
+    join = sub.add_parser("join", help="run the daemon, joining the cluster with a bootstrap token")
+    _run_args(join)
     return p
+
+
+def cmd_init(args) -> int:
+    try:
+        key = ClusterKey.generate(args.cluster_key)
+    except ClusterKeyError as err:
+        print(f"meshd init: {err}", file=sys.stderr)
+        return 1
+    print(f"cluster key written to {key.source} (mode 0600); copy it to every host that should sign")
+    return 0
 
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    if args.command == "init":
+        return cmd_init(args)
+    if args.command == "join" and not args.join_token:
+        print("meshd join: --join-token is required", file=sys.stderr)
+        return 2
     logs.setup(args.log_level)
     cfg = MeshdConfig(
-        admin=args.admin, etcd=[e for e in args.etcd.split(",") if e], state_dir=args.state_dir,
+        admin=args.admin, admin_token=args.admin_token, insecure_local=args.insecure_local,
+        etcd=[e for e in args.etcd.split(",") if e], state_dir=args.state_dir,
         lease_ttl=args.lease_ttl, embedded_etcd_port=args.etcd_port,
         embedded_peer_port=args.etcd_peer_port, etcd_prefix=args.etcd_prefix,
+        cluster_key=args.cluster_key, trust_domain=args.trust_domain, join_token=args.join_token,
+        join_server=args.join_server, signer=args.signer,
     )
     if args.host_name:
         cfg.host_name = args.host_name

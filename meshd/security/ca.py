@@ -14,6 +14,7 @@ re-issued, `retire` drops the old CA from the bundle and deletes its key.
 from __future__ import annotations
 
 import hashlib
+import ipaddress
 import json
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -30,6 +31,7 @@ from meshd.security.clusterkey import ClusterKey, KeyRef
 from meshd.security.errors import (
     CAExists,
     CAInUse,
+    ClusterKeyError,
     InvalidCA,
     InvalidIdentity,
     InvalidTtl,
@@ -128,6 +130,14 @@ class MeshCA:
         self.default_ttl = default_ttl
         self.max_ttl = max_ttl
         self._clock = clock
+
+    def can_sign(self) -> bool:
+        """Whether this meshd holds the cluster key (checked without touching etcd)."""
+        try:
+            self._key.get()
+            return True
+        except ClusterKeyError:
+            return False
 
     # -- creating and importing ----------------------------------------------------------
     def create(self, mesh: str, source: CASource | None = None, *, now: datetime | None = None) -> CAInfo:
@@ -235,7 +245,8 @@ class MeshCA:
 
     # -- signing -------------------------------------------------------------------------
     def sign_csr(self, mesh: str, csr_pem: bytes, identity: str, ttl: timedelta | None = None, *,
-                 now: datetime | None = None) -> Issued:
+                 now: datetime | None = None, dns_names: tuple[str, ...] = (),
+                 ip_addresses: tuple[str, ...] = ()) -> Issued:
         """Sign `csr_pem` for `identity` with the mesh's signing CA.
 
         The caller has already decided the requester may hold `identity` (see
@@ -251,11 +262,18 @@ class MeshCA:
             raise InvalidIdentity(identity, f"not an identity of mesh {mesh}")
         if sid.kind != spiffe.WORKLOAD and mesh != CLUSTER:
             raise InvalidIdentity(identity, f"{sid.kind} identities are signed by the cluster CA ({CLUSTER!r})")
+        if (dns_names or ip_addresses) and sid.kind != spiffe.HOST:
+            raise InvalidIdentity(identity, "only host identities carry DNS names or IP addresses")
+        try:
+            extra = tuple([x509.DNSName(n) for n in dns_names] +
+                          [x509.IPAddress(ipaddress.ip_address(a)) for a in ip_addresses])
+        except ValueError as err:
+            raise InvalidIdentity(identity, f"bad DNS name or IP address: {err}") from err
         ttl = self.default_ttl if ttl is None else ttl
         if not timedelta(seconds=1) <= ttl <= self.max_ttl:
             raise InvalidTtl(ttl.total_seconds(), self.max_ttl.total_seconds())
         csr = C.load_csr(csr_pem)
-        C.check_csr_identity(csr, identity)
+        C.check_csr_identity(csr, identity, also=tuple(dns_names) + tuple(ip_addresses))
         info = self.signing(mesh)
         ca_cert = info.certificate
         chain = C.load_certs(info.chain_pem) if info.chain_pem else []
@@ -264,7 +282,7 @@ class MeshCA:
         not_after = min(now + ttl, ca_cert.not_valid_after_utc, *(c.not_valid_after_utc for c in chain))
         ca_key = self._open_key(mesh, info.ca_id)
         leaf = C.issue_leaf(ca_cert, ca_key, csr.public_key(), identity,
-                            not_before=now - C.BACKDATE, not_after=not_after)
+                            not_before=now - C.BACKDATE, not_after=not_after, extra_names=extra)
         leaf_pem = C.cert_to_pem(leaf)
         present = leaf_pem + (info.cert_pem if info.origin == "intermediate" else b"")
         return Issued(identity, leaf_pem, present, self.bundle(mesh), leaf.serial_number,

@@ -119,14 +119,14 @@ def requested_names(csr: x509.CertificateSigningRequest) -> list[str]:
     return [str(n.value) for n in san]
 
 
-def check_csr_identity(csr: x509.CertificateSigningRequest, identity: str) -> None:
-    """Refuse a CSR that asks for any name other than the authorized identity.
+def check_csr_identity(csr: x509.CertificateSigningRequest, identity: str, also: tuple[str, ...] = ()) -> None:
+    """Refuse a CSR that asks for any name other than the authorized identity (and `also`).
 
-    A CSR without SANs is fine: the CA writes the identity itself. The CSR's subject is
+    A CSR without SANs is fine: the CA writes the names itself. The CSR's subject is
     ignored (the CA sets its own), so it cannot smuggle a name in either.
     """
     names = requested_names(csr)
-    if any(n != identity for n in names):
+    if any(n != identity and n not in also for n in names):
         raise CSRIdentityMismatch(identity, names)
 
 
@@ -176,8 +176,13 @@ def make_ca(common_name: str, *, now: datetime, lifetime: timedelta,
 
 
 def issue_leaf(ca_cert: x509.Certificate, ca_key: PrivateKey, public_key, identity: str, *,
-               not_before: datetime, not_after: datetime) -> x509.Certificate:
-    """An X.509-SVID for `identity`, valid from `not_before` to `not_after`."""
+               not_before: datetime, not_after: datetime,
+               extra_names: tuple[x509.GeneralName, ...] = ()) -> x509.Certificate:
+    """An X.509-SVID for `identity`, valid from `not_before` to `not_after`.
+
+    `extra_names` (DNS names and IP addresses) are for host certificates that also serve
+    the admin API, whose gRPC clients check the server's host name against DNS/IP SANs.
+    """
     tail = identity.rsplit("/", 1)[-1]
     usage_rsa = isinstance(public_key, rsa.RSAPublicKey)
     return (x509.CertificateBuilder()
@@ -195,7 +200,8 @@ def issue_leaf(ca_cert: x509.Certificate, ca_key: PrivateKey, public_key, identi
                                          encipher_only=False, decipher_only=False), critical=True)
             .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH,
                                                   ExtendedKeyUsageOID.CLIENT_AUTH]), critical=False)
-            .add_extension(x509.SubjectAlternativeName([x509.UniformResourceIdentifier(identity)]),
+            .add_extension(x509.SubjectAlternativeName([x509.UniformResourceIdentifier(identity),
+                                                        *extra_names]),
                            critical=False)
             .add_extension(_ski(public_key), critical=False)
             .add_extension(_aki(ca_cert), critical=False)

@@ -205,6 +205,10 @@ class Credentials:
     def cert_chain_pem(self) -> bytes:
         return self._state[0]
 
+    @property
+    def key_pem(self) -> bytes:
+        return self._state[1]
+
     def server_front(self) -> ssl.SSLContext:
         """A stable server context that delegates each handshake to the current one."""
         with self._lock:
