@@ -35,7 +35,7 @@ def _ttl(seconds: int, default: timedelta | None) -> timedelta | None:
 
 def _ca_msg(info) -> sec.CertificateAuthority:
     return sec.CertificateAuthority(
-        mesh_name=info.mesh, ca_id=info.ca_id, state=info.state, origin=info.origin, signing=info.signing,
+        mesh_name=info.mesh, ca_id=info.ca_id, state=info.state.upper(), origin=info.origin, signing=info.signing,
         certificate_pem=info.cert_pem.decode(), not_after=_ts(info.certificate.not_valid_after_utc))
 
 

@@ -16,6 +16,7 @@ from google.rpc import error_details_pb2
 from grpc_status import rpc_status
 
 from meshd.api import kinds as K
+from meshd.cli import credentials
 from meshd.api.validate import InvalidSpec, parse_json
 from meshd.v1 import admin_pb2, admin_pb2_grpc
 
@@ -79,8 +80,8 @@ def load_documents(target: str) -> list[tuple[str, dict]]:
 class Client:
     """A thin MeshAdmin client whose errors become `CliError`s with the server's reasons."""
 
-    def __init__(self, server: str, timeout: float = 10.0):
-        self.channel = grpc.insecure_channel(server)
+    def __init__(self, server: str, timeout: float = 10.0, context: "credentials.Context | None" = None):
+        self.channel = (context or credentials.Context(server=server)).channel()
         self.stub = admin_pb2_grpc.MeshAdminStub(self.channel)
         self.timeout = timeout
         self.server = server
@@ -345,6 +346,8 @@ def _common(suppress: bool) -> argparse.ArgumentParser:
     common.add_argument("--router", default=d(""), help="virtual router of a route")
     common.add_argument("--gateway", default=d(""), help="virtual gateway of a gateway route")
     common.add_argument("--timeout", type=float, default=d(10.0))
+    common.add_argument("--context", dest="use_context", default=d(os.environ.get("MESHCTL_CONTEXT", "")),
+                        help="credentials context from the meshctl config (default: its current one)")
     return common
 
 
@@ -389,14 +392,27 @@ def _parser() -> argparse.ArgumentParser:
     ls = isub.add_parser("list", parents=[common])
     ls.add_argument("--node", default="")
     ls.set_defaults(fn=cmd_instance_list)
-    from meshd.cli import backup  # noqa: PLC0415 - backup builds on this module
+    from meshd.cli import backup, meshctl_security  # noqa: PLC0415 - both build on this module
     backup.add_subcommands(sub, common)
+    meshctl_security.add_subcommands(sub, common)
     return p
 
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    client = Client(args.server, timeout=args.timeout)
+    # An explicit --server without a context means that server as given (plaintext, the
+    # --insecure-local listener); otherwise the saved context supplies server and credentials.
+    ctx = credentials.load(args.use_context or None)
+    explicit = "--server" in (argv or sys.argv) or "-s" in (argv or sys.argv) or "MESHCTL_SERVER" in os.environ
+    if ctx is not None and explicit and not args.use_context:
+        ctx = None
+    if ctx is not None:
+        args.server = ctx.server
+    try:
+        client = Client(args.server, timeout=args.timeout, context=ctx)
+    except OSError as err:
+        print(f"error: cannot read credentials: {err}", file=sys.stderr)
+        return 1
     try:
         return args.fn(client, args)
     except CliError as err:

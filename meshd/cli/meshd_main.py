@@ -54,7 +54,29 @@ def _parser() -> argparse.ArgumentParser:
     _run_args(run)
     join = sub.add_parser("join", help="run the daemon, joining the cluster with a bootstrap token")
     _run_args(join)
+    ga = sub.add_parser("grant-admin", help="bootstrap an operator: a cluster-admin API token, written "
+                                             "straight to etcd (whoever can write etcd is cluster admin anyway)")
+    ga.add_argument("--principal", required=True)
+    ga.add_argument("--etcd", required=True, help="etcd endpoints URL[,URL...]")
+    ga.add_argument("--etcd-prefix", default="/meshd/v1/")
     return p
+
+
+def cmd_grant_admin(args) -> int:
+    import registry  # noqa: PLC0415 - only this subcommand talks to etcd directly
+    from meshd.security import Roles, Tokens  # noqa: PLC0415
+
+    store = registry.Store([e for e in args.etcd.split(",") if e], prefix=args.etcd_prefix)
+    try:
+        Roles(store).grant(args.principal, "admin", "*", granted_by="meshd grant-admin")
+        issued = Tokens(store).create_api_token(args.principal, created_by="meshd grant-admin")
+    except registry.Unavailable as err:
+        print(f"meshd grant-admin: {err}", file=sys.stderr)
+        return 1
+    finally:
+        store.close()
+    print(issued.token)
+    return 0
 
 
 def cmd_init(args) -> int:
@@ -71,6 +93,8 @@ def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     if args.command == "init":
         return cmd_init(args)
+    if args.command == "grant-admin":
+        return cmd_grant_admin(args)
     if args.command == "join" and not args.join_token:
         print("meshd join: --join-token is required", file=sys.stderr)
         return 2
