@@ -185,6 +185,11 @@ cdef int _cli_on_header(nghttp2_session *s, const nghttp2_frame *frame,
             x.resp_head.append(PyBytes_FromStringAndSize(<char *>name, namelen))
             x.resp_head.append(PyBytes_FromStringAndSize(<char *>value, valuelen))
         else:
+            if namelen == 11 and memcmp(name, b"grpc-status", 11) == 0 and 0 < valuelen < 4:
+                code = 0
+                for i in range(valuelen):
+                    code = code * 10 + (value[i] - 48)
+                x.resp_grpc = code
             if x.resp_trailers is None:
                 x.resp_trailers = []
             x.resp_trailers.append(PyBytes_FromStringAndSize(<char *>name, namelen))
@@ -409,6 +414,9 @@ cdef class ServerConn(Conn):
         self.opened_ns = self.last_active_ns = now_ns()
         sockname = transport.get_extra_info("sockname")
         self.local_port = sockname[1] if isinstance(sockname, tuple) and len(sockname) >= 2 else None
+        # Read once per connection, so the routing hook can authorize the caller's identity.
+        ssl_object = transport.get_extra_info("ssl_object")
+        self.peer_cert = ssl_object.getpeercert(True) if ssl_object is not None else None
         e.servers.add(self)
         C.downstream_conns += 1
         if e.draining:

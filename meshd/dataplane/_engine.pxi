@@ -68,9 +68,13 @@ cdef class Engine:
                  int stream_window=1 << 20, int connection_window=4 << 20,
                  int max_header_list=65536, double header_timeout=10.0, double idle_timeout=300.0,
                  double upstream_idle_timeout=60.0, int upstream_max_streams=100,
-                 int retry_buffer=65536):
+                 int retry_buffer=65536, complete=None):
         self.decide_cb = decide
         self.retry_cb = retry
+        # complete(head, target, http_status, grpc_status, reason, duration_ns): once per
+        # request when its downstream stream closes; target is None for a refusal, reason is
+        # "" when the response came from upstream. It feeds outlier detection and metrics.
+        self.complete_cb = complete
         self.loop = loop
         self.pools = {}
         self.servers = set()

@@ -157,11 +157,14 @@ cdef class Exchange:
         x.down_sid = sid
         x.head = RequestHead.new()
         x.head.local_port = down.local_port
+        x.head.peer_cert = down.peer_cert
         x.req_buf = bytearray()
         x.resp_buf = bytearray()
         x.resp_head = []
         x.replayable = True
         x.resp_grpc = -1
+        x.out_grpc = -1
+        x.out_reason = ""
         x.start_ns = now_ns()
         return x
 
@@ -336,6 +339,7 @@ cdef class Exchange:
                 return
         self.resp_started = True
         self.resp_eof = end_stream
+        self.out_status = self.resp_status
         prd.source.ptr = <void *>self
         prd.read_callback = _read_response_body
         if _submit(SUBMIT_RESPONSE, self.down.session, self.down_sid, self.resp_head,
@@ -356,6 +360,9 @@ cdef class Exchange:
             self.timer = None
         self.resp_started = True
         self.resp_eof = True
+        self.out_status = 200 if self.head.grpc else http_status
+        self.out_grpc = grpc_status if self.head.grpc else -1
+        self.out_reason = reason
         if self.head.grpc:
             flat = [b":status", b"200", b"content-type", b"application/grpc",
                     b"grpc-status", str(grpc_status).encode(),
@@ -410,6 +417,18 @@ cdef class Exchange:
 
     cdef void on_down_closed(self, uint32_t code) except *:
         """The downstream stream closed: normally, by a client reset, or with its connection."""
+        if not self.completed and self.head_done:
+            self.completed = True
+            if self.out_reason == "" and self.out_grpc < 0:
+                self.out_grpc = self.resp_grpc
+            if code != NGHTTP2_NO_ERROR and self.out_reason == "":
+                self.out_reason = "reset"
+            if self.engine.complete_cb is not None:
+                try:
+                    self.engine.complete_cb(self.head, self.target, self.out_status, self.out_grpc,
+                                            self.out_reason, now_ns() - self.start_ns)
+                except BaseException:
+                    _log.exception("completion hook failed for %r", self.head)
         self.down_closed = True
         C.active_streams -= 1
         if self.timer is not None:

@@ -77,6 +77,7 @@ cdef class RequestHead:
     cdef readonly bint grpc
     cdef readonly int attempt
     cdef readonly object local_port
+    cdef readonly object peer_cert
 
     @staticmethod
     cdef RequestHead new()
@@ -118,6 +119,11 @@ cdef class Exchange:
     cdef int64_t grpc_timeout_ns
     cdef int64_t deadline_ns
     cdef object timer
+    # what the client got, reported once to the engine's completion hook
+    cdef int out_status
+    cdef int out_grpc
+    cdef str out_reason
+    cdef bint completed
 
     @staticmethod
     cdef Exchange new(Engine engine, ServerConn down, int32_t sid)
@@ -170,6 +176,7 @@ cdef class ServerConn(Conn):
     cdef bint partial
     cdef int64_t partial_since_ns
     cdef object local_port
+    cdef object peer_cert     # the TLS client's certificate (DER), None without TLS
 
     cdef void start_drain(self, bint final) except *
 
@@ -204,6 +211,7 @@ cdef class Engine:
     cdef object loop
     cdef object decide_cb
     cdef object retry_cb
+    cdef object complete_cb
     cdef dict pools
     cdef set servers
     cdef list dirty         # connections with frames to send, flushed once per loop callback

@@ -48,6 +48,7 @@ class RequestHead:
     grpc: bool
     attempt: int
     local_port: Optional[int]
+    peer_cert: Optional[bytes]  # the TLS client's certificate (DER) on a TLS listener
 
 Decide = Callable[[RequestHead], Union[Target, Refusal]]
 Retry = Callable[[RequestHead, Failure], Union[Target, Refusal, None]]
@@ -63,7 +64,8 @@ class Engine:
                  stream_window: int = ..., connection_window: int = ..., max_header_list: int = ...,
                  header_timeout: float = ..., idle_timeout: float = ...,
                  upstream_idle_timeout: float = ..., upstream_max_streams: int = ...,
-                 retry_buffer: int = ...) -> None: ...
+                 retry_buffer: int = ...,
+                 complete: Optional[Callable[[RequestHead, Optional[Target], int, int, str, int], None]] = ...) -> None: ...
     def protocol_factory(self) -> asyncio.Protocol: ...
     async def listen(self, host: str = ..., port: int = ..., ssl: Optional[ssl.SSLContext] = ...,
                      **kwargs: Any) -> asyncio.Server: ...
