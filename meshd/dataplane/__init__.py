@@ -21,5 +21,7 @@ from meshd.dataplane._h2 import (
     Target,
     counters,
 )
+from meshd.dataplane.tcp import ConnectionHead, TcpEngine, TcpTarget
 
-__all__ = ["Engine", "FAILURE_RESPONSES", "Failure", "Refusal", "RequestHead", "Target", "counters"]
+__all__ = ["ConnectionHead", "Engine", "FAILURE_RESPONSES", "Failure", "Refusal", "RequestHead",
+           "Target", "TcpEngine", "TcpTarget", "counters"]

@@ -1,0 +1,284 @@
+"""Pieces the HTTP/1.1 and TCP relays share: hook values, TLS over memory BIOs, pooled sessions.
+
+The routing-hook contract is the HTTP/2 engine's (meshd.dataplane._h2): decide(head) returns a
+Target or a Refusal, retry(head, failure) returns a Target, a Refusal or None. The h2 engine's
+RequestHead and Failure are built in C and cannot be made from Python, so this module has
+look-alikes with the same attributes; Target, Refusal and FAILURE_RESPONSES are the h2 ones.
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+import ssl as _ssl
+
+from meshd.dataplane._h2 import FAILURE_RESPONSES, Refusal, Target
+
+_log = logging.getLogger("meshd.dataplane")
+
+__all__ = ["FAILURE_RESPONSES", "Failure", "Refusal", "Target", "TargetRewrite", "TlsUpstream",
+           "open_upstream", "rewrite_of"]
+
+
+class Failure:
+    """Why an attempt failed, as handed to the retry hook (same attributes as the h2 Failure).
+
+    kind: "connect_error", "reset", "timeout" or "status"; http_status: the response status
+    that matched Target.retry_statuses (kind "status"), else 0; grpc_status: -1 (HTTP/1.1
+    carries no gRPC); error_code: 0; target: the attempt's Target.
+    """
+
+    __slots__ = ("kind", "http_status", "grpc_status", "error_code", "target")
+
+    def __init__(self, kind: str, target: Target, http_status: int = 0):
+        self.kind = kind
+        self.target = target
+        self.http_status = http_status
+        self.grpc_status = -1
+        self.error_code = 0
+
+    def __repr__(self):
+        return f"Failure({self.kind!r}, http={self.http_status})"
+
+
+# --- Target's header rewrite -------------------------------------------------------------
+# Target keeps its (name, value) rewrite list in C fields that Python cannot read; the only
+# Python-visible copy is Cython's pickle state, a tuple of the fields in name order. It is
+# read once per Target and checked against a probe at import, so a change of the layout
+# fails loudly here rather than silently dropping rewrites.
+# TODO(lead): a readonly `headers` property on Target would make this unnecessary.
+
+
+class TargetRewrite:
+    """What a Target changes on the way: authority (bytes or None) and header (name, value) pairs."""
+
+    __slots__ = ("authority", "pairs", "names")
+
+    def __init__(self, authority, flat):
+        self.authority = authority
+        self.pairs = [(flat[i], flat[i + 1]) for i in range(0, len(flat), 2)]
+        self.names = frozenset(n for n, _ in self.pairs)
+
+
+_EMPTY = TargetRewrite(None, [])
+_rewrites: dict[int, tuple[Target, TargetRewrite]] = {}
+
+
+def _state_rewrite(t: Target) -> TargetRewrite:
+    state = t.__reduce_cython__()[2]
+    authority, flat = state[0], state[1]
+    if not flat and authority is None:
+        return _EMPTY
+    return TargetRewrite(authority, flat)
+
+
+def rewrite_of(t: Target) -> TargetRewrite:
+    """The Target's header rewrite, cached per Target object (Targets are immutable and reused)."""
+    hit = _rewrites.get(id(t))
+    if hit is not None and hit[0] is t:
+        return hit[1]
+    rw = _state_rewrite(t)
+    if len(_rewrites) >= 4096:
+        _rewrites.clear()
+    _rewrites[id(t)] = (t, rw)     # holding t keeps its id from being reused while cached
+    return rw
+
+
+def _check_layout():
+    probe = _state_rewrite(Target("probe", 1, headers=[("X-Probe", "v"), (":authority", "a")]))
+    if probe.authority != b"a" or probe.pairs != [(b"x-probe", b"v")]:
+        raise ImportError("meshd.dataplane._h2.Target changed its field layout; update _relay.rewrite_of")
+
+
+_check_layout()
+
+
+# --- TLS to upstreams with session resumption -------------------------------------------
+
+
+class TlsUpstream(asyncio.Protocol):
+    """Client TLS through memory BIOs, so the pool's saved SSLSession can be offered again.
+
+    loop.create_connection(ssl=...) and loop.start_tls take no session, so this sits between
+    the raw transport and the relay's protocol (app) and presents itself as app's transport.
+    `ready` resolves once the handshake finished (app.connection_made has run) or fails.
+    """
+
+    def __init__(self, ctx: _ssl.SSLContext, server_hostname, session, app, stats, sessions):
+        self.inc = _ssl.MemoryBIO()
+        self.out = _ssl.MemoryBIO()
+        self.sslobj = ctx.wrap_bio(self.inc, self.out, server_side=False,
+                                   server_hostname=server_hostname, session=session)
+        self.app = app
+        self.stats = stats          # dict with tls_full_handshakes / tls_resumed_handshakes
+        self.sessions = sessions    # object whose .tls_session receives new sessions
+        self.transport = None
+        self.ready = asyncio.get_running_loop().create_future()
+        self.up = False
+        self.closed = False
+        self._extra = {}
+
+    # -- raw side
+    def connection_made(self, transport):
+        self.transport = transport
+        self._handshake()
+
+    def _handshake(self):
+        try:
+            self.sslobj.do_handshake()
+        except _ssl.SSLWantReadError:
+            self._flush()
+            return
+        except (_ssl.SSLError, _ssl.CertificateError) as exc:
+            self._flush()
+            self.transport.close()
+            if not self.ready.done():
+                self.ready.set_exception(exc)
+            return
+        self._flush()
+        self.up = True
+        self.stats["tls_resumed_handshakes" if self.sslobj.session_reused else "tls_full_handshakes"] += 1
+        self._save_session()
+        self._extra = {"ssl_object": self.sslobj, "peername": self.transport.get_extra_info("peername"),
+                       "sockname": self.transport.get_extra_info("sockname")}
+        self.app.connection_made(self)
+        if not self.ready.done():
+            self.ready.set_result(self.app)
+
+    def _save_session(self):
+        # TLS 1.3 tickets arrive after the handshake, so look again after reads.
+        s = self.sslobj.session
+        if s is not None and (s.has_ticket or self.sslobj.version() != "TLSv1.3"):
+            self.sessions.tls_session = s
+
+    def data_received(self, data):
+        self.inc.write(data)
+        if not self.up:
+            self._handshake()
+            if not self.up:
+                return
+        eof = False
+        while not self.closed:
+            try:
+                chunk = self.sslobj.read(262144)
+            except _ssl.SSLWantReadError:
+                break
+            except _ssl.SSLZeroReturnError:
+                eof = True
+                break
+            except _ssl.SSLError:
+                self.transport.close()
+                return
+            if not chunk:
+                eof = True
+                break
+            self.app.data_received(chunk)
+        self._flush()
+        if self.sessions.tls_session is None or not self.sslobj.session_reused:
+            self._save_session()
+        if eof and not self.closed:
+            if not self.app.eof_received():
+                self.close()
+
+    def eof_received(self):
+        if not self.up:
+            return False
+        return bool(self.app.eof_received())
+
+    def connection_lost(self, exc):
+        self.closed = True
+        if not self.up:
+            if not self.ready.done():
+                self.ready.set_exception(exc or ConnectionResetError("closed during TLS handshake"))
+            return
+        self.app.connection_lost(exc)
+
+    def pause_writing(self):
+        self.app.pause_writing()
+
+    def resume_writing(self):
+        self.app.resume_writing()
+
+    def _flush(self):
+        if self.out.pending and self.transport is not None:
+            self.transport.write(self.out.read())
+
+    # -- the transport the app sees
+    def write(self, data):
+        if self.closed:
+            return
+        try:
+            self.sslobj.write(data)
+        except _ssl.SSLError:
+            self.transport.close()
+            return
+        self._flush()
+
+    def writelines(self, parts):
+        self.write(b"".join(parts))
+
+    def can_write_eof(self):
+        return True
+
+    def write_eof(self):
+        # close_notify, then TCP FIN; TLS 1.3 lets the peer keep sending (RFC 8446 §6.1).
+        try:
+            self.sslobj.unwrap()
+        except _ssl.SSLError:
+            pass
+        self._flush()
+        if self.transport.can_write_eof():
+            self.transport.write_eof()
+
+    def pause_reading(self):
+        self.transport.pause_reading()
+
+    def resume_reading(self):
+        self.transport.resume_reading()
+
+    def is_reading(self):
+        return self.transport.is_reading()
+
+    def get_write_buffer_size(self):
+        return self.transport.get_write_buffer_size()
+
+    def set_write_buffer_limits(self, high=None, low=None):
+        self.transport.set_write_buffer_limits(high, low)
+
+    def get_extra_info(self, name, default=None):
+        return self._extra.get(name, default)
+
+    def is_closing(self):
+        return self.closed or self.transport.is_closing()
+
+    def close(self):
+        self.closed = True
+        self.transport.close()
+
+    def abort(self):
+        self.closed = True
+        self.transport.abort()
+
+
+async def open_upstream(loop, target: Target, app, stats, sessions, timeout: float):
+    """Connect app (an asyncio.Protocol) to target, through TLS with resumption when target.ssl.
+
+    sessions: the pool object holding .tls_session. Raises OSError / ssl.SSLError /
+    asyncio.TimeoutError on failure; stats["upstream_conns_opened"] counts successes.
+    """
+    async def connect():
+        if target.ssl is None:
+            await loop.create_connection(lambda: app, target.host, target.port)
+            return
+        tls = TlsUpstream(target.ssl, target.server_hostname, sessions.tls_session, app, stats, sessions)
+        transport, _ = await loop.create_connection(lambda: tls, target.host, target.port)
+        try:
+            await tls.ready
+        except BaseException:
+            transport.abort()
+            raise
+
+    if timeout > 0:
+        await asyncio.wait_for(connect(), timeout)
+    else:
+        await connect()
+    stats["upstream_conns_opened"] += 1

@@ -1,0 +1,335 @@
+"""The TCP relay: one routing decision per accepted connection, then a byte-exact, half-close-aware pipe.
+
+    engine = TcpEngine(decide, retry=None)
+    server = await engine.listen("127.0.0.1", 15010, ssl=None)
+
+    decide(head: ConnectionHead) -> Target | TcpTarget | Refusal   # once per connection
+    retry(head, failure: Failure) -> Target | Refusal | None          # on connect failure
+
+A Refusal closes the connection. A Target connects (TLS with session resumption when
+Target.ssl is set); TcpTarget adds `preamble`, bytes written upstream before anything else
+(the mesh's ingress learns the destination from it).
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+
+from meshd.dataplane._relay import Failure, Refusal, Target, open_upstream
+
+_log = logging.getLogger("meshd.dataplane.tcp")
+
+_C = dict.fromkeys((
+    "connections", "active", "refused", "bytes_in", "bytes_out", "upstream_conns_opened",
+    "upstream_connect_errors", "tls_full_handshakes", "tls_resumed_handshakes", "retries",
+    "idle_closed", "half_closes",
+), 0)
+
+
+def counters() -> dict:
+    """A snapshot of the TCP relay's counters (all engines in this process)."""
+    return dict(_C)
+
+
+class TcpTarget:
+    """A Target plus `preamble`, bytes sent upstream first; anything else is read from target."""
+
+    __slots__ = ("target", "preamble")
+
+    def __init__(self, target: Target, preamble: bytes = b""):
+        self.target = target
+        self.preamble = bytes(preamble)
+
+    def __repr__(self):
+        return f"TcpTarget({self.target!r}, preamble={len(self.preamble)}B)"
+
+
+class ConnectionHead:
+    """The accepted connection as the routing hook sees it."""
+
+    __slots__ = ("local_port", "peer", "attempt", "sni")
+
+    def __init__(self, local_port, peer, sni):
+        self.local_port = local_port
+        self.peer = peer            # (host, port) of the client
+        self.attempt = 0
+        self.sni = sni              # server name the client sent, when the listener is TLS
+
+    def __repr__(self):
+        return f"ConnectionHead(local_port={self.local_port}, peer={self.peer})"
+
+
+class _Pool:
+    """Per upstream key: only the TLS session to resume (TCP connections are not reused)."""
+
+    __slots__ = ("tls_session",)
+
+    def __init__(self):
+        self.tls_session = None
+
+
+class _Up(asyncio.Protocol):
+    """The upstream half of one relayed connection."""
+
+    __slots__ = ("down", "transport", "eof")
+
+    def __init__(self, down: "_Down"):
+        self.down = down
+        self.transport = None
+        self.eof = False
+
+    def connection_made(self, transport):
+        self.transport = transport
+
+    def data_received(self, data):
+        d = self.down
+        d.last = d.engine.loop.time()
+        _C["bytes_in"] += len(data)
+        d.transport.write(data)
+
+    def eof_received(self):
+        self.eof = True
+        return self.down.peer_eof(self)
+
+    def connection_lost(self, exc):
+        self.down.lost(self, exc)
+
+    def pause_writing(self):
+        self.down.transport.pause_reading()
+
+    def resume_writing(self):
+        if not self.down.eof and not self.down.closed:
+            self.down.transport.resume_reading()
+
+
+class _Down(asyncio.Protocol):
+    """The downstream half: decides, connects (retrying through the hook), then relays."""
+
+    def __init__(self, engine: "TcpEngine"):
+        self.engine = engine
+        self.transport = None
+        self.up: _Up | None = None
+        self.eof = False
+        self.closed = False
+        self.task = None
+        self.last = 0.0
+        self.early = []         # bytes that arrived before the upstream was connected
+
+    # -- downstream events
+    def connection_made(self, transport):
+        e = self.engine
+        self.transport = transport
+        self.last = e.loop.time()
+        transport.set_write_buffer_limits(e.high_water)
+        _C["connections"] += 1
+        _C["active"] += 1
+        e.conns.add(self)
+        if e.draining:
+            transport.close()
+            return
+        # Read nothing until the upstream is connected (uvloop may still deliver one read,
+        # which data_received keeps in self.early).
+        transport.pause_reading()
+        sock = transport.get_extra_info("sockname")
+        sslobj = transport.get_extra_info("ssl_object")
+        self.head = ConnectionHead(sock[1] if sock else None, transport.get_extra_info("peername"),
+                                   sslobj.server_hostname if sslobj is not None else None)
+        self.task = e.loop.create_task(self._route(e.call_decide(self.head)))
+
+    async def _route(self, r):
+        e = self.engine
+        while True:
+            if not isinstance(r, (Target, TcpTarget)):
+                if not isinstance(r, Refusal):
+                    _log.error("tcp routing hook returned %r", r)
+                _C["refused"] += 1
+                self.transport.close()
+                return
+            t, preamble = (r.target, r.preamble) if isinstance(r, TcpTarget) else (r, b"")
+            up = _Up(self)
+            try:
+                await open_upstream(e.loop, t, up, _C, e.pool_for(t), e.connect_timeout)
+            except (OSError, asyncio.TimeoutError, ValueError) as exc:
+                _C["upstream_connect_errors"] += 1
+                if self.closed:
+                    return
+                _log.debug("tcp connect to %r failed: %r", t, exc)
+                r = e.call_retry(self.head, Failure("connect_error", t))
+                if r is None:
+                    self.transport.close()
+                    return
+                self.head.attempt += 1
+                if isinstance(r, (Target, TcpTarget)):
+                    _C["retries"] += 1
+                continue
+            break
+        if self.closed:
+            up.transport.close()
+            return
+        self.up = up
+        up.transport.set_write_buffer_limits(e.high_water)
+        if preamble:
+            up.transport.write(preamble)
+        if self.early:
+            up.transport.write(b"".join(self.early))
+            self.early = None
+        if self.eof:
+            self.peer_eof(self)
+            return
+        self.last = e.loop.time()
+        self.transport.resume_reading()
+
+    def data_received(self, data):
+        self.last = self.engine.loop.time()
+        _C["bytes_out"] += len(data)
+        if self.up is None:
+            self.early.append(data)
+            self.transport.pause_reading()
+            return
+        self.up.transport.write(data)
+
+    def eof_received(self):
+        self.eof = True
+        if self.up is None:
+            return True         # passed on once the upstream is connected
+        return self.peer_eof(self)
+
+    def pause_writing(self):
+        if self.up is not None:
+            self.up.transport.pause_reading()
+
+    def resume_writing(self):
+        if self.up is not None and not self.up.eof and not self.closed:
+            self.up.transport.resume_reading()
+
+    def connection_lost(self, exc):
+        self.lost(self, exc)
+
+    # -- both halves
+    def peer_eof(self, side) -> bool:
+        """One side sent FIN: pass it on with write_eof and keep the other direction open."""
+        _C["half_closes"] += 1
+        other = self.up.transport if side is self else self.transport
+        if self.eof and self.up.eof:
+            self._close()
+            return False
+        if other.can_write_eof():
+            other.write_eof()
+            return True         # keep our read side half-closed, still write the other way
+        self._close()           # a TLS listener cannot half-close: end both
+        return False
+
+    def lost(self, side, exc):
+        # One side is gone (FIN both ways, reset, or close): close the other after its flush.
+        self._close()
+
+    def _close(self):
+        if self.closed:
+            return
+        self.closed = True
+        _C["active"] -= 1
+        self.engine.conns.discard(self)
+        self.transport.close()
+        if self.up is not None and self.up.transport is not None:
+            self.up.transport.close()
+        if self.task is not None and not self.task.done():
+            self.task.cancel()
+
+
+class TcpEngine:
+    """The TCP relay. Options: idle_timeout (seconds without a byte either way, 0 = none),
+    connect_timeout per attempt, high_water (write-buffer bytes before the other side's
+    reading pauses)."""
+
+    def __init__(self, decide, retry=None, *, loop=None, idle_timeout: float = 300.0,
+                 connect_timeout: float = 5.0, high_water: int = 256 * 1024):
+        self.decide = decide
+        self.retry = retry
+        self.loop = loop
+        self.idle_timeout = idle_timeout
+        self.connect_timeout = connect_timeout
+        self.high_water = high_water
+        self.conns: set[_Down] = set()
+        self.pools: dict[tuple, _Pool] = {}
+        self.listeners = []
+        self.sweeper = None
+        self.draining = False
+
+    def call_decide(self, head):
+        try:
+            return self.decide(head)
+        except Exception:
+            _log.exception("tcp decide failed for %r", head)
+            return None
+
+    def call_retry(self, head, failure):
+        if self.retry is None:
+            return None
+        try:
+            return self.retry(head, failure)
+        except Exception:
+            _log.exception("tcp retry hook failed for %r", head)
+            return None
+
+    def pool_for(self, t: Target) -> _Pool:
+        p = self.pools.get(t.key)
+        if p is None:
+            p = self.pools[t.key] = _Pool()
+        return p
+
+    def has_tls_session(self, t: Target) -> bool:
+        p = self.pools.get(t.key)
+        return p is not None and p.tls_session is not None
+
+    def protocol_factory(self):
+        """A protocol for loop.create_server(engine.protocol_factory, ...)."""
+        if self.loop is None:
+            self.loop = asyncio.get_running_loop()
+        if self.sweeper is None and self.idle_timeout > 0:
+            self._sweep()
+        return _Down(self)
+
+    async def listen(self, host="127.0.0.1", port=0, ssl=None, **kwargs):
+        """Start a TCP listener (TLS-terminating when ssl is an SSLContext); returns the Server."""
+        if self.loop is None:
+            self.loop = asyncio.get_running_loop()
+        server = await self.loop.create_server(self.protocol_factory, host, port, ssl=ssl, **kwargs)
+        self.listeners.append(server)
+        return server
+
+    def _sweep(self):
+        period = max(0.05, min(1.0, self.idle_timeout / 4))
+        self.sweeper = self.loop.call_later(period, self._sweep)
+        cut = self.loop.time() - self.idle_timeout
+        for d in [d for d in self.conns if d.last < cut]:
+            _C["idle_closed"] += 1
+            d._close()
+
+    async def drain(self, grace: float = 5.0) -> int:
+        """Stop accepting; wait up to grace seconds for open connections to end, then cut them.
+
+        Returns how many were still open when the grace ran out."""
+        self.draining = True
+        for s in self.listeners:
+            s.close()
+        end = self.loop.time() + grace
+        while self.conns and self.loop.time() < end:
+            await asyncio.sleep(0.02)
+        left = len(self.conns)
+        for d in list(self.conns):
+            d._close()
+        return left
+
+    def close(self):
+        """Close listeners and every connection now."""
+        self.draining = True
+        if self.sweeper is not None:
+            self.sweeper.cancel()
+            self.sweeper = None
+        for s in self.listeners:
+            s.close()
+        for d in list(self.conns):
+            d._close()
+
+
+__all__ = ["ConnectionHead", "TcpEngine", "TcpTarget", "counters"]
