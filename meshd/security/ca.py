@@ -264,6 +264,8 @@ class MeshCA:
             raise InvalidIdentity(identity, f"{sid.kind} identities are signed by the cluster CA ({CLUSTER!r})")
         if (dns_names or ip_addresses) and sid.kind != spiffe.HOST:
             raise InvalidIdentity(identity, "only host identities carry DNS names or IP addresses")
+        if sid.kind == spiffe.WORKLOAD:
+            dns_names = (spiffe.workload_dns_name(sid.trust_domain, sid.mesh, sid.node),)
         try:
             extra = tuple([x509.DNSName(n) for n in dns_names] +
                           [x509.IPAddress(ipaddress.ip_address(a)) for a in ip_addresses])

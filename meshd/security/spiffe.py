@@ -64,6 +64,16 @@ def workload_id(trust_domain: str, mesh: str, node: str) -> SpiffeId:
     return s
 
 
+def workload_dns_name(trust_domain: str, mesh: str, node: str) -> str:
+    """The DNS name a workload certificate also carries: `<node>.<mesh>.mesh.<trust-domain>`.
+
+    Python's ssl cannot check a URI SAN during the handshake, but OpenSSL checks a DNS name
+    against `server_hostname`; a meshd client sets that to the target node's name, so the
+    target's identity is verified inside the handshake itself.
+    """
+    return f"{node}.{mesh}.mesh.{trust_domain}".lower()
+
+
 def host_id(trust_domain: str, host: str) -> SpiffeId:
     """The identity of the meshd host `host`."""
     s = SpiffeId(check_trust_domain(trust_domain), HOST, name=host)

@@ -46,7 +46,8 @@ def test_issued_certificate_verifies_and_carries_identity_and_lifetime(mesh_ca):
     got = mesh_ca.sign_csr("m1", csr, WEB, now=now)
     leaf = x509.load_pem_x509_certificate(got.cert_pem)
     verified = verify(got.bundle_pem, got.chain_pem, now)
-    assert [str(s.value) for s in verified.subjects] == [WEB]
+    # The SPIFFE ID, plus the DNS name the handshake checks (spiffe.workload_dns_name).
+    assert [str(s.value) for s in verified.subjects] == [WEB, "web.m1.mesh.meshd.local"]
     assert C.uri_sans(leaf) == [WEB]
     # 24 h by default, from now (notBefore is backdated for clock skew, not the expiry).
     assert leaf.not_valid_after_utc == (now + timedelta(hours=24)).replace(microsecond=0)
