@@ -55,19 +55,23 @@ cdef class Target:
     offer ALPN "h2"), or None for h2c. server_hostname: SNI and certificate name (defaults to
     host). headers: (name, value) pairs to add or replace upstream; ":authority" rewrites
     the authority. timeout: per-request timeout in seconds (0 = none; a smaller grpc-timeout
-    wins). retry_statuses / retry_grpc: HTTP statuses / gRPC codes (the latter only visible
+    wins). try_timeout: per-attempt timeout in seconds until the response starts; when it
+    fires the attempt fails with kind "timeout" and the retry hook may send another.
+    retry_statuses / retry_grpc: HTTP statuses / gRPC codes (the latter only visible
     in trailers-only responses) that make the engine ask the retry hook. context: opaque,
     handed back in Failure.target.context. Targets are immutable and meant to be reused:
     the pool key is computed once here.
     """
 
     def __init__(self, str host, int port, ssl=None, str server_hostname=None, headers=(),
-                 double timeout=0.0, retry_statuses=None, retry_grpc=None, context=None):
+                 double timeout=0.0, retry_statuses=None, retry_grpc=None, context=None,
+                 double try_timeout=0.0):
         self.host = host
         self.port = port
         self.ssl = ssl
         self.server_hostname = server_hostname if server_hostname is not None else (host if ssl is not None else None)
         self.timeout = timeout
+        self.try_timeout = try_timeout
         self.retry_statuses = frozenset(retry_statuses) if retry_statuses else None
         self.retry_grpc = frozenset(retry_grpc) if retry_grpc else None
         self.context = context

@@ -204,7 +204,26 @@ cdef class Exchange:
     cdef void start_attempt(self) except *:
         if self.down_closed:
             return
+        self.cancel_try_timer()
+        if self.target.try_timeout > 0:
+            self.try_timer = self.engine.loop.call_later(self.target.try_timeout, self._on_try_timeout)
         self.engine.pool_for(self.target).acquire(self)
+
+    cdef void cancel_try_timer(self) except *:
+        if self.try_timer is not None:
+            self.try_timer.cancel()
+            self.try_timer = None
+
+    def _on_try_timeout(self):
+        # The attempt took longer than its per-try timeout before any response: cut it and
+        # let the retry hook decide (Envoy's per_try_timeout, App Mesh perRetryTimeout).
+        self.try_timer = None
+        if self.down_closed or self.resp_started:
+            return
+        C.timeouts += 1
+        self.abandon_up(NGHTTP2_CANCEL)
+        self.attempt_failed(Failure.new("timeout", self.target, 0, 0, -1))
+        _flush_dirty(self.engine)
 
     cdef void submit_upstream(self, ClientConn c) except *:
         """Open the upstream stream on a ready connection: headers now, body as it arrives."""
@@ -340,6 +359,7 @@ cdef class Exchange:
         self.resp_started = True
         self.resp_eof = end_stream
         self.out_status = self.resp_status
+        self.cancel_try_timer()
         prd.source.ptr = <void *>self
         prd.read_callback = _read_response_body
         if _submit(SUBMIT_RESPONSE, self.down.session, self.down_sid, self.resp_head,
@@ -358,6 +378,7 @@ cdef class Exchange:
         if self.timer is not None:
             self.timer.cancel()
             self.timer = None
+        self.cancel_try_timer()
         self.resp_started = True
         self.resp_eof = True
         self.out_status = 200 if self.head.grpc else http_status
@@ -431,6 +452,7 @@ cdef class Exchange:
                     _log.exception("completion hook failed for %r", self.head)
         self.down_closed = True
         C.active_streams -= 1
+        self.cancel_try_timer()
         if self.timer is not None:
             self.timer.cancel()
             self.timer = None

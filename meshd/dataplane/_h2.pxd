@@ -36,6 +36,7 @@ cdef class Target:
     cdef readonly object ssl
     cdef readonly str server_hostname
     cdef readonly double timeout
+    cdef readonly double try_timeout
     cdef readonly frozenset retry_statuses
     cdef readonly frozenset retry_grpc
     cdef readonly object context
@@ -119,6 +120,7 @@ cdef class Exchange:
     cdef int64_t grpc_timeout_ns
     cdef int64_t deadline_ns
     cdef object timer
+    cdef object try_timer
     # what the client got, reported once to the engine's completion hook
     cdef int out_status
     cdef int out_grpc
@@ -129,6 +131,7 @@ cdef class Exchange:
     cdef Exchange new(Engine engine, ServerConn down, int32_t sid)
     cdef void routed(self, object answer) except *
     cdef void start_attempt(self) except *
+    cdef void cancel_try_timer(self) except *
     cdef void submit_upstream(self, ClientConn c) except *
     cdef void abandon_up(self, uint32_t code) except *
     cdef void attempt_failed(self, Failure f) except *

@@ -13,6 +13,7 @@ class Target:
     ssl: Optional[ssl.SSLContext]
     server_hostname: Optional[str]
     timeout: float
+    try_timeout: float
     retry_statuses: Optional[frozenset[int]]
     retry_grpc: Optional[frozenset[int]]
     context: Any
@@ -21,7 +22,8 @@ class Target:
                  server_hostname: Optional[str] = ...,
                  headers: Iterable[tuple[Union[str, bytes], Union[str, bytes]]] = ...,
                  timeout: float = ..., retry_statuses: Optional[Iterable[int]] = ...,
-                 retry_grpc: Optional[Iterable[int]] = ..., context: Any = ...) -> None: ...
+                 retry_grpc: Optional[Iterable[int]] = ..., context: Any = ...,
+                 try_timeout: float = ...) -> None: ...
 
 class Refusal:
     http_status: int
