@@ -244,8 +244,9 @@ def nghttpd(tmp_path):
     ("interval_ms", 0), ("timeout_ms", -1), ("healthy_threshold", 0), ("unhealthy_threshold", 1.5),
 ])
 def test_check_spec_names_the_bad_field(field, value):
+    values = {"protocol": "http", field: value}
     with pytest.raises(InvalidCheckSpec) as err:
-        spec(**{field: value}) if field != "protocol" else spec(value)
+        spec(values.pop("protocol"), **values)
     assert (err.value.field, err.value.value) == (field, value)
 
 
