@@ -9,6 +9,11 @@ namespace to that bridge at the subnet's last usable address, which is how the o
 (and the test suite) reach the hosts' admin APIs. Every host runs its own etcd member (the
 first ETCD_MEMBERS hosts form one static cluster) and its own `meshd run`.
 
+The admin API is authenticated: `up` creates a cluster key (`meshd init`) that every host
+signs its own certificate with, and an operator API token (`meshd grant-admin`); it writes
+a meshctl config with one context per host (`<state>/meshctl.yaml`, token listener, trust
+bundle), so `MESHCTL_CONFIG=<state>/meshctl.yaml meshctl --context h2 get meshes` works.
+
 Only the standard library is used, so the script starts fast and needs nothing beyond
 iproute2, etcd and meshd. Processes are started detached and remembered by pid files; they
 are signalled only by pid, and only after checking that the pid still runs a command line
@@ -21,7 +26,8 @@ Configuration (environment):
   MESHD_NETNS_STATE       state directory (default /tmp/meshd-netns-<prefix>)
   MESHD_NETNS_LEASE_TTL   meshd --lease-ttl (default 10)
   MESHD_NETNS_ETCD_MEMBERS  how many hosts run an etcd member (default 3, at most N)
-  MESHD_NETNS_ADMIN_PORT  admin API port on every host (default 7000)
+  MESHD_NETNS_ADMIN_PORT  admin API port on every host, mTLS (default 7000); the bearer-token
+                          listener is on the next port (7001)
   MESHD_NETNS_MESHD       the meshd command (default "<this python> -m meshd.cli.meshd_main")
   MESHD_NETNS_MESHD_ARGS, MESHD_NETNS_ETCD_ARGS  extra arguments, split like a shell would
   MESHD_ETCD_BIN          the etcd binary (default: PATH, then /usr/bin/etcd)
@@ -112,6 +118,25 @@ class Config:
 
     def admin(self, h: Host) -> str:
         return f"{h.ip}:{self.admin_port}"
+
+    def token_admin(self, h: Host) -> str:
+        return f"{h.ip}:{self.admin_port + 1}"
+
+    @property
+    def cluster_key(self) -> Path:
+        return Path(self.state) / "cluster.key"
+
+    @property
+    def operator_token(self) -> Path:
+        return Path(self.state) / "operator.token"
+
+    @property
+    def bundle(self) -> Path:
+        return Path(self.state) / "bundle.pem"
+
+    @property
+    def meshctl_config(self) -> Path:
+        return Path(self.state) / "meshctl.yaml"
 
 
 def _default_etcd() -> str:
@@ -266,7 +291,8 @@ def etcd_argv(cfg: Config, h: Host) -> list[str]:
 def meshd_argv(cfg: Config, h: Host) -> list[str]:
     return [
         *cfg.meshd_cmd, "run", "--etcd", ",".join(cfg.etcd_endpoints(first=h)),
-        "--admin", cfg.admin(h), "--host-name", h.name,
+        "--admin", cfg.admin(h), "--admin-token", cfg.token_admin(h), "--host-name", h.name,
+        "--cluster-key", str(cfg.cluster_key),
         "--state-dir", _marker(cfg, h, "meshd"), "--lease-ttl", str(cfg.lease_ttl),
         *cfg.meshd_args,
     ]
@@ -344,7 +370,9 @@ def start(cfg: Config, h: Host, what: str, wait: float = 30.0) -> int:
         cfg.host_dir(h).mkdir(parents=True, exist_ok=True)
         pid = _spawn(cfg, h, what, etcd_argv(cfg, h) if what == "etcd" else meshd_argv(cfg, h))
     if wait:
-        alive = lambda: running_pid(cfg, h, what) is not None  # noqa: E731
+        # Our own child's pid, not running_pid(): until it has exec'd, its command line is
+        # still this script's and would not name the state directory.
+        alive = lambda: _alive(pid)  # noqa: E731
         # An etcd member counts as started once it accepts clients: it cannot be healthy
         # before a quorum is up, which is the caller's to wait for (after a full outage).
         port = ETCD_CLIENT_PORT if what == "etcd" else cfg.admin_port
@@ -433,28 +461,60 @@ def up(cfg: Config, n: int, *, meshd: bool = True, timeout: float = 60.0) -> Con
     cfg.hosts = [Host(f"h{i}", f"{cfg.prefix}-h{i}", str(net[i]), i <= members) for i in range(1, n + 1)]
     state = Path(cfg.state)
     state.mkdir(parents=True, exist_ok=True)
+    for h in cfg.hosts:
+        # A new cluster: etcd data left by an earlier one would name other members.
+        shutil.rmtree(cfg.host_dir(h), ignore_errors=True)
+    for old in (cfg.cluster_key, cfg.operator_token, cfg.bundle, cfg.meshctl_config):
+        old.unlink(missing_ok=True)
     try:
         build_network(cfg)
         saved = {k: v for k, v in asdict(cfg).items() if k != "state"}
         (state / "cluster.json").write_text(json.dumps(saved, indent=2) + "\n")
         deadline = time.monotonic() + timeout
-        for h in cfg.hosts:
-            if h.etcd:
-                start(cfg, h, "etcd", wait=0)
+        _meshd_tool(cfg, "init", "--cluster-key", str(cfg.cluster_key))
+        etcds = {h.name: start(cfg, h, "etcd", wait=0) for h in cfg.hosts if h.etcd}
         for h in cfg.hosts:
             if h.etcd:
                 _wait(f"etcd on {h.name}", lambda h=h: etcd_healthy(h), max(1.0, deadline - time.monotonic()),
-                      cfg.host_dir(h) / "etcd.log", lambda h=h: running_pid(cfg, h, "etcd") is not None)
+                      cfg.host_dir(h) / "etcd.log", lambda h=h: _alive(etcds[h.name]))
         if meshd:
-            for h in cfg.hosts:
-                start(cfg, h, "meshd", wait=0)
+            meshds = {h.name: start(cfg, h, "meshd", wait=0) for h in cfg.hosts}
             for h in cfg.hosts:
                 _wait(f"meshd on {h.name}", lambda h=h: admin_listening(cfg, h), max(1.0, deadline - time.monotonic()),
-                      cfg.host_dir(h) / "meshd.log", lambda h=h: running_pid(cfg, h, "meshd") is not None)
+                      cfg.host_dir(h) / "meshd.log", lambda h=h: _alive(meshds[h.name]))
+            write_credentials(cfg)
     except BaseException:
         down(cfg)
         raise
     return cfg
+
+
+def _meshd_tool(cfg: Config, *args: str) -> str:
+    """Run a one-shot meshd subcommand in the root namespace (it reaches etcd over the up link)."""
+    proc = subprocess.run([*cfg.meshd_cmd, *args], capture_output=True, text=True, timeout=60)
+    if proc.returncode != 0:
+        raise ClusterError(f"meshd {args[0]} failed: {proc.stderr.strip() or proc.stdout.strip()}")
+    return proc.stdout.strip()
+
+
+def write_credentials(cfg: Config) -> None:
+    """An operator token (cluster admin), the trust bundle, and a meshctl config with one
+    context per host on its token listener."""
+    if not cfg.operator_token.exists():
+        token = _meshd_tool(cfg, "grant-admin", "--principal", f"{cfg.prefix}-operator",
+                            "--etcd", ",".join(cfg.etcd_endpoints())).splitlines()[-1]
+        fd = os.open(cfg.operator_token, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as f:
+            f.write(token + "\n")
+    token = cfg.operator_token.read_text().strip()
+    bundle = cfg.host_dir(cfg.hosts[0]) / "meshd" / "identity" / "bundle.pem"
+    shutil.copyfile(bundle, cfg.bundle)
+    lines = [f"current: {cfg.hosts[0].name}", "contexts:"]
+    for h in cfg.hosts:
+        lines.append(f"  {h.name}: {{server: '{cfg.token_admin(h)}', ca: '{cfg.bundle}', token: '{token}'}}")
+    fd = os.open(cfg.meshctl_config, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write("\n".join(lines) + "\n")
 
 
 def down(cfg: Config, *, grace: float = 3.0, purge: bool = False) -> list[str]:
@@ -503,7 +563,8 @@ def status(cfg: Config) -> list[dict]:
             "link": "up" if h.ns in nss and link_up(cfg, h) else "down",
             "etcd": None if not h.etcd else {"pid": epid, "healthy": bool(epid) and etcd_healthy(h, 0.5),
                                              "leader": bool(member) and member["leader"] == member["id"]},
-            "meshd": {"pid": mpid, "admin": cfg.admin(h), "listening": bool(mpid) and admin_listening(cfg, h)},
+            "meshd": {"pid": mpid, "admin": cfg.admin(h), "token_admin": cfg.token_admin(h),
+                      "listening": bool(mpid) and admin_listening(cfg, h)},
         })
     return rows
 
@@ -538,7 +599,7 @@ def _parser() -> argparse.ArgumentParser:
     d.add_argument("--grace", type=float, default=3.0, help="seconds between SIGTERM and SIGKILL (default 3)")
     s = sub.add_parser("status", help="hosts, links and processes")
     s.add_argument("--json", action="store_true")
-    sub.add_parser("env", help="print shell exports: etcd endpoints, admin addresses, MESHCTL_SERVER")
+    sub.add_parser("env", help="print shell exports: etcd endpoints, admin addresses, MESHCTL_CONFIG")
     for verb, what, text in (("kill", "SIGKILL", "kill -9"), ("stop", "SIGTERM", "stop (SIGTERM, wait)"),
                              ("start", None, "start")):
         for proc in ("etcd", "meshd"):
@@ -576,14 +637,18 @@ def main(argv: list[str] | None = None) -> int:
             rows = status(cfg)
             if args.json:
                 print(json.dumps({"prefix": cfg.prefix, "subnet": cfg.subnet, "operator_ip": cfg.root_ip,
-                                  "state": cfg.state, "lease_ttl": cfg.lease_ttl, "hosts": rows}, indent=2))
+                                  "state": cfg.state, "lease_ttl": cfg.lease_ttl, "bundle": str(cfg.bundle),
+                                  "operator_token": str(cfg.operator_token),
+                                  "meshctl_config": str(cfg.meshctl_config), "hosts": rows}, indent=2))
             else:
                 _print_status(cfg, rows)
             return 0
         if args.command == "env":
             print(f"export MESHD_ETCD={shlex.quote(','.join(cfg.etcd_endpoints()))}")
             print(f"export MESHD_NETNS_ADMINS={shlex.quote(','.join(cfg.admin(h) for h in cfg.hosts))}")
-            print(f"export MESHCTL_SERVER={cfg.admin(cfg.hosts[0])}")
+            # One context per host (`meshctl --context h2 ...`); the current one is h1.
+            print(f"export MESHCTL_CONFIG={shlex.quote(str(cfg.meshctl_config))}")
+            print("unset MESHCTL_SERVER")
             return 0
         h = cfg.host(args.host)
         if args.command == "exec":

@@ -1,0 +1,66 @@
+"""Fixtures of the cluster drills: a fresh 3-host netns cluster per scenario, always torn
+down (namespaces, links, processes) even when the scenario fails, and a drill report that
+the terminal summary prints (retries, failures, timings per scenario)."""
+from __future__ import annotations
+
+import os
+
+import pytest
+
+from .harness import MeshClient, NetnsCluster, free_subnet
+from .ledger import Ledger
+
+# Small, so host-death drills are short; etcd's minimum lease TTL is about 1.5 s.
+LEASE_TTL = int(os.environ.get("MESHD_DRILL_LEASE_TTL", "4"))
+REPORT: dict[str, dict] = {}
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    outcome = yield
+    rep = outcome.get_result()
+    setattr(item, f"rep_{rep.when}", rep)
+
+
+@pytest.fixture
+def cluster(request, tmp_path):
+    if os.geteuid() != 0:
+        pytest.fail("the cluster drills need root (network namespaces); CI runs as root")
+    c = NetnsCluster(tmp_path / "netns", prefix=f"mc{os.getpid() % 100000}", subnet=free_subnet(),
+                     lease_ttl=LEASE_TTL)
+    c.down()  # a previous run of this pid's prefix that died without cleaning up
+    try:
+        c.up(3)
+        yield c
+    finally:
+        rep = getattr(request.node, "rep_call", None)
+        if rep is None or rep.failed:
+            print(c.log_tails())  # shown in the failure report
+        c.down()
+
+
+@pytest.fixture
+def report(request):
+    """A dict for this scenario's figures, printed in the terminal summary."""
+    entry = REPORT.setdefault(request.node.name, {})
+    return entry
+
+
+@pytest.fixture
+def client(cluster):
+    return MeshClient(cluster, sorted(cluster.hosts))
+
+
+@pytest.fixture
+def ledger(client):
+    return Ledger(client)
+
+
+def pytest_terminal_summary(terminalreporter):
+    if not REPORT:
+        return
+    terminalreporter.section("cluster drills")
+    for name, figures in REPORT.items():
+        terminalreporter.write_line(name)
+        for key, value in figures.items():
+            terminalreporter.write_line(f"    {key}: {value}")
