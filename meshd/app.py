@@ -19,8 +19,11 @@ from meshd.api.server import AdminServer, Listener
 from meshd.embedded_etcd import EmbeddedEtcd
 from meshd.identity import HostIdentity, IdentityError
 from meshd.lease import HostLease
-from meshd.security import AuditLog, KeyRef, MeshCA, Roles, Tokens
+from meshd.meshview import MeshView
+from meshd.runtime import MeshRuntime, RuntimeConfig, WorkloadCerts
+from meshd.security import AuditLog, KeyRef, MeshCA, Roles, Tokens, spiffe
 from meshd.security.errors import SecurityError
+from meshd.v1 import admin_pb2, security_pb2, security_pb2_grpc
 
 log = logging.getLogger("meshd")
 
@@ -51,6 +54,11 @@ class MeshdConfig:
     join_server: str = ""
     signer: str = ""
     audit_max_entries: int = 10_000
+    # The data plane: local apps (--config), listener addresses.
+    runtime: RuntimeConfig | None = None
+    egress: str = ""
+    ingress: str = ""
+    advertise: str = ""
 
 
 def _listen_ip(address: str) -> list[str]:
@@ -68,6 +76,8 @@ class Meshd:
         self.lease: HostLease | None = None
         self.identity: HostIdentity | None = None
         self.admin: AdminServer | None = None
+        self.runtime: MeshRuntime | None = None
+        self.resources: Resources | None = None
         self._stopped = threading.Event()
 
     def start(self) -> "Meshd":
@@ -98,6 +108,7 @@ class Meshd:
 
         resources = Resources(self.store, ApiConfig(cluster=cfg.cluster), host=cfg.host_name,
                               host_lease=self.lease, on_create=[give_mesh_a_ca])
+        self.resources = resources
         self.identity = HostIdentity(ca, cfg.host_name, cfg.state_dir,
                                      ip_addresses=tuple(_listen_ip(cfg.admin) + _listen_ip(cfg.admin_token)),
                                      join_token=cfg.join_token, join_server=cfg.join_server, signer=cfg.signer)
@@ -117,17 +128,70 @@ class Meshd:
             resources, listeners, security=Security(self.store, ca, tokens, roles, audit), access=access,
             tls=self.identity.grpc_server_credentials if creds is not None else None)
         self.admin.start()
+        if cfg.runtime is not None and cfg.runtime.apps:
+            self.runtime = self._start_runtime(cfg, ca, resources)
         log.info("meshd started", extra={"admin": self.admin.address, "etcd": ",".join(endpoints),
                                          "host": cfg.host_name, "pid": os.getpid(),
                                          "listeners": ",".join(f"{m}={a}" for m, a in self.admin.addresses.items()),
                                          "identity": self.identity.identity if creds else ""})
         return self
 
+    def _start_runtime(self, cfg: MeshdConfig, ca: MeshCA, resources: Resources) -> MeshRuntime:
+        rt = cfg.runtime
+        if cfg.ingress:
+            rt.ingress = cfg.ingress
+        if cfg.advertise:
+            rt.advertise = cfg.advertise
+        if cfg.egress:
+            for app in rt.apps:
+                if not app.egress:
+                    app.egress = cfg.egress
+                    break
+
+        def sign(identity: str, csr_pem: bytes) -> tuple[bytes, bytes]:
+            # Workload certificates: signed here with the cluster key, or by a signer through
+            # its admin API, authenticated by this host's certificate (host authorization:
+            # only nodes whose instances this host registered).
+            mesh = spiffe.parse(identity).mesh
+            if ca.can_sign():
+                ca.ensure(mesh)
+                issued = ca.sign_csr(mesh, csr_pem, identity)
+                return issued.chain_pem, issued.bundle_pem
+            creds = self.identity.credentials
+            import grpc  # noqa: PLC0415
+            channel = grpc.secure_channel(cfg.signer or cfg.join_server, grpc.ssl_channel_credentials(
+                creds.bundle_pem, creds.key_pem, creds.cert_chain_pem))
+            try:
+                resp = security_pb2_grpc.MeshSecurityStub(channel).SignCertificate(
+                    security_pb2.SignCertificateRequest(mesh_name=mesh, identity=identity, csr_pem=csr_pem.decode()),
+                    timeout=15)
+            finally:
+                channel.close()
+            return resp.certificate_chain_pem.encode(), resp.trust_bundle_pem.encode()
+
+        def register(**kw) -> admin_pb2.Instance:
+            return resources.register_instance(admin_pb2.RegisterInstanceRequest(**kw)).instance
+
+        def deregister(mesh: str, node: str, instance_id: str) -> None:
+            resources.deregister_instance(admin_pb2.DeregisterInstanceRequest(
+                mesh_name=mesh, virtual_node_name=node, instance_id=instance_id))
+
+        runtime = MeshRuntime(
+            rt, view=MeshView(trust_domain=cfg.trust_domain), certs=WorkloadCerts(cfg.trust_domain, sign),
+            register=register, deregister=deregister,
+            watch=lambda active: resources.watch(admin_pb2.WatchRequest(), active), host_name=cfg.host_name)
+        runtime.start()
+        log.info("data plane started", extra={k: v for k, v in runtime.addresses.items()})
+        return runtime
+
     def wait(self) -> None:
         self._stopped.wait()
 
     def stop(self) -> None:
-        """Stop in reverse order: API, identity renewal, host lease (its instances vanish), store, etcd."""
+        """Stop in reverse order: drain the data plane (deregistering its instances first), then
+        the API, identity renewal, host lease (its instances vanish), store, etcd."""
+        if self.runtime:
+            self.runtime.stop()
         if self.admin:
             self.admin.stop()
         if self.identity:

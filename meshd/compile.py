@@ -21,6 +21,9 @@ log = logging.getLogger("meshd.compile")
 DEFAULT_PER_REQUEST_MS = 15_000
 DEFAULT_IDLE_MS = 300_000
 DEFAULT_TRUST_DOMAIN = "meshd.local"
+# An instance registered by a meshd names that meshd's ingress (HOST:PORT) here; traffic to
+# it goes there over mTLS. Instances without it are reached directly, in plaintext.
+INGRESS_ATTRIBUTE = "meshd.ingress"
 
 
 class CompileError(Exception):
@@ -36,6 +39,7 @@ class MeshSnapshot:
     """Everything of one mesh that routing needs, as protobuf data messages."""
 
     name: str
+    mesh: admin_pb2.MeshData | None = None
     nodes: dict[str, admin_pb2.VirtualNodeData] = field(default_factory=dict)
     services: dict[str, admin_pb2.VirtualServiceData] = field(default_factory=dict)
     routers: dict[str, admin_pb2.VirtualRouterData] = field(default_factory=dict)
@@ -50,6 +54,9 @@ class Compiled:
     table: fr.Table
     endpoints: dict[str, tuple[fr.Endpoint, ...]]
     problems: tuple[CompileError, ...]
+    # Endpoint ids reached through a meshd ingress (mTLS) rather than directly; grows as
+    # instances join the live router.
+    via_ingress: set[str] = field(default_factory=set)
 
 
 def duration_ms(d, default: int) -> int:
@@ -233,15 +240,29 @@ def compile_mesh(snap: MeshSnapshot, trust_domain: str = DEFAULT_TRUST_DOMAIN) -
         # calls to it are answered "no service" like an unknown name.
     table = fr.Table(services=tuple(services), routers=routers, nodes=tuple(nodes))
     table = _drop_invalid(table, problems, snap.name)
-    endpoints = {
-        node: tuple(fr.Endpoint(id=i.instance_id, address=i.address, port=i.port)
-                    for _, i in sorted(insts.items()) if i.health != "UNHEALTHY")
-        for node, insts in snap.instances.items() if node in node_names
-    }
+    endpoints = {node: tuple(live_endpoints(insts)) for node, insts in snap.instances.items() if node in node_names}
+    via_ingress = {i.instance_id for insts in snap.instances.values() for i in insts.values()
+                   if INGRESS_ATTRIBUTE in i.attributes}
     for err in problems:
         log.warning("resource left out of the route table", extra={"resource": err.resource, "field": err.field,
                                                                    "reason": err.reason})
-    return Compiled(table, endpoints, tuple(problems))
+    return Compiled(table, endpoints, tuple(problems), via_ingress)
+
+
+def live_endpoints(instances: dict[str, admin_pb2.Instance]) -> list[fr.Endpoint]:
+    """The routable endpoints of a node's instances: healthy or not yet checked, each at its
+    meshd's ingress when it has one (the ingress delivers to the instance), else itself."""
+    out = []
+    for _, i in sorted(instances.items()):
+        if i.health == "UNHEALTHY":
+            continue
+        via = i.attributes.get(INGRESS_ATTRIBUTE)
+        if via:
+            host, port = via.rsplit(":", 1)
+            out.append(fr.Endpoint(id=i.instance_id, address=host.strip("[]"), port=int(port)))
+        else:
+            out.append(fr.Endpoint(id=i.instance_id, address=i.address, port=i.port))
+    return out
 
 
 _ROUTE_PATH = re.compile(r"^routers\[(\d+)\]\.routes\[(\d+)\]")

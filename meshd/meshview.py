@@ -15,7 +15,8 @@ from dataclasses import dataclass
 from typing import Callable
 
 import _fastroute as fr
-from meshd.compile import DEFAULT_TRUST_DOMAIN, Compiled, MeshSnapshot, compile_mesh
+from meshd.compile import (DEFAULT_TRUST_DOMAIN, INGRESS_ATTRIBUTE, Compiled, MeshSnapshot, compile_mesh,
+                           live_endpoints)
 from meshd.v1 import admin_pb2
 
 log = logging.getLogger("meshd.meshview")
@@ -56,6 +57,10 @@ class MeshView:
     def meshes(self) -> list[str]:
         return sorted(self._live)
 
+    def snapshot(self, mesh: str) -> MeshSnapshot | None:
+        """The latest resources of `mesh` (read on the thread that applies responses)."""
+        return self._snaps.get(mesh)
+
     # -- writes (the watch thread) ---------------------------------------------------
     def apply(self, resp: admin_pb2.WatchResponse) -> None:
         """Fold one WatchResponse in; config changes mark meshes dirty, instances apply now."""
@@ -72,7 +77,7 @@ class MeshView:
             for mesh, node in endpoint_changes:
                 live = self._live.get(mesh)
                 if live is not None and mesh not in self._dirty:
-                    self._push_endpoints(live.router, self._snaps.get(mesh), node)
+                    self._push_endpoints(live, self._snaps.get(mesh), node)
 
     def _event(self, ev: admin_pb2.ResourceEvent, endpoint_changes: set) -> None:
         parts = ev.path.split("/")
@@ -94,7 +99,9 @@ class MeshView:
                  "virtualRouters": (snap.routers, lambda: r.virtual_router, lambda: parts[2]),
                  "routes": (snap.routes, lambda: r.route, lambda: (parts[2], parts[3]))}.get(coll)
         if coll == "meshes":
-            if not put:
+            if put:
+                snap.mesh = r.mesh
+            else:
                 self._snaps.pop(mesh, None)
             self._dirty.add(mesh)
             return
@@ -107,10 +114,11 @@ class MeshView:
             store.pop(key(), None)
         self._dirty.add(mesh)
 
-    def _push_endpoints(self, router, snap: MeshSnapshot | None, node: str) -> None:
+    def _push_endpoints(self, live: LiveMesh, snap: MeshSnapshot | None, node: str) -> None:
+        router = live.router
         insts = (snap.instances.get(node, {}) if snap else {})
-        eps = [fr.Endpoint(id=i.instance_id, address=i.address, port=i.port)
-               for _, i in sorted(insts.items()) if i.health != "UNHEALTHY"]
+        eps = live_endpoints(insts)
+        live.compiled.via_ingress.update(e.id for e in eps if e.id in _ingress_ids(insts))
         try:
             router.set_endpoints(node, eps)
         except fr.UnknownNode:
@@ -145,3 +153,7 @@ class MeshView:
                                                       "problems": len(compiled.problems),
                                                       "compile_ms": round(self.last_apply_seconds * 1000, 2)})
         return published
+
+
+def _ingress_ids(insts) -> set[str]:
+    return {i.instance_id for i in insts.values() if INGRESS_ATTRIBUTE in i.attributes}

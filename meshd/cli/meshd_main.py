@@ -9,6 +9,7 @@ import sys
 
 from meshd import logs
 from meshd.app import DEFAULT_ADMIN, DEFAULT_CLUSTER_KEY, DEFAULT_STATE_DIR, Meshd, MeshdConfig
+from meshd.runtime import RuntimeConfig
 from meshd.security import ClusterKey
 from meshd.security.errors import ClusterKeyError
 
@@ -38,6 +39,14 @@ def _run_args(run: argparse.ArgumentParser) -> None:
                      help="the token listener (--admin-token) of a meshd that holds the cluster key")
     run.add_argument("--signer", default=env("MESHD_SIGNER", ""),
                      help="the mTLS admin address of a signing meshd, for renewals (default: --join-server)")
+    run.add_argument("--config", default=env("MESHD_CONFIG", ""),
+                     help="data-plane config (YAML): the local apps this meshd serves, their egress ports")
+    run.add_argument("--egress", default=env("MESHD_EGRESS", ""),
+                     help="egress listener for the first local app without one (e.g. 127.0.0.1:15001)")
+    run.add_argument("--ingress", default=env("MESHD_INGRESS", ""),
+                     help="mTLS ingress listener for traffic from other meshds (default 127.0.0.1:15443)")
+    run.add_argument("--advertise", default=env("MESHD_ADVERTISE", ""),
+                     help="the ingress address other meshds should use (default: the ingress address)")
     run.add_argument("--lease-ttl", type=int, default=10, help="host lease TTL in seconds (default 10)")
     run.add_argument("--etcd-port", type=int, default=2379, help="embedded etcd client port (default 2379)")
     run.add_argument("--etcd-peer-port", type=int, default=2380, help="embedded etcd peer port (default 2380)")
@@ -106,6 +115,8 @@ def main(argv: list[str] | None = None) -> int:
         embedded_peer_port=args.etcd_peer_port, etcd_prefix=args.etcd_prefix,
         cluster_key=args.cluster_key, trust_domain=args.trust_domain, join_token=args.join_token,
         join_server=args.join_server, signer=args.signer,
+        runtime=RuntimeConfig.load(args.config) if args.config else None,
+        egress=args.egress, ingress=args.ingress, advertise=args.advertise,
     )
     if args.host_name:
         cfg.host_name = args.host_name

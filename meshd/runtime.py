@@ -1,0 +1,476 @@
+"""The data plane of one meshd: local apps and their instances, the egress and ingress
+listeners, and the routing hooks that put `_fastroute` decisions into the HTTP/2 engine.
+
+Layers, as along the data path (STYLE.md "Name by layer"):
+- *logical*: the app's egress listener calls `decide`, which asks the mesh's live router for
+  the virtual service, route and weighted target node;
+- *concrete*: the router picks an endpoint of the target node (balancing, outlier ejection);
+- *endpoint*: an instance registered by some meshd, reached through that meshd's ingress
+  over mTLS with the caller node's workload certificate; `server_hostname` is the target
+  node's DNS name, so OpenSSL verifies the target's identity inside the handshake.
+
+The ingress checks the caller's identity (its certificate's SPIFFE ID, from the mesh CA)
+and, with the mesh's egressFilter DROP_ALL, that the caller declared the service as a
+backend, then delivers to the local instance the request names. Everything per request
+runs on one uvloop thread; configuration arrives from the watch thread via
+`call_soon_threadsafe`, so routers are only touched on the loop.
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Callable, Iterator
+
+import uvloop
+import yaml
+from cryptography import x509
+
+from _fastroute import constants as C
+from meshd.compile import INGRESS_ATTRIBUTE
+from meshd.dataplane import Engine, Refusal, Target
+from meshd.meshview import MeshView
+from meshd.security import client_context, make_csr, server_context, spiffe
+from meshd.v1 import admin_pb2
+
+log = logging.getLogger("meshd.runtime")
+
+INSTANCE_HEADER = "x-meshd-instance"
+SERVICE_HEADER = "x-meshd-service"
+# gRPC status codes (grpc/doc/statuscodes.md) used by refusals.
+UNIMPLEMENTED, UNAVAILABLE, PERMISSION_DENIED, INTERNAL = 12, 14, 7, 13
+
+# The one table of routing outcomes -> synthetic answers (STYLE §13); the engine's own
+# transport failures are in meshd.dataplane.FAILURE_RESPONSES.
+REFUSALS = {
+    "no_config": Refusal(503, UNAVAILABLE, "no configuration for this mesh yet", "no_config"),
+    "no_service": Refusal(404, UNIMPLEMENTED, "no virtual service by that name", "no_service"),
+    "no_route": Refusal(404, UNIMPLEMENTED, "no route matched", "no_route"),
+    "no_endpoint": Refusal(503, UNAVAILABLE, "no healthy endpoint", "no_endpoint"),
+    "bad_request": Refusal(400, INTERNAL, "request could not be routed", "bad_request"),
+    "not_a_backend": Refusal(403, PERMISSION_DENIED, "the mesh's egress filter is DROP_ALL and the "
+                                                    "service is not a backend of this node", "not_a_backend"),
+    "pool_overflow": Refusal(503, UNAVAILABLE, "connection pool limit reached", "pool_overflow"),
+    "unknown_instance": Refusal(404, UNAVAILABLE, "no such instance on this host", "unknown_instance"),
+    "identity_refused": Refusal(403, PERMISSION_DENIED, "caller identity not allowed", "identity_refused"),
+}
+
+
+@dataclass
+class BackendPort:
+    """A local port mapped to one virtual service, for apps that cannot set the authority."""
+
+    port: int
+    virtual_service: str
+
+
+@dataclass
+class LocalApp:
+    """One local application instance of a virtual node, served by this meshd."""
+
+    mesh: str
+    virtual_node: str
+    port: int
+    address: str = "127.0.0.1"
+    instance_id: str = ""
+    egress: str = ""  # HOST:PORT of this app's HTTP/2 and gRPC egress listener
+    backends: list[BackendPort] = field(default_factory=list)
+
+
+@dataclass
+class RuntimeConfig:
+    """meshd's local data-plane configuration (`--config`, YAML)."""
+
+    apps: list[LocalApp] = field(default_factory=list)
+    ingress: str = "127.0.0.1:15443"
+    advertise: str = ""  # how other meshds reach the ingress; default: the ingress address
+    drain_seconds: float = 5.0
+
+    @staticmethod
+    def load(path: str) -> "RuntimeConfig":
+        with open(path) as f:
+            doc = yaml.safe_load(f) or {}
+        apps = []
+        for a in doc.get("apps", []):
+            apps.append(LocalApp(
+                mesh=a["mesh"], virtual_node=a["virtualNode"], port=int(a["port"]),
+                address=a.get("address", "127.0.0.1"), instance_id=a.get("instanceId", ""),
+                egress=a.get("egress", ""),
+                backends=[BackendPort(int(b["port"]), b["virtualService"]) for b in a.get("backends", [])]))
+        return RuntimeConfig(apps=apps, ingress=doc.get("ingress", "127.0.0.1:15443"),
+                             advertise=doc.get("advertise", ""), drain_seconds=float(doc.get("drainSeconds", 5.0)))
+
+
+def _split(address: str) -> tuple[str, int]:
+    host, port = address.rsplit(":", 1)
+    return host.strip("[]"), int(port)
+
+
+@dataclass(frozen=True)
+class NodeTls:
+    """A virtual node's TLS contexts: the ingress's server side, the egress's client side."""
+
+    server: object
+    client: object
+    identity: str
+
+
+class WorkloadCerts:
+    """TLS contexts for the virtual nodes this meshd serves, renewed before they expire.
+
+    `sign(identity, csr_pem) -> (chain_pem, bundle_pem)` is given by the composition root:
+    local signing with the cluster key, or SignCertificate through a signer's admin API.
+    """
+
+    def __init__(self, trust_domain: str, sign: Callable[[str, bytes], tuple[bytes, bytes]]):
+        self.trust_domain = trust_domain
+        self.sign = sign
+        self._certs: dict[tuple[str, str], tuple[NodeTls, float]] = {}
+        self.issued = 0
+
+    def contexts(self, mesh: str, node: str) -> "NodeTls":
+        """(server context, client context) for `node`, issuing or renewing when due."""
+        key = (mesh, node)
+        now = time.time()
+        got = self._certs.get(key)
+        if got is not None and now < got[1]:
+            return got[0]
+        identity = spiffe.workload_id(self.trust_domain, mesh, node).uri
+        key_pem, csr_pem = make_csr(identity)
+        chain, bundle = self.sign(identity, csr_pem)
+        leaf = x509.load_pem_x509_certificate(chain)
+        lifetime = (leaf.not_valid_after_utc - leaf.not_valid_before_utc).total_seconds()
+        renew_at = leaf.not_valid_before_utc.timestamp() + lifetime * 2 / 3
+        server = server_context(chain, key_pem, bundle, alpn=("h2",))
+        client = client_context(chain, key_pem, bundle, alpn=("h2",))
+        # Verify the target's identity in the handshake: its DNS name against server_hostname.
+        client.check_hostname = True
+        pair = NodeTls(server, client, identity)
+        self._certs[key] = (pair, renew_at)
+        self.issued += 1
+        log.info("workload certificate issued", extra={"identity": identity})
+        return pair
+
+
+@dataclass
+class _Pending:
+    """One request's routing state, between decide and completion."""
+
+    live: object
+    decision: object
+    app: LocalApp
+    inflight_key: str
+    fed: bool = False
+
+
+class MeshRuntime:
+    """Listeners, hooks and local instances of one meshd's data plane."""
+
+    def __init__(self, config: RuntimeConfig, *, view: MeshView, certs: WorkloadCerts,
+                 register: Callable[..., admin_pb2.Instance], deregister: Callable[[str, str, str], None],
+                 watch: Callable[[Callable[[], bool]], Iterator[admin_pb2.WatchResponse]], host_name: str):
+        self.config = config
+        self.view = view
+        self.certs = certs
+        self.register = register
+        self.deregister = deregister
+        self.watch_source = watch
+        self.host_name = host_name
+        self.loop = uvloop.new_event_loop()
+        self.engines: list[Engine] = []
+        self.ingress: Engine | None = None
+        self.addresses: dict[str, str] = {}
+        self._pending: dict[object, _Pending] = {}
+        self._inflight: dict[str, int] = {}
+        self._targets: dict[tuple, Target] = {}
+        self._local: dict[str, LocalApp] = {}  # "mesh/node/instance" -> app
+        self._peer_ids: dict[bytes, str | None] = {}
+        self._active = True
+        self._thread: threading.Thread | None = None
+        self._watcher: threading.Thread | None = None
+        self.stats = {"requests": 0, "refused": 0, "retries": 0, "config_generations": 0}
+
+    # -- lifecycle --------------------------------------------------------------------
+    def start(self) -> "MeshRuntime":
+        self._thread = threading.Thread(target=self.loop.run_forever, name="dataplane", daemon=True)
+        self._thread.start()
+        self._call(self._start_listeners())
+        self._unregistered = list(self.config.apps)
+        self._register_pending()
+        self._registrar = threading.Thread(target=self._registrar_loop, name="registrar", daemon=True)
+        self._registrar.start()
+        self._watcher = threading.Thread(target=self._pump, name="config-watch", daemon=True)
+        self._watcher.start()
+        return self
+
+    def _call(self, coro, timeout: float = 30.0):
+        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout)
+
+    async def _start_listeners(self) -> None:
+        host, port = _split(self.config.ingress)
+        self.ingress = Engine(self._ingress_decide, loop=self.loop)
+        srv = await self.ingress.listen(host, port, ssl=self._ingress_ssl())
+        self.addresses["ingress"] = f"{host}:{srv.sockets[0].getsockname()[1]}"
+        self.engines.append(self.ingress)
+        for app in self.config.apps:
+            if not app.egress:
+                continue
+            engine = Engine(self._egress_decide(app), self._retry, loop=self.loop, complete=self._complete)
+            h, p = _split(app.egress)
+            srv = await engine.listen(h, p)
+            self.addresses[f"egress:{app.virtual_node}"] = f"{h}:{srv.sockets[0].getsockname()[1]}"
+            for b in app.backends:
+                await engine.listen(h, b.port)
+            self.engines.append(engine)
+
+    def _registrar_loop(self) -> None:
+        # meshd may start before its apps' virtual nodes are applied: keep trying, bounded
+        # only by the runtime's life, and say why while it waits.
+        while self._active and self._unregistered:
+            time.sleep(0.5)
+            self._register_pending()
+
+    def _register_pending(self) -> None:
+        for app in list(self._unregistered):
+            try:
+                self._register(app)
+                self._unregistered.remove(app)
+            except Exception as err:  # noqa: BLE001 - e.g. the virtual node is not applied yet
+                log.info("instance not registered yet", extra={"node": app.virtual_node, "reason": str(err)})
+
+    def _register(self, app: LocalApp) -> None:
+        advertise = self.config.advertise or self.addresses["ingress"]
+        iid = app.instance_id or f"{self.host_name}-{app.virtual_node}-{app.port}"
+        app.instance_id = iid
+        self.register(mesh_name=app.mesh, virtual_node_name=app.virtual_node, instance_id=iid,
+                      address=app.address, port=app.port, attributes={INGRESS_ATTRIBUTE: advertise})
+        self._local[f"{app.mesh}/{app.virtual_node}/{iid}"] = app
+
+    def _pump(self) -> None:
+        """Feed Watch responses to the view on the loop thread; resume until stopped."""
+        while self._active:
+            try:
+                for resp in self.watch_source(lambda: self._active):
+                    self.loop.call_soon_threadsafe(self._apply, resp)
+            except Exception as err:  # noqa: BLE001 - the watch resumes; routing keeps its last table
+                log.warning("config watch interrupted; routing on the last table", extra={"error": str(err)})
+                time.sleep(0.5)
+
+    def _apply(self, resp) -> None:
+        self.view.apply(resp)
+        published = self.view.flush()
+        if published:
+            self._targets.clear()
+            self.stats["config_generations"] += len(published)
+
+    def stop(self, grace: float | None = None) -> None:
+        """Drain: deregister local instances first, stop accepting, let in-flight finish."""
+        grace = self.config.drain_seconds if grace is None else grace
+        for key, app in list(self._local.items()):
+            try:
+                self.deregister(app.mesh, app.virtual_node, app.instance_id)
+            except Exception as err:  # noqa: BLE001 - the lease expires them anyway
+                log.warning("could not deregister instance", extra={"instance": key, "error": str(err)})
+        self._active = False
+
+        async def drain():
+            await asyncio.gather(*(e.drain(grace) for e in self.engines), return_exceptions=True)
+            for e in self.engines:
+                e.close()
+        try:
+            self._call(drain(), timeout=grace + 10)
+        finally:
+            self.loop.call_soon_threadsafe(self.loop.stop)
+            if self._thread:
+                self._thread.join(5)
+
+    # -- TLS --------------------------------------------------------------------------
+    def _ingress_ssl(self):
+        """The ingress's server context: SNI names the target node; its certificate answers."""
+        import ssl  # noqa: PLC0415
+
+        front = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        front.minimum_version = ssl.TLSVersion.TLSv1_2
+        front.set_alpn_protocols(["h2"])
+        by_name = {}
+        for app in self.config.apps:
+            name = spiffe.workload_dns_name(self.certs.trust_domain, app.mesh, app.virtual_node)
+            by_name[name] = (app.mesh, app.virtual_node)
+        pairs = {name: self.certs.contexts(*mn) for name, mn in by_name.items()}
+        if pairs:
+            first = next(iter(pairs.values()))
+            # The front needs a certificate of its own for handshakes without a known SNI.
+            front = first.server
+
+        def select(ssl_obj, server_name, _ctx):
+            mn = by_name.get((server_name or "").lower())
+            if mn is None:
+                return ssl.ALERT_DESCRIPTION_UNRECOGNIZED_NAME
+            ssl_obj.context = self.certs.contexts(*mn).server
+            return None
+        front.sni_callback = select
+        return front
+
+    def _peer_identity(self, der: bytes | None) -> str | None:
+        if der is None:
+            return None
+        got = self._peer_ids.get(der, False)
+        if got is not False:
+            return got
+        cert = x509.load_der_x509_certificate(der)
+        try:
+            san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+            uris = [u for u in san.get_values_for_type(x509.UniformResourceIdentifier) if u.startswith("spiffe://")]
+        except x509.ExtensionNotFound:
+            uris = []
+        ident = uris[0] if len(uris) == 1 else None
+        if len(self._peer_ids) > 10_000:
+            self._peer_ids.clear()
+        self._peer_ids[der] = ident
+        return ident
+
+    # -- egress -----------------------------------------------------------------------
+    def _egress_decide(self, app: LocalApp):
+        backend_ports = {b.port: b.virtual_service for b in app.backends}
+
+        def decide(head):
+            self.stats["requests"] += 1
+            live = self.view.live(app.mesh)
+            if live is None:
+                return self._refuse("no_config")
+            authority = head.authority
+            if head.local_port in backend_ports:
+                authority = backend_ports[head.local_port]
+            proto = C.PROTO_GRPC if head.grpc else C.PROTO_HTTP2
+            now = time.monotonic_ns()
+            d = live.router.decide(proto, authority, 0, head.method, head.scheme, head.path, head.headers, now)
+            if d.status != C.ROUTED:
+                return self._refuse(d.reason)
+            if not self._allowed(live, app, d.service):
+                live.router.result(d, C.RESULT_HTTP, 403, now)
+                return self._refuse("not_a_backend")
+            node_limit = live.router.node_limits(d.target)[2]
+            key = f"{app.mesh}/{d.target}"
+            if self._inflight.get(key, 0) >= node_limit:
+                live.router.result(d, C.RESULT_HTTP, 503, now)
+                return self._refuse("pool_overflow")
+            self._inflight[key] = self._inflight.get(key, 0) + 1
+            self._pending[head] = _Pending(live, d, app, key)
+            return self._target(live, app, d)
+        return decide
+
+    def _allowed(self, live, app: LocalApp, service) -> bool:
+        snap = self.view.snapshot(app.mesh)
+        mesh = snap.mesh if snap is not None else None
+        if mesh is None or mesh.spec.egress_filter.type != "DROP_ALL":
+            return True
+        node = snap.nodes.get(app.virtual_node)
+        if node is None:
+            return False
+        return any(b.virtual_service.virtual_service_name == service for b in node.spec.backends)
+
+    def _target(self, live, app: LocalApp, d) -> Target:
+        ep = d.endpoint
+        key = (live.generation, app.mesh, app.virtual_node, d.target, ep.id, ep.address, ep.port,
+               d.per_request_timeout_ns, d.per_try_timeout_ns, d.route, d.service)
+        t = self._targets.get(key)
+        if t is not None:
+            return t
+        retry = d.retry
+        via_ingress = ep.id in live.compiled.via_ingress
+        ssl_ctx = self.certs.contexts(app.mesh, app.virtual_node).client if via_ingress else None
+        t = Target(ep.address, ep.port, ssl=ssl_ctx,
+                   server_hostname=spiffe.workload_dns_name(self.certs.trust_domain, app.mesh, d.target) if via_ingress else None,
+                   headers=((INSTANCE_HEADER, f"{app.mesh}/{d.target}/{ep.id}"), (SERVICE_HEADER, d.service or "")),
+                   timeout=d.per_request_timeout_ns / 1e9,
+                   try_timeout=d.per_try_timeout_ns / 1e9 if retry is not None and retry.max_retries else 0.0,
+                   retry_statuses=retry.http_codes if retry is not None else None,
+                   retry_grpc=retry.grpc_codes if retry is not None else None)
+        self._targets[key] = t
+        return t
+
+    def _refuse(self, reason: str) -> Refusal:
+        self.stats["refused"] += 1
+        return REFUSALS[reason]
+
+    _FAILURE_KINDS = {"connect_error": C.RESULT_CONNECT_FAILURE, "refused_stream": C.RESULT_REFUSED_STREAM,
+                      "reset": C.RESULT_RESET, "goaway": C.RESULT_RESET, "timeout": C.RESULT_TIMEOUT}
+
+    def _retry(self, head, failure):
+        p = self._pending.get(head)
+        if p is None:
+            return None
+        now = time.monotonic_ns()
+        if failure.kind == "status":
+            if failure.grpc_status >= 0:
+                rd = p.live.router.result(p.decision, C.RESULT_GRPC, failure.grpc_status, now)
+            else:
+                rd = p.live.router.result(p.decision, C.RESULT_HTTP, failure.http_status, now)
+        else:
+            rd = p.live.router.result(p.decision, self._FAILURE_KINDS.get(failure.kind, C.RESULT_RESET), 0, now)
+        if rd.action != C.ACT_RETRY:
+            p.fed = True  # this attempt's result is in; the engine answers with it
+            return None
+        self.stats["retries"] += 1
+        return self._target(p.live, p.app, p.decision)
+
+    def _complete(self, head, target, status, grpc_status, reason, duration_ns) -> None:
+        p = self._pending.pop(head, None)
+        if p is None:
+            return
+        self._inflight[p.inflight_key] -= 1
+        if p.fed or p.decision.state != C.ST_IN_FLIGHT:
+            return
+        now = time.monotonic_ns()
+        if reason in ("reset", "request_timeout", "connect_error"):
+            kind, code = (C.RESULT_TIMEOUT if reason == "request_timeout" else C.RESULT_RESET), 0
+        elif grpc_status >= 0:
+            kind, code = C.RESULT_GRPC, grpc_status
+        else:
+            kind, code = C.RESULT_HTTP, status
+        p.live.router.result(p.decision, kind, code, now)
+
+    # -- ingress ----------------------------------------------------------------------
+    def _ingress_decide(self, head):
+        dest = head.headers.get(INSTANCE_HEADER, "")
+        app = self._local.get(dest)
+        if app is None:
+            return REFUSALS["unknown_instance"]
+        caller = self._peer_identity(head.peer_cert)
+        try:
+            sid = spiffe.parse(caller) if caller else None
+        except Exception:  # noqa: BLE001 - an unparsable identity is refused below
+            sid = None
+        if sid is None or sid.kind != spiffe.WORKLOAD or sid.mesh != app.mesh or not self._ingress_allows(app, caller):
+            return REFUSALS["identity_refused"]
+        service = head.headers.get(SERVICE_HEADER, "")
+        snap = self.view.snapshot(app.mesh)
+        if snap is not None and snap.mesh is not None and snap.mesh.spec.egress_filter.type == "DROP_ALL":
+            caller_node = snap.nodes.get(sid.node)
+            if caller_node is None or not any(
+                    b.virtual_service.virtual_service_name == service for b in caller_node.spec.backends):
+                return REFUSALS["not_a_backend"]
+        key = ("local", app.address, app.port)
+        t = self._targets.get(key)
+        if t is None:
+            t = self._targets[key] = Target(app.address, app.port)
+        return t
+
+    def _ingress_allows(self, app: LocalApp, caller: str) -> bool:
+        """App Mesh listener tls.validation.subjectAlternativeNames.match.exact, when set."""
+        snap = self.view.snapshot(app.mesh)
+        node = snap.nodes.get(app.virtual_node) if snap else None
+        if node is None:
+            return True
+        for lst in node.spec.listeners:
+            v = lst.tls.validation if lst.HasField("tls") and lst.tls.HasField("validation") else None
+            if v is not None and v.HasField("subject_alternative_names"):
+                exact = list(v.subject_alternative_names.match.exact)
+                if exact and caller not in exact:
+                    return False
+        return True
+
+
+__all__ = ["LocalApp", "MeshRuntime", "RuntimeConfig", "WorkloadCerts"]

@@ -1,0 +1,137 @@
+"""Builders for data-plane tests: real meshds (in this process) sharing the test etcd, real
+gRPC origins registered as instances, and gRPC clients calling through the egress."""
+from __future__ import annotations
+
+import threading
+import time
+from concurrent import futures
+
+import grpc
+
+from builders import create, update
+from meshd.app import Meshd, MeshdConfig
+from meshd.embedded_etcd import free_port
+from meshd.runtime import LocalApp, RuntimeConfig
+from meshd.security import ClusterKey
+
+SAY = "/echo.Echo/Say"
+
+
+class Origin:
+    """A grpcio server answering /echo.Echo/Say with `<name>:<request>`, whose failures and
+    delays the test sets; it counts the calls it saw."""
+
+    def __init__(self, name: str):
+        self.name = name
+        self.calls = 0
+        self.fail_every = 0  # fail call n when n % fail_every == 0
+        self.fail_code = grpc.StatusCode.UNAVAILABLE
+        self.delay_first = 0.0  # seconds to stall the first `delay_calls` calls
+        self.delay_calls = 0
+        self.lock = threading.Lock()
+        self.server = grpc.server(futures.ThreadPoolExecutor(16))
+        handler = grpc.method_handlers_generic_handler("echo.Echo", {
+            "Say": grpc.unary_unary_rpc_method_handler(self._say)})
+        self.server.add_generic_rpc_handlers((handler,))
+        self.port = self.server.add_insecure_port("127.0.0.1:0")
+        self.server.start()
+
+    def _say(self, request: bytes, context) -> bytes:
+        with self.lock:
+            self.calls += 1
+            n = self.calls
+        if self.delay_calls and n <= self.delay_calls:
+            time.sleep(self.delay_first)
+        if self.fail_every and n % self.fail_every == 0:
+            context.abort(self.fail_code, f"{self.name} failed call {n}")
+        return self.name.encode() + b":" + request
+
+    def stop(self):
+        self.server.stop(0)
+
+
+def start_meshd(etcd, prefix, tmp_path, name, apps, key_path) -> Meshd:
+    cfg = MeshdConfig(admin=f"127.0.0.1:{free_port()}", etcd=[etcd.url], etcd_prefix=prefix,
+                      state_dir=str(tmp_path / name), host_name=name, cluster_key=str(key_path), lease_ttl=5,
+                      runtime=RuntimeConfig(apps=apps, ingress="127.0.0.1:0", drain_seconds=1.0))
+    return Meshd(cfg).start()
+
+
+class Mesh:
+    """Two meshd hosts: host A runs the calling app `web`; host B runs the given origins."""
+
+    def __init__(self, etcd, prefix, tmp_path, origins: dict[str, Origin]):
+        self.key = tmp_path / "cluster.key"
+        if not self.key.exists():
+            ClusterKey.generate(self.key)
+        self.origins = origins
+        web = LocalApp(mesh="shop", virtual_node="web", port=free_port(), egress="127.0.0.1:0")
+        self.a = start_meshd(etcd, prefix, tmp_path, "host-a", [web], self.key)
+        self.b = start_meshd(etcd, prefix, tmp_path, "host-b",
+                             [LocalApp(mesh="shop", virtual_node=n, port=o.port) for n, o in origins.items()],
+                             self.key)
+        self.egress = self.a.runtime.addresses["egress:web"]
+        self.channels = []
+
+    def client(self, authority: str = "api.shop.local:9090"):
+        ch = grpc.insecure_channel(self.egress, options=[("grpc.default_authority", authority),
+                                                         ("grpc.enable_retries", 0)])
+        self.channels.append(ch)
+        return ch.unary_unary(SAY)
+
+    def wait_routable(self, call, timeout: float = 10.0) -> None:
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                call(b"ping", timeout=5)
+                return
+            except grpc.RpcError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.1)
+
+    def close(self):
+        for ch in self.channels:
+            ch.close()
+        self.a.stop()
+        self.b.stop()
+        for o in self.origins.values():
+            o.stop()
+
+
+def shop_config(resources, K, pb, *, targets: dict[str, int], retry: dict | None = None,
+                drop_all: bool = True, backends=("api.shop.local",), timeout: dict | None = None,
+                node_listener: dict | None = None) -> None:
+    """The mesh the data-plane tests route through: web → api.shop.local → api-router."""
+    from meshd.api.validate import parse_json  # noqa: PLC0415
+
+    def mk(kind, title, doc):
+        resources.create(kind, parse_json(getattr(pb, f"Create{title}Request"), doc))
+    mk(K.MESH, "Mesh", {"meshName": "shop", "spec": {"egressFilter": {"type": "DROP_ALL" if drop_all else "ALLOW_ALL"}}})
+    listener = {"portMapping": {"port": 9090, "protocol": "grpc"}, **(node_listener or {})}
+    mk(K.VIRTUAL_NODE, "VirtualNode", {"meshName": "shop", "virtualNodeName": "web", "spec": {
+        "listeners": [{"portMapping": {"port": 8080, "protocol": "grpc"}}],
+        "serviceDiscovery": {"dns": {"hostname": "web.shop.local"}},
+        "backends": [{"virtualService": {"virtualServiceName": b}} for b in backends]}})
+    for n in targets:
+        mk(K.VIRTUAL_NODE, "VirtualNode", {"meshName": "shop", "virtualNodeName": n, "spec": {
+            "listeners": [listener], "serviceDiscovery": {"dns": {"hostname": f"{n}.shop.local"}}}})
+    mk(K.VIRTUAL_ROUTER, "VirtualRouter", {"meshName": "shop", "virtualRouterName": "api-router",
+                                           "spec": {"listeners": [{"portMapping": {"port": 9090, "protocol": "grpc"}}]}})
+    mk(K.ROUTE, "Route", {"meshName": "shop", "virtualRouterName": "api-router", "routeName": "api",
+                          "spec": route_spec(targets, retry, timeout)})
+    mk(K.VIRTUAL_SERVICE, "VirtualService", {"meshName": "shop", "virtualServiceName": "api.shop.local",
+                                             "spec": {"provider": {"virtualRouter": {"virtualRouterName": "api-router"}}}})
+
+
+def route_spec(targets: dict[str, int], retry: dict | None = None, timeout: dict | None = None) -> dict:
+    grpc_route = {"match": {"serviceName": "echo.Echo"},
+                  "action": {"weightedTargets": [{"virtualNode": n, "weight": w} for n, w in targets.items()]}}
+    if retry is not None:
+        grpc_route["retryPolicy"] = retry
+    if timeout is not None:
+        grpc_route["timeout"] = timeout
+    return {"grpcRoute": grpc_route}
+
+
+__all__ = ["Mesh", "Origin", "create", "route_spec", "shop_config", "start_meshd", "update"]
