@@ -21,7 +21,8 @@ from meshd.dataplane._h2 import (
     Target,
     counters,
 )
+from meshd.dataplane.h1 import H1Engine, H1RequestHead
 from meshd.dataplane.tcp import ConnectionHead, TcpEngine, TcpTarget
 
-__all__ = ["ConnectionHead", "Engine", "FAILURE_RESPONSES", "Failure", "Refusal", "RequestHead",
-           "Target", "TcpEngine", "TcpTarget", "counters"]
+__all__ = ["ConnectionHead", "Engine", "FAILURE_RESPONSES", "Failure", "H1Engine", "H1RequestHead",
+           "Refusal", "RequestHead", "Target", "TcpEngine", "TcpTarget", "counters"]

@@ -15,8 +15,8 @@ from meshd.dataplane._h2 import FAILURE_RESPONSES, Refusal, Target
 
 _log = logging.getLogger("meshd.dataplane")
 
-__all__ = ["FAILURE_RESPONSES", "Failure", "Refusal", "Target", "TargetRewrite", "TlsUpstream",
-           "open_upstream", "rewrite_of"]
+__all__ = ["FAILURE_RESPONSES", "Failure", "Refusal", "RelayEngine", "Target", "TargetRewrite",
+           "TlsUpstream", "open_upstream", "rewrite_of"]
 
 
 class Failure:
@@ -282,3 +282,66 @@ async def open_upstream(loop, target: Target, app, stats, sessions, timeout: flo
     else:
         await connect()
     stats["upstream_conns_opened"] += 1
+
+
+class RelayEngine:
+    """What the HTTP/1.1 and TCP engines share: hooks, listeners, per-key pools, the sweeper.
+
+    A subclass sets `connection_class` (the downstream protocol, built with the engine) and
+    `pool_class` (built with the Target whose key it serves; it has .tls_session), and
+    defines _sweep(), which reschedules itself in self.sweeper.
+    """
+
+    connection_class = None
+    pool_class = None
+
+    def __init__(self, decide, retry, loop):
+        self.decide = decide
+        self.retry = retry
+        self.loop = loop
+        self.conns = set()
+        self.pools = {}
+        self.listeners = []
+        self.sweeper = None
+        self.draining = False
+        self.closed = False
+
+    def pool_for(self, t: Target):
+        p = self.pools.get(t.key)
+        if p is None:
+            p = self.pools[t.key] = self.pool_class(t)
+        return p
+
+    def has_tls_session(self, t: Target) -> bool:
+        """Whether the pool of t's key holds a TLS session to resume."""
+        p = self.pools.get(t.key)
+        return p is not None and p.tls_session is not None
+
+    def protocol_factory(self):
+        """A downstream protocol for loop.create_server(engine.protocol_factory, ...)."""
+        if self.loop is None:
+            self.loop = asyncio.get_running_loop()
+        if self.sweeper is None and not self.closed:
+            self._sweep()
+        return self.connection_class(self)
+
+    async def listen(self, host="127.0.0.1", port=0, ssl=None, **kwargs):
+        """Start a listener (TLS-terminating when ssl is an SSLContext); returns the asyncio Server."""
+        if self.loop is None:
+            self.loop = asyncio.get_running_loop()
+        server = await self.loop.create_server(self.protocol_factory, host, port, ssl=ssl, **kwargs)
+        self.listeners.append(server)
+        return server
+
+    def stop_listening(self, closing: bool):
+        self.draining = True
+        if closing:
+            self.closed = True
+            if self.sweeper is not None:
+                self.sweeper.cancel()
+                self.sweeper = None
+        for s in self.listeners:
+            s.close()
+
+    def _sweep(self):
+        raise NotImplementedError

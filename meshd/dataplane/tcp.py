@@ -15,7 +15,7 @@ from __future__ import annotations
 import asyncio
 import logging
 
-from meshd.dataplane._relay import Failure, Refusal, Target, open_upstream
+from meshd.dataplane._relay import Failure, Refusal, RelayEngine, Target, open_upstream
 
 _log = logging.getLogger("meshd.dataplane.tcp")
 
@@ -64,7 +64,7 @@ class _Pool:
 
     __slots__ = ("tls_session",)
 
-    def __init__(self):
+    def __init__(self, target):
         self.tls_session = None
 
 
@@ -236,24 +236,20 @@ class _Down(asyncio.Protocol):
             self.task.cancel()
 
 
-class TcpEngine:
+class TcpEngine(RelayEngine):
     """The TCP relay. Options: idle_timeout (seconds without a byte either way, 0 = none),
     connect_timeout per attempt, high_water (write-buffer bytes before the other side's
     reading pauses)."""
 
+    connection_class = _Down
+    pool_class = _Pool
+
     def __init__(self, decide, retry=None, *, loop=None, idle_timeout: float = 300.0,
                  connect_timeout: float = 5.0, high_water: int = 256 * 1024):
-        self.decide = decide
-        self.retry = retry
-        self.loop = loop
+        super().__init__(decide, retry, loop)
         self.idle_timeout = idle_timeout
         self.connect_timeout = connect_timeout
         self.high_water = high_water
-        self.conns: set[_Down] = set()
-        self.pools: dict[tuple, _Pool] = {}
-        self.listeners = []
-        self.sweeper = None
-        self.draining = False
 
     def call_decide(self, head):
         try:
@@ -271,33 +267,9 @@ class TcpEngine:
             _log.exception("tcp retry hook failed for %r", head)
             return None
 
-    def pool_for(self, t: Target) -> _Pool:
-        p = self.pools.get(t.key)
-        if p is None:
-            p = self.pools[t.key] = _Pool()
-        return p
-
-    def has_tls_session(self, t: Target) -> bool:
-        p = self.pools.get(t.key)
-        return p is not None and p.tls_session is not None
-
-    def protocol_factory(self):
-        """A protocol for loop.create_server(engine.protocol_factory, ...)."""
-        if self.loop is None:
-            self.loop = asyncio.get_running_loop()
-        if self.sweeper is None and self.idle_timeout > 0:
-            self._sweep()
-        return _Down(self)
-
-    async def listen(self, host="127.0.0.1", port=0, ssl=None, **kwargs):
-        """Start a TCP listener (TLS-terminating when ssl is an SSLContext); returns the Server."""
-        if self.loop is None:
-            self.loop = asyncio.get_running_loop()
-        server = await self.loop.create_server(self.protocol_factory, host, port, ssl=ssl, **kwargs)
-        self.listeners.append(server)
-        return server
-
     def _sweep(self):
+        if self.idle_timeout <= 0:
+            return
         period = max(0.05, min(1.0, self.idle_timeout / 4))
         self.sweeper = self.loop.call_later(period, self._sweep)
         cut = self.loop.time() - self.idle_timeout
@@ -309,9 +281,7 @@ class TcpEngine:
         """Stop accepting; wait up to grace seconds for open connections to end, then cut them.
 
         Returns how many were still open when the grace ran out."""
-        self.draining = True
-        for s in self.listeners:
-            s.close()
+        self.stop_listening(False)
         end = self.loop.time() + grace
         while self.conns and self.loop.time() < end:
             await asyncio.sleep(0.02)
@@ -322,12 +292,7 @@ class TcpEngine:
 
     def close(self):
         """Close listeners and every connection now."""
-        self.draining = True
-        if self.sweeper is not None:
-            self.sweeper.cancel()
-            self.sweeper = None
-        for s in self.listeners:
-            s.close()
+        self.stop_listening(True)
         for d in list(self.conns):
             d._close()
 

@@ -74,6 +74,16 @@ class EchoServer:
         self.server.server_close()
 
 
+def tls_contexts(tmp_path):
+    """(server, client) SSLContexts for a throwaway CA and a localhost certificate."""
+    paths = make_ca_and_server(tmp_path)
+    server_ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    server_ctx.load_cert_chain(paths["cert"], paths["key"])
+    client_ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    client_ctx.load_verify_locations(paths["ca"])
+    return server_ctx, client_ctx
+
+
 def dead_port():
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -239,11 +249,7 @@ def test_slow_reader_backpressure_keeps_bytes_exact(echo):
 
 
 def test_tls_upstream_resumes_sessions(tmp_path):
-    paths = make_ca_and_server(tmp_path)
-    server_ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-    server_ctx.load_cert_chain(paths["cert"], paths["key"])
-    client_ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
-    client_ctx.load_verify_locations(paths["ca"])
+    server_ctx, client_ctx = tls_contexts(tmp_path)
     origin = EchoServer(ssl_ctx=server_ctx)
     target = Target("127.0.0.1", origin.port, ssl=client_ctx, server_hostname="localhost")
     relay = LoopThread(lambda loop: TcpEngine(lambda h: target, loop=loop))
