@@ -4,6 +4,8 @@ the terminal summary prints (retries, failures, timings per scenario)."""
 from __future__ import annotations
 
 import os
+import re
+import subprocess
 
 import pytest
 
@@ -22,13 +24,22 @@ def pytest_runtest_makereport(item, call):
     setattr(item, f"rep_{rep.when}", rep)
 
 
+def _sweep_orphans(tmp_path) -> None:
+    """Tear down clusters of earlier runs whose pytest process is gone (killed before its
+    finalizers ran). A cluster's prefix is mc<pid of the pytest that made it>."""
+    out = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True, timeout=10).stdout
+    for pid in sorted({m.group(1) for m in re.finditer(r"^mc(\d+)-(?:h\d+|net)\b", out, re.M)}):
+        if int(pid) != os.getpid() and not os.path.exists(f"/proc/{pid}"):
+            NetnsCluster(tmp_path / f"orphan-{pid}", prefix=f"mc{pid}", subnet="10.213.0.0/24", lease_ttl=1).down()
+
+
 @pytest.fixture
 def cluster(request, tmp_path):
     if os.geteuid() != 0:
         pytest.fail("the cluster drills need root (network namespaces); CI runs as root")
-    c = NetnsCluster(tmp_path / "netns", prefix=f"mc{os.getpid() % 100000}", subnet=free_subnet(),
+    _sweep_orphans(tmp_path)
+    c = NetnsCluster(tmp_path / "netns", prefix=f"mc{os.getpid()}", subnet=free_subnet(),
                      lease_ttl=LEASE_TTL)
-    c.down()  # a previous run of this pid's prefix that died without cleaning up
     try:
         c.up(3)
         yield c
