@@ -87,6 +87,7 @@ class RuntimeConfig:
     ingress: str = "127.0.0.1:15443"
     advertise: str = ""  # how other meshds reach the ingress; default: the ingress address
     drain_seconds: float = 5.0
+    upstream_idle_seconds: float = 60.0  # pooled upstream connections close after this idle time
 
     @staticmethod
     def load(path: str) -> "RuntimeConfig":
@@ -217,7 +218,8 @@ class MeshRuntime:
         for app in self.config.apps:
             if not app.egress:
                 continue
-            engine = Engine(self._egress_decide(app), self._retry, loop=self.loop, complete=self._complete)
+            engine = Engine(self._egress_decide(app), self._retry, loop=self.loop, complete=self._complete,
+                            upstream_idle_timeout=self.config.upstream_idle_seconds)
             h, p = _split(app.egress)
             srv = await engine.listen(h, p)
             self.addresses[f"egress:{app.virtual_node}"] = f"{h}:{srv.sockets[0].getsockname()[1]}"

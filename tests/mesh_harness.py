@@ -50,26 +50,28 @@ class Origin:
         self.server.stop(0)
 
 
-def start_meshd(etcd, prefix, tmp_path, name, apps, key_path) -> Meshd:
+def start_meshd(etcd, prefix, tmp_path, name, apps, key_path, **runtime) -> Meshd:
     cfg = MeshdConfig(admin=f"127.0.0.1:{free_port()}", etcd=[etcd.url], etcd_prefix=prefix,
                       state_dir=str(tmp_path / name), host_name=name, cluster_key=str(key_path), lease_ttl=5,
-                      runtime=RuntimeConfig(apps=apps, ingress="127.0.0.1:0", drain_seconds=1.0))
+                      runtime=RuntimeConfig(apps=apps, ingress="127.0.0.1:0", drain_seconds=1.0, **runtime))
     return Meshd(cfg).start()
 
 
 class Mesh:
     """Two meshd hosts: host A runs the calling app `web`; host B runs the given origins."""
 
-    def __init__(self, etcd, prefix, tmp_path, origins: dict[str, Origin]):
+    def __init__(self, etcd, prefix, tmp_path, origins: dict[str, Origin], nodes: dict[str, str] | None = None,
+                 **runtime):
         self.key = tmp_path / "cluster.key"
         if not self.key.exists():
             ClusterKey.generate(self.key)
         self.origins = origins
         web = LocalApp(mesh="shop", virtual_node="web", port=free_port(), egress="127.0.0.1:0")
-        self.a = start_meshd(etcd, prefix, tmp_path, "host-a", [web], self.key)
+        nodes = nodes or {k: k for k in origins}
+        self.a = start_meshd(etcd, prefix, tmp_path, "host-a", [web], self.key, **runtime)
         self.b = start_meshd(etcd, prefix, tmp_path, "host-b",
-                             [LocalApp(mesh="shop", virtual_node=n, port=o.port) for n, o in origins.items()],
-                             self.key)
+                             [LocalApp(mesh="shop", virtual_node=nodes[k], port=o.port, instance_id=k)
+                              for k, o in origins.items()], self.key, **runtime)
         self.egress = self.a.runtime.addresses["egress:web"]
         self.channels = []
 
@@ -101,7 +103,7 @@ class Mesh:
 
 def shop_config(resources, K, pb, *, targets: dict[str, int], retry: dict | None = None,
                 drop_all: bool = True, backends=("api.shop.local",), timeout: dict | None = None,
-                node_listener: dict | None = None) -> None:
+                node_listener: dict | None = None, extra_nodes=()) -> None:
     """The mesh the data-plane tests route through: web → api.shop.local → api-router."""
     from meshd.api.validate import parse_json  # noqa: PLC0415
 
@@ -113,7 +115,7 @@ def shop_config(resources, K, pb, *, targets: dict[str, int], retry: dict | None
         "listeners": [{"portMapping": {"port": 8080, "protocol": "grpc"}}],
         "serviceDiscovery": {"dns": {"hostname": "web.shop.local"}},
         "backends": [{"virtualService": {"virtualServiceName": b}} for b in backends]}})
-    for n in targets:
+    for n in [*targets, *extra_nodes]:
         mk(K.VIRTUAL_NODE, "VirtualNode", {"meshName": "shop", "virtualNodeName": n, "spec": {
             "listeners": [listener], "serviceDiscovery": {"dns": {"hostname": f"{n}.shop.local"}}}})
     mk(K.VIRTUAL_ROUTER, "VirtualRouter", {"meshName": "shop", "virtualRouterName": "api-router",

@@ -20,8 +20,8 @@ pytestmark = [pytest.mark.dataplane, pytest.mark.etcd]
 def mesh_factory(etcd, etcd_prefix, tmp_path):
     made = []
 
-    def make(origins, **config):
-        m = Mesh(etcd, etcd_prefix, tmp_path, origins)
+    def make(origins, nodes=None, **config):
+        m = Mesh(etcd, etcd_prefix, tmp_path, origins, nodes)
         made.append(m)
         shop_config(m.a.resources, K, pb, **config)
         return m
@@ -70,3 +70,163 @@ def test_canary_split_and_live_weight_shift(mesh_factory):
     assert shifted_at is not None and shifted_at < 1.0
     answers, errors = _calls(call, 300)
     assert not errors and answers == Counter({"api-v2": 300})
+
+
+RETRY = {"maxRetries": 3, "perRetryTimeout": {"unit": "s", "value": 2}, "grpcRetryEvents": ["unavailable"]}
+
+
+def test_retries_hide_a_flaky_target_and_stop_at_max_retries(mesh_factory):
+    flaky = Origin("api-v1")
+    m = mesh_factory({"api-v1": flaky}, targets={"api-v1": 1}, retry=RETRY)
+    call = m.client()
+    m.wait_routable(call)
+    # Every second call the origin sees fails with UNAVAILABLE: 50%. (One caller at a time,
+    # so a failed attempt's retry is the next call the origin sees; with independent coin
+    # flips, 6% of requests would fail four times in a row and no policy could hide that.)
+    flaky.fail_every = 2
+    answers, errors = _calls(call, 100, workers=1)
+    assert not errors and answers["api-v1"] == 100
+    # Always failing: exactly maxRetries + 1 attempts, then the error itself.
+    flaky.fail_every, before = 1, flaky.calls
+    with pytest.raises(grpc.RpcError) as err:
+        call(b"x", timeout=10)
+    assert err.value.code() == grpc.StatusCode.UNAVAILABLE and "api-v1 failed" in err.value.details()
+    assert flaky.calls - before == 4
+    # A code the policy does not name is not retried.
+    flaky.fail_code, before = grpc.StatusCode.INVALID_ARGUMENT, flaky.calls
+    with pytest.raises(grpc.RpcError) as err:
+        call(b"x", timeout=10)
+    assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT and flaky.calls - before == 1
+
+
+def test_per_retry_timeout_cuts_a_slow_attempt(mesh_factory):
+    slow = Origin("api-v1")
+    m = mesh_factory({"api-v1": slow}, targets={"api-v1": 1},
+                     retry={"maxRetries": 2, "perRetryTimeout": {"unit": "ms", "value": 300},
+                            # A per-try timeout is an upstream timeout: Envoy retries it under
+                            # gateway-error (or server-error), which App Mesh's gRPC policy takes.
+                            "grpcRetryEvents": ["unavailable"], "httpRetryEvents": ["gateway-error"]})
+    call = m.client()
+    m.wait_routable(call)
+    slow.delay_first, slow.delay_calls = 3.0, slow.calls + 1  # the next call stalls for 3 s
+    t0 = time.monotonic()
+    assert call(b"x", timeout=10) == b"api-v1:x"
+    elapsed = time.monotonic() - t0
+    assert 0.25 < elapsed < 2.0, elapsed  # cut at ~300 ms, answered by the second attempt
+
+
+def test_deadline_propagates_and_is_honoured(mesh_factory):
+    slow = Origin("api-v1")
+    m = mesh_factory({"api-v1": slow}, targets={"api-v1": 1})
+    call = m.client()
+    m.wait_routable(call)
+    slow.delay_first, slow.delay_calls = 2.0, slow.calls + 1
+    t0 = time.monotonic()
+    with pytest.raises(grpc.RpcError) as err:
+        call(b"x", timeout=0.5)
+    assert err.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
+    assert time.monotonic() - t0 < 1.5
+
+
+def test_outlier_detection_ejects_a_failing_instance_until_base_ejection_passes(mesh_factory):
+    good, bad = Origin("good"), Origin("bad")
+    bad.fail_every = 1
+    m = mesh_factory({"i-good": good, "i-bad": bad}, nodes={"i-good": "api-v1", "i-bad": "api-v1"},
+                     targets={"api-v1": 1},
+                     node_listener={"outlierDetection": {"maxServerErrors": 2, "interval": {"unit": "s", "value": 10},
+                                                         "baseEjectionDuration": {"unit": "s", "value": 2},
+                                                         "maxEjectionPercent": 50}})
+    call = m.client()
+    m.wait_routable(call)
+    _calls(call, 20, workers=1)  # retries off the route default policy hide the failures
+    ejected_at = bad.calls
+    _calls(call, 40, workers=1)
+    assert bad.calls == ejected_at, "an ejected instance must get no traffic"
+    time.sleep(2.3)
+    _calls(call, 20, workers=1)
+    assert bad.calls > ejected_at, "after baseEjectionDuration the instance is tried again"
+
+
+def test_connection_pool_overflow_is_fast_503_while_other_routes_work(mesh_factory):
+    slow, other = Origin("api-v1"), Origin("api-v2")
+    m = mesh_factory({"api-v1": slow, "api-v2": other}, targets={"api-v1": 1},
+                     node_listener={"connectionPool": {"grpc": {"maxRequests": 1}}}, extra_nodes=("api-v2",),
+                     backends=("api.shop.local", "other.shop.local"))
+    m.a.resources.create(K.VIRTUAL_SERVICE, parse_json(pb.CreateVirtualServiceRequest, {
+        "meshName": "shop", "virtualServiceName": "other.shop.local",
+        "spec": {"provider": {"virtualNode": {"virtualNodeName": "api-v2"}}}}))
+    call, other_call = m.client(), m.client("other.shop.local:9090")
+    m.wait_routable(call)
+    m.wait_routable(other_call)
+    slow.delay_first, slow.delay_calls = 1.5, slow.calls + 1
+    results = []
+    with futures.ThreadPoolExecutor(6) as pool:
+        first = pool.submit(call, b"first", timeout=10)
+        time.sleep(0.3)
+        for _ in range(4):
+            t0 = time.monotonic()
+            try:
+                call(b"more", timeout=10)
+                results.append(("ok", time.monotonic() - t0))
+            except grpc.RpcError as err:
+                results.append((err.code(), time.monotonic() - t0, dict(err.trailing_metadata() or ())))
+        assert other_call(b"y", timeout=5) == b"api-v2:y"  # another route is unaffected
+        assert first.result() == b"api-v1:first"
+    assert all(r[0] == grpc.StatusCode.UNAVAILABLE and r[1] < 0.5 for r in results), results
+    assert all(r[2].get("x-meshd-reason") == "pool_overflow" for r in results)
+
+
+def test_authorization_egress_backends_and_ingress_identity(mesh_factory, tmp_path):
+    m = mesh_factory({"api-v1": Origin("api-v1"), "api-v2": Origin("api-v2")}, targets={"api-v1": 1},
+                     extra_nodes=("api-v2",),
+                     node_listener={"tls": {"mode": "STRICT",
+                                            "certificate": {"file": {"certificateChain": "/dev/null", "privateKey": "/dev/null"}},
+                                            "validation": {"trust": {"file": {"certificateChain": "/dev/null"}},
+                                                           "subjectAlternativeNames": {"match": {"exact": [
+                                                               "spiffe://meshd.local/mesh/shop/virtualNode/web"]}}}}})
+    m.a.resources.create(K.VIRTUAL_SERVICE, parse_json(pb.CreateVirtualServiceRequest, {
+        "meshName": "shop", "virtualServiceName": "secret.shop.local",
+        "spec": {"provider": {"virtualNode": {"virtualNodeName": "api-v2"}}}}))
+    call = m.client()
+    m.wait_routable(call)
+    # web did not declare secret.shop.local as a backend, and the mesh is DROP_ALL.
+    with pytest.raises(grpc.RpcError) as err:
+        m.client("secret.shop.local:9090")(b"x", timeout=5)
+    assert err.value.code() == grpc.StatusCode.PERMISSION_DENIED
+    assert dict(err.value.trailing_metadata())["x-meshd-reason"] == "not_a_backend"
+    # At host B's ingress, a caller with a valid mesh certificate but the wrong identity.
+    from meshd.security import MeshCA, make_csr  # noqa: PLC0415
+    ca = MeshCA(m.b.store, __import__("meshd.security", fromlist=["KeyRef"]).KeyRef(str(m.key)))
+    key, csr = make_csr("spiffe://meshd.local/mesh/shop/virtualNode/intruder")
+    issued = ca.sign_csr("shop", csr, "spiffe://meshd.local/mesh/shop/virtualNode/intruder")
+    ch = grpc.secure_channel(m.b.runtime.addresses["ingress"],
+                             grpc.ssl_channel_credentials(issued.bundle_pem, key, issued.chain_pem),
+                             options=[("grpc.ssl_target_name_override", "api-v1.shop.mesh.meshd.local")])
+    with pytest.raises(grpc.RpcError) as err:
+        ch.unary_unary("/echo.Echo/Say")(b"x", timeout=5, metadata=(("x-meshd-instance", "shop/api-v1/api-v1"),
+                                                                   ("x-meshd-service", "api.shop.local")))
+    assert err.value.code() == grpc.StatusCode.PERMISSION_DENIED
+    assert dict(err.value.trailing_metadata())["x-meshd-reason"] == "identity_refused"
+    ch.close()
+    assert call(b"ok", timeout=5) == b"api-v1:ok"  # the right identity passes
+
+
+def test_tls_sessions_are_resumed_on_new_connections(etcd, etcd_prefix, tmp_path):
+    from meshd.dataplane import counters  # noqa: PLC0415
+    m = Mesh(etcd, etcd_prefix, tmp_path, {"api-v1": Origin("api-v1")}, upstream_idle_seconds=0.3)
+    try:
+        shop_config(m.a.resources, K, pb, targets={"api-v1": 1})
+        call = m.client()
+        m.wait_routable(call)
+        before = counters()
+        for _ in range(3):
+            time.sleep(1.5)  # past the idle timeout: the pooled mTLS connection is closed
+            assert call(b"x", timeout=5) == b"api-v1:x"
+        after = counters()
+        opened = after["upstream_conns_opened"] - before["upstream_conns_opened"]
+        resumed = after["tls_resumed_handshakes"] - before["tls_resumed_handshakes"]
+        full = after["tls_full_handshakes"] - before["tls_full_handshakes"]
+        assert opened >= 3, (before, after)
+        assert resumed >= 3 and full == 0, (before, after)
+    finally:
+        m.close()
