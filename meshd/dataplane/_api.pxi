@@ -91,6 +91,12 @@ cdef class Target:
                 names.add(n)
         self._set_names = frozenset(names) if names else None
 
+    @property
+    def rewrite(self):
+        """(authority or None, [name, value, ...]): what this Target changes upstream, as the
+        lower-case bytes the engine sends; for the HTTP/1.1 and TCP relays."""
+        return self._authority, list(self._set)
+
     def __repr__(self):
         return f"Target({self.host!r}, {self.port}, tls={self.ssl is not None})"
 

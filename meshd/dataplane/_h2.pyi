@@ -18,6 +18,8 @@ class Target:
     retry_grpc: Optional[frozenset[int]]
     context: Any
     key: tuple
+    @property
+    def rewrite(self) -> tuple[Optional[bytes], list[bytes]]: ...
     def __init__(self, host: str, port: int, ssl: Optional[ssl.SSLContext] = ...,
                  server_hostname: Optional[str] = ...,
                  headers: Iterable[tuple[Union[str, bytes], Union[str, bytes]]] = ...,
