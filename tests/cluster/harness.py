@@ -21,8 +21,9 @@ from meshd.v1 import admin_pb2_grpc
 REPO = Path(__file__).resolve().parents[2]
 SCRIPT = REPO / "deploy" / "netns" / "cluster.sh"
 # Codes after which the outcome of a write is unknown, so a retry (with the same client
-# token) is the only safe move. Everything else is an answer.
-RETRYABLE = (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED)
+# token) is the only safe move. Everything else is an answer. CANCELLED is among them: a
+# meshd stopping on SIGTERM has been seen to answer an in-flight write that way.
+RETRYABLE = (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED, grpc.StatusCode.CANCELLED)
 
 
 def free_subnet() -> str:
