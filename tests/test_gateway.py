@@ -82,77 +82,49 @@ def routed(t, **request) -> str | None:
 # Matching, one condition kind at a time
 # ---------------------------------------------------------------------------------------
 
-
-def test_prefix_matches_the_start_of_the_path_only():
-    t = table(shop=http({"prefix": "/shop/"}))
-    assert routed(t, path="/shop/items") == "shop"
-    assert routed(t, path="/shop/") == "shop"
-    assert routed(t, path="/shop") is None
-    assert routed(t, path="/SHOP/items") is None  # paths are case-sensitive (Envoy default)
-    assert routed(t, path="/other/shop/") is None
-
-
-def test_exact_path_ignores_the_query_string_and_nothing_else():
-    t = table(health=http({"path": {"exact": "/health"}}))
-    assert routed(t, path="/health") == "health"
-    assert routed(t, path="/health?verbose=1") == "health"
-    assert routed(t, path="/health/") is None
-    assert routed(t, path="/healthz") is None
-
-
-def test_regex_path_must_match_the_whole_path():
-    t = table(api=http({"path": {"regex": "/api/v[0-9]+/.*"}}))
-    assert routed(t, path="/api/v2/orders") == "api"
-    assert routed(t, path="/api/v2/orders?x=1") == "api"
-    assert routed(t, path="/x/api/v2/orders") is None
-    assert routed(t, path="/api/vX/orders") is None
-
-
-def test_hostname_exact_is_case_insensitive_and_ignores_the_port():
-    t = table(www=http({"hostname": {"exact": "WWW.Example.com"}}))
-    assert routed(t, authority="www.example.com") == "www"
-    assert routed(t, authority="WWW.EXAMPLE.COM:8080") == "www"
-    assert routed(t, authority="api.example.com") is None
-    assert routed(t, authority="www.example.com.evil") is None
-
-
-def test_hostname_suffix_needs_at_least_one_character_before_it():
-    t = table(any_example=http({"hostname": {"suffix": ".example.com"}}))
-    assert routed(t, authority="a.example.com") == "any_example"
-    assert routed(t, authority="a.b.Example.COM:443") == "any_example"
-    assert routed(t, authority=".example.com") is None
-    assert routed(t, authority="example.com") is None
-    assert routed(t, authority="example.com.evil") is None
-
-
-def test_hostname_suffix_accepts_the_wildcard_spelling():
-    t = table(star=http({"hostname": {"suffix": "*.example.com"}}))
-    assert routed(t, authority="a.example.com") == "star"
-    assert routed(t, authority="example.com") is None
-
-
-def test_header_match_kinds_and_invert():
-    t = table(h=http({"prefix": "/", "headers": [
+# One row per App Mesh match condition: the route's match, then requests and whether the
+# route takes each (a request is `get` keywords: path, authority, headers, ...).
+MATCH_CASES = {
+    "prefix matches the start of the path, case-sensitively": ({"prefix": "/shop/"}, [
+        ({"path": "/shop/items"}, True), ({"path": "/shop/"}, True), ({"path": "/shop"}, False),
+        ({"path": "/SHOP/items"}, False), ({"path": "/other/shop/"}, False)]),
+    "exact path ignores the query string and nothing else": ({"path": {"exact": "/health"}}, [
+        ({"path": "/health"}, True), ({"path": "/health?verbose=1"}, True), ({"path": "/health/"}, False),
+        ({"path": "/healthz"}, False)]),
+    "regex must match the whole path": ({"path": {"regex": "/api/v[0-9]+/.*"}}, [
+        ({"path": "/api/v2/orders"}, True), ({"path": "/api/v2/orders?x=1"}, True),
+        ({"path": "/x/api/v2/orders"}, False), ({"path": "/api/vX/orders"}, False)]),
+    "exact hostname: no case, no port": ({"hostname": {"exact": "WWW.Example.com"}}, [
+        ({"authority": "www.example.com"}, True), ({"authority": "WWW.EXAMPLE.COM:8080"}, True),
+        ({"authority": "api.example.com"}, False), ({"authority": "www.example.com.evil"}, False)]),
+    # Envoy's "*<suffix>" wildcard, which the suffix becomes, never matches the empty string.
+    "suffix hostname needs a character before it": ({"hostname": {"suffix": ".example.com"}}, [
+        ({"authority": "a.example.com"}, True), ({"authority": "a.b.Example.COM:443"}, True),
+        ({"authority": ".example.com"}, False), ({"authority": "example.com"}, False),
+        ({"authority": "example.com.evil"}, False)]),
+    "suffix hostname in wildcard spelling": ({"hostname": {"suffix": "*.example.com"}}, [
+        ({"authority": "a.example.com"}, True), ({"authority": "example.com"}, False)]),
+    "headers: exact, range (end exclusive), inverted presence": ({"prefix": "/", "headers": [
         {"name": "X-Env", "match": {"exact": "prod"}},
         {"name": "x-build", "match": {"range": {"start": 10, "end": 20}}},
         {"name": "x-canary", "invert": True},
-    ]}))
-    good = {"x-env": "prod", "x-build": "19"}
-    assert routed(t, headers=good) == "h"
-    assert routed(t, headers={**good, "x-env": "prod2"}) is None
-    assert routed(t, headers={**good, "x-build": "20"}) is None  # range end is exclusive
-    assert routed(t, headers={**good, "x-canary": "1"}) is None  # inverted presence
-    assert routed(t, headers={"x-env": "prod"}) is None
+    ]}, [
+        ({"headers": {"x-env": "prod", "x-build": "19"}}, True),
+        ({"headers": {"x-env": "prod2", "x-build": "19"}}, False),
+        ({"headers": {"x-env": "prod", "x-build": "20"}}, False),
+        ({"headers": {"x-env": "prod", "x-build": "19", "x-canary": "1"}}, False),
+        ({"headers": {"x-env": "prod"}}, False)]),
+    "query parameters: exact value and presence": ({"prefix": "/", "queryParameters": [
+        {"name": "lang", "match": {"exact": "en"}}, {"name": "debug"}]}, [
+        ({"path": "/p?lang=en&debug"}, True), ({"path": "/p?debug=1&lang=en"}, True),
+        ({"path": "/p?lang=de&debug"}, False), ({"path": "/p?lang=en"}, False), ({"path": "/p"}, False)]),
+}
 
 
-def test_query_parameter_exact_and_presence():
-    t = table(q=http({"prefix": "/", "queryParameters": [
-        {"name": "lang", "match": {"exact": "en"}}, {"name": "debug"}]}))
-    assert routed(t, path="/p?lang=en&debug") == "q"
-    assert routed(t, path="/p?debug=1&lang=en") == "q"
-    assert routed(t, path="/p?lang=de&debug") is None
-    assert routed(t, path="/p?lang=en") is None
-    assert routed(t, path="/p") is None
+@pytest.mark.parametrize(("match", "requests"), MATCH_CASES.values(), ids=MATCH_CASES.keys())
+def test_match_condition(match, requests):
+    t = table(r=http(match))
+    assert [(req, routed(t, **req) == "r") for req, _ in requests] == requests
 
 
 def test_method_and_port():
