@@ -125,16 +125,29 @@ class WorkloadCerts:
     local signing with the cluster key, or SignCertificate through a signer's admin API.
     """
 
-    def __init__(self, trust_domain: str, sign: Callable[[str, bytes], tuple[bytes, bytes]]):
+    def __init__(self, trust_domain: str, sign: Callable[[str, bytes], tuple[bytes, bytes]], *,
+                 clock: Callable[[], float] = time.time):
         self.trust_domain = trust_domain
         self.sign = sign
+        self.clock = clock
         self._certs: dict[tuple[str, str], tuple[NodeTls, float]] = {}
         self.issued = 0
+
+    def renew_due(self) -> bool:
+        """Renew every certificate past two thirds of its life; True when any was renewed
+        (cached upstream targets then have to pick the new client contexts up)."""
+        now = self.clock()
+        renewed = False
+        for (mesh, node), (_, renew_at) in list(self._certs.items()):
+            if now >= renew_at:
+                self.contexts(mesh, node)
+                renewed = True
+        return renewed
 
     def contexts(self, mesh: str, node: str) -> "NodeTls":
         """(server context, client context) for `node`, issuing or renewing when due."""
         key = (mesh, node)
-        now = time.time()
+        now = self.clock()
         got = self._certs.get(key)
         if got is not None and now < got[1]:
             return got[0]
@@ -143,7 +156,9 @@ class WorkloadCerts:
         chain, bundle = self.sign(identity, csr_pem)
         leaf = x509.load_pem_x509_certificate(chain)
         lifetime = (leaf.not_valid_after_utc - leaf.not_valid_before_utc).total_seconds()
-        renew_at = leaf.not_valid_before_utc.timestamp() + lifetime * 2 / 3
+        # Two thirds into the lifetime, on this object's clock: remaining life minus a third.
+        remaining = leaf.not_valid_after_utc.timestamp() - time.time()
+        renew_at = now + remaining - lifetime / 3
         server = server_context(chain, key_pem, bundle, alpn=("h2",))
         client = client_context(chain, key_pem, bundle, alpn=("h2",))
         # Verify the target's identity in the handshake: its DNS name against server_hostname.
@@ -198,6 +213,7 @@ class MeshRuntime:
         self._thread = threading.Thread(target=self.loop.run_forever, name="dataplane", daemon=True)
         self._thread.start()
         self._call(self._start_listeners())
+        self.loop.call_soon_threadsafe(self._renew_certs)
         self._unregistered = list(self.config.apps)
         self._register_pending()
         self._registrar = threading.Thread(target=self._registrar_loop, name="registrar", daemon=True)
@@ -226,6 +242,17 @@ class MeshRuntime:
             for b in app.backends:
                 await engine.listen(h, b.port)
             self.engines.append(engine)
+
+    def _renew_certs(self) -> None:
+        """Every 30 s: renew workload certificates that are due, in the background of the loop.
+        New handshakes use the new certificates; connections already open keep theirs."""
+        try:
+            if self.certs.renew_due():
+                self._targets.clear()
+        except Exception as err:  # noqa: BLE001 - keep the current certificates, try again later
+            log.warning("workload certificate renewal failed", extra={"error": str(err)})
+        if self._active:
+            self.loop.call_later(30.0, self._renew_certs)
 
     def _registrar_loop(self) -> None:
         # meshd may start before its apps' virtual nodes are applied: keep trying, bounded
