@@ -31,6 +31,7 @@ from cryptography import x509
 from _fastroute import constants as C
 from meshd.compile import INGRESS_ATTRIBUTE
 from meshd.dataplane import Engine, Refusal, Target
+from meshd.health import CheckSpec, HealthChecker
 from meshd.meshview import MeshView
 from meshd.security import client_context, make_csr, server_context, spiffe
 from meshd.v1 import admin_pb2
@@ -213,6 +214,8 @@ class MeshRuntime:
         self._thread = threading.Thread(target=self.loop.run_forever, name="dataplane", daemon=True)
         self._thread.start()
         self._call(self._start_listeners())
+        self.health = HealthChecker(self._health_changed)
+        self._call(self.health.start())
         self.loop.call_soon_threadsafe(self._renew_certs)
         self._unregistered = list(self.config.apps)
         self._register_pending()
@@ -276,6 +279,7 @@ class MeshRuntime:
         self.register(mesh_name=app.mesh, virtual_node_name=app.virtual_node, instance_id=iid,
                       address=app.address, port=app.port, attributes={INGRESS_ATTRIBUTE: advertise})
         self._local[f"{app.mesh}/{app.virtual_node}/{iid}"] = app
+        self.loop.call_soon_threadsafe(self._sync_health_checks)
 
     def _pump(self) -> None:
         """Feed Watch responses to the view on the loop thread; resume until stopped."""
@@ -293,6 +297,36 @@ class MeshRuntime:
         if published:
             self._targets.clear()
             self.stats["config_generations"] += len(published)
+            self._sync_health_checks()
+
+    def _sync_health_checks(self) -> None:
+        """Run each local instance's App Mesh listener healthCheck; stop checks that went away."""
+        for key, app in self._local.items():
+            snap = self.view.snapshot(app.mesh)
+            node = snap.nodes.get(app.virtual_node) if snap else None
+            policy = next((lst.health_check for lst in node.spec.listeners if lst.HasField("health_check")),
+                          None) if node is not None else None
+            if policy is None:
+                if key in self.health.keys():
+                    self.health.remove(key)
+                continue
+            self.health.add(key, app.address, app.port, CheckSpec(
+                protocol=policy.protocol, path=policy.path or "/",
+                port=policy.port if policy.HasField("port") else None,
+                interval_ms=policy.interval_millis, timeout_ms=policy.timeout_millis,
+                healthy_threshold=policy.healthy_threshold, unhealthy_threshold=policy.unhealthy_threshold))
+
+    def _health_changed(self, key: str, old: str, new: str, detail: str) -> None:
+        """An instance turned HEALTHY or UNHEALTHY: publish it, so every meshd's route table
+        drops (or takes back) the instance. The etcd write runs off the loop."""
+        app = self._local.get(key)
+        if app is None:
+            return
+        log.info("instance health changed", extra={"instance": key, "from": old, "to": new, "detail": detail})
+        advertise = self.config.advertise or self.addresses["ingress"]
+        self.loop.run_in_executor(None, lambda: self.register(
+            mesh_name=app.mesh, virtual_node_name=app.virtual_node, instance_id=app.instance_id,
+            address=app.address, port=app.port, attributes={INGRESS_ATTRIBUTE: advertise}, health=new))
 
     def stop(self, grace: float | None = None) -> None:
         """Drain: deregister local instances first, stop accepting, let in-flight finish."""
@@ -305,6 +339,7 @@ class MeshRuntime:
         self._active = False
 
         async def drain():
+            await self.health.stop()
             await asyncio.gather(*(e.drain(grace) for e in self.engines), return_exceptions=True)
             for e in self.engines:
                 e.close()

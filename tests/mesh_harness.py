@@ -33,6 +33,8 @@ class Origin:
         handler = grpc.method_handlers_generic_handler("echo.Echo", {
             "Say": grpc.unary_unary_rpc_method_handler(self._say)})
         self.server.add_generic_rpc_handlers((handler,))
+        from grpc_health.v1 import health, health_pb2_grpc  # noqa: PLC0415
+        health_pb2_grpc.add_HealthServicer_to_server(health.HealthServicer(), self.server)  # SERVING
         self.port = self.server.add_insecure_port("127.0.0.1:0")
         self.server.start()
 

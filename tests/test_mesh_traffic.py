@@ -230,3 +230,26 @@ def test_tls_sessions_are_resumed_on_new_connections(etcd, etcd_prefix, tmp_path
         assert resumed >= 3 and full == 0, (before, after)
     finally:
         m.close()
+
+
+def test_health_checks_take_an_unhealthy_instance_out_of_every_route_table(mesh_factory):
+    good, bad = Origin("good"), Origin("bad")
+    m = mesh_factory({"i-good": good, "i-bad": bad}, nodes={"i-good": "api-v1", "i-bad": "api-v1"},
+                     targets={"api-v1": 1},
+                     node_listener={"healthCheck": {"protocol": "grpc", "intervalMillis": 5000, "timeoutMillis": 2000,
+                                                    "healthyThreshold": 2, "unhealthyThreshold": 2}})
+    call = m.client()
+    m.wait_routable(call)
+    bad.stop()  # its gRPC health check now fails (connection refused)
+
+    def health():
+        got = m.a.resources.list_instances(pb.ListInstancesRequest(mesh_name="shop", virtual_node_name="api-v1"))
+        return {i.instance_id: i.health for i in got.instances}
+    deadline = time.monotonic() + 25
+    while health() != {"i-good": "HEALTHY", "i-bad": "UNHEALTHY"}:
+        assert time.monotonic() < deadline, health()
+        time.sleep(0.5)
+    time.sleep(0.5)  # the change reaches host A's router through the watch
+    before = good.calls
+    answers, errors = _calls(call, 30, workers=1)
+    assert not errors and good.calls - before == 30  # no attempt went to the unhealthy instance
