@@ -61,6 +61,15 @@ class MeshdConfig:
     advertise: str = ""
 
 
+def instance_on_lease(value: bytes, lease_id: int) -> bytes:
+    """An Instance record re-written under a new host lease: the lease it names, and when."""
+    inst = admin_pb2.Instance()
+    inst.ParseFromString(value)
+    inst.lease_id = lease_id
+    inst.registered_at.GetCurrentTime()
+    return inst.SerializeToString(deterministic=True)
+
+
 def _listen_ip(address: str) -> list[str]:
     host = address.rsplit(":", 1)[0].strip("[]")
     return [host] if host and host not in ("0.0.0.0", "::", "localhost") else []
@@ -90,7 +99,7 @@ class Meshd:
             endpoints = [self.etcd.url]
             log.info("embedded etcd ready", extra={"url": self.etcd.url, "data_dir": str(data)})
         self.store = registry.Store(endpoints, prefix=cfg.etcd_prefix, timeout=cfg.etcd_timeout)
-        self.lease = HostLease(self.store, ttl=cfg.lease_ttl)
+        self.lease = HostLease(self.store, ttl=cfg.lease_ttl, rewrite=instance_on_lease)
         self.lease.start()
 
         ca = MeshCA(self.store, KeyRef(cfg.cluster_key), trust_domain=cfg.trust_domain)

@@ -17,9 +17,12 @@ log = logging.getLogger("meshd.lease")
 class HostLease:
     """Keeps one lease alive at a third of its TTL and re-registers after it is lost."""
 
-    def __init__(self, store: registry.Store, ttl: int = 10):
+    def __init__(self, store: registry.Store, ttl: int = 10, rewrite=None):
         self.store = store
         self.ttl = ttl
+        # rewrite(value, lease_id) -> value: lets the owner of held values record the new
+        # lease in them when they are written again after a lost lease.
+        self._rewrite = rewrite
         self._id = 0
         self._lock = threading.Lock()
         self._stop = threading.Event()
@@ -50,14 +53,19 @@ class HostLease:
         self._thread.start()
 
     def _run(self) -> None:
-        while not self._stop.wait(self.ttl / 3):
+        wait = self.ttl / 3
+        while not self._stop.wait(wait):
             try:
                 lease = self.current()
                 if self.store.keepalive(lease) > 0:
                     self.renewals += 1
+                    wait = self.ttl / 3
                     continue
                 self._reacquire()
             except registry.Unavailable as err:
+                # Try again soon (the store has moved to another endpoint), not a third of the
+                # TTL later: two missed keepalives in a row would lose the lease.
+                wait = min(0.5, self.ttl / 6)
                 log.warning("host lease keepalive failed", extra={"error": str(err)})
 
     def _reacquire(self) -> None:
@@ -68,6 +76,11 @@ class HostLease:
         with self._lock:
             held = dict(self._held)
         for path, value in held.items():
+            if self._rewrite is not None:
+                value = self._rewrite(value, lease)
+                with self._lock:
+                    if path in self._held:
+                        self._held[path] = value
             self.store.put(path, value, lease=lease)
         log.warning("host lease was lost; instances re-registered",
                     extra={"lease": lease, "instances": len(held)})

@@ -43,6 +43,21 @@ REFS = "refs/"
 _COMMIT_ATTEMPTS = 5
 
 
+# gRPC channel options for etcd. Reconnect backoff capped at 1 s (gRPC's default grows to
+# 120 s, so a meshd would stay cut off long after etcd is back); keepalive pings so a member
+# that stops answering (a partition) is noticed in seconds instead of never.
+_CHANNEL_OPTIONS = [
+    ("grpc.max_receive_message_length", 64 << 20),
+    ("grpc.initial_reconnect_backoff_ms", 100),
+    ("grpc.min_reconnect_backoff_ms", 100),
+    ("grpc.max_reconnect_backoff_ms", 1000),
+    ("grpc.keepalive_time_ms", 5000),
+    ("grpc.keepalive_timeout_ms", 3000),
+    ("grpc.keepalive_permit_without_calls", 1),
+    ("grpc.http2.max_pings_without_data", 0),
+]
+
+
 @dataclass(frozen=True, slots=True)
 class Item:
     """One stored value, with the etcd revisions that make optimistic concurrency work."""
@@ -135,8 +150,10 @@ def _translate_errors(fn):
             raise
         except grpc.RpcError as err:
             code = err.code() if hasattr(err, "code") else None
+            self._next_endpoint()
             raise Unavailable(self.endpoints, f"{code.name if code else 'error'}: {err.details() if hasattr(err, 'details') else err}") from err
         except (etcd_exc.ConnectionFailedError, etcd_exc.ConnectionTimeoutError) as err:
+            self._next_endpoint()
             raise Unavailable(self.endpoints, type(err).__name__) from err
         except etcd_exc.NoServerAvailableError as err:
             raise Unavailable(self.endpoints, "no endpoint reachable") from err
@@ -188,13 +205,23 @@ class Store:
             # five minutes, which would outlast the etcd outage it reacted to.
             eps.append(
                 Endpoint(parts.hostname or "127.0.0.1", parts.port or 2379, secure=secure,
-                         creds=creds if secure else None, time_retry=0.2,
-                         opts=[("grpc.max_receive_message_length", 64 << 20)])
+                         creds=creds if secure else None, time_retry=0.2, opts=_CHANNEL_OPTIONS)
             )
         self._client = MultiEndpointEtcd3Client(endpoints=eps, timeout=timeout, failover=True)
         self._idem_ttl = idempotency_ttl
         self._idem_lease: tuple[int, float] | None = None
         self._lock = threading.Lock()
+
+    def _next_endpoint(self) -> None:
+        """After a failed call, move to the next endpoint at once, so the next call (even one
+        made much later, like a lease keepalive) does not go back to a dead or cut-off member."""
+        labels = list(self._client.endpoints)
+        if len(labels) < 2:
+            return
+        with self._lock:
+            cur = self._client._current_endpoint_label
+            i = labels.index(cur) if cur in labels else -1
+            self._client._current_endpoint_label = labels[(i + 1) % len(labels)]
 
     # -- keys -------------------------------------------------------------------------
     def key(self, path: str) -> bytes:
@@ -427,8 +454,11 @@ class Watch:
         store = self._store
         try:
             stub = etcdrpc.WatchStub(store._client.channel)
+            # "hasleader": etcd ends the watch when its member has no leader (partitioned from
+            # the quorum) instead of keeping it open and silent (clientv3.WithRequireLeader).
+            metadata = tuple(store._client.metadata or ()) + (("hasleader", "true"),)
             self._call = stub.Watch(self._request_iter(), credentials=store._client.call_credentials,
-                                    metadata=store._client.metadata)
+                                    metadata=metadata)
             if self._cancelled:
                 self._call.cancel()
             for resp in self._call:
@@ -448,6 +478,7 @@ class Watch:
         except grpc.RpcError as err:
             if self._cancelled:
                 return
+            store._next_endpoint()
             raise Unavailable(store.endpoints, f"watch broke: {err.code().name}") from err
         except (ValueError, etcd_exc.NoServerAvailableError) as err:
             raise Unavailable(store.endpoints, f"watch could not start: {err}") from err

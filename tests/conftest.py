@@ -47,11 +47,12 @@ class AdminHarness:
 
         from meshd.api.resources import Resources
         from meshd.api.server import AdminServer
+        from meshd.app import instance_on_lease
         from meshd.lease import HostLease
         from meshd.v1 import admin_pb2_grpc
 
         self.store = store
-        self.lease = HostLease(store, ttl=lease_ttl)
+        self.lease = HostLease(store, ttl=lease_ttl, rewrite=instance_on_lease)
         self.resources = Resources(store, host=host_name, host_lease=self.lease)
         self.server = AdminServer(self.resources, "127.0.0.1:0")
         self.server.start()

@@ -141,13 +141,6 @@ def check_ledger(ledger: Ledger, cluster, report: dict, hosts=HOSTS) -> None:
     report["ledger"] = f"{ledger.acknowledged} acknowledged, {ledger.unknown} unknown, 0 lost"
 
 
-# Drills that a known registry bug makes fail at random (python-etcd3 starts on a random
-# member, and only the meshds that happen to use the lost member are hit). Not strict: the
-# deterministic reproductions in test_etcd_failover.py are, and flag the fix.
-ENDPOINT_BUG = pytest.mark.xfail(strict=False, reason="known bug (test_etcd_failover.py): a meshd keeps "
-                                 "using a dead or partitioned etcd member; its keepalives, writes and Watch stall")
-
-
 # -- scenarios --------------------------------------------------------------------------------
 def test_cluster_forms_and_a_write_through_one_host_is_seen_through_the_others(cluster, ledger, report):
     status = cluster.status()
@@ -178,7 +171,6 @@ def test_cluster_forms_and_a_write_through_one_host_is_seen_through_the_others(c
     check_ledger(ledger, cluster, report)
 
 
-@ENDPOINT_BUG
 def test_etcd_member_killed_every_admin_api_still_accepts_writes(cluster, ledger, report):
     seed(ledger)
     before = {h: register(cluster, h, f"{h}-i") for h in HOSTS}
@@ -277,13 +269,11 @@ def test_all_etcd_stopped_writes_fail_fast_and_recovery_reaches_every_watch(clus
             w.close()
     check_ledger(ledger, cluster, report)
     # The bound, checked last so that everything above is asserted in any case.
-    if max(latencies.values()) > 2.0 or flapped:
-        pytest.xfail("known bug (test_etcd_failover.py::test_store_reconnects_soon_after_an_outage): "
-                     f"meshd's etcd connections back off for seconds after an outage; latencies {latencies}, "
-                     f"instances that vanished {flapped}")
+    assert max(latencies.values()) <= 2.0 and not flapped, (
+        f"after the outage: latencies {latencies}, instances that vanished {flapped}")
 
 
-@pytest.mark.parametrize("how", ["sigkill-meshd", pytest.param("cut-veth", marks=ENDPOINT_BUG)])
+@pytest.mark.parametrize("how", ["sigkill-meshd", "cut-veth"])
 def test_host_removed_its_instances_vanish_within_lease_ttl(cluster, ledger, report, how):
     seed(ledger)
     for h in HOSTS:
@@ -326,7 +316,6 @@ def test_host_removed_its_instances_vanish_within_lease_ttl(cluster, ledger, rep
     check_ledger(ledger, cluster, report, hosts=survivors)
 
 
-@ENDPOINT_BUG
 def test_partitioned_meshd_reregisters_its_instances_after_its_lease_expired(cluster, ledger, report):
     seed(ledger)
     before = {x: register(cluster, "h2", f"h2-{x}") for x in "ab"}
@@ -392,8 +381,6 @@ def test_rolling_restart_of_every_meshd_loses_no_acknowledged_write(cluster, led
     check_ledger(ledger, cluster, report)
 
 
-@pytest.mark.xfail(strict=True, reason="bug: registry.Watch has no liveness check; a meshd whose etcd "
-                   "watch runs on a member that gets partitioned sees no change until the partition heals")
 def test_watch_keeps_flowing_when_the_member_it_reads_from_is_cut(cluster, ledger, report):
     seed(ledger)
     # python-etcd3 starts on a random endpoint: restart h3's meshd until it reads from h2's member.

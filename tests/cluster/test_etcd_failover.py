@@ -1,6 +1,6 @@
 """Failover between etcd endpoints in `registry.Store`, on loopback: the drills' findings
 reduced to deterministic reproductions. Each is marked with the bug it shows; when the bug is
-fixed, the strict xfail turns into a failure, which is the cue to drop the marker."""
+fixed, the strict xfail turned into a failure, and the marker was dropped: these now guard the fixes."""
 from __future__ import annotations
 
 import socket
@@ -59,8 +59,6 @@ def _calls_after_failover(store: registry.Store, n: int = 3, spacing: float = 1.
     return outcomes
 
 
-@pytest.mark.xfail(strict=True, reason="bug: Store's endpoints are retried 0.2 s after a failure "
-                   "(time_retry), so calls spaced wider than that go back to a dead member every time")
 def test_calls_move_off_a_dead_member(etcd, etcd_prefix):
     store = _store_on(f"http://127.0.0.1:{free_port()}", etcd.url, etcd_prefix)
     try:
@@ -71,8 +69,6 @@ def test_calls_move_off_a_dead_member(etcd, etcd_prefix):
         store.close()
 
 
-@pytest.mark.xfail(strict=True, reason="bug: a member that accepts connections but never answers "
-                   "(partitioned) keeps being used; every call waits out the etcd timeout and fails")
 def test_calls_move_off_a_partitioned_member(etcd, etcd_prefix):
     hole = Blackhole()
     store = _store_on(f"http://127.0.0.1:{hole.port}", etcd.url, etcd_prefix)
@@ -84,9 +80,6 @@ def test_calls_move_off_a_partitioned_member(etcd, etcd_prefix):
         hole.close()
 
 
-@pytest.mark.xfail(strict=True, reason="bug: the etcd channels use gRPC's default reconnect backoff "
-                   "(exponential, up to 120 s), so after an outage a meshd stays cut off for seconds "
-                   "after etcd is back; its Watch and lease keepalives with it")
 def test_store_reconnects_soon_after_an_outage(tmp_path):
     own = EmbeddedEtcd(tmp_path / "etcd", supervise=False).start()
     store = registry.Store([own.url], prefix="/reconnect/", timeout=1.0)

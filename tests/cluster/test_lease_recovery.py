@@ -41,8 +41,6 @@ def test_instances_come_back_after_the_host_lease_is_lost(admin):
     assert (after.instance_id, after.address, after.port) == ("i-1", "10.0.0.5", 9090)
 
 
-@pytest.mark.xfail(strict=True, reason="bug: meshd/lease.py writes the held Instance bytes back "
-                   "unchanged, so a re-registered instance reports the lost lease's id")
 def test_reregistered_instance_names_the_lease_that_holds_it(admin):
     before = _setup(admin)
     admin.store.revoke_lease(before.lease_id)
