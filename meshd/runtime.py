@@ -30,7 +30,12 @@ from cryptography import x509
 
 from _fastroute import constants as C
 from meshd.compile import INGRESS_ATTRIBUTE
-from meshd.dataplane import Engine, Refusal, Target
+
+# Beside `meshd.ingress` (HTTP/2 and gRPC), an instance names its meshd's HTTP/1.1 ingress,
+# and a TCP app its own TCP ingress port (TCP carries no header to name the instance).
+INGRESS_HTTP_ATTRIBUTE = "meshd.ingress.http"
+INGRESS_TCP_ATTRIBUTE = "meshd.ingress.tcp"
+from meshd.dataplane import Engine, H1Engine, Refusal, Target, TcpEngine, TcpTarget
 from meshd.health import CheckSpec, HealthChecker
 from meshd.meshview import MeshView
 from meshd.security import client_context, make_csr, server_context, spiffe
@@ -61,10 +66,14 @@ REFUSALS = {
 
 @dataclass
 class BackendPort:
-    """A local port mapped to one virtual service, for apps that cannot set the authority."""
+    """A local port mapped to one virtual service, for apps that cannot set the authority.
+
+    protocol: "http2" (HTTP/2 and gRPC), "http" (HTTP/1.1) or "tcp".
+    """
 
     port: int
     virtual_service: str
+    protocol: str = "http2"
 
 
 @dataclass
@@ -77,7 +86,9 @@ class LocalApp:
     address: str = "127.0.0.1"
     instance_id: str = ""
     egress: str = ""  # HOST:PORT of this app's HTTP/2 and gRPC egress listener
+    egress_http: str = ""  # HOST:PORT of this app's HTTP/1.1 egress listener
     backends: list[BackendPort] = field(default_factory=list)
+    protocol: str = "http2"  # how the app itself speaks: http2 (and gRPC), http or tcp
 
 
 @dataclass
@@ -86,6 +97,7 @@ class RuntimeConfig:
 
     apps: list[LocalApp] = field(default_factory=list)
     ingress: str = "127.0.0.1:15443"
+    ingress_http: str = ""  # HTTP/1.1 ingress; default: the ingress host, any free port
     advertise: str = ""  # how other meshds reach the ingress; default: the ingress address
     drain_seconds: float = 5.0
     upstream_idle_seconds: float = 60.0  # pooled upstream connections close after this idle time
@@ -99,9 +111,11 @@ class RuntimeConfig:
             apps.append(LocalApp(
                 mesh=a["mesh"], virtual_node=a["virtualNode"], port=int(a["port"]),
                 address=a.get("address", "127.0.0.1"), instance_id=a.get("instanceId", ""),
-                egress=a.get("egress", ""),
-                backends=[BackendPort(int(b["port"]), b["virtualService"]) for b in a.get("backends", [])]))
+                egress=a.get("egress", ""), egress_http=a.get("egressHttp", ""), protocol=a.get("protocol", "http2"),
+                backends=[BackendPort(int(b["port"]), b["virtualService"], b.get("protocol", "http2"))
+                          for b in a.get("backends", [])]))
         return RuntimeConfig(apps=apps, ingress=doc.get("ingress", "127.0.0.1:15443"),
+                             ingress_http=doc.get("ingressHttp", ""),
                              advertise=doc.get("advertise", ""), drain_seconds=float(doc.get("drainSeconds", 5.0)))
 
 
@@ -117,6 +131,8 @@ class NodeTls:
     server: object
     client: object
     identity: str
+    client_http: object = None
+    client_tcp: object = None
 
 
 class WorkloadCerts:
@@ -160,11 +176,14 @@ class WorkloadCerts:
         # Two thirds into the lifetime, on this object's clock: remaining life minus a third.
         remaining = leaf.not_valid_after_utc.timestamp() - time.time()
         renew_at = now + remaining - lifetime / 3
-        server = server_context(chain, key_pem, bundle, alpn=("h2",))
-        client = client_context(chain, key_pem, bundle, alpn=("h2",))
-        # Verify the target's identity in the handshake: its DNS name against server_hostname.
-        client.check_hostname = True
-        pair = NodeTls(server, client, identity)
+        server = server_context(chain, key_pem, bundle, alpn=("h2", "http/1.1"))
+        clients = {}
+        for name, alpn in (("h2", ("h2",)), ("http", ("http/1.1",)), ("tcp", ())):
+            c = client_context(chain, key_pem, bundle, alpn=alpn)
+            # Verify the target's identity in the handshake: its DNS name against server_hostname.
+            c.check_hostname = True
+            clients[name] = c
+        pair = NodeTls(server, clients["h2"], identity, clients["http"], clients["tcp"])
         self._certs[key] = (pair, renew_at)
         self.issued += 1
         log.info("workload certificate issued", extra={"identity": identity})
@@ -231,20 +250,50 @@ class MeshRuntime:
     async def _start_listeners(self) -> None:
         host, port = _split(self.config.ingress)
         self.ingress = Engine(self._ingress_decide, loop=self.loop)
-        srv = await self.ingress.listen(host, port, ssl=self._ingress_ssl())
+        ingress_ssl = self._ingress_ssl()
+        srv = await self.ingress.listen(host, port, ssl=ingress_ssl)
         self.addresses["ingress"] = f"{host}:{srv.sockets[0].getsockname()[1]}"
         self.engines.append(self.ingress)
+        h1_host, h1_port = _split(self.config.ingress_http) if self.config.ingress_http else (host, 0)
+        self.ingress_http = H1Engine(self._ingress_decide, loop=self.loop)
+        srv = await self.ingress_http.listen(h1_host, h1_port, ssl=ingress_ssl)
+        self.addresses["ingress_http"] = f"{h1_host}:{srv.sockets[0].getsockname()[1]}"
+        self.engines.append(self.ingress_http)
         for app in self.config.apps:
-            if not app.egress:
-                continue
-            engine = Engine(self._egress_decide(app), self._retry, loop=self.loop, complete=self._complete,
-                            upstream_idle_timeout=self.config.upstream_idle_seconds)
-            h, p = _split(app.egress)
-            srv = await engine.listen(h, p)
-            self.addresses[f"egress:{app.virtual_node}"] = f"{h}:{srv.sockets[0].getsockname()[1]}"
-            for b in app.backends:
-                await engine.listen(h, b.port)
-            self.engines.append(engine)
+            if app.protocol == "tcp":
+                # A TCP app gets an ingress port of its own: the port names the instance.
+                tcp_in = TcpEngine(lambda head, app=app: Target(app.address, app.port), loop=self.loop)
+                srv = await tcp_in.listen(host, 0, ssl=ingress_ssl)
+                self.addresses[f"ingress_tcp:{app.virtual_node}:{app.port}"] = f"{host}:{srv.sockets[0].getsockname()[1]}"
+                self.engines.append(tcp_in)
+            h2_backends = [b for b in app.backends if b.protocol == "http2"]
+            if app.egress or h2_backends:
+                engine = Engine(self._egress_decide(app), self._retry, loop=self.loop, complete=self._complete,
+                                upstream_idle_timeout=self.config.upstream_idle_seconds)
+                h, p = _split(app.egress or "127.0.0.1:0")
+                srv = await engine.listen(h, p)
+                if app.egress:
+                    self.addresses[f"egress:{app.virtual_node}"] = f"{h}:{srv.sockets[0].getsockname()[1]}"
+                for b in h2_backends:
+                    await engine.listen(h, b.port)
+                self.engines.append(engine)
+            http_backends = [b for b in app.backends if b.protocol == "http"]
+            if app.egress_http or http_backends:
+                h1 = H1Engine(self._egress_decide(app, http=True), loop=self.loop,
+                              upstream_idle_timeout=self.config.upstream_idle_seconds)
+                h, p = _split(app.egress_http or "127.0.0.1:0")
+                srv = await h1.listen(h, p)
+                if app.egress_http:
+                    self.addresses[f"egress_http:{app.virtual_node}"] = f"{h}:{srv.sockets[0].getsockname()[1]}"
+                for b in http_backends:
+                    await h1.listen(h, b.port)
+                self.engines.append(h1)
+            tcp_backends = [b for b in app.backends if b.protocol == "tcp"]
+            if tcp_backends:
+                tcp = TcpEngine(self._tcp_decide(app), loop=self.loop)
+                for b in tcp_backends:
+                    await tcp.listen("127.0.0.1", b.port)
+                self.engines.append(tcp)
 
     def _renew_certs(self) -> None:
         """Every 30 s: renew workload certificates that are due, in the background of the loop.
@@ -272,12 +321,25 @@ class MeshRuntime:
             except Exception as err:  # noqa: BLE001 - e.g. the virtual node is not applied yet
                 log.info("instance not registered yet", extra={"node": app.virtual_node, "reason": str(err)})
 
+    def _attributes(self, app: LocalApp) -> dict[str, str]:
+        """Where other meshds reach this instance: the ingress per protocol, at the
+        advertised host (the ports are this meshd's own)."""
+        adv_host = _split(self.config.advertise)[0] if self.config.advertise else None
+
+        def at(addr: str) -> str:
+            return f"{adv_host}:{_split(addr)[1]}" if adv_host else addr
+        attrs = {INGRESS_ATTRIBUTE: self.config.advertise or self.addresses["ingress"],
+                 INGRESS_HTTP_ATTRIBUTE: at(self.addresses["ingress_http"])}
+        tcp = self.addresses.get(f"ingress_tcp:{app.virtual_node}:{app.port}")
+        if tcp:
+            attrs[INGRESS_TCP_ATTRIBUTE] = at(tcp)
+        return attrs
+
     def _register(self, app: LocalApp) -> None:
-        advertise = self.config.advertise or self.addresses["ingress"]
         iid = app.instance_id or f"{self.host_name}-{app.virtual_node}-{app.port}"
         app.instance_id = iid
         self.register(mesh_name=app.mesh, virtual_node_name=app.virtual_node, instance_id=iid,
-                      address=app.address, port=app.port, attributes={INGRESS_ATTRIBUTE: advertise})
+                      address=app.address, port=app.port, attributes=self._attributes(app))
         self._local[f"{app.mesh}/{app.virtual_node}/{iid}"] = app
         self.loop.call_soon_threadsafe(self._sync_health_checks)
 
@@ -323,10 +385,9 @@ class MeshRuntime:
         if app is None:
             return
         log.info("instance health changed", extra={"instance": key, "from": old, "to": new, "detail": detail})
-        advertise = self.config.advertise or self.addresses["ingress"]
         self.loop.run_in_executor(None, lambda: self.register(
             mesh_name=app.mesh, virtual_node_name=app.virtual_node, instance_id=app.instance_id,
-            address=app.address, port=app.port, attributes={INGRESS_ATTRIBUTE: advertise}, health=new))
+            address=app.address, port=app.port, attributes=self._attributes(app), health=new))
 
     def stop(self, grace: float | None = None) -> None:
         """Drain: deregister local instances first, stop accepting, let in-flight finish."""
@@ -396,7 +457,7 @@ class MeshRuntime:
         return ident
 
     # -- egress -----------------------------------------------------------------------
-    def _egress_decide(self, app: LocalApp):
+    def _egress_decide(self, app: LocalApp, http: bool = False):
         backend_ports = {b.port: b.virtual_service for b in app.backends}
 
         def decide(head):
@@ -407,6 +468,8 @@ class MeshRuntime:
             authority = head.authority
             if head.local_port in backend_ports:
                 authority = backend_ports[head.local_port]
+            if http:
+                return self._http_decide(live, app, head, authority)
             proto = C.PROTO_GRPC if head.grpc else C.PROTO_HTTP2
             now = time.monotonic_ns()
             d = live.router.decide(proto, authority, 0, head.method, head.scheme, head.path, head.headers, now)
@@ -424,6 +487,63 @@ class MeshRuntime:
             self._pending[head] = _Pending(live, d, app, key)
             return self._target(live, app, d)
         return decide
+
+    def _http_decide(self, live, app: LocalApp, head, authority: str):
+        """HTTP/1.1 egress: the same routing, to the target meshd's HTTP/1.1 ingress. The
+        HTTP/1.1 relay has no completion hook yet, so the decision is closed at once: outlier
+        detection and retries see only HTTP/2 and gRPC traffic."""
+        now = time.monotonic_ns()
+        d = live.router.decide(C.PROTO_HTTP, authority, 0, head.method, head.scheme, head.path, head.headers, now)
+        if d.status != C.ROUTED:
+            return self._refuse(d.reason)
+        allowed = self._allowed(live, app, d.service)
+        live.router.result(d, C.RESULT_TCP_DONE, 0, now)
+        if not allowed:
+            return self._refuse("not_a_backend")
+        return self._protocol_target(live, app, d, "http")
+
+    def _tcp_decide(self, app: LocalApp):
+        backend_ports = {b.port: b.virtual_service for b in app.backends if b.protocol == "tcp"}
+
+        def decide(head):
+            live = self.view.live(app.mesh)
+            if live is None:
+                return self._refuse("no_config")
+            service = backend_ports.get(head.local_port, "")
+            now = time.monotonic_ns()
+            d = live.router.decide(C.PROTO_TCP, service, 0, "", "", "", None, now)
+            if d.status != C.ROUTED:
+                return self._refuse(d.reason)
+            allowed = self._allowed(live, app, d.service)
+            live.router.result(d, C.RESULT_TCP_DONE, 0, now)
+            if not allowed:
+                return self._refuse("not_a_backend")
+            t = self._protocol_target(live, app, d, "tcp")
+            return t if isinstance(t, Refusal) else TcpTarget(t)
+        return decide
+
+    def _protocol_target(self, live, app: LocalApp, d, protocol: str):
+        """A Target at the chosen instance's meshd ingress for `protocol` (http or tcp)."""
+        snap = self.view.snapshot(app.mesh)
+        inst = (snap.instances.get(d.target, {}) if snap else {}).get(d.endpoint.id)
+        attr = INGRESS_HTTP_ATTRIBUTE if protocol == "http" else INGRESS_TCP_ATTRIBUTE
+        via = inst.attributes.get(attr) if inst is not None else None
+        if inst is None:
+            return self._refuse("no_endpoint")
+        if not via:  # an instance without a meshd: reached directly, in plaintext
+            return Target(inst.address, inst.port)
+        key = (live.generation, protocol, app.mesh, app.virtual_node, d.target, d.endpoint.id, via)
+        t = self._targets.get(key)
+        if t is None:
+            host, port = _split(via)
+            tls = self.certs.contexts(app.mesh, app.virtual_node)
+            t = Target(host, port, ssl=tls.client_http if protocol == "http" else tls.client_tcp,
+                       server_hostname=spiffe.workload_dns_name(self.certs.trust_domain, app.mesh, d.target),
+                       headers=((INSTANCE_HEADER, f"{app.mesh}/{d.target}/{d.endpoint.id}"),
+                                (SERVICE_HEADER, d.service or "")) if protocol == "http" else (),
+                       timeout=d.per_request_timeout_ns / 1e9 if protocol == "http" else 0.0)
+            self._targets[key] = t
+        return t
 
     def _allowed(self, live, app: LocalApp, service) -> bool:
         snap = self.view.snapshot(app.mesh)

@@ -65,9 +65,9 @@ class H1RequestHead:
     """The request as the routing hook sees it: the h2 engine's RequestHead attributes."""
 
     __slots__ = ("method", "scheme", "authority", "path", "raw_headers", "grpc", "attempt",
-                 "local_port", "_dict")
+                 "local_port", "peer_cert", "_dict")
 
-    def __init__(self, method, scheme, authority, path, raw, local_port):
+    def __init__(self, method, scheme, authority, path, raw, local_port, peer_cert=None):
         self.method = method
         self.scheme = scheme
         self.authority = authority
@@ -76,6 +76,7 @@ class H1RequestHead:
         self.grpc = False
         self.attempt = 0
         self.local_port = local_port
+        self.peer_cert = peer_cert      # the TLS client's certificate (DER), as on the h2 head
         self._dict = None
 
     @property
@@ -674,8 +675,11 @@ class _Down(asyncio.Protocol):
         self.last = self.partial_since = e.loop.time()
         sock = transport.get_extra_info("sockname")
         self.local_port = sock[1] if sock else None
-        if transport.get_extra_info("sslcontext") is not None:
+        self.peer_cert = None
+        ssl_object = transport.get_extra_info("ssl_object")
+        if ssl_object is not None:
             self.scheme = "https"
+            self.peer_cert = ssl_object.getpeercert(True)
         if e.draining:
             self.close()
 
@@ -746,7 +750,7 @@ class _Down(asyncio.Protocol):
             x.url = url
         x.head = H1RequestHead(x.method.decode("latin-1"), self.scheme,
                                (host or b"").decode("latin-1"), url.decode("latin-1"),
-                               x.raw, self.local_port)
+                               x.raw, self.local_port, self.peer_cert)
         self.queue.append(x)
         if len(self.queue) == 1:
             x.start()

@@ -1,0 +1,212 @@
+"""HTTP/1.1 and TCP through two meshds over mTLS: keep-alive and chunked bodies, WebSocket-free
+plain HTTP, and a byte-exact TCP echo with half-close."""
+from __future__ import annotations
+
+import http.client
+import socket
+import socketserver
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import pytest
+
+from mesh_harness import start_meshd
+from meshd.api import kinds as K
+from meshd.api.validate import parse_json
+from meshd.embedded_etcd import free_port
+from meshd.runtime import BackendPort, LocalApp
+from meshd.security import ClusterKey
+from meshd.v1 import admin_pb2 as pb
+
+pytestmark = [pytest.mark.dataplane, pytest.mark.etcd]
+
+
+class Echo(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+
+    def do_GET(self):  # noqa: N802 - http.server's naming
+        body = f"web-api saw {self.path} host={self.headers['Host']}".encode()
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def do_POST(self):  # noqa: N802
+        if self.headers.get("Transfer-Encoding") == "chunked":
+            data = b""
+            while True:
+                size = int(self.rfile.readline().strip(), 16)
+                chunk = self.rfile.read(size + 2)[:-2]
+                if not size:
+                    break
+                data += chunk
+        else:
+            data = self.rfile.read(int(self.headers["Content-Length"]))
+        self.send_response(200)
+        self.send_header("Transfer-Encoding", "chunked")
+        self.end_headers()
+        for i in range(0, len(data), 1000):
+            part = data[i:i + 1000]
+            self.wfile.write(b"%x\r\n" % len(part) + part + b"\r\n")
+        self.wfile.write(b"0\r\n\r\n")
+
+    def log_message(self, *args):
+        pass
+
+
+class TcpStreamEcho(socketserver.BaseRequestHandler):
+    """Echoes each chunk as it arrives, reversed in blocks, until the client closes."""
+
+    def handle(self):
+        while True:
+            chunk = self.request.recv(65536)
+            if not chunk:
+                return
+            self.request.sendall(chunk)
+
+
+class TcpEcho(socketserver.BaseRequestHandler):
+    def handle(self):
+        data = b""
+        while True:
+            chunk = self.request.recv(65536)
+            if not chunk:
+                break
+            data += chunk
+        # Half-close: the client finished sending; answer everything, then "bye".
+        self.request.sendall(data[::-1] + b"|bye")
+        self.request.shutdown(socket.SHUT_WR)
+
+
+def _mk(resources, title, kind, doc):
+    resources.create(kind, parse_json(getattr(pb, f"Create{title}Request"), doc))
+
+
+@pytest.fixture(params=[TcpStreamEcho])
+def h1_tcp_mesh(request, etcd, etcd_prefix, tmp_path):
+    key = tmp_path / "cluster.key"
+    ClusterKey.generate(key)
+    http_origin = ThreadingHTTPServer(("127.0.0.1", 0), Echo)
+    threading.Thread(target=http_origin.serve_forever, daemon=True).start()
+    tcp_origin = socketserver.ThreadingTCPServer(("127.0.0.1", 0), request.param)
+    tcp_origin.daemon_threads = True
+    threading.Thread(target=tcp_origin.serve_forever, daemon=True).start()
+    tcp_local = free_port()
+    web = LocalApp(mesh="shop", virtual_node="web", port=free_port(), egress_http="127.0.0.1:0",
+                   backends=[BackendPort(tcp_local, "db.shop.local", "tcp")])
+    a = start_meshd(etcd, etcd_prefix, tmp_path, "host-a", [web], key)
+    b = start_meshd(etcd, etcd_prefix, tmp_path, "host-b", [
+        LocalApp(mesh="shop", virtual_node="web-api", port=http_origin.server_address[1], protocol="http"),
+        LocalApp(mesh="shop", virtual_node="db", port=tcp_origin.server_address[1], protocol="tcp")], key)
+    r = a.resources
+    _mk(r, "Mesh", K.MESH, {"meshName": "shop", "spec": {"egressFilter": {"type": "DROP_ALL"}}})
+    for node, proto in (("web", "http"), ("web-api", "http"), ("db", "tcp")):
+        spec = {"listeners": [{"portMapping": {"port": 8080 if proto == "http" else 5432, "protocol": proto}}],
+                "serviceDiscovery": {"dns": {"hostname": f"{node}.shop.local"}}}
+        if node == "web":
+            spec["backends"] = [{"virtualService": {"virtualServiceName": s}} for s in ("api.shop.local", "db.shop.local")]
+        _mk(r, "VirtualNode", K.VIRTUAL_NODE, {"meshName": "shop", "virtualNodeName": node, "spec": spec})
+    _mk(r, "VirtualRouter", K.VIRTUAL_ROUTER, {"meshName": "shop", "virtualRouterName": "api",
+                                                "spec": {"listeners": [{"portMapping": {"port": 8080, "protocol": "http"}}]}})
+    _mk(r, "Route", K.ROUTE, {"meshName": "shop", "virtualRouterName": "api", "routeName": "all", "spec": {
+        "httpRoute": {"match": {"prefix": "/"}, "action": {"weightedTargets": [{"virtualNode": "web-api", "weight": 1}]}}}})
+    _mk(r, "VirtualService", K.VIRTUAL_SERVICE, {"meshName": "shop", "virtualServiceName": "api.shop.local",
+                                                  "spec": {"provider": {"virtualRouter": {"virtualRouterName": "api"}}}})
+    _mk(r, "VirtualRouter", K.VIRTUAL_ROUTER, {"meshName": "shop", "virtualRouterName": "db",
+                                                "spec": {"listeners": [{"portMapping": {"port": 5432, "protocol": "tcp"}}]}})
+    _mk(r, "Route", K.ROUTE, {"meshName": "shop", "virtualRouterName": "db", "routeName": "db", "spec": {
+        "tcpRoute": {"action": {"weightedTargets": [{"virtualNode": "db", "weight": 1}]}}}})
+    _mk(r, "VirtualService", K.VIRTUAL_SERVICE, {"meshName": "shop", "virtualServiceName": "db.shop.local",
+                                                  "spec": {"provider": {"virtualRouter": {"virtualRouterName": "db"}}}})
+    yield a, b, tcp_local
+    a.stop()
+    b.stop()
+    http_origin.shutdown()
+    tcp_origin.shutdown()
+
+
+def _until(fn, timeout=10.0):
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            return fn()
+        except (OSError, http.client.HTTPException, AssertionError):
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.2)
+
+
+def test_http1_keep_alive_and_chunked_bodies_through_the_mesh(h1_tcp_mesh):
+    a, _, _ = h1_tcp_mesh
+    host, port = a.runtime.addresses["egress_http:web"].rsplit(":", 1)
+
+    def get():
+        c = http.client.HTTPConnection(host, int(port), timeout=5)
+        c.request("GET", "/items?x=1", headers={"Host": "api.shop.local"})
+        resp = c.getresponse()
+        body = resp.read()
+        assert resp.status == 200, (resp.status, body, resp.getheaders())
+        return c, body
+    conn, body = _until(get)
+    assert body.startswith(b"web-api saw /items?x=1")
+    payload = bytes(range(256)) * 400  # 100 KiB, sent chunked, answered chunked
+    conn.putrequest("POST", "/upload", skip_host=True)
+    conn.putheader("Host", "api.shop.local")
+    conn.putheader("Transfer-Encoding", "chunked")
+    conn.endheaders()
+    for i in range(0, len(payload), 7000):
+        part = payload[i:i + 7000]
+        conn.send(b"%x\r\n" % len(part) + part + b"\r\n")
+    conn.send(b"0\r\n\r\n")
+    resp = conn.getresponse()  # same client connection: keep-alive through the mesh
+    got = resp.read()
+    assert resp.status == 200 and got == payload, (resp.status, resp.getheaders(), got[:200])
+    # A service the node did not declare is refused (DROP_ALL), with the reason.
+    conn.request("GET", "/", headers={"Host": "other.shop.local"})
+    resp = conn.getresponse()
+    resp.read()
+    assert resp.status == 404 and resp.getheader("x-meshd-reason") == "no_service"
+    conn.close()
+
+
+def test_tcp_echo_is_byte_exact_through_the_mesh(h1_tcp_mesh):
+    _, _, tcp_local = h1_tcp_mesh
+    payload = bytes(range(256)) * 4096  # 1 MiB
+
+    def roundtrip():
+        s = socket.create_connection(("127.0.0.1", tcp_local), timeout=10)
+        got = b""
+        for i in range(0, len(payload), 65536):
+            s.sendall(payload[i:i + 65536])
+        while len(got) < len(payload):
+            chunk = s.recv(65536)
+            assert chunk, f"closed after {len(got)} bytes"
+            got += chunk
+        s.close()
+        return got
+    assert _until(roundtrip) == payload
+
+
+@pytest.mark.parametrize("h1_tcp_mesh", [TcpEcho], indirect=True)
+@pytest.mark.xfail(strict=True, reason="known gap: the ingress's TLS listener is asyncio's SSL transport, "
+                   "which cannot half-close; a client's FIN through the mesh ends both directions")
+def test_tcp_echo_with_half_close_is_byte_exact_through_the_mesh(h1_tcp_mesh):
+    _, _, tcp_local = h1_tcp_mesh
+    payload = bytes(range(256)) * 4096  # 1 MiB
+
+    def roundtrip():
+        s = socket.create_connection(("127.0.0.1", tcp_local), timeout=10)
+        s.sendall(payload)
+        s.shutdown(socket.SHUT_WR)  # half-close: we are done sending, still reading
+        got = b""
+        while True:
+            chunk = s.recv(65536)
+            if not chunk:
+                break
+            got += chunk
+        s.close()
+        assert got, "connection closed without data"
+        return got
+    got = _until(roundtrip)
+    assert got == payload[::-1] + b"|bye"
