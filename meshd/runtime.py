@@ -133,6 +133,9 @@ class NodeTls:
     identity: str
     client_http: object = None
     client_tcp: object = None
+    chain_pem: bytes = b""
+    key_pem: bytes = b""
+    bundle_pem: bytes = b""
 
 
 class WorkloadCerts:
@@ -183,7 +186,7 @@ class WorkloadCerts:
             # Verify the target's identity in the handshake: its DNS name against server_hostname.
             c.check_hostname = True
             clients[name] = c
-        pair = NodeTls(server, clients["h2"], identity, clients["http"], clients["tcp"])
+        pair = NodeTls(server, clients["h2"], identity, clients["http"], clients["tcp"], chain, key_pem, bundle)
         self._certs[key] = (pair, renew_at)
         self.issued += 1
         log.info("workload certificate issued", extra={"identity": identity})
@@ -223,6 +226,8 @@ class MeshRuntime:
         self._targets: dict[tuple, Target] = {}
         self._local: dict[str, LocalApp] = {}  # "mesh/node/instance" -> app
         self._peer_ids: dict[bytes, str | None] = {}
+        self._file_contexts: dict[tuple, object] = {}
+        self._file_cert_names: dict[str, set[str]] = {}
         self._active = True
         self._thread: threading.Thread | None = None
         self._watcher: threading.Thread | None = None
@@ -430,13 +435,101 @@ class MeshRuntime:
             front = first.server
 
         def select(ssl_obj, server_name, _ctx):
-            mn = by_name.get((server_name or "").lower())
+            name = (server_name or "").lower()
+            mn = by_name.get(name) or self._file_cert_owner(name)
             if mn is None:
                 return ssl.ALERT_DESCRIPTION_UNRECOGNIZED_NAME
-            ssl_obj.context = self.certs.contexts(*mn).server
+            ssl_obj.context = self._server_context(*mn)
             return None
         front.sni_callback = select
         return front
+
+    # -- App Mesh `file` certificate sources ---------------------------------------------
+    def _listener_tls(self, mesh: str, node: str):
+        snap = self.view.snapshot(mesh)
+        spec = snap.nodes.get(node) if snap else None
+        for lst in (spec.spec.listeners if spec is not None else ()):
+            if lst.HasField("tls"):
+                return lst.tls
+        return None
+
+    def _server_context(self, mesh: str, node: str):
+        """The ingress's context for `node`: the mesh CA certificate, or the listener's App
+        Mesh `file` certificate, verifying callers with the listener's `file` trust when set."""
+        base = self.certs.contexts(mesh, node)
+        tls = self._listener_tls(mesh, node)
+        cert = tls.certificate.file if tls is not None and tls.certificate.HasField("file") else None
+        trust = (tls.validation.trust.file if tls is not None and tls.HasField("validation")
+                 and tls.validation.trust.HasField("file") else None)
+        if cert is None and trust is None:
+            return base.server
+        key = ("server", mesh, node, cert.certificate_chain if cert else "", cert.private_key if cert else "",
+               trust.certificate_chain if trust else "")
+        ctx = self._file_contexts.get(key)
+        if ctx is None:
+            chain = _read(cert.certificate_chain) if cert else base.chain_pem
+            key_pem = _read(cert.private_key) if cert else base.key_pem
+            bundle = (_read(trust.certificate_chain) + b"\n" + base.bundle_pem) if trust else base.bundle_pem
+            ctx = self._file_contexts[key] = server_context(chain, key_pem, bundle, alpn=("h2", "http/1.1"))
+        return ctx
+
+    def _file_cert_owner(self, server_name: str):
+        """The local node whose App Mesh `file` listener certificate carries `server_name`
+        (a caller verifying the operator's PKI asks for that name, not the mesh's)."""
+        for app in self.config.apps:
+            tls = self._listener_tls(app.mesh, app.virtual_node)
+            if tls is None or not tls.certificate.HasField("file"):
+                continue
+            path = tls.certificate.file.certificate_chain
+            names = self._file_cert_names.get(path)
+            if names is None:
+                names = self._file_cert_names[path] = {n.lower() for n in _all_sans(
+                    x509.load_pem_x509_certificate(_read(path)).public_bytes(_DER))}
+            if server_name in names:
+                return app.mesh, app.virtual_node
+        return None
+
+    def _client_policy(self, app: LocalApp, service: str):
+        """The caller's App Mesh client policy TLS for `service`: the backend's, else backendDefaults."""
+        snap = self.view.snapshot(app.mesh)
+        node = snap.nodes.get(app.virtual_node) if snap else None
+        if node is None:
+            return None
+        for b in node.spec.backends:
+            vs = b.virtual_service
+            if vs.virtual_service_name == service and vs.HasField("client_policy") and vs.client_policy.HasField("tls"):
+                return vs.client_policy.tls
+        bd = node.spec.backend_defaults
+        if node.spec.HasField("backend_defaults") and bd.HasField("client_policy") and bd.client_policy.HasField("tls"):
+            return bd.client_policy.tls
+        return None
+
+    def _client_context(self, app: LocalApp, service: str, target_node: str, alpn: tuple[str, ...]):
+        """(context, server_hostname) for calling `target_node`. With the caller's client policy
+        naming `file` sources, those are used as-is (App Mesh semantics); the expected server
+        name is then the policy's first DNS subjectAlternativeName, and with none given, any
+        certificate from the policy's trust is accepted."""
+        base = self.certs.contexts(app.mesh, app.virtual_node)
+        dns = spiffe.workload_dns_name(self.certs.trust_domain, app.mesh, target_node)
+        policy = self._client_policy(app, service)
+        cert = policy.certificate.file if policy is not None and policy.certificate.HasField("file") else None
+        trust = (policy.validation.trust.file if policy is not None and policy.HasField("validation")
+                 and policy.validation.trust.HasField("file") else None)
+        if cert is None and trust is None:
+            return {("h2",): base.client, ("http/1.1",): base.client_http}.get(alpn, base.client_tcp), dns
+        sans = [n for n in policy.validation.subject_alternative_names.match.exact] if policy.HasField("validation") else []
+        name = next((n for n in sans if not n.startswith("spiffe://")), None)
+        key = ("client", alpn, app.mesh, app.virtual_node, service, cert.certificate_chain if cert else "",
+               trust.certificate_chain if trust else "", name)
+        ctx = self._file_contexts.get(key)
+        if ctx is None:
+            chain = _read(cert.certificate_chain) if cert else base.chain_pem
+            key_pem = _read(cert.private_key) if cert else base.key_pem
+            bundle = (_read(trust.certificate_chain) + b"\n" + base.bundle_pem) if trust else base.bundle_pem
+            ctx = client_context(chain, key_pem, bundle, alpn=alpn)
+            ctx.check_hostname = name is not None
+            self._file_contexts[key] = ctx
+        return ctx, (name or dns)
 
     def _peer_identity(self, der: bytes | None) -> str | None:
         if der is None:
@@ -536,9 +629,9 @@ class MeshRuntime:
         t = self._targets.get(key)
         if t is None:
             host, port = _split(via)
-            tls = self.certs.contexts(app.mesh, app.virtual_node)
-            t = Target(host, port, ssl=tls.client_http if protocol == "http" else tls.client_tcp,
-                       server_hostname=spiffe.workload_dns_name(self.certs.trust_domain, app.mesh, d.target),
+            ctx, hostname = self._client_context(app, d.service or "", d.target,
+                                                 ("http/1.1",) if protocol == "http" else ())
+            t = Target(host, port, ssl=ctx, server_hostname=hostname,
                        headers=((INSTANCE_HEADER, f"{app.mesh}/{d.target}/{d.endpoint.id}"),
                                 (SERVICE_HEADER, d.service or "")) if protocol == "http" else (),
                        timeout=d.per_request_timeout_ns / 1e9 if protocol == "http" else 0.0)
@@ -564,9 +657,8 @@ class MeshRuntime:
             return t
         retry = d.retry
         via_ingress = ep.id in live.compiled.via_ingress
-        ssl_ctx = self.certs.contexts(app.mesh, app.virtual_node).client if via_ingress else None
-        t = Target(ep.address, ep.port, ssl=ssl_ctx,
-                   server_hostname=spiffe.workload_dns_name(self.certs.trust_domain, app.mesh, d.target) if via_ingress else None,
+        ssl_ctx, hostname = self._client_context(app, d.service or "", d.target, ("h2",)) if via_ingress else (None, None)
+        t = Target(ep.address, ep.port, ssl=ssl_ctx, server_hostname=hostname,
                    headers=((INSTANCE_HEADER, f"{app.mesh}/{d.target}/{ep.id}"), (SERVICE_HEADER, d.service or "")),
                    timeout=d.per_request_timeout_ns / 1e9,
                    try_timeout=d.per_try_timeout_ns / 1e9 if retry is not None and retry.max_retries else 0.0,
@@ -622,16 +714,25 @@ class MeshRuntime:
         app = self._local.get(dest)
         if app is None:
             return REFUSALS["unknown_instance"]
-        caller = self._peer_identity(head.peer_cert)
-        try:
-            sid = spiffe.parse(caller) if caller else None
-        except Exception:  # noqa: BLE001 - an unparsable identity is refused below
+        tls = self._listener_tls(app.mesh, app.virtual_node)
+        if tls is not None and tls.HasField("validation") and tls.validation.trust.HasField("file"):
+            # The operator's own PKI (App Mesh `file` trust) verified the caller in the
+            # handshake; its subjectAlternativeNames, when given, must name the caller.
+            exact = list(tls.validation.subject_alternative_names.match.exact)
+            if exact and not set(exact) & set(_all_sans(head.peer_cert)):
+                return REFUSALS["identity_refused"]
             sid = None
-        if sid is None or sid.kind != spiffe.WORKLOAD or sid.mesh != app.mesh or not self._ingress_allows(app, caller):
-            return REFUSALS["identity_refused"]
+        else:
+            caller = self._peer_identity(head.peer_cert)
+            try:
+                sid = spiffe.parse(caller) if caller else None
+            except Exception:  # noqa: BLE001 - an unparsable identity is refused below
+                sid = None
+            if sid is None or sid.kind != spiffe.WORKLOAD or sid.mesh != app.mesh or not self._ingress_allows(app, caller):
+                return REFUSALS["identity_refused"]
         service = head.headers.get(SERVICE_HEADER, "")
         snap = self.view.snapshot(app.mesh)
-        if snap is not None and snap.mesh is not None and snap.mesh.spec.egress_filter.type == "DROP_ALL":
+        if sid is not None and snap is not None and snap.mesh is not None and snap.mesh.spec.egress_filter.type == "DROP_ALL":
             caller_node = snap.nodes.get(sid.node)
             if caller_node is None or not any(
                     b.virtual_service.virtual_service_name == service for b in caller_node.spec.backends):
@@ -655,6 +756,26 @@ class MeshRuntime:
                 if exact and caller not in exact:
                     return False
         return True
+
+
+from cryptography.hazmat.primitives.serialization import Encoding as _Encoding  # noqa: E402
+
+_DER = _Encoding.DER
+
+
+def _read(path: str) -> bytes:
+    with open(path, "rb") as f:
+        return f.read()
+
+
+def _all_sans(der: bytes | None) -> list[str]:
+    if der is None:
+        return []
+    try:
+        san = x509.load_der_x509_certificate(der).extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    except x509.ExtensionNotFound:
+        return []
+    return [str(n.value) for n in san]
 
 
 __all__ = ["LocalApp", "MeshRuntime", "RuntimeConfig", "WorkloadCerts"]

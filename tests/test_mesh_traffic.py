@@ -7,6 +7,7 @@ from concurrent import futures
 
 import grpc
 import pytest
+from google.protobuf import json_format
 
 from mesh_harness import Mesh, Origin, route_spec, shop_config
 from meshd.api import kinds as K
@@ -176,14 +177,21 @@ def test_connection_pool_overflow_is_fast_503_while_other_routes_work(mesh_facto
     assert all(r[2].get("x-meshd-reason") == "pool_overflow" for r in results)
 
 
-def test_authorization_egress_backends_and_ingress_identity(mesh_factory, tmp_path):
+def _intruder_channel(m, node="intruder", roots: bytes | None = None, name="api-v1.shop.mesh.meshd.local"):
+    """A caller at host B's ingress with a valid certificate of the mesh, for another node."""
+    from meshd.security import KeyRef, MeshCA, make_csr  # noqa: PLC0415
+    ca = MeshCA(m.b.store, KeyRef(str(m.key)))
+    ident = f"spiffe://meshd.local/mesh/shop/virtualNode/{node}"
+    key, csr = make_csr(ident)
+    issued = ca.sign_csr("shop", csr, ident)
+    return grpc.secure_channel(m.b.runtime.addresses["ingress"],
+                               grpc.ssl_channel_credentials(roots or issued.bundle_pem, key, issued.chain_pem),
+                               options=[("grpc.ssl_target_name_override", name)])
+
+
+def test_authorization_egress_backends_and_ingress_identity(mesh_factory):
     m = mesh_factory({"api-v1": Origin("api-v1"), "api-v2": Origin("api-v2")}, targets={"api-v1": 1},
-                     extra_nodes=("api-v2",),
-                     node_listener={"tls": {"mode": "STRICT",
-                                            "certificate": {"file": {"certificateChain": "/dev/null", "privateKey": "/dev/null"}},
-                                            "validation": {"trust": {"file": {"certificateChain": "/dev/null"}},
-                                                           "subjectAlternativeNames": {"match": {"exact": [
-                                                               "spiffe://meshd.local/mesh/shop/virtualNode/web"]}}}}})
+                     extra_nodes=("api-v2",))
     m.a.resources.create(K.VIRTUAL_SERVICE, parse_json(pb.CreateVirtualServiceRequest, {
         "meshName": "shop", "virtualServiceName": "secret.shop.local",
         "spec": {"provider": {"virtualNode": {"virtualNodeName": "api-v2"}}}}))
@@ -194,21 +202,84 @@ def test_authorization_egress_backends_and_ingress_identity(mesh_factory, tmp_pa
         m.client("secret.shop.local:9090")(b"x", timeout=5)
     assert err.value.code() == grpc.StatusCode.PERMISSION_DENIED
     assert dict(err.value.trailing_metadata())["x-meshd-reason"] == "not_a_backend"
-    # At host B's ingress, a caller with a valid mesh certificate but the wrong identity.
-    from meshd.security import MeshCA, make_csr  # noqa: PLC0415
-    ca = MeshCA(m.b.store, __import__("meshd.security", fromlist=["KeyRef"]).KeyRef(str(m.key)))
-    key, csr = make_csr("spiffe://meshd.local/mesh/shop/virtualNode/intruder")
-    issued = ca.sign_csr("shop", csr, "spiffe://meshd.local/mesh/shop/virtualNode/intruder")
-    ch = grpc.secure_channel(m.b.runtime.addresses["ingress"],
-                             grpc.ssl_channel_credentials(issued.bundle_pem, key, issued.chain_pem),
-                             options=[("grpc.ssl_target_name_override", "api-v1.shop.mesh.meshd.local")])
+    # At host B's ingress: a valid mesh certificate, but of a node that declares no backend.
+    ch = _intruder_channel(m)
+    with pytest.raises(grpc.RpcError) as err:
+        ch.unary_unary("/echo.Echo/Say")(b"x", timeout=5, metadata=(("x-meshd-instance", "shop/api-v1/api-v1"),
+                                                                   ("x-meshd-service", "api.shop.local")))
+    assert err.value.code() == grpc.StatusCode.PERMISSION_DENIED
+    assert dict(err.value.trailing_metadata())["x-meshd-reason"] == "not_a_backend"
+    ch.close()
+    assert call(b"ok", timeout=5) == b"api-v1:ok"  # the declared caller passes
+
+
+def _user_pki(tmp_path):
+    """An operator's own CA and two certificates, as App Mesh `file` sources would name them."""
+    from datetime import datetime, timedelta, timezone  # noqa: PLC0415
+
+    from cryptography import x509  # noqa: PLC0415
+    from cryptography.hazmat.primitives import hashes, serialization  # noqa: PLC0415
+    from cryptography.hazmat.primitives.asymmetric import ec  # noqa: PLC0415
+    from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID  # noqa: PLC0415
+
+    now = datetime.now(timezone.utc)
+
+    def name(cn):
+        return x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, cn)])
+    ca_key = ec.generate_private_key(ec.SECP256R1())
+    ca = (x509.CertificateBuilder().subject_name(name("corp-ca")).issuer_name(name("corp-ca"))
+          .public_key(ca_key.public_key()).serial_number(x509.random_serial_number())
+          .not_valid_before(now - timedelta(minutes=5)).not_valid_after(now + timedelta(days=1))
+          .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True).sign(ca_key, hashes.SHA256()))
+    files = {"ca": tmp_path / "corp-ca.pem"}
+    files["ca"].write_bytes(ca.public_bytes(serialization.Encoding.PEM))
+    for who in ("api-v1", "web"):
+        key = ec.generate_private_key(ec.SECP256R1())
+        cert = (x509.CertificateBuilder().subject_name(name(who)).issuer_name(ca.subject)
+                .public_key(key.public_key()).serial_number(x509.random_serial_number())
+                .not_valid_before(now - timedelta(minutes=5)).not_valid_after(now + timedelta(days=1))
+                .add_extension(x509.SubjectAlternativeName([x509.DNSName(f"{who}.example.com")]), critical=False)
+                .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH]),
+                               critical=False)
+                .sign(ca_key, hashes.SHA256()))
+        files[f"{who}.crt"] = tmp_path / f"{who}.crt"
+        files[f"{who}.key"] = tmp_path / f"{who}.key"
+        files[f"{who}.crt"].write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+        files[f"{who}.key"].write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                                          serialization.NoEncryption()))
+    return {k: str(v) for k, v in files.items()}
+
+
+def test_app_mesh_file_certificates_are_honoured(mesh_factory, tmp_path):
+    """The operator's own PKI, named by App Mesh `file` sources, carries the traffic between
+    meshds: the listener presents its file certificate and checks callers against its file
+    trust and subjectAlternativeNames; the caller's client policy does the same the other way."""
+    f = _user_pki(tmp_path)
+    m = mesh_factory({"api-v1": Origin("api-v1")}, targets={"api-v1": 1}, backends=(),
+                     node_listener={"tls": {"mode": "STRICT",
+                                            "certificate": {"file": {"certificateChain": f["api-v1.crt"],
+                                                                     "privateKey": f["api-v1.key"]}},
+                                            "validation": {"trust": {"file": {"certificateChain": f["ca"]}},
+                                                           "subjectAlternativeNames": {"match": {"exact": ["web.example.com"]}}}}})
+    web = m.a.resources.describe(K.VIRTUAL_NODE, pb.DescribeVirtualNodeRequest(mesh_name="shop", virtual_node_name="web"))
+    spec = json_format.MessageToDict(web.virtual_node.spec)
+    spec["backends"] = [{"virtualService": {"virtualServiceName": "api.shop.local", "clientPolicy": {"tls": {
+        "certificate": {"file": {"certificateChain": f["web.crt"], "privateKey": f["web.key"]}},
+        "validation": {"trust": {"file": {"certificateChain": f["ca"]}},
+                       "subjectAlternativeNames": {"match": {"exact": ["api-v1.example.com"]}}}}}}}]
+    m.a.resources.update(K.VIRTUAL_NODE, parse_json(pb.UpdateVirtualNodeRequest, {
+        "meshName": "shop", "virtualNodeName": "web", "spec": spec}))
+    call = m.client()
+    m.wait_routable(call)
+    assert call(b"corp", timeout=5) == b"api-v1:corp"
+    # A mesh certificate that the file trust accepts but whose names are not in the list.
+    ch = _intruder_channel(m, node="web", roots=open(f["ca"], "rb").read(), name="api-v1.example.com")
     with pytest.raises(grpc.RpcError) as err:
         ch.unary_unary("/echo.Echo/Say")(b"x", timeout=5, metadata=(("x-meshd-instance", "shop/api-v1/api-v1"),
                                                                    ("x-meshd-service", "api.shop.local")))
     assert err.value.code() == grpc.StatusCode.PERMISSION_DENIED
     assert dict(err.value.trailing_metadata())["x-meshd-reason"] == "identity_refused"
     ch.close()
-    assert call(b"ok", timeout=5) == b"api-v1:ok"  # the right identity passes
 
 
 def test_tls_sessions_are_resumed_on_new_connections(etcd, etcd_prefix, tmp_path):
