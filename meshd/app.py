@@ -7,6 +7,7 @@ import logging
 import os
 import socket
 import threading
+from datetime import timedelta
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -54,6 +55,7 @@ class MeshdConfig:
     join_server: str = ""
     signer: str = ""
     audit_max_entries: int = 10_000
+    cert_ttl_hours: float = 24.0  # lifetime of workload and host certificates signed here
     # The data plane: local apps (--config), listener addresses.
     runtime: RuntimeConfig | None = None
     egress: str = ""
@@ -102,7 +104,8 @@ class Meshd:
         self.lease = HostLease(self.store, ttl=cfg.lease_ttl, rewrite=instance_on_lease)
         self.lease.start()
 
-        ca = MeshCA(self.store, KeyRef(cfg.cluster_key), trust_domain=cfg.trust_domain)
+        ca = MeshCA(self.store, KeyRef(cfg.cluster_key), trust_domain=cfg.trust_domain,
+                    default_ttl=timedelta(hours=cfg.cert_ttl_hours))
         tokens, roles = Tokens(self.store), Roles(self.store)
         audit = AuditLog(self.store, max_entries=cfg.audit_max_entries)
 

@@ -33,6 +33,8 @@ def _run_args(run: argparse.ArgumentParser) -> None:
     run.add_argument("--cluster-key", default=env("MESHD_CLUSTER_KEY", DEFAULT_CLUSTER_KEY),
                      help=f"the cluster key file; hosts without it cannot sign (default {DEFAULT_CLUSTER_KEY})")
     run.add_argument("--trust-domain", default=env("MESHD_TRUST_DOMAIN", "meshd.local"))
+    run.add_argument("--cert-ttl-hours", type=float, default=float(env("MESHD_CERT_TTL_HOURS", "24")),
+                     help="lifetime of the workload and host certificates this host signs (default 24)")
     run.add_argument("--join-token", default=env("MESHD_JOIN_TOKEN", ""),
                      help="a one-time bootstrap token (meshctl token create) to obtain the host identity")
     run.add_argument("--join-server", default=env("MESHD_JOIN_SERVER", ""),
@@ -114,6 +116,7 @@ def main(argv: list[str] | None = None) -> int:
         lease_ttl=args.lease_ttl, embedded_etcd_port=args.etcd_port,
         embedded_peer_port=args.etcd_peer_port, etcd_prefix=args.etcd_prefix,
         cluster_key=args.cluster_key, trust_domain=args.trust_domain, join_token=args.join_token,
+        cert_ttl_hours=args.cert_ttl_hours,
         join_server=args.join_server, signer=args.signer,
         runtime=RuntimeConfig.load(args.config) if args.config else None,
         egress=args.egress, ingress=args.ingress, advertise=args.advertise,
