@@ -81,7 +81,7 @@ def traffic(egress: str, authority: str, seconds: float, workers: int) -> int:
     if latencies:
         latencies.sort()
         p99 = latencies[min(len(latencies) - 1, int(len(latencies) * 0.99))]
-        print(f"  latency p50 {statistics.median(latencies) * 1000:.2f} ms, p99 {p99 * 1000:.2f} ms (two mTLS hops)")
+        print(f"  latency p50 {statistics.median(latencies) * 1000:.2f} ms, p99 {p99 * 1000:.2f} ms (app -> egress -> mTLS -> ingress -> service)")
     for what, n in errors.items():
         print(f"  errors: {n} x {what}")
     return 0 if total and not errors else 1
