@@ -29,9 +29,14 @@ class Origin:
         self.delay_first = 0.0  # seconds to stall the first `delay_calls` calls
         self.delay_calls = 0
         self.lock = threading.Lock()
-        self.server = grpc.server(futures.ThreadPoolExecutor(16))
+        big = [("grpc.max_receive_message_length", 64 << 20), ("grpc.max_send_message_length", 64 << 20)]
+        self.server = grpc.server(futures.ThreadPoolExecutor(16), options=big)
         handler = grpc.method_handlers_generic_handler("echo.Echo", {
-            "Say": grpc.unary_unary_rpc_method_handler(self._say)})
+            "Say": grpc.unary_unary_rpc_method_handler(self._say),
+            "Bidi": grpc.stream_stream_rpc_method_handler(lambda it, ctx: (m for m in it)),
+            "Collect": grpc.stream_unary_rpc_method_handler(lambda it, ctx: b"".join(it)),
+            "Spread": grpc.unary_stream_rpc_method_handler(
+                lambda req, ctx: (req[i:i + 1000] for i in range(0, len(req), 1000)))})
         self.server.add_generic_rpc_handlers((handler,))
         from grpc_health.v1 import health, health_pb2_grpc  # noqa: PLC0415
         health_pb2_grpc.add_HealthServicer_to_server(health.HealthServicer(), self.server)  # SERVING
@@ -77,11 +82,13 @@ class Mesh:
         self.egress = self.a.runtime.addresses["egress:web"]
         self.channels = []
 
-    def client(self, authority: str = "api.shop.local:9090"):
+    def client(self, authority: str = "api.shop.local:9090", method: str = SAY, kind: str = "unary_unary"):
         ch = grpc.insecure_channel(self.egress, options=[("grpc.default_authority", authority),
-                                                         ("grpc.enable_retries", 0)])
+                                                         ("grpc.enable_retries", 0),
+                                                         ("grpc.max_receive_message_length", 64 << 20),
+                                                         ("grpc.max_send_message_length", 64 << 20)])
         self.channels.append(ch)
-        return ch.unary_unary(SAY)
+        return getattr(ch, kind)(method)
 
     def wait_routable(self, call, timeout: float = 10.0) -> None:
         deadline = time.monotonic() + timeout

@@ -324,3 +324,59 @@ def test_health_checks_take_an_unhealthy_instance_out_of_every_route_table(mesh_
     before = good.calls
     answers, errors = _calls(call, 30, workers=1)
     assert not errors and good.calls - before == 30  # no attempt went to the unhealthy instance
+
+
+def test_grpc_streaming_shapes_and_16_mib_through_the_mesh(mesh_factory):
+    m = mesh_factory({"api-v1": Origin("api-v1")}, targets={"api-v1": 1})
+    say = m.client()
+    m.wait_routable(say)
+    big = bytes(range(256)) * (16 * 4096)  # 16 MiB
+    assert say(big, timeout=30) == b"api-v1:" + big
+    msgs = [b"m%05d" % i for i in range(10_000)]
+    bidi = m.client(method="/echo.Echo/Bidi", kind="stream_stream")
+    assert list(bidi(iter(msgs), timeout=60)) == msgs
+    collect = m.client(method="/echo.Echo/Collect", kind="stream_unary")
+    assert collect(iter([big[:8 << 20], big[8 << 20:]]), timeout=30) == big
+    spread = m.client(method="/echo.Echo/Spread", kind="unary_stream")
+    parts = list(spread(big[:1_000_000], timeout=30))
+    assert len(parts) == 1000 and b"".join(parts) == big[:1_000_000]
+
+
+def test_hostile_input_on_the_mesh_listeners_leaves_meshd_serving(mesh_factory):
+    import socket  # noqa: PLC0415
+    import ssl  # noqa: PLC0415
+    m = mesh_factory({"api-v1": Origin("api-v1")}, targets={"api-v1": 1})
+    call = m.client()
+    m.wait_routable(call)
+    targets = [m.egress, m.b.runtime.addresses["ingress"], m.b.runtime.addresses["ingress_http"]]
+    for addr in targets:
+        host, port = addr.rsplit(":", 1)
+        for payload in (b"\x00garbage\xff" * 1000, b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + b"\x00\x00\x06\x04\x00\x00\x00\x00\x00" * 5000,
+                        b"GET / HTTP/1.1\r\nHost: x\r\nX-Big: " + b"a" * 200_000 + b"\r\n\r\n"):
+            s = socket.create_connection((host, int(port)), timeout=5)
+            try:
+                s.sendall(payload)
+                s.settimeout(2)
+                s.recv(4096)
+            except OSError:
+                pass
+            finally:
+                s.close()
+        # A TLS client without a certificate never gets past the ingress handshake.
+        if addr != m.egress:
+            ctx = ssl.create_default_context()
+            ctx.check_hostname, ctx.verify_mode = False, ssl.CERT_NONE
+            try:
+                with socket.create_connection((host, int(port)), timeout=5) as raw:
+                    with ctx.wrap_socket(raw, server_hostname="api-v1.shop.mesh.meshd.local") as tls:
+                        tls.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+                        tls.recv(100)
+            except (ssl.SSLError, OSError):
+                pass
+        assert call(b"still", timeout=5) == b"api-v1:still"
+    # A slowloris client holding a half-sent header does not block others.
+    host, port = m.egress.rsplit(":", 1)
+    slow = socket.create_connection((host, int(port)), timeout=5)
+    slow.sendall(b"PRI * HTTP/2.0\r\n")
+    assert call(b"during", timeout=5) == b"api-v1:during"
+    slow.close()
