@@ -273,26 +273,16 @@ class MeshRuntime:
                 self.engines.append(tcp_in)
             h2_backends = [b for b in app.backends if b.protocol == "http2"]
             if app.egress or h2_backends:
-                engine = Engine(self._egress_decide(app), self._retry, loop=self.loop, complete=self._complete,
-                                upstream_idle_timeout=self.config.upstream_idle_seconds)
-                h, p = _split(app.egress or "127.0.0.1:0")
-                srv = await engine.listen(h, p)
-                if app.egress:
-                    self.addresses[f"egress:{app.virtual_node}"] = f"{h}:{srv.sockets[0].getsockname()[1]}"
-                for b in h2_backends:
-                    await engine.listen(h, b.port)
-                self.engines.append(engine)
+                await self._egress_listener(
+                    Engine(self._egress_decide(app), self._retry, loop=self.loop, complete=self._complete,
+                           upstream_idle_timeout=self.config.upstream_idle_seconds),
+                    app.egress, h2_backends, f"egress:{app.virtual_node}")
             http_backends = [b for b in app.backends if b.protocol == "http"]
             if app.egress_http or http_backends:
-                h1 = H1Engine(self._egress_decide(app, http=True), loop=self.loop,
-                              upstream_idle_timeout=self.config.upstream_idle_seconds)
-                h, p = _split(app.egress_http or "127.0.0.1:0")
-                srv = await h1.listen(h, p)
-                if app.egress_http:
-                    self.addresses[f"egress_http:{app.virtual_node}"] = f"{h}:{srv.sockets[0].getsockname()[1]}"
-                for b in http_backends:
-                    await h1.listen(h, b.port)
-                self.engines.append(h1)
+                await self._egress_listener(
+                    H1Engine(self._egress_decide(app, http=True), loop=self.loop,
+                             upstream_idle_timeout=self.config.upstream_idle_seconds),
+                    app.egress_http, http_backends, f"egress_http:{app.virtual_node}")
             tcp_backends = [b for b in app.backends if b.protocol == "tcp"]
             if tcp_backends:
                 tcp = TcpEngine(self._tcp_decide(app), loop=self.loop)
@@ -310,6 +300,16 @@ class MeshRuntime:
             log.warning("workload certificate renewal failed", extra={"error": str(err)})
         if self._active:
             self.loop.call_later(30.0, self._renew_certs)
+
+    async def _egress_listener(self, engine, address: str, backends: list[BackendPort], name: str) -> None:
+        """An app's egress: its authority-routed address (when given) and its backend ports."""
+        h, p = _split(address or "127.0.0.1:0")
+        srv = await engine.listen(h, p)
+        if address:
+            self.addresses[name] = f"{h}:{srv.sockets[0].getsockname()[1]}"
+        for b in backends:
+            await engine.listen(h, b.port)
+        self.engines.append(engine)
 
     def _registrar_loop(self) -> None:
         # meshd may start before its apps' virtual nodes are applied: keep trying, bounded
