@@ -41,11 +41,8 @@ class Failure:
 
 
 # --- Target's header rewrite -------------------------------------------------------------
-# Target keeps its (name, value) rewrite list in C fields that Python cannot read; the only
-# Python-visible copy is Cython's pickle state, a tuple of the fields in name order. It is
-# read once per Target and checked against a probe at import, so a change of the layout
-# fails loudly here rather than silently dropping rewrites.
-# TODO(lead): a readonly `headers` property on Target would make this unnecessary.
+# Target.rewrite gives the (authority, [name, value, ...]) pair the h2 engine applies; the
+# HTTP/1.1 and TCP relays read it once per Target and cache it.
 
 
 class TargetRewrite:
@@ -336,4 +333,5 @@ class RelayEngine:
             s.close()
 
     def _sweep(self):
-        raise NotImplementedError
+        """Each relay closes its idle and slow connections here (called every second)."""
+        raise NotImplementedError("a RelayEngine subclass defines its sweep")
