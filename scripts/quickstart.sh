@@ -19,7 +19,7 @@ show() { printf '$ %s\n' "$*"; "$@"; }
 
 step "making a cluster key (the local mesh CA signs with it) and starting the sample services"
 [ -f "$STATE/cluster.key" ] || meshd init --cluster-key "$STATE/cluster.key"
-python deploy/quickstart/demo.py serve 9091=api-v1 9092=api-v2 >"$STATE/services.log" 2>&1 &
+python deploy/quickstart/demo.py serve 9091=api-v1 9092=api-v2 --web 8080 >"$STATE/services.log" 2>&1 &
 SERVICES_PID=$!
 
 step "starting meshd (admin API on $ADMIN, embedded etcd, data plane from deploy/quickstart/meshd.yaml)"
@@ -53,8 +53,12 @@ show meshctl get virtualservices --mesh shop
 show meshctl get routes --mesh shop --router api-router
 show meshctl describe route api-canary --mesh shop --router api-router
 
-step "instances: meshd registered the local apps of its config under its host lease"
-sleep 1
+step "instances: meshd registered the local apps of its config and health-checks them"
+# App Mesh health checks: 5 s apart, healthy after 2 passes (healthyThreshold).
+for _ in $(seq 1 30); do
+  [ "$(meshctl instance list --mesh shop -o json | grep -c '"health": "HEALTHY"')" -ge 3 ] && break
+  sleep 1
+done
 show meshctl instance list --mesh shop
 
 step "live traffic: web calls api.shop.local through meshd (egress -> mTLS -> ingress), 90/10 canary"

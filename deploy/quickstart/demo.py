@@ -1,11 +1,12 @@
 """The quickstart's sample services and traffic: gRPC origins for api-v1/api-v2, and a client
 that calls `api.shop.local` through meshd's egress and reports who answered.
 
-    python deploy/quickstart/demo.py serve 9091=api-v1 9092=api-v2     # origins (until killed)
+    python deploy/quickstart/demo.py serve 9091=api-v1 9092=api-v2 --web 8080   # services (until killed)
     python deploy/quickstart/demo.py traffic --egress 127.0.0.1:15001 --seconds 5
 
-The services speak plain gRPC (no generated code: a generic handler for /shop.Api/Get), and
-the client knows nothing of the mesh: it only sets the authority, as any gRPC app would.
+The services speak plain gRPC (no generated code: a generic handler for /shop.Api/Get) and
+answer grpc.health.v1, which meshd's health checks call; `web` answers its HTTP /healthz.
+The client knows nothing of the mesh: it only sets the authority, as any gRPC app would.
 """
 from __future__ import annotations
 
@@ -19,11 +20,31 @@ from collections import Counter
 from concurrent import futures
 
 import grpc
+from grpc_health.v1 import health, health_pb2_grpc
 
 METHOD = "/shop.Api/Get"
 
 
-def serve(specs: list[str]) -> int:
+def serve_web(port: int) -> None:
+    """The `web` app: only its health endpoint, so meshd's HTTP health check finds it healthy."""
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    class Web(BaseHTTPRequestHandler):
+        def do_GET(self):  # noqa: N802 - http.server's naming
+            self.send_response(200 if self.path == "/healthz" else 404)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+        def log_message(self, *args):
+            pass
+    server = ThreadingHTTPServer(("127.0.0.1", port), Web)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    print(f"web serving HTTP on 127.0.0.1:{port}", flush=True)
+
+
+def serve(specs: list[str], web_port: int = 0) -> int:
+    if web_port:
+        serve_web(web_port)
     servers = []
     for spec in specs:
         port, name = spec.split("=", 1)
@@ -33,6 +54,7 @@ def serve(specs: list[str]) -> int:
         server = grpc.server(futures.ThreadPoolExecutor(8))
         server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(
             "shop.Api", {"Get": grpc.unary_unary_rpc_method_handler(get)}),))
+        health_pb2_grpc.add_HealthServicer_to_server(health.HealthServicer(), server)  # SERVING
         server.add_insecure_port(f"127.0.0.1:{port}")
         server.start()
         servers.append(server)
@@ -92,6 +114,7 @@ def main(argv: list[str] | None = None) -> int:
     sub = p.add_subparsers(dest="cmd", required=True)
     s = sub.add_parser("serve")
     s.add_argument("specs", nargs="+", help="PORT=NAME")
+    s.add_argument("--web", type=int, default=0, help="also serve web's HTTP /healthz on this port")
     t = sub.add_parser("traffic")
     t.add_argument("--egress", default="127.0.0.1:15001")
     t.add_argument("--authority", default="api.shop.local:9090")
@@ -99,7 +122,7 @@ def main(argv: list[str] | None = None) -> int:
     t.add_argument("--workers", type=int, default=4)
     args = p.parse_args(argv)
     if args.cmd == "serve":
-        return serve(args.specs)
+        return serve(args.specs, args.web)
     return traffic(args.egress, args.authority, args.seconds, args.workers)
 
 
