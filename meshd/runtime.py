@@ -201,6 +201,7 @@ class _Pending:
     decision: object
     app: LocalApp
     inflight_key: str
+    http: bool = False  # an HTTP/1.1 request (its retries go to the HTTP/1.1 ingress)
     fed: bool = False
 
 
@@ -280,8 +281,8 @@ class MeshRuntime:
             http_backends = [b for b in app.backends if b.protocol == "http"]
             if app.egress_http or http_backends:
                 await self._egress_listener(
-                    H1Engine(self._egress_decide(app, http=True), loop=self.loop,
-                             upstream_idle_timeout=self.config.upstream_idle_seconds),
+                    H1Engine(self._egress_decide(app, http=True), self._retry, loop=self.loop,
+                             complete=self._complete, upstream_idle_timeout=self.config.upstream_idle_seconds),
                     app.egress_http, http_backends, f"egress_http:{app.virtual_node}")
             tcp_backends = [b for b in app.backends if b.protocol == "tcp"]
             if tcp_backends:
@@ -561,9 +562,7 @@ class MeshRuntime:
             authority = head.authority
             if head.local_port in backend_ports:
                 authority = backend_ports[head.local_port]
-            if http:
-                return self._http_decide(live, app, head, authority)
-            proto = C.PROTO_GRPC if head.grpc else C.PROTO_HTTP2
+            proto = C.PROTO_HTTP if http else (C.PROTO_GRPC if head.grpc else C.PROTO_HTTP2)
             now = time.monotonic_ns()
             d = live.router.decide(proto, authority, 0, head.method, head.scheme, head.path, head.headers, now)
             if d.status != C.ROUTED:
@@ -576,24 +575,14 @@ class MeshRuntime:
             if self._inflight.get(key, 0) >= node_limit:
                 live.router.result(d, C.RESULT_HTTP, 503, now)
                 return self._refuse("pool_overflow")
+            target = self._protocol_target(live, app, d, "http") if http else self._target(live, app, d)
+            if isinstance(target, Refusal):
+                live.router.result(d, C.RESULT_CONNECT_FAILURE, 0, now)
+                return target
             self._inflight[key] = self._inflight.get(key, 0) + 1
-            self._pending[head] = _Pending(live, d, app, key)
-            return self._target(live, app, d)
+            self._pending[head] = _Pending(live, d, app, key, http)
+            return target
         return decide
-
-    def _http_decide(self, live, app: LocalApp, head, authority: str):
-        """HTTP/1.1 egress: the same routing, to the target meshd's HTTP/1.1 ingress. The
-        HTTP/1.1 relay has no completion hook yet, so the decision is closed at once: outlier
-        detection and retries see only HTTP/2 and gRPC traffic."""
-        now = time.monotonic_ns()
-        d = live.router.decide(C.PROTO_HTTP, authority, 0, head.method, head.scheme, head.path, head.headers, now)
-        if d.status != C.ROUTED:
-            return self._refuse(d.reason)
-        allowed = self._allowed(live, app, d.service)
-        live.router.result(d, C.RESULT_TCP_DONE, 0, now)
-        if not allowed:
-            return self._refuse("not_a_backend")
-        return self._protocol_target(live, app, d, "http")
 
     def _tcp_decide(self, app: LocalApp):
         backend_ports = {b.port: b.virtual_service for b in app.backends if b.protocol == "tcp"}
@@ -624,7 +613,8 @@ class MeshRuntime:
         if inst is None:
             return self._refuse("no_endpoint")
         if not via:  # an instance without a meshd: reached directly, in plaintext
-            return Target(inst.address, inst.port)
+            return Target(inst.address, inst.port,
+                          retry_statuses=d.retry.http_codes if protocol == "http" and d.retry is not None else None)
         key = (live.generation, protocol, app.mesh, app.virtual_node, d.target, d.endpoint.id, via)
         t = self._targets.get(key)
         if t is None:
@@ -634,7 +624,8 @@ class MeshRuntime:
             t = Target(host, port, ssl=ctx, server_hostname=hostname,
                        headers=((INSTANCE_HEADER, f"{app.mesh}/{d.target}/{d.endpoint.id}"),
                                 (SERVICE_HEADER, d.service or "")) if protocol == "http" else (),
-                       timeout=d.per_request_timeout_ns / 1e9 if protocol == "http" else 0.0)
+                       timeout=d.per_request_timeout_ns / 1e9 if protocol == "http" else 0.0,
+                       retry_statuses=d.retry.http_codes if protocol == "http" and d.retry is not None else None)
             self._targets[key] = t
         return t
 
@@ -690,6 +681,8 @@ class MeshRuntime:
             p.fed = True  # this attempt's result is in; the engine answers with it
             return None
         self.stats["retries"] += 1
+        if p.http:
+            return self._protocol_target(p.live, p.app, p.decision, "http")
         return self._target(p.live, p.app, p.decision)
 
     def _complete(self, head, target, status, grpc_status, reason, duration_ns) -> None:

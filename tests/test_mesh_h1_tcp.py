@@ -24,8 +24,16 @@ pytestmark = [pytest.mark.dataplane, pytest.mark.etcd]
 
 class Echo(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
+    flaky_calls = 0
 
     def do_GET(self):  # noqa: N802 - http.server's naming
+        if self.path == "/flaky":
+            Echo.flaky_calls += 1
+            if Echo.flaky_calls % 2:  # every other call fails with 503
+                self.send_response(503)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+                return
         body = f"web-api saw {self.path} host={self.headers['Host']}".encode()
         self.send_response(200)
         self.send_header("Content-Length", str(len(body)))
@@ -110,7 +118,9 @@ def h1_tcp_mesh(request, etcd, etcd_prefix, tmp_path):
     _mk(r, "VirtualRouter", K.VIRTUAL_ROUTER, {"meshName": "shop", "virtualRouterName": "api",
                                                 "spec": {"listeners": [{"portMapping": {"port": 8080, "protocol": "http"}}]}})
     _mk(r, "Route", K.ROUTE, {"meshName": "shop", "virtualRouterName": "api", "routeName": "all", "spec": {
-        "httpRoute": {"match": {"prefix": "/"}, "action": {"weightedTargets": [{"virtualNode": "web-api", "weight": 1}]}}}})
+        "httpRoute": {"match": {"prefix": "/"}, "action": {"weightedTargets": [{"virtualNode": "web-api", "weight": 1}]},
+                      "retryPolicy": {"maxRetries": 2, "perRetryTimeout": {"unit": "s", "value": 2},
+                                      "httpRetryEvents": ["server-error"]}}}})
     _mk(r, "VirtualService", K.VIRTUAL_SERVICE, {"meshName": "shop", "virtualServiceName": "api.shop.local",
                                                   "spec": {"provider": {"virtualRouter": {"virtualRouterName": "api"}}}})
     _mk(r, "VirtualRouter", K.VIRTUAL_ROUTER, {"meshName": "shop", "virtualRouterName": "db",
@@ -167,7 +177,16 @@ def test_http1_keep_alive_and_chunked_bodies_through_the_mesh(h1_tcp_mesh):
     resp = conn.getresponse()
     resp.read()
     assert resp.status == 404 and resp.getheader("x-meshd-reason") == "no_service"
-    conn.close()
+    # Retries for HTTP/1.1 too: a target that answers 503 every other call is fully hidden.
+    before = Echo.flaky_calls
+    for _ in range(10):
+        conn = http.client.HTTPConnection(host, int(port), timeout=5)
+        conn.request("GET", "/flaky", headers={"Host": "api.shop.local"})
+        resp = conn.getresponse()
+        resp.read()
+        assert resp.status == 200
+        conn.close()
+    assert Echo.flaky_calls - before >= 15  # the failed attempts happened and were retried
 
 
 def test_tcp_echo_is_byte_exact_through_the_mesh(h1_tcp_mesh):

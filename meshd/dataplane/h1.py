@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections import deque
 
 import httptools
@@ -268,6 +269,9 @@ class _Ex:
         self.resp_raw = []
         self.resp_trailers = None
         self.resp_status = 0
+        self.out_status = 0         # what the client got, for the completion hook
+        self.out_reason = ""
+        self.t0_ns = time.monotonic_ns()
         self.resp_head_done = False
         self.resp_started = False
         self.resp_chunked_down = False
@@ -620,12 +624,25 @@ class _Ex:
         head.append(b"\r\n")
         d.transport.write(b"".join(head))
         self.resp_started = True
+        self.out_status, self.out_reason = status, reason
         self.finish()
+
+    def report(self):
+        """Tell the engine's completion hook how this request ended (once)."""
+        cb = self.down.engine.complete
+        if cb is None or getattr(self, "head", None) is None:
+            return
+        try:
+            cb(self.head, self.target, self.out_status or self.resp_status, -1, self.out_reason,
+               time.monotonic_ns() - self.t0_ns)
+        except Exception:  # noqa: BLE001 - a hook bug must not break the connection
+            _log.exception("completion hook failed for %r", self.head)
 
     def finish(self):
         if self.done:
             return
         self.done = True
+        self.report()
         if self.timer is not None:
             self.timer.cancel()
             self.timer = None
@@ -636,6 +653,9 @@ class _Ex:
 
     def finish_broken(self):
         """The response was cut midway: nothing can be said downstream but closing."""
+        if not self.done:
+            self.out_reason = self.out_reason or "reset"
+            self.report()
         self.done = True
         if self.timer is not None:
             self.timer.cancel()
@@ -926,8 +946,11 @@ class H1Engine(RelayEngine):
     def __init__(self, decide, retry=None, *, loop=None, header_timeout: float = 10.0,
                  idle_timeout: float = 300.0, upstream_idle_timeout: float = 60.0,
                  connect_timeout: float = 5.0, max_header_bytes: int = 65536,
-                 retry_buffer: int = 65536, high_water: int = 256 * 1024):
+                 retry_buffer: int = 65536, high_water: int = 256 * 1024, complete=None):
         super().__init__(decide, retry, loop)
+        # complete(head, target, http_status, -1, reason, duration_ns): once per request,
+        # as the HTTP/2 engine's hook; it feeds outlier detection, retries' budget, metrics.
+        self.complete = complete
         self.header_timeout = header_timeout
         self.idle_timeout = idle_timeout
         self.upstream_idle_timeout = upstream_idle_timeout
