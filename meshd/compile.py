@@ -54,9 +54,6 @@ class Compiled:
     table: fr.Table
     endpoints: dict[str, tuple[fr.Endpoint, ...]]
     problems: tuple[CompileError, ...]
-    # Endpoint ids reached through a meshd ingress (mTLS) rather than directly; grows as
-    # instances join the live router.
-    via_ingress: set[str] = field(default_factory=set)
 
 
 def duration_ms(d, default: int) -> int:
@@ -241,12 +238,10 @@ def compile_mesh(snap: MeshSnapshot, trust_domain: str = DEFAULT_TRUST_DOMAIN) -
     table = fr.Table(services=tuple(services), routers=routers, nodes=tuple(nodes))
     table = _drop_invalid(table, problems, snap.name)
     endpoints = {node: tuple(live_endpoints(insts)) for node, insts in snap.instances.items() if node in node_names}
-    via_ingress = {i.instance_id for insts in snap.instances.values() for i in insts.values()
-                   if INGRESS_ATTRIBUTE in i.attributes}
     for err in problems:
         log.warning("resource left out of the route table", extra={"resource": err.resource, "field": err.field,
                                                                    "reason": err.reason})
-    return Compiled(table, endpoints, tuple(problems), via_ingress)
+    return Compiled(table, endpoints, tuple(problems))
 
 
 def live_endpoints(instances: dict[str, admin_pb2.Instance]) -> list[fr.Endpoint]:

@@ -15,8 +15,7 @@ from dataclasses import dataclass
 from typing import Callable
 
 import _fastroute as fr
-from meshd.compile import (DEFAULT_TRUST_DOMAIN, INGRESS_ATTRIBUTE, Compiled, MeshSnapshot, compile_mesh,
-                           live_endpoints)
+from meshd.compile import DEFAULT_TRUST_DOMAIN, Compiled, MeshSnapshot, compile_mesh, live_endpoints
 from meshd.v1 import admin_pb2
 
 log = logging.getLogger("meshd.meshview")
@@ -118,7 +117,6 @@ class MeshView:
         router = live.router
         insts = (snap.instances.get(node, {}) if snap else {})
         eps = live_endpoints(insts)
-        live.compiled.via_ingress.update(e.id for e in eps if e.id in _ingress_ids(insts))
         try:
             router.set_endpoints(node, eps)
         except fr.UnknownNode:
@@ -154,6 +152,3 @@ class MeshView:
                                                       "compile_ms": round(self.last_apply_seconds * 1000, 2)})
         return published
 
-
-def _ingress_ids(insts) -> set[str]:
-    return {i.instance_id for i in insts.values() if INGRESS_ATTRIBUTE in i.attributes}

@@ -27,6 +27,7 @@ from typing import Callable, Iterator
 import uvloop
 import yaml
 from cryptography import x509
+from cryptography.hazmat.primitives.serialization import Encoding
 
 from _fastroute import constants as C
 from meshd.compile import INGRESS_ATTRIBUTE
@@ -485,7 +486,7 @@ class MeshRuntime:
             names = self._file_cert_names.get(path)
             if names is None:
                 names = self._file_cert_names[path] = {n.lower() for n in _all_sans(
-                    x509.load_pem_x509_certificate(_read(path)).public_bytes(_DER))}
+                    x509.load_pem_x509_certificate(_read(path)).public_bytes(Encoding.DER))}
             if server_name in names:
                 return app.mesh, app.virtual_node
         return None
@@ -647,7 +648,10 @@ class MeshRuntime:
         if t is not None:
             return t
         retry = d.retry
-        via_ingress = ep.id in live.compiled.via_ingress
+        # Through a meshd ingress (mTLS) when the instance names one; else directly, in plaintext.
+        snap = self.view.snapshot(app.mesh)
+        inst = (snap.instances.get(d.target, {}) if snap else {}).get(ep.id)
+        via_ingress = inst is not None and INGRESS_ATTRIBUTE in inst.attributes
         ssl_ctx, hostname = self._client_context(app, d.service or "", d.target, ("h2",)) if via_ingress else (None, None)
         t = Target(ep.address, ep.port, ssl=ssl_ctx, server_hostname=hostname,
                    headers=((INSTANCE_HEADER, f"{app.mesh}/{d.target}/{ep.id}"), (SERVICE_HEADER, d.service or "")),
@@ -749,11 +753,6 @@ class MeshRuntime:
                 if exact and caller not in exact:
                     return False
         return True
-
-
-from cryptography.hazmat.primitives.serialization import Encoding as _Encoding  # noqa: E402
-
-_DER = _Encoding.DER
 
 
 def _read(path: str) -> bytes:
