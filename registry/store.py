@@ -160,7 +160,10 @@ def _translate_errors(fn):
         except etcd_exc.Etcd3Exception as err:
             raise Unavailable(self.endpoints, f"{type(err).__name__}: {err}") from err
         except ValueError as err:
-            # etcd3.Endpoint.use() raises ValueError for an endpoint marked failed.
+            # etcd3.Endpoint.use() raises ValueError for an endpoint marked failed; any other
+            # ValueError is a bug of ours and must not pass for an etcd outage.
+            if "failed node" not in str(err):
+                raise
             raise Unavailable(self.endpoints, f"endpoint marked failed: {err}") from err
 
     return wrapper
