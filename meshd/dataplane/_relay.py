@@ -7,6 +7,7 @@ look-alikes with the same attributes; Target, Refusal and FAILURE_RESPONSES are 
 """
 from __future__ import annotations
 
+import abc
 import asyncio
 import logging
 import ssl as _ssl
@@ -273,7 +274,7 @@ async def open_upstream(loop, target: Target, app, stats, sessions, timeout: flo
     stats["upstream_conns_opened"] += 1
 
 
-class RelayEngine:
+class RelayEngine(abc.ABC):
     """What the HTTP/1.1 and TCP engines share: hooks, listeners, per-key pools, the sweeper.
 
     A subclass sets `connection_class` (the downstream protocol, built with the engine) and
@@ -332,6 +333,6 @@ class RelayEngine:
         for s in self.listeners:
             s.close()
 
+    @abc.abstractmethod
     def _sweep(self):
         """Each relay closes its idle and slow connections here (called every second)."""
-        raise NotImplementedError("a RelayEngine subclass defines its sweep")
