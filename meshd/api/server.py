@@ -96,18 +96,34 @@ class AdminServicer(admin_pb2_grpc.MeshAdminServicer):
         self.resources = resources
         self.gate = gate
         self._stopping = threading.Event()
+        self._watches: set = set()
 
     def stop_streams(self) -> None:
+        """End every open Watch now: an idle etcd watch would otherwise hold shutdown until
+        the server's grace period runs out."""
         self._stopping.set()
+        for w in list(self._watches):
+            w.cancel()
 
     def Watch(self, request, context):
         # Authenticate and authorize before the first response; the stream itself is read-only.
         self.gate.run("MeshAdmin", "Watch", request, context, lambda caller: None)
         active = lambda: context.is_active() and not self._stopping.is_set()  # noqa: E731
         watches = []
-        context.add_callback(lambda: [w.cancel() for w in watches])
+
+        def started(w):
+            watches.append(w)
+            self._watches.add(w)
+            if self._stopping.is_set():
+                w.cancel()
+
+        def ended():
+            for w in watches:
+                w.cancel()
+                self._watches.discard(w)
+        context.add_callback(ended)
         try:
-            yield from self.resources.watch(request, active, on_start=watches.append)
+            yield from self.resources.watch(request, active, on_start=started)
         except Exception as err:  # noqa: BLE001
             _abort(context, err, "Watch")
 

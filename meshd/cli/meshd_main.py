@@ -6,6 +6,7 @@ import logging
 import os
 import signal
 import sys
+import threading
 
 from meshd import logs
 from meshd.app import DEFAULT_ADMIN, DEFAULT_CLUSTER_KEY, DEFAULT_STATE_DIR, Meshd, MeshdConfig
@@ -124,12 +125,15 @@ def main(argv: list[str] | None = None) -> int:
     if args.host_name:
         cfg.host_name = args.host_name
     daemon = Meshd(cfg)
+    stop = threading.Event()
 
     def _shutdown(signum, _frame):
+        # Only note the request: stopping runs on the main thread below, never inside the
+        # handler, which may interrupt the main thread while it holds a lock (in start()).
         log.info("signal received; shutting down", extra={"signal": signal.Signals(signum).name})
         signal.signal(signal.SIGTERM, signal.SIG_DFL)
         signal.signal(signal.SIGINT, signal.SIG_DFL)
-        daemon.stop()
+        stop.set()
 
     signal.signal(signal.SIGTERM, _shutdown)
     signal.signal(signal.SIGINT, _shutdown)
@@ -139,7 +143,8 @@ def main(argv: list[str] | None = None) -> int:
         log.error("meshd failed to start", extra={"error": str(err)})
         daemon.stop()
         return 1
-    daemon.wait()
+    stop.wait()
+    daemon.stop()
     return 0
 
 
