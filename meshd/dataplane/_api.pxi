@@ -187,6 +187,42 @@ cdef class RequestHead:
         """Regular headers as a list of (name, value) bytes pairs, in arrival order."""
         return [(self._raw[i], self._raw[i + 1]) for i in range(0, len(self._raw), 2)]
 
+    # -- per-request rewrites (the routing hook's; a Target's own apply to every request) --
+
+    def rewrite_path(self, path):
+        """Send `path` upstream as :path instead of the request's (a gateway's prefix rewrite)."""
+        self._up_path = path.encode("latin-1") if isinstance(path, str) else bytes(path)
+
+    def rewrite_authority(self, authority):
+        """Send `authority` upstream as :authority; wins over the Target's authority."""
+        self._up_authority = authority.encode("latin-1") if isinstance(authority, str) else bytes(authority)
+
+    def set_header(self, name, value):
+        """Add a regular header upstream, replacing the request's fields of that name
+        (trace context, for instance). Pseudo-headers have their own methods."""
+        n = _lower_b(name)
+        if n.startswith(b":"):
+            raise ValueError(f"use rewrite_path/rewrite_authority for {name!r}")
+        if self._up_set is None:
+            self._up_set = []
+        self._up_set += [n, value.encode("latin-1") if isinstance(value, str) else bytes(value)]
+
+    @property
+    def upstream_path(self):
+        """The :path sent upstream."""
+        return (self._up_path if self._up_path is not None else self._path).decode("latin-1")
+
+    @property
+    def response_headers(self):
+        """The forwarded response head as {lowercase name: value} (":status" included);
+        empty when meshd answered itself."""
+        cdef Py_ssize_t i
+        d = {}
+        if self._resp_raw is not None:
+            for i in range(0, len(self._resp_raw), 2):
+                d[(<bytes>self._resp_raw[i]).decode("latin-1")] = (<bytes>self._resp_raw[i + 1]).decode("latin-1")
+        return d
+
     def __repr__(self):
         return f"RequestHead({self.method} {self.scheme}://{self.authority}{self.path}, grpc={self.grpc})"
 

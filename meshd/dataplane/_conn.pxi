@@ -134,6 +134,8 @@ cdef int _srv_on_data(nghttp2_session *s, uint8_t flags, int32_t sid, const uint
                       size_t n, void *ud) noexcept:
     cdef Exchange x = _stream_exchange(s, sid)
     try:
+        if x is not None:
+            x.head.bytes_received += n
         if x is None or x.discard_req or x.up_closed:
             nghttp2_session_consume(s, sid, n)    # nobody will forward it; keep windows open
             return 0
@@ -414,6 +416,8 @@ cdef class ServerConn(Conn):
         self.opened_ns = self.last_active_ns = now_ns()
         sockname = transport.get_extra_info("sockname")
         self.local_port = sockname[1] if isinstance(sockname, tuple) and len(sockname) >= 2 else None
+        peer = transport.get_extra_info("peername")
+        self.remote_address = f"{peer[0]}:{peer[1]}" if isinstance(peer, tuple) and len(peer) >= 2 else ""
         # Read once per connection, so the routing hook can authorize the caller's identity.
         ssl_object = transport.get_extra_info("ssl_object")
         self.peer_cert = ssl_object.getpeercert(True) if ssl_object is not None else None

@@ -130,6 +130,7 @@ cdef ssize_t _read_response_body(nghttp2_session *s, int32_t sid, uint8_t *buf, 
             n = avail if <size_t>avail < length else <Py_ssize_t>length
             memcpy(buf, PyByteArray_AS_STRING(x.resp_buf), n)
             del x.resp_buf[:n]
+            x.head.bytes_sent += n
             if x.up is not None and x.up.session != NULL:
                 nghttp2_session_consume(x.up.session, x.up_sid, n)
                 _mark(x.up)
@@ -158,6 +159,7 @@ cdef class Exchange:
         x.head = RequestHead.new()
         x.head.local_port = down.local_port
         x.head.peer_cert = down.peer_cert
+        x.head.remote_address = down.remote_address
         x.req_buf = bytearray()
         x.resp_buf = bytearray()
         x.resp_head = []
@@ -236,13 +238,17 @@ cdef class Exchange:
         cdef const nghttp2_data_provider *prdp = &prd
         cdef Py_ssize_t i
         cdef int32_t sid
+        cdef list extra = h._up_set
         cdef list flat = [b":method", h._method,
                           b":scheme", b"https" if t.ssl is not None else b"http",
-                          b":authority", t._authority if t._authority is not None else h._authority,
-                          b":path", h._path]
+                          b":authority", h._up_authority if h._up_authority is not None else (
+                              t._authority if t._authority is not None else h._authority),
+                          b":path", h._up_path if h._up_path is not None else h._path]
         for i in range(0, len(raw), 2):
             k = raw[i]
             if names is not None and k in names:
+                continue
+            if extra is not None and k in extra[::2]:
                 continue
             if rewrite_timeout and k == b"grpc-timeout":
                 continue
@@ -254,6 +260,8 @@ cdef class Exchange:
             flat.append(_format_grpc_timeout(self.deadline_ns - now_ns()))
         if t._set:
             flat.extend(t._set)
+        if extra is not None:
+            flat.extend(extra)
         prd.source.ptr = <void *>self
         prd.read_callback = _read_request_body
         if self.req_eof and PyByteArray_GET_SIZE(self.req_buf) == 0 and not self.req_trailers:
@@ -357,6 +365,7 @@ cdef class Exchange:
                 self.follow(r)
                 return
         self.resp_started = True
+        self.head._resp_raw = self.resp_head
         self.resp_eof = end_stream
         self.out_status = self.resp_status
         self.cancel_try_timer()

@@ -79,6 +79,15 @@ cdef class RequestHead:
     cdef readonly int attempt
     cdef readonly object local_port
     cdef readonly object peer_cert
+    cdef readonly object remote_address  # the downstream peer, "host:port"
+    # Per-request rewrites, set by the routing hook (None: send the request's own).
+    cdef bytes _up_path
+    cdef bytes _up_authority
+    cdef list _up_set       # flat [name, value, ...] lowercase bytes, replacing same-named headers
+    # What happened, for the completion hook (access logs, metrics).
+    cdef readonly uint64_t bytes_received  # request body bytes from downstream
+    cdef readonly uint64_t bytes_sent      # response body bytes to downstream
+    cdef list _resp_raw     # the response head that was forwarded: flat [name, value, ...]
 
     @staticmethod
     cdef RequestHead new()
@@ -180,6 +189,7 @@ cdef class ServerConn(Conn):
     cdef int64_t partial_since_ns
     cdef object local_port
     cdef object peer_cert     # the TLS client's certificate (DER), None without TLS
+    cdef object remote_address
 
     cdef void start_drain(self, bint final) except *
 

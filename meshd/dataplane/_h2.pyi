@@ -53,6 +53,14 @@ class RequestHead:
     attempt: int
     local_port: Optional[int]
     peer_cert: Optional[bytes]  # the TLS client's certificate (DER) on a TLS listener
+    remote_address: str         # the downstream peer, "host:port"
+    bytes_received: int         # request body bytes from downstream, so far
+    bytes_sent: int             # response body bytes to downstream, so far
+    upstream_path: str
+    response_headers: dict[str, str]  # the forwarded response head, ":status" included
+    def rewrite_path(self, path: str) -> None: ...
+    def rewrite_authority(self, authority: str) -> None: ...
+    def set_header(self, name: str, value: str) -> None: ...
 
 Decide = Callable[[RequestHead], Union[Target, Refusal]]
 Retry = Callable[[RequestHead, Failure], Union[Target, Refusal, None]]

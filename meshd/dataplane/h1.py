@@ -66,9 +66,10 @@ class H1RequestHead:
     """The request as the routing hook sees it: the h2 engine's RequestHead attributes."""
 
     __slots__ = ("method", "scheme", "authority", "path", "raw_headers", "grpc", "attempt",
-                 "local_port", "peer_cert", "_dict")
+                 "local_port", "peer_cert", "remote_address", "_dict", "_up_path", "_up_authority",
+                 "_up_set", "bytes_received", "bytes_sent", "_resp_raw")
 
-    def __init__(self, method, scheme, authority, path, raw, local_port, peer_cert=None):
+    def __init__(self, method, scheme, authority, path, raw, local_port, peer_cert=None, remote_address=""):
         self.method = method
         self.scheme = scheme
         self.authority = authority
@@ -78,7 +79,38 @@ class H1RequestHead:
         self.attempt = 0
         self.local_port = local_port
         self.peer_cert = peer_cert      # the TLS client's certificate (DER), as on the h2 head
+        self.remote_address = remote_address
         self._dict = None
+        self._up_path = self._up_authority = self._up_set = self._resp_raw = None
+        self.bytes_received = self.bytes_sent = 0
+
+    # Per-request rewrites and what happened: the h2 RequestHead's surface, same meaning.
+    def rewrite_path(self, path):
+        self._up_path = path.encode("latin-1") if isinstance(path, str) else bytes(path)
+
+    def rewrite_authority(self, authority):
+        self._up_authority = authority.encode("latin-1") if isinstance(authority, str) else bytes(authority)
+
+    def set_header(self, name, value):
+        n = (name.encode("latin-1") if isinstance(name, str) else bytes(name)).lower()
+        if n.startswith(b":"):
+            raise ValueError(f"use rewrite_path/rewrite_authority for {name!r}")
+        if self._up_set is None:
+            self._up_set = []
+        self._up_set.append((n, value.encode("latin-1") if isinstance(value, str) else bytes(value)))
+
+    @property
+    def upstream_path(self):
+        return self._up_path.decode("latin-1") if self._up_path is not None else self.path
+
+    @property
+    def response_headers(self):
+        d = {}
+        if self._resp_raw is not None:
+            d[":status"] = str(self._resp_raw[0])
+            for k, v in self._resp_raw[1]:
+                d[k.decode("latin-1")] = v.decode("latin-1")
+        return d
 
     @property
     def headers(self):
@@ -280,6 +312,7 @@ class _Ex:
 
     # -- request side (called by the downstream parser)
     def req_body(self, data):
+        self.head.bytes_received += len(data)
         replay = self.replay
         if replay is not None:
             replay += data
@@ -391,21 +424,28 @@ class _Ex:
 
     def request_head(self):
         rw = rewrite_of(self.target)
+        h = self.head
+        authority = h._up_authority if h._up_authority is not None else rw.authority
+        extra = h._up_set or ()
         drop = _HOP | rw.names
+        if extra:
+            drop = drop | {k for k, _ in extra}
         conn_tokens = _connection_tokens(self.raw)
         if conn_tokens:
             drop = drop | conn_tokens
-        if rw.authority is not None:
+        if authority is not None:
             drop = drop | {b"host"}
         if self.sent_continue:
             drop = drop | {b"expect"}
-        out = [self.method, b" ", self.url, b" HTTP/1.1\r\n"]
+        out = [self.method, b" ", h._up_path if h._up_path is not None else self.url, b" HTTP/1.1\r\n"]
         for k, v in self.raw:
             if k not in drop:
                 out += (k, b": ", v, b"\r\n")
-        if rw.authority is not None:
-            out += (b"host: ", rw.authority, b"\r\n")
+        if authority is not None:
+            out += (b"host: ", authority, b"\r\n")
         for k, v in rw.pairs:
+            out += (k, b": ", v, b"\r\n")
+        for k, v in extra:
             out += (k, b": ", v, b"\r\n")
         if self.chunked:
             out.append(b"transfer-encoding: chunked\r\n")
@@ -542,6 +582,7 @@ class _Ex:
             self.keep_alive = False     # the downstream parser stopped at the Upgrade
         self.down.transport.write(self._response_head(status, raw, True))
         self.resp_started = True
+        self.head._resp_raw = (status, raw)
         if self.method == b"HEAD":
             # llhttp cannot be told the response has no body; a fresh parser starts clean.
             self.up.parser = httptools.HttpResponseParser(self.up)
@@ -563,6 +604,7 @@ class _Ex:
 
     def resp_body(self, data):
         _C["bytes_in"] += len(data)
+        self.head.bytes_sent += len(data)
         if self.resp_chunked_down:
             self.down.transport.writelines((b"%x\r\n" % len(data), data, b"\r\n"))
         else:
@@ -685,6 +727,7 @@ class _Down(asyncio.Protocol):
         self.eof = False
         self.scheme = "http"
         self.local_port = None
+        self.remote_address = ""
 
     def connection_made(self, transport):
         e = self.engine
@@ -695,6 +738,8 @@ class _Down(asyncio.Protocol):
         self.last = self.partial_since = e.loop.time()
         sock = transport.get_extra_info("sockname")
         self.local_port = sock[1] if sock else None
+        peer = transport.get_extra_info("peername")
+        self.remote_address = f"{peer[0]}:{peer[1]}" if isinstance(peer, tuple) and len(peer) >= 2 else ""
         self.peer_cert = None
         ssl_object = transport.get_extra_info("ssl_object")
         if ssl_object is not None:
@@ -770,7 +815,7 @@ class _Down(asyncio.Protocol):
             x.url = url
         x.head = H1RequestHead(x.method.decode("latin-1"), self.scheme,
                                (host or b"").decode("latin-1"), url.decode("latin-1"),
-                               x.raw, self.local_port, self.peer_cert)
+                               x.raw, self.local_port, self.peer_cert, self.remote_address)
         self.queue.append(x)
         if len(self.queue) == 1:
             x.start()
