@@ -5,6 +5,7 @@ from __future__ import annotations
 import http.client
 import socket
 import socketserver
+import ssl
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -15,8 +16,9 @@ from mesh_harness import start_meshd
 from meshd.api import kinds as K
 from meshd.api.validate import parse_json
 from meshd.embedded_etcd import free_port
+from meshd.dataplane.tcp import counters as tcp_counters
 from meshd.runtime import BackendPort, LocalApp
-from meshd.security import ClusterKey
+from meshd.security import ClusterKey, spiffe
 from meshd.v1 import admin_pb2 as pb
 
 pytestmark = [pytest.mark.dataplane, pytest.mark.etcd]
@@ -208,8 +210,6 @@ def test_tcp_echo_is_byte_exact_through_the_mesh(h1_tcp_mesh):
 
 
 @pytest.mark.parametrize("h1_tcp_mesh", [TcpEcho], indirect=True)
-@pytest.mark.xfail(strict=True, reason="known gap: the ingress's TLS listener is asyncio's SSL transport, "
-                   "which cannot half-close; a client's FIN through the mesh ends both directions")
 def test_tcp_echo_with_half_close_is_byte_exact_through_the_mesh(h1_tcp_mesh):
     _, _, tcp_local = h1_tcp_mesh
     payload = bytes(range(256)) * 4096  # 1 MiB
@@ -229,3 +229,47 @@ def test_tcp_echo_with_half_close_is_byte_exact_through_the_mesh(h1_tcp_mesh):
         return got
     got = _until(roundtrip)
     assert got == payload[::-1] + b"|bye"
+
+
+def test_tcp_ingress_drops_bad_clients_and_keeps_serving(h1_tcp_mesh):
+    """Plaintext, garbage, and a mesh client that ends without close_notify (a truncation,
+    RFC 8446 §6.1) are each dropped at host B's TCP ingress; the mesh path keeps working."""
+    a, b, tcp_local = h1_tcp_mesh
+    ingress = next(v for k, v in b.runtime.addresses.items() if k.startswith("ingress_tcp:db:"))
+    host, port = ingress.rsplit(":", 1)
+    echo = b"x" * 1000
+
+    def through_mesh():
+        with socket.create_connection(("127.0.0.1", tcp_local), timeout=10) as s:
+            s.sendall(echo)
+            got = b""
+            while len(got) < len(echo):
+                chunk = s.recv(65536)
+                assert chunk, f"closed after {len(got)} bytes"
+                got += chunk
+            return got
+    assert _until(through_mesh) == echo
+    c0 = tcp_counters()
+    for junk in (b"GET / HTTP/1.1\r\nHost: db.shop.local\r\n\r\n", b"\x16\x03\x01\x00\x08notahello" * 4):
+        with socket.create_connection((host, int(port)), timeout=5) as s:
+            s.sendall(junk)
+            s.settimeout(5)
+            got = s.recv(100)       # at most a TLS alert record, then EOF
+            assert got == b"" or (got[:1] == b"\x15" and s.recv(100) == b""), got
+        assert through_mesh() == echo
+    # A caller with a valid workload certificate that stops with a bare FIN.
+    ctx = a.runtime.certs.contexts("shop", "web").client_tcp
+    name = spiffe.workload_dns_name(a.runtime.certs.trust_domain, "shop", "db")
+    with ctx.wrap_socket(socket.create_connection((host, int(port)), timeout=5), server_hostname=name) as t:
+        t.sendall(b"partial")
+        assert t.recv(100) == b"partial"
+        socket.socket.shutdown(t, socket.SHUT_WR)       # FIN, no close_notify
+        t.settimeout(5)
+        try:
+            assert t.recv(100) == b""
+        except (ssl.SSLError, ConnectionResetError):
+            pass                                        # dropped: either way not answered
+    assert through_mesh() == echo
+    c1 = tcp_counters()
+    assert c1["tls_handshake_failures"] - c0["tls_handshake_failures"] == 2
+    assert c1["tls_truncated"] - c0["tls_truncated"] == 1
