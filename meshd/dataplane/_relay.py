@@ -228,6 +228,8 @@ class TlsOverBio(asyncio.Protocol, abc.ABC):
     def write_eof(self):
         # close_notify, then TCP FIN. unwrap() raises SSLWantReadError until the peer's
         # close_notify arrives; reading goes on meanwhile.
+        if self.closed:
+            return
         try:
             self.sslobj.unwrap()
         except _ssl.SSLError:
