@@ -109,6 +109,7 @@ cdef class EndpointState:
     cdef readonly str address
     cdef readonly int port
     cdef readonly tuple pool_key
+    cdef readonly bint healthy       # the instance's health check; False: passed over unless panic
     cdef readonly int64_t active
     cdef readonly int64_t errors
     cdef readonly int64_t first_error_ns
@@ -126,6 +127,9 @@ cdef class _Node:
     cdef int64_t max_connections, max_pending, max_requests
     cdef int64_t per_request_ns, idle_ns
     cdef list endpoints
+    cdef Py_ssize_t healthy          # endpoints whose health check passes
+    cdef int64_t ejected_until_ns    # no endpoint is ejected from then on
+    cdef void recount(self)
 
 
 @cython.final

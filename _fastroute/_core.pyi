@@ -17,6 +17,7 @@ class EndpointState:
     address: str
     port: int
     pool_key: tuple[str, str]
+    healthy: bool
     active: int
     errors: int
     first_error_ns: int

@@ -31,17 +31,30 @@ cdef bint _c_ints(object protocol, object port, object now_ns, int *proto, int *
     return True
 
 
-cdef inline bint _live(EndpointState e, int64_t now_ns, EndpointState avoid) noexcept:
-    return e.ejected_until_ns <= now_ns and e is not avoid
+cdef inline bint _usable(EndpointState e, int64_t now_ns, EndpointState avoid, bint panic) noexcept:
+    return (panic or (e.healthy and e.ejected_until_ns <= now_ns)) and e is not avoid
 
 
-cdef Py_ssize_t _fallback(list eps, Py_ssize_t start, int64_t now_ns) noexcept:
-    # No preferred endpoint: a live one (maybe the avoided one), else route anyway
-    # (Envoy's healthy panic threshold).
+cdef inline bint _panic(_Node node, int64_t now_ns) noexcept:
+    # Fewer than PANIC_THRESHOLD_PERCENT of the node's endpoints are available (healthy,
+    # not ejected): Envoy's healthy panic threshold, compared in integers. The scan
+    # runs only while an ejection may last.
+    cdef Py_ssize_t available = node.healthy
+    cdef EndpointState e
+    if node.ejected_until_ns > now_ns:
+        available = 0
+        for e in node.endpoints:
+            if e.healthy and e.ejected_until_ns <= now_ns:
+                available += 1
+    return available * 100 < PANIC_THRESHOLD_PERCENT * len(node.endpoints)
+
+
+cdef Py_ssize_t _fallback(list eps, Py_ssize_t start, int64_t now_ns, bint panic) noexcept:
+    # Only the avoided endpoint is usable: retry on it anyway.
     cdef Py_ssize_t n = len(eps), k, i
     for k in range(n):
         i = (start + k) % n
-        if (<EndpointState>eps[i]).ejected_until_ns <= now_ns:
+        if _usable(<EndpointState>eps[i], now_ns, None, panic):
             return i
     return start
 
@@ -50,6 +63,7 @@ cdef EndpointState _new_endpoint(object ep, str identity):
     cdef EndpointState e = EndpointState.__new__(EndpointState)
     e.id, e.address, e.port = ep.id, ep.address, ep.port
     e.pool_key = (e.id, identity)
+    e.healthy = ep.healthy
     return e
 
 
@@ -92,8 +106,18 @@ cdef class Router:
     def set_endpoints(self, str node, endpoints):
         """Replace a node's instances; instances that stay keep their state."""
         cdef _Node n = self._node(node)
+        cdef EndpointState e
         old = {e.id: e for e in n.endpoints}
-        n.endpoints = [old.get(ep.id) or _new_endpoint(ep, n.identity) for ep in endpoints]
+        eps = []
+        for ep in endpoints:
+            e = old.get(ep.id)
+            if e is None:
+                e = _new_endpoint(ep, n.identity)
+            else:
+                e.healthy = ep.healthy      # a health check's verdict, on the kept state
+            eps.append(e)
+        n.endpoints = eps
+        n.recount()
 
     def add_endpoint(self, str node, endpoint):
         """An instance joins (or is replaced, keeping its place)."""
@@ -102,8 +126,10 @@ cdef class Router:
         for i, e in enumerate(n.endpoints):
             if (<EndpointState>e).id == endpoint.id:
                 n.endpoints[i] = new
-                return
-        n.endpoints.append(new)
+                break
+        else:
+            n.endpoints.append(new)
+        n.recount()
 
     def remove_endpoint(self, str node, str endpoint_id):
         """An instance leaves; in-flight decisions keep their detached state."""
@@ -111,6 +137,7 @@ cdef class Router:
         for i, e in enumerate(n.endpoints):
             if (<EndpointState>e).id == endpoint_id:
                 del n.endpoints[i]
+                n.recount()
                 return True
         return False
 
@@ -294,22 +321,24 @@ cdef class Router:
         return best
 
     cdef EndpointState _pick(self, _Node node, int64_t now_ns, EndpointState avoid):
-        """Round robin or least-request P2C over live endpoints, avoiding `avoid`."""
+        """Round robin or least-request P2C over available endpoints (all of them in
+        panic mode), avoiding `avoid`."""
         cdef list eps = node.endpoints
         cdef Py_ssize_t n = len(eps), start, k, i, chosen = -1, a, b
         cdef EndpointState e, ea, eb
-        cdef bint ua, ub
+        cdef bint ua, ub, panic
         if n == 0:
             return None
+        panic = _panic(node, now_ns)
         if node.lb == LB_ROUND_ROBIN:
             start = node.rr % n
             for k in range(n):
                 i = (start + k) % n
-                if _live(<EndpointState>eps[i], now_ns, avoid):
+                if _usable(<EndpointState>eps[i], now_ns, avoid, panic):
                     chosen = i
                     break
             if chosen < 0:
-                chosen = _fallback(eps, start, now_ns)
+                chosen = _fallback(eps, start, now_ns, panic)
             node.rr = chosen + 1
             return <EndpointState>eps[chosen]
         if n == 1:
@@ -319,7 +348,7 @@ cdef class Router:
         a = <Py_ssize_t>(rng_next(&self.rng) % <uint64_t>n)
         b = (a + 1 + <Py_ssize_t>(rng_next(&self.rng) % <uint64_t>(n - 1))) % n
         ea, eb = <EndpointState>eps[a], <EndpointState>eps[b]
-        ua, ub = _live(ea, now_ns, avoid), _live(eb, now_ns, avoid)
+        ua, ub = _usable(ea, now_ns, avoid, panic), _usable(eb, now_ns, avoid, panic)
         if ua and ub:
             return eb if eb.active < ea.active else ea
         if ua:
@@ -328,9 +357,9 @@ cdef class Router:
             return eb
         for k in range(n):
             e = <EndpointState>eps[(a + k) % n]
-            if _live(e, now_ns, avoid):
+            if _usable(e, now_ns, avoid, panic):
                 return e
-        return <EndpointState>eps[_fallback(eps, a, now_ns)]
+        return <EndpointState>eps[_fallback(eps, a, now_ns, panic)]
 
     # -- results, retries, outlier detection --------------------------------------
 
@@ -421,6 +450,8 @@ cdef class Router:
             ep.times_ejected += 1
             ep.ejected_until_ns = now_ns + node.base_ejection_ns * ep.times_ejected
             ep.errors = 0
+            if ep.ejected_until_ns > node.ejected_until_ns:
+                node.ejected_until_ns = ep.ejected_until_ns
 
 
 cdef bint _conditions(_Route r, str method, str scheme, int port, str path, dict headers) except -1:

@@ -65,7 +65,15 @@ cdef class EndpointState:
 
 @cython.final
 cdef class _Node:
-    pass
+    """A target node's endpoints, round-robin cursor and policies (see the .pxd)."""
+
+    cdef void recount(self):
+        # After the endpoint list changed: count the healthy ones again.
+        cdef Py_ssize_t healthy = 0
+        for e in self.endpoints:
+            if (<EndpointState>e).healthy:
+                healthy += 1
+        self.healthy = healthy
 
 
 @cython.final
@@ -166,6 +174,7 @@ cdef _Node _compile_node(object ln):
     n.max_connections, n.max_pending, n.max_requests = ln.max_connections, ln.max_pending, ln.max_requests
     n.per_request_ns, n.idle_ns = ln.per_request_ns, ln.idle_ns
     n.endpoints = []
+    n.healthy, n.ejected_until_ns = 0, 0
     return n
 
 

@@ -54,6 +54,12 @@ LB_ROUND_ROBIN = 0
 LB_LEAST_REQUEST = 1
 LB_POLICIES = {"round_robin": LB_ROUND_ROBIN, "least_request": LB_LEAST_REQUEST}
 
+# Panic mode (Envoy's healthy_panic_threshold, 50% by default, which App Mesh keeps):
+# when fewer than this percent of a node's endpoints are available (health-checked
+# healthy and not ejected), balance across all of them rather than pile the whole
+# load on the few left, which would fail them too (a cascading failure).
+PANIC_THRESHOLD_PERCENT = 50
+
 # Pool actions (`Pools.checkout`).
 POOL_REUSE = 0  # send on the returned idle/shared handle
 POOL_CONNECT = 1  # open a new connection (a slot is reserved), then call opened()

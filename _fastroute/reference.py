@@ -44,25 +44,35 @@ class Rng:
 
 
 class EndpointState:
-    """One instance with its balancing and outlier-detection state."""
+    """One instance with its health, balancing and outlier-detection state."""
 
-    __slots__ = ("id", "address", "port", "pool_key", "active", "errors", "first_error_ns",
+    __slots__ = ("id", "address", "port", "pool_key", "healthy", "active", "errors", "first_error_ns",
                  "ejected_until_ns", "times_ejected")
 
     def __init__(self, ep: Endpoint, identity: str) -> None:
         self.id, self.address, self.port = ep.id, ep.address, ep.port
         self.pool_key = (ep.id, identity)
+        self.healthy = bool(ep.healthy)
         self.active = self.errors = self.first_error_ns = 0
         self.ejected_until_ns = self.times_ejected = 0
 
 
 class NodeState:
-    """A target node's live endpoints, round-robin cursor and policies."""
+    """A target node's endpoints, round-robin cursor and policies.
 
-    __slots__ = ("low", "endpoints", "rr")
+    `healthy` counts the health-checked healthy endpoints; no endpoint is ejected at or
+    after `ejected_until_ns`, so the panic check scans only while an ejection may last.
+    """
+
+    __slots__ = ("low", "endpoints", "rr", "healthy", "ejected_until_ns")
 
     def __init__(self, low) -> None:
         self.low, self.endpoints, self.rr = low, [], 0
+        self.healthy = self.ejected_until_ns = 0
+
+    def recount(self) -> None:
+        """After the endpoint list changed: count the healthy ones again."""
+        self.healthy = sum(1 for e in self.endpoints if e.healthy)
 
 
 class Budget:
@@ -204,7 +214,16 @@ class Router:
         """Replace a node's instances; instances that stay keep their state."""
         ns = self._node(node)
         old = {e.id: e for e in ns.endpoints}
-        ns.endpoints = [old.get(ep.id) or EndpointState(ep, ns.low.identity) for ep in endpoints]
+        eps = []
+        for ep in endpoints:
+            e = old.get(ep.id)
+            if e is None:
+                e = EndpointState(ep, ns.low.identity)
+            else:
+                e.healthy = bool(ep.healthy)     # a health check's verdict, on the kept state
+            eps.append(e)
+        ns.endpoints = eps
+        ns.recount()
 
     def add_endpoint(self, node: str, endpoint: Endpoint) -> None:
         """An instance joins (or is replaced, keeping its place)."""
@@ -213,8 +232,10 @@ class Router:
         for i, e in enumerate(ns.endpoints):
             if e.id == endpoint.id:
                 ns.endpoints[i] = new
-                return
-        ns.endpoints.append(new)
+                break
+        else:
+            ns.endpoints.append(new)
+        ns.recount()
 
     def remove_endpoint(self, node: str, endpoint_id: str) -> bool:
         """An instance leaves; in-flight decisions keep their detached state."""
@@ -222,6 +243,7 @@ class Router:
         for i, e in enumerate(ns.endpoints):
             if e.id == endpoint_id:
                 del ns.endpoints[i]
+                ns.recount()
                 return True
         return False
 
@@ -355,22 +377,23 @@ class Router:
         return True
 
     def _pick(self, ns: NodeState, now_ns: int, avoid):
-        """Round robin or least-request P2C over live endpoints, avoiding `avoid`."""
+        """Round robin or least-request P2C over available endpoints (all of them in
+        panic mode), avoiding `avoid`."""
         eps = ns.endpoints
         n = len(eps)
         if n == 0:
             return None
+        panic = _panic(ns, now_ns)
         if ns.low.lb == C.LB_ROUND_ROBIN:
             start = ns.rr % n
             chosen = -1
             for k in range(n):
                 i = (start + k) % n
-                e = eps[i]
-                if e.ejected_until_ns <= now_ns and e is not avoid:
+                if _usable(eps[i], now_ns, avoid, panic):
                     chosen = i
                     break
             if chosen < 0:
-                chosen = self._fallback(eps, start, now_ns)
+                chosen = self._fallback(eps, start, now_ns, panic)
             ns.rr = chosen + 1
             return eps[chosen]
         if n == 1:
@@ -380,8 +403,7 @@ class Router:
         a = self._rng.next() % n
         b = (a + 1 + self._rng.next() % (n - 1)) % n
         ea, eb = eps[a], eps[b]
-        ua = ea.ejected_until_ns <= now_ns and ea is not avoid
-        ub = eb.ejected_until_ns <= now_ns and eb is not avoid
+        ua, ub = _usable(ea, now_ns, avoid, panic), _usable(eb, now_ns, avoid, panic)
         if ua and ub:
             return eb if eb.active < ea.active else ea
         if ua:
@@ -390,20 +412,17 @@ class Router:
             return eb
         for k in range(n):
             e = eps[(a + k) % n]
-            if e.ejected_until_ns <= now_ns and e is not avoid:
+            if _usable(e, now_ns, avoid, panic):
                 return e
-        return eps[self._fallback(eps, a, now_ns)]
+        return eps[self._fallback(eps, a, now_ns, panic)]
 
     @staticmethod
-    def _fallback(eps, start, now_ns) -> int:
-        """No preferred endpoint: a live one (maybe the avoided one), else panic mode.
-
-        With every endpoint ejected, route anyway (Envoy's healthy panic threshold).
-        """
+    def _fallback(eps, start, now_ns, panic) -> int:
+        """Only the avoided endpoint is usable: retry on it anyway."""
         n = len(eps)
         for k in range(n):
             i = (start + k) % n
-            if eps[i].ejected_until_ns <= now_ns:
+            if _usable(eps[i], now_ns, None, panic):
                 return i
         return start
 
@@ -493,10 +512,25 @@ class Router:
             ep.times_ejected += 1
             ep.ejected_until_ns = now_ns + low.base_ejection_ns * ep.times_ejected
             ep.errors = 0
+            if ep.ejected_until_ns > ns.ejected_until_ns:
+                ns.ejected_until_ns = ep.ejected_until_ns
 
     def ejected(self, node: str, now_ns: int) -> int:
         """How many of a node's endpoints are ejected at `now_ns`."""
         return sum(1 for e in self._node(node).endpoints if e.ejected_until_ns > now_ns)
+
+
+def _usable(e: EndpointState, now_ns: int, avoid, panic: bool) -> bool:
+    return (panic or (e.healthy and e.ejected_until_ns <= now_ns)) and e is not avoid
+
+
+def _panic(ns: NodeState, now_ns: int) -> bool:
+    """Fewer than PANIC_THRESHOLD_PERCENT of the node's endpoints are available (healthy,
+    not ejected): Envoy's healthy panic threshold, compared in integers."""
+    available = ns.healthy
+    if ns.ejected_until_ns > now_ns:
+        available = sum(1 for e in ns.endpoints if e.healthy and e.ejected_until_ns <= now_ns)
+    return available * 100 < C.PANIC_THRESHOLD_PERCENT * len(ns.endpoints)
 
 
 def _backoff(rng: Rng, n: int) -> int:

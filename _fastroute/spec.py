@@ -217,11 +217,16 @@ class VirtualService:
 
 @dataclass(frozen=True)
 class Endpoint:
-    """One live instance of a virtual node; `id` is stable across updates."""
+    """One registered instance of a virtual node; `id` is stable across updates.
+
+    `healthy` is False when its health check failed: the router then passes it over,
+    unless too few of the node's endpoints are available (constants.PANIC_THRESHOLD_PERCENT).
+    """
 
     id: str
     address: str
     port: int
+    healthy: bool = True
 
 
 # App Mesh's hidden default: 2 retries on gRPC UNAVAILABLE, HTTP 503 and connection

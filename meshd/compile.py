@@ -245,18 +245,18 @@ def compile_mesh(snap: MeshSnapshot, trust_domain: str = DEFAULT_TRUST_DOMAIN) -
 
 
 def live_endpoints(instances: dict[str, admin_pb2.Instance]) -> list[fr.Endpoint]:
-    """The routable endpoints of a node's instances: healthy or not yet checked, each at its
-    meshd's ingress when it has one (the ingress delivers to the instance), else itself."""
+    """The endpoints of a node's instances, each at its meshd's ingress when it has one (the
+    ingress delivers to the instance), else itself. An UNHEALTHY one stays in, marked: the
+    router passes it over unless too few are left (its panic threshold)."""
     out = []
     for _, i in sorted(instances.items()):
-        if i.health == "UNHEALTHY":
-            continue
+        healthy = i.health != "UNHEALTHY"       # not yet checked counts as healthy
         via = i.attributes.get(INGRESS_ATTRIBUTE)
         if via:
             host, port = via.rsplit(":", 1)
-            out.append(fr.Endpoint(id=i.instance_id, address=host.strip("[]"), port=int(port)))
+            out.append(fr.Endpoint(id=i.instance_id, address=host.strip("[]"), port=int(port), healthy=healthy))
         else:
-            out.append(fr.Endpoint(id=i.instance_id, address=i.address, port=i.port))
+            out.append(fr.Endpoint(id=i.instance_id, address=i.address, port=i.port, healthy=healthy))
     return out
 
 

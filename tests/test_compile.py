@@ -135,7 +135,9 @@ def test_compiled_mesh_routes_with_weights_and_skips_unhealthy_instances():
                       "v2": {"c": _instance("v2", "c", 9003)}}
     compiled = compile_mesh(snap, trust_domain="example.org")
     assert compiled.problems == ()
-    assert [e.id for e in compiled.endpoints["v1"]] == ["a"]  # the unhealthy one is left out
+    # The unhealthy one stays, marked, for the router's panic threshold; with half of v1
+    # healthy the router passes it over (the picks below).
+    assert [(e.id, e.healthy) for e in compiled.endpoints["v1"]] == [("a", True), ("b", False)]
     v1 = next(n for n in compiled.table.nodes if n.name == "v1")
     assert v1.identity == spiffe_id("example.org", "m", "v1") == "spiffe://example.org/mesh/m/virtualNode/v1"
     assert v1.outlier == fr.OutlierDetection(3, 5000, 10_000, 50)

@@ -1,13 +1,17 @@
-"""HTTP/1.1 and TCP through two meshds over mTLS: keep-alive and chunked bodies, WebSocket-free
-plain HTTP, and a byte-exact TCP echo with half-close."""
+"""HTTP/1.1 and TCP through two meshds over mTLS: keep-alive and chunked bodies, a WebSocket
+echo, and a byte-exact TCP echo with half-close."""
 from __future__ import annotations
 
+import base64
+import hashlib
 import http.client
+import os
 import socket
 import socketserver
+import ssl
 import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import ThreadingHTTPServer
 
 import pytest
 
@@ -15,18 +19,25 @@ from mesh_harness import start_meshd
 from meshd.api import kinds as K
 from meshd.api.validate import parse_json
 from meshd.embedded_etcd import free_port
+from meshd.dataplane.h1 import counters as h1_counters
+from meshd.dataplane.tcp import counters as tcp_counters
 from meshd.runtime import BackendPort, LocalApp
-from meshd.security import ClusterKey
+from meshd.security import ClusterKey, spiffe
 from meshd.v1 import admin_pb2 as pb
+from tests.dataplane.test_dp_h1 import WS_GUID, Handler, ws_frame, ws_read
 
 pytestmark = [pytest.mark.dataplane, pytest.mark.etcd]
 
 
-class Echo(BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"
+class Echo(Handler):
+    """The origin behind `web-api`; /ws is the data-plane tests' RFC 6455 echo."""
+
     flaky_calls = 0
 
     def do_GET(self):  # noqa: N802 - http.server's naming
+        if self.path == "/ws":
+            self._websocket()
+            return
         if self.path == "/flaky":
             Echo.flaky_calls += 1
             if Echo.flaky_calls % 2:  # every other call fails with 503
@@ -58,9 +69,6 @@ class Echo(BaseHTTPRequestHandler):
             part = data[i:i + 1000]
             self.wfile.write(b"%x\r\n" % len(part) + part + b"\r\n")
         self.wfile.write(b"0\r\n\r\n")
-
-    def log_message(self, *args):
-        pass
 
 
 class TcpStreamEcho(socketserver.BaseRequestHandler):
@@ -96,6 +104,7 @@ def h1_tcp_mesh(request, etcd, etcd_prefix, tmp_path):
     key = tmp_path / "cluster.key"
     ClusterKey.generate(key)
     http_origin = ThreadingHTTPServer(("127.0.0.1", 0), Echo)
+    http_origin.connections = 0
     threading.Thread(target=http_origin.serve_forever, daemon=True).start()
     tcp_origin = socketserver.ThreadingTCPServer(("127.0.0.1", 0), request.param)
     tcp_origin.daemon_threads = True
@@ -208,8 +217,6 @@ def test_tcp_echo_is_byte_exact_through_the_mesh(h1_tcp_mesh):
 
 
 @pytest.mark.parametrize("h1_tcp_mesh", [TcpEcho], indirect=True)
-@pytest.mark.xfail(strict=True, reason="known gap: the ingress's TLS listener is asyncio's SSL transport, "
-                   "which cannot half-close; a client's FIN through the mesh ends both directions")
 def test_tcp_echo_with_half_close_is_byte_exact_through_the_mesh(h1_tcp_mesh):
     _, _, tcp_local = h1_tcp_mesh
     payload = bytes(range(256)) * 4096  # 1 MiB
@@ -229,3 +236,94 @@ def test_tcp_echo_with_half_close_is_byte_exact_through_the_mesh(h1_tcp_mesh):
         return got
     got = _until(roundtrip)
     assert got == payload[::-1] + b"|bye"
+
+
+def test_tcp_ingress_drops_bad_clients_and_keeps_serving(h1_tcp_mesh):
+    """Plaintext, garbage, and a mesh client that ends without close_notify (a truncation,
+    RFC 8446 §6.1) are each dropped at host B's TCP ingress; the mesh path keeps working."""
+    a, b, tcp_local = h1_tcp_mesh
+    ingress = next(v for k, v in b.runtime.addresses.items() if k.startswith("ingress_tcp:db:"))
+    host, port = ingress.rsplit(":", 1)
+    echo = b"x" * 1000
+
+    def through_mesh():
+        with socket.create_connection(("127.0.0.1", tcp_local), timeout=10) as s:
+            s.sendall(echo)
+            got = b""
+            while len(got) < len(echo):
+                chunk = s.recv(65536)
+                assert chunk, f"closed after {len(got)} bytes"
+                got += chunk
+            return got
+    assert _until(through_mesh) == echo
+    c0 = tcp_counters()
+    for junk in (b"GET / HTTP/1.1\r\nHost: db.shop.local\r\n\r\n", b"\x16\x03\x01\x00\x08notahello" * 4):
+        with socket.create_connection((host, int(port)), timeout=5) as s:
+            s.sendall(junk)
+            s.settimeout(5)
+            got = s.recv(100)       # at most a TLS alert record, then EOF
+            assert got == b"" or (got[:1] == b"\x15" and s.recv(100) == b""), got
+        assert through_mesh() == echo
+    # A caller with a valid workload certificate that stops with a bare FIN.
+    ctx = a.runtime.certs.contexts("shop", "web").client_tcp
+    name = spiffe.workload_dns_name(a.runtime.certs.trust_domain, "shop", "db")
+    with ctx.wrap_socket(socket.create_connection((host, int(port)), timeout=5), server_hostname=name) as t:
+        t.sendall(b"partial")
+        assert t.recv(100) == b"partial"
+        socket.socket.shutdown(t, socket.SHUT_WR)       # FIN, no close_notify
+        t.settimeout(5)
+        try:
+            assert t.recv(100) == b""
+        except (ssl.SSLError, ConnectionResetError):
+            pass                                        # dropped: either way not answered
+    assert through_mesh() == echo
+    c1 = tcp_counters()
+    assert c1["tls_handshake_failures"] - c0["tls_handshake_failures"] == 2
+    assert c1["tls_truncated"] - c0["tls_truncated"] == 1
+
+
+def test_websocket_echo_through_the_mesh(h1_tcp_mesh):
+    """app → HTTP/1.1 egress → mTLS → HTTP/1.1 ingress → a WebSocket echo server (RFC 6455):
+    the Upgrade crosses both meshds, then the tunnel carries frames both ways and the close."""
+    a, _, _ = h1_tcp_mesh
+    host, port = a.runtime.addresses["egress_http:web"].rsplit(":", 1)
+
+    def handshake():
+        key = base64.b64encode(os.urandom(16))
+        s = socket.create_connection((host, int(port)), timeout=10)
+        s.sendall(b"GET /ws HTTP/1.1\r\nHost: api.shop.local\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+                  b"Sec-WebSocket-Key: " + key + b"\r\nSec-WebSocket-Version: 13\r\n\r\n")
+        f = s.makefile("rb")
+        status = f.readline()
+        headers = {}
+        while (line := f.readline()) not in (b"\r\n", b""):
+            k, _, v = line.decode().partition(":")
+            headers[k.strip().lower()] = v.strip()
+        if not status.startswith(b"HTTP/1.1 101"):
+            s.close()
+            raise AssertionError((status, headers))
+        # RFC 6455 §4.2.2: the accept value proves the server, not a proxy, read our key.
+        assert headers["sec-websocket-accept"] == base64.b64encode(hashlib.sha1(key + WS_GUID).digest()).decode()
+        assert headers["upgrade"].lower() == "websocket"
+        return s, f
+    before = h1_counters()["upgrades"]
+    s, f = _until(handshake)
+    assert h1_counters()["upgrades"] - before == 2         # a tunnel at each meshd (one process)
+    with s, f:
+        text = "héllo through the mesh".encode()
+        s.sendall(ws_frame(1, text))
+        assert ws_read(f) == (1, text)
+        blob = os.urandom(1 << 20)
+        s.sendall(ws_frame(2, blob))
+        op, got = ws_read(f)
+        assert op == 2 and len(got) == len(blob) and got == blob
+        s.sendall(ws_frame(8, b"\x03\xe8done"))          # close, status 1000 (RFC 6455 §7.4.1)
+        assert ws_read(f) == (8, b"\x03\xe8done")
+        s.settimeout(10)
+        assert f.read() == b""                             # the server's close came through
+
+
+    def settled():
+        # The tunnel's request was reported when it ended, so its in-flight slot is free again.
+        assert a.runtime._inflight.get("shop/web-api") == 0 and not a.runtime._pending
+    _until(settled, 5)

@@ -312,18 +312,40 @@ def test_health_checks_take_an_unhealthy_instance_out_of_every_route_table(mesh_
     call = m.client()
     m.wait_routable(call)
     bad.stop()  # its gRPC health check now fails (connection refused)
-
-    def health():
-        got = m.a.resources.list_instances(pb.ListInstancesRequest(mesh_name="shop", virtual_node_name="api-v1"))
-        return {i.instance_id: i.health for i in got.instances}
-    deadline = time.monotonic() + 25
-    while health() != {"i-good": "HEALTHY", "i-bad": "UNHEALTHY"}:
-        assert time.monotonic() < deadline, health()
-        time.sleep(0.5)
-    time.sleep(0.5)  # the change reaches host A's router through the watch
+    _wait_health(m, "api-v1", {"i-good": "HEALTHY", "i-bad": "UNHEALTHY"})
     before = good.calls
     answers, errors = _calls(call, 30, workers=1)
     assert not errors and good.calls - before == 30  # no attempt went to the unhealthy instance
+
+
+def test_a_node_with_no_healthy_instance_is_still_called(mesh_factory):
+    """Fewer than half of a node's instances healthy (here none): the router balances across
+    all of them (Envoy's healthy panic threshold) instead of answering no_endpoint."""
+    # An HTTP/1.1 check against gRPC (HTTP/2-only) apps always fails, so both instances
+    # turn UNHEALTHY while they keep answering gRPC: only panic mode reaches them.
+    m = mesh_factory({"i-1": Origin("one"), "i-2": Origin("two")}, nodes={"i-1": "api-v1", "i-2": "api-v1"},
+                     targets={"api-v1": 1},
+                     node_listener={"healthCheck": {"protocol": "http", "path": "/healthz", "intervalMillis": 5000,
+                                                    "timeoutMillis": 2000, "healthyThreshold": 2,
+                                                    "unhealthyThreshold": 2}})
+    call = m.client()
+    m.wait_routable(call)
+    _wait_health(m, "api-v1", {"i-1": "UNHEALTHY", "i-2": "UNHEALTHY"})
+    assert [e.healthy for e in m.a.runtime.view.live("shop").router.endpoints("api-v1")] == [False, False]
+    answers, errors = _calls(call, 20, workers=1)
+    assert not errors and set(answers) == {"one", "two"}, (answers, errors)
+
+
+def _wait_health(m, node: str, expected: dict[str, str], timeout: float = 30.0) -> None:
+    """Until the registry shows `expected` ({instance id: health}) and host A has seen it."""
+    def health():
+        got = m.a.resources.list_instances(pb.ListInstancesRequest(mesh_name="shop", virtual_node_name=node))
+        return {i.instance_id: i.health for i in got.instances}
+    deadline = time.monotonic() + timeout
+    while health() != expected:
+        assert time.monotonic() < deadline, health()
+        time.sleep(0.5)
+    time.sleep(0.5)  # the change reaches host A's router through the watch
 
 
 def test_grpc_streaming_shapes_and_16_mib_through_the_mesh(mesh_factory):

@@ -17,7 +17,7 @@ from meshd.dataplane._h2 import FAILURE_RESPONSES, Refusal, Target
 _log = logging.getLogger("meshd.dataplane")
 
 __all__ = ["FAILURE_RESPONSES", "Failure", "Refusal", "RelayEngine", "Target", "TargetRewrite",
-           "TlsUpstream", "open_upstream", "rewrite_of"]
+           "TlsDownstream", "TlsOverBio", "TlsUpstream", "open_upstream", "rewrite_of"]
 
 
 class Failure:
@@ -82,30 +82,48 @@ def rewrite_of(t: Target) -> TargetRewrite:
 
 
 
-# --- TLS to upstreams with session resumption -------------------------------------------
+# --- TLS over memory BIOs: to upstreams with session resumption, and from downstreams ------
 
 
-class TlsUpstream(asyncio.Protocol):
-    """Client TLS through memory BIOs, so the pool's saved SSLSession can be offered again.
+class TlsOverBio(asyncio.Protocol, abc.ABC):
+    """TLS through memory BIOs between a raw transport and a relay protocol (app), which sees
+    this object as its transport once the handshake is done.
 
-    loop.create_connection(ssl=...) and loop.start_tls take no session, so this sits between
-    the raw transport and the relay's protocol (app) and presents itself as app's transport.
-    `ready` resolves once the handshake finished (app.connection_made has run) or fails.
+    asyncio's SSL transport can neither offer a saved session nor half-close, so the relays
+    run TLS themselves. A TCP half-close maps onto TLS both ways: the peer's close_notify
+    reaches app as eof_received, and app's write_eof sends close_notify and then FIN while
+    reading goes on (TLS 1.3 lets each side close its write side alone, RFC 8446 §6.1).
+    A subclass makes self.sslobj and says what a finished and a failed handshake do.
     """
 
-    def __init__(self, ctx: _ssl.SSLContext, server_hostname, session, app, stats, sessions):
+    # A FIN without close_notify (RFC 8446 §6.1 calls it truncation): passed on as EOF
+    # when True, else the connection is dropped.
+    truncation_is_eof = True
+
+    def __init__(self, app):
         self.inc = _ssl.MemoryBIO()
         self.out = _ssl.MemoryBIO()
-        self.sslobj = ctx.wrap_bio(self.inc, self.out, server_side=False,
-                                   server_hostname=server_hostname, session=session)
+        self.sslobj = None
         self.app = app
-        self.stats = stats          # dict with tls_full_handshakes / tls_resumed_handshakes
-        self.sessions = sessions    # object whose .tls_session receives new sessions
         self.transport = None
-        self.ready = asyncio.get_running_loop().create_future()
         self.up = False
         self.closed = False
+        self.eof_passed = False     # app has been told of the peer's EOF
         self._extra = {}
+
+    @abc.abstractmethod
+    def _established(self):
+        """The handshake finished: hand the connection to app."""
+
+    @abc.abstractmethod
+    def _failed(self, exc):
+        """The handshake failed or the connection ended during it (the transport is closing)."""
+
+    def _truncated(self):
+        """The peer sent FIN without close_notify and truncation_is_eof is False."""
+
+    def _read_done(self):
+        """After each batch of records has been read."""
 
     # -- raw side
     def connection_made(self, transport):
@@ -120,25 +138,15 @@ class TlsUpstream(asyncio.Protocol):
             return
         except (_ssl.SSLError, _ssl.CertificateError) as exc:
             self._flush()
+            self.closed = True
             self.transport.close()
-            if not self.ready.done():
-                self.ready.set_exception(exc)
+            self._failed(exc)
             return
         self._flush()
         self.up = True
-        self.stats["tls_resumed_handshakes" if self.sslobj.session_reused else "tls_full_handshakes"] += 1
-        self._save_session()
         self._extra = {"ssl_object": self.sslobj, "peername": self.transport.get_extra_info("peername"),
                        "sockname": self.transport.get_extra_info("sockname")}
-        self.app.connection_made(self)
-        if not self.ready.done():
-            self.ready.set_result(self.app)
-
-    def _save_session(self):
-        # TLS 1.3 tickets arrive after the handshake, so look again after reads.
-        s = self.sslobj.session
-        if s is not None and (s.has_ticket or self.sslobj.version() != "TLSv1.3"):
-            self.sessions.tls_session = s
+        self._established()
 
     def data_received(self, data):
         self.inc.write(data)
@@ -163,30 +171,38 @@ class TlsUpstream(asyncio.Protocol):
                 break
             self.app.data_received(chunk)
         self._flush()
-        if self.sessions.tls_session is None or not self.sslobj.session_reused:
-            self._save_session()
-        if eof and not self.closed:
+        self._read_done()
+        if eof and not self.closed and not self.eof_passed:
+            self.eof_passed = True
             if not self.app.eof_received():
                 self.close()
 
     def eof_received(self):
         if not self.up:
             return False
+        if self.eof_passed:
+            return True             # close_notify came first; our side may still write
+        if not self.truncation_is_eof:
+            self._truncated()
+            return False
+        self.eof_passed = True
         return bool(self.app.eof_received())
 
     def connection_lost(self, exc):
-        self.closed = True
+        failed, self.closed = self.closed, True
         if not self.up:
-            if not self.ready.done():
-                self.ready.set_exception(exc or ConnectionResetError("closed during TLS handshake"))
+            if not failed:          # else the handshake's own error was reported
+                self._failed(exc or ConnectionResetError("closed during TLS handshake"))
             return
         self.app.connection_lost(exc)
 
     def pause_writing(self):
-        self.app.pause_writing()
+        if self.up:
+            self.app.pause_writing()
 
     def resume_writing(self):
-        self.app.resume_writing()
+        if self.up:
+            self.app.resume_writing()
 
     def _flush(self):
         if self.out.pending and self.transport is not None:
@@ -210,7 +226,10 @@ class TlsUpstream(asyncio.Protocol):
         return True
 
     def write_eof(self):
-        # close_notify, then TCP FIN; TLS 1.3 lets the peer keep sending (RFC 8446 §6.1).
+        # close_notify, then TCP FIN. unwrap() raises SSLWantReadError until the peer's
+        # close_notify arrives; reading goes on meanwhile.
+        if self.closed:
+            return
         try:
             self.sslobj.unwrap()
         except _ssl.SSLError:
@@ -247,6 +266,84 @@ class TlsUpstream(asyncio.Protocol):
     def abort(self):
         self.closed = True
         self.transport.abort()
+
+
+class TlsUpstream(TlsOverBio):
+    """Client TLS that offers the pool's saved SSLSession again (loop.create_connection(ssl=...)
+    and loop.start_tls take no session). `ready` resolves once the handshake finished
+    (app.connection_made has run) or fails. A FIN without close_notify is EOF: many servers
+    end that way, and HTTP/1.1 framing finds a cut body by itself."""
+
+    def __init__(self, ctx: _ssl.SSLContext, server_hostname, session, app, stats, sessions):
+        super().__init__(app)
+        self.sslobj = ctx.wrap_bio(self.inc, self.out, server_side=False,
+                                   server_hostname=server_hostname, session=session)
+        self.stats = stats          # dict with tls_full_handshakes / tls_resumed_handshakes
+        self.sessions = sessions    # object whose .tls_session receives new sessions
+        self.ready = asyncio.get_running_loop().create_future()
+
+    def _established(self):
+        self.stats["tls_resumed_handshakes" if self.sslobj.session_reused else "tls_full_handshakes"] += 1
+        self._save_session()
+        self.app.connection_made(self)
+        if not self.ready.done():
+            self.ready.set_result(self.app)
+
+    def _failed(self, exc):
+        if not self.ready.done():
+            self.ready.set_exception(exc)
+
+    def _save_session(self):
+        # TLS 1.3 tickets arrive after the handshake, so look again after reads.
+        s = self.sslobj.session
+        if s is not None and (s.has_ticket or self.sslobj.version() != "TLSv1.3"):
+            self.sessions.tls_session = s
+
+    def _read_done(self):
+        if self.sessions.tls_session is None or not self.sslobj.session_reused:
+            self._save_session()
+
+
+class TlsDownstream(TlsOverBio):
+    """Server TLS in front of a relay's downstream protocol (app).
+
+    The context's sni_callback may swap in a per-name context (SSLObject has .context too).
+    A peer that fails the handshake, or does not finish it within handshake_timeout seconds,
+    is closed before app sees anything; one that sends FIN without close_notify is dropped
+    rather than passed on as a clean EOF. stats counts tls_handshake_failures and tls_truncated.
+    """
+
+    truncation_is_eof = False
+
+    def __init__(self, ctx: _ssl.SSLContext, app, stats, handshake_timeout: float):
+        super().__init__(app)
+        self.sslobj = ctx.wrap_bio(self.inc, self.out, server_side=True)
+        self.stats = stats
+        self.handshake_timeout = handshake_timeout
+        self.timer = None
+
+    def connection_made(self, transport):
+        if self.handshake_timeout > 0:
+            self.timer = asyncio.get_running_loop().call_later(self.handshake_timeout, self._too_slow)
+        super().connection_made(transport)
+
+    def _too_slow(self):
+        if not self.up:
+            self.transport.abort()
+
+    def _established(self):
+        if self.timer is not None:
+            self.timer.cancel()
+        self.app.connection_made(self)
+
+    def _failed(self, exc):
+        if self.timer is not None:
+            self.timer.cancel()
+        self.stats["tls_handshake_failures"] += 1
+        _log.debug("TLS handshake from %s failed: %r", self.transport.get_extra_info("peername"), exc)
+
+    def _truncated(self):
+        self.stats["tls_truncated"] += 1
 
 
 async def open_upstream(loop, target: Target, app, stats, sessions, timeout: float):
@@ -319,9 +416,14 @@ class RelayEngine(abc.ABC):
         """Start a listener (TLS-terminating when ssl is an SSLContext); returns the asyncio Server."""
         if self.loop is None:
             self.loop = asyncio.get_running_loop()
-        server = await self.loop.create_server(self.protocol_factory, host, port, ssl=ssl, **kwargs)
+        factory, ssl = self.listener_protocol(ssl)
+        server = await self.loop.create_server(factory, host, port, ssl=ssl, **kwargs)
         self.listeners.append(server)
         return server
+
+    def listener_protocol(self, ssl):
+        """(protocol factory, ssl for create_server) for a listener: here asyncio's TLS, if any."""
+        return self.protocol_factory, ssl
 
     def stop_listening(self, closing: bool):
         self.draining = True

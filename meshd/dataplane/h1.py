@@ -929,6 +929,12 @@ class _Down(asyncio.Protocol):
         if self.tunnel is not None:
             self.tunnel.close()
         for x in list(self.queue):
+            if not x.done:
+                # Every routed request is reported once, as the h2 engine does: a tunnel when
+                # it ends (its 101 succeeded), anything else the client left as a reset.
+                if not (x.upgrade and x.resp_status == 101):
+                    x.out_reason = x.out_reason or "reset"
+                x.report()
             x.done = True
             if x.timer is not None:
                 x.timer.cancel()

@@ -9,20 +9,23 @@
 A Refusal closes the connection. A Target connects (TLS with session resumption when
 Target.ssl is set); TcpTarget adds `preamble`, bytes written upstream before anything else
 (the mesh's ingress learns the destination from it).
+
+With ssl=ctx the listener terminates TLS itself (TlsDownstream), so a half-close crosses
+it: a client's close_notify becomes a FIN upstream, the upstream's FIN a close_notify back.
 """
 from __future__ import annotations
 
 import asyncio
 import logging
 
-from meshd.dataplane._relay import Failure, Refusal, RelayEngine, Target, open_upstream
+from meshd.dataplane._relay import Failure, Refusal, RelayEngine, Target, TlsDownstream, open_upstream
 
 _log = logging.getLogger("meshd.dataplane.tcp")
 
 _C = dict.fromkeys((
     "connections", "active", "refused", "bytes_in", "bytes_out", "upstream_conns_opened",
     "upstream_connect_errors", "tls_full_handshakes", "tls_resumed_handshakes", "retries",
-    "idle_closed", "half_closes",
+    "idle_closed", "half_closes", "tls_handshake_failures", "tls_truncated",
 ), 0)
 
 
@@ -47,13 +50,14 @@ class TcpTarget:
 class ConnectionHead:
     """The accepted connection as the routing hook sees it."""
 
-    __slots__ = ("local_port", "peer", "attempt", "sni")
+    __slots__ = ("local_port", "peer", "attempt", "sni", "peer_cert")
 
-    def __init__(self, local_port, peer, sni):
+    def __init__(self, local_port, peer, sni, peer_cert=None):
         self.local_port = local_port
         self.peer = peer            # (host, port) of the client
         self.attempt = 0
         self.sni = sni              # server name the client sent, when the listener is TLS
+        self.peer_cert = peer_cert  # the client's verified certificate (DER), when it sent one
 
     def __repr__(self):
         return f"ConnectionHead(local_port={self.local_port}, peer={self.peer})"
@@ -133,7 +137,8 @@ class _Down(asyncio.Protocol):
         sock = transport.get_extra_info("sockname")
         sslobj = transport.get_extra_info("ssl_object")
         self.head = ConnectionHead(sock[1] if sock else None, transport.get_extra_info("peername"),
-                                   sslobj.server_hostname if sslobj is not None else None)
+                                   *((sslobj.server_hostname, sslobj.getpeercert(True)) if sslobj is not None
+                                     else (None, None)))
         self.task = e.loop.create_task(self._route(e.call_decide(self.head)))
 
     async def _route(self, r):
@@ -210,14 +215,14 @@ class _Down(asyncio.Protocol):
         """One side sent FIN: pass it on with write_eof and keep the other direction open."""
         _C["half_closes"] += 1
         other = self.up.transport if side is self else self.transport
+        if not other.can_write_eof():
+            self._close()
+            return False
+        other.write_eof()       # before closing too: over TLS it is the close_notify
         if self.eof and self.up.eof:
             self._close()
             return False
-        if other.can_write_eof():
-            other.write_eof()
-            return True         # keep our read side half-closed, still write the other way
-        self._close()           # a TLS listener cannot half-close: end both
-        return False
+        return True             # keep our read side half-closed, still write the other way
 
     def lost(self, side, exc):
         # One side is gone (FIN both ways, reset, or close): close the other after its flush.
@@ -239,17 +244,26 @@ class _Down(asyncio.Protocol):
 class TcpEngine(RelayEngine):
     """The TCP relay. Options: idle_timeout (seconds without a byte either way, 0 = none),
     connect_timeout per attempt, high_water (write-buffer bytes before the other side's
-    reading pauses)."""
+    reading pauses), handshake_timeout (seconds a TLS listener waits for a client's
+    handshake, 0 = none)."""
 
     connection_class = _Down
     pool_class = _Pool
 
     def __init__(self, decide, retry=None, *, loop=None, idle_timeout: float = 300.0,
-                 connect_timeout: float = 5.0, high_water: int = 256 * 1024):
+                 connect_timeout: float = 5.0, high_water: int = 256 * 1024,
+                 handshake_timeout: float = 10.0):
         super().__init__(decide, retry, loop)
         self.idle_timeout = idle_timeout
         self.connect_timeout = connect_timeout
         self.high_water = high_water
+        self.handshake_timeout = handshake_timeout
+
+    def listener_protocol(self, ssl):
+        # asyncio's SSL transport cannot write_eof, so TLS is ours (TlsDownstream).
+        if ssl is None:
+            return self.protocol_factory, None
+        return lambda: TlsDownstream(ssl, self.protocol_factory(), _C, self.handshake_timeout), None
 
     def call_decide(self, head):
         try:

@@ -283,3 +283,59 @@ def test_drain_waits_for_open_connections(echo):
             socket.create_connection(("127.0.0.1", relay.port), timeout=1).close()
     finally:
         relay.stop()
+
+
+def test_tls_listener_passes_half_close_both_ways(tmp_path, echo):
+    """client → relay → TLS → TLS-terminating relay → server: the client's FIN arrives as a
+    FIN (via close_notify), and the server's answer after it comes all the way back."""
+    server_ctx, client_ctx = tls_contexts(tmp_path)
+    back = LoopThread(lambda loop: TcpEngine(lambda h: Target("127.0.0.1", echo.port), loop=loop),
+                      ssl=server_ctx)
+    front = LoopThread(lambda loop: TcpEngine(lambda h: Target(
+        "127.0.0.1", back.port, ssl=client_ctx, server_hostname="localhost"), loop=loop))
+    try:
+        payload = os.urandom(2 << 20)
+        c0 = counters()
+        got = echo_through(front.port, payload)
+        assert hashlib.sha256(got).digest() == hashlib.sha256(payload + EOF_MARK).digest()
+        assert counters()["half_closes"] - c0["half_closes"] >= 4      # two FINs, two relays
+        assert relay_is_empty(back) and relay_is_empty(front)
+    finally:
+        front.stop()
+        back.stop()
+
+
+def relay_is_empty(relay, timeout=5.0):
+    deadline = time.monotonic() + timeout
+    while relay.call(lambda: len(relay.engine.conns)) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return relay.call(lambda: len(relay.engine.conns)) == 0
+
+
+def test_tls_listener_drops_bad_handshakes_and_keeps_serving(tmp_path, echo):
+    """Plaintext, garbage and a client that never finishes its handshake are closed without
+    reaching the routing hook; a good TLS client on the same listener is answered meanwhile."""
+    server_ctx, client_ctx = tls_contexts(tmp_path)
+    heads = []
+    relay = LoopThread(lambda loop: TcpEngine(lambda h: heads.append(h) or Target("127.0.0.1", echo.port),
+                                               loop=loop, handshake_timeout=0.5), ssl=server_ctx)
+    front = LoopThread(lambda loop: TcpEngine(lambda h: Target(
+        "127.0.0.1", relay.port, ssl=client_ctx, server_hostname="localhost"), loop=loop))
+    try:
+        c0 = counters()
+        silent = socket.create_connection(("127.0.0.1", relay.port), timeout=5)
+        for junk in (b"GET / HTTP/1.1\r\nHost: db\r\n\r\n", b"\x16\x03\x01\x00\x08notahello" * 4):
+            with socket.create_connection(("127.0.0.1", relay.port), timeout=5) as s:
+                s.sendall(junk)
+                got = recv_all(s, 5)        # at most a TLS alert record (RFC 8446 §6), then EOF
+                assert got == b"" or (got[:1] == b"\x15" and len(got) == 7), got
+        assert echo_through(front.port, b"still here") == b"still here" + EOF_MARK
+        t0 = time.monotonic()
+        assert recv_all(silent, 5) == b""
+        assert time.monotonic() - t0 < 3
+        silent.close()
+        assert counters()["tls_handshake_failures"] - c0["tls_handshake_failures"] == 3
+        assert len(heads) == 1
+    finally:
+        front.stop()
+        relay.stop()

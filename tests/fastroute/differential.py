@@ -5,7 +5,8 @@ table: pick a route, then a request that meets each of its conditions or misses 
 one by a near miss (the value one character off, the range bound just outside), and
 each routing run ends with a deterministic sweep of every such near miss. Scripts
 play failing calls (5xx, gRPC codes, resets, connect failures, timeouts) at advancing
-`now_ns`, in storms long enough to eject endpoints and exhaust the retry budget.
+`now_ns`, in storms long enough to eject endpoints and exhaust the retry budget, and
+fail endpoints' health checks, enough of them at times to put a node in panic mode.
 `play` drives both routers with the same script and compares every observable after
 every step. Shared by `test_fr_differential.py` and the manual `mutants.py`.
 """
@@ -384,8 +385,11 @@ def scenarios(draw):
         # retries inside the budget's 10 s window is what it takes to exhaust it.
         st.tuples(st.just("calls"), reqs, st.sampled_from(STORM_FAILURES).map(lambda r: (r,)),
                   st.sampled_from([0, MS]), st.sampled_from([60, 150, 400])),
-        st.tuples(st.just("set"), st.sampled_from(NODES), st.integers(0, 5)),
-        st.tuples(st.just("add"), st.sampled_from(NODES), st.integers(0, 6)),
+        # Health checks: bit k of the mask fails endpoint k. Around half failing is
+        # where panic mode (fewer than 50% available) switches on and off.
+        st.tuples(st.just("set"), st.sampled_from(NODES), st.integers(0, 5),
+                  st.one_of(st.just(0), st.integers(0, 31))),
+        st.tuples(st.just("add"), st.sampled_from(NODES), st.integers(0, 6), st.booleans()),
         st.tuples(st.just("remove"), st.sampled_from(NODES), st.integers(0, 5)),
     )
     script = tuple(draw(st.lists(op, min_size=4, max_size=25)))
@@ -409,8 +413,9 @@ def routing_scenarios(draw):
 # The lockstep player
 
 
-def _endpoints(node, n):
-    return [Endpoint(f"{node}-{k}", f"10.0.0.{k}", 8080 + k) for k in range(n)]
+def _endpoints(node, n, failing=0):
+    """`n` endpoints of `node`; those whose bit is set in `failing` fail their health check."""
+    return [Endpoint(f"{node}-{k}", f"10.0.0.{k}", 8080 + k, healthy=not failing >> k & 1) for k in range(n)]
 
 
 def _retry_view(rd, d):
@@ -420,8 +425,8 @@ def _retry_view(rd, d):
 
 def _state(r, now):
     """Every endpoint's balancing and outlier state, and each node's ejected count."""
-    return [(n, r.ejected(n, now), [(e.id, e.pool_key, e.active, e.errors, e.first_error_ns, e.ejected_until_ns,
-                                     e.times_ejected) for e in r.endpoints(n)]) for n in NODES]
+    return [(n, r.ejected(n, now), [(e.id, e.pool_key, e.healthy, e.active, e.errors, e.first_error_ns,
+                                     e.ejected_until_ns, e.times_ejected) for e in r.endpoints(n)]) for n in NODES]
 
 
 def _guard(fn, *args):
@@ -501,10 +506,10 @@ def play(sc, impls=(_core.Router, reference.Router)):
                     ls.decide(req)
         elif kind == "set":
             for r in ls.routers:
-                r.set_endpoints(op[1], _endpoints(op[1], op[2]))
+                r.set_endpoints(op[1], _endpoints(op[1], op[2], op[3]))
         elif kind == "add":
             for r in ls.routers:
-                r.add_endpoint(op[1], Endpoint(f"{op[1]}-{op[2]}", "10.0.1.1", 9000 + op[2]))
+                r.add_endpoint(op[1], Endpoint(f"{op[1]}-{op[2]}", "10.0.1.1", 9000 + op[2], healthy=op[3]))
         elif kind == "remove":
             ls.same("remove", [r.remove_endpoint(op[1], f"{op[1]}-{op[2]}") for r in ls.routers])
         ls.check_state()

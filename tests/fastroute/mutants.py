@@ -106,6 +106,15 @@ def round_robin_skips():
     return _patched(ref.Router, "_pick", bad)
 
 
+def panic_at_half():
+    """Panic mode starts at 50% available instead of below it."""
+    def bad(ns, now_ns):
+        available = sum(1 for e in ns.endpoints if e.healthy and e.ejected_until_ns <= now_ns)
+        return available * 100 <= C.PANIC_THRESHOLD_PERCENT * len(ns.endpoints)
+
+    return _patched(ref, "_panic", bad)
+
+
 def range_end_inclusive():
     """Extra: a header range match includes its end."""
     orig = ref._header_ok
@@ -133,6 +142,7 @@ MUTANTS = {
     "outlier-threshold-early": outlier_threshold_early,
     "retry-budget-disabled": retry_budget_disabled,
     "round-robin-skips": round_robin_skips,
+    "panic-at-half": panic_at_half,
     "range-end-inclusive": range_end_inclusive,
     "query-value-ignored": query_value_ignored,
 }

@@ -137,3 +137,53 @@ def test_grpc_and_transport_failures_count_as_server_errors(build):
         d = http(r, now_ns=t)
         r.result(d, kind, code, t)
     assert r.ejected("a", t) == 1
+
+
+def _health(r, node, failing):
+    """Set `node`'s endpoints again with the ids in `failing` failing their health check."""
+    r.set_endpoints(node, [Endpoint(e.id, e.address, e.port, healthy=e.id not in failing) for e in r.endpoints(node)])
+
+
+@pytest.mark.parametrize("lb", ["round_robin", "least_request"])
+def test_unhealthy_endpoints_are_passed_over_until_fewer_than_half_are_left(build, lb):
+    r = build([http_route("x")], nodes=(VirtualNode("a", lb=lb),), n_endpoints=4)
+    _health(r, "a", {"a-0", "a-1"})                     # 2 of 4 available: 50%, not fewer
+    assert {http(r).endpoint.id for _ in range(40)} == {"a-2", "a-3"}
+    _health(r, "a", {"a-0", "a-1", "a-2"})              # 1 of 4: panic, balance across all
+    assert {http(r).endpoint.id for _ in range(40)} == {"a-0", "a-1", "a-2", "a-3"}
+    _health(r, "a", {"a-0", "a-1", "a-2", "a-3"})       # none: still routed, not no_endpoint
+    assert {(d.status, d.endpoint.id) for d in (http(r) for _ in range(40))} == {
+        (C.ROUTED, f"a-{k}") for k in range(4)}
+    _health(r, "a", {"a-3"})
+    assert {http(r).endpoint.id for _ in range(40)} == {"a-0", "a-1", "a-2"}
+
+
+def test_health_and_ejection_add_up_to_panic_and_back(build):
+    od = OutlierDetection(max_server_errors=1, interval_ms=1_000, base_ejection_ms=10_000, max_ejection_percent=50)
+    r = build([http_route("x")], nodes=(VirtualNode("a", outlier=od),), n_endpoints=4)
+    _health(r, "a", {"a-3"})
+    t = 10**12
+    d = http(r, now_ns=t)
+    assert d.endpoint.id == "a-0"
+    r.result(d, C.RESULT_HTTP, 503, t)                  # a-0 ejected: a-1, a-2 left (50%)
+    assert r.ejected("a", t) == 1
+    assert {http(r, now_ns=t).endpoint.id for _ in range(20)} == {"a-1", "a-2"}
+    d = http(r, now_ns=t)
+    r.result(d, C.RESULT_HTTP, 503, t)                  # a second ejection: 1 of 4 available
+    assert r.ejected("a", t) == 2
+    assert {http(r, now_ns=t).endpoint.id for _ in range(20)} == {"a-0", "a-1", "a-2", "a-3"}
+    later = t + 10_000 * MS                             # the ejections are over
+    assert {http(r, now_ns=later).endpoint.id for _ in range(20)} == {"a-0", "a-1", "a-2"}
+
+
+def test_a_health_verdict_keeps_the_endpoints_other_state(build):
+    od = OutlierDetection(max_server_errors=1, interval_ms=1_000, base_ejection_ms=10_000, max_ejection_percent=50)
+    r = build([http_route("x")], nodes=(VirtualNode("a", outlier=od),), n_endpoints=3)
+    held = http(r)
+    r.result(http(r), C.RESULT_HTTP, 503, 10**12)       # a-1 ejected
+    _health(r, "a", {"a-0"})
+    a0, a1, _ = r.endpoints("a")
+    assert (a0.healthy, a0.active, a1.healthy, a1.times_ejected) == (False, 1, True, 1)
+    assert held.endpoint is a0
+    _health(r, "a", set())
+    assert r.endpoints("a")[0] is a0 and a0.healthy
