@@ -60,6 +60,8 @@ class H2Origin:
 
     def __init__(self, name: str):
         self.name = name
+        self.calls = 0
+        self.fail_every = 0  # answer gRPC call n with UNAVAILABLE when n % fail_every == 0
         self.sock = socket.create_server(("127.0.0.1", 0))
         self.port = self.sock.getsockname()[1]
         threading.Thread(target=self._accept, daemon=True).start()
@@ -96,7 +98,12 @@ class H2Origin:
 
     def _answer(self, c, stream_id, head):
         body = f"{self.name} {head[':path']} {head[':authority']}".encode()
-        if head.get("content-type", "").startswith("application/grpc"):
+        self.calls += 1
+        if head.get("content-type", "").startswith("application/grpc") and self.fail_every \
+                and self.calls % self.fail_every == 0:
+            c.send_headers(stream_id, [(":status", "200"), ("content-type", "application/grpc"),
+                                       ("grpc-status", "14"), ("grpc-message", "flaky")], end_stream=True)
+        elif head.get("content-type", "").startswith("application/grpc"):
             c.send_headers(stream_id, [(":status", "200"), ("content-type", "application/grpc")])
             c.send_data(stream_id, b"\x00" + struct.pack(">I", len(body)) + body)
             c.send_headers(stream_id, [("grpc-status", "0")], end_stream=True)
@@ -160,14 +167,16 @@ def _mk(resources, title, doc):
     resources.create(kind, parse_json(getattr(pb, f"Create{title}Request"), {"meshName": "shop", **doc}))
 
 
-def _service(r, name: str, protocol: str, targets: dict[str, int], match: dict) -> None:
-    """A virtual service behind a router with one route to weighted targets."""
+def _service(r, name: str, protocol: str, targets: dict[str, int], match: dict, **route) -> None:
+    """A virtual service behind a router with one route to weighted targets (and `route`'s
+    other fields, e.g. retryPolicy)."""
     router = name.split(".")[0] + "-router"
     _mk(r, "VirtualRouter", {"virtualRouterName": router,
                              "spec": {"listeners": [{"portMapping": {"port": 8080, "protocol": protocol}}]}})
     kind = {"http": "httpRoute", "http2": "http2Route", "grpc": "grpcRoute"}[protocol]
     _mk(r, "Route", {"virtualRouterName": router, "routeName": "all", "spec": {kind: {
-        "match": match, "action": {"weightedTargets": [{"virtualNode": n, "weight": w} for n, w in targets.items()]}}}})
+        "match": match, "action": {"weightedTargets": [{"virtualNode": n, "weight": w} for n, w in targets.items()]},
+        **route}}})
     _mk(r, "VirtualService", {"virtualServiceName": name,
                               "spec": {"provider": {"virtualRouter": {"virtualRouterName": router}}}})
 
@@ -204,7 +213,8 @@ class Edge:
         _service(r, "red.shop.local", "http", {"red-v1": 3, "red-v2": 1}, {"prefix": "/"})
         _service(r, "secret.shop.local", "http", {"secret": 1}, {"prefix": "/"})
         _service(r, "blue.shop.local", "http2", {"blue": 1}, {"prefix": "/"})
-        _service(r, "echo.shop.local", "grpc", {"echo": 1}, {"serviceName": "echo.Echo"})
+        _service(r, "echo.shop.local", "grpc", {"echo": 1}, {"serviceName": "echo.Echo"}, retryPolicy={
+            "maxRetries": 2, "perRetryTimeout": {"unit": "s", "value": 2}, "grpcRetryEvents": ["unavailable"]})
         _mk(r, "VirtualGateway", {"virtualGatewayName": "edge", "spec": {"listeners": [
             {"portMapping": {"port": p, "protocol": proto}} for proto, p in self.ports.items()]}})
         # App Mesh's defaults: the matched prefix becomes "/" and the host the service's name.
@@ -289,6 +299,17 @@ def test_http2_and_grpc_listeners(edge):
         edge.grpc_call("/other.Service/Call")(b"hi", timeout=5)
     assert err.value.code() == grpc.StatusCode.UNIMPLEMENTED
     assert dict(err.value.trailing_metadata())["x-meshd-reason"] == "no_gateway_route"
+    # The virtual router's retry policy applies behind the gateway: an origin failing every
+    # second call with UNAVAILABLE is hidden (one caller at a time, so a failed attempt's
+    # retry is the origin's next call).
+    origin = edge.h2["echo"]
+    origin.fail_every, before = 2, origin.calls
+    assert all(say(b"%d" % i, timeout=10).startswith(b"echo ") for i in range(20))
+    assert origin.calls - before >= 29  # the failed attempts happened and were retried
+    origin.fail_every, before = 1, origin.calls
+    with pytest.raises(grpc.RpcError) as err:
+        say(b"x", timeout=10)
+    assert err.value.code() == grpc.StatusCode.UNAVAILABLE and origin.calls - before == 3  # maxRetries + 1
 
 
 def _ingress_as_gateway(edge, node: str, service: str) -> tuple[int, str]:
