@@ -102,6 +102,8 @@ class GatewayListeners:
     async def sync(self) -> None:
         """Recompile each gateway's route table; open and close listeners to match its spec."""
         async with self._lock:
+            if not self.runtime._active:
+                return  # stopping: the runtime drains the listeners that are open
             want: dict[tuple[str, str, int], tuple[GatewayConfig, object, int]] = {}
             for g in self.gateways:
                 snap = self.runtime.view.snapshot(g.mesh)

@@ -340,6 +340,13 @@ def test_drop_all_lets_the_gateway_reach_its_targets_only(edge):
     assert _ingress_as_gateway(edge, "red-v1", "red.shop.local") == (200, "")
     # For a service none of its routes target: refused under DROP_ALL.
     assert _ingress_as_gateway(edge, "secret", "secret.shop.local") == (403, "not_a_backend")
+    # An outside client cannot steer the hop by sending meshd's own headers: they are replaced.
+    c = http.client.HTTPConnection("127.0.0.1", edge.ports["http"], timeout=10)
+    c.request("GET", "/red/x", headers={"Host": "shop.example.com", INSTANCE_HEADER: "shop/secret/secret",
+                                        SERVICE_HEADER: "secret.shop.local"})
+    r = c.getresponse()
+    assert r.status == 200 and r.read().decode().split(" ")[0] in ("red-v1", "red-v2")
+    c.close()
 
 
 def test_garbage_on_gateway_listeners_leaves_them_serving(edge):
