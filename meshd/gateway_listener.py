@@ -53,6 +53,7 @@ class _Open:
     protocol: str
     tls: bytes  # the listener's serialized `tls`, so a TLS change reopens it
     engine: object
+    server: object  # the asyncio Server of its port
 
 
 class ListenerTlsError(Exception):
@@ -118,6 +119,7 @@ class GatewayListeners:
                     log.warning("gateway route left out", extra={"resource": err.resource, "field": err.field,
                                                                 "reason": err.reason})
                 if key not in self._claimed:
+                    self._claimed.add(key)  # in flight; dropped again if it fails
                     self._spawn(self._claim(g))
                 for i, lst in enumerate(vg.spec.listeners):
                     want[(g.mesh, g.virtual_gateway, lst.port_mapping.port)] = (g, lst, i)
@@ -137,8 +139,8 @@ class GatewayListeners:
             rt.certs.contexts(g.mesh, g.virtual_gateway, spiffe.GATEWAY)
         try:
             await rt.loop.run_in_executor(None, work)
-            self._claimed.add(key)
         except Exception as err:  # noqa: BLE001 - e.g. etcd unavailable: try again later
+            self._claimed.discard(key)
             log.warning("could not claim the gateway or obtain its certificate",
                         extra={"gateway": f"{g.mesh}/{g.virtual_gateway}", "error": str(err)})
             self._retry_later()
@@ -163,13 +165,13 @@ class GatewayListeners:
         engine = cls(self._decide(g, protocol, port, _san_exact(lst)), rt._retry, loop=rt.loop,
                      complete=rt._complete, upstream_idle_timeout=rt.config.upstream_idle_seconds)
         try:
-            await engine.listen(g.address, port, ssl=ctx)
+            server = await engine.listen(g.address, port, ssl=ctx)
         except OSError as err:
             engine.close()
             log.warning("gateway listener could not open; retrying", extra={"listener": where, "error": str(err)})
             self._retry_later()
             return
-        self._open[key] = _Open(protocol, _tls_bytes(lst), engine)
+        self._open[key] = _Open(protocol, _tls_bytes(lst), engine, server)
         rt.engines.append(engine)
         rt.addresses[f"gateway:{g.virtual_gateway}:{port}"] = f"{g.address}:{port}"
         log.info("gateway listener open", extra={"listener": where, "protocol": protocol,
@@ -178,6 +180,7 @@ class GatewayListeners:
     def _close(self, key) -> None:
         """Stop accepting on the listener now; let its requests finish within the drain time."""
         o = self._open.pop(key)
+        o.server.close()  # the port is free at once, for a listener reopened on it
         rt = self.runtime
         rt.addresses.pop(f"gateway:{key[1]}:{key[2]}", None)
         log.info("gateway listener closing", extra={"gateway": f"{key[0]}/{key[1]}", "port": key[2]})

@@ -229,6 +229,19 @@ class Edge:
         _gateway_route(r, "blue", "http2Route", {"prefix": "/blue"}, "blue.shop.local")
         _gateway_route(r, "echo", "grpcRoute", {"serviceName": "echo.Echo"}, "echo.shop.local")
         self.channels = []
+        self._wait_for_instances()
+
+    def _wait_for_instances(self, timeout: float = 20.0) -> None:
+        """Until host A's view has an instance of every origin's node: before that, a weighted
+        pick may land on a node whose instance A has not seen yet (no_endpoint)."""
+        nodes = [*self.h1, *self.h2]
+        deadline = time.monotonic() + timeout
+        while True:
+            snap = self.a.runtime.view.snapshot("shop")
+            if snap is not None and all(snap.instances.get(n) for n in nodes):
+                return
+            assert time.monotonic() < deadline, f"instances not seen by host A: {snap and snap.instances}"
+            time.sleep(0.1)
 
     def _node(self, name: str, protocol: str) -> None:
         _mk(self.a.resources, "VirtualNode", {"virtualNodeName": name, "spec": {
@@ -368,16 +381,16 @@ def test_garbage_on_gateway_listeners_leaves_them_serving(edge):
 def test_listeners_follow_the_gateway_spec(edge):
     r = edge.a.resources
     _until(lambda: _routed(h1_get(edge.ports["http"], "/red/x", "shop.example.com")))
-    # Drop the gateway's HTTP/2 listener (and its route): the port closes; add a second
-    # HTTP/1.1 listener: it opens and routes.
+    # Drop the gateway's HTTP/2 listener (its route is left out, with no listener to serve
+    # it): the port closes; add a second HTTP/1.1 listener: it opens and routes.
     extra = free_port()
-    r.delete(K.GATEWAY_ROUTE, parse_json(pb.DeleteGatewayRouteRequest, {
-        "meshName": "shop", "virtualGatewayName": "edge", "gatewayRouteName": "blue"}))
-    ports = {"http": edge.ports["http"], "grpc": edge.ports["grpc"]}
-    listeners = [{"portMapping": {"port": p, "protocol": proto}} for proto, p in ports.items()]
-    listeners.append({"portMapping": {"port": extra, "protocol": "http"}})
+
+    def listeners(extra_protocol):
+        ports = {"http": edge.ports["http"], "grpc": edge.ports["grpc"]}
+        out = [{"portMapping": {"port": p, "protocol": proto}} for proto, p in ports.items()]
+        return out + [{"portMapping": {"port": extra, "protocol": extra_protocol}}]
     r.update(K.VIRTUAL_GATEWAY, parse_json(pb.UpdateVirtualGatewayRequest, {
-        "meshName": "shop", "virtualGatewayName": "edge", "spec": {"listeners": listeners}}))
+        "meshName": "shop", "virtualGatewayName": "edge", "spec": {"listeners": listeners("http")}}))
     assert _until(lambda: _routed(h1_get(extra, "/red/x", "shop.example.com"))).split(" ")[1] == "/x"
 
     def closed():
@@ -385,6 +398,10 @@ def test_listeners_follow_the_gateway_spec(edge):
             socket.create_connection(("127.0.0.1", edge.ports["http2"]), timeout=1).close()
     _until(closed)
     assert f"gateway:edge:{edge.ports['http2']}" not in edge.a.runtime.addresses
+    # The extra port changes protocol: reopened on the HTTP/2 engine, the http2 route serves it.
+    r.update(K.VIRTUAL_GATEWAY, parse_json(pb.UpdateVirtualGatewayRequest, {
+        "meshName": "shop", "virtualGatewayName": "edge", "spec": {"listeners": listeners("http2")}}))
+    assert _until(lambda: _routed(h2_get(extra, "/blue/x", "a.example"))) == "blue /x blue.shop.local"
 
 
 def test_listener_tls_strict_with_file_certificates(edge, tmp_path):
