@@ -158,8 +158,13 @@ class GatewayListeners:
             return
         try:
             ctx = listener_ssl(lst, protocol)
-        except (ListenerTlsError, OSError, ssl.SSLError) as err:
-            log.warning("gateway listener TLS not usable", extra={"listener": where, "error": str(err)})
+        except ListenerTlsError as err:
+            log.warning("gateway listener TLS not supported", extra={"listener": where, "error": str(err)})
+            return
+        except (OSError, ssl.SSLError) as err:
+            # A certificate file may yet appear (a deployment still writing it): try again.
+            log.warning("gateway listener TLS files not usable; retrying", extra={"listener": where, "error": str(err)})
+            self._retry_later()
             return
         cls = H1Engine if protocol == "http" else Engine
         engine = cls(self._decide(g, protocol, port, _san_exact(lst)), rt._retry, loop=rt.loop,
