@@ -23,6 +23,7 @@ from meshd.lease import HostLease
 from meshd.meshview import MeshView
 from meshd.runtime import MeshRuntime, RuntimeConfig, WorkloadCerts
 from meshd.security import AuditLog, KeyRef, MeshCA, Roles, Tokens, spiffe
+from meshd.security.hostauth import claim_gateway
 from meshd.security.errors import SecurityError
 from meshd.v1 import admin_pb2, security_pb2, security_pb2_grpc
 
@@ -140,7 +141,7 @@ class Meshd:
             resources, listeners, security=Security(self.store, ca, tokens, roles, audit), access=access,
             tls=self.identity.grpc_server_credentials if creds is not None else None)
         self.admin.start()
-        if cfg.runtime is not None and cfg.runtime.apps:
+        if cfg.runtime is not None and (cfg.runtime.apps or cfg.runtime.gateways):
             self.runtime = self._start_runtime(cfg, ca, resources)
         log.info("meshd started", extra={"admin": self.admin.address, "etcd": ",".join(endpoints),
                                          "host": cfg.host_name, "pid": os.getpid(),
@@ -191,7 +192,8 @@ class Meshd:
         runtime = MeshRuntime(
             rt, view=MeshView(trust_domain=cfg.trust_domain), certs=WorkloadCerts(cfg.trust_domain, sign),
             register=register, deregister=deregister,
-            watch=lambda active: resources.watch(admin_pb2.WatchRequest(), active), host_name=cfg.host_name)
+            watch=lambda active: resources.watch(admin_pb2.WatchRequest(), active), host_name=cfg.host_name,
+            claim_gateway=lambda mesh, gw: claim_gateway(self.store, self.lease, cfg.host_name, mesh, gw))
         runtime.start()
         log.info("data plane started", extra={k: v for k, v in runtime.addresses.items()})
         return runtime

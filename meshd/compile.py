@@ -44,6 +44,9 @@ class MeshSnapshot:
     services: dict[str, admin_pb2.VirtualServiceData] = field(default_factory=dict)
     routers: dict[str, admin_pb2.VirtualRouterData] = field(default_factory=dict)
     routes: dict[tuple[str, str], admin_pb2.RouteData] = field(default_factory=dict)
+    # Compiled by meshd.gateway for the gateway listeners, not into the route table.
+    gateways: dict[str, admin_pb2.VirtualGatewayData] = field(default_factory=dict)
+    gateway_routes: dict[tuple[str, str], admin_pb2.GatewayRouteData] = field(default_factory=dict)
     instances: dict[str, dict[str, admin_pb2.Instance]] = field(default_factory=dict)
 
 

@@ -378,3 +378,14 @@ def _path_rewrite(r: _Route, rewrite, base: str) -> tuple[int, str]:
     # No prefix rewrite given, or defaultPrefix ENABLED: "the matched prefix is rewritten
     # to `/`, by default" [UG].
     return _DEFAULT_PREFIX, ""
+
+
+def gateway_targets(snap, gateway: str) -> frozenset[str]:
+    """The virtual services the gateway routes of `gateway` target in a MeshSnapshot: under
+    an egressFilter DROP_ALL, the services a gateway may call (its backends, in effect)."""
+    out = set()
+    for (gw, _), data in snap.gateway_routes.items():
+        kind = data.spec.WhichOneof("route") if gw == gateway else None
+        if kind is not None:
+            out.add(getattr(data.spec, kind).action.target.virtual_service.virtual_service_name)
+    return frozenset(out)

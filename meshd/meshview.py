@@ -96,7 +96,10 @@ class MeshView:
         table = {"virtualNodes": (snap.nodes, lambda: r.virtual_node, lambda: parts[2]),
                  "virtualServices": (snap.services, lambda: r.virtual_service, lambda: parts[2]),
                  "virtualRouters": (snap.routers, lambda: r.virtual_router, lambda: parts[2]),
-                 "routes": (snap.routes, lambda: r.route, lambda: (parts[2], parts[3]))}.get(coll)
+                 "routes": (snap.routes, lambda: r.route, lambda: (parts[2], parts[3])),
+                 "virtualGateways": (snap.gateways, lambda: r.virtual_gateway, lambda: parts[2]),
+                 "gatewayRoutes": (snap.gateway_routes, lambda: r.gateway_route, lambda: (parts[2], parts[3]))
+                 }.get(coll)
         if coll == "meshes":
             if put:
                 snap.mesh = r.mesh
@@ -105,7 +108,7 @@ class MeshView:
             self._dirty.add(mesh)
             return
         if table is None:
-            return  # gateways and gateway routes are compiled by the gateway listener
+            return
         store, value, key = table
         if put:
             store[key()] = value()

@@ -11,9 +11,11 @@ Layers, as along the data path (STYLE.md "Name by layer"):
 
 The ingress checks the caller's identity (its certificate's SPIFFE ID, from the mesh CA)
 and, with the mesh's egressFilter DROP_ALL, that the caller declared the service as a
-backend, then delivers to the local instance the request names. Everything per request
-runs on one uvloop thread; configuration arrives from the watch thread via
-`call_soon_threadsafe`, so routers are only touched on the loop.
+backend, then delivers to the local instance the request names. A virtual gateway's
+listeners (meshd.gateway_listener) route through the same `_route` as the egress, calling
+with the gateway's identity. Everything per request runs on one uvloop thread;
+configuration arrives from the watch thread via `call_soon_threadsafe`, so routers are
+only touched on the loop.
 """
 from __future__ import annotations
 
@@ -37,6 +39,8 @@ from meshd.compile import INGRESS_ATTRIBUTE
 INGRESS_HTTP_ATTRIBUTE = "meshd.ingress.http"
 INGRESS_TCP_ATTRIBUTE = "meshd.ingress.tcp"
 from meshd.dataplane import Engine, H1Engine, Refusal, Target, TcpEngine, TcpTarget
+from meshd.gateway import gateway_targets
+from meshd.gateway_listener import GatewayConfig, GatewayListeners
 from meshd.health import CheckSpec, HealthChecker
 from meshd.meshview import MeshView
 from meshd.security import client_context, make_csr, server_context, spiffe
@@ -55,6 +59,7 @@ REFUSALS = {
     "no_config": Refusal(503, UNAVAILABLE, "no configuration for this mesh yet", "no_config"),
     "no_service": Refusal(404, UNIMPLEMENTED, "no virtual service by that name", "no_service"),
     "no_route": Refusal(404, UNIMPLEMENTED, "no route matched", "no_route"),
+    "no_gateway_route": Refusal(404, UNIMPLEMENTED, "no gateway route matched", "no_gateway_route"),
     "no_endpoint": Refusal(503, UNAVAILABLE, "no healthy endpoint", "no_endpoint"),
     "bad_request": Refusal(400, INTERNAL, "request could not be routed", "bad_request"),
     "not_a_backend": Refusal(403, PERMISSION_DENIED, "the mesh's egress filter is DROP_ALL and the "
@@ -91,12 +96,18 @@ class LocalApp:
     backends: list[BackendPort] = field(default_factory=list)
     protocol: str = "http2"  # how the app itself speaks: http2 (and gRPC), http or tcp
 
+    @property
+    def principal(self) -> tuple[str, str]:
+        """(SPIFFE kind, name) of the identity its calls carry; a GatewayConfig has one too."""
+        return spiffe.WORKLOAD, self.virtual_node
+
 
 @dataclass
 class RuntimeConfig:
     """meshd's local data-plane configuration (`--config`, YAML)."""
 
     apps: list[LocalApp] = field(default_factory=list)
+    gateways: list[GatewayConfig] = field(default_factory=list)
     ingress: str = "127.0.0.1:15443"
     ingress_http: str = ""  # HTTP/1.1 ingress; default: the ingress host, any free port
     advertise: str = ""  # how other meshds reach the ingress; default: the ingress address
@@ -115,7 +126,9 @@ class RuntimeConfig:
                 egress=a.get("egress", ""), egress_http=a.get("egressHttp", ""), protocol=a.get("protocol", "http2"),
                 backends=[BackendPort(int(b["port"]), b["virtualService"], b.get("protocol", "http2"))
                           for b in a.get("backends", [])]))
-        return RuntimeConfig(apps=apps, ingress=doc.get("ingress", "127.0.0.1:15443"),
+        gateways = [GatewayConfig(mesh=g["mesh"], virtual_gateway=g["virtualGateway"],
+                                  address=g.get("address", "0.0.0.0")) for g in doc.get("gateways", [])]
+        return RuntimeConfig(apps=apps, gateways=gateways, ingress=doc.get("ingress", "127.0.0.1:15443"),
                              ingress_http=doc.get("ingressHttp", ""),
                              advertise=doc.get("advertise", ""), drain_seconds=float(doc.get("drainSeconds", 5.0)))
 
@@ -159,20 +172,22 @@ class WorkloadCerts:
         (cached upstream targets then have to pick the new client contexts up)."""
         now = self.clock()
         renewed = False
-        for (mesh, node), (_, renew_at) in list(self._certs.items()):
+        for key, (_, renew_at) in list(self._certs.items()):
             if now >= renew_at:
-                self.contexts(mesh, node)
+                self.contexts(*key)
                 renewed = True
         return renewed
 
-    def contexts(self, mesh: str, node: str) -> "NodeTls":
-        """(server context, client context) for `node`, issuing or renewing when due."""
-        key = (mesh, node)
+    def contexts(self, mesh: str, node: str, kind: str = spiffe.WORKLOAD) -> "NodeTls":
+        """(server context, client context) for `node` (a virtual gateway's name with kind
+        spiffe.GATEWAY), issuing or renewing when due."""
+        key = (mesh, node, kind)
         now = self.clock()
         got = self._certs.get(key)
         if got is not None and now < got[1]:
             return got[0]
-        identity = spiffe.workload_id(self.trust_domain, mesh, node).uri
+        make_id = spiffe.gateway_id if kind == spiffe.GATEWAY else spiffe.workload_id
+        identity = make_id(self.trust_domain, mesh, node).uri
         key_pem, csr_pem = make_csr(identity)
         chain, bundle = self.sign(identity, csr_pem)
         leaf = x509.load_pem_x509_certificate(chain)
@@ -200,7 +215,7 @@ class _Pending:
 
     live: object
     decision: object
-    app: LocalApp
+    app: LocalApp  # or the GatewayConfig of a gateway listener's request
     inflight_key: str
     http: bool = False  # an HTTP/1.1 request (its retries go to the HTTP/1.1 ingress)
     fed: bool = False
@@ -211,7 +226,8 @@ class MeshRuntime:
 
     def __init__(self, config: RuntimeConfig, *, view: MeshView, certs: WorkloadCerts,
                  register: Callable[..., admin_pb2.Instance], deregister: Callable[[str, str, str], None],
-                 watch: Callable[[Callable[[], bool]], Iterator[admin_pb2.WatchResponse]], host_name: str):
+                 watch: Callable[[Callable[[], bool]], Iterator[admin_pb2.WatchResponse]], host_name: str,
+                 claim_gateway: Callable[[str, str], None] = lambda mesh, gateway: None):
         self.config = config
         self.view = view
         self.certs = certs
@@ -234,6 +250,7 @@ class MeshRuntime:
         self._thread: threading.Thread | None = None
         self._watcher: threading.Thread | None = None
         self.stats = {"requests": 0, "refused": 0, "retries": 0, "config_generations": 0}
+        self.gateways = GatewayListeners(self, config.gateways, claim=claim_gateway)
 
     # -- lifecycle --------------------------------------------------------------------
     def start(self) -> "MeshRuntime":
@@ -291,6 +308,7 @@ class MeshRuntime:
                 for b in tcp_backends:
                     await tcp.listen("127.0.0.1", b.port)
                 self.engines.append(tcp)
+        await self.gateways.sync()
 
     def _renew_certs(self) -> None:
         """Every 30 s: renew workload certificates that are due, in the background of the loop.
@@ -367,6 +385,7 @@ class MeshRuntime:
             self._targets.clear()
             self.stats["config_generations"] += len(published)
             self._sync_health_checks()
+            self.gateways.changed()
 
     def _sync_health_checks(self) -> None:
         """Run each local instance's App Mesh listener healthCheck; stop checks that went away."""
@@ -494,10 +513,11 @@ class MeshRuntime:
     def _client_policy(self, app: LocalApp, service: str):
         """The caller's App Mesh client policy TLS for `service`: the backend's, else backendDefaults."""
         snap = self.view.snapshot(app.mesh)
-        node = snap.nodes.get(app.virtual_node) if snap else None
+        kind, name = app.principal
+        node = (snap.gateways if kind == spiffe.GATEWAY else snap.nodes).get(name) if snap else None
         if node is None:
             return None
-        for b in node.spec.backends:
+        for b in getattr(node.spec, "backends", ()):  # a virtual gateway has backendDefaults only
             vs = b.virtual_service
             if vs.virtual_service_name == service and vs.HasField("client_policy") and vs.client_policy.HasField("tls"):
                 return vs.client_policy.tls
@@ -511,7 +531,8 @@ class MeshRuntime:
         naming `file` sources, those are used as-is (App Mesh semantics); the expected server
         name is then the policy's first DNS subjectAlternativeName, and with none given, any
         certificate from the policy's trust is accepted."""
-        base = self.certs.contexts(app.mesh, app.virtual_node)
+        kind, name = app.principal
+        base = self.certs.contexts(app.mesh, name, kind)
         dns = spiffe.workload_dns_name(self.certs.trust_domain, app.mesh, target_node)
         policy = self._client_policy(app, service)
         cert = policy.certificate.file if policy is not None and policy.certificate.HasField("file") else None
@@ -521,7 +542,7 @@ class MeshRuntime:
             return {("h2",): base.client, ("http/1.1",): base.client_http}.get(alpn, base.client_tcp), dns
         sans = [n for n in policy.validation.subject_alternative_names.match.exact] if policy.HasField("validation") else []
         name = next((n for n in sans if not n.startswith("spiffe://")), None)
-        key = ("client", alpn, app.mesh, app.virtual_node, service, cert.certificate_chain if cert else "",
+        key = ("client", alpn, app.mesh, app.principal, service, cert.certificate_chain if cert else "",
                trust.certificate_chain if trust else "", name)
         ctx = self._file_contexts.get(key)
         if ctx is None:
@@ -556,34 +577,40 @@ class MeshRuntime:
         backend_ports = {b.port: b.virtual_service for b in app.backends}
 
         def decide(head):
-            self.stats["requests"] += 1
-            live = self.view.live(app.mesh)
-            if live is None:
-                return self._refuse("no_config")
             authority = head.authority
             if head.local_port in backend_ports:
                 authority = backend_ports[head.local_port]
-            proto = C.PROTO_HTTP if http else (C.PROTO_GRPC if head.grpc else C.PROTO_HTTP2)
-            now = time.monotonic_ns()
-            d = live.router.decide(proto, authority, 0, head.method, head.scheme, head.path, head.headers, now)
-            if d.status != C.ROUTED:
-                return self._refuse(d.reason)
-            if not self._allowed(live, app, d.service):
-                live.router.result(d, C.RESULT_HTTP, 403, now)
-                return self._refuse("not_a_backend")
-            node_limit = live.router.node_limits(d.target)[2]
-            key = f"{app.mesh}/{d.target}"
-            if self._inflight.get(key, 0) >= node_limit:
-                live.router.result(d, C.RESULT_HTTP, 503, now)
-                return self._refuse("pool_overflow")
-            target = self._protocol_target(live, app, d, "http") if http else self._target(live, app, d)
-            if isinstance(target, Refusal):
-                live.router.result(d, C.RESULT_CONNECT_FAILURE, 0, now)
-                return target
-            self._inflight[key] = self._inflight.get(key, 0) + 1
-            self._pending[head] = _Pending(live, d, app, key, http)
-            return target
+            return self._route(head, app, authority, 0, head.path, http)
         return decide
+
+    def _route(self, head, app, authority: str, port: int, path: str, http: bool):
+        """Route one request of `app` (a LocalApp, or a GatewayConfig for a gateway listener)
+        to the virtual service `authority` names: the route, target node and endpoint, the
+        Target at that endpoint's ingress, and the state the retry and completion hooks use."""
+        self.stats["requests"] += 1
+        live = self.view.live(app.mesh)
+        if live is None:
+            return self._refuse("no_config")
+        proto = C.PROTO_HTTP if http else (C.PROTO_GRPC if head.grpc else C.PROTO_HTTP2)
+        now = time.monotonic_ns()
+        d = live.router.decide(proto, authority, port, head.method, head.scheme, path, head.headers, now)
+        if d.status != C.ROUTED:
+            return self._refuse(d.reason)
+        if not self._allowed(live, app, d.service):
+            live.router.result(d, C.RESULT_HTTP, 403, now)
+            return self._refuse("not_a_backend")
+        node_limit = live.router.node_limits(d.target)[2]
+        key = f"{app.mesh}/{d.target}"
+        if self._inflight.get(key, 0) >= node_limit:
+            live.router.result(d, C.RESULT_HTTP, 503, now)
+            return self._refuse("pool_overflow")
+        target = self._protocol_target(live, app, d, "http") if http else self._target(live, app, d)
+        if isinstance(target, Refusal):
+            live.router.result(d, C.RESULT_CONNECT_FAILURE, 0, now)
+            return target
+        self._inflight[key] = self._inflight.get(key, 0) + 1
+        self._pending[head] = _Pending(live, d, app, key, http)
+        return target
 
     def _tcp_decide(self, app: LocalApp):
         backend_ports = {b.port: b.virtual_service for b in app.backends if b.protocol == "tcp"}
@@ -616,7 +643,7 @@ class MeshRuntime:
         if not via:  # an instance without a meshd: reached directly, in plaintext
             return Target(inst.address, inst.port,
                           retry_statuses=d.retry.http_codes if protocol == "http" and d.retry is not None else None)
-        key = (live.generation, protocol, app.mesh, app.virtual_node, d.target, d.endpoint.id, via)
+        key = (live.generation, protocol, app.mesh, app.principal, d.target, d.endpoint.id, via)
         t = self._targets.get(key)
         if t is None:
             host, port = _split(via)
@@ -635,6 +662,9 @@ class MeshRuntime:
         mesh = snap.mesh if snap is not None else None
         if mesh is None or mesh.spec.egress_filter.type != "DROP_ALL":
             return True
+        if app.principal[0] == spiffe.GATEWAY:
+            # A gateway only calls the virtual service its matched gateway route targets.
+            return True
         node = snap.nodes.get(app.virtual_node)
         if node is None:
             return False
@@ -642,7 +672,7 @@ class MeshRuntime:
 
     def _target(self, live, app: LocalApp, d) -> Target:
         ep = d.endpoint
-        key = (live.generation, app.mesh, app.virtual_node, d.target, ep.id, ep.address, ep.port,
+        key = (live.generation, app.mesh, app.principal, d.target, ep.id, ep.address, ep.port,
                d.per_request_timeout_ns, d.per_try_timeout_ns, d.route, d.service)
         t = self._targets.get(key)
         if t is not None:
@@ -725,15 +755,21 @@ class MeshRuntime:
                 sid = spiffe.parse(caller) if caller else None
             except Exception:  # noqa: BLE001 - an unparsable identity is refused below
                 sid = None
-            if sid is None or sid.kind != spiffe.WORKLOAD or sid.mesh != app.mesh or not self._ingress_allows(app, caller):
+            if (sid is None or sid.kind not in spiffe.MESH_KINDS or sid.mesh != app.mesh
+                    or not self._ingress_allows(app, caller)):
                 return REFUSALS["identity_refused"]
         service = head.headers.get(SERVICE_HEADER, "")
         snap = self.view.snapshot(app.mesh)
         if sid is not None and snap is not None and snap.mesh is not None and snap.mesh.spec.egress_filter.type == "DROP_ALL":
-            caller_node = snap.nodes.get(sid.node)
-            if caller_node is None or not any(
-                    b.virtual_service.virtual_service_name == service for b in caller_node.spec.backends):
-                return REFUSALS["not_a_backend"]
+            if sid.kind == spiffe.GATEWAY:
+                # A gateway's backends are the virtual services its gateway routes target.
+                if service not in gateway_targets(snap, sid.name):
+                    return REFUSALS["not_a_backend"]
+            else:
+                caller_node = snap.nodes.get(sid.node)
+                if caller_node is None or not any(
+                        b.virtual_service.virtual_service_name == service for b in caller_node.spec.backends):
+                    return REFUSALS["not_a_backend"]
         key = ("local", app.address, app.port)
         t = self._targets.get(key)
         if t is None:

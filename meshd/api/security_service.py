@@ -75,10 +75,10 @@ class Security:
         if caller.subject != "local":
             authorize_certificate(self.store, caller.subject, req.identity, roles=self.roles)
         sid = spiffe.parse(req.identity)
-        mesh = sid.mesh if sid.kind == spiffe.WORKLOAD else CLUSTER
+        mesh = sid.mesh if sid.kind in spiffe.MESH_KINDS else CLUSTER
         if req.mesh_name and req.mesh_name != mesh:
             raise BadRequest("meshName", f"{req.identity} is signed by CA {mesh!r}, not {req.mesh_name!r}")
-        if sid.kind == spiffe.WORKLOAD:
+        if sid.kind in spiffe.MESH_KINDS:
             self.ca.ensure(mesh)
         issued = self.ca.sign_csr(mesh, req.csr_pem.encode(), req.identity, _ttl(req.ttl_seconds, None),
                                   dns_names=tuple(req.dns_names), ip_addresses=tuple(req.ip_addresses))

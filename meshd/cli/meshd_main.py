@@ -43,7 +43,8 @@ def _run_args(run: argparse.ArgumentParser) -> None:
     run.add_argument("--signer", default=env("MESHD_SIGNER", ""),
                      help="the mTLS admin address of a signing meshd, for renewals (default: --join-server)")
     run.add_argument("--config", default=env("MESHD_CONFIG", ""),
-                     help="data-plane config (YAML): the local apps this meshd serves, their egress ports")
+                     help="data-plane config (YAML): the local apps this meshd serves, their egress ports, "
+                          "and the virtual gateways it runs")
     run.add_argument("--egress", default=env("MESHD_EGRESS", ""),
                      help="egress listener for the first local app without one (e.g. 127.0.0.1:15001)")
     run.add_argument("--ingress", default=env("MESHD_INGRESS", ""),

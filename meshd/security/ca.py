@@ -258,9 +258,9 @@ class MeshCA:
         sid = spiffe.parse(identity)
         if sid.trust_domain != self.trust_domain:
             raise InvalidIdentity(identity, f"trust domain is not {self.trust_domain}")
-        if sid.kind == spiffe.WORKLOAD and sid.mesh != mesh:
+        if sid.kind in spiffe.MESH_KINDS and sid.mesh != mesh:
             raise InvalidIdentity(identity, f"not an identity of mesh {mesh}")
-        if sid.kind != spiffe.WORKLOAD and mesh != CLUSTER:
+        if sid.kind not in spiffe.MESH_KINDS and mesh != CLUSTER:
             raise InvalidIdentity(identity, f"{sid.kind} identities are signed by the cluster CA ({CLUSTER!r})")
         if (dns_names or ip_addresses) and sid.kind != spiffe.HOST:
             raise InvalidIdentity(identity, "only host identities carry DNS names or IP addresses")

@@ -1,7 +1,9 @@
-"""SPIFFE IDs of meshd's principals: virtual nodes, hosts and users, and SAN pattern checks.
+"""SPIFFE IDs of meshd's principals: virtual nodes, virtual gateways, hosts and users, and
+SAN pattern checks.
 
 Forms (SPIFFE ID spec §2: scheme `spiffe`, a trust domain, a path of non-empty segments):
     spiffe://<trust-domain>/mesh/<mesh>/virtualNode/<node>
+    spiffe://<trust-domain>/mesh/<mesh>/virtualGateway/<gateway>
     spiffe://<trust-domain>/host/<host-name>
     spiffe://<trust-domain>/user/<name>          (meshctl users with a client certificate)
 """
@@ -20,16 +22,20 @@ _TRUST_DOMAIN = re.compile(r"[a-z0-9._-]{1,255}")
 _SEGMENT = re.compile(r"[A-Za-z0-9._-]{1,255}")
 
 WORKLOAD = "workload"
+GATEWAY = "gateway"
 HOST = "host"
 USER = "user"
+# Identities that belong to one mesh, signed by that mesh's CA; the others by the cluster CA.
+MESH_KINDS = (WORKLOAD, GATEWAY)
 
 
 @dataclass(frozen=True, slots=True)
 class SpiffeId:
-    """A parsed meshd SPIFFE ID. `mesh` and `node` are set for workloads, `name` otherwise."""
+    """A parsed meshd SPIFFE ID. `mesh` and `node` are set for workloads, `mesh` and `name`
+    for gateways, `name` otherwise."""
 
     trust_domain: str
-    kind: str  # WORKLOAD, HOST or USER
+    kind: str  # WORKLOAD, GATEWAY, HOST or USER
     mesh: str = ""
     node: str = ""
     name: str = ""
@@ -38,6 +44,8 @@ class SpiffeId:
     def uri(self) -> str:
         if self.kind == WORKLOAD:
             return f"spiffe://{self.trust_domain}/mesh/{self.mesh}/virtualNode/{self.node}"
+        if self.kind == GATEWAY:
+            return f"spiffe://{self.trust_domain}/mesh/{self.mesh}/virtualGateway/{self.name}"
         return f"spiffe://{self.trust_domain}/{self.kind}/{self.name}"
 
     def __str__(self) -> str:
@@ -74,6 +82,16 @@ def workload_dns_name(trust_domain: str, mesh: str, node: str) -> str:
     return f"{node}.{mesh}.mesh.{trust_domain}".lower()
 
 
+def gateway_id(trust_domain: str, mesh: str, gateway: str) -> SpiffeId:
+    """The identity of virtual gateway `gateway` of mesh `mesh`: the path names the App Mesh
+    resource as a workload's does (`virtualGateway` beside `virtualNode`), so one "*"
+    pattern segment never spans both kinds."""
+    s = SpiffeId(check_trust_domain(trust_domain), GATEWAY, mesh=mesh, name=gateway)
+    _segment(s.uri, mesh, "mesh")
+    _segment(s.uri, gateway, "virtual gateway")
+    return s
+
+
 def host_id(trust_domain: str, host: str) -> SpiffeId:
     """The identity of the meshd host `host`."""
     s = SpiffeId(check_trust_domain(trust_domain), HOST, name=host)
@@ -98,11 +116,14 @@ def parse(identity: str) -> SpiffeId:
     parts = path.split("/")
     if len(parts) == 4 and parts[0] == "mesh" and parts[2] == "virtualNode":
         return workload_id(td, parts[1], parts[3])
+    if len(parts) == 4 and parts[0] == "mesh" and parts[2] == "virtualGateway":
+        return gateway_id(td, parts[1], parts[3])
     if len(parts) == 2 and parts[0] == HOST:
         return host_id(td, parts[1])
     if len(parts) == 2 and parts[0] == USER:
         return user_id(td, parts[1])
-    raise InvalidIdentity(identity, "path is none of mesh/<m>/virtualNode/<n>, host/<h>, user/<u>")
+    raise InvalidIdentity(identity, ("path is none of mesh/<m>/virtualNode/<n>, "
+                                     "mesh/<m>/virtualGateway/<g>, host/<h>, user/<u>"))
 
 
 @lru_cache(maxsize=1024)
