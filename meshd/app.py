@@ -22,6 +22,7 @@ from meshd.identity import HostIdentity, IdentityError
 from meshd.lease import HostLease
 from meshd.meshview import MeshView
 from meshd.observe import Metrics, MetricsServer, ObserveConfig, Observer, make_tracer
+from meshd.observe.accesslog import AccessLogs
 from meshd.runtime import MeshRuntime, RuntimeConfig, WorkloadCerts
 from meshd.security import AuditLog, KeyRef, MeshCA, Roles, Tokens, spiffe
 from meshd.security.errors import SecurityError
@@ -172,7 +173,8 @@ class Meshd:
                           open_connections=lambda: self.runtime.open_connections() if self.runtime else 0)
         if cfg.observe.metrics:
             self.metrics_server = MetricsServer(metrics, cfg.observe.metrics).start()
-        return Observer(metrics, tracer=make_tracer(cfg.observe, metrics, cfg.host_name))
+        return Observer(metrics, tracer=make_tracer(cfg.observe, metrics, cfg.host_name),
+                        access_logs=AccessLogs(metrics.access_log_dropped.inc))
 
     @property
     def metrics_address(self) -> str:
