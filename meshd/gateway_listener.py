@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from typing import Callable
 
 from meshd.dataplane import Engine, H1Engine
+from meshd.observe import GATEWAY
 from meshd.gateway import GatewayTable, compile_gateway
 from meshd.security import spiffe
 
@@ -205,6 +206,7 @@ class GatewayListeners:
         http = protocol == "http"
 
         def decide(head):
+            x = rt.observe.begin(head, GATEWAY, g.mesh, g.virtual_gateway)
             table = self.tables.get(key)
             if table is None:
                 return rt._refuse("no_config")
@@ -221,7 +223,7 @@ class GatewayListeners:
                 head.rewrite_authority(d.authority)
             # The virtual router behind the service matches what the service receives: the
             # rewritten path (App Mesh's gateway Envoy rewrites before the service's routes).
-            return rt._route(head, g, d.virtual_service, d.port or 0, d.path, http)
+            return rt._route(head, g, d.virtual_service, d.port or 0, d.path, http, x)
         return decide
 
 

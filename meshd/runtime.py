@@ -43,6 +43,8 @@ from meshd.gateway import gateway_targets
 from meshd.gateway_listener import GatewayConfig, GatewayListeners
 from meshd.health import CheckSpec, HealthChecker
 from meshd.meshview import MeshView
+from meshd.observe import EGRESS, INGRESS, TCP, Metrics, Observer
+from meshd.observe.metrics import UNKNOWN
 from meshd.security import client_context, make_csr, server_context, spiffe
 from meshd.v1 import admin_pb2
 
@@ -227,8 +229,10 @@ class MeshRuntime:
     def __init__(self, config: RuntimeConfig, *, view: MeshView, certs: WorkloadCerts,
                  register: Callable[..., admin_pb2.Instance], deregister: Callable[[str, str, str], None],
                  watch: Callable[[Callable[[], bool]], Iterator[admin_pb2.WatchResponse]], host_name: str,
-                 claim_gateway: Callable[[str, str], None] = lambda mesh, gateway: None):
+                 claim_gateway: Callable[[str, str], None] = lambda mesh, gateway: None,
+                 observe: Observer | None = None):
         self.config = config
+        self.observe = observe or Observer(Metrics(version="", host=host_name))
         self.view = view
         self.certs = certs
         self.register = register
@@ -273,20 +277,20 @@ class MeshRuntime:
 
     async def _start_listeners(self) -> None:
         host, port = _split(self.config.ingress)
-        self.ingress = Engine(self._ingress_decide, loop=self.loop)
+        self.ingress = Engine(self._ingress_decide, loop=self.loop, complete=self.observe.end)
         ingress_ssl = self._ingress_ssl()
         srv = await self.ingress.listen(host, port, ssl=ingress_ssl)
         self.addresses["ingress"] = f"{host}:{srv.sockets[0].getsockname()[1]}"
         self.engines.append(self.ingress)
         h1_host, h1_port = _split(self.config.ingress_http) if self.config.ingress_http else (host, 0)
-        self.ingress_http = H1Engine(self._ingress_decide, loop=self.loop)
+        self.ingress_http = H1Engine(self._ingress_decide, loop=self.loop, complete=self.observe.end)
         srv = await self.ingress_http.listen(h1_host, h1_port, ssl=ingress_ssl)
         self.addresses["ingress_http"] = f"{h1_host}:{srv.sockets[0].getsockname()[1]}"
         self.engines.append(self.ingress_http)
         for app in self.config.apps:
             if app.protocol == "tcp":
                 # A TCP app gets an ingress port of its own: the port names the instance.
-                tcp_in = TcpEngine(lambda head, app=app: Target(app.address, app.port), loop=self.loop)
+                tcp_in = TcpEngine(self._tcp_ingress_decide(app), loop=self.loop, complete=self.observe.end)
                 srv = await tcp_in.listen(host, 0, ssl=ingress_ssl)
                 self.addresses[f"ingress_tcp:{app.virtual_node}:{app.port}"] = f"{host}:{srv.sockets[0].getsockname()[1]}"
                 self.engines.append(tcp_in)
@@ -304,7 +308,7 @@ class MeshRuntime:
                     app.egress_http, http_backends, f"egress_http:{app.virtual_node}")
             tcp_backends = [b for b in app.backends if b.protocol == "tcp"]
             if tcp_backends:
-                tcp = TcpEngine(self._tcp_decide(app), loop=self.loop)
+                tcp = TcpEngine(self._tcp_decide(app), loop=self.loop, complete=self.observe.end)
                 for b in tcp_backends:
                     await tcp.listen("127.0.0.1", b.port)
                 self.engines.append(tcp)
@@ -386,6 +390,7 @@ class MeshRuntime:
             self.stats["config_generations"] += len(published)
             self._sync_health_checks()
             self.gateways.changed()
+        self.observe.applied(resp, published, self.view)
 
     def _sync_health_checks(self) -> None:
         """Run each local instance's App Mesh listener healthCheck; stop checks that went away."""
@@ -411,6 +416,7 @@ class MeshRuntime:
         if app is None:
             return
         log.info("instance health changed", extra={"instance": key, "from": old, "to": new, "detail": detail})
+        self.observe.instance_health(app.mesh, app.virtual_node, app.instance_id, new == "HEALTHY")
         self.loop.run_in_executor(None, lambda: self.register(
             mesh_name=app.mesh, virtual_node_name=app.virtual_node, instance_id=app.instance_id,
             address=app.address, port=app.port, attributes=self._attributes(app), health=new))
@@ -572,21 +578,29 @@ class MeshRuntime:
         self._peer_ids[der] = ident
         return ident
 
+    def open_connections(self) -> int:
+        """Downstream connections open on every listener of this data plane."""
+        return sum(e.downstream_connections for e in self.engines)
+
     # -- egress -----------------------------------------------------------------------
     def _egress_decide(self, app: LocalApp, http: bool = False):
         backend_ports = {b.port: b.virtual_service for b in app.backends}
 
+        begin = self.observe.begin
+
         def decide(head):
+            x = begin(head, EGRESS, app.mesh, app.virtual_node)
             authority = head.authority
             if head.local_port in backend_ports:
                 authority = backend_ports[head.local_port]
-            return self._route(head, app, authority, 0, head.path, http)
+            return self._route(head, app, authority, 0, head.path, http, x)
         return decide
 
-    def _route(self, head, app, authority: str, port: int, path: str, http: bool):
+    def _route(self, head, app, authority: str, port: int, path: str, http: bool, x):
         """Route one request of `app` (a LocalApp, or a GatewayConfig for a gateway listener)
         to the virtual service `authority` names: the route, target node and endpoint, the
-        Target at that endpoint's ingress, and the state the retry and completion hooks use."""
+        Target at that endpoint's ingress, and the state the retry and completion hooks use.
+        `x` is the request's observation (Observer.begin)."""
         self.stats["requests"] += 1
         live = self.view.live(app.mesh)
         if live is None:
@@ -596,6 +610,7 @@ class MeshRuntime:
         d = live.router.decide(proto, authority, port, head.method, head.scheme, path, head.headers, now)
         if d.status != C.ROUTED:
             return self._refuse(d.reason)
+        self.observe.routed(x, d.service, d.route, d.target, d.endpoint.id)
         if not self._allowed(live, app, d.service):
             live.router.result(d, C.RESULT_HTTP, 403, now)
             return self._refuse("not_a_backend")
@@ -616,6 +631,7 @@ class MeshRuntime:
         backend_ports = {b.port: b.virtual_service for b in app.backends if b.protocol == "tcp"}
 
         def decide(head):
+            x = self.observe.begin(head, TCP, app.mesh, app.virtual_node)
             live = self.view.live(app.mesh)
             if live is None:
                 return self._refuse("no_config")
@@ -624,12 +640,23 @@ class MeshRuntime:
             d = live.router.decide(C.PROTO_TCP, service, 0, "", "", "", None, now)
             if d.status != C.ROUTED:
                 return self._refuse(d.reason)
+            self.observe.routed(x, d.service, d.route, d.target)
             allowed = self._allowed(live, app, d.service)
             live.router.result(d, C.RESULT_TCP_DONE, 0, now)
             if not allowed:
                 return self._refuse("not_a_backend")
             t = self._protocol_target(live, app, d, "tcp")
             return t if isinstance(t, Refusal) else TcpTarget(t)
+        return decide
+
+    def _tcp_ingress_decide(self, app: LocalApp):
+        """A TCP app's own ingress port: every connection goes to the app. It is written to
+        the app's access log but not counted again (the caller's meshd counts it, direction tcp)."""
+        target = Target(app.address, app.port)
+
+        def decide(head):
+            self.observe.begin(head, INGRESS, app.mesh, app.virtual_node, counted=False)
+            return target
         return decide
 
     def _protocol_target(self, live, app: LocalApp, d, protocol: str):
@@ -703,44 +730,56 @@ class MeshRuntime:
         p = self._pending.get(head)
         if p is None:
             return None
-        now = time.monotonic_ns()
         if failure.kind == "status":
             if failure.grpc_status >= 0:
-                rd = p.live.router.result(p.decision, C.RESULT_GRPC, failure.grpc_status, now)
+                rd = self._feed(p, C.RESULT_GRPC, failure.grpc_status)
             else:
-                rd = p.live.router.result(p.decision, C.RESULT_HTTP, failure.http_status, now)
+                rd = self._feed(p, C.RESULT_HTTP, failure.http_status)
         else:
-            rd = p.live.router.result(p.decision, self._FAILURE_KINDS.get(failure.kind, C.RESULT_RESET), 0, now)
+            rd = self._feed(p, self._FAILURE_KINDS.get(failure.kind, C.RESULT_RESET), 0)
         if rd.action != C.ACT_RETRY:
             p.fed = True  # this attempt's result is in; the engine answers with it
             return None
         self.stats["retries"] += 1
+        self.observe.retried(head, failure.kind if failure.kind != "status" else
+                             f"grpc_{failure.grpc_status}" if failure.grpc_status >= 0 else f"http_{failure.http_status}")
         if p.http:
             return self._protocol_target(p.live, p.app, p.decision, "http")
         return self._target(p.live, p.app, p.decision)
 
+    def _feed(self, p: _Pending, kind: int, code: int):
+        """Hand an attempt's result to the router; count an outlier ejection it caused."""
+        ep = p.decision.endpoint
+        ejected = ep.times_ejected if ep is not None else 0
+        rd = p.live.router.result(p.decision, kind, code, time.monotonic_ns())
+        if ep is not None and ep.times_ejected != ejected:
+            self.observe.ejected(p.app.mesh, p.decision.target)
+        return rd
+
     def _complete(self, head, target, status, grpc_status, reason, duration_ns) -> None:
+        self.observe.end(head, target, status, grpc_status, reason, duration_ns)
         p = self._pending.pop(head, None)
         if p is None:
             return
         self._inflight[p.inflight_key] -= 1
         if p.fed or p.decision.state != C.ST_IN_FLIGHT:
             return
-        now = time.monotonic_ns()
         if reason in ("reset", "request_timeout", "connect_error"):
             kind, code = (C.RESULT_TIMEOUT if reason == "request_timeout" else C.RESULT_RESET), 0
         elif grpc_status >= 0:
             kind, code = C.RESULT_GRPC, grpc_status
         else:
             kind, code = C.RESULT_HTTP, status
-        p.live.router.result(p.decision, kind, code, now)
+        self._feed(p, kind, code)
 
     # -- ingress ----------------------------------------------------------------------
     def _ingress_decide(self, head):
+        x = self.observe.begin(head, INGRESS)
         dest = head.headers.get(INSTANCE_HEADER, "")
         app = self._local.get(dest)
         if app is None:
             return REFUSALS["unknown_instance"]
+        x.mesh, x.local = app.mesh, app.virtual_node
         tls = self._listener_tls(app.mesh, app.virtual_node)
         if tls is not None and tls.HasField("validation") and tls.validation.trust.HasField("file"):
             # The operator's own PKI (App Mesh `file` trust) verified the caller in the
@@ -760,6 +799,10 @@ class MeshRuntime:
                 return REFUSALS["identity_refused"]
         service = head.headers.get(SERVICE_HEADER, "")
         snap = self.view.snapshot(app.mesh)
+        # The caller names the service: a label only when the mesh has it (bounded series).
+        x.source = (sid.name if sid.kind == spiffe.GATEWAY else sid.node) if sid is not None else UNKNOWN
+        self.observe.routed(x, service if snap is not None and service in snap.services else UNKNOWN, "",
+                            app.virtual_node, app.instance_id)
         if sid is not None and snap is not None and snap.mesh is not None and snap.mesh.spec.egress_filter.type == "DROP_ALL":
             if sid.kind == spiffe.GATEWAY:
                 # A gateway's backends are the virtual services its gateway routes target.
