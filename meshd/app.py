@@ -22,6 +22,7 @@ from meshd.hostrecord import HostRecord
 from meshd.identity import HostIdentity, IdentityError
 from meshd.lease import HostLease
 from meshd.meshview import MeshView
+from meshd.observe import Metrics, MetricsServer, ObserveConfig, Observer
 from meshd.runtime import MeshRuntime, RuntimeConfig, WorkloadCerts
 from meshd.security import AuditLog, KeyRef, MeshCA, Roles, Tokens, spiffe
 from meshd.security.errors import SecurityError
@@ -62,6 +63,9 @@ class MeshdConfig:
     egress: str = ""
     ingress: str = ""
     advertise: str = ""
+    # Embedded (several meshds in one process, as in tests) /metrics takes any free port;
+    # `meshd run` defaults to DEFAULT_METRICS. Meshd.metrics_address tells which.
+    observe: ObserveConfig = field(default_factory=lambda: ObserveConfig(metrics="127.0.0.1:0"))
 
 
 def instance_on_lease(value: bytes, lease_id: int) -> bytes:
@@ -91,6 +95,8 @@ class Meshd:
         self.runtime: MeshRuntime | None = None
         self.resources: Resources | None = None
         self.host_record: HostRecord | None = None
+        self.observer: Observer | None = None
+        self.metrics_server: MetricsServer | None = None
         self._stopped = threading.Event()
 
     def start(self) -> "Meshd":
@@ -142,19 +148,43 @@ class Meshd:
             resources, listeners, security=Security(self.store, ca, tokens, roles, audit), access=access,
             tls=self.identity.grpc_server_credentials if creds is not None else None)
         self.admin.start()
+        self.observer = self._observer(cfg)
         if cfg.runtime is not None and cfg.runtime.apps:
             self.runtime = self._start_runtime(cfg, ca, resources)
         # Published last, so a host that is listed is a host that is serving.
         self.host_record = HostRecord(
             self.store, self.lease, host_name=cfg.host_name, admin_address=self.admin.address,
-            # The metrics listener's address, once this meshd is told one (`meshd run --metrics`).
-            metrics_address=lambda: getattr(cfg, "metrics", "") or "",
+            metrics_address=lambda: self.metrics_address,
             applied=self._applied).start()
         log.info("meshd started", extra={"admin": self.admin.address, "etcd": ",".join(endpoints),
                                          "host": cfg.host_name, "pid": os.getpid(),
                                          "listeners": ",".join(f"{m}={a}" for m, a in self.admin.addresses.items()),
                                          "identity": self.identity.identity if creds else ""})
         return self
+
+    def _observer(self, cfg: MeshdConfig) -> Observer:
+        """Metrics (served on cfg.observe.metrics unless it is empty)."""
+        from importlib.metadata import PackageNotFoundError, version  # noqa: PLC0415
+
+        from meshd.dataplane import counters as h2_counters  # noqa: PLC0415
+        from meshd.dataplane.h1 import counters as h1_counters  # noqa: PLC0415
+        from meshd.dataplane.tcp import counters as tcp_counters  # noqa: PLC0415
+
+        try:
+            release = version("meshd")
+        except PackageNotFoundError:
+            release = "unknown"
+        metrics = Metrics(version=release, host=cfg.host_name,
+                          counters=(h2_counters, h1_counters, tcp_counters),
+                          open_connections=lambda: self.runtime.open_connections() if self.runtime else 0)
+        if cfg.observe.metrics:
+            self.metrics_server = MetricsServer(metrics, cfg.observe.metrics).start()
+        return Observer(metrics)
+
+    @property
+    def metrics_address(self) -> str:
+        """Where /metrics is served (HOST:PORT, the port chosen when 0 was asked), or ""."""
+        return self.metrics_server.address if self.metrics_server else ""
 
     def _start_runtime(self, cfg: MeshdConfig, ca: MeshCA, resources: Resources) -> MeshRuntime:
         rt = cfg.runtime
@@ -199,8 +229,11 @@ class Meshd:
         runtime = MeshRuntime(
             rt, view=MeshView(trust_domain=cfg.trust_domain), certs=WorkloadCerts(cfg.trust_domain, sign),
             register=register, deregister=deregister,
-            watch=lambda active: resources.watch(admin_pb2.WatchRequest(), active), host_name=cfg.host_name)
+            watch=lambda active: resources.watch(admin_pb2.WatchRequest(), active), host_name=cfg.host_name,
+            observe=self.observer)
         runtime.start()
+        if self.metrics_server:
+            runtime.addresses["metrics"] = self.metrics_server.address
         log.info("data plane started", extra={k: v for k, v in runtime.addresses.items()})
         return runtime
 
@@ -219,6 +252,10 @@ class Meshd:
             self.host_record.stop()
         if self.runtime:
             self.runtime.stop()
+        if self.observer:
+            self.observer.close()
+        if self.metrics_server:
+            self.metrics_server.stop()
         if self.admin:
             self.admin.stop()
         if self.identity:

@@ -31,6 +31,7 @@ class LiveMesh:
     revision: int  # store revision the generation reflects
     generation: int
     compiled_at: float
+    apply_seconds: float = 0.0  # compile and router build time of this generation
 
 
 class MeshView:
@@ -140,10 +141,11 @@ class MeshView:
             for node, eps in compiled.endpoints.items():
                 router.set_endpoints(node, list(eps))
             self.generations += 1
-            live = LiveMesh(mesh, router, compiled, revision, self.generations, time.time())
+            live = LiveMesh(mesh, router, compiled, revision, self.generations, time.time(),
+                            time.perf_counter() - t0)
             with self._lock:
                 self._live[mesh] = live  # the atomic swap: one dict store
-            self.last_apply_seconds = time.perf_counter() - t0
+            self.last_apply_seconds = live.apply_seconds
             published.append(live)
             self.on_publish(live)
             log.info("route table published", extra={"mesh": mesh, "revision": revision,

@@ -39,6 +39,8 @@ INGRESS_TCP_ATTRIBUTE = "meshd.ingress.tcp"
 from meshd.dataplane import Engine, H1Engine, Refusal, Target, TcpEngine, TcpTarget
 from meshd.health import CheckSpec, HealthChecker
 from meshd.meshview import MeshView
+from meshd.observe import EGRESS, INGRESS, TCP, Metrics, Observer
+from meshd.observe.metrics import UNKNOWN
 from meshd.security import client_context, make_csr, server_context, spiffe
 from meshd.v1 import admin_pb2
 
@@ -211,8 +213,10 @@ class MeshRuntime:
 
     def __init__(self, config: RuntimeConfig, *, view: MeshView, certs: WorkloadCerts,
                  register: Callable[..., admin_pb2.Instance], deregister: Callable[[str, str, str], None],
-                 watch: Callable[[Callable[[], bool]], Iterator[admin_pb2.WatchResponse]], host_name: str):
+                 watch: Callable[[Callable[[], bool]], Iterator[admin_pb2.WatchResponse]], host_name: str,
+                 observe: Observer | None = None):
         self.config = config
+        self.observe = observe or Observer(Metrics(version="", host=host_name))
         self.view = view
         self.certs = certs
         self.register = register
@@ -256,20 +260,20 @@ class MeshRuntime:
 
     async def _start_listeners(self) -> None:
         host, port = _split(self.config.ingress)
-        self.ingress = Engine(self._ingress_decide, loop=self.loop)
+        self.ingress = Engine(self._ingress_decide, loop=self.loop, complete=self.observe.end)
         ingress_ssl = self._ingress_ssl()
         srv = await self.ingress.listen(host, port, ssl=ingress_ssl)
         self.addresses["ingress"] = f"{host}:{srv.sockets[0].getsockname()[1]}"
         self.engines.append(self.ingress)
         h1_host, h1_port = _split(self.config.ingress_http) if self.config.ingress_http else (host, 0)
-        self.ingress_http = H1Engine(self._ingress_decide, loop=self.loop)
+        self.ingress_http = H1Engine(self._ingress_decide, loop=self.loop, complete=self.observe.end)
         srv = await self.ingress_http.listen(h1_host, h1_port, ssl=ingress_ssl)
         self.addresses["ingress_http"] = f"{h1_host}:{srv.sockets[0].getsockname()[1]}"
         self.engines.append(self.ingress_http)
         for app in self.config.apps:
             if app.protocol == "tcp":
                 # A TCP app gets an ingress port of its own: the port names the instance.
-                tcp_in = TcpEngine(lambda head, app=app: Target(app.address, app.port), loop=self.loop)
+                tcp_in = TcpEngine(self._tcp_ingress_decide(app), loop=self.loop, complete=self.observe.end)
                 srv = await tcp_in.listen(host, 0, ssl=ingress_ssl)
                 self.addresses[f"ingress_tcp:{app.virtual_node}:{app.port}"] = f"{host}:{srv.sockets[0].getsockname()[1]}"
                 self.engines.append(tcp_in)
@@ -287,7 +291,7 @@ class MeshRuntime:
                     app.egress_http, http_backends, f"egress_http:{app.virtual_node}")
             tcp_backends = [b for b in app.backends if b.protocol == "tcp"]
             if tcp_backends:
-                tcp = TcpEngine(self._tcp_decide(app), loop=self.loop)
+                tcp = TcpEngine(self._tcp_decide(app), loop=self.loop, complete=self.observe.end)
                 for b in tcp_backends:
                     await tcp.listen("127.0.0.1", b.port)
                 self.engines.append(tcp)
@@ -367,6 +371,7 @@ class MeshRuntime:
             self._targets.clear()
             self.stats["config_generations"] += len(published)
             self._sync_health_checks()
+        self.observe.applied(resp, published, self.view)
 
     def _sync_health_checks(self) -> None:
         """Run each local instance's App Mesh listener healthCheck; stop checks that went away."""
@@ -392,6 +397,7 @@ class MeshRuntime:
         if app is None:
             return
         log.info("instance health changed", extra={"instance": key, "from": old, "to": new, "detail": detail})
+        self.observe.instance_health(app.mesh, app.virtual_node, app.instance_id, new == "HEALTHY")
         self.loop.run_in_executor(None, lambda: self.register(
             mesh_name=app.mesh, virtual_node_name=app.virtual_node, instance_id=app.instance_id,
             address=app.address, port=app.port, attributes=self._attributes(app), health=new))
@@ -551,12 +557,19 @@ class MeshRuntime:
         self._peer_ids[der] = ident
         return ident
 
+    def open_connections(self) -> int:
+        """Downstream connections open on every listener of this data plane."""
+        return sum(e.downstream_connections for e in self.engines)
+
     # -- egress -----------------------------------------------------------------------
     def _egress_decide(self, app: LocalApp, http: bool = False):
         backend_ports = {b.port: b.virtual_service for b in app.backends}
 
+        begin, routed = self.observe.begin, self.observe.routed
+
         def decide(head):
             self.stats["requests"] += 1
+            x = begin(head, EGRESS, app.mesh, app.virtual_node)
             live = self.view.live(app.mesh)
             if live is None:
                 return self._refuse("no_config")
@@ -568,6 +581,7 @@ class MeshRuntime:
             d = live.router.decide(proto, authority, 0, head.method, head.scheme, head.path, head.headers, now)
             if d.status != C.ROUTED:
                 return self._refuse(d.reason)
+            routed(x, d.service, d.route, d.target)
             if not self._allowed(live, app, d.service):
                 live.router.result(d, C.RESULT_HTTP, 403, now)
                 return self._refuse("not_a_backend")
@@ -589,6 +603,7 @@ class MeshRuntime:
         backend_ports = {b.port: b.virtual_service for b in app.backends if b.protocol == "tcp"}
 
         def decide(head):
+            x = self.observe.begin(head, TCP, app.mesh, app.virtual_node)
             live = self.view.live(app.mesh)
             if live is None:
                 return self._refuse("no_config")
@@ -597,12 +612,23 @@ class MeshRuntime:
             d = live.router.decide(C.PROTO_TCP, service, 0, "", "", "", None, now)
             if d.status != C.ROUTED:
                 return self._refuse(d.reason)
+            self.observe.routed(x, d.service, d.route, d.target)
             allowed = self._allowed(live, app, d.service)
             live.router.result(d, C.RESULT_TCP_DONE, 0, now)
             if not allowed:
                 return self._refuse("not_a_backend")
             t = self._protocol_target(live, app, d, "tcp")
             return t if isinstance(t, Refusal) else TcpTarget(t)
+        return decide
+
+    def _tcp_ingress_decide(self, app: LocalApp):
+        """A TCP app's own ingress port: every connection goes to the app. It is written to
+        the app's access log but not counted again (the caller's meshd counts it, direction tcp)."""
+        target = Target(app.address, app.port)
+
+        def decide(head):
+            self.observe.begin(head, INGRESS, app.mesh, app.virtual_node, counted=False)
+            return target
         return decide
 
     def _protocol_target(self, live, app: LocalApp, d, protocol: str):
@@ -673,44 +699,56 @@ class MeshRuntime:
         p = self._pending.get(head)
         if p is None:
             return None
-        now = time.monotonic_ns()
         if failure.kind == "status":
             if failure.grpc_status >= 0:
-                rd = p.live.router.result(p.decision, C.RESULT_GRPC, failure.grpc_status, now)
+                rd = self._feed(p, C.RESULT_GRPC, failure.grpc_status)
             else:
-                rd = p.live.router.result(p.decision, C.RESULT_HTTP, failure.http_status, now)
+                rd = self._feed(p, C.RESULT_HTTP, failure.http_status)
         else:
-            rd = p.live.router.result(p.decision, self._FAILURE_KINDS.get(failure.kind, C.RESULT_RESET), 0, now)
+            rd = self._feed(p, self._FAILURE_KINDS.get(failure.kind, C.RESULT_RESET), 0)
         if rd.action != C.ACT_RETRY:
             p.fed = True  # this attempt's result is in; the engine answers with it
             return None
         self.stats["retries"] += 1
+        self.observe.retried(head, failure.kind if failure.kind != "status" else
+                             f"grpc_{failure.grpc_status}" if failure.grpc_status >= 0 else f"http_{failure.http_status}")
         if p.http:
             return self._protocol_target(p.live, p.app, p.decision, "http")
         return self._target(p.live, p.app, p.decision)
 
+    def _feed(self, p: _Pending, kind: int, code: int):
+        """Hand an attempt's result to the router; count an outlier ejection it caused."""
+        ep = p.decision.endpoint
+        ejected = ep.times_ejected if ep is not None else 0
+        rd = p.live.router.result(p.decision, kind, code, time.monotonic_ns())
+        if ep is not None and ep.times_ejected != ejected:
+            self.observe.ejected(p.app.mesh, p.decision.target)
+        return rd
+
     def _complete(self, head, target, status, grpc_status, reason, duration_ns) -> None:
+        self.observe.end(head, target, status, grpc_status, reason, duration_ns)
         p = self._pending.pop(head, None)
         if p is None:
             return
         self._inflight[p.inflight_key] -= 1
         if p.fed or p.decision.state != C.ST_IN_FLIGHT:
             return
-        now = time.monotonic_ns()
         if reason in ("reset", "request_timeout", "connect_error"):
             kind, code = (C.RESULT_TIMEOUT if reason == "request_timeout" else C.RESULT_RESET), 0
         elif grpc_status >= 0:
             kind, code = C.RESULT_GRPC, grpc_status
         else:
             kind, code = C.RESULT_HTTP, status
-        p.live.router.result(p.decision, kind, code, now)
+        self._feed(p, kind, code)
 
     # -- ingress ----------------------------------------------------------------------
     def _ingress_decide(self, head):
+        x = self.observe.begin(head, INGRESS)
         dest = head.headers.get(INSTANCE_HEADER, "")
         app = self._local.get(dest)
         if app is None:
             return REFUSALS["unknown_instance"]
+        x.mesh, x.local = app.mesh, app.virtual_node
         tls = self._listener_tls(app.mesh, app.virtual_node)
         if tls is not None and tls.HasField("validation") and tls.validation.trust.HasField("file"):
             # The operator's own PKI (App Mesh `file` trust) verified the caller in the
@@ -729,6 +767,10 @@ class MeshRuntime:
                 return REFUSALS["identity_refused"]
         service = head.headers.get(SERVICE_HEADER, "")
         snap = self.view.snapshot(app.mesh)
+        # The caller names the service: a label only when the mesh has it (bounded series).
+        x.source = sid.node if sid is not None else UNKNOWN
+        self.observe.routed(x, service if snap is not None and service in snap.services else UNKNOWN, "",
+                            app.virtual_node)
         if sid is not None and snap is not None and snap.mesh is not None and snap.mesh.spec.egress_filter.type == "DROP_ALL":
             caller_node = snap.nodes.get(sid.node)
             if caller_node is None or not any(

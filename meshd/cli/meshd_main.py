@@ -10,6 +10,7 @@ import threading
 
 from meshd import logs
 from meshd.app import DEFAULT_ADMIN, DEFAULT_CLUSTER_KEY, DEFAULT_STATE_DIR, Meshd, MeshdConfig
+from meshd.observe import DEFAULT_METRICS, ObserveConfig
 from meshd.runtime import RuntimeConfig
 from meshd.security import ClusterKey
 from meshd.security.errors import ClusterKeyError
@@ -50,6 +51,9 @@ def _run_args(run: argparse.ArgumentParser) -> None:
                      help="mTLS ingress listener for traffic from other meshds (default 127.0.0.1:15443)")
     run.add_argument("--advertise", default=env("MESHD_ADVERTISE", ""),
                      help="the ingress address other meshds should use (default: the ingress address)")
+    run.add_argument("--metrics", default=env("MESHD_METRICS"),
+                     help=f"serve Prometheus /metrics on HOST:PORT (port 0: any free port; 'off': none; "
+                          f"default: the config file's observability.metrics, else {DEFAULT_METRICS})")
     run.add_argument("--lease-ttl", type=int, default=10, help="host lease TTL in seconds (default 10)")
     run.add_argument("--etcd-port", type=int, default=2379, help="embedded etcd client port (default 2379)")
     run.add_argument("--etcd-peer-port", type=int, default=2380, help="embedded etcd peer port (default 2380)")
@@ -124,6 +128,9 @@ def main(argv: list[str] | None = None) -> int:
     )
     if args.host_name:
         cfg.host_name = args.host_name
+    cfg.observe = ObserveConfig.load(args.config) if args.config else ObserveConfig()
+    if args.metrics is not None:
+        cfg.observe.metrics = "" if args.metrics == "off" else args.metrics
     daemon = Meshd(cfg)
     stop = threading.Event()
 

@@ -217,6 +217,11 @@ cdef class Engine:
         return self.pools.get(target.key)
 
     @property
+    def downstream_connections(self):
+        """Downstream connections currently open."""
+        return len(self.servers)
+
+    @property
     def open_streams(self):
         """Downstream streams currently open across all connections."""
         return sum(len((<ServerConn>s).streams) for s in self.servers)

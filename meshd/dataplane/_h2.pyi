@@ -71,6 +71,7 @@ class Pool:
 
 class Engine:
     open_streams: int
+    downstream_connections: int
     def __init__(self, decide: Decide, retry: Optional[Retry] = ..., *,
                  loop: Optional[asyncio.AbstractEventLoop] = ..., max_concurrent_streams: int = ...,
                  stream_window: int = ..., connection_window: int = ..., max_header_list: int = ...,

@@ -296,6 +296,11 @@ class RelayEngine(abc.ABC):
         self.draining = False
         self.closed = False
 
+    @property
+    def downstream_connections(self) -> int:
+        """Downstream connections currently open."""
+        return len(self.conns)
+
     def pool_for(self, t: Target):
         p = self.pools.get(t.key)
         if p is None:

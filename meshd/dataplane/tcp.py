@@ -5,6 +5,12 @@
 
     decide(head: ConnectionHead) -> Target | TcpTarget | Refusal   # once per connection
     retry(head, failure: Failure) -> Target | Refusal | None          # on connect failure
+    complete(head, target, 0, -1, reason, duration_ns)               # once, when it closes
+
+The completion hook has the HTTP engines' signature (no HTTP or gRPC status: 0 and -1);
+target is None when the connection was refused or never connected, reason is "" for a
+relayed connection and a token otherwise; head.bytes_received/bytes_sent count the bytes
+from and to the downstream client.
 
 A Refusal closes the connection. A Target connects (TLS with session resumption when
 Target.ssl is set); TcpTarget adds `preamble`, bytes written upstream before anything else
@@ -14,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 
 from meshd.dataplane._relay import Failure, Refusal, RelayEngine, Target, open_upstream
 
@@ -47,13 +54,20 @@ class TcpTarget:
 class ConnectionHead:
     """The accepted connection as the routing hook sees it."""
 
-    __slots__ = ("local_port", "peer", "attempt", "sni")
+    __slots__ = ("local_port", "peer", "attempt", "sni", "bytes_received", "bytes_sent", "remote_address")
+    # What an HTTP request head has and a connection has not, for code that reads both.
+    method = scheme = authority = path = ""
+    grpc = False
+    headers = response_headers = {}
 
     def __init__(self, local_port, peer, sni):
         self.local_port = local_port
         self.peer = peer            # (host, port) of the client
         self.attempt = 0
         self.sni = sni              # server name the client sent, when the listener is TLS
+        self.bytes_received = 0     # from the client
+        self.bytes_sent = 0         # to the client
+        self.remote_address = f"{peer[0]}:{peer[1]}" if isinstance(peer, tuple) and len(peer) >= 2 else ""
 
     def __repr__(self):
         return f"ConnectionHead(local_port={self.local_port}, peer={self.peer})"
@@ -85,6 +99,7 @@ class _Up(asyncio.Protocol):
         d = self.down
         d.last = d.engine.loop.time()
         _C["bytes_in"] += len(data)
+        d.head.bytes_sent += len(data)
         d.transport.write(data)
 
     def eof_received(self):
@@ -114,6 +129,10 @@ class _Down(asyncio.Protocol):
         self.task = None
         self.last = 0.0
         self.early = []         # bytes that arrived before the upstream was connected
+        self.head = None
+        self.target = None      # the Target connected to
+        self.reason = ""        # why it ended without relaying: refused, upstream_connect_failure
+        self.start_ns = time.monotonic_ns()
 
     # -- downstream events
     def connection_made(self, transport):
@@ -143,7 +162,8 @@ class _Down(asyncio.Protocol):
                 if not isinstance(r, Refusal):
                     _log.error("tcp routing hook returned %r", r)
                 _C["refused"] += 1
-                self.transport.close()
+                self.reason = r.reason if isinstance(r, Refusal) else "route_error"
+                self._close()
                 return
             t, preamble = (r.target, r.preamble) if isinstance(r, TcpTarget) else (r, b"")
             up = _Up(self)
@@ -156,7 +176,8 @@ class _Down(asyncio.Protocol):
                 _log.debug("tcp connect to %r failed: %r", t, exc)
                 r = e.call_retry(self.head, Failure("connect_error", t))
                 if r is None:
-                    self.transport.close()
+                    self.reason = "upstream_connect_failure"
+                    self._close()
                     return
                 self.head.attempt += 1
                 if isinstance(r, (Target, TcpTarget)):
@@ -167,6 +188,7 @@ class _Down(asyncio.Protocol):
             up.transport.close()
             return
         self.up = up
+        self.target = t
         up.transport.set_write_buffer_limits(e.high_water)
         if preamble:
             up.transport.write(preamble)
@@ -182,6 +204,7 @@ class _Down(asyncio.Protocol):
     def data_received(self, data):
         self.last = self.engine.loop.time()
         _C["bytes_out"] += len(data)
+        self.head.bytes_received += len(data)
         if self.up is None:
             self.early.append(data)
             self.transport.pause_reading()
@@ -234,6 +257,12 @@ class _Down(asyncio.Protocol):
             self.up.transport.close()
         if self.task is not None and not self.task.done():
             self.task.cancel()
+        complete = self.engine.complete
+        if complete is not None and self.head is not None:
+            try:
+                complete(self.head, self.target, 0, -1, self.reason, time.monotonic_ns() - self.start_ns)
+            except Exception:
+                _log.exception("tcp completion hook failed for %r", self.head)
 
 
 class TcpEngine(RelayEngine):
@@ -245,8 +274,9 @@ class TcpEngine(RelayEngine):
     pool_class = _Pool
 
     def __init__(self, decide, retry=None, *, loop=None, idle_timeout: float = 300.0,
-                 connect_timeout: float = 5.0, high_water: int = 256 * 1024):
+                 connect_timeout: float = 5.0, high_water: int = 256 * 1024, complete=None):
         super().__init__(decide, retry, loop)
+        self.complete = complete
         self.idle_timeout = idle_timeout
         self.connect_timeout = connect_timeout
         self.high_water = high_water

@@ -1,0 +1,70 @@
+"""Observability of the data plane: Prometheus metrics, OpenTelemetry traces and App Mesh
+access logs, fed by the runtime's per-request hooks through one `Observer`.
+
+This package imports nothing of the data plane or the admin API: the composition root
+hands it the engines' counter functions, and the runtime hands it request heads.
+"""
+from __future__ import annotations
+
+import logging
+import threading
+from dataclasses import dataclass
+from socketserver import ThreadingMixIn
+from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
+
+import yaml
+from prometheus_client import make_wsgi_app
+
+from meshd.observe.metrics import Metrics
+from meshd.observe.observer import EGRESS, GATEWAY, INGRESS, TCP, Exchange, Observer
+
+log = logging.getLogger("meshd.observe")
+
+DEFAULT_METRICS = "127.0.0.1:9464"  # OpenTelemetry's Prometheus exporter port
+
+
+@dataclass
+class ObserveConfig:
+    """`meshd run`'s observability settings (flags and the config file's `observability`)."""
+
+    metrics: str = DEFAULT_METRICS  # HOST:PORT of /metrics; port 0 picks a free one; "" turns it off
+
+    @staticmethod
+    def load(path: str) -> "ObserveConfig":
+        """The `observability:` section of the data-plane config file (YAML)."""
+        with open(path) as f:
+            doc = (yaml.safe_load(f) or {}).get("observability") or {}
+        return ObserveConfig(metrics=str(doc.get("metrics", DEFAULT_METRICS)))
+
+
+class _Threaded(ThreadingMixIn, WSGIServer):
+    daemon_threads = True
+
+
+class _Quiet(WSGIRequestHandler):
+    def log_message(self, format, *args):  # noqa: A002 - the stdlib's signature
+        pass  # one line per scrape on stderr would drown meshd's own log
+
+
+class MetricsServer:
+    """`/metrics` (Prometheus text format) over HTTP on its own thread."""
+
+    def __init__(self, metrics: Metrics, address: str):
+        host, port = address.rsplit(":", 1)
+        self._server = make_server(host.strip("[]"), int(port), make_wsgi_app(metrics.registry),
+                                   _Threaded, handler_class=_Quiet)
+        self.address = f"{host}:{self._server.server_address[1]}"
+        self._thread = threading.Thread(target=self._server.serve_forever, name="metrics", daemon=True)
+
+    def start(self) -> "MetricsServer":
+        self._thread.start()
+        log.info("metrics served", extra={"address": self.address, "path": "/metrics"})
+        return self
+
+    def stop(self) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+
+
+__all__ = ["DEFAULT_METRICS", "EGRESS", "Exchange", "GATEWAY", "INGRESS", "Metrics", "MetricsServer",
+           "ObserveConfig", "Observer", "TCP"]

@@ -1,0 +1,150 @@
+"""The data plane's one observation point: the runtime's hooks hand each request here at
+its start, when it is routed, on a retry and when it ends; from there it goes to metrics,
+to the tracer (when tracing is on) and to the local node's access log (when it has one)."""
+from __future__ import annotations
+
+import logging
+import time
+
+from meshd.observe.metrics import UNKNOWN, Metrics
+from meshd.observe.watch import written_at
+
+log = logging.getLogger("meshd.observe")
+
+EGRESS, INGRESS, GATEWAY, TCP = "egress", "ingress", "gateway", "tcp"
+# Refusal reasons (meshd.runtime.REFUSALS) that are counted beside the request itself.
+_AUTHZ = frozenset(("not_a_backend", "identity_refused"))
+_OVERFLOW = "pool_overflow"
+_TIMEOUT = "request_timeout"
+
+
+class Exchange:
+    """What is known of one request (or TCP connection) between its start and its end."""
+
+    __slots__ = ("direction", "mesh", "source", "local", "series", "target_node", "retries", "trace", "log",
+                 "counted")
+
+    def __init__(self, direction: str, mesh: str, source: str, local: str, counted: bool):
+        self.counted = counted    # False: logged only (the other end counts it)
+        self.direction = direction
+        self.mesh = mesh
+        self.source = source      # the caller's virtual node (the local app's on egress)
+        self.local = local        # the local virtual node whose access log records it
+        self.series = None        # bound metric children, once the request is routed
+        self.target_node = ""
+        self.retries = 0
+        self.trace = None         # the tracer's per-request state, when tracing is on
+        self.log = None           # the local node's access log, when it has one
+
+
+class Observer:
+    """Metrics always; a tracer and access logs when configured.
+
+    The runtime calls, per request: `begin` when the head arrives, `routed` once the
+    virtual service, route and target node are known, `retried` per retry, and `end`
+    (the engines' completion hook) exactly once. Everything on that path is a dict lookup
+    and a few counter increments; tracing costs one `is None` check when it is off.
+    """
+
+    def __init__(self, metrics: Metrics, *, tracer=None, access_logs=None):
+        self.metrics = metrics
+        self.tracer = tracer
+        self.access_logs = access_logs
+        self._open: dict[object, Exchange] = {}
+
+    def begin(self, head, direction: str, mesh: str = "", local: str = "", *, counted: bool = True) -> Exchange:
+        """A request's head arrived at a listener of `local` (on egress also its caller).
+        `counted=False`: only logged, as a TCP connection the calling meshd counts."""
+        x = Exchange(direction, mesh, local if direction != INGRESS else "", local, counted)
+        self._open[head] = x
+        if self.tracer is not None and counted and direction != TCP:
+            x.trace = self.tracer.begin(head, direction)
+        if self.access_logs is not None and local:
+            x.log = self.access_logs.get(mesh, local)
+        return x
+
+    def routed(self, x: Exchange, service: str | None, route: str | None, target: str | None) -> None:
+        """The request has a virtual service, route and target node (names from the
+        compiled configuration; None where the table had none)."""
+        x.target_node = target or ""
+        x.series = s = self.metrics.series(x.direction, x.mesh, x.source or UNKNOWN, service or UNKNOWN,
+                                           route or "", x.target_node)
+        s.active.inc()
+        if self.access_logs is not None and x.log is None and x.local:
+            x.log = self.access_logs.get(x.mesh, x.local)
+
+    def retried(self, head, reason: str) -> None:
+        """The runtime answered a failed attempt with another one."""
+        x = self._open.get(head)
+        if x is not None:
+            x.retries += 1
+            if x.series is not None:
+                x.series.retries(reason).inc()
+
+    def ejected(self, mesh: str, target: str) -> None:
+        """Outlier detection ejected an endpoint of `target`."""
+        self.metrics.ejections.labels(mesh, target).inc()
+
+    def end(self, head, target, status: int, grpc_status: int, reason: str, duration_ns: int) -> None:
+        """The completion hook of every engine: the request's outcome, once."""
+        x = self._open.pop(head, None)
+        if x is None:
+            return
+        if not x.counted:
+            if x.log is not None:
+                x.log.write(x, head, target, status, grpc_status, reason, duration_ns)
+            return
+        s = x.series
+        if s is None:  # refused before routing: the names the mesh could not resolve
+            s = self.metrics.series(x.direction, x.mesh, x.source or UNKNOWN, UNKNOWN, "", "")
+        else:
+            s.active.dec()
+        s.requests(status, grpc_status).inc()
+        s.duration.observe(duration_ns / 1e9)
+        n = head.bytes_received
+        if n:
+            s.request_bytes.inc(n)
+        n = head.bytes_sent
+        if n:
+            s.response_bytes.inc(n)
+        if reason:
+            self._count_reason(x, s, reason)
+        if x.trace is not None:
+            self.tracer.end(x, head, target, status, grpc_status, reason, duration_ns)
+        if x.log is not None:
+            x.log.write(x, head, target, status, grpc_status, reason, duration_ns)
+
+    def _count_reason(self, x: Exchange, s, reason: str) -> None:
+        m = self.metrics
+        if reason == _TIMEOUT:
+            s.timeouts.inc()
+        elif reason == _OVERFLOW:
+            m.overflows.labels(x.direction, x.mesh, x.target_node).inc()
+        elif reason in _AUTHZ:
+            m.authz_denials.labels(x.direction, x.mesh, reason).inc()
+
+    def applied(self, resp, published, view) -> None:
+        """The data plane applied a WatchResponse; `published` are the route tables (LiveMesh)
+        it made live. Called on the data-plane loop."""
+        m = self.metrics
+        for live in published:
+            m.config_generation.labels(live.name).set(live.generation)
+            m.config_apply.observe(live.apply_seconds)
+        t = written_at(resp)
+        if t is not None:
+            m.watch_lag.set(max(0.0, time.time() - t))
+        if published and self.access_logs is not None:
+            self.access_logs.configure(view)
+
+    def instance_health(self, mesh: str, node: str, instance: str, healthy: bool) -> None:
+        self.metrics.instance_health.labels(mesh, node, instance).set(1 if healthy else 0)
+
+    def close(self) -> None:
+        """Flush and stop the tracer's exporter and the access log writers."""
+        if self.tracer is not None:
+            self.tracer.close()
+        if self.access_logs is not None:
+            self.access_logs.close()
+
+
+__all__ = ["EGRESS", "Exchange", "GATEWAY", "INGRESS", "Observer", "TCP"]
