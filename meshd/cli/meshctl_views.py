@@ -236,7 +236,8 @@ def group(win: Window, by: tuple[str, ...], mesh: str = "") -> dict[tuple, Flow]
         f = flows[tuple(series[i] for i in pick)]
         for le, v in bounds.items():
             f.buckets[le] += v
-    return dict(flows)
+    # Only what carried traffic in the window: a series once seen stays exported forever.
+    return {k: f for k, f in flows.items() if f.requests > 0}
 
 
 ROUTE_KEY = ("mesh", "virtual_service", "route", "target_node")
