@@ -9,6 +9,7 @@ import signal
 import subprocess
 import sys
 import time
+import urllib.request
 
 import grpc
 import pytest
@@ -44,7 +45,8 @@ def _meshd(etcd, prefix, tmp_path, name, *, ttl: int, config: dict | None = None
     admin = f"127.0.0.1:{free_port()}"
     args = [sys.executable, "-m", "meshd.cli.meshd_main", "run", "--insecure-local", "--admin", admin,
             "--etcd", etcd.url, "--etcd-prefix", prefix, "--state-dir", str(tmp_path / name),
-            "--host-name", name, "--cluster-key", str(tmp_path / "cluster.key"), "--lease-ttl", str(ttl)]
+            "--host-name", name, "--cluster-key", str(tmp_path / "cluster.key"), "--lease-ttl", str(ttl),
+            "--metrics", "127.0.0.1:0"]
     if config is not None:
         path = tmp_path / f"{name}.yaml"
         path.write_text(yaml.safe_dump(config))
@@ -94,6 +96,11 @@ def test_status_shows_hosts_lag_instances_and_a_killed_host_vanishing(etcd, etcd
         rows = {ln.split()[0]: ln for ln in lines[2:4]}
         assert rows["host-a"].endswith("in sync") and a_admin in rows["host-a"]
         assert rows["host-b"].endswith("no data plane") and b_admin in rows["host-b"]
+        # Each host publishes where its /metrics is, and that is where its own metrics are.
+        for name, h in hosts(stub).items():
+            assert rows[name].split()[3] == h.metrics_address
+            with urllib.request.urlopen(f"http://{h.metrics_address}/metrics", timeout=5) as page:
+                assert f'meshd_info{{host="{name}"' in page.read().decode()
         assert "MESH shop  (1 unhealthy, 1 unknown)" in out.stdout
         assert any(ln.split()[:2] == ["web", "outside-1"] and ln.endswith("UNHEALTHY") for ln in lines)
         assert any(ln.split()[:2] == ["web", "host-a-web-" + str(app["apps"][0]["port"])] and "host-a" in ln
