@@ -372,23 +372,23 @@ def cmd_top(client: Client, args) -> int:
     _check_interval(args)
     urls = _targets(client, args)
     as_json = args.json or args.output == "json"
-    win, last = _measure(urls, args.interval)
-    while True:
-        rows = top_rows(win, args.mesh)
-        if as_json:
-            print(json.dumps({"interval_seconds": round(win.seconds, 3), "sources": [s.url for s in last],
-                              "routes": rows}, indent=2))
-        else:
-            # Redraw in place: cursor home, clear screen (plain ANSI, no curses).
-            prefix = "" if args.once else "\x1b[H\x1b[2J"
-            print(prefix + render_top(rows, win.seconds, len(last)), flush=True)
-        if args.once:
-            return 0
-        try:
+    last = None
+    try:
+        while True:
+            win, last = _measure(urls, args.interval, before=last)
+            rows = top_rows(win, args.mesh)
+            if as_json:
+                print(json.dumps({"interval_seconds": round(win.seconds, 3), "sources": [s.url for s in last],
+                                  "routes": rows}, indent=2), flush=True)
+            else:
+                # Redraw in place: cursor home, clear screen (plain ANSI, no curses).
+                prefix = "" if args.once else "\x1b[H\x1b[2J"
+                print(prefix + render_top(rows, win.seconds, len(last)), flush=True)
+            if args.once:
+                return 0
             time.sleep(args.interval)
-        except KeyboardInterrupt:
-            return 0
-        win, last = _measure(urls, args.interval, before=last)
+    except KeyboardInterrupt:
+        return 0  # Ctrl-C is how the live view ends
 
 
 def _node(mesh: str, node: str) -> str:
