@@ -22,7 +22,8 @@ from meshd.hostrecord import HostRecord
 from meshd.identity import HostIdentity, IdentityError
 from meshd.lease import HostLease
 from meshd.meshview import MeshView
-from meshd.observe import Metrics, MetricsServer, ObserveConfig, Observer
+from meshd.observe import Metrics, MetricsServer, ObserveConfig, Observer, make_tracer
+from meshd.observe.accesslog import AccessLogs
 from meshd.runtime import MeshRuntime, RuntimeConfig, WorkloadCerts
 from meshd.security import AuditLog, KeyRef, MeshCA, Roles, Tokens, spiffe
 from meshd.security.errors import SecurityError
@@ -163,7 +164,7 @@ class Meshd:
         return self
 
     def _observer(self, cfg: MeshdConfig) -> Observer:
-        """Metrics (served on cfg.observe.metrics unless it is empty)."""
+        """Metrics (served on cfg.observe.metrics unless it is empty); traces when configured."""
         from importlib.metadata import PackageNotFoundError, version  # noqa: PLC0415
 
         from meshd.dataplane import counters as h2_counters  # noqa: PLC0415
@@ -179,7 +180,8 @@ class Meshd:
                           open_connections=lambda: self.runtime.open_connections() if self.runtime else 0)
         if cfg.observe.metrics:
             self.metrics_server = MetricsServer(metrics, cfg.observe.metrics).start()
-        return Observer(metrics)
+        return Observer(metrics, tracer=make_tracer(cfg.observe, metrics, cfg.host_name),
+                        access_logs=AccessLogs(metrics.access_log_dropped.inc))
 
     @property
     def metrics_address(self) -> str:

@@ -581,7 +581,7 @@ class MeshRuntime:
             d = live.router.decide(proto, authority, 0, head.method, head.scheme, head.path, head.headers, now)
             if d.status != C.ROUTED:
                 return self._refuse(d.reason)
-            routed(x, d.service, d.route, d.target)
+            routed(x, d.service, d.route, d.target, d.endpoint.id)
             if not self._allowed(live, app, d.service):
                 live.router.result(d, C.RESULT_HTTP, 403, now)
                 return self._refuse("not_a_backend")
@@ -770,7 +770,7 @@ class MeshRuntime:
         # The caller names the service: a label only when the mesh has it (bounded series).
         x.source = sid.node if sid is not None else UNKNOWN
         self.observe.routed(x, service if snap is not None and service in snap.services else UNKNOWN, "",
-                            app.virtual_node)
+                            app.virtual_node, app.instance_id)
         if sid is not None and snap is not None and snap.mesh is not None and snap.mesh.spec.egress_filter.type == "DROP_ALL":
             caller_node = snap.nodes.get(sid.node)
             if caller_node is None or not any(

@@ -57,10 +57,12 @@ class Origin:
         self.server.stop(0)
 
 
-def start_meshd(etcd, prefix, tmp_path, name, apps, key_path, **runtime) -> Meshd:
+def start_meshd(etcd, prefix, tmp_path, name, apps, key_path, observe=None, **runtime) -> Meshd:
     cfg = MeshdConfig(admin=f"127.0.0.1:{free_port()}", etcd=[etcd.url], etcd_prefix=prefix,
                       state_dir=str(tmp_path / name), host_name=name, cluster_key=str(key_path), lease_ttl=5,
                       runtime=RuntimeConfig(apps=apps, ingress="127.0.0.1:0", drain_seconds=1.0, **runtime))
+    if observe is not None:  # meshd.observe.ObserveConfig
+        cfg.observe = observe
     return Meshd(cfg).start()
 
 

@@ -1,9 +1,13 @@
 """Metrics through real meshds: what the requests were, counted under bounded label sets."""
 from __future__ import annotations
 
+import json
 import random
+import shutil
 import socket
+import subprocess
 import time
+import urllib.parse
 import urllib.request
 
 import h2.config
@@ -14,6 +18,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from mesh_harness import Mesh, Origin, shop_config
 from meshd.api import kinds as K
+from meshd.embedded_etcd import free_port
 from meshd.v1 import admin_pb2 as pb
 
 pytestmark = [pytest.mark.observability, pytest.mark.dataplane, pytest.mark.etcd]
@@ -137,3 +142,53 @@ def test_series_do_not_grow_with_paths_or_authorities(mesh):
     assert value(samples, "meshd_requests_total", direction="egress") >= 10_000
     values = {v for (_, ls) in samples for _, v in ls}
     assert not [v for v in values if "example" in v or v.startswith("/")]
+
+
+def test_a_real_prometheus_scrapes_both_meshds_and_counts_the_traffic(mesh, tmp_path):
+    """Debian's prometheus binary (scripts/setup.sh --test installs it) scrapes both
+    meshds every second; its query API must show the calls the test made."""
+    binary = shutil.which("prometheus")
+    assert binary, "prometheus is not installed (scripts/setup.sh --test installs it)"
+    call = mesh.client()
+    mesh.wait_routable(call)
+    config = tmp_path / "prometheus.yml"
+    config.write_text(
+        "global: {scrape_interval: 1s, evaluation_interval: 1s}\n"
+        "scrape_configs:\n"
+        f"  - job_name: meshd\n    static_configs:\n"
+        f"      - targets: ['{mesh.a.metrics_address}', '{mesh.b.metrics_address}']\n")
+    port = free_port()
+    prom = subprocess.Popen([binary, f"--config.file={config}", f"--storage.tsdb.path={tmp_path / 'tsdb'}",
+                             f"--web.listen-address=127.0.0.1:{port}"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+    def query(q: str) -> float | None:
+        url = f"http://127.0.0.1:{port}/api/v1/query?" + urllib.parse.urlencode({"query": q})
+        try:
+            with urllib.request.urlopen(url, timeout=5) as r:
+                result = json.loads(r.read())["data"]["result"]
+        except OSError:
+            return None
+        return float(result[0]["value"][1]) if result else None
+    try:
+        base_q = 'sum(meshd_requests_total{direction="%s",virtual_service="api.shop.local",code="200"})'
+        deadline = time.monotonic() + 30
+        while query("count(up == 1)") != 2:  # both meshds scraped once
+            assert time.monotonic() < deadline, "prometheus did not scrape both meshds"
+            time.sleep(0.2)
+        before = {d: query(base_q % d) or 0.0 for d in ("egress", "ingress")}
+        for i in range(40):
+            assert call(b"%d" % i, timeout=5) == b"api-v1:%d" % i
+        want = {d: before[d] + 40 for d in before}
+        got = {}
+        while got != want:
+            assert time.monotonic() < deadline + 30, (got, want)
+            time.sleep(0.3)
+            got = {d: query(base_q % d) for d in before}
+        # Each side's figure comes from its own meshd: egress from A, ingress from B.
+        where = 'sum(meshd_requests_total{direction="%s",virtual_service="api.shop.local",code="200",instance="%s"})'
+        assert query(where % ("egress", mesh.a.metrics_address)) == want["egress"]
+        assert query(where % ("ingress", mesh.b.metrics_address)) == want["ingress"]
+    finally:
+        prom.terminate()
+        prom.wait(10)

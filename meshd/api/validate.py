@@ -25,6 +25,7 @@ from google.protobuf import json_format
 from google.protobuf.descriptor import Descriptor, FieldDescriptor
 from google.protobuf.message import Message
 
+from meshd.observe.accesslog import format_errors
 from meshd.v1 import spec_pb2
 
 __all__ = [
@@ -448,6 +449,9 @@ def _logging_format(fmt, path: str) -> Iterator[FieldViolation]:
     # App Mesh LoggingFormat is a union; its `json` member is a list, so proto has no oneof.
     if fmt.HasField("text") == bool(fmt.json):
         yield FieldViolation(path, "exactly one of text, json is required")
+    # Refused at write time, not when the first request would be logged.
+    for field, err in format_errors(fmt):
+        yield FieldViolation(_join(path, field), f"{err.why}: {err.operator}")
 
 
 def _range_order(match_range, path: str) -> Iterator[FieldViolation]:

@@ -54,6 +54,12 @@ def _run_args(run: argparse.ArgumentParser) -> None:
     run.add_argument("--metrics", default=env("MESHD_METRICS"),
                      help=f"serve Prometheus /metrics on HOST:PORT (port 0: any free port; 'off': none; "
                           f"default: the config file's observability.metrics, else {DEFAULT_METRICS})")
+    run.add_argument("--tracing-endpoint", default=env("MESHD_TRACING_ENDPOINT"),
+                     help="OTLP gRPC collector for traces, e.g. http://127.0.0.1:4317 (default: the config "
+                          "file's observability.tracing.endpoint, else OTEL_EXPORTER_OTLP_ENDPOINT; none: off)")
+    run.add_argument("--trace-sample-ratio", type=float, default=None,
+                     help="share of new traces recorded, 0..1; a caller's sampled flag is always followed "
+                          "(default: OTEL_TRACES_SAMPLER_ARG, else 1.0)")
     run.add_argument("--lease-ttl", type=int, default=10, help="host lease TTL in seconds (default 10)")
     run.add_argument("--etcd-port", type=int, default=2379, help="embedded etcd client port (default 2379)")
     run.add_argument("--etcd-peer-port", type=int, default=2380, help="embedded etcd peer port (default 2380)")
@@ -131,6 +137,10 @@ def main(argv: list[str] | None = None) -> int:
     cfg.observe = ObserveConfig.load(args.config) if args.config else ObserveConfig()
     if args.metrics is not None:
         cfg.observe.metrics = "" if args.metrics == "off" else args.metrics
+    if args.tracing_endpoint is not None:
+        cfg.observe.tracing_endpoint = args.tracing_endpoint
+    if args.trace_sample_ratio is not None:
+        cfg.observe.sample_ratio = args.trace_sample_ratio
     daemon = Meshd(cfg)
     stop = threading.Event()
 

@@ -7,6 +7,7 @@ hands it the engines' counter functions, and the runtime hands it request heads.
 from __future__ import annotations
 
 import logging
+import os
 import threading
 from dataclasses import dataclass
 from socketserver import ThreadingMixIn
@@ -28,13 +29,44 @@ class ObserveConfig:
     """`meshd run`'s observability settings (flags and the config file's `observability`)."""
 
     metrics: str = DEFAULT_METRICS  # HOST:PORT of /metrics; port 0 picks a free one; "" turns it off
+    # Traces: on when an OTLP endpoint is given here or in OTEL_EXPORTER_OTLP_(TRACES_)ENDPOINT.
+    tracing_endpoint: str = ""  # e.g. http://collector:4317 (OTLP gRPC; http:// means no TLS)
+    sample_ratio: float | None = None  # new traces; None: OTEL_TRACES_SAMPLER(_ARG), else 1.0
+    span_queue: int = 2048  # spans waiting for export; more are dropped and counted
 
     @staticmethod
     def load(path: str) -> "ObserveConfig":
         """The `observability:` section of the data-plane config file (YAML)."""
         with open(path) as f:
             doc = (yaml.safe_load(f) or {}).get("observability") or {}
-        return ObserveConfig(metrics=str(doc.get("metrics", DEFAULT_METRICS)))
+        tracing = doc.get("tracing") or {}
+        ratio = tracing.get("sampleRatio")
+        return ObserveConfig(metrics=str(doc.get("metrics", DEFAULT_METRICS)),
+                             tracing_endpoint=str(tracing.get("endpoint", "")),
+                             sample_ratio=float(ratio) if ratio is not None else None,
+                             span_queue=int(tracing.get("maxQueueSize", 2048)))
+
+    def tracing_enabled(self) -> bool:
+        """Tracing is on with an endpoint, here or in the standard OTEL_* variables, unless
+        OTEL_SDK_DISABLED=true or OTEL_TRACES_EXPORTER=none."""
+        env = os.environ
+        if env.get("OTEL_SDK_DISABLED", "").lower() == "true" or env.get("OTEL_TRACES_EXPORTER") == "none":
+            return False
+        return bool(self.tracing_endpoint or env.get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")
+                    or env.get("OTEL_EXPORTER_OTLP_ENDPOINT"))
+
+
+def make_tracer(config: ObserveConfig, metrics: Metrics, host: str):
+    """The Tracer `config` asks for, or None (tracing off: no per-request cost)."""
+    if not config.tracing_enabled():
+        return None
+    from meshd.observe.tracing import Tracer, sample_ratio_from_env  # noqa: PLC0415 - only with tracing on
+
+    ratio = config.sample_ratio if config.sample_ratio is not None else sample_ratio_from_env(1.0)
+    tracer = Tracer(host=host, endpoint=config.tracing_endpoint, ratio=ratio, max_queue=config.span_queue,
+                    on_drop=metrics.spans_dropped.inc)
+    log.info("tracing on", extra={"endpoint": config.tracing_endpoint or "OTEL_EXPORTER_OTLP_*", "ratio": ratio})
+    return tracer
 
 
 class _Threaded(ThreadingMixIn, WSGIServer):
@@ -66,5 +98,5 @@ class MetricsServer:
         self._server.server_close()
 
 
-__all__ = ["DEFAULT_METRICS", "EGRESS", "Exchange", "GATEWAY", "INGRESS", "Metrics", "MetricsServer",
+__all__ = ["DEFAULT_METRICS", "make_tracer", "EGRESS", "Exchange", "GATEWAY", "INGRESS", "Metrics", "MetricsServer",
            "ObserveConfig", "Observer", "TCP"]

@@ -21,8 +21,8 @@ _TIMEOUT = "request_timeout"
 class Exchange:
     """What is known of one request (or TCP connection) between its start and its end."""
 
-    __slots__ = ("direction", "mesh", "source", "local", "series", "target_node", "retries", "trace", "log",
-                 "counted")
+    __slots__ = ("direction", "mesh", "source", "local", "series", "target_node", "instance", "retries", "trace",
+                 "log", "counted")
 
     def __init__(self, direction: str, mesh: str, source: str, local: str, counted: bool):
         self.counted = counted    # False: logged only (the other end counts it)
@@ -32,6 +32,7 @@ class Exchange:
         self.local = local        # the local virtual node whose access log records it
         self.series = None        # bound metric children, once the request is routed
         self.target_node = ""
+        self.instance = ""        # the chosen endpoint's instance id
         self.retries = 0
         self.trace = None         # the tracer's per-request state, when tracing is on
         self.log = None           # the local node's access log, when it has one
@@ -63,10 +64,12 @@ class Observer:
             x.log = self.access_logs.get(mesh, local)
         return x
 
-    def routed(self, x: Exchange, service: str | None, route: str | None, target: str | None) -> None:
-        """The request has a virtual service, route and target node (names from the
-        compiled configuration; None where the table had none)."""
+    def routed(self, x: Exchange, service: str | None, route: str | None, target: str | None,
+               instance: str = "") -> None:
+        """The request has a virtual service, route, target node and instance (names from
+        the compiled configuration; None where the table had none)."""
         x.target_node = target or ""
+        x.instance = instance
         x.series = s = self.metrics.series(x.direction, x.mesh, x.source or UNKNOWN, service or UNKNOWN,
                                            route or "", x.target_node)
         s.active.inc()

@@ -1,0 +1,215 @@
+"""Request spans, exported with the OpenTelemetry SDK over OTLP gRPC.
+
+A span is one finished record: meshd knows a request's start, end, route and outcome only
+at completion, so it builds the SDK's `ReadableSpan` once, at the end, and hands it to a
+`BatchSpanProcessor` (bounded queue, exporter thread). On the request path that costs an
+id, a header and, at the end, one object; no Context, no Span lifecycle, no lock.
+
+Propagation: W3C Trace Context (`traceparent`, `tracestate`), and B3 (`b3` single header,
+or `x-b3-traceid`/`x-b3-spanid`/`x-b3-sampled`) when no `traceparent` came. The span meshd
+records becomes the parent of the next hop: meshd sets `traceparent` (and rewrites B3
+headers the request carried) with its own span id.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import random
+import time
+
+from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
+from opentelemetry.sdk.resources import Resource
+from opentelemetry.sdk.trace import ReadableSpan
+from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, SpanExportResult
+from opentelemetry.sdk.trace.sampling import TraceIdRatioBased
+from opentelemetry.sdk.util.instrumentation import InstrumentationScope
+from opentelemetry.trace import SpanContext, SpanKind, Status, StatusCode, TraceFlags, TraceState
+
+log = logging.getLogger("meshd.observe.tracing")
+
+_SCOPE = InstrumentationScope("meshd")
+_KINDS = {"egress": SpanKind.CLIENT, "ingress": SpanKind.SERVER, "gateway": SpanKind.SERVER}
+_SAMPLED, _NOT_SAMPLED = TraceFlags(TraceFlags.SAMPLED), TraceFlags(TraceFlags.DEFAULT)
+
+
+def sample_ratio_from_env(default: float) -> float:
+    """The ratio OTEL_TRACES_SAMPLER(_ARG) ask for (parent-based in every case: meshd is
+    always a hop inside someone's trace), else `default`."""
+    sampler = os.environ.get("OTEL_TRACES_SAMPLER", "").lower()
+    if sampler.endswith("always_on"):
+        return 1.0
+    if sampler.endswith("always_off"):
+        return 0.0
+    if sampler.endswith("traceidratio"):
+        try:
+            return min(1.0, max(0.0, float(os.environ.get("OTEL_TRACES_SAMPLER_ARG", "1.0"))))
+        except ValueError:
+            return 1.0
+    return default
+
+
+class Trace:
+    """One request's trace position: the ids meshd gave it and whether it is recorded."""
+
+    __slots__ = ("trace_id", "span_id", "parent_id", "sampled", "tracestate", "start_ns")
+
+    def __init__(self, trace_id: int, span_id: int, parent_id: int, sampled: bool, tracestate: str):
+        self.trace_id = trace_id
+        self.span_id = span_id
+        self.parent_id = parent_id  # 0: meshd's span is the trace's root
+        self.sampled = sampled
+        self.tracestate = tracestate
+        self.start_ns = time.time_ns()
+
+
+def parse_parent(headers) -> tuple[int, int, bool] | None:
+    """(trace id, parent span id, sampled) from W3C traceparent, else B3; None when absent
+    or malformed (W3C Trace Context §3.2: an invalid traceparent is ignored)."""
+    tp = headers.get("traceparent")
+    if tp is not None:
+        # version "00": 00-<32 hex trace-id>-<16 hex parent-id>-<2 hex flags>
+        if len(tp) >= 55 and tp[2] == "-" and tp[35] == "-" and tp[52] == "-" and tp[:2] != "ff":
+            try:
+                tid, sid, flags = int(tp[3:35], 16), int(tp[36:52], 16), int(tp[53:55], 16)
+            except ValueError:
+                return None
+            if tid and sid:
+                return tid, sid, bool(flags & 1)
+        return None
+    b3 = headers.get("b3")
+    if b3 is not None:
+        # b3: {TraceId}-{SpanId}-{SamplingState}-{ParentSpanId}, the last two optional
+        parts = b3.split("-")
+        if len(parts) >= 2:
+            try:
+                return int(parts[0], 16), int(parts[1], 16), len(parts) < 3 or parts[2] in ("1", "d")
+            except ValueError:
+                return None
+        return None
+    tid = headers.get("x-b3-traceid")
+    sid = headers.get("x-b3-spanid")
+    if tid and sid:
+        try:
+            return int(tid, 16), int(sid, 16), headers.get("x-b3-sampled", "1") == "1" or \
+                headers.get("x-b3-flags") == "1"
+        except ValueError:
+            return None
+    return None
+
+
+class _CountingExporter(SpanExporter):
+    """The OTLP exporter, counting what leaves the queue and what failed to export."""
+
+    def __init__(self, inner: SpanExporter, on_drop):
+        self.inner = inner
+        self.on_drop = on_drop
+        self.taken = 0
+
+    def export(self, spans):
+        self.taken += len(spans)
+        try:
+            result = self.inner.export(spans)
+        except Exception:  # noqa: BLE001 - an exporter failure drops the batch, counted
+            result = SpanExportResult.FAILURE
+        if result is not SpanExportResult.SUCCESS:
+            self.on_drop(len(spans))
+        return result
+
+    def shutdown(self):
+        self.inner.shutdown()
+
+    def force_flush(self, timeout_millis: int = 30000) -> bool:
+        return self.inner.force_flush(timeout_millis)
+
+
+class Tracer:
+    """Spans for requests through meshd, parent-based sampling at `ratio` for new traces."""
+
+    def __init__(self, *, host: str, endpoint: str = "", ratio: float = 1.0, max_queue: int = 2048,
+                 on_drop=lambda n: None, exporter: SpanExporter | None = None):
+        self.ratio = ratio
+        self._bound = TraceIdRatioBased.get_bound_for_rate(ratio)
+        self._rng = random.Random()
+        self._on_drop = on_drop
+        self.max_queue = max_queue
+        # OTEL_SERVICE_NAME / OTEL_RESOURCE_ATTRIBUTES are read by Resource.create.
+        self.resource = Resource.create({"service.name": "meshd", "host.name": host})
+        inner = exporter or (OTLPSpanExporter(endpoint=endpoint, insecure=endpoint.startswith("http://"))
+                             if endpoint else OTLPSpanExporter())  # endpoint from OTEL_EXPORTER_OTLP_*
+        self._exporter = _CountingExporter(inner, on_drop)
+        self._processor = BatchSpanProcessor(self._exporter, max_queue_size=max_queue,
+                                             max_export_batch_size=min(512, max_queue))
+        self.submitted = 0
+
+    # -- per request ---------------------------------------------------------------------
+    def begin(self, head, direction: str) -> Trace:
+        """Continue (or start) the trace, and tell the next hop meshd's span id."""
+        headers = head.headers
+        parent = parse_parent(headers)
+        rng = self._rng
+        span_id = rng.getrandbits(64) or 1
+        if parent is None:
+            trace_id = rng.getrandbits(128) or 1
+            # TraceIdRatioBased: sampled when the low 64 bits of the id fall under the bound.
+            st = Trace(trace_id, span_id, 0, (trace_id & 0xFFFFFFFFFFFFFFFF) < self._bound, "")
+        else:
+            st = Trace(parent[0], span_id, parent[1], parent[2], headers.get("tracestate", ""))
+        flags = "01" if st.sampled else "00"
+        head.set_header("traceparent", f"00-{st.trace_id:032x}-{span_id:016x}-{flags}")
+        if parent is not None and "traceparent" not in headers:
+            if "b3" in headers:
+                head.set_header("b3", f"{st.trace_id:032x}-{span_id:016x}-{1 if st.sampled else 0}")
+            else:
+                head.set_header("x-b3-spanid", f"{span_id:016x}")
+                head.set_header("x-b3-parentspanid", f"{parent[1]:016x}")
+        return st
+
+    def end(self, x, head, target, status: int, grpc_status: int, reason: str, duration_ns: int) -> None:
+        """Record the request's span (when sampled) on the export queue, or count a drop."""
+        st = x.trace
+        if not st.sampled:
+            return
+        if self.submitted - self._exporter.taken >= self.max_queue:
+            self._on_drop(1)  # the queue is full: a dead or slow collector never slows requests
+            return
+        self.submitted += 1
+        attrs = {"meshd.direction": x.direction, "meshd.mesh": x.mesh, "meshd.source_node": x.source,
+                 "meshd.target_node": x.target_node, "meshd.retries": x.retries,
+                 "http.request.method": head.method, "url.path": head.path, "server.address": head.authority}
+        s = x.series
+        if s is not None:
+            attrs["meshd.virtual_service"] = s.labels[3]
+            attrs["meshd.route"] = s.labels[4]
+        if x.instance:
+            attrs["meshd.upstream_instance"] = x.instance
+        if target is not None:
+            attrs["server.upstream"] = f"{target.host}:{target.port}"
+        if status:
+            attrs["http.response.status_code"] = status
+        if grpc_status >= 0:
+            attrs["rpc.grpc.status_code"] = grpc_status
+        if reason:
+            attrs["meshd.reason"] = reason
+        failed = bool(reason) or status >= 500 or (grpc_status > 0 if head.grpc else status == 0)
+        if x.direction == "ingress" and not reason and 400 <= status < 500:
+            failed = False  # OTel HTTP semconv: a 4xx is not a server span's error
+        kind = _KINDS.get(x.direction, SpanKind.INTERNAL)
+        trace_state = TraceState.from_header([st.tracestate]) if st.tracestate else None
+        span = ReadableSpan(
+            head.path[1:] if head.grpc else (f"{head.method} {attrs.get('meshd.route') or ''}".rstrip()),
+            context=SpanContext(st.trace_id, st.span_id, False, _SAMPLED, trace_state),
+            parent=SpanContext(st.trace_id, st.parent_id, True, _SAMPLED) if st.parent_id else None,
+            resource=self.resource, attributes=attrs, kind=kind, instrumentation_scope=_SCOPE,
+            status=Status(StatusCode.ERROR, reason or None) if failed else Status(StatusCode.UNSET),
+            start_time=st.start_ns, end_time=st.start_ns + duration_ns)
+        self._processor.on_end(span)
+
+    def close(self) -> None:
+        """Export what is queued (bounded by the exporter's timeout), then stop."""
+        try:
+            self._processor.shutdown()
+        except Exception as err:  # noqa: BLE001 - shutting down must not fail meshd's stop
+            log.warning("trace exporter shutdown failed", extra={"error": str(err)})
+
+
+__all__ = ["Tracer", "parse_parent", "sample_ratio_from_env"]
