@@ -155,7 +155,7 @@ class Meshd:
         # Published last, so a host that is listed is a host that is serving.
         self.host_record = HostRecord(
             self.store, self.lease, host_name=cfg.host_name, admin_address=self.admin.address,
-            metrics_address=lambda: self.metrics_address,
+            metrics_address=lambda: self.metrics_address, data_plane=self.runtime is not None,
             applied=self._applied).start()
         log.info("meshd started", extra={"admin": self.admin.address, "etcd": ",".join(endpoints),
                                          "host": cfg.host_name, "pid": os.getpid(),

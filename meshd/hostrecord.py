@@ -33,12 +33,13 @@ class HostRecord:
     """Publishes one host's record while it runs; `stop()` deletes it with the lease."""
 
     def __init__(self, store: registry.Store, lease: HostLease, *, host_name: str, admin_address: str,
-                 metrics_address: Callable[[], str] = lambda: "",
+                 metrics_address: Callable[[], str] = lambda: "", data_plane: bool = False,
                  applied: Callable[[], tuple[int, int]] = lambda: (0, 0), interval: float = 1.0):
         self.store = store
         self.lease = lease
         self.path = f"{K.HOSTS}/{host_name}"
-        self._base = admin_pb2.Host(host_name=host_name, version=meshd_version(), admin_address=admin_address)
+        self._base = admin_pb2.Host(host_name=host_name, version=meshd_version(), admin_address=admin_address,
+                                    data_plane=data_plane)
         self._base.started_at.GetCurrentTime()
         # metrics_address() -> "HOST:PORT"; applied() -> (store revision, generation) of the
         # route tables the data plane serves, (0, 0) without a data plane.

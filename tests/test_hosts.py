@@ -3,6 +3,9 @@ only when they change, carry the revision a host applied next to etcd's newest c
 change, and are readable only with a cluster-wide read permission."""
 from __future__ import annotations
 
+import json
+import subprocess
+import sys
 import time
 
 import grpc
@@ -74,7 +77,7 @@ def test_list_hosts_needs_cluster_wide_read(etcd, etcd_prefix, tmp_path):
         assert err.value.code() == grpc.StatusCode.PERMISSION_DENIED
         got = list_as("cluster-viewer").hosts
         assert [h.host_name for h in got] == ["h1"] and got[0].admin_address == daemon.admin.address
-        assert got[0].applied_revision == 0  # no data plane on this host
+        assert got[0].applied_revision == 0 and not got[0].data_plane  # this host runs no apps
     finally:
         daemon.stop()
 
@@ -91,3 +94,17 @@ def test_a_lost_lease_takes_the_record_and_the_next_tick_brings_it_back(admin):
         time.sleep(0.1)
     assert record.publish()
     assert hosts(admin.stub)["h0"].lease_id == admin.lease.current()
+
+
+def test_a_data_plane_that_applied_nothing_yet_is_lagging_not_absent(admin):
+    admin.stub.CreateMesh(pb.CreateMeshRequest(mesh_name="shop"))
+    HostRecord(admin.store, admin.lease, host_name="fresh", admin_address="127.0.0.1:7000", data_plane=True,
+               interval=3600).publish()
+    HostRecord(admin.store, admin.lease, host_name="control", admin_address="127.0.0.1:7001",
+               interval=3600).publish()
+    out = subprocess.run([sys.executable, "-m", "meshd.cli.meshctl", "--server", admin.address, "status", "-o", "json"],
+                         capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    doc = json.loads(out.stdout)
+    assert {h["hostName"]: (h.get("dataPlane", False), h["state"]) for h in doc["hosts"]} == {
+        "fresh": (True, "LAGGING"), "control": (False, "no data plane")}

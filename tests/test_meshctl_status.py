@@ -113,8 +113,8 @@ def test_status_shows_hosts_lag_instances_and_a_killed_host_vanishing(etcd, etcd
                    spec={"listeners": [{"portMapping": {"port": 9090, "protocol": "http"}}],
                          "serviceDiscovery": {"dns": {"hostname": "api.shop.local"}}})
             doc = json.loads(meshctl(b_admin, "status", "-o", "json").stdout)
-            states = {h["hostName"]: h["state"] for h in doc["hosts"]}
-            assert states == {"host-a": "LAGGING", "host-b": "no data plane"}
+            states = {h["hostName"]: (h.get("dataPlane", False), h["state"]) for h in doc["hosts"]}
+            assert states == {"host-a": (True, "LAGGING"), "host-b": (False, "no data plane")}
             assert int(doc["configRevision"]) > int(next(h for h in doc["hosts"]
                                                          if h["hostName"] == "host-a")["appliedRevision"])
         finally:

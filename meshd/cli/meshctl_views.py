@@ -282,8 +282,9 @@ def _pages(client: Client, method: str, request, field_name: str) -> list:
 
 
 def _host_state(h: admin_pb2.Host, config_revision: int) -> str:
-    if not h.applied_revision:
+    if not h.data_plane:
         return "no data plane"
+    # A data plane that has applied nothing yet (revision 0) is behind too.
     if h.applied_revision < config_revision:
         return "LAGGING"
     return "in sync"

@@ -1118,7 +1118,7 @@ class ListInstancesResponse(_message.Message):
     def __init__(self, instances: _Optional[_Iterable[_Union[Instance, _Mapping]]] = ..., next_token: _Optional[str] = ...) -> None: ...
 
 class Host(_message.Message):
-    __slots__ = ("host_name", "version", "admin_address", "metrics_address", "started_at", "applied_revision", "config_generation", "lease_id", "updated_at")
+    __slots__ = ("host_name", "version", "admin_address", "metrics_address", "started_at", "applied_revision", "config_generation", "lease_id", "updated_at", "data_plane")
     HOST_NAME_FIELD_NUMBER: _ClassVar[int]
     VERSION_FIELD_NUMBER: _ClassVar[int]
     ADMIN_ADDRESS_FIELD_NUMBER: _ClassVar[int]
@@ -1128,6 +1128,7 @@ class Host(_message.Message):
     CONFIG_GENERATION_FIELD_NUMBER: _ClassVar[int]
     LEASE_ID_FIELD_NUMBER: _ClassVar[int]
     UPDATED_AT_FIELD_NUMBER: _ClassVar[int]
+    DATA_PLANE_FIELD_NUMBER: _ClassVar[int]
     host_name: str
     version: str
     admin_address: str
@@ -1137,7 +1138,8 @@ class Host(_message.Message):
     config_generation: int
     lease_id: int
     updated_at: _timestamp_pb2.Timestamp
-    def __init__(self, host_name: _Optional[str] = ..., version: _Optional[str] = ..., admin_address: _Optional[str] = ..., metrics_address: _Optional[str] = ..., started_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., applied_revision: _Optional[int] = ..., config_generation: _Optional[int] = ..., lease_id: _Optional[int] = ..., updated_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+    data_plane: bool
+    def __init__(self, host_name: _Optional[str] = ..., version: _Optional[str] = ..., admin_address: _Optional[str] = ..., metrics_address: _Optional[str] = ..., started_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., applied_revision: _Optional[int] = ..., config_generation: _Optional[int] = ..., lease_id: _Optional[int] = ..., updated_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., data_plane: _Optional[bool] = ...) -> None: ...
 
 class ListHostsRequest(_message.Message):
     __slots__ = ("limit", "next_token")
