@@ -7,12 +7,16 @@ import json
 import re
 import shutil
 import subprocess
+import time
 from pathlib import Path
 
 import pytest
 import yaml
 
+from meshd.cli.meshctl_views import scrape, top_rows, window
 from meshd.observe.metrics import Metrics
+from metrics_exporter import Exporter
+from prometheus_server import PrometheusServer
 
 pytestmark = pytest.mark.observability
 
@@ -50,6 +54,14 @@ def panels() -> list[dict]:
 
 def queries() -> list[tuple[str, str]]:
     return [(p["title"], t["expr"]) for p in panels() if p["type"] != "row" for t in p["targets"]]
+
+
+def panel_query(title: str) -> str:
+    """A panel's (first) query with the Grafana variables filled in."""
+    expr = next(e for t, e in queries() if t == title)
+    for var, value in GRAFANA_VARS.items():
+        expr = expr.replace(var, value)
+    return expr
 
 
 def test_dashboard_is_an_importable_grafana_dashboard():
@@ -133,3 +145,50 @@ def test_prometheus_config_passes_promtool(tmp_path):
     bad = subprocess.run([_promtool(), "check", "config", str(tmp_path / "prometheus.yml")],
                          capture_output=True, text=True, timeout=60)
     assert bad.returncode != 0 and "meshd-hosts.json" in bad.stdout + bad.stderr
+
+
+def test_a_real_prometheus_evaluates_the_panels_as_meshctl_computes_them(tmp_path):
+    """Debian's prometheus scrapes a real exporter of the metric contract every second and
+    answers the dashboard's own queries; they must agree with meshctl top on the same
+    traffic (success rate and histogram quantiles)."""
+    e = Exporter()
+    flows = [  # (kwargs, count): gRPC OK and UNAVAILABLE in HTTP 200s; HTTP 3xx, 4xx, 5xx
+        ({"seconds": 0.004}, 90), ({"grpc_status": "14", "seconds": 0.2}, 10),
+        ({"route": "legacy", "target": "api-v2", "code": "302", "grpc_status": ""}, 6),
+        ({"route": "legacy", "target": "api-v2", "code": "404", "grpc_status": ""}, 2),
+        ({"route": "legacy", "target": "api-v2", "code": "503", "grpc_status": ""}, 2),
+        ({"direction": "ingress", "route": ""}, 100),  # the callee's count of the same calls
+    ]
+    for kwargs, _ in flows:
+        e.call(0, **kwargs)  # every series exists, at zero, from the first scrape on
+    def until(what, check, timeout=40.0):
+        deadline = time.monotonic() + timeout
+        while not check():
+            assert time.monotonic() < deadline, f"prometheus: {what}"
+            time.sleep(0.2)
+    try:
+        with PrometheusServer(tmp_path, [f"127.0.0.1:{e.port}"]) as prom:
+            def query(q: str) -> dict[tuple, float]:
+                return {(m["metric"].get("route"), m["metric"].get("target_node")): float(m["value"][1])
+                        for m in prom.query(q)}
+            until("no first scrape", lambda: query("sum(count_over_time(up[1m]))").get((None, None), 0) >= 1)
+            before = [scrape(e.url)]
+            for kwargs, n in flows:
+                e.call(n, **kwargs)
+            after = [scrape(e.url)]
+            until("the traffic was not scraped",
+                  lambda: query('sum(meshd_requests_total{direction="egress"})').get((None, None)) == 110)
+            success = query(panel_query("Success rate"))
+            p50, p99 = query(panel_query("Latency p50")), query(panel_query("Latency p99"))
+            rates = query(panel_query("Request rate"))
+        ours = {(r["route"], r["target_node"]): r for r in top_rows(window(before, after))}
+        assert success == pytest.approx({("api", "api-v1"): 0.9, ("legacy", "api-v2"): 0.6}, abs=1e-9)
+        assert {k: r["success_rate"] for k, r in ours.items()} == pytest.approx(success, abs=1e-4)
+        for theirs, field in ((p50, "p50_ms"), (p99, "p99_ms")):
+            assert set(theirs) == set(ours), field
+            for k, seconds in theirs.items():
+                assert ours[k][field] == pytest.approx(seconds * 1000, abs=1e-3), (field, k)
+        assert set(rates) == {("api", "api-v1"), ("legacy", "api-v2")}  # egress only: no ingress row
+        assert rates[("api", "api-v1")] / rates[("legacy", "api-v2")] == pytest.approx(10.0)
+    finally:
+        e.close()
