@@ -16,8 +16,10 @@ import pytest
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 
 from meshd.cli.meshctl import CliError
-from meshd.cli.meshctl_views import graph_edges, parse, quantile, render_dot, scrape, top_rows, window
+from meshd.cli.meshctl_views import (
+    graph_edges, host_metrics_url, parse, quantile, render_dot, scrape, top_rows, window)
 from meshd.embedded_etcd import free_port
+from meshd.v1 import admin_pb2
 from metrics_exporter import BUCKETS, FLOW, Exporter
 
 pytestmark = pytest.mark.observability
@@ -225,3 +227,17 @@ def test_meshctl_top_redraws_until_interrupted(exporters):
     frames = out.decode().split("\x1b[H\x1b[2J")[1:]
     assert len(frames) >= 2
     assert all("api.shop.local  api    api-v1" in f for f in frames)
+
+
+@pytest.mark.parametrize("metrics, admin, want", [
+    ("127.0.0.1:9464", "127.0.0.1:7000", "http://127.0.0.1:9464/metrics"),  # one machine
+    ("0.0.0.0:9464", "10.0.0.5:7000", "http://10.0.0.5:9464/metrics"),  # every interface
+    ("[::]:9464", "[fd00::5]:7000", "http://[fd00::5]:9464/metrics"),
+    ("10.0.0.6:9464", "10.0.0.5:7000", "http://10.0.0.6:9464/metrics"),  # its own choice
+    ("127.0.0.1:9464", "10.0.0.5:7000", None),  # would read whichever meshd runs here
+    ("", "10.0.0.5:7000", None),
+])
+def test_where_a_host_is_scraped_from(metrics, admin, want):
+    url, why = host_metrics_url(admin_pb2.Host(host_name="h", metrics_address=metrics, admin_address=admin))
+    assert url == want
+    assert bool(why) == (want is None)

@@ -15,6 +15,7 @@ both. The views count it once, at the caller; only a caller that runs no meshd o
 """
 from __future__ import annotations
 
+import ipaddress
 import json
 import math
 import shutil
@@ -321,17 +322,52 @@ def cmd_status(client: Client, args) -> int:
     return 0
 
 
+def _split_host(address: str) -> tuple[str, str]:
+    host, _, port = address.rpartition(":")
+    return host.strip("[]"), port
+
+
+def _is_loopback(host: str) -> bool:
+    try:
+        return host == "localhost" or ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def host_metrics_url(h: admin_pb2.Host) -> tuple[str | None, str]:
+    """Where to scrape a host from here: (URL, "") or (None, why not).
+
+    A metrics listener bound to every interface (0.0.0.0, ::) is reached at the host's
+    admin address. One bound to loopback on a host whose admin API is not on loopback
+    cannot be reached from another machine, and scraping "127.0.0.1" would read whichever
+    meshd runs here instead: such a host is left out, and said so.
+    """
+    if not h.metrics_address:
+        return None, "publishes no metrics address (meshd run --metrics off?)"
+    host, port = _split_host(h.metrics_address)
+    admin_host = _split_host(h.admin_address)[0]
+    if host in ("0.0.0.0", "::", ""):
+        host = admin_host
+    elif _is_loopback(host) and not _is_loopback(admin_host):
+        return None, (f"serves metrics on loopback ({h.metrics_address}) only; run it with "
+                      f"--metrics {admin_host}:{port}, or pass --metrics URL")
+    return metrics_url(f"[{host}]:{port}" if ":" in host else f"{host}:{port}"), ""
+
+
 def _targets(client: Client, args) -> list[str]:
     """Metrics URLs: --metrics when given, else every live host's published address."""
     if args.metrics:
-        return [metrics_url(a) for a in args.metrics]
-    hosts = list_hosts(client).hosts
-    urls = [metrics_url(h.metrics_address) for h in hosts if h.metrics_address]
-    silent = [h.host_name for h in hosts if not h.metrics_address]
-    if silent:
-        print(f"warning: no metrics address published by {', '.join(silent)}", file=sys.stderr)
+        return list(dict.fromkeys(metrics_url(a) for a in args.metrics))
+    urls = []
+    for h in list_hosts(client).hosts:
+        url, why = host_metrics_url(h)
+        if url is None:
+            print(f"warning: host {h.host_name} {why}", file=sys.stderr)
+        elif url not in urls:
+            urls.append(url)
     if not urls:
-        raise CliError("no host publishes a metrics address; run meshd with --metrics, or pass --metrics URL")
+        raise CliError("no host's metrics can be scraped from here; run meshd with --metrics HOST:PORT, "
+                       "or pass --metrics URL")
     return urls
 
 
