@@ -18,6 +18,7 @@ from meshd.api.resources import ApiConfig, Resources
 from meshd.api.security_service import Security
 from meshd.api.server import AdminServer, Listener
 from meshd.embedded_etcd import EmbeddedEtcd
+from meshd.hostrecord import HostRecord
 from meshd.identity import HostIdentity, IdentityError
 from meshd.lease import HostLease
 from meshd.meshview import MeshView
@@ -95,6 +96,7 @@ class Meshd:
         self.admin: AdminServer | None = None
         self.runtime: MeshRuntime | None = None
         self.resources: Resources | None = None
+        self.host_record: HostRecord | None = None
         self.observer: Observer | None = None
         self.metrics_server: MetricsServer | None = None
         self._stopped = threading.Event()
@@ -151,6 +153,11 @@ class Meshd:
         self.observer = self._observer(cfg)
         if cfg.runtime is not None and (cfg.runtime.apps or cfg.runtime.gateways):
             self.runtime = self._start_runtime(cfg, ca, resources)
+        # Published last, so a host that is listed is a host that is serving.
+        self.host_record = HostRecord(
+            self.store, self.lease, host_name=cfg.host_name, admin_address=self.admin.address,
+            metrics_address=lambda: self.metrics_address, data_plane=self.runtime is not None,
+            applied=self._applied).start()
         log.info("meshd started", extra={"admin": self.admin.address, "etcd": ",".join(endpoints),
                                          "host": cfg.host_name, "pid": os.getpid(),
                                          "listeners": ",".join(f"{m}={a}" for m, a in self.admin.addresses.items()),
@@ -234,12 +241,19 @@ class Meshd:
         log.info("data plane started", extra={k: v for k, v in runtime.addresses.items()})
         return runtime
 
+    def _applied(self) -> tuple[int, int]:
+        """(store revision, generation) of the route tables the data plane serves."""
+        view = self.runtime.view if self.runtime else None
+        return (view.revision, view.generations) if view else (0, 0)
+
     def wait(self) -> None:
         self._stopped.wait()
 
     def stop(self) -> None:
         """Stop in reverse order: drain the data plane (deregistering its instances first), then
-        the API, identity renewal, host lease (its instances vanish), store, etcd."""
+        the API, identity renewal, host lease (its instances and host record vanish), store, etcd."""
+        if self.host_record:
+            self.host_record.stop()
         if self.runtime:
             self.runtime.stop()
         if self.observer:

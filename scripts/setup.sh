@@ -4,8 +4,9 @@
 #     (the data plane's HTTP/2 codec, linked by the Cython extension), a C compiler and
 #     Python headers for the Cython extensions; with --test also what the tests drive:
 #     nghttp2-client/-server (h2load, nghttp, nghttpd), haproxy (side-by-side benchmarks) and
-#     iproute2 (network-namespace cluster tests), systemd (systemd-analyze verify of the units) and
-#     prometheus (the observability tests scrape meshd with it);
+#     iproute2 (network-namespace cluster tests), systemd (systemd-analyze verify of the units),
+#     graphviz (meshctl graph --png) and prometheus (the observability tests scrape meshd with
+#     it; its promtool checks the dashboard's queries and the scrape config);
 #   - a virtualenv at $MESHD_VENV (default ./.venv) with meshd installed from this checkout.
 # Safe to run again: each step is skipped when already done. Usage: scripts/setup.sh [--test]
 set -euo pipefail
@@ -27,7 +28,8 @@ if [ -n "$EXTRAS" ]; then
   command -v haproxy >/dev/null 2>&1 || [ -x /usr/sbin/haproxy ] || need_apt+=(haproxy)
   command -v ip >/dev/null 2>&1 || [ -x /usr/sbin/ip ] || need_apt+=(iproute2)
   command -v systemd-analyze >/dev/null 2>&1 || need_apt+=(systemd)
-  command -v prometheus >/dev/null 2>&1 || need_apt+=(prometheus)
+  command -v dot >/dev/null 2>&1 || need_apt+=(graphviz)
+  { command -v prometheus && command -v promtool; } >/dev/null 2>&1 || need_apt+=(prometheus)
 fi
 if [ ${#need_apt[@]} -gt 0 ]; then
   SUDO=""

@@ -91,6 +91,7 @@ def build_rules(kinds) -> dict[str, Rule]:
         a + "DeregisterInstance": Rule(Permission.DELETE, _mesh_of, True, inst),
         a + "ListInstances": Rule(Permission.LIST, _mesh_of, False, inst),
         a + "Watch": Rule(Permission.LIST, _mesh_of, False, none),
+        a + "ListHosts": Rule(Permission.LIST, cluster, False, lambda req: "hosts"),
         s + "WhoAmI": Rule(None, cluster, False, none),
         # Certificate rights are decided by meshd.security.hostauth (hosts) or the
         # issue_certificate permission (admins), inside the call.

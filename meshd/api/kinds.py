@@ -12,6 +12,7 @@ collection of its own so a List is one key-ordered range:
     virtualRouters/<mesh>/<router>      routes/<mesh>/<router>/<route>
     virtualGateways/<mesh>/<gateway>    gatewayRoutes/<mesh>/<gateway>/<gatewayRoute>
     instances/<mesh>/<node>/<instanceId>
+    hosts/<hostName>                    (each meshd's own record, under its host lease)
     tags/<resource path>                refs/<target path>|<referrer path>
 """
 from __future__ import annotations
@@ -152,6 +153,7 @@ BY_COLLECTION = {k.collection: k for k in KINDS}
 BY_ID_FIELD = {k.name_field: k for k in KINDS}
 BY_TITLE = {k.title: k for k in KINDS}
 INSTANCES = "instances"
+HOSTS = "hosts"
 
 
 def children_of(kind: Kind, ids: tuple[str, ...]) -> list[str]:

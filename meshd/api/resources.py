@@ -440,6 +440,22 @@ class Resources:
             resp.next_token = _encode_token(page.next_after)
         return resp
 
+    # -- hosts ------------------------------------------------------------------------
+    def list_hosts(self, request):
+        """Live host records, with the revisions a caller compares their applied one against."""
+        prefix = f"{K.HOSTS}/"
+        after = _decode_token(request.next_token, prefix)
+        page = self.store.list(prefix, after=after, limit=_limit(request.limit))
+        resp = admin_pb2.ListHostsResponse(revision=page.revision)
+        for item in page.items:
+            resp.hosts.add().ParseFromString(item.value)
+        if page.next_after:
+            resp.next_token = _encode_token(page.next_after)
+        # What the data plane routes by is exactly what Watch streams: the kinds and instances.
+        resp.config_revision = max(self.store.last_modified(f"{coll}/", revision=page.revision)
+                                   for coll in [*(k.collection for k in K.KINDS), K.INSTANCES])
+        return resp
+
     # -- watch ------------------------------------------------------------------------
     def _event(self, ev: registry.Event) -> admin_pb2.ResourceEvent | None:
         coll = ev.path.split("/", 1)[0]

@@ -139,7 +139,8 @@ for _method, _fn in (("TagResource", Resources.tag_resource), ("UntagResource", 
                      ("ListTagsForResource", Resources.list_tags),
                      ("RegisterInstance", Resources.register_instance),
                      ("DeregisterInstance", Resources.deregister_instance),
-                     ("ListInstances", Resources.list_instances)):
+                     ("ListInstances", Resources.list_instances),
+                     ("ListHosts", Resources.list_hosts)):
     setattr(AdminServicer, _method, _admin_unary(_method, lambda r, req, f=_fn: f(r, req)))
 
 

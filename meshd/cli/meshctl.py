@@ -1,4 +1,5 @@
-"""`meshctl`: the command line over the meshd admin API (apply, get, describe, delete, diff)."""
+"""`meshctl`: the command line over the meshd admin API (apply, get, describe, delete, diff;
+status, top and graph live in `meshctl_views`)."""
 from __future__ import annotations
 
 import argparse
@@ -392,9 +393,10 @@ def _parser() -> argparse.ArgumentParser:
     ls = isub.add_parser("list", parents=[common])
     ls.add_argument("--node", default="")
     ls.set_defaults(fn=cmd_instance_list)
-    from meshd.cli import backup, meshctl_security  # noqa: PLC0415 - both build on this module
+    from meshd.cli import backup, meshctl_security, meshctl_views  # noqa: PLC0415 - they build on this module
     backup.add_subcommands(sub, common)
     meshctl_security.add_subcommands(sub, common)
+    meshctl_views.add_subcommands(sub, common)
     return p
 
 

@@ -1117,6 +1117,50 @@ class ListInstancesResponse(_message.Message):
     next_token: str
     def __init__(self, instances: _Optional[_Iterable[_Union[Instance, _Mapping]]] = ..., next_token: _Optional[str] = ...) -> None: ...
 
+class Host(_message.Message):
+    __slots__ = ("host_name", "version", "admin_address", "metrics_address", "started_at", "applied_revision", "config_generation", "lease_id", "updated_at", "data_plane")
+    HOST_NAME_FIELD_NUMBER: _ClassVar[int]
+    VERSION_FIELD_NUMBER: _ClassVar[int]
+    ADMIN_ADDRESS_FIELD_NUMBER: _ClassVar[int]
+    METRICS_ADDRESS_FIELD_NUMBER: _ClassVar[int]
+    STARTED_AT_FIELD_NUMBER: _ClassVar[int]
+    APPLIED_REVISION_FIELD_NUMBER: _ClassVar[int]
+    CONFIG_GENERATION_FIELD_NUMBER: _ClassVar[int]
+    LEASE_ID_FIELD_NUMBER: _ClassVar[int]
+    UPDATED_AT_FIELD_NUMBER: _ClassVar[int]
+    DATA_PLANE_FIELD_NUMBER: _ClassVar[int]
+    host_name: str
+    version: str
+    admin_address: str
+    metrics_address: str
+    started_at: _timestamp_pb2.Timestamp
+    applied_revision: int
+    config_generation: int
+    lease_id: int
+    updated_at: _timestamp_pb2.Timestamp
+    data_plane: bool
+    def __init__(self, host_name: _Optional[str] = ..., version: _Optional[str] = ..., admin_address: _Optional[str] = ..., metrics_address: _Optional[str] = ..., started_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., applied_revision: _Optional[int] = ..., config_generation: _Optional[int] = ..., lease_id: _Optional[int] = ..., updated_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., data_plane: _Optional[bool] = ...) -> None: ...
+
+class ListHostsRequest(_message.Message):
+    __slots__ = ("limit", "next_token")
+    LIMIT_FIELD_NUMBER: _ClassVar[int]
+    NEXT_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    limit: int
+    next_token: str
+    def __init__(self, limit: _Optional[int] = ..., next_token: _Optional[str] = ...) -> None: ...
+
+class ListHostsResponse(_message.Message):
+    __slots__ = ("hosts", "next_token", "revision", "config_revision")
+    HOSTS_FIELD_NUMBER: _ClassVar[int]
+    NEXT_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    REVISION_FIELD_NUMBER: _ClassVar[int]
+    CONFIG_REVISION_FIELD_NUMBER: _ClassVar[int]
+    hosts: _containers.RepeatedCompositeFieldContainer[Host]
+    next_token: str
+    revision: int
+    config_revision: int
+    def __init__(self, hosts: _Optional[_Iterable[_Union[Host, _Mapping]]] = ..., next_token: _Optional[str] = ..., revision: _Optional[int] = ..., config_revision: _Optional[int] = ...) -> None: ...
+
 class WatchRequest(_message.Message):
     __slots__ = ("mesh_name", "resume_revision")
     MESH_NAME_FIELD_NUMBER: _ClassVar[int]

@@ -240,6 +240,11 @@ class MeshAdminStub:
                 request_serializer=meshd_dot_v1_dot_admin__pb2.ListInstancesRequest.SerializeToString,
                 response_deserializer=meshd_dot_v1_dot_admin__pb2.ListInstancesResponse.FromString,
                 _registered_method=True)
+        self.ListHosts = channel.unary_unary(
+                '/meshd.v1.MeshAdmin/ListHosts',
+                request_serializer=meshd_dot_v1_dot_admin__pb2.ListHostsRequest.SerializeToString,
+                response_deserializer=meshd_dot_v1_dot_admin__pb2.ListHostsResponse.FromString,
+                _registered_method=True)
         self.Watch = channel.unary_stream(
                 '/meshd.v1.MeshAdmin/Watch',
                 request_serializer=meshd_dot_v1_dot_admin__pb2.WatchRequest.SerializeToString,
@@ -498,6 +503,14 @@ class MeshAdminServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ListHosts(self, request, context):
+        """meshd addition: the meshd hosts that are alive (each keeps its record under its host
+        lease) and the configuration revision each one's data plane has applied.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def Watch(self, request, context):
         """A stream of resource changes, resumable from a revision.
         """
@@ -712,6 +725,11 @@ def add_MeshAdminServicer_to_server(servicer, server):
                     servicer.ListInstances,
                     request_deserializer=meshd_dot_v1_dot_admin__pb2.ListInstancesRequest.FromString,
                     response_serializer=meshd_dot_v1_dot_admin__pb2.ListInstancesResponse.SerializeToString,
+            ),
+            'ListHosts': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListHosts,
+                    request_deserializer=meshd_dot_v1_dot_admin__pb2.ListHostsRequest.FromString,
+                    response_serializer=meshd_dot_v1_dot_admin__pb2.ListHostsResponse.SerializeToString,
             ),
             'Watch': grpc.unary_stream_rpc_method_handler(
                     servicer.Watch,
@@ -1827,6 +1845,33 @@ class MeshAdmin:
             '/meshd.v1.MeshAdmin/ListInstances',
             meshd_dot_v1_dot_admin__pb2.ListInstancesRequest.SerializeToString,
             meshd_dot_v1_dot_admin__pb2.ListInstancesResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListHosts(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/meshd.v1.MeshAdmin/ListHosts',
+            meshd_dot_v1_dot_admin__pb2.ListHostsRequest.SerializeToString,
+            meshd_dot_v1_dot_admin__pb2.ListHostsResponse.FromString,
             options,
             channel_credentials,
             insecure,
