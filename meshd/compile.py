@@ -290,3 +290,25 @@ def _drop_invalid(table: fr.Table, problems: list[CompileError], mesh: str) -> f
 def _camel(snake: str) -> str:
     head, *rest = snake.split("_")
     return head + "".join(p.title() for p in rest)
+
+
+def services_reaching(snap: MeshSnapshot, node: str) -> frozenset[str]:
+    """The virtual services of `snap` whose traffic can reach virtual node `node`: those it
+    provides directly, and those whose virtual router has a route targeting it. A TCP
+    connection names no service, so the ingress checks a DROP_ALL caller against these."""
+    routers = {router for (router, _), data in snap.routes.items()
+               if any(t.virtual_node == node for t in _route_targets(data))}
+    out = set()
+    for name, data in snap.services.items():
+        p = data.spec.provider
+        kind = p.WhichOneof("provider") if data.spec.HasField("provider") else None
+        if (kind == "virtual_node" and p.virtual_node.virtual_node_name == node) or (
+                kind == "virtual_router" and p.virtual_router.virtual_router_name in routers):
+            out.add(name)
+    return frozenset(out)
+
+
+def _route_targets(data: admin_pb2.RouteData):
+    kind = data.spec.WhichOneof("route")
+    return getattr(data.spec, kind).action.weighted_targets if kind is not None else ()
+

@@ -32,7 +32,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
 
 from _fastroute import constants as C
-from meshd.compile import INGRESS_ATTRIBUTE
+from meshd.compile import INGRESS_ATTRIBUTE, services_reaching
 
 # Beside `meshd.ingress` (HTTP/2 and gRPC), an instance names its meshd's HTTP/1.1 ingress,
 # and a TCP app its own TCP ingress port (TCP carries no header to name the instance).
@@ -656,7 +656,7 @@ class MeshRuntime:
 
         def decide(head):
             self.observe.begin(head, INGRESS, app.mesh, app.virtual_node, counted=False)
-            return target
+            return self._admit(app, head.peer_cert, None)[1] or target
         return decide
 
     def _protocol_target(self, live, app: LocalApp, d, protocol: str):
@@ -780,44 +780,55 @@ class MeshRuntime:
         if app is None:
             return REFUSALS["unknown_instance"]
         x.mesh, x.local = app.mesh, app.virtual_node
-        tls = self._listener_tls(app.mesh, app.virtual_node)
-        if tls is not None and tls.HasField("validation") and tls.validation.trust.HasField("file"):
-            # The operator's own PKI (App Mesh `file` trust) verified the caller in the
-            # handshake; its subjectAlternativeNames, when given, must name the caller.
-            exact = list(tls.validation.subject_alternative_names.match.exact)
-            if exact and not set(exact) & set(_all_sans(head.peer_cert)):
-                return REFUSALS["identity_refused"]
-            sid = None
-        else:
-            caller = self._peer_identity(head.peer_cert)
-            try:
-                sid = spiffe.parse(caller) if caller else None
-            except Exception:  # noqa: BLE001 - an unparsable identity is refused below
-                sid = None
-            if (sid is None or sid.kind not in spiffe.MESH_KINDS or sid.mesh != app.mesh
-                    or not self._ingress_allows(app, caller)):
-                return REFUSALS["identity_refused"]
         service = head.headers.get(SERVICE_HEADER, "")
+        sid, refusal = self._admit(app, head.peer_cert, service)
         snap = self.view.snapshot(app.mesh)
         # The caller names the service: a label only when the mesh has it (bounded series).
         x.source = (sid.name if sid.kind == spiffe.GATEWAY else sid.node) if sid is not None else UNKNOWN
         self.observe.routed(x, service if snap is not None and service in snap.services else UNKNOWN, "",
                             app.virtual_node, app.instance_id)
-        if sid is not None and snap is not None and snap.mesh is not None and snap.mesh.spec.egress_filter.type == "DROP_ALL":
-            if sid.kind == spiffe.GATEWAY:
-                # A gateway's backends are the virtual services its gateway routes target.
-                if service not in gateway_targets(snap, sid.name):
-                    return REFUSALS["not_a_backend"]
-            else:
-                caller_node = snap.nodes.get(sid.node)
-                if caller_node is None or not any(
-                        b.virtual_service.virtual_service_name == service for b in caller_node.spec.backends):
-                    return REFUSALS["not_a_backend"]
+        if refusal is not None:
+            return refusal
         key = ("local", app.address, app.port)
         t = self._targets.get(key)
         if t is None:
             t = self._targets[key] = Target(app.address, app.port)
         return t
+
+    def _admit(self, app: LocalApp, peer_cert: bytes | None, service: str | None):
+        """May this caller reach `app` through the ingress? (caller's SpiffeId or None,
+        a Refusal or None). `service` is the virtual service the caller routed by; None for
+        a TCP connection, which names none: under DROP_ALL the caller must then declare a
+        backend whose traffic can reach the app's node."""
+        tls = self._listener_tls(app.mesh, app.virtual_node)
+        if tls is not None and tls.HasField("validation") and tls.validation.trust.HasField("file"):
+            # The operator's own PKI (App Mesh `file` trust) verified the caller in the
+            # handshake; its subjectAlternativeNames, when given, must name the caller.
+            exact = list(tls.validation.subject_alternative_names.match.exact)
+            if exact and not set(exact) & set(_all_sans(peer_cert)):
+                return None, REFUSALS["identity_refused"]
+            return None, None
+        caller = self._peer_identity(peer_cert)
+        try:
+            sid = spiffe.parse(caller) if caller else None
+        except Exception:  # noqa: BLE001 - an unparsable identity is refused below
+            sid = None
+        if (sid is None or sid.kind not in spiffe.MESH_KINDS or sid.mesh != app.mesh
+                or not self._ingress_allows(app, caller)):
+            return None, REFUSALS["identity_refused"]
+        snap = self.view.snapshot(app.mesh)
+        if snap is None or snap.mesh is None or snap.mesh.spec.egress_filter.type != "DROP_ALL":
+            return sid, None
+        if sid.kind == spiffe.GATEWAY:
+            # A gateway's backends are the virtual services its gateway routes target.
+            declared = gateway_targets(snap, sid.name)
+        else:
+            caller_node = snap.nodes.get(sid.node)
+            declared = {b.virtual_service.virtual_service_name
+                        for b in caller_node.spec.backends} if caller_node is not None else set()
+        ok = service in declared if service is not None else bool(
+            declared & services_reaching(snap, app.virtual_node))
+        return sid, None if ok else REFUSALS["not_a_backend"]
 
     def _ingress_allows(self, app: LocalApp, caller: str) -> bool:
         """App Mesh listener tls.validation.subjectAlternativeNames.match.exact, when set."""

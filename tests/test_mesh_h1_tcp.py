@@ -282,6 +282,27 @@ def test_tcp_ingress_drops_bad_clients_and_keeps_serving(h1_tcp_mesh):
     assert c1["tls_truncated"] - c0["tls_truncated"] == 1
 
 
+def test_tcp_ingress_checks_the_callers_identity_under_drop_all(h1_tcp_mesh):
+    """A TCP connection names no service, so under DROP_ALL host B's ingress admits a caller
+    only if it declares a backend whose traffic reaches `db`: `web` does, `web-api` not."""
+    a, b, _ = h1_tcp_mesh
+    ingress = next(v for k, v in b.runtime.addresses.items() if k.startswith("ingress_tcp:db:"))
+    host, port = ingress.rsplit(":", 1)
+    name = spiffe.workload_dns_name(a.runtime.certs.trust_domain, "shop", "db")
+
+    def call_as(node):
+        ctx = a.runtime.certs.contexts("shop", node).client_tcp
+        with ctx.wrap_socket(socket.create_connection((host, int(port)), timeout=5), server_hostname=name) as t:
+            t.settimeout(5)
+            t.sendall(b"hello")
+            try:
+                return t.recv(100)
+            except (ssl.SSLError, ConnectionResetError):
+                return b""
+    assert _until(lambda: call_as("web")) == b"hello"
+    assert call_as("web-api") == b""
+
+
 def test_websocket_echo_through_the_mesh(h1_tcp_mesh):
     """app → HTTP/1.1 egress → mTLS → HTTP/1.1 ingress → a WebSocket echo server (RFC 6455):
     the Upgrade crosses both meshds, then the tunnel carries frames both ways and the close."""
