@@ -64,6 +64,19 @@ show meshctl instance list --mesh shop
 step "live traffic: web calls api.shop.local through meshd (egress -> mTLS -> ingress), 90/10 canary"
 show python deploy/quickstart/demo.py traffic --egress 127.0.0.1:15001 --seconds 4
 
+step "meshctl top and graph: per route and target, scraped from meshd's /metrics while traffic runs"
+python deploy/quickstart/demo.py traffic --egress 127.0.0.1:15001 --seconds 12 >/dev/null &
+TRAFFIC_PID=$!
+sleep 0.5
+show meshctl top --once --interval 3 --mesh shop
+show meshctl graph --interval 3 --mesh shop
+wait "$TRAFFIC_PID" || true
+
+step "an outside client through the virtual gateway (127.0.0.1:8443): gateway route -> web.shop.local"
+show python deploy/quickstart/demo.py get http://127.0.0.1:8443/hello
+echo "web's App Mesh access log (logging.accessLog.file /dev/stdout, Envoy's default format):"
+grep -v '^{' "$STATE/meshd.log" | tail -n 2 || true
+
 step "shifting the canary from 90/10 to 50/50: diff first, then apply"
 shifted="$STATE/route-50-50.json"
 sed -e 's/"weight": 90/"weight": 50/' -e 's/"weight": 10/"weight": 50/' \

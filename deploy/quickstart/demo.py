@@ -26,14 +26,16 @@ METHOD = "/shop.Api/Get"
 
 
 def serve_web(port: int) -> None:
-    """The `web` app: only its health endpoint, so meshd's HTTP health check finds it healthy."""
+    """The `web` app: HTTP/1.1, reached through the virtual gateway; /healthz for meshd's check."""
     from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
     class Web(BaseHTTPRequestHandler):
         def do_GET(self):  # noqa: N802 - http.server's naming
-            self.send_response(200 if self.path == "/healthz" else 404)
-            self.send_header("Content-Length", "0")
+            body = b"" if self.path == "/healthz" else f"web got {self.path} host={self.headers['Host']}\n".encode()
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(body)))
             self.end_headers()
+            self.wfile.write(body)
 
         def log_message(self, *args):
             pass
@@ -109,6 +111,18 @@ def traffic(egress: str, authority: str, seconds: float, workers: int) -> int:
     return 0 if total and not errors else 1
 
 
+def get(url: str) -> int:
+    import urllib.error
+    import urllib.request
+    try:
+        with urllib.request.urlopen(url, timeout=5) as r:
+            print(r.status, r.read().decode().strip())
+            return 0
+    except urllib.error.HTTPError as err:
+        print(err.code, err.headers.get("x-meshd-reason", ""), err.read().decode().strip())
+        return 1
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     sub = p.add_subparsers(dest="cmd", required=True)
@@ -120,9 +134,13 @@ def main(argv: list[str] | None = None) -> int:
     t.add_argument("--authority", default="api.shop.local:9090")
     t.add_argument("--seconds", type=float, default=5.0)
     t.add_argument("--workers", type=int, default=4)
+    g = sub.add_parser("get", help="one HTTP GET, printing the status and body")
+    g.add_argument("url")
     args = p.parse_args(argv)
     if args.cmd == "serve":
         return serve(args.specs, args.web)
+    if args.cmd == "get":
+        return get(args.url)
     return traffic(args.egress, args.authority, args.seconds, args.workers)
 
 
