@@ -48,7 +48,8 @@ def mesh_documents() -> list[tuple[str, dict]]:
             docs.append(("VirtualNode", {"meshName": MESH, "virtualNodeName": node, "spec": {
                 "listeners": listener, "serviceDiscovery": {"dns": {"hostname": f"{node}.{MESH}.local"}},
                 "backends": [{"virtualService": {"virtualServiceName": b}} for b in backends]}}))
-        docs.append(("VirtualRouter", {"meshName": MESH, "virtualRouterName": f"r-{m}", "spec": {"listeners": listener}}))
+        docs.append(("VirtualRouter", {"meshName": MESH, "virtualRouterName": f"r-{m}",
+                                       "spec": {"listeners": listener}}))
         docs.append(("Route", {"meshName": MESH, "virtualRouterName": f"r-{m}", "routeName": f"route-{m}", "spec": {
             "grpcRoute": {"match": {"serviceName": "echo.Echo"},
                           "action": {"weightedTargets": [{"virtualNode": f"fast-{m}", "weight": 1}]}}}}))

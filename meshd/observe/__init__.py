@@ -118,5 +118,5 @@ class MetricsServer:
         self._server.server_close()
 
 
-__all__ = ["DEFAULT_METRICS", "make_metrics_push", "make_tracer", "EGRESS", "Exchange", "GATEWAY", "INGRESS", "Metrics", "MetricsServer",
-           "ObserveConfig", "Observer", "TCP"]
+__all__ = ["DEFAULT_METRICS", "EGRESS", "Exchange", "GATEWAY", "INGRESS", "Metrics", "MetricsServer",
+           "ObserveConfig", "Observer", "TCP", "make_metrics_push", "make_tracer"]

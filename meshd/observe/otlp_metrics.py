@@ -50,12 +50,13 @@ def to_metrics_data(registry, resource: Resource, started_ns: int) -> MetricsDat
         def start(labels):
             return created.get(_key(labels), started_ns)
         if fam.type == "counter":
-            points = [NumberDataPoint(dict(s.labels), start(s.labels), now, s.value)
+            points = [NumberDataPoint(dict(s.labels), start(s.labels), now, float(s.value))
                       for s in fam.samples if s.name == fam.name + "_total"]
             data = Sum(points, _CUMULATIVE, True)
         elif fam.type in ("gauge", "info"):
             name = fam.name + "_info" if fam.type == "info" else fam.name
-            data = Gauge([NumberDataPoint(dict(s.labels), 0, now, s.value) for s in fam.samples if s.name == name])
+            data = Gauge([NumberDataPoint(dict(s.labels), 0, now, float(s.value))
+                          for s in fam.samples if s.name == name])
         elif fam.type == "histogram":
             series: dict[tuple, dict] = {}
             for s in fam.samples:
