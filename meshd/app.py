@@ -22,7 +22,7 @@ from meshd.hostrecord import HostRecord
 from meshd.identity import HostIdentity, IdentityError
 from meshd.lease import HostLease
 from meshd.meshview import MeshView
-from meshd.observe import Metrics, MetricsServer, ObserveConfig, Observer, make_tracer
+from meshd.observe import Metrics, MetricsServer, ObserveConfig, Observer, make_metrics_push, make_tracer
 from meshd.observe.accesslog import AccessLogs
 from meshd.runtime import MeshRuntime, RuntimeConfig, WorkloadCerts
 from meshd.security import AuditLog, KeyRef, MeshCA, Roles, Tokens, spiffe
@@ -99,6 +99,7 @@ class Meshd:
         self.host_record: HostRecord | None = None
         self.observer: Observer | None = None
         self.metrics_server: MetricsServer | None = None
+        self.metrics_push = None
         self._stopped = threading.Event()
 
     def start(self) -> "Meshd":
@@ -180,7 +181,14 @@ class Meshd:
                           counters=(h2_counters, h1_counters, tcp_counters),
                           open_connections=lambda: self.runtime.open_connections() if self.runtime else 0)
         if cfg.observe.metrics:
-            self.metrics_server = MetricsServer(metrics, cfg.observe.metrics).start()
+            try:
+                self.metrics_server = MetricsServer(metrics, cfg.observe.metrics).start()
+            except OSError as err:
+                # Several meshds on one host (sidecars) would all ask for the default port:
+                # the data plane matters more than its metrics, so run on without them.
+                log.error("metrics not served: cannot listen (set --metrics)",
+                          extra={"address": cfg.observe.metrics, "error": str(err)})
+        self.metrics_push = make_metrics_push(cfg.observe, metrics, cfg.host_name)
         return Observer(metrics, tracer=make_tracer(cfg.observe, metrics, cfg.host_name),
                         access_logs=AccessLogs(metrics.access_log_dropped.inc))
 
@@ -258,6 +266,8 @@ class Meshd:
             self.runtime.stop()
         if self.observer:
             self.observer.close()
+        if self.metrics_push:
+            self.metrics_push.stop()
         if self.metrics_server:
             self.metrics_server.stop()
         if self.admin:

@@ -192,3 +192,64 @@ def test_a_real_prometheus_scrapes_both_meshds_and_counts_the_traffic(mesh, tmp_
     finally:
         prom.terminate()
         prom.wait(10)
+
+
+def test_the_same_metrics_are_pushed_over_otlp(etcd, etcd_prefix, tmp_path):
+    """A real OTLP metrics receiver (opentelemetry-proto's MetricsService on grpcio) gets
+    meshd_requests as a monotonic Sum with the traffic's count and the duration histogram."""
+    import threading
+    from concurrent import futures
+
+    import grpc
+    from opentelemetry.proto.collector.metrics.v1 import metrics_service_pb2, metrics_service_pb2_grpc
+
+    from meshd.observe import ObserveConfig
+
+    received = []
+    lock = threading.Lock()
+
+    class Receiver(metrics_service_pb2_grpc.MetricsServiceServicer):
+        def Export(self, request, context):  # noqa: N802 - the generated servicer's name
+            with lock:
+                received.append(request)
+            return metrics_service_pb2.ExportMetricsServiceResponse()
+    server = grpc.server(futures.ThreadPoolExecutor(2))
+    metrics_service_pb2_grpc.add_MetricsServiceServicer_to_server(Receiver(), server)
+    port = server.add_insecure_port("127.0.0.1:0")
+    server.start()
+    observe = ObserveConfig(metrics="127.0.0.1:0", metrics_otlp_endpoint=f"http://127.0.0.1:{port}",
+                            metrics_otlp_interval=0.3)
+    m = Mesh(etcd, etcd_prefix, tmp_path, {"api-v1": Origin("api-v1")}, observe=observe)
+    try:
+        shop_config(m.a.resources, K, pb, targets={"api-v1": 100})
+        call = m.client()
+        m.wait_routable(call)
+        for i in range(7):
+            assert call(b"%d" % i, timeout=5) == b"api-v1:%d" % i
+
+        def pushed():
+            with lock:
+                requests = list(received)
+            for req in reversed(requests):  # the newest push from host-a with the calls in it
+                for rm in req.resource_metrics:
+                    attrs = {a.key: a.value.string_value for a in rm.resource.attributes}
+                    if attrs.get("host.name") != "host-a":
+                        continue
+                    by_name = {mt.name: mt for sm in rm.scope_metrics for mt in sm.metrics}
+                    ok = [p for p in by_name["meshd_requests"].sum.data_points
+                          if {a.key: a.value.string_value for a in p.attributes}.get("route") == "api"
+                          and {a.key: a.value.string_value for a in p.attributes}.get("code") == "200"]
+                    if ok and ok[0].as_double >= 7:
+                        return by_name
+            return None
+        deadline = time.monotonic() + 10
+        while (by_name := pushed()) is None:
+            assert time.monotonic() < deadline, "no push with the calls arrived"
+            time.sleep(0.1)
+        assert by_name["meshd_requests"].sum.is_monotonic
+        hist = [p for p in by_name["meshd_request_duration_seconds"].histogram.data_points if p.count >= 7]
+        assert hist and sum(hist[0].bucket_counts) == hist[0].count
+        assert len(hist[0].bucket_counts) == len(hist[0].explicit_bounds) + 1
+    finally:
+        m.close()
+        server.stop(0)

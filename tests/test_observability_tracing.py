@@ -9,6 +9,7 @@ import grpc
 import pytest
 from opentelemetry.proto.collector.trace.v1 import trace_service_pb2, trace_service_pb2_grpc
 from opentelemetry.proto.trace.v1 import trace_pb2
+from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
 
 from mesh_harness import Mesh, Origin, shop_config
 from meshd.api import kinds as K
@@ -132,3 +133,73 @@ def test_a_dead_collector_costs_requests_nothing_and_drops_are_counted(etcd, etc
         assert dropped >= 300 - 2 * 16, dropped  # all but a queue and the batch in export
     finally:
         m.close()
+
+
+class _Captured(SpanExporter):
+    def __init__(self):
+        self.spans = []
+
+    def export(self, spans):
+        self.spans.extend(spans)
+        return SpanExportResult.SUCCESS
+
+    def shutdown(self):
+        pass
+
+
+class _Head:
+    """The request-head surface the tracer reads and writes (what both engines' heads have)."""
+
+    def __init__(self, headers, grpc_call=True):
+        self.headers = headers
+        self.method, self.path, self.authority, self.grpc = "POST", "/echo.Echo/Say", "api:9090", grpc_call
+        self.set = {}
+
+    def set_header(self, name, value):
+        self.set[name] = value
+
+
+def test_the_direct_span_encoder_writes_the_sdks_message():
+    """meshd's OTLP encoder (meshd/observe/otlp.py) against the SDK's, on the span shapes
+    meshd records: roots and children, remote parents, tracestate, errors, both kinds."""
+    from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
+    from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+
+    from meshd.observe.observer import Exchange
+    from meshd.observe.otlp import SpanEncoder
+    from meshd.observe.tracing import Tracer
+
+    captured = _Captured()
+    tracer = Tracer(host="h", exporter=captured)
+    for i in range(40):
+        headers = {"content-type": "application/grpc"}
+        if i % 2:
+            headers["traceparent"] = f"00-{i + 1:032x}-{i + 7:016x}-01"
+            headers["tracestate"] = f"app={i % 3},x=y"
+        x = Exchange("egress" if i % 4 < 2 else "ingress", "shop", "web", "web", True)
+        head = _Head(headers, grpc_call=i % 5 != 0)
+        x.trace = tracer.begin(head, x.direction)
+        x.retries = i % 3
+        failed = i % 3 == 0
+        tracer.end(x, head, None, 503 if failed else 200, 14 if failed else 0, "upstream_reset" if failed else "",
+                   1_000_000 + i)
+    tracer.close()
+    assert len(captured.spans) == 40
+    ours = ExportTraceServiceRequest.FromString(SpanEncoder().request(captured.spans))
+    assert ours == encode_spans(captured.spans)
+
+
+def test_trace_context_parsing_follows_w3c_and_b3():
+    from meshd.observe.tracing import parse_parent
+
+    tid, sid = "4bf92f3577b34da6a3ce929d0e0e4736", "00f067aa0ba902b7"
+    assert parse_parent({"traceparent": f"00-{tid}-{sid}-01"}) == (int(tid, 16), int(sid, 16), True)
+    assert parse_parent({"traceparent": f"00-{tid}-{sid}-00"})[2] is False
+    # W3C Trace Context §3.2: all-zero ids, version ff and malformed values are ignored.
+    for bad in (f"00-{'0' * 32}-{sid}-01", f"00-{tid}-{'0' * 16}-01", f"ff-{tid}-{sid}-01", "00-xyz", ""):
+        assert parse_parent({"traceparent": bad}) is None, bad
+    # traceparent wins over B3; B3 single and multi header forms.
+    assert parse_parent({"traceparent": f"00-{tid}-{sid}-01", "b3": f"{'1' * 32}-{'2' * 16}-1"})[0] == int(tid, 16)
+    assert parse_parent({"b3": f"{tid}-{sid}-0"}) == (int(tid, 16), int(sid, 16), False)
+    assert parse_parent({"b3": f"{tid}-{sid}"})[2] is True
+    assert parse_parent({"x-b3-traceid": tid, "x-b3-spanid": sid, "x-b3-sampled": "0"})[2] is False

@@ -55,6 +55,9 @@ def _run_args(run: argparse.ArgumentParser) -> None:
     run.add_argument("--metrics", default=env("MESHD_METRICS"),
                      help=f"serve Prometheus /metrics on HOST:PORT (port 0: any free port; 'off': none; "
                           f"default: the config file's observability.metrics, else {DEFAULT_METRICS})")
+    run.add_argument("--metrics-otlp-endpoint", default=env("MESHD_METRICS_OTLP_ENDPOINT"),
+                     help="also push the metrics over OTLP gRPC to this collector, e.g. http://127.0.0.1:4317 "
+                          "(default: the config file's observability.metricsOtlp.endpoint; none: no push)")
     run.add_argument("--tracing-endpoint", default=env("MESHD_TRACING_ENDPOINT"),
                      help="OTLP gRPC collector for traces, e.g. http://127.0.0.1:4317 (default: the config "
                           "file's observability.tracing.endpoint, else OTEL_EXPORTER_OTLP_ENDPOINT; none: off)")
@@ -138,6 +141,8 @@ def main(argv: list[str] | None = None) -> int:
     cfg.observe = ObserveConfig.load(args.config) if args.config else ObserveConfig()
     if args.metrics is not None:
         cfg.observe.metrics = "" if args.metrics == "off" else args.metrics
+    if args.metrics_otlp_endpoint is not None:
+        cfg.observe.metrics_otlp_endpoint = args.metrics_otlp_endpoint
     if args.tracing_endpoint is not None:
         cfg.observe.tracing_endpoint = args.tracing_endpoint
     if args.trace_sample_ratio is not None:

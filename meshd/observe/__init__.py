@@ -33,6 +33,10 @@ class ObserveConfig:
     tracing_endpoint: str = ""  # e.g. http://collector:4317 (OTLP gRPC; http:// means no TLS)
     sample_ratio: float | None = None  # new traces; None: OTEL_TRACES_SAMPLER(_ARG), else 1.0
     span_queue: int = 2048  # spans waiting for export; more are dropped and counted
+    # The same metrics pushed over OTLP gRPC: on with an endpoint here or in
+    # OTEL_EXPORTER_OTLP_METRICS_ENDPOINT.
+    metrics_otlp_endpoint: str = ""
+    metrics_otlp_interval: float = 15.0
 
     @staticmethod
     def load(path: str) -> "ObserveConfig":
@@ -41,7 +45,10 @@ class ObserveConfig:
             doc = (yaml.safe_load(f) or {}).get("observability") or {}
         tracing = doc.get("tracing") or {}
         ratio = tracing.get("sampleRatio")
+        push = doc.get("metricsOtlp") or {}
         return ObserveConfig(metrics=str(doc.get("metrics", DEFAULT_METRICS)),
+                             metrics_otlp_endpoint=str(push.get("endpoint", "")),
+                             metrics_otlp_interval=float(push.get("intervalSeconds", 15.0)),
                              tracing_endpoint=str(tracing.get("endpoint", "")),
                              sample_ratio=float(ratio) if ratio is not None else None,
                              span_queue=int(tracing.get("maxQueueSize", 2048)))
@@ -54,6 +61,19 @@ class ObserveConfig:
             return False
         return bool(self.tracing_endpoint or env.get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")
                     or env.get("OTEL_EXPORTER_OTLP_ENDPOINT"))
+
+
+def make_metrics_push(config: ObserveConfig, metrics: Metrics, host: str):
+    """The OTLP metrics push `config` asks for (started), or None."""
+    endpoint = config.metrics_otlp_endpoint
+    if not (endpoint or os.environ.get("OTEL_EXPORTER_OTLP_METRICS_ENDPOINT")):
+        return None
+    from meshd.observe.otlp_metrics import MetricsPush  # noqa: PLC0415 - only when pushing
+
+    log.info("metrics pushed over OTLP", extra={"endpoint": endpoint or "OTEL_EXPORTER_OTLP_METRICS_ENDPOINT",
+                                                "interval": config.metrics_otlp_interval})
+    return MetricsPush(metrics.registry, host=host, endpoint=endpoint,
+                       interval=config.metrics_otlp_interval).start()
 
 
 def make_tracer(config: ObserveConfig, metrics: Metrics, host: str):
@@ -98,5 +118,5 @@ class MetricsServer:
         self._server.server_close()
 
 
-__all__ = ["DEFAULT_METRICS", "make_tracer", "EGRESS", "Exchange", "GATEWAY", "INGRESS", "Metrics", "MetricsServer",
-           "ObserveConfig", "Observer", "TCP"]
+__all__ = ["DEFAULT_METRICS", "EGRESS", "Exchange", "GATEWAY", "INGRESS", "Metrics", "MetricsServer",
+           "ObserveConfig", "Observer", "TCP", "make_metrics_push", "make_tracer"]

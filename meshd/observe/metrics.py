@@ -1,5 +1,6 @@
 """meshd's Prometheus metrics: one registry of its own, label sets bounded by the mesh's
-configuration, and labelled children bound once per (direction, service, route, target).
+configuration, and per-request figures kept as plain integers per (direction, service,
+route, target) that the registry reads at scrape time.
 
 Label values come only from the compiled configuration (mesh, node, service and route
 names) or from small fixed sets (direction, status code, reason tokens): a request's path
@@ -12,7 +13,8 @@ import threading
 from typing import Callable, Iterable
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
+from prometheus_client.utils import floatToGoString
 
 UNKNOWN = "unknown"  # the label value for a name the mesh's configuration does not hold
 DIRECTIONS = ("egress", "ingress", "gateway", "tcp")
@@ -25,9 +27,6 @@ APPLY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5
 
 _ROUTE = ("direction", "mesh", "virtual_service", "route", "target_node")
 _REQUEST = ("direction", "mesh", "source_node", "virtual_service", "route", "target_node")
-# A cache of bound series larger than this is dropped and rebuilt (route and node renames
-# over a long life); the registry keeps the old series, as Prometheus expects.
-_MAX_SERIES = 20_000
 
 
 def response_class(status: int) -> str:
@@ -35,42 +34,36 @@ def response_class(status: int) -> str:
     return f"{status // 100}xx" if 200 <= status < 600 else "none"
 
 
+class Active:
+    """Requests in flight to one (direction, mesh, target node); shared by its series."""
+
+    __slots__ = ("n",)
+
+    def __init__(self):
+        self.n = 0
+
+
 class Series:
-    """The labelled children of one (direction, mesh, source, service, route, target),
-    bound once; per request only `requests(code, grpc)` looks a child up, in a dict keyed
-    by the two integers the engine hands over."""
+    """The per-request figures of one (direction, mesh, source, service, route, target):
+    plain integers the data-plane loop bumps, read by the registry at scrape time.
 
-    __slots__ = ("labels", "duration", "request_bytes", "response_bytes", "timeouts", "active", "_requests",
-                 "_retries", "_metrics")
+    prometheus_client's own children take a lock per increment (six or more per request,
+    a third of meshd's per-request cost at saturation); one writer thread needs none. A
+    scrape reads between two requests' updates, so a request may show in its counter a
+    scrape before its histogram: Prometheus's model tolerates that.
+    """
 
-    def __init__(self, metrics: "Metrics", direction: str, mesh: str, source: str, service: str, route: str,
-                 target: str):
-        self._metrics = metrics
-        self.labels = (direction, mesh, source, service, route, target)
-        short = (direction, mesh, service, route, target)
-        self.duration = metrics.request_duration.labels(*self.labels)
-        self.request_bytes = metrics.request_bytes.labels(*short)
-        self.response_bytes = metrics.response_bytes.labels(*short)
-        self.timeouts = metrics.timeouts.labels(*short)
-        self.active = metrics.active_requests.labels(direction, mesh, target)
-        self._requests: dict[tuple[int, int], object] = {}
-        self._retries: dict[str, object] = {}
+    __slots__ = ("labels", "requests", "retries", "buckets", "duration_sum", "request_bytes", "response_bytes",
+                 "timeouts", "active")
 
-    def requests(self, status: int, grpc_status: int):
-        """The requests_total child for this HTTP status and gRPC status (-1: not gRPC)."""
-        child = self._requests.get((status, grpc_status))
-        if child is None:
-            child = self._requests[(status, grpc_status)] = self._metrics.requests.labels(
-                *self.labels, str(status), str(grpc_status) if grpc_status >= 0 else "", response_class(status))
-        return child
-
-    def retries(self, reason: str):
-        """The retries_total child for a retry `reason` token."""
-        child = self._retries.get(reason)
-        if child is None:
-            d, mesh, _, service, route, target = self.labels
-            child = self._retries[reason] = self._metrics.retries.labels(d, mesh, service, route, target, reason)
-        return child
+    def __init__(self, labels: tuple, active: Active):
+        self.labels = labels  # (direction, mesh, source, service, route, target)
+        self.requests: dict[tuple[int, int], int] = {}  # (HTTP status, gRPC status or -1) -> count
+        self.retries: dict[str, int] = {}
+        self.buckets = [0] * (len(DURATION_BUCKETS) + 1)  # per bucket (not cumulative), +Inf last
+        self.duration_sum = 0.0
+        self.request_bytes = self.response_bytes = self.timeouts = 0
+        self.active = active
 
 
 class Metrics:
@@ -82,23 +75,8 @@ class Metrics:
         r = self.registry = CollectorRegistry(auto_describe=True)
         self._lock = threading.Lock()
         self._series: dict[tuple, Series] = {}
-        self.requests = Counter(
-            "meshd_requests", "Requests (TCP: connections) that ended, by where they went and how.",
-            [*_REQUEST, "code", "grpc_status", "response_class"], registry=r)
-        self.request_duration = Histogram(
-            "meshd_request_duration_seconds", "Time from a request's head to its last byte, retries included.",
-            _REQUEST, buckets=DURATION_BUCKETS, registry=r)
-        self.retries = Counter("meshd_retries", "Retried attempts, by what failed.", [*_ROUTE, "reason"], registry=r)
-        self.timeouts = Counter("meshd_timeouts", "Requests ended by the route's (or gRPC) deadline.", _ROUTE,
-                                registry=r)
-        self.request_bytes = Counter("meshd_request_bytes", "Request body bytes received from downstream.", _ROUTE,
-                                     registry=r)
-        self.response_bytes = Counter("meshd_response_bytes", "Response body bytes sent downstream.", _ROUTE,
-                                      registry=r)
         self.ejections = Counter("meshd_outlier_ejections", "Endpoints ejected by outlier detection.",
                                  ["mesh", "target_node"], registry=r)
-        self.active_requests = Gauge("meshd_active_requests", "Requests in flight.",
-                                     ["direction", "mesh", "target_node"], registry=r)
         self.overflows = Counter("meshd_overflows", "Requests refused by a connection-pool limit.",
                                  ["direction", "mesh", "target_node"], registry=r)
         self.authz_denials = Counter("meshd_authz_denials", "Requests refused by authorization.",
@@ -118,18 +96,75 @@ class Metrics:
         self.access_log_dropped = Counter("meshd_access_log_dropped", "Access log lines dropped (queue full "
                                           "or write failed).", registry=r)
         Info("meshd", "This meshd's version and host.", registry=r).info({"version": version, "host": host})
+        self._active: dict[tuple, Active] = {}
+        r.register(_RequestFigures(self))
         r.register(_EngineCounters(counters, open_connections))
 
     def series(self, direction: str, mesh: str, source: str, service: str, route: str, target: str) -> Series:
-        """The bound children for these label values (built on first use, then cached)."""
+        """The figures for these label values (made on first use, then kept: their number is
+        bounded by the configuration, and dropping one would reset its counters)."""
         key = (direction, mesh, source, service, route, target)
         s = self._series.get(key)
         if s is None:
             with self._lock:
-                if len(self._series) >= _MAX_SERIES:
-                    self._series.clear()
-                s = self._series[key] = Series(self, *key)
+                active = self._active.get((direction, mesh, target))
+                if active is None:
+                    active = self._active[(direction, mesh, target)] = Active()
+                s = self._series[key] = Series(key, active)
         return s
+
+
+class _RequestFigures:
+    """The per-request metrics, built from every Series at scrape time."""
+
+    def __init__(self, metrics: Metrics):
+        self.metrics = metrics
+
+    def describe(self):
+        return []
+
+    def collect(self):
+        m = self.metrics
+        with m._lock:
+            series = list(m._series.values())
+            active = list(m._active.items())
+        requests = CounterMetricFamily(
+            "meshd_requests", "Requests (TCP: connections) that ended, by where they went and how.",
+            labels=[*_REQUEST, "code", "grpc_status", "response_class"])
+        duration = HistogramMetricFamily(
+            "meshd_request_duration_seconds", "Time from a request's head to its last byte, retries included.",
+            labels=_REQUEST)
+        retries = CounterMetricFamily("meshd_retries", "Retried attempts, by what failed.",
+                                      labels=[*_ROUTE, "reason"])
+        timeouts = CounterMetricFamily("meshd_timeouts", "Requests ended by the route's (or gRPC) deadline.",
+                                       labels=_ROUTE)
+        req_bytes = CounterMetricFamily("meshd_request_bytes", "Request body bytes received from downstream.",
+                                        labels=_ROUTE)
+        resp_bytes = CounterMetricFamily("meshd_response_bytes", "Response body bytes sent downstream.",
+                                         labels=_ROUTE)
+        for s in series:
+            labels = list(s.labels)
+            short = [labels[0], labels[1], labels[3], labels[4], labels[5]]
+            for (status, grpc_status), n in list(s.requests.items()):
+                requests.add_metric([*labels, str(status), str(grpc_status) if grpc_status >= 0 else "",
+                                     response_class(status)], n)
+            counts = list(s.buckets)
+            cumulative, total = [], 0
+            for bound, n in zip((*DURATION_BUCKETS, float("inf")), counts):
+                total += n
+                cumulative.append((floatToGoString(bound), total))
+            duration.add_metric(labels, cumulative, s.duration_sum)
+            for reason, n in list(s.retries.items()):
+                retries.add_metric([*short, reason], n)
+            timeouts.add_metric(short, s.timeouts)
+            req_bytes.add_metric(short, s.request_bytes)
+            resp_bytes.add_metric(short, s.response_bytes)
+        yield from (requests, duration, retries, timeouts, req_bytes, resp_bytes)
+        gauge = GaugeMetricFamily("meshd_active_requests", "Requests in flight.",
+                                  labels=["direction", "mesh", "target_node"])
+        for (direction, mesh, target), a in active:
+            gauge.add_metric([direction, mesh, target], a.n)
+        yield gauge
 
 
 class _EngineCounters:
@@ -166,4 +201,4 @@ class _EngineCounters:
         yield tls
 
 
-__all__ = ["DIRECTIONS", "Metrics", "Series", "UNKNOWN", "response_class"]
+__all__ = ["DURATION_BUCKETS", "DIRECTIONS", "Metrics", "Series", "UNKNOWN", "response_class"]

@@ -5,8 +5,9 @@ from __future__ import annotations
 
 import logging
 import time
+from bisect import bisect_left
 
-from meshd.observe.metrics import UNKNOWN, Metrics
+from meshd.observe.metrics import DURATION_BUCKETS, UNKNOWN, Metrics
 from meshd.observe.watch import written_at
 
 log = logging.getLogger("meshd.observe")
@@ -44,7 +45,8 @@ class Observer:
     The runtime calls, per request: `begin` when the head arrives, `routed` once the
     virtual service, route and target node are known, `retried` per retry, and `end`
     (the engines' completion hook) exactly once. Everything on that path is a dict lookup
-    and a few counter increments; tracing costs one `is None` check when it is off.
+    and a few integer increments (the data-plane loop is the only writer; the registry
+    reads them at scrape time); tracing costs one `is None` check when it is off.
     """
 
     def __init__(self, metrics: Metrics, *, tracer=None, access_logs=None):
@@ -72,7 +74,7 @@ class Observer:
         x.instance = instance
         x.series = s = self.metrics.series(x.direction, x.mesh, x.source or UNKNOWN, service or UNKNOWN,
                                            route or "", x.target_node)
-        s.active.inc()
+        s.active.n += 1
         if self.access_logs is not None and x.log is None and x.local:
             x.log = self.access_logs.get(x.mesh, x.local)
 
@@ -82,7 +84,8 @@ class Observer:
         if x is not None:
             x.retries += 1
             if x.series is not None:
-                x.series.retries(reason).inc()
+                r = x.series.retries
+                r[reason] = r.get(reason, 0) + 1
 
     def ejected(self, mesh: str, target: str) -> None:
         """Outlier detection ejected an endpoint of `target`."""
@@ -101,15 +104,15 @@ class Observer:
         if s is None:  # refused before routing: the names the mesh could not resolve
             s = self.metrics.series(x.direction, x.mesh, x.source or UNKNOWN, UNKNOWN, "", "")
         else:
-            s.active.dec()
-        s.requests(status, grpc_status).inc()
-        s.duration.observe(duration_ns / 1e9)
-        n = head.bytes_received
-        if n:
-            s.request_bytes.inc(n)
-        n = head.bytes_sent
-        if n:
-            s.response_bytes.inc(n)
+            s.active.n -= 1
+        key = (status, grpc_status)
+        r = s.requests
+        r[key] = r.get(key, 0) + 1
+        seconds = duration_ns / 1e9
+        s.buckets[bisect_left(DURATION_BUCKETS, seconds)] += 1  # Prometheus `le`: bound inclusive
+        s.duration_sum += seconds
+        s.request_bytes += head.bytes_received
+        s.response_bytes += head.bytes_sent
         if reason:
             self._count_reason(x, s, reason)
         if x.trace is not None:
@@ -120,7 +123,7 @@ class Observer:
     def _count_reason(self, x: Exchange, s, reason: str) -> None:
         m = self.metrics
         if reason == _TIMEOUT:
-            s.timeouts.inc()
+            s.timeouts += 1
         elif reason == _OVERFLOW:
             m.overflows.labels(x.direction, x.mesh, x.target_node).inc()
         elif reason in _AUTHZ:

@@ -17,7 +17,6 @@ import os
 import random
 import time
 
-from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, SpanExportResult
@@ -25,11 +24,30 @@ from opentelemetry.sdk.trace.sampling import TraceIdRatioBased
 from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 from opentelemetry.trace import SpanContext, SpanKind, Status, StatusCode, TraceFlags, TraceState
 
+from meshd.observe.otlp import FastOTLPSpanExporter
+
 log = logging.getLogger("meshd.observe.tracing")
 
 _SCOPE = InstrumentationScope("meshd")
 _KINDS = {"egress": SpanKind.CLIENT, "ingress": SpanKind.SERVER, "gateway": SpanKind.SERVER}
-_SAMPLED, _NOT_SAMPLED = TraceFlags(TraceFlags.SAMPLED), TraceFlags(TraceFlags.DEFAULT)
+_SAMPLED = TraceFlags(TraceFlags.SAMPLED)
+_UNSET = Status(StatusCode.UNSET)
+_NO_STATE = TraceState()
+
+
+def _context(trace_id: int, span_id: int, remote: bool, state: TraceState) -> SpanContext:
+    """A sampled SpanContext without SpanContext.__new__'s range checks (a third of a span's
+    cost): the ids here were generated non-zero or parsed from 32/16 hex digits and checked
+    non-zero, so they are valid; the tuple layout is the API's (ids, remote, flags, state, valid)."""
+    return tuple.__new__(SpanContext, (trace_id, span_id, remote, _SAMPLED, state, True))
+
+
+_new_span = object.__new__
+# The fields ReadableSpan.__init__ sets in the SDK versions meshd was built against; with
+# another set, spans are made through __init__.
+_FIELDS_KNOWN = set(vars(ReadableSpan("x", resource=Resource.get_empty()))) == {
+    "_name", "_context", "_kind", "_instrumentation_info", "_instrumentation_scope", "_parent", "_start_time",
+    "_end_time", "_attributes", "_events", "_links", "_resource", "_status"}
 
 
 def sample_ratio_from_env(default: float) -> float:
@@ -134,12 +152,14 @@ class Tracer:
         self.max_queue = max_queue
         # OTEL_SERVICE_NAME / OTEL_RESOURCE_ATTRIBUTES are read by Resource.create.
         self.resource = Resource.create({"service.name": "meshd", "host.name": host})
-        inner = exporter or (OTLPSpanExporter(endpoint=endpoint, insecure=endpoint.startswith("http://"))
-                             if endpoint else OTLPSpanExporter())  # endpoint from OTEL_EXPORTER_OTLP_*
+        inner = exporter or (FastOTLPSpanExporter(endpoint=endpoint, insecure=endpoint.startswith("http://"))
+                             if endpoint else FastOTLPSpanExporter())  # endpoint from OTEL_EXPORTER_OTLP_*
         self._exporter = _CountingExporter(inner, on_drop)
         self._processor = BatchSpanProcessor(self._exporter, max_queue_size=max_queue,
                                              max_export_batch_size=min(512, max_queue))
         self.submitted = 0
+        self._shapes: dict[tuple, tuple] = {}
+        self._states: dict[str, TraceState] = {}
 
     # -- per request ---------------------------------------------------------------------
     def begin(self, head, direction: str) -> Trace:
@@ -173,15 +193,51 @@ class Tracer:
             self._on_drop(1)  # the queue is full: a dead or slow collector never slows requests
             return
         self.submitted += 1
-        attrs = {"meshd.direction": x.direction, "meshd.mesh": x.mesh, "meshd.source_node": x.source,
-                 "meshd.target_node": x.target_node, "meshd.retries": x.retries,
-                 "http.request.method": head.method, "url.path": head.path, "server.address": head.authority}
-        s = x.series
-        if s is not None:
-            attrs["meshd.virtual_service"] = s.labels[3]
-            attrs["meshd.route"] = s.labels[4]
-        if x.instance:
-            attrs["meshd.upstream_instance"] = x.instance
+        key = (x.series, x.direction, x.source, x.instance, target, status, grpc_status, reason, x.retries,
+               head.method, head.path if head.grpc else "")
+        shape = self._shapes.get(key)
+        if shape is None:
+            shape = self._shape(key, x)
+        name, attrs, span_status, kind = shape
+        context = _context(st.trace_id, st.span_id, False,
+                           self._trace_state(st.tracestate) if st.tracestate else _NO_STATE)
+        parent = _context(st.trace_id, st.parent_id, True, _NO_STATE) if st.parent_id else None
+        end_ns = st.start_ns + duration_ns
+        if _FIELDS_KNOWN:
+            # ReadableSpan.__init__'s assignments as one dict (its keyword call is most of a
+            # span's cost on the loop); _FIELDS_KNOWN checked they are all of its fields.
+            span = _new_span(ReadableSpan)
+            span.__dict__ = {"_name": name, "_context": context, "_kind": kind, "_instrumentation_info": None,
+                             "_instrumentation_scope": _SCOPE, "_parent": parent, "_start_time": st.start_ns,
+                             "_end_time": end_ns, "_attributes": attrs, "_events": (), "_links": (),
+                             "_resource": self.resource, "_status": span_status}
+        else:
+            span = ReadableSpan(name, context=context, parent=parent, resource=self.resource, attributes=attrs,
+                                kind=kind, instrumentation_scope=_SCOPE, status=span_status,
+                                start_time=st.start_ns, end_time=end_ns)
+        self._processor.on_end(span)
+
+    def _trace_state(self, header: str) -> TraceState:
+        """The TraceState of a `tracestate` header, parsed once per distinct value."""
+        ts = self._states.get(header)
+        if ts is None:
+            if len(self._states) >= 4096:
+                self._states.clear()
+            ts = self._states[header] = TraceState.from_header([header])
+        return ts
+
+    def _shape(self, key: tuple, x) -> tuple:
+        """(name, attributes, status, kind) of spans with this outcome, built once and shared:
+        the span's attributes are what routing decided and how it ended, never the path or
+        authority (so shapes stay few, and the exporter encodes each one once)."""
+        series, direction, source, instance, target, status, grpc_status, reason, retries, method, rpc = key
+        attrs = {"meshd.direction": direction, "meshd.mesh": x.mesh, "meshd.source_node": source,
+                 "meshd.target_node": x.target_node, "meshd.retries": retries, "http.request.method": method}
+        if series is not None:
+            attrs["meshd.virtual_service"] = series.labels[3]
+            attrs["meshd.route"] = series.labels[4]
+        if instance:
+            attrs["meshd.upstream_instance"] = instance
         if target is not None:
             attrs["server.upstream"] = f"{target.host}:{target.port}"
         if status:
@@ -190,19 +246,17 @@ class Tracer:
             attrs["rpc.grpc.status_code"] = grpc_status
         if reason:
             attrs["meshd.reason"] = reason
-        failed = bool(reason) or status >= 500 or (grpc_status > 0 if head.grpc else status == 0)
-        if x.direction == "ingress" and not reason and 400 <= status < 500:
+        failed = bool(reason) or status >= 500 or (grpc_status > 0 if rpc else status == 0)
+        if direction == "ingress" and not reason and 400 <= status < 500:
             failed = False  # OTel HTTP semconv: a 4xx is not a server span's error
-        kind = _KINDS.get(x.direction, SpanKind.INTERNAL)
-        trace_state = TraceState.from_header([st.tracestate]) if st.tracestate else None
-        span = ReadableSpan(
-            head.path[1:] if head.grpc else (f"{head.method} {attrs.get('meshd.route') or ''}".rstrip()),
-            context=SpanContext(st.trace_id, st.span_id, False, _SAMPLED, trace_state),
-            parent=SpanContext(st.trace_id, st.parent_id, True, _SAMPLED) if st.parent_id else None,
-            resource=self.resource, attributes=attrs, kind=kind, instrumentation_scope=_SCOPE,
-            status=Status(StatusCode.ERROR, reason or None) if failed else Status(StatusCode.UNSET),
-            start_time=st.start_ns, end_time=st.start_ns + duration_ns)
-        self._processor.on_end(span)
+        # OTel naming: gRPC "package.Service/Method"; HTTP "METHOD route".
+        name = rpc[1:] if rpc else f"{method} {attrs.get('meshd.route') or ''}".rstrip()
+        shape = (name, attrs, Status(StatusCode.ERROR, reason or None) if failed else _UNSET,
+                 _KINDS.get(direction, SpanKind.INTERNAL))
+        if len(self._shapes) >= 4096:
+            self._shapes.clear()
+        self._shapes[key] = shape
+        return shape
 
     def close(self) -> None:
         """Export what is queued (bounded by the exporter's timeout), then stop."""
