@@ -14,7 +14,8 @@ Output, one JSON object per line on stdout once it ends:
   {"sec": S, "t": MONO, "sent": n, "ok": n, "by": {who: n}, "failed": {"CODE reason": n}}
       one per second of sending (t: the bucket's start, time.monotonic(), which is the
       same clock in every network namespace of the machine)
-  {"summary": {...}}   the totals, the first failures with when they were sent, latencies
+  {"summary": {...}}   the totals, the first failures with when they were sent, latencies,
+      and per instance the send time of the last call it answered ("last")
 
 The channel waits for the egress when it is not there (wait_for_ready), so a local meshd
 restarting delays calls instead of failing them; gRPC's transparent retry resends streams
@@ -46,6 +47,7 @@ class Load:
         self.buckets: dict[int, dict] = {}
         self.samples: list[dict] = []
         self.latencies: list[float] = []
+        self.last: dict[str, float] = {}  # instance -> send time of the latest call it answered
         self.skipped = 0  # sends skipped because max_inflight calls were already open
         self.inflight = 0
         self.stop = asyncio.Event()
@@ -64,7 +66,9 @@ class Load:
         try:
             answer = await call(b"call %d" % n, timeout=self.deadline, wait_for_ready=True)
             b["ok"] += 1
-            b["by"][answer.split(b" ", 1)[0].decode(errors="replace")] += 1
+            who = answer.split(b" ", 1)[0].decode(errors="replace")
+            b["by"][who] += 1
+            self.last[who] = max(sent, self.last.get(who, 0.0))
             self.latencies.append(time.monotonic() - sent)
         except grpc.aio.AioRpcError as err:
             trailers = dict(err.trailing_metadata() or ())
@@ -126,6 +130,7 @@ class Load:
         return {"sent": sent, "ok": ok, "failed": dict(failed), "by": dict(by), "skipped": self.skipped,
                 "seconds": round(elapsed, 2), "rps": round(sent / elapsed, 1) if elapsed > 0 else 0.0,
                 "latency_ms": {"p50": pct(0.5), "p99": pct(0.99), "max": pct(1.0)},
+                "last": {who: round(t, 3) for who, t in sorted(self.last.items())},
                 "first_failures": self.samples}
 
 
