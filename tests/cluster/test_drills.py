@@ -402,8 +402,9 @@ def test_rolling_restart_of_every_meshd_loses_no_acknowledged_write(cluster, led
     reader = MeshClient(cluster, HOSTS)
     writer = Writer(ledger, "roll", read_back=reader)
     writer.start()
-    # h1's caller goes through h1's own meshd, which restarts too: it waits and reconnects.
-    load = traffic.load("h1", seconds=120)
+    # Each caller goes through its own host's meshd, which restarts too: it waits and
+    # reconnects, within App Mesh's default request timeout (15 s).
+    loads = {h: traffic.load(h, seconds=120, deadline=15.0) for h in ("h1", "h3")}
     timings = {}
     for h in HOSTS:
         time.sleep(1.0)
@@ -422,10 +423,12 @@ def test_rolling_restart_of_every_meshd_loses_no_acknowledged_write(cluster, led
                       f"instances back {time.monotonic() - t2:.1f} s after that")
     time.sleep(1.0)
     writer.finish()
-    calls = load.stop()
+    results = {h: load.stop() for h, load in loads.items()}
     report["restarts"] = timings
-    report["calls from h1"] = calls.brief()
-    calls.check()
+    for h, calls in results.items():
+        report[f"calls from {h}"] = calls.brief()
+    for calls in results.values():
+        calls.check()
     report["client attempts (writes)"] = ledger.client.stats.summary()
     report["client attempts (reads)"] = reader.stats.summary()
     assert not writer.errors, writer.errors
