@@ -28,6 +28,9 @@ from meshd.v1 import security_pb2, security_pb2_grpc
 
 log = logging.getLogger("meshd.identity")
 
+# How long a first start waits for etcd to sign the host certificate before giving up.
+ETCD_WAIT_SECONDS = 15.0
+
 
 class IdentityError(Exception):
     """No host certificate could be obtained; the message says what to do."""
@@ -71,18 +74,28 @@ class HostIdentity:
         if not self.ca.can_sign():
             log.info("no cluster key: this host does not sign its own certificate")
             return None
-        try:
-            self.ca.ensure(CLUSTER)
-            key_pem, csr_pem = make_csr(self.identity)
-            issued = self.ca.sign_csr(CLUSTER, csr_pem, self.identity, dns_names=self.dns_names,
-                                      ip_addresses=self.ip_addresses)
-        except ClusterKeyError as err:
-            log.info("no cluster key: this host does not sign", extra={"reason": str(err)})
-            return None
-        except registry.Unavailable as err:
-            log.warning("cannot sign the host certificate while etcd is unavailable", extra={"error": str(err)})
-            return None
-        return issued.chain_pem, key_pem, issued.bundle_pem
+        # Signing needs etcd (the cluster CA lives there). A host starting beside etcd members
+        # that are still settling can meet a moment without one: wait for it, bounded (then
+        # the start goes on as before: no certificate, which only --insecure-local survives).
+        deadline = time.monotonic() + ETCD_WAIT_SECONDS
+        while True:
+            try:
+                self.ca.ensure(CLUSTER)
+                key_pem, csr_pem = make_csr(self.identity)
+                issued = self.ca.sign_csr(CLUSTER, csr_pem, self.identity, dns_names=self.dns_names,
+                                          ip_addresses=self.ip_addresses)
+                return issued.chain_pem, key_pem, issued.bundle_pem
+            except ClusterKeyError as err:
+                log.info("no cluster key: this host does not sign", extra={"reason": str(err)})
+                return None
+            except registry.Unavailable as err:
+                if time.monotonic() >= deadline:
+                    log.error("cannot sign the host certificate: etcd stayed unavailable",
+                              extra={"error": str(err), "waited_s": ETCD_WAIT_SECONDS})
+                    return None
+                log.warning("cannot sign the host certificate while etcd is unavailable; trying again",
+                            extra={"error": str(err)})
+                time.sleep(1.0)
 
     def _join(self):
         if not self.join_server:

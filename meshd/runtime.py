@@ -50,6 +50,9 @@ from meshd.v1 import admin_pb2
 
 log = logging.getLogger("meshd.runtime")
 
+# How long start() waits for the first configuration snapshot before opening listeners anyway.
+FIRST_SNAPSHOT_WAIT_SECONDS = 10.0
+
 INSTANCE_HEADER = "x-meshd-instance"
 SERVICE_HEADER = "x-meshd-service"
 # gRPC status codes (grpc/doc/statuscodes.md) used by refusals.
@@ -260,6 +263,14 @@ class MeshRuntime:
     def start(self) -> "MeshRuntime":
         self._thread = threading.Thread(target=self.loop.run_forever, name="dataplane", daemon=True)
         self._thread.start()
+        # The first snapshot before any listener: apps waiting for a restarting meshd connect
+        # the moment its egress listens, and without a table they would get no_config.
+        self._synced = threading.Event()
+        self._watcher = threading.Thread(target=self._pump, name="config-watch", daemon=True)
+        self._watcher.start()
+        if not self._synced.wait(FIRST_SNAPSHOT_WAIT_SECONDS):
+            log.warning("no configuration snapshot yet; serving without one",
+                        extra={"waited_s": FIRST_SNAPSHOT_WAIT_SECONDS})
         self._call(self._start_listeners())
         self.health = HealthChecker(self._health_changed)
         self._call(self.health.start())
@@ -268,8 +279,6 @@ class MeshRuntime:
         self._register_pending()
         self._registrar = threading.Thread(target=self._registrar_loop, name="registrar", daemon=True)
         self._registrar.start()
-        self._watcher = threading.Thread(target=self._pump, name="config-watch", daemon=True)
-        self._watcher.start()
         return self
 
     def _call(self, coro, timeout: float = 30.0):
@@ -391,6 +400,8 @@ class MeshRuntime:
             self._sync_health_checks()
             self.gateways.changed()
         self.observe.applied(resp, published, self.view)
+        if resp.snapshot_done:
+            self._synced.set()
 
     def _sync_health_checks(self) -> None:
         """Run each local instance's App Mesh listener healthCheck; stop checks that went away."""

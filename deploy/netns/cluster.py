@@ -14,6 +14,13 @@ signs its own certificate with, and an operator API token (`meshd grant-admin`);
 a meshctl config with one context per host (`<state>/meshctl.yaml`, token listener, trust
 bundle), so `MESHCTL_CONFIG=<state>/meshctl.yaml meshctl --context h2 get meshes` works.
 
+A host can also run local apps: with MESHD_NETNS_APPS naming a directory, `<dir>/<host>.yaml`
+(or, without one, `<dir>/default.yaml`) is that host's `meshd run --config` (RuntimeConfig: `apps:`, `ingress:`,
+`advertise:` ...), with ${HOST_IP} and ${HOST} replaced by the host's address and name, so
+its ingress listens on, and advertises, the host's namespace address. `bg` starts any other
+process (the sample services, a load generator) detached inside a host's namespace; `down`
+stops it with everything else there.
+
 Only the standard library is used, so the script starts fast and needs nothing beyond
 iproute2, etcd and meshd. Processes are started detached and remembered by pid files; they
 are signalled only by pid, and only after checking that the pid still runs a command line
@@ -28,7 +35,9 @@ Configuration (environment):
   MESHD_NETNS_ETCD_MEMBERS  how many hosts run an etcd member (default 3, at most N)
   MESHD_NETNS_ADMIN_PORT  admin API port on every host, mTLS (default 7000); the bearer-token
                           listener is on the next port (7001)
-  MESHD_NETNS_MESHD       the meshd command (default "<this python> -m meshd.cli.meshd_main")
+  MESHD_NETNS_APPS        a directory of per-host data-plane configs, <host>.yaml or default.yaml
+  MESHD_NETNS_MESHD       the meshd command (default "<this python> -m meshd.cli.meshd_main",
+                          with this checkout first on PYTHONPATH)
   MESHD_NETNS_MESHD_ARGS, MESHD_NETNS_ETCD_ARGS  extra arguments, split like a shell would
   MESHD_ETCD_BIN          the etcd binary (default: PATH, then /usr/bin/etcd)
 """
@@ -55,6 +64,8 @@ ETCD_CLIENT_PORT = 2379
 ETCD_PEER_PORT = 2380
 # Linux interface names are at most 15 bytes; "<prefix>-up" must fit.
 MAX_PREFIX = 12
+# The checkout this script belongs to: its meshd is the one the hosts run.
+REPO = Path(__file__).resolve().parents[2]
 
 
 class ClusterError(Exception):
@@ -81,6 +92,7 @@ class Config:
     meshd_args: list[str]
     etcd_bin: str
     etcd_args: list[str]
+    apps_dir: str = ""
     hosts: list[Host] = field(default_factory=list)
 
     @property
@@ -166,6 +178,7 @@ def config_from_env(env=os.environ) -> Config:
         admin_port=int(env.get("MESHD_NETNS_ADMIN_PORT", "7000")),
         meshd_cmd=meshd_cmd, meshd_args=shlex.split(env.get("MESHD_NETNS_MESHD_ARGS", "")),
         etcd_bin=_default_etcd(), etcd_args=shlex.split(env.get("MESHD_NETNS_ETCD_ARGS", "")),
+        apps_dir=os.path.abspath(env["MESHD_NETNS_APPS"]) if env.get("MESHD_NETNS_APPS") else "",
     )
 
 
@@ -177,8 +190,8 @@ def load(cfg: Config) -> Config:
     saved = json.loads(path.read_text())
     cfg.hosts = [Host(**h) for h in saved["hosts"]]
     for key in ("subnet", "lease_ttl", "etcd_members", "admin_port", "meshd_cmd", "meshd_args",
-                "etcd_bin", "etcd_args"):
-        setattr(cfg, key, saved[key])
+                "etcd_bin", "etcd_args", "apps_dir"):
+        setattr(cfg, key, saved.get(key, getattr(cfg, key)))
     return cfg
 
 
@@ -253,10 +266,19 @@ def _wait_gone(pids: list[int], timeout: float) -> list[int]:
     return left
 
 
+def process_env() -> dict[str, str]:
+    """The environment of everything started in a host: this checkout first on PYTHONPATH,
+    so the hosts run this checkout's meshd even where another one is installed."""
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join([str(REPO), *[p for p in env.get("PYTHONPATH", "").split(os.pathsep)
+                                                      if p and p != str(REPO)]])
+    env.setdefault("ETCD_UNSUPPORTED_ARCH", os.uname().machine)
+    return env
+
+
 def _spawn(cfg: Config, h: Host, what: str, argv: list[str]) -> int:
     log = open(cfg.host_dir(h) / f"{what}.log", "ab")
-    env = dict(os.environ)
-    env.setdefault("ETCD_UNSUPPORTED_ARCH", os.uname().machine)
+    env = process_env()
     # `ip netns exec` enters the namespace and execs the command, so the pid is the command's.
     proc = subprocess.Popen(["ip", "netns", "exec", h.ns, *argv], stdout=log, stderr=log,
                             stdin=subprocess.DEVNULL, start_new_session=True, env=env)
@@ -288,12 +310,28 @@ def etcd_argv(cfg: Config, h: Host) -> list[str]:
     ]
 
 
+def dataplane_config(cfg: Config, h: Host) -> Path | None:
+    """Render the host's data-plane config from MESHD_NETNS_APPS (None: the host has none)."""
+    if not cfg.apps_dir:
+        return None
+    template = Path(cfg.apps_dir) / f"{h.name}.yaml"
+    if not template.exists():
+        template = Path(cfg.apps_dir) / "default.yaml"
+    if not template.exists():
+        return None
+    out = cfg.host_dir(h) / "meshd.yaml"
+    out.write_text(template.read_text().replace("${HOST_IP}", h.ip).replace("${HOST}", h.name))
+    return out
+
+
 def meshd_argv(cfg: Config, h: Host) -> list[str]:
+    dataplane = dataplane_config(cfg, h)
     return [
         *cfg.meshd_cmd, "run", "--etcd", ",".join(cfg.etcd_endpoints(first=h)),
         "--admin", cfg.admin(h), "--admin-token", cfg.token_admin(h), "--host-name", h.name,
         "--cluster-key", str(cfg.cluster_key),
         "--state-dir", _marker(cfg, h, "meshd"), "--lease-ttl", str(cfg.lease_ttl),
+        *(["--config", str(dataplane)] if dataplane else []),
         *cfg.meshd_args,
     ]
 
@@ -491,7 +529,7 @@ def up(cfg: Config, n: int, *, meshd: bool = True, timeout: float = 60.0) -> Con
 
 def _meshd_tool(cfg: Config, *args: str) -> str:
     """Run a one-shot meshd subcommand in the root namespace (it reaches etcd over the up link)."""
-    proc = subprocess.run([*cfg.meshd_cmd, *args], capture_output=True, text=True, timeout=60)
+    proc = subprocess.run([*cfg.meshd_cmd, *args], capture_output=True, text=True, timeout=60, env=process_env())
     if proc.returncode != 0:
         raise ClusterError(f"meshd {args[0]} failed: {proc.stderr.strip() or proc.stdout.strip()}")
     return proc.stdout.strip()
@@ -552,6 +590,75 @@ def down(cfg: Config, *, grace: float = 3.0, purge: bool = False) -> list[str]:
     return removed
 
 
+def background(cfg: Config, h: Host, name: str, argv: list[str]) -> int:
+    """Start argv detached in the host's namespace, output to <state>/<host>/<name>.log; its pid."""
+    if not re.fullmatch(r"[a-z][a-z0-9-]*", name) or name in ("etcd", "meshd"):
+        raise ClusterError(f"bg: name must be lower-case letters, digits and '-', not etcd/meshd: {name!r}")
+    if not argv:
+        raise ClusterError("bg: no command")
+    cfg.host_dir(h).mkdir(parents=True, exist_ok=True)
+    return _spawn(cfg, h, name, argv)
+
+
+# -- the demo ---------------------------------------------------------------------------------
+SAMPLE = REPO / "deploy" / "quickstart" / "cluster"  # hosts/<host>.yaml and the mesh, App Mesh JSON
+
+
+def _python_tool(cfg: Config, argv: list[str], ns: str | None = None, timeout: float = 120) -> subprocess.CompletedProcess:
+    """Run this Python (meshctl, the load generator) in the root namespace or a host's."""
+    env = dict(process_env(), MESHCTL_CONFIG=str(cfg.meshctl_config))
+    env.pop("MESHCTL_SERVER", None)
+    prefix = ["ip", "netns", "exec", ns] if ns else []
+    return subprocess.run([*prefix, sys.executable, *argv], capture_output=True, text=True, timeout=timeout, env=env)
+
+
+def demo(cfg: Config, seconds: float, rps: float) -> int:
+    """Three hosts with the sample services and mesh, and cross-host traffic from h1 and h3."""
+    if not cfg.apps_dir:
+        cfg.apps_dir = str(SAMPLE / "hosts")
+    print(f"== up: 3 hosts, data plane from {cfg.apps_dir}", flush=True)
+    up(cfg, 3)
+    _print_status(cfg, status(cfg))
+    # The sample's default.yaml gives every host but h1 an api-v1 and an api-v2 instance.
+    for h in cfg.hosts[1:]:
+        background(cfg, h, "services", [sys.executable, str(REPO / "deploy" / "quickstart" / "demo.py"), "serve",
+                                        f"9101={h.name}/api-v1", f"9102={h.name}/api-v2"])
+    print(f"\n== meshctl --context h1 apply -f {SAMPLE / 'mesh'}", flush=True)
+    applied = _python_tool(cfg, ["-m", "meshd.cli.meshctl", "--context", "h1", "apply", "-f", str(SAMPLE / "mesh")])
+    print(applied.stdout + applied.stderr, end="", flush=True)
+    if applied.returncode != 0:
+        return 1
+    load = [str(REPO / "deploy" / "netns" / "load.py"), "--egress", "127.0.0.1:15001", "--authority",
+            "api.shop.local:9090", "--quiet"]
+    deadline = time.monotonic() + 30
+    while _python_tool(cfg, [*load, "--rps", "20", "--seconds", "1"], cfg.hosts[0].ns).returncode != 0:
+        if time.monotonic() > deadline:
+            raise ClusterError("api.shop.local not routable from h1 within 30 s; see the logs in " + cfg.state)
+        time.sleep(0.5)
+    print("\n== meshctl --context h3 instance list --mesh shop   (every instance, by host)", flush=True)
+    print(_python_tool(cfg, ["-m", "meshd.cli.meshctl", "--context", "h3", "instance", "list", "--mesh", "shop"]).stdout,
+          end="", flush=True)
+    callers = [cfg.hosts[0], cfg.hosts[-1]]
+    print(f"\n== traffic: {rps:g} calls/s for {seconds:g} s from " + " and ".join(h.name for h in callers)
+          + ", each through its own meshd (route api: api-v1 80, api-v2 20; instances on h2 and h3)", flush=True)
+    procs = {h.name: subprocess.Popen(["ip", "netns", "exec", h.ns, sys.executable, *load, "--table",
+                                       "--rps", str(rps), "--seconds", str(seconds)],
+                                      stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=process_env())
+             for h in callers}
+    # MESHCTL TOP: `meshctl top` (live per-route rates and latencies) is to be called here,
+    # while the traffic runs, once it exists; until then the load generators' own counts
+    # below show who answered.
+    rc = 0
+    for name, proc in procs.items():
+        out, _ = proc.communicate(timeout=seconds + 60)
+        print(f"-- from {name}:\n{out}", end="", flush=True)
+        rc |= proc.returncode
+    print(f"\nThe cluster stays up: eval \"$(deploy/netns/cluster.sh env)\"; meshctl --context h2 get routes "
+          "--mesh shop --router api-router; deploy/netns/cluster.sh kill-meshd h2; ...; deploy/netns/cluster.sh down",
+          flush=True)
+    return rc
+
+
 def status(cfg: Config) -> list[dict]:
     nss = set(namespaces())
     rows = []
@@ -610,9 +717,18 @@ def _parser() -> argparse.ArgumentParser:
     for verb, text in (("cut", "partition a host: take its veth down"), ("restore", "bring a cut host's veth back"),
                        ("move-leader", "make this host's etcd member the leader")):
         sub.add_parser(verb, help=text).add_argument("host")
+    m = sub.add_parser("demo", help="up 3 hosts with the sample services and mesh (deploy/quickstart/cluster), "
+                                    "then show cross-host traffic from h1 and h3; the cluster stays up")
+    m.add_argument("--seconds", type=float, default=10.0)
+    m.add_argument("--rps", type=float, default=200.0)
     e = sub.add_parser("exec", help="run a command inside a host's namespace")
     e.add_argument("host")
     e.add_argument("argv", nargs=argparse.REMAINDER)
+    b = sub.add_parser("bg", help="start a command detached inside a host's namespace; prints its pid "
+                                  "(output: <state>/<host>/<name>.log; `down` stops it)")
+    b.add_argument("host")
+    b.add_argument("name")
+    b.add_argument("argv", nargs=argparse.REMAINDER)
     return p
 
 
@@ -626,6 +742,8 @@ def main(argv: list[str] | None = None) -> int:
             cfg = up(cfg, args.n, meshd=not args.no_meshd, timeout=args.timeout)
             _print_status(cfg, status(cfg))
             return 0
+        if args.command == "demo":
+            return demo(cfg, args.seconds, args.rps)
         cfg = load(cfg)
         if args.command == "down":
             removed = down(cfg, grace=args.grace, purge=args.purge)
@@ -653,7 +771,10 @@ def main(argv: list[str] | None = None) -> int:
         h = cfg.host(args.host)
         if args.command == "exec":
             cmd = args.argv[1:] if args.argv[:1] == ["--"] else args.argv
-            return subprocess.call(["ip", "netns", "exec", h.ns, *(cmd or ["bash"])])
+            return subprocess.call(["ip", "netns", "exec", h.ns, *(cmd or ["bash"])], env=process_env())
+        if args.command == "bg":
+            print(background(cfg, h, args.name, args.argv[1:] if args.argv[:1] == ["--"] else args.argv))
+            return 0
         if args.command == "cut":
             cut(cfg, h)
         elif args.command == "restore":

@@ -2,6 +2,8 @@
 # Thin wrapper over cluster.py (same directory): an N-host meshd cluster in network namespaces.
 #   deploy/netns/cluster.sh up 3 | status | env | down
 #   deploy/netns/cluster.sh kill-etcd h2 | stop-meshd h2 | start-meshd h2 | cut h2 | restore h2
+#   deploy/netns/cluster.sh demo        # 3 hosts, sample services, cross-host traffic; stays up
+#   deploy/netns/cluster.sh bg h2 NAME -- CMD...   # a process in h2's namespace, stopped by down
 # Runs cluster.py with a Python that can import meshd: $MESHD_PYTHON, else the active
 # virtualenv, else the checkout's .venv, else python3. Needs root (network namespaces).
 set -euo pipefail

@@ -46,12 +46,14 @@ def free_subnet() -> str:
 class NetnsCluster:
     """One cluster built by deploy/netns/cluster.sh, isolated by its own prefix, subnet and state."""
 
-    def __init__(self, state: Path, *, prefix: str, subnet: str, lease_ttl: int):
+    def __init__(self, state: Path, *, prefix: str, subnet: str, lease_ttl: int, apps: Path | None = None):
         self.state = state
         self.lease_ttl = lease_ttl
         self.env = dict(os.environ, MESHD_NETNS_PREFIX=prefix, MESHD_NETNS_SUBNET=subnet,
                         MESHD_NETNS_STATE=str(state), MESHD_NETNS_LEASE_TTL=str(lease_ttl),
                         MESHD_PYTHON=os.environ.get("MESHD_PYTHON", _python()))
+        if apps is not None:  # each meshd's --config: local apps, ingress on the host's address
+            self.env["MESHD_NETNS_APPS"] = str(apps)
         self.hosts: dict[str, str] = {}  # host name -> admin address
         self._channels: dict[str, grpc.Channel] = {}
 
