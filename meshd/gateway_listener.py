@@ -169,7 +169,8 @@ class GatewayListeners:
             return
         cls = H1Engine if protocol == "http" else Engine
         engine = cls(self._decide(g, protocol, port, _san_exact(lst)), rt._retry, loop=rt.loop,
-                     complete=rt._complete, upstream_idle_timeout=rt.config.upstream_idle_seconds)
+                     complete=rt._complete, upstream_idle_timeout=rt.config.upstream_idle_seconds,
+                     connect_timeout=rt.config.connect_timeout_seconds)
         try:
             server = await engine.listen(g.address, port, ssl=ctx)
         except OSError as err:

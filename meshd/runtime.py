@@ -118,6 +118,9 @@ class RuntimeConfig:
     advertise: str = ""  # how other meshds reach the ingress; default: the ingress address
     drain_seconds: float = 5.0
     upstream_idle_seconds: float = 60.0  # pooled upstream connections close after this idle time
+    # An upstream not usable within this (TCP, TLS, HTTP/2 SETTINGS) fails the attempt with
+    # connection-error, which retry policies retry elsewhere (Envoy's connect_timeout).
+    connect_timeout_seconds: float = 5.0
 
     @staticmethod
     def load(path: str) -> "RuntimeConfig":
@@ -135,7 +138,8 @@ class RuntimeConfig:
                                   address=g.get("address", "0.0.0.0")) for g in doc.get("gateways", [])]
         return RuntimeConfig(apps=apps, gateways=gateways, ingress=doc.get("ingress", "127.0.0.1:15443"),
                              ingress_http=doc.get("ingressHttp", ""),
-                             advertise=doc.get("advertise", ""), drain_seconds=float(doc.get("drainSeconds", 5.0)))
+                             advertise=doc.get("advertise", ""), drain_seconds=float(doc.get("drainSeconds", 5.0)),
+                             connect_timeout_seconds=float(doc.get("connectTimeoutSeconds", 5.0)))
 
 
 def _split(address: str) -> tuple[str, int]:
@@ -286,38 +290,39 @@ class MeshRuntime:
 
     async def _start_listeners(self) -> None:
         host, port = _split(self.config.ingress)
-        self.ingress = Engine(self._ingress_decide, loop=self.loop, complete=self.observe.end)
+        opts = {"loop": self.loop, "connect_timeout": self.config.connect_timeout_seconds}
+        self.ingress = Engine(self._ingress_decide, **opts, complete=self.observe.end)
         ingress_ssl = self._ingress_ssl()
         srv = await self.ingress.listen(host, port, ssl=ingress_ssl)
         self.addresses["ingress"] = f"{host}:{srv.sockets[0].getsockname()[1]}"
         self.engines.append(self.ingress)
         h1_host, h1_port = _split(self.config.ingress_http) if self.config.ingress_http else (host, 0)
-        self.ingress_http = H1Engine(self._ingress_decide, loop=self.loop, complete=self.observe.end)
+        self.ingress_http = H1Engine(self._ingress_decide, **opts, complete=self.observe.end)
         srv = await self.ingress_http.listen(h1_host, h1_port, ssl=ingress_ssl)
         self.addresses["ingress_http"] = f"{h1_host}:{srv.sockets[0].getsockname()[1]}"
         self.engines.append(self.ingress_http)
         for app in self.config.apps:
             if app.protocol == "tcp":
                 # A TCP app gets an ingress port of its own: the port names the instance.
-                tcp_in = TcpEngine(self._tcp_ingress_decide(app), loop=self.loop, complete=self.observe.end)
+                tcp_in = TcpEngine(self._tcp_ingress_decide(app), **opts, complete=self.observe.end)
                 srv = await tcp_in.listen(host, 0, ssl=ingress_ssl)
                 self.addresses[f"ingress_tcp:{app.virtual_node}:{app.port}"] = f"{host}:{srv.sockets[0].getsockname()[1]}"
                 self.engines.append(tcp_in)
             h2_backends = [b for b in app.backends if b.protocol == "http2"]
             if app.egress or h2_backends:
                 await self._egress_listener(
-                    Engine(self._egress_decide(app), self._retry, loop=self.loop, complete=self._complete,
+                    Engine(self._egress_decide(app), self._retry, **opts, complete=self._complete,
                            upstream_idle_timeout=self.config.upstream_idle_seconds),
                     app.egress, h2_backends, f"egress:{app.virtual_node}")
             http_backends = [b for b in app.backends if b.protocol == "http"]
             if app.egress_http or http_backends:
                 await self._egress_listener(
-                    H1Engine(self._egress_decide(app, http=True), self._retry, loop=self.loop,
+                    H1Engine(self._egress_decide(app, http=True), self._retry, **opts,
                              complete=self._complete, upstream_idle_timeout=self.config.upstream_idle_seconds),
                     app.egress_http, http_backends, f"egress_http:{app.virtual_node}")
             tcp_backends = [b for b in app.backends if b.protocol == "tcp"]
             if tcp_backends:
-                tcp = TcpEngine(self._tcp_decide(app), loop=self.loop, complete=self.observe.end)
+                tcp = TcpEngine(self._tcp_decide(app), **opts, complete=self.observe.end)
                 for b in tcp_backends:
                     await tcp.listen("127.0.0.1", b.port)
                 self.engines.append(tcp)

@@ -490,20 +490,42 @@ cdef class ClientConn(Conn):
     def connect(self):
         """Start connecting; queued exchanges are submitted once HTTP/2 is up."""
         cdef Target t = self.pool.target
-        task = self.engine.loop.create_task(
-            self.engine.loop.create_connection(self._factory, t.host, t.port))
+        cdef Engine e = self.engine
+        task = self.connect_task = e.loop.create_task(e.loop.create_connection(self._factory, t.host, t.port))
         task.add_done_callback(self._connected)
+        if e.connect_timeout > 0:
+            self.connect_timer = e.loop.call_later(e.connect_timeout, self._connect_timed_out)
 
     def _connected(self, task):
+        self.connect_task = None
         if task.cancelled():
             self.connect_failed("cancelled")
         elif task.exception() is not None:
             self.connect_failed(repr(task.exception()))
         _flush_dirty(self.engine)
 
+    def _connect_timed_out(self):
+        self.connect_timer = None
+        if self.ready or self.lost:
+            return
+        C.timeouts += 1
+        self.connect_failed(f"not ready within {self.engine.connect_timeout:g} s")
+        if self.connect_task is not None:
+            self.connect_task.cancel()
+        self.close_now()
+        _flush_dirty(self.engine)
+
+    cdef void stop_connect_timer(self) except *:
+        if self.connect_timer is not None:
+            self.connect_timer.cancel()
+            self.connect_timer = None
+
     cdef void connect_failed(self, str why) except *:
         cdef Exchange x
         _log.debug("upstream %r: %s", self.pool.target, why)
+        self.stop_connect_timer()
+        if self.goaway and not self.waiting and self not in self.pool.conns:
+            return      # already failed (a timeout, then the cancelled connect)
         C.upstream_connect_errors += 1
         self.goaway = True
         if self in self.pool.conns:
@@ -575,6 +597,7 @@ cdef class ClientConn(Conn):
         # overflow goes back to the pool, which opens another connection.
         cdef Exchange x
         self.ready = True
+        self.stop_connect_timer()
         waiting, self.waiting = self.waiting, []
         for x in waiting:
             if x.up is not self or x.up_sid != 0 or x.down_closed:

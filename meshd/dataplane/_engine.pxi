@@ -68,7 +68,7 @@ cdef class Engine:
                  int stream_window=1 << 20, int connection_window=4 << 20,
                  int max_header_list=65536, double header_timeout=10.0, double idle_timeout=300.0,
                  double upstream_idle_timeout=60.0, int upstream_max_streams=100,
-                 int retry_buffer=65536, complete=None):
+                 int retry_buffer=65536, complete=None, double connect_timeout=5.0):
         self.decide_cb = decide
         self.retry_cb = retry
         # complete(head, target, http_status, grpc_status, reason, duration_ns): once per
@@ -88,6 +88,11 @@ cdef class Engine:
         self.header_timeout_ns = <int64_t>(header_timeout * 1e9)
         self.idle_timeout_ns = <int64_t>(idle_timeout * 1e9)
         self.up_idle_ns = <int64_t>(upstream_idle_timeout * 1e9)
+        # An upstream that does not become usable (TCP connect, TLS, the peer's first
+        # SETTINGS) within this fails its waiting requests with connect_error, which the
+        # retry hook may send elsewhere; without it a blackholed host holds them until
+        # the request timeout (Envoy: cluster connect_timeout, 5 s by default).
+        self.connect_timeout = connect_timeout
         self.retry_buffer = retry_buffer
         # Manual flow control: credit a DATA byte only when the other side took it (see
         # _exchange.pxi). Flood limits: nghttp2 answers NGHTTP2_ERR_FLOODED when too many

@@ -199,6 +199,8 @@ cdef class ClientConn(Conn):
     cdef Pool pool
     cdef list waiting
     cdef bint ready
+    cdef object connect_task    # TCP connect in progress
+    cdef object connect_timer   # fires when TCP + TLS + the peer's SETTINGS take too long
     cdef bint goaway
     cdef bint have_ticket
 
@@ -207,6 +209,7 @@ cdef class ClientConn(Conn):
     cdef void peer_settings(self) except *
     cdef void tls_step(self) except *
     cdef void connect_failed(self, str why) except *
+    cdef void stop_connect_timer(self) except *
 
 
 @cython.final
@@ -237,6 +240,7 @@ cdef class Engine:
     cdef int64_t header_timeout_ns
     cdef int64_t idle_timeout_ns
     cdef int64_t up_idle_ns
+    cdef double connect_timeout
     cdef Py_ssize_t retry_buffer
     cdef bint draining
     cdef bint closed

@@ -118,6 +118,40 @@ def test_retry_hook_moves_a_failed_connect_to_another_upstream(origin):
         relay.stop()
 
 
+@pytest.mark.parametrize("tls", [False, True], ids=["h2c", "tls"])
+def test_an_upstream_that_accepts_and_stays_silent_fails_fast_and_is_retried(origin, tls):
+    """A blackholed peer (accepts, never answers: no TLS handshake, no SETTINGS) fails its
+    attempt with connect_error after the engine's connect_timeout, and the retry hook sends
+    the request elsewhere, well before any request timeout."""
+    import ssl as _ssl
+
+    silent = socket.socket()
+    silent.bind(("127.0.0.1", 0))
+    silent.listen(16)
+    ctx = _ssl.create_default_context() if tls else None
+    if ctx is not None:
+        ctx.set_alpn_protocols(["h2"])
+    dead = Target("127.0.0.1", silent.getsockname()[1], ssl=ctx, server_hostname="silent.test",
+                  context="silent", timeout=10.0)
+    good = Target("127.0.0.1", origin.port, context="good")
+    failures = []
+
+    def retry(head, failure):
+        failures.append((failure.kind, failure.target.context))
+        return good
+
+    relay = RelayThread(lambda head: dead, retry, connect_timeout=0.3)
+    try:
+        with channel(relay.port) as ch:
+            t0 = time.monotonic()
+            assert unary(ch)(b"ok", timeout=8) == b"ok"
+            assert time.monotonic() - t0 < 2.0
+        assert failures == [("connect_error", "silent")]
+    finally:
+        relay.stop()
+        silent.close()
+
+
 def test_retry_on_status_then_give_up_passes_the_status_through():
     flaky = EchoOrigin()
     good = EchoOrigin()
