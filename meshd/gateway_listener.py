@@ -170,7 +170,9 @@ class GatewayListeners:
         cls = H1Engine if protocol == "http" else Engine
         engine = cls(self._decide(g, protocol, port, _san_exact(lst)), rt._retry, loop=rt.loop,
                      complete=rt._complete, upstream_idle_timeout=rt.config.upstream_idle_seconds,
-                     connect_timeout=rt.config.connect_timeout_seconds)
+                     connect_timeout=rt.config.connect_timeout_seconds,
+                     **({"ping_interval": rt.config.ping_seconds, "ping_timeout": rt.config.ping_seconds}
+                        if cls is Engine else {}))
         try:
             server = await engine.listen(g.address, port, ssl=ctx)
         except OSError as err:

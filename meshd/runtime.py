@@ -121,6 +121,10 @@ class RuntimeConfig:
     # An upstream not usable within this (TCP, TLS, HTTP/2 SETTINGS) fails the attempt with
     # connection-error, which retry policies retry elsewhere (Envoy's connect_timeout).
     connect_timeout_seconds: float = 5.0
+    # Pooled HTTP/2 connections to other meshds with requests in flight: PING after this
+    # long without a byte from the peer, and close (retrying its requests) when the PING is
+    # not answered within as long again. 0 turns it off.
+    ping_seconds: float = 2.0
 
     @staticmethod
     def load(path: str) -> "RuntimeConfig":
@@ -139,7 +143,8 @@ class RuntimeConfig:
         return RuntimeConfig(apps=apps, gateways=gateways, ingress=doc.get("ingress", "127.0.0.1:15443"),
                              ingress_http=doc.get("ingressHttp", ""),
                              advertise=doc.get("advertise", ""), drain_seconds=float(doc.get("drainSeconds", 5.0)),
-                             connect_timeout_seconds=float(doc.get("connectTimeoutSeconds", 5.0)))
+                             connect_timeout_seconds=float(doc.get("connectTimeoutSeconds", 5.0)),
+                             ping_seconds=float(doc.get("pingSeconds", 2.0)))
 
 
 def _split(address: str) -> tuple[str, int]:
@@ -312,7 +317,8 @@ class MeshRuntime:
             if app.egress or h2_backends:
                 await self._egress_listener(
                     Engine(self._egress_decide(app), self._retry, **opts, complete=self._complete,
-                           upstream_idle_timeout=self.config.upstream_idle_seconds),
+                           upstream_idle_timeout=self.config.upstream_idle_seconds,
+                           ping_interval=self.config.ping_seconds, ping_timeout=self.config.ping_seconds),
                     app.egress, h2_backends, f"egress:{app.virtual_node}")
             http_backends = [b for b in app.backends if b.protocol == "http"]
             if app.egress_http or http_backends:

@@ -40,6 +40,7 @@ def counters():
         "timeouts": C.timeouts,
         "protocol_errors": C.protocol_errors,
         "slow_closed": C.slow_closed,
+        "ping_timeouts": C.ping_timeouts,
     }
 
 

@@ -288,6 +288,7 @@ cdef class Conn:
         if self.session == NULL:
             return
         C.bytes_in += n
+        self.last_recv_ns = now_ns()
         rv = nghttp2_session_mem_recv(self.session, data, n)
         if rv < 0:
             # Bad preface, a protocol violation, a flood (NGHTTP2_ERR_FLOODED) or a callback
@@ -539,7 +540,7 @@ cdef class ClientConn(Conn):
     def connection_made(self, transport):
         cdef Target t = self.pool.target
         self.transport = transport
-        self.opened_ns = self.last_active_ns = now_ns()
+        self.opened_ns = self.last_active_ns = self.last_recv_ns = now_ns()
         C.upstream_conns_opened += 1
         if t.ssl is not None:
             # TLS through memory BIOs rather than loop.create_connection(ssl=...), so that the

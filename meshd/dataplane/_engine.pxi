@@ -68,7 +68,8 @@ cdef class Engine:
                  int stream_window=1 << 20, int connection_window=4 << 20,
                  int max_header_list=65536, double header_timeout=10.0, double idle_timeout=300.0,
                  double upstream_idle_timeout=60.0, int upstream_max_streams=100,
-                 int retry_buffer=65536, complete=None, double connect_timeout=5.0):
+                 int retry_buffer=65536, complete=None, double connect_timeout=5.0,
+                 double ping_interval=0.0, double ping_timeout=2.0):
         self.decide_cb = decide
         self.retry_cb = retry
         # complete(head, target, http_status, grpc_status, reason, duration_ns): once per
@@ -93,6 +94,12 @@ cdef class Engine:
         # retry hook may send elsewhere; without it a blackholed host holds them until
         # the request timeout (Envoy: cluster connect_timeout, 5 s by default).
         self.connect_timeout = connect_timeout
+        # Liveness of pooled upstream connections with requests in flight: after
+        # ping_interval without a byte from the peer, send PING (RFC 9113 §6.7); no byte
+        # within ping_timeout closes the connection, failing its streams as resets, which
+        # the retry hook may send elsewhere (Envoy's connection_keepalive). 0: off.
+        self.ping_interval_ns = <int64_t>(ping_interval * 1e9)
+        self.ping_timeout_ns = <int64_t>(ping_timeout * 1e9)
         self.retry_buffer = retry_buffer
         # Manual flow control: credit a DATA byte only when the other side took it (see
         # _exchange.pxi). Flood limits: nghttp2 answers NGHTTP2_ERR_FLOODED when too many
@@ -148,7 +155,8 @@ cdef class Engine:
         cdef ServerConn s
         cdef ClientConn c
         cdef Pool p
-        period = max(0.05, min(1.0, self.header_timeout_ns / 4e9, self.up_idle_ns / 4e9))
+        period = max(0.05, min(1.0, self.header_timeout_ns / 4e9, self.up_idle_ns / 4e9,
+                               (self.ping_interval_ns or self.up_idle_ns) / 4e9))
         self.sweeper = self.loop.call_later(period, self._sweep)
         for s in list(self.servers):
             if s.closing:
@@ -161,6 +169,8 @@ cdef class Engine:
                 s.start_drain(True)
         for p in list(self.pools.values()):
             for c in list(p.conns):
+                if self.ping_interval_ns > 0 and c.ready and c.streams and c.session != NULL:
+                    self.check_alive(c, now)
                 if (c.ready and not c.streams and not c.waiting
                         and now - c.last_active_ns > self.up_idle_ns):
                     c.goaway = True
@@ -170,6 +180,22 @@ cdef class Engine:
                         _mark(c)
                     c.close_now()
         _flush_dirty(self)
+
+    cdef void check_alive(self, ClientConn c, int64_t now) except *:
+        if c.ping_sent_ns and c.last_recv_ns >= c.ping_sent_ns:
+            c.ping_sent_ns = 0              # the peer spoke since: alive
+        if c.ping_sent_ns:
+            if now - c.ping_sent_ns > self.ping_timeout_ns:
+                _log.debug("upstream %r: no answer to PING; closing", c)
+                C.ping_timeouts += 1
+                if c in c.pool.conns:
+                    c.pool.conns.remove(c)
+                if c.transport is not None:
+                    c.transport.abort()     # a silent peer would never take the buffered bytes
+        elif now - c.last_recv_ns > self.ping_interval_ns:
+            if nghttp2_submit_ping(c.session, NGHTTP2_FLAG_NONE, NULL) == 0:
+                c.ping_sent_ns = now
+                _mark(c)
 
     async def drain(self, double grace=5.0):
         """Stop accepting, GOAWAY every client, let in-flight streams finish within grace seconds.

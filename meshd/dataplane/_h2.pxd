@@ -27,6 +27,7 @@ cdef struct Counters:
     uint64_t timeouts
     uint64_t protocol_errors
     uint64_t slow_closed
+    uint64_t ping_timeouts
 
 
 @cython.final
@@ -169,6 +170,7 @@ cdef class Conn:
     cdef bint lost
     cdef int64_t opened_ns
     cdef int64_t last_active_ns
+    cdef int64_t last_recv_ns   # bytes last arrived from the peer
     cdef object sslobj      # client side only: TLS through memory BIOs
     cdef object bio_in
     cdef object bio_out
@@ -201,6 +203,7 @@ cdef class ClientConn(Conn):
     cdef bint ready
     cdef object connect_task    # TCP connect in progress
     cdef object connect_timer   # fires when TCP + TLS + the peer's SETTINGS take too long
+    cdef int64_t ping_sent_ns   # a liveness PING is outstanding since then (0: none)
     cdef bint goaway
     cdef bint have_ticket
 
@@ -241,6 +244,8 @@ cdef class Engine:
     cdef int64_t idle_timeout_ns
     cdef int64_t up_idle_ns
     cdef double connect_timeout
+    cdef int64_t ping_interval_ns
+    cdef int64_t ping_timeout_ns
     cdef Py_ssize_t retry_buffer
     cdef bint draining
     cdef bint closed
@@ -251,3 +256,4 @@ cdef class Engine:
     cdef nghttp2_option *client_opt
 
     cdef Pool pool_for(self, Target t)
+    cdef void check_alive(self, ClientConn c, int64_t now) except *

@@ -165,6 +165,7 @@ cdef extern from "nghttp2/nghttp2.h":
                                size_t nvlen)
     int nghttp2_submit_rst_stream(nghttp2_session *s, uint8_t flags, int32_t sid,
                                   uint32_t error_code)
+    int nghttp2_submit_ping(nghttp2_session *s, uint8_t flags, const uint8_t *opaque_data)
     int nghttp2_submit_goaway(nghttp2_session *s, uint8_t flags, int32_t last_sid,
                               uint32_t error_code, const uint8_t *opaque, size_t n)
     int nghttp2_submit_shutdown_notice(nghttp2_session *s)

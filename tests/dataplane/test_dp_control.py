@@ -1,5 +1,6 @@
 """Cancellation both ways, deadlines, refusals, upstream failures and the retry hook."""
 import socket
+import threading
 import time
 
 import grpc
@@ -150,6 +151,81 @@ def test_an_upstream_that_accepts_and_stays_silent_fails_fast_and_is_retried(ori
     finally:
         relay.stop()
         silent.close()
+
+
+class FreezableProxy:
+    """A TCP relay to `port` that can go silent: frozen, it keeps every socket open and
+    forwards nothing either way, like a host whose network was cut."""
+
+    def __init__(self, port):
+        self.port_to = port
+        self.frozen = threading.Event()
+        self.sock = socket.socket()
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(16)
+        self.port = self.sock.getsockname()[1]
+        self.conns = []
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self):
+        while True:
+            try:
+                down, _ = self.sock.accept()
+            except OSError:
+                return
+            up = socket.create_connection(("127.0.0.1", self.port_to))
+            self.conns += [down, up]
+            for a, b in ((down, up), (up, down)):
+                threading.Thread(target=self._pipe, args=(a, b), daemon=True).start()
+
+    def _pipe(self, a, b):
+        while True:
+            try:
+                data = a.recv(65536)
+            except OSError:
+                return
+            if not data:
+                return
+            while self.frozen.is_set():
+                time.sleep(0.05)        # hold it: a cut network neither delivers nor resets
+            try:
+                b.sendall(data)
+            except OSError:
+                return
+
+    def close(self):
+        self.sock.close()
+        for c in self.conns:
+            c.close()
+
+
+def test_a_pooled_upstream_that_goes_silent_is_detected_by_ping_and_retried(origin):
+    """With requests in flight on a pooled connection whose peer stops answering, the
+    engine PINGs after ping_interval, closes it when no answer comes within ping_timeout,
+    and the failed attempt (a reset) is retried elsewhere, long before the request timeout."""
+    proxy = FreezableProxy(origin.port)
+    via = Target("127.0.0.1", proxy.port, context="via-proxy", timeout=20.0)
+    good = Target("127.0.0.1", origin.port, context="good")
+    failures = []
+
+    def retry(head, failure):
+        failures.append((failure.kind, failure.target.context))
+        return good
+
+    relay = RelayThread(lambda head: via, retry, ping_interval=0.2, ping_timeout=0.3)
+    try:
+        with channel(relay.port) as ch:
+            assert unary(ch)(b"warm", timeout=5) == b"warm"      # the pooled connection is up
+            proxy.frozen.set()
+            before = counters()["ping_timeouts"]
+            t0 = time.monotonic()
+            assert unary(ch)(b"after", timeout=10) == b"after"
+            assert time.monotonic() - t0 < 3.0
+        assert failures == [("reset", "via-proxy")]
+        assert counters()["ping_timeouts"] == before + 1
+    finally:
+        relay.stop()
+        proxy.close()
 
 
 def test_retry_on_status_then_give_up_passes_the_status_through():
