@@ -7,6 +7,7 @@ import grpc
 import pytest
 
 from meshd.dataplane import Failure, RequestHead
+from tests.cluster.test_etcd_failover import Blackhole
 from tests.dataplane.harness import (
     EchoOrigin, Refusal, RelayThread, Target, channel, counters, to, unary, wait_for,
 )
@@ -126,13 +127,11 @@ def test_an_upstream_that_accepts_and_stays_silent_fails_fast_and_is_retried(ori
     the request elsewhere, well before any request timeout."""
     import ssl as _ssl
 
-    silent = socket.socket()
-    silent.bind(("127.0.0.1", 0))
-    silent.listen(16)
+    silent = Blackhole()
     ctx = _ssl.create_default_context() if tls else None
     if ctx is not None:
         ctx.set_alpn_protocols(["h2"])
-    dead = Target("127.0.0.1", silent.getsockname()[1], ssl=ctx, server_hostname="silent.test",
+    dead = Target("127.0.0.1", silent.port, ssl=ctx, server_hostname="silent.test",
                   context="silent", timeout=10.0)
     good = Target("127.0.0.1", origin.port, context="good")
     failures = []
