@@ -441,3 +441,28 @@ def test_listener_tls_strict_with_file_certificates(edge, tmp_path):
     with pytest.raises((OSError, http.client.HTTPException)):
         h1_get(tls_port, "/red/x", "shop.example.com")
     assert _routed(h1_get(edge.ports["http"], "/red/x", "shop.example.com")).split(" ")[1] == "/x"
+
+
+def test_gateway_access_log(edge, tmp_path):
+    """The virtual gateway's own App Mesh access log (VirtualGatewayLogging), written by the
+    meshd that runs its listeners: one line per request, in the gateway's format."""
+    path = tmp_path / "edge.log"
+    edge.a.resources.update(K.VIRTUAL_GATEWAY, parse_json(pb.UpdateVirtualGatewayRequest, {
+        "meshName": "shop", "virtualGatewayName": "edge", "spec": {
+            "listeners": [{"portMapping": {"port": p, "protocol": proto}} for proto, p in edge.ports.items()],
+            "logging": {"accessLog": {"file": {"path": str(path), "format": {
+                "text": "%REQ(:METHOD)% %REQ(:PATH)% %RESPONSE_CODE% %UPSTREAM_CLUSTER%\n"}}}}}}))
+
+    def logged():
+        _routed(h1_get(edge.ports["http"], "/red/logged", "shop.example.com"))
+        lines = path.read_text().splitlines() if path.exists() else []
+        assert any(line.startswith("GET /red/logged 200 ") for line in lines), lines
+        return lines
+    lines = _until(logged)
+    status, _, _ = h1_get(edge.ports["http"], "/nowhere", "shop.example.com")
+    assert status == 404
+
+    def refused_logged():
+        assert "GET /nowhere 404" in path.read_text()
+    _until(refused_logged)
+    assert all(line.split(" ")[0] == "GET" for line in lines)

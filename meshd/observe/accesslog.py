@@ -309,6 +309,10 @@ class AccessLog:
         self.writer.put(line)
 
 
+# The key of a virtual gateway's log beside the virtual nodes' (mesh, node) keys.
+GATEWAY_KEY = "virtualGateway/"
+
+
 class AccessLogs:
     """The access logs of the local virtual nodes, rebuilt when the configuration changes.
 
@@ -353,7 +357,10 @@ class AccessLogs:
 
     def _build(self, mesh: str, node: str) -> AccessLog | None:
         snap = self._view.snapshot(mesh) if self._view is not None else None
-        spec = snap.nodes.get(node) if snap is not None else None
+        if node.startswith(GATEWAY_KEY):  # a virtual gateway's listeners (names have no "/")
+            spec = snap.gateways.get(node[len(GATEWAY_KEY):]) if snap is not None else None
+        else:
+            spec = snap.nodes.get(node) if snap is not None else None
         if spec is None or not spec.spec.HasField("logging"):
             self._logs[(mesh, node)] = None
             return None
@@ -364,5 +371,5 @@ class AccessLogs:
             w.close()
 
 
-__all__ = ["AccessLog", "AccessLogs", "DEFAULT_FORMAT", "FormatError", "OPERATORS", "RESPONSE_FLAGS",
+__all__ = ["AccessLog", "AccessLogs", "DEFAULT_FORMAT", "GATEWAY_KEY", "FormatError", "OPERATORS", "RESPONSE_FLAGS",
            "compile_json", "compile_spec", "compile_text", "format_errors"]

@@ -7,6 +7,7 @@ import logging
 import time
 from bisect import bisect_left
 
+from meshd.observe.accesslog import GATEWAY_KEY
 from meshd.observe.metrics import DURATION_BUCKETS, UNKNOWN, Metrics
 from meshd.observe.watch import written_at
 
@@ -63,7 +64,7 @@ class Observer:
         if self.tracer is not None and counted and direction != TCP:
             x.trace = self.tracer.begin(head, direction)
         if self.access_logs is not None and local:
-            x.log = self.access_logs.get(mesh, local)
+            x.log = self.access_logs.get(mesh, GATEWAY_KEY + local if direction == GATEWAY else local)
         return x
 
     def routed(self, x: Exchange, service: str | None, route: str | None, target: str | None,
