@@ -62,6 +62,7 @@ from pathlib import Path
 
 ETCD_CLIENT_PORT = 2379
 ETCD_PEER_PORT = 2380
+METRICS_PORT = 9464  # each host's meshd serves /metrics on its netns address (meshctl top/graph scrape it)
 # Linux interface names are at most 15 bytes; "<prefix>-up" must fit.
 MAX_PREFIX = 12
 # The checkout this script belongs to: its meshd is the one the hosts run.
@@ -329,7 +330,7 @@ def meshd_argv(cfg: Config, h: Host) -> list[str]:
     return [
         *cfg.meshd_cmd, "run", "--etcd", ",".join(cfg.etcd_endpoints(first=h)),
         "--admin", cfg.admin(h), "--admin-token", cfg.token_admin(h), "--host-name", h.name,
-        "--cluster-key", str(cfg.cluster_key),
+        "--metrics", f"{h.ip}:{METRICS_PORT}", "--cluster-key", str(cfg.cluster_key),
         "--state-dir", _marker(cfg, h, "meshd"), "--lease-ttl", str(cfg.lease_ttl),
         *(["--config", str(dataplane)] if dataplane else []),
         *cfg.meshd_args,
@@ -645,9 +646,13 @@ def demo(cfg: Config, seconds: float, rps: float) -> int:
                                        "--rps", str(rps), "--seconds", str(seconds)],
                                       stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=process_env())
              for h in callers}
-    # MESHCTL TOP: `meshctl top` (live per-route rates and latencies) is to be called here,
-    # while the traffic runs, once it exists; until then the load generators' own counts
-    # below show who answered.
+    # While the traffic runs: what every meshd's /metrics says, per route and target, and
+    # who calls whom; then the load generators' own counts of who answered.
+    time.sleep(min(2.0, seconds / 4))
+    for view in (["top", "--once", "--interval", "3"], ["graph", "--interval", "3"]):
+        print(f"\n== meshctl --context h1 {' '.join(view)} --mesh shop", flush=True)
+        shown = _python_tool(cfg, ["-m", "meshd.cli.meshctl", "--context", "h1", *view, "--mesh", "shop"])
+        print(shown.stdout + shown.stderr, end="", flush=True)
     rc = 0
     for name, proc in procs.items():
         out, _ = proc.communicate(timeout=seconds + 60)
