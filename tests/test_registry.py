@@ -8,7 +8,6 @@ import time
 import pytest
 
 import registry
-from meshd.embedded_etcd import EmbeddedEtcd
 from registry import Store, Write
 
 pytestmark = pytest.mark.etcd
@@ -124,14 +123,6 @@ def test_lease_expiry_removes_keys(store):
         time.sleep(0.2)
     assert store.get("leased/x") is None
     assert store.keepalive(lease) == 0
-
-
-@pytest.fixture
-def own_etcd(tmp_path):
-    """A private etcd this test may stop and start."""
-    server = EmbeddedEtcd(tmp_path / "etcd", supervise=False).start()
-    yield server
-    server.stop()
 
 
 def test_unavailable_while_etcd_is_down_then_recovers(own_etcd):
