@@ -47,3 +47,36 @@ def test_reregistered_instance_names_the_lease_that_holds_it(admin):
     after = _relisted(admin, before.lease_id)
     assert after is not None
     assert after.lease_id == admin.lease.current() != before.lease_id
+
+
+def test_reregistration_survives_a_refused_regrant(own_etcd):
+    """The partition drill's stall: the keepalive finds the lease gone, but etcd refuses the
+    new grant (or the writes under it) for a while, as right after a partition heals.
+
+    etcd's NOSPACE alarm does that deterministically: LeaseGrant and Put are refused while
+    LeaseKeepAlive is still answered. Once the alarm is cleared, the instance must come back;
+    a meshd that forgot it still had instances to write renews an empty lease forever."""
+    from registry import Store
+    from tests.conftest import AdminHarness
+
+    store = Store([own_etcd.url], prefix="/regrant/", timeout=1.0)
+    admin = AdminHarness(store, lease_ttl=3)
+    try:
+        before = _setup(admin)
+        store._client.create_alarm()
+        try:
+            admin.store.revoke_lease(before.lease_id)
+            deadline = time.monotonic() + 10
+            while not admin.lease.losses and time.monotonic() < deadline:
+                time.sleep(0.1)
+            assert admin.lease.losses, "the lease loop never noticed the revoked lease"
+            time.sleep(1.5)  # several refused grants and writes
+            assert not admin.stub.ListInstances(pb.ListInstancesRequest(mesh_name="m")).instances
+        finally:
+            store._client.disarm_alarm()
+        after = _relisted(admin, before.lease_id, timeout=10)
+        assert after is not None, "the instance was never written back after etcd took writes again"
+        assert after.lease_id == admin.lease.current() != before.lease_id
+    finally:
+        admin.close()
+        store.close()
