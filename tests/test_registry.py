@@ -193,3 +193,24 @@ def test_watch_breaks_with_unavailable_and_resumes_without_gaps(own_etcd):
             break
     w2.cancel()
     store.close()
+
+
+def test_every_call_of_the_background_loops_gives_up_at_the_timeout():
+    """A member that accepts connections and never answers (a half-dead host) must not hold
+    the lease loop or the registrar: each call they make fails as Unavailable at the timeout."""
+    import socket
+
+    silent = socket.socket()
+    silent.bind(("127.0.0.1", 0))
+    silent.listen(16)  # the kernel completes handshakes; nothing ever reads or answers
+    store = Store([f"http://127.0.0.1:{silent.getsockname()[1]}"], prefix="/silent/", timeout=0.5)
+    try:
+        for call in (lambda: store.grant_lease(5), lambda: store.keepalive(1234), lambda: store.put("k", b"v", lease=1),
+                     lambda: store.commit(Write("k", b"v", require=(("meshes/m", "mesh"),))), lambda: store.get("k")):
+            t0 = time.monotonic()
+            with pytest.raises(registry.Unavailable):
+                call()
+            assert time.monotonic() - t0 < 2.0
+    finally:
+        store.close()
+        silent.close()
