@@ -80,3 +80,34 @@ def test_reregistration_survives_a_refused_regrant(own_etcd):
     finally:
         admin.close()
         store.close()
+
+
+def test_a_lease_loop_that_raises_is_restarted_not_lost(store, caplog):
+    """An unexpected error in the lease loop (here the owner's rewrite, once) is logged and
+    the loop runs again: the instance still comes back under a new lease."""
+    from meshd.lease import HostLease
+
+    rewrites = []
+
+    def rewrite(value: bytes, lease_id: int) -> bytes:
+        rewrites.append(lease_id)
+        if len(rewrites) == 1:
+            raise RuntimeError("rewrite failed once")
+        return value
+
+    lease = HostLease(store, ttl=3, rewrite=rewrite)
+    first = lease.current()
+    store.put("instances/m/n/i-1", b"v", lease=first)
+    lease.hold("instances/m/n/i-1", b"v", first)
+    lease.start()
+    try:
+        store.revoke_lease(first)
+        deadline = time.monotonic() + 10
+        while store.get("instances/m/n/i-1") is None and time.monotonic() < deadline:
+            time.sleep(0.1)
+        item = store.get("instances/m/n/i-1")
+        assert item is not None, "the loop died with its error; the instance never came back"
+        assert item.lease == lease.current() != first
+        assert any(r.getMessage() == "background loop failed; restarting it" for r in caplog.records)
+    finally:
+        lease.stop()
