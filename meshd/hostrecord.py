@@ -17,6 +17,7 @@ from typing import Callable
 import registry
 from meshd.api import kinds as K
 from meshd.lease import HostLease
+from meshd.loops import supervised
 from meshd.v1 import admin_pb2
 
 log = logging.getLogger("meshd.hostrecord")
@@ -53,8 +54,7 @@ class HostRecord:
 
     def start(self) -> "HostRecord":
         self.publish()
-        self._thread = threading.Thread(target=self._run, name="host-record", daemon=True)
-        self._thread.start()
+        self._thread = supervised("host-record", self._run, self._stop)
         return self
 
     def _run(self) -> None:

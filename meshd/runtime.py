@@ -42,6 +42,7 @@ from meshd.dataplane import Engine, H1Engine, Refusal, Target, TcpEngine, TcpTar
 from meshd.gateway import gateway_targets
 from meshd.gateway_listener import GatewayConfig, GatewayListeners
 from meshd.health import CheckSpec, HealthChecker
+from meshd.loops import supervised
 from meshd.meshview import MeshView
 from meshd.observe import EGRESS, INGRESS, TCP, Metrics, Observer
 from meshd.observe.metrics import UNKNOWN
@@ -52,6 +53,10 @@ log = logging.getLogger("meshd.runtime")
 
 # How long start() waits for the first configuration snapshot before opening listeners anyway.
 FIRST_SNAPSHOT_WAIT_SECONDS = 10.0
+# Registration retries of an app whose mesh or virtual node is not there (yet): the first
+# after half a second, then doubling up to this cap.
+REGISTER_RETRY_FIRST_S = 0.5
+REGISTER_RETRY_MAX_S = 5.0
 
 INSTANCE_HEADER = "x-meshd-instance"
 SERVICE_HEADER = "x-meshd-service"
@@ -263,6 +268,8 @@ class MeshRuntime:
         self._file_contexts: dict[tuple, object] = {}
         self._file_cert_names: dict[str, set[str]] = {}
         self._active = True
+        self._stopping = threading.Event()
+        self._config_changed = threading.Event()  # a new configuration was applied
         self._thread: threading.Thread | None = None
         self._watcher: threading.Thread | None = None
         self.stats = {"requests": 0, "refused": 0, "retries": 0, "config_generations": 0}
@@ -286,8 +293,7 @@ class MeshRuntime:
         self.loop.call_soon_threadsafe(self._renew_certs)
         self._unregistered = list(self.config.apps)
         self._register_pending()
-        self._registrar = threading.Thread(target=self._registrar_loop, name="registrar", daemon=True)
-        self._registrar.start()
+        self._registrar = supervised("registrar", self._registrar_loop, self._stopping)
         return self
 
     def _call(self, coro, timeout: float = 30.0):
@@ -357,9 +363,19 @@ class MeshRuntime:
 
     def _registrar_loop(self) -> None:
         # meshd may start before its apps' virtual nodes are applied: keep trying, bounded
-        # only by the runtime's life, and say why while it waits.
-        while self._active and self._unregistered:
-            time.sleep(0.5)
+        # only by the runtime's life, and say why while it waits. The wait doubles up to
+        # REGISTER_RETRY_MAX_S, so a host configured for a mesh that does not exist does not
+        # hammer etcd; a configuration change (the mesh or node may be there now) retries at
+        # once and starts the backoff over.
+        wait = REGISTER_RETRY_FIRST_S
+        while self._unregistered and not self._stopping.is_set():
+            if self._config_changed.wait(wait):
+                self._config_changed.clear()
+                wait = REGISTER_RETRY_FIRST_S
+            else:
+                wait = min(wait * 2, REGISTER_RETRY_MAX_S)
+            if self._stopping.is_set():
+                return
             self._register_pending()
 
     def _register_pending(self) -> None:
@@ -410,6 +426,7 @@ class MeshRuntime:
             self.stats["config_generations"] += len(published)
             self._sync_health_checks()
             self.gateways.changed()
+            self._config_changed.set()
         self.observe.applied(resp, published, self.view)
         if resp.snapshot_done:
             self._synced.set()
@@ -452,6 +469,8 @@ class MeshRuntime:
             except Exception as err:  # noqa: BLE001 - the lease expires them anyway
                 log.warning("could not deregister instance", extra={"instance": key, "error": str(err)})
         self._active = False
+        self._stopping.set()
+        self._config_changed.set()  # wakes the registrar, which then sees the stop
 
         async def drain():
             await self.health.stop()

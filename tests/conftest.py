@@ -27,6 +27,14 @@ def etcd(tmp_path_factory):
 
 
 @pytest.fixture
+def own_etcd(tmp_path):
+    """A private etcd the test may stop, start or raise alarms on."""
+    server = EmbeddedEtcd(tmp_path / "etcd", supervise=False).start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
 def etcd_prefix():
     """A fresh key prefix per test, so tests sharing the session etcd never see each other."""
     return f"/meshd-test/{os.getpid()}-{next(_counter)}/v1/"

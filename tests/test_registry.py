@@ -8,7 +8,6 @@ import time
 import pytest
 
 import registry
-from meshd.embedded_etcd import EmbeddedEtcd
 from registry import Store, Write
 
 pytestmark = pytest.mark.etcd
@@ -126,14 +125,6 @@ def test_lease_expiry_removes_keys(store):
     assert store.keepalive(lease) == 0
 
 
-@pytest.fixture
-def own_etcd(tmp_path):
-    """A private etcd this test may stop and start."""
-    server = EmbeddedEtcd(tmp_path / "etcd", supervise=False).start()
-    yield server
-    server.stop()
-
-
 def test_unavailable_while_etcd_is_down_then_recovers(own_etcd):
     store = Store([own_etcd.url], prefix="/t/", timeout=1.0)
     store.commit(Write("before", b"1", expect_revision=0))
@@ -202,3 +193,24 @@ def test_watch_breaks_with_unavailable_and_resumes_without_gaps(own_etcd):
             break
     w2.cancel()
     store.close()
+
+
+def test_every_call_of_the_background_loops_gives_up_at_the_timeout():
+    """A member that accepts connections and never answers (a half-dead host) must not hold
+    the lease loop or the registrar: each call they make fails as Unavailable at the timeout."""
+    import socket
+
+    silent = socket.socket()
+    silent.bind(("127.0.0.1", 0))
+    silent.listen(16)  # the kernel completes handshakes; nothing ever reads or answers
+    store = Store([f"http://127.0.0.1:{silent.getsockname()[1]}"], prefix="/silent/", timeout=0.5)
+    try:
+        for call in (lambda: store.grant_lease(5), lambda: store.keepalive(1234), lambda: store.put("k", b"v", lease=1),
+                     lambda: store.commit(Write("k", b"v", require=(("meshes/m", "mesh"),))), lambda: store.get("k")):
+            t0 = time.monotonic()
+            with pytest.raises(registry.Unavailable):
+                call()
+            assert time.monotonic() - t0 < 2.0
+    finally:
+        store.close()
+        silent.close()

@@ -14,7 +14,7 @@ import pytest
 
 from builders import create, node_spec, shop
 from conftest import AdminHarness
-from meshd.embedded_etcd import EmbeddedEtcd, free_port
+from meshd.embedded_etcd import free_port
 from meshd.v1 import admin_pb2 as pb
 from meshd.v1 import admin_pb2_grpc
 from registry import Store
@@ -160,13 +160,6 @@ def test_watch_after_compaction_resyncs_and_says_so(admin):
     got = _events_until(stream, lambda r: bool(r.events))
     assert [e.path for e in got[-1].events] == ["virtualNodes/c/n3"]
     stream.cancel()
-
-
-@pytest.fixture
-def own_etcd(tmp_path):
-    server = EmbeddedEtcd(tmp_path / "etcd", supervise=False).start()
-    yield server
-    server.stop()
 
 
 def test_admin_api_unavailable_while_etcd_down_and_recovers(own_etcd):

@@ -397,7 +397,7 @@ class Resources:
             require=((f"meshes/{request.mesh_name}", "mesh"),
                      (K.VIRTUAL_NODE.path((request.mesh_name, request.virtual_node_name)), "virtualNode"))))
         if not request.ttl_seconds:
-            self._host_lease.hold(path, value)
+            self._host_lease.hold(path, value, lease)
         return admin_pb2.RegisterInstanceResponse(instance=inst)
 
     def _own_lease(self, path: str, ttl: int) -> int:

@@ -51,7 +51,7 @@ def claim_gateway(store: registry.Store, lease, host: str, mesh: str, gateway: s
     lease_id = lease.current()
     value = admin_pb2.Instance(mesh_name=mesh, host=host, lease_id=lease_id).SerializeToString(deterministic=True)
     store.put(path, value, lease=lease_id)
-    lease.hold(path, value)
+    lease.hold(path, value, lease_id)
 
 
 def host_runs_gateway(store: registry.Store, host: str, mesh: str, gateway: str) -> bool:
