@@ -239,6 +239,7 @@ cdef class Exchange:
         cdef Py_ssize_t i
         cdef int32_t sid
         cdef list extra = h._up_set
+        cdef list extra_names = extra[::2] if extra is not None else None
         cdef list flat = [b":method", h._method,
                           b":scheme", b"https" if t.ssl is not None else b"http",
                           b":authority", h._up_authority if h._up_authority is not None else (
@@ -248,7 +249,7 @@ cdef class Exchange:
             k = raw[i]
             if names is not None and k in names:
                 continue
-            if extra is not None and k in extra[::2]:
+            if extra_names is not None and k in extra_names:
                 continue
             if rewrite_timeout and k == b"grpc-timeout":
                 continue
