@@ -104,8 +104,16 @@ def parse_parent(headers) -> tuple[int, int, bool] | None:
     return None
 
 
-_BATCH = 512          # spans per export call
-_DELAY_S = 5.0        # the longest a span waits for its batch (OTEL_BSP_SCHEDULE_DELAY's default)
+_BATCH = 512  # spans per export call
+
+
+def _schedule_delay_s() -> float:
+    """The longest a span waits for its batch: OTEL_BSP_SCHEDULE_DELAY (milliseconds,
+    default 5000, as the SDK's batch processor reads it)."""
+    try:
+        return max(0.001, int(os.environ.get("OTEL_BSP_SCHEDULE_DELAY", "5000")) / 1000)
+    except ValueError:
+        return 5.0
 
 
 class Tracer:
@@ -131,6 +139,7 @@ class Tracer:
         self._records: deque = deque()
         self._batch = min(_BATCH, max_queue)
         self._wake = threading.Event()
+        self._delay_s = _schedule_delay_s()
         self._stopping = False
         self._thread = threading.Thread(target=self._run, name="meshd-span-export", daemon=True)
         self._thread.start()
@@ -180,7 +189,7 @@ class Tracer:
     def _run(self) -> None:
         records, wake = self._records, self._wake
         while True:
-            wake.wait(_DELAY_S)
+            wake.wait(self._delay_s)
             wake.clear()
             while records:
                 batch = [records.popleft() for _ in range(min(self._batch, len(records)))]
