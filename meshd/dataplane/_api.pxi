@@ -200,7 +200,8 @@ cdef class RequestHead:
 
     def set_header(self, name, value):
         """Add a regular header upstream, replacing the request's fields of that name
-        (trace context, for instance). Pseudo-headers have their own methods."""
+        (trace context, for instance). Pseudo-headers have their own methods. Over HTTP/2
+        the value goes out never indexed in HPACK: these are values unique to a request."""
         n = _lower_b(name)
         if n.startswith(b":"):
             raise ValueError(f"use rewrite_path/rewrite_authority for {name!r}")

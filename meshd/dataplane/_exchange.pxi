@@ -36,8 +36,12 @@ cdef void _flush_dirty(Engine e) except *:
 
 
 cdef int _submit(int kind, nghttp2_session *s, int32_t sid, list flat,
-                 const nghttp2_data_provider *prd, void *stream_data) except? -99999:
+                 const nghttp2_data_provider *prd, void *stream_data,
+                 Py_ssize_t never_index_from=-1) except? -99999:
     # nghttp2 copies names and values at submit time, so nva may point into the bytes objects.
+    # Fields from `never_index_from` on carry a value unique to this request (trace context):
+    # sent as "never indexed" literals (RFC 7541 §6.2.3), so they do not churn the HPACK
+    # dynamic table and evict the fields that repeat on every request.
     cdef Py_ssize_t n = len(flat) // 2, i
     cdef nghttp2_nv small[NV_STACK]
     cdef nghttp2_nv *nva = small
@@ -55,7 +59,7 @@ cdef int _submit(int kind, nghttp2_session *s, int32_t sid, list flat,
             nva[i].namelen = PyBytes_GET_SIZE(k)
             nva[i].value = <uint8_t *>PyBytes_AS_STRING(v)
             nva[i].valuelen = PyBytes_GET_SIZE(v)
-            nva[i].flags = NGHTTP2_NV_FLAG_NONE
+            nva[i].flags = NGHTTP2_NV_FLAG_NO_INDEX if 0 <= never_index_from <= i else NGHTTP2_NV_FLAG_NONE
         if kind == SUBMIT_REQUEST:
             rv = nghttp2_submit_request(s, NULL, nva, n, prd, stream_data)
         elif kind == SUBMIT_RESPONSE:
@@ -239,6 +243,8 @@ cdef class Exchange:
         cdef Py_ssize_t i
         cdef int32_t sid
         cdef list extra = h._up_set
+        cdef list extra_names = extra[::2] if extra is not None else None
+        cdef Py_ssize_t n_set = -1   # the first of the set_header fields in `flat`
         cdef list flat = [b":method", h._method,
                           b":scheme", b"https" if t.ssl is not None else b"http",
                           b":authority", h._up_authority if h._up_authority is not None else (
@@ -248,7 +254,7 @@ cdef class Exchange:
             k = raw[i]
             if names is not None and k in names:
                 continue
-            if extra is not None and k in extra[::2]:
+            if extra_names is not None and k in extra_names:
                 continue
             if rewrite_timeout and k == b"grpc-timeout":
                 continue
@@ -261,12 +267,13 @@ cdef class Exchange:
         if t._set:
             flat.extend(t._set)
         if extra is not None:
+            n_set = len(flat) // 2
             flat.extend(extra)
         prd.source.ptr = <void *>self
         prd.read_callback = _read_request_body
         if self.req_eof and PyByteArray_GET_SIZE(self.req_buf) == 0 and not self.req_trailers:
             prdp = NULL     # END_STREAM on the HEADERS frame
-        sid = _submit(SUBMIT_REQUEST, c.session, 0, flat, prdp, <void *>self)
+        sid = _submit(SUBMIT_REQUEST, c.session, 0, flat, prdp, <void *>self, n_set)
         if sid < 0:
             # Stream ids exhausted or GOAWAY already received: this connection is done.
             _log.debug("submit_request on %r: %s", c, nghttp2_strerror(sid).decode())

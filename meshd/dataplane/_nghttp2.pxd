@@ -79,6 +79,7 @@ cdef extern from "nghttp2/nghttp2.h":
         NGHTTP2_FLAG_END_HEADERS = 0x04
 
         NGHTTP2_NV_FLAG_NONE = 0
+        NGHTTP2_NV_FLAG_NO_INDEX = 0x01
 
         NGHTTP2_DATA_FLAG_NONE = 0
         NGHTTP2_DATA_FLAG_EOF = 0x01

@@ -1,9 +1,10 @@
 """Request spans, exported with the OpenTelemetry SDK over OTLP gRPC.
 
 A span is one finished record: meshd knows a request's start, end, route and outcome only
-at completion, so it builds the SDK's `ReadableSpan` once, at the end, and hands it to a
-`BatchSpanProcessor` (bounded queue, exporter thread). On the request path that costs an
-id, a header and, at the end, one object; no Context, no Span lifecycle, no lock.
+at completion, so the request path appends one flat tuple (ids, times, and the outcome's
+shared attributes) to a bounded queue, and the exporter thread turns the tuples into the
+SDK's `ReadableSpan`s and exports them. On the request path that costs two random ids, a
+header and one tuple; no SDK object, no Context, no lock.
 
 Propagation: W3C Trace Context (`traceparent`, `tracestate`), and B3 (`b3` single header,
 or `x-b3-traceid`/`x-b3-spanid`/`x-b3-sampled`) when no `traceparent` came. The span meshd
@@ -15,11 +16,13 @@ from __future__ import annotations
 import logging
 import os
 import random
+import threading
 import time
+from collections import deque
 
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import ReadableSpan
-from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, SpanExportResult
+from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
 from opentelemetry.sdk.trace.sampling import TraceIdRatioBased
 from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 from opentelemetry.trace import SpanContext, SpanKind, Status, StatusCode, TraceFlags, TraceState
@@ -66,20 +69,6 @@ def sample_ratio_from_env(default: float) -> float:
     return default
 
 
-class Trace:
-    """One request's trace position: the ids meshd gave it and whether it is recorded."""
-
-    __slots__ = ("trace_id", "span_id", "parent_id", "sampled", "tracestate", "start_ns")
-
-    def __init__(self, trace_id: int, span_id: int, parent_id: int, sampled: bool, tracestate: str):
-        self.trace_id = trace_id
-        self.span_id = span_id
-        self.parent_id = parent_id  # 0: meshd's span is the trace's root
-        self.sampled = sampled
-        self.tracestate = tracestate
-        self.start_ns = time.time_ns()
-
-
 def parse_parent(headers) -> tuple[int, int, bool] | None:
     """(trace id, parent span id, sampled) from W3C traceparent, else B3; None when absent
     or malformed (W3C Trace Context §3.2: an invalid traceparent is ignored)."""
@@ -115,29 +104,16 @@ def parse_parent(headers) -> tuple[int, int, bool] | None:
     return None
 
 
-class _CountingExporter(SpanExporter):
-    """The OTLP exporter, counting what leaves the queue and what failed to export."""
+_BATCH = 512  # spans per export call
 
-    def __init__(self, inner: SpanExporter, on_drop):
-        self.inner = inner
-        self.on_drop = on_drop
-        self.taken = 0
 
-    def export(self, spans):
-        self.taken += len(spans)
-        try:
-            result = self.inner.export(spans)
-        except Exception:  # noqa: BLE001 - an exporter failure drops the batch, counted
-            result = SpanExportResult.FAILURE
-        if result is not SpanExportResult.SUCCESS:
-            self.on_drop(len(spans))
-        return result
-
-    def shutdown(self):
-        self.inner.shutdown()
-
-    def force_flush(self, timeout_millis: int = 30000) -> bool:
-        return self.inner.force_flush(timeout_millis)
+def _schedule_delay_s() -> float:
+    """The longest a span waits for its batch: OTEL_BSP_SCHEDULE_DELAY (milliseconds,
+    default 5000, as the SDK's batch processor reads it)."""
+    try:
+        return max(0.001, int(os.environ.get("OTEL_BSP_SCHEDULE_DELAY", "5000")) / 1000)
+    except ValueError:
+        return 5.0
 
 
 class Tracer:
@@ -147,75 +123,106 @@ class Tracer:
                  on_drop=lambda n: None, exporter: SpanExporter | None = None):
         self.ratio = ratio
         self._bound = TraceIdRatioBased.get_bound_for_rate(ratio)
-        self._rng = random.Random()
+        # Trace and span ids need only be unique (W3C Trace Context §3.2.2.3): a per-process
+        # generator seeded from the OS is enough, and a tenth of os.urandom's cost.
+        self._rng = random.Random(os.urandom(16))
         self._on_drop = on_drop
         self.max_queue = max_queue
         # OTEL_SERVICE_NAME / OTEL_RESOURCE_ATTRIBUTES are read by Resource.create.
         self.resource = Resource.create({"service.name": "meshd", "host.name": host})
-        inner = exporter or (FastOTLPSpanExporter(endpoint=endpoint, insecure=endpoint.startswith("http://"))
-                             if endpoint else FastOTLPSpanExporter())  # endpoint from OTEL_EXPORTER_OTLP_*
-        self._exporter = _CountingExporter(inner, on_drop)
-        self._processor = BatchSpanProcessor(self._exporter, max_queue_size=max_queue,
-                                             max_export_batch_size=min(512, max_queue))
-        self.submitted = 0
+        self._exporter = exporter or (FastOTLPSpanExporter(endpoint=endpoint, insecure=endpoint.startswith("http://"))
+                                      if endpoint else FastOTLPSpanExporter())  # endpoint from OTEL_EXPORTER_OTLP_*
         self._shapes: dict[tuple, tuple] = {}
         self._states: dict[str, TraceState] = {}
+        # Finished spans as flat tuples: the loop thread appends, the exporter thread pops
+        # (deque's append and popleft are atomic); the length check bounds it.
+        self._records: deque = deque()
+        self._batch = min(_BATCH, max_queue)
+        self._wake = threading.Event()
+        self._delay_s = _schedule_delay_s()
+        self._stopping = False
+        self._thread = threading.Thread(target=self._run, name="meshd-span-export", daemon=True)
+        self._thread.start()
 
     # -- per request ---------------------------------------------------------------------
-    def begin(self, head, direction: str) -> Trace:
-        """Continue (or start) the trace, and tell the next hop meshd's span id."""
+    def begin(self, head, direction: str) -> tuple | None:
+        """Continue (or start) the trace, and tell the next hop meshd's span id. Returns
+        (trace id, span id, parent span id or 0, tracestate) when the request is sampled."""
         headers = head.headers
         parent = parse_parent(headers)
         rng = self._rng
         span_id = rng.getrandbits(64) or 1
         if parent is None:
             trace_id = rng.getrandbits(128) or 1
+            parent_id, state = 0, ""
             # TraceIdRatioBased: sampled when the low 64 bits of the id fall under the bound.
-            st = Trace(trace_id, span_id, 0, (trace_id & 0xFFFFFFFFFFFFFFFF) < self._bound, "")
+            sampled = (trace_id & 0xFFFFFFFFFFFFFFFF) < self._bound
         else:
-            st = Trace(parent[0], span_id, parent[1], parent[2], headers.get("tracestate", ""))
-        flags = "01" if st.sampled else "00"
-        head.set_header("traceparent", f"00-{st.trace_id:032x}-{span_id:016x}-{flags}")
+            trace_id, parent_id, sampled = parent
+            state = headers.get("tracestate", "")
+        head.set_header("traceparent", f"00-{trace_id:032x}-{span_id:016x}-{'01' if sampled else '00'}")
         if parent is not None and "traceparent" not in headers:
             if "b3" in headers:
-                head.set_header("b3", f"{st.trace_id:032x}-{span_id:016x}-{1 if st.sampled else 0}")
+                head.set_header("b3", f"{trace_id:032x}-{span_id:016x}-{1 if sampled else 0}")
             else:
                 head.set_header("x-b3-spanid", f"{span_id:016x}")
-                head.set_header("x-b3-parentspanid", f"{parent[1]:016x}")
-        return st
+                head.set_header("x-b3-parentspanid", f"{parent_id:016x}")
+        return (trace_id, span_id, parent_id, state) if sampled else None
 
     def end(self, x, head, target, status: int, grpc_status: int, reason: str, duration_ns: int) -> None:
-        """Record the request's span (when sampled) on the export queue, or count a drop."""
-        st = x.trace
-        if not st.sampled:
-            return
-        if self.submitted - self._exporter.taken >= self.max_queue:
+        """Queue the (sampled) request's span for export, or count a drop."""
+        records = self._records
+        if len(records) >= self.max_queue:
             self._on_drop(1)  # the queue is full: a dead or slow collector never slows requests
             return
-        self.submitted += 1
         key = (x.series, x.direction, x.source, x.instance, target, status, grpc_status, reason, x.retries,
                head.method, head.path if head.grpc else "")
         shape = self._shapes.get(key)
         if shape is None:
             shape = self._shape(key, x)
+        end_ns = time.time_ns()  # the start is this less the engine's duration: one clock read
+        records.append((x.trace, end_ns - duration_ns, end_ns, shape))
+        if len(records) >= self._batch and not self._wake.is_set():
+            self._wake.set()
+
+    # -- exporter thread -----------------------------------------------------------------
+    def _run(self) -> None:
+        records, wake = self._records, self._wake
+        while True:
+            wake.wait(self._delay_s)
+            wake.clear()
+            while records:
+                batch = [records.popleft() for _ in range(min(self._batch, len(records)))]
+                self._export([self._span(*r) for r in batch])
+            if self._stopping:
+                return
+
+    def _export(self, spans: list) -> None:
+        try:
+            result = self._exporter.export(spans)
+        except Exception:  # noqa: BLE001 - an exporter failure drops the batch, counted
+            result = SpanExportResult.FAILURE
+        if result is not SpanExportResult.SUCCESS:
+            self._on_drop(len(spans))
+
+    def _span(self, ids: tuple, start_ns: int, end_ns: int, shape: tuple) -> ReadableSpan:
+        """The SDK span of one queued record (on the exporter thread)."""
+        trace_id, span_id, parent_id, state = ids
         name, attrs, span_status, kind = shape
-        context = _context(st.trace_id, st.span_id, False,
-                           self._trace_state(st.tracestate) if st.tracestate else _NO_STATE)
-        parent = _context(st.trace_id, st.parent_id, True, _NO_STATE) if st.parent_id else None
-        end_ns = st.start_ns + duration_ns
+        context = _context(trace_id, span_id, False, self._trace_state(state) if state else _NO_STATE)
+        parent = _context(trace_id, parent_id, True, _NO_STATE) if parent_id else None
         if _FIELDS_KNOWN:
             # ReadableSpan.__init__'s assignments as one dict (its keyword call is most of a
-            # span's cost on the loop); _FIELDS_KNOWN checked they are all of its fields.
+            # span's cost); _FIELDS_KNOWN checked they are all of its fields.
             span = _new_span(ReadableSpan)
             span.__dict__ = {"_name": name, "_context": context, "_kind": kind, "_instrumentation_info": None,
-                             "_instrumentation_scope": _SCOPE, "_parent": parent, "_start_time": st.start_ns,
+                             "_instrumentation_scope": _SCOPE, "_parent": parent, "_start_time": start_ns,
                              "_end_time": end_ns, "_attributes": attrs, "_events": (), "_links": (),
                              "_resource": self.resource, "_status": span_status}
-        else:
-            span = ReadableSpan(name, context=context, parent=parent, resource=self.resource, attributes=attrs,
-                                kind=kind, instrumentation_scope=_SCOPE, status=span_status,
-                                start_time=st.start_ns, end_time=end_ns)
-        self._processor.on_end(span)
+            return span
+        return ReadableSpan(name, context=context, parent=parent, resource=self.resource, attributes=attrs,
+                            kind=kind, instrumentation_scope=_SCOPE, status=span_status,
+                            start_time=start_ns, end_time=end_ns)
 
     def _trace_state(self, header: str) -> TraceState:
         """The TraceState of a `tracestate` header, parsed once per distinct value."""
@@ -258,10 +265,13 @@ class Tracer:
         self._shapes[key] = shape
         return shape
 
-    def close(self) -> None:
-        """Export what is queued (bounded by the exporter's timeout), then stop."""
+    def close(self, timeout_s: float = 30.0) -> None:
+        """Export what is queued (bounded by `timeout_s` and the exporter's timeout), then stop."""
+        self._stopping = True
+        self._wake.set()
+        self._thread.join(timeout_s)
         try:
-            self._processor.shutdown()
+            self._exporter.shutdown()
         except Exception as err:  # noqa: BLE001 - shutting down must not fail meshd's stop
             log.warning("trace exporter shutdown failed", extra={"error": str(err)})
 
