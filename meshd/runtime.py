@@ -272,7 +272,8 @@ class MeshRuntime:
         self._config_changed = threading.Event()  # a new configuration was applied
         self._thread: threading.Thread | None = None
         self._watcher: threading.Thread | None = None
-        self.stats = {"requests": 0, "refused": 0, "retries": 0, "config_generations": 0}
+        # Per caller, the virtual services its DROP_ALL admission allows; rebuilt per config.
+        self._declared: dict[tuple, frozenset[str]] = {}
         self.gateways = GatewayListeners(self, config.gateways, claim=claim_gateway)
 
     # -- lifecycle --------------------------------------------------------------------
@@ -423,7 +424,7 @@ class MeshRuntime:
         published = self.view.flush()
         if published:
             self._targets.clear()
-            self.stats["config_generations"] += len(published)
+            self._declared.clear()
             self._sync_health_checks()
             self.gateways.changed()
             self._config_changed.set()
@@ -642,7 +643,6 @@ class MeshRuntime:
         to the virtual service `authority` names: the route, target node and endpoint, the
         Target at that endpoint's ingress, and the state the retry and completion hooks use.
         `x` is the request's observation (Observer.begin)."""
-        self.stats["requests"] += 1
         live = self.view.live(app.mesh)
         if live is None:
             return self._refuse("no_config")
@@ -761,7 +761,6 @@ class MeshRuntime:
         return t
 
     def _refuse(self, reason: str) -> Refusal:
-        self.stats["refused"] += 1
         return REFUSALS[reason]
 
     _FAILURE_KINDS = {"connect_error": C.RESULT_CONNECT_FAILURE, "refused_stream": C.RESULT_REFUSED_STREAM,
@@ -781,7 +780,6 @@ class MeshRuntime:
         if rd.action != C.ACT_RETRY:
             p.fed = True  # this attempt's result is in; the engine answers with it
             return None
-        self.stats["retries"] += 1
         self.observe.retried(head, failure.kind if failure.kind != "status" else
                              f"grpc_{failure.grpc_status}" if failure.grpc_status >= 0 else f"http_{failure.http_status}")
         if p.http:
@@ -860,16 +858,29 @@ class MeshRuntime:
         snap = self.view.snapshot(app.mesh)
         if snap is None or snap.mesh is None or snap.mesh.spec.egress_filter.type != "DROP_ALL":
             return sid, None
-        if sid.kind == spiffe.GATEWAY:
-            # A gateway's backends are the virtual services its gateway routes target.
-            declared = gateway_targets(snap, sid.name)
+        if service is None:
+            ok = bool(self._allowed_services(snap, sid) & self._allowed_services(snap, None, app.virtual_node))
         else:
-            caller_node = snap.nodes.get(sid.node)
-            declared = {b.virtual_service.virtual_service_name
-                        for b in caller_node.spec.backends} if caller_node is not None else set()
-        ok = service in declared if service is not None else bool(
-            declared & services_reaching(snap, app.virtual_node))
+            ok = service in self._allowed_services(snap, sid)
         return sid, None if ok else REFUSALS["not_a_backend"]
+
+    def _allowed_services(self, snap, sid, node: str = "") -> frozenset[str]:
+        """Under DROP_ALL: the services caller `sid` may call (a node's backends; a gateway's
+        gateway-route targets), or with sid None those whose traffic reaches local `node`.
+        Kept until the next configuration is published, not rebuilt per request."""
+        key = (snap.name, sid.kind, sid.name or sid.node) if sid is not None else (snap.name, "reaching", node)
+        got = self._declared.get(key)
+        if got is None:
+            if sid is None:
+                got = services_reaching(snap, node)
+            elif sid.kind == spiffe.GATEWAY:
+                got = gateway_targets(snap, sid.name)
+            else:
+                caller = snap.nodes.get(sid.node)
+                got = frozenset(b.virtual_service.virtual_service_name
+                                for b in caller.spec.backends) if caller is not None else frozenset()
+            self._declared[key] = got
+        return got
 
     def _ingress_allows(self, app: LocalApp, caller: str) -> bool:
         """App Mesh listener tls.validation.subjectAlternativeNames.match.exact, when set."""
