@@ -166,7 +166,10 @@ def main(argv: list[str] | None = None) -> int:
         log.error("meshd failed to start", extra={"error": str(err)})
         daemon.stop()
         return 1
-    stop.wait()
+    # A timed wait: the kernel may deliver SIGTERM to any thread, and then the handler runs
+    # only when the main thread next executes Python; an untimed wait would never wake.
+    while not stop.wait(0.5):
+        pass
     daemon.stop()
     return 0
 
