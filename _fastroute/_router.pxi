@@ -104,14 +104,15 @@ cdef class Router:
             raise UnknownNode(name) from None
 
     def set_endpoints(self, str node, endpoints):
-        """Replace a node's instances; instances that stay keep their state."""
+        """Replace a node's instances; instances that stay (same id, address and port) keep
+        their state. An instance re-registered at another address is a new endpoint."""
         cdef _Node n = self._node(node)
         cdef EndpointState e
         old = {e.id: e for e in n.endpoints}
         eps = []
         for ep in endpoints:
             e = old.get(ep.id)
-            if e is None:
+            if e is None or e.address != ep.address or e.port != ep.port:
                 e = _new_endpoint(ep, n.identity)
             else:
                 e.healthy = ep.healthy      # a health check's verdict, on the kept state

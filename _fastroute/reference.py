@@ -211,13 +211,14 @@ class Router:
             raise UnknownNode(name) from None
 
     def set_endpoints(self, node: str, endpoints) -> None:
-        """Replace a node's instances; instances that stay keep their state."""
+        """Replace a node's instances; instances that stay (same id, address and port) keep
+        their state. An instance re-registered at another address is a new endpoint."""
         ns = self._node(node)
         old = {e.id: e for e in ns.endpoints}
         eps = []
         for ep in endpoints:
             e = old.get(ep.id)
-            if e is None:
+            if e is None or e.address != ep.address or e.port != ep.port:
                 e = EndpointState(ep, ns.low.identity)
             else:
                 e.healthy = bool(ep.healthy)     # a health check's verdict, on the kept state

@@ -69,6 +69,21 @@ def test_set_endpoints_keeps_state_of_staying_instances(build):
     assert r.ejected("a", 10**12 + 1) == 1
 
 
+def test_an_instance_re_registered_elsewhere_is_routed_to_its_new_address(build):
+    # Same instance id, new port (an app restarted on another port): the old address must
+    # not outlive the change, and the ejection state of the old address does not follow it.
+    od = OutlierDetection(max_server_errors=1, interval_ms=10_000, base_ejection_ms=30_000, max_ejection_percent=100)
+    r = build([http_route("x")], nodes=(VirtualNode("a", outlier=od),), n_endpoints=1)
+    (e,) = r.endpoints("a")
+    d = http(r, now_ns=10**12)
+    r.result(d, C.RESULT_HTTP, 500, 10**12)
+    assert r.ejected("a", 10**12 + 1) == 1
+    r.set_endpoints("a", [Endpoint(e.id, e.address, e.port + 1)])
+    d = http(r, now_ns=10**12 + 2)
+    assert (d.endpoint.id, d.endpoint.port) == (e.id, e.port + 1)
+    assert r.ejected("a", 10**12 + 3) == 0
+
+
 def _eject_run(r, errors, now, code=503):
     ids = []
     for _ in range(errors):
