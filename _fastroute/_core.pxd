@@ -221,6 +221,7 @@ cdef class RetryDecision:
 
 @cython.final
 cdef class Router:
+    cdef readonly bint matches_headers  # a route has header conditions: decide needs the headers
     cdef Rng rng
     cdef object _low
     cdef list _routes

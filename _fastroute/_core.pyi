@@ -50,6 +50,7 @@ class RetryDecision:
     endpoint: EndpointState | None
 
 class Router:
+    matches_headers: bool  # a route has header conditions: decide needs the headers
     def __init__(self, table: Table, seed: int = 1) -> None: ...
     def decide(self, protocol: int, authority: str | bytes, port: int, method: str | bytes,
                scheme: str | bytes, path: str | bytes, headers: dict[str, str | bytes] | None,

@@ -81,6 +81,7 @@ cdef class Router:
         self._default_retry = _compile_retry(low.default_retry)
         retries[id(low.default_retry)] = self._default_retry
         self._routes = [_compile_route(r, self._nodes, retries) for r in low.routes]
+        self.matches_headers = any(len((<_Route>r).headers) for r in self._routes)
         self._indexes = [[_compile_index(ix, self._routes) for ix in per_router] for per_router in low.indexes]
         cdef _Service s
         services = []

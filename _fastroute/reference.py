@@ -200,6 +200,8 @@ class Router:
         self._nodes = [NodeState(n) for n in low.nodes]
         self._node_by_name = {n.name: s for n, s in zip(low.nodes, self._nodes)}
         self._budgets = [Budget() for _ in low.routes]
+        # A route has header conditions: decide needs the headers (without, None will do).
+        self.matches_headers = any(r.headers for r in low.routes)
         self._service_budgets = [Budget() for _ in low.services]
 
     # -- endpoints ---------------------------------------------------------------

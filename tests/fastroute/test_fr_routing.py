@@ -104,6 +104,17 @@ def test_header_match_kinds_with_invert(build, match, value, expected, invert):
     assert (got.route == "hdr") == (expected != invert)
 
 
+def test_a_table_says_whether_routing_reads_headers(build):
+    # The data plane builds the request's header dict only for tables that match on it.
+    assert build([http_route("a", "/"), http_route("b", "/x", method="POST")]).matches_headers is False
+    r = build([http_route("a", "/"), http_route("hdr", "/y", headers=(HeaderMatch("x-a"),))])
+    assert r.matches_headers is True
+    # Without header conditions, no headers and any headers route alike.
+    plain = build([http_route("a", "/"), http_route("b", "/x")])
+    none = plain.decide(C.PROTO_HTTP, "svc.local", 80, "GET", "http", "/x", None, 1)
+    assert none.route == http(plain, "/x", {"x-a": "1"}).route == "b"
+
+
 def test_header_values_may_be_bytes_even_non_utf8(build):
     r = build([http_route("hdr", "/", headers=(HeaderMatch("x-b", exact="\xff\xfe"),))])
     assert http(r, "/", {"x-b": b"\xff\xfe"}).route == "hdr"
