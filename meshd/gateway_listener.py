@@ -206,7 +206,7 @@ class GatewayListeners:
 
         rt = self.runtime
         key = (g.mesh, g.virtual_gateway)
-        http = protocol == "http"
+        caller = rt.caller(g, protocol == "http")
 
         def decide(head):
             x = rt.observe.begin(head, GATEWAY, g.mesh, g.virtual_gateway)
@@ -226,7 +226,7 @@ class GatewayListeners:
                 head.rewrite_authority(d.authority)
             # The virtual router behind the service matches what the service receives: the
             # rewritten path (App Mesh's gateway Envoy rewrites before the service's routes).
-            return rt._route(head, g, d.virtual_service, d.port or 0, d.path, http, x)
+            return rt._route(head, caller, d.virtual_service, d.port or 0, d.path, x)
         return decide
 
 

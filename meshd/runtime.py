@@ -228,16 +228,50 @@ class WorkloadCerts:
         return pair
 
 
-@dataclass
-class _Pending:
-    """One request's routing state, between decide and completion."""
+class _Load:
+    """Requests this meshd has in flight to one (mesh, target node), against the node's
+    connection-pool limit; outlives table generations (their requests end under the next)."""
 
-    live: object
-    decision: object
-    app: LocalApp  # or the GatewayConfig of a gateway listener's request
-    inflight_key: str
-    http: bool = False  # an HTTP/1.1 request (its retries go to the HTTP/1.1 ingress)
-    fed: bool = False
+    __slots__ = ("n",)
+
+    def __init__(self):
+        self.n = 0
+
+
+class _Binding:
+    """What one routing outcome (virtual service, route, endpoint) means for one caller in
+    one generation of the table: whether the caller may call the service, the Target, the
+    metric series and the target node's load and limit. Made by the first request with
+    that outcome, then one dict lookup per request until the next generation."""
+
+    __slots__ = ("caller", "live", "allowed", "target", "series", "load", "limit")
+
+    def __init__(self, caller, live, allowed, target, series, load, limit):
+        self.caller = caller
+        self.live = live
+        self.allowed = allowed
+        self.target = target
+        self.series = series
+        self.load = load
+        self.limit = limit
+
+
+class _Caller:
+    """One calling listener's routing state: an app's egress (HTTP/2 and gRPC, or HTTP/1.1),
+    or a gateway listener; its bindings for the live generation of its mesh's table."""
+
+    __slots__ = ("app", "http", "live", "bindings")
+
+    def __init__(self, app, http: bool):
+        self.app = app      # a LocalApp, or the GatewayConfig of a gateway listener
+        self.http = http    # HTTP/1.1: its requests go to the HTTP/1.1 ingress
+        self.live = None
+        self.bindings: dict[tuple, _Binding] = {}
+
+
+# Bindings kept per caller and generation: the table's (service, route, endpoint) outcomes
+# are bounded by the configuration, but endpoints churn; past this the cache starts over.
+_MAX_BINDINGS = 4096
 
 
 class MeshRuntime:
@@ -260,8 +294,7 @@ class MeshRuntime:
         self.engines: list[Engine] = []
         self.ingress: Engine | None = None
         self.addresses: dict[str, str] = {}
-        self._pending: dict[object, _Pending] = {}
-        self._inflight: dict[str, int] = {}
+        self._loads: dict[tuple[str, str], _Load] = {}
         self._targets: dict[tuple, Target] = {}
         self._local: dict[str, LocalApp] = {}  # "mesh/node/instance" -> app
         self._peer_ids: dict[bytes, str | None] = {}
@@ -625,48 +658,85 @@ class MeshRuntime:
         return sum(e.downstream_connections for e in self.engines)
 
     # -- egress -----------------------------------------------------------------------
+    def in_flight(self) -> dict[str, int]:
+        """Requests routed and not yet completed, per "mesh/target node"."""
+        return {f"{mesh}/{node}": load.n for (mesh, node), load in self._loads.items()}
+
+    @staticmethod
+    def caller(app, http: bool) -> _Caller:
+        """The routing state of one listener calling as `app` (a LocalApp, or a gateway's
+        GatewayConfig), for `_route`."""
+        return _Caller(app, http)
+
     def _egress_decide(self, app: LocalApp, http: bool = False):
         backend_ports = {b.port: b.virtual_service for b in app.backends}
-
-        begin = self.observe.begin
+        caller = _Caller(app, http)
+        begin, route = self.observe.begin, self._route
+        mesh, node = app.mesh, app.virtual_node
 
         def decide(head):
-            x = begin(head, EGRESS, app.mesh, app.virtual_node)
-            authority = head.authority
-            if head.local_port in backend_ports:
-                authority = backend_ports[head.local_port]
-            return self._route(head, app, authority, 0, head.path, http, x)
+            x = begin(head, EGRESS, mesh, node)
+            port = head.local_port
+            authority = backend_ports[port] if port in backend_ports else head.authority
+            return route(head, caller, authority, 0, head.path, x)
         return decide
 
-    def _route(self, head, app, authority: str, port: int, path: str, http: bool, x):
-        """Route one request of `app` (a LocalApp, or a GatewayConfig for a gateway listener)
-        to the virtual service `authority` names: the route, target node and endpoint, the
-        Target at that endpoint's ingress, and the state the retry and completion hooks use.
-        `x` is the request's observation (Observer.begin)."""
-        live = self.view.live(app.mesh)
+    def _route(self, head, caller: _Caller, authority: str, port: int, path: str, x):
+        """Route one request of `caller` to the virtual service `authority` names: the route,
+        target node and endpoint, the Target at that endpoint's ingress, and the state the
+        retry and completion hooks use (on `x`, the request's Exchange from Observer.begin).
+        The per-request path: the router's decision, then one lookup of its binding."""
+        live = self.view.live(caller.app.mesh)
         if live is None:
-            return self._refuse("no_config")
-        proto = C.PROTO_HTTP if http else (C.PROTO_GRPC if head.grpc else C.PROTO_HTTP2)
+            return REFUSALS["no_config"]
+        if live is not caller.live:
+            caller.live, caller.bindings = live, {}
+        router = live.router
         now = time.monotonic_ns()
-        d = live.router.decide(proto, authority, port, head.method, head.scheme, path, head.headers, now)
+        d = router.decide(C.PROTO_HTTP if caller.http else (C.PROTO_GRPC if head.grpc else C.PROTO_HTTP2),
+                          authority, port, head.method, head.scheme, path,
+                          head.headers if router.matches_headers else None, now)
         if d.status != C.ROUTED:
-            return self._refuse(d.reason)
-        self.observe.routed(x, d.service, d.route, d.target, d.endpoint.id)
-        if not self._allowed(live, app, d.service):
-            live.router.result(d, C.RESULT_HTTP, 403, now)
-            return self._refuse("not_a_backend")
-        node_limit = live.router.node_limits(d.target)[2]
-        key = f"{app.mesh}/{d.target}"
-        if self._inflight.get(key, 0) >= node_limit:
-            live.router.result(d, C.RESULT_HTTP, 503, now)
-            return self._refuse("pool_overflow")
-        target = self._protocol_target(live, app, d, "http") if http else self._target(live, app, d)
-        if isinstance(target, Refusal):
-            live.router.result(d, C.RESULT_CONNECT_FAILURE, 0, now)
-            return target
-        self._inflight[key] = self._inflight.get(key, 0) + 1
-        self._pending[head] = _Pending(live, d, app, key, http)
-        return target
+            return REFUSALS[d.reason]
+        ep = d.endpoint
+        b = caller.bindings.get((d.service, d.route, ep))
+        if b is None:
+            b = self._bind(caller, live, d, x)
+            if b.__class__ is Refusal:
+                router.result(d, C.RESULT_CONNECT_FAILURE, 0, now)
+                return b
+        self.observe.bound(x, b.series, d.target, ep.id)
+        if not b.allowed:
+            router.result(d, C.RESULT_HTTP, 403, now)
+            return REFUSALS["not_a_backend"]
+        load = b.load
+        if load.n >= b.limit:
+            router.result(d, C.RESULT_HTTP, 503, now)
+            return REFUSALS["pool_overflow"]
+        load.n += 1
+        x.decision, x.binding = d, b
+        return b.target
+
+    def _bind(self, caller: _Caller, live, d, x):
+        """The binding of decision `d` for `caller` (kept), or the Refusal when its endpoint
+        cannot be reached (not kept: the instance may yet appear)."""
+        app = caller.app
+        allowed = self._allowed(live, app, d.service)
+        target = None
+        if allowed:
+            target = self._protocol_target(live, app, d, "http") if caller.http else self._target(live, app, d)
+            if target.__class__ is Refusal:
+                self.observe.routed(x, d.service, d.route, d.target, d.endpoint.id)
+                return target
+        load = self._loads.get((app.mesh, d.target))
+        if load is None:
+            load = self._loads[(app.mesh, d.target)] = _Load()
+        b = _Binding(caller, live, allowed, target, self.observe.series(x, d.service, d.route, d.target), load,
+                     live.router.node_limits(d.target)[2])
+        if len(caller.bindings) >= _MAX_BINDINGS:
+            caller.bindings.clear()
+        caller.bindings[(d.service, d.route, d.endpoint)] = b
+        return b
 
     def _tcp_decide(self, app: LocalApp):
         backend_ports = {b.port: b.virtual_service for b in app.backends if b.protocol == "tcp"}
@@ -767,49 +837,57 @@ class MeshRuntime:
                       "reset": C.RESULT_RESET, "goaway": C.RESULT_RESET, "timeout": C.RESULT_TIMEOUT}
 
     def _retry(self, head, failure):
-        p = self._pending.get(head)
-        if p is None:
+        x = head.context
+        b = x.binding if x is not None else None
+        if b is None:
             return None
         if failure.kind == "status":
             if failure.grpc_status >= 0:
-                rd = self._feed(p, C.RESULT_GRPC, failure.grpc_status)
+                rd = self._feed(x, b, C.RESULT_GRPC, failure.grpc_status)
             else:
-                rd = self._feed(p, C.RESULT_HTTP, failure.http_status)
+                rd = self._feed(x, b, C.RESULT_HTTP, failure.http_status)
         else:
-            rd = self._feed(p, self._FAILURE_KINDS.get(failure.kind, C.RESULT_RESET), 0)
+            rd = self._feed(x, b, self._FAILURE_KINDS.get(failure.kind, C.RESULT_RESET), 0)
         if rd.action != C.ACT_RETRY:
-            p.fed = True  # this attempt's result is in; the engine answers with it
+            x.fed = True  # this attempt's result is in; the engine answers with it
             return None
-        self.observe.retried(head, failure.kind if failure.kind != "status" else
+        self.observe.retried(x, failure.kind if failure.kind != "status" else
                              f"grpc_{failure.grpc_status}" if failure.grpc_status >= 0 else f"http_{failure.http_status}")
-        if p.http:
-            return self._protocol_target(p.live, p.app, p.decision, "http")
-        return self._target(p.live, p.app, p.decision)
+        # The router chose another endpoint, in the generation the request started in.
+        caller, d = b.caller, x.decision
+        if caller.http:
+            return self._protocol_target(b.live, caller.app, d, "http")
+        return self._target(b.live, caller.app, d)
 
-    def _feed(self, p: _Pending, kind: int, code: int):
+    def _feed(self, x, b: _Binding, kind: int, code: int):
         """Hand an attempt's result to the router; count an outlier ejection it caused."""
-        ep = p.decision.endpoint
+        d = x.decision
+        ep = d.endpoint
         ejected = ep.times_ejected if ep is not None else 0
-        rd = p.live.router.result(p.decision, kind, code, time.monotonic_ns())
+        rd = b.live.router.result(d, kind, code, time.monotonic_ns())
         if ep is not None and ep.times_ejected != ejected:
-            self.observe.ejected(p.app.mesh, p.decision.target)
+            self.observe.ejected(x.mesh, d.target)
         return rd
 
     def _complete(self, head, target, status, grpc_status, reason, duration_ns) -> None:
         self.observe.end(head, target, status, grpc_status, reason, duration_ns)
-        p = self._pending.pop(head, None)
-        if p is None:
+        x = head.context
+        b = x.binding if x is not None else None
+        if b is None:
             return
-        self._inflight[p.inflight_key] -= 1
-        if p.fed or p.decision.state != C.ST_IN_FLIGHT:
+        x.binding = None
+        b.load.n -= 1
+        if x.fed or x.decision.state != C.ST_IN_FLIGHT:
             return
-        if reason in ("reset", "request_timeout", "connect_error"):
-            kind, code = (C.RESULT_TIMEOUT if reason == "request_timeout" else C.RESULT_RESET), 0
+        if reason == "request_timeout":
+            kind, code = C.RESULT_TIMEOUT, 0
+        elif reason == "reset" or reason == "connect_error":
+            kind, code = C.RESULT_RESET, 0
         elif grpc_status >= 0:
             kind, code = C.RESULT_GRPC, grpc_status
         else:
             kind, code = C.RESULT_HTTP, status
-        self._feed(p, kind, code)
+        self._feed(x, b, kind, code)
 
     # -- ingress ----------------------------------------------------------------------
     def _ingress_decide(self, head):

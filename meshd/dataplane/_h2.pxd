@@ -89,6 +89,9 @@ cdef class RequestHead:
     cdef readonly uint64_t bytes_received  # request body bytes from downstream
     cdef readonly uint64_t bytes_sent      # response body bytes to downstream
     cdef list _resp_raw     # the response head that was forwarded: flat [name, value, ...]
+    # The hooks' own record of this request, from the routing hook to the completion hook
+    # (the engine never reads it): no side table keyed by the head.
+    cdef public object context
 
     @staticmethod
     cdef RequestHead new()

@@ -67,7 +67,7 @@ class H1RequestHead:
 
     __slots__ = ("method", "scheme", "authority", "path", "raw_headers", "grpc", "attempt",
                  "local_port", "peer_cert", "remote_address", "_dict", "_up_path", "_up_authority",
-                 "_up_set", "bytes_received", "bytes_sent", "_resp_raw")
+                 "_up_set", "bytes_received", "bytes_sent", "_resp_raw", "context")
 
     def __init__(self, method, scheme, authority, path, raw, local_port, peer_cert=None, remote_address=""):
         self.method = method
@@ -82,6 +82,7 @@ class H1RequestHead:
         self.remote_address = remote_address
         self._dict = None
         self._up_path = self._up_authority = self._up_set = self._resp_raw = None
+        self.context = None             # the hooks' own per-request record; never read here
         self.bytes_received = self.bytes_sent = 0
 
     # Per-request rewrites and what happened: the h2 RequestHead's surface, same meaning.

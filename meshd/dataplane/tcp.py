@@ -58,7 +58,7 @@ class ConnectionHead:
     """The accepted connection as the routing hook sees it."""
 
     __slots__ = ("local_port", "peer", "attempt", "sni", "peer_cert", "bytes_received", "bytes_sent",
-                 "remote_address")
+                 "remote_address", "context")
     # What an HTTP request head has and a connection has not, for code that reads both.
     method = scheme = authority = path = ""
     grpc = False
@@ -72,6 +72,7 @@ class ConnectionHead:
         self.peer_cert = peer_cert  # the client's verified certificate (DER), when it sent one
         self.bytes_received = 0     # from the client
         self.bytes_sent = 0         # to the client
+        self.context = None         # the hooks' own per-connection record; never read here
         self.remote_address = f"{peer[0]}:{peer[1]}" if isinstance(peer, tuple) and len(peer) >= 2 else ""
 
     def __repr__(self):

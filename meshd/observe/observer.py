@@ -21,10 +21,13 @@ _TIMEOUT = "request_timeout"
 
 
 class Exchange:
-    """What is known of one request (or TCP connection) between its start and its end."""
+    """What is known of one request (or TCP connection) between its start and its end: the
+    head's `context` from `Observer.begin` on. The runtime keeps its routing state for the
+    request here too (`decision`, `binding`, `fed`; the observer never reads them), so a
+    request costs one record and no table keyed by its head."""
 
     __slots__ = ("direction", "mesh", "source", "local", "series", "target_node", "instance", "retries", "trace",
-                 "log", "counted")
+                 "log", "counted", "done", "decision", "binding", "fed")
 
     def __init__(self, direction: str, mesh: str, source: str, local: str, counted: bool):
         self.counted = counted    # False: logged only (the other end counts it)
@@ -38,29 +41,32 @@ class Exchange:
         self.retries = 0
         self.trace = None         # the tracer's per-request state, when tracing is on
         self.log = None           # the local node's access log, when it has one
+        self.done = False         # its end was recorded
+        self.decision = self.binding = None  # the runtime's: the router's Decision, and what it led to
+        self.fed = False          # the runtime's: the router has the result of the last attempt
 
 
 class Observer:
     """Metrics always; a tracer and access logs when configured.
 
-    The runtime calls, per request: `begin` when the head arrives, `routed` once the
-    virtual service, route and target node are known, `retried` per retry, and `end`
-    (the engines' completion hook) exactly once. Everything on that path is a dict lookup
-    and a few integer increments (the data-plane loop is the only writer; the registry
-    reads them at scrape time); tracing costs one `is None` check when it is off.
+    The runtime calls, per request: `begin` when the head arrives (the Exchange becomes
+    the head's `context`), `routed` (or `bound`, with the series already looked up) once
+    the virtual service, route and target node are known, `retried` per retry, and `end`
+    (the engines' completion hook) once. Everything on that path is attribute access and
+    a few integer increments (the data-plane loop is the only writer; the registry reads
+    them at scrape time); tracing costs one `is None` check when it is off.
     """
 
     def __init__(self, metrics: Metrics, *, tracer=None, access_logs=None):
         self.metrics = metrics
         self.tracer = tracer
         self.access_logs = access_logs
-        self._open: dict[object, Exchange] = {}
 
     def begin(self, head, direction: str, mesh: str = "", local: str = "", *, counted: bool = True) -> Exchange:
         """A request's head arrived at a listener of `local` (on egress also its caller).
         `counted=False`: only logged, as a TCP connection the calling meshd counts."""
         x = Exchange(direction, mesh, local if direction != INGRESS else "", local, counted)
-        self._open[head] = x
+        head.context = x
         if self.tracer is not None and counted and direction != TCP:
             x.trace = self.tracer.begin(head, direction)
         if self.access_logs is not None and local:
@@ -71,32 +77,40 @@ class Observer:
                instance: str = "") -> None:
         """The request has a virtual service, route, target node and instance (names from
         the compiled configuration; None where the table had none)."""
+        self.bound(x, self.series(x, service, route, target), target, instance)
+
+    def series(self, x: Exchange, service: str | None, route: str | None, target: str | None):
+        """The metric series requests like `x` to (service, route, target) count in, for a
+        caller that keeps it (`bound`)."""
+        return self.metrics.series(x.direction, x.mesh, x.source or UNKNOWN, service or UNKNOWN, route or "",
+                                   target or "")
+
+    def bound(self, x: Exchange, series, target: str | None, instance: str) -> None:
+        """`routed`, with the series (`series`) the caller kept for this outcome."""
         x.target_node = target or ""
         x.instance = instance
-        x.series = s = self.metrics.series(x.direction, x.mesh, x.source or UNKNOWN, service or UNKNOWN,
-                                           route or "", x.target_node)
-        s.active.n += 1
+        x.series = series
+        series.active.n += 1
         if self.access_logs is not None and x.log is None and x.local:
             x.log = self.access_logs.get(x.mesh, x.local)
 
-    def retried(self, head, reason: str) -> None:
-        """The runtime answered a failed attempt with another one."""
-        x = self._open.get(head)
-        if x is not None:
-            x.retries += 1
-            if x.series is not None:
-                r = x.series.retries
-                r[reason] = r.get(reason, 0) + 1
+    def retried(self, x: Exchange, reason: str) -> None:
+        """The runtime answered a failed attempt of `x` with another one."""
+        x.retries += 1
+        if x.series is not None:
+            r = x.series.retries
+            r[reason] = r.get(reason, 0) + 1
 
     def ejected(self, mesh: str, target: str) -> None:
         """Outlier detection ejected an endpoint of `target`."""
         self.metrics.ejections.labels(mesh, target).inc()
 
     def end(self, head, target, status: int, grpc_status: int, reason: str, duration_ns: int) -> None:
-        """The completion hook of every engine: the request's outcome, once."""
-        x = self._open.pop(head, None)
-        if x is None:
+        """The completion hook of every engine: the request's outcome, recorded once."""
+        x = head.context
+        if x is None or x.done:
             return
+        x.done = True
         if not x.counted:
             if x.log is not None:
                 x.log.write(x, head, target, status, grpc_status, reason, duration_ns)
