@@ -269,6 +269,21 @@ class _Caller:
         self.bindings: dict[tuple, _Binding] = {}
 
 
+class _Admission:
+    """The ingress's verdict on one (local instance, caller certificate, service) within one
+    generation of the mesh's table: the caller's name for metrics, the series, and the
+    Refusal or the Target of the local instance. Made by the first such request."""
+
+    __slots__ = ("live", "app", "source", "series", "answer")
+
+    def __init__(self, live, app, source, series, answer):
+        self.live = live
+        self.app = app
+        self.source = source
+        self.series = series
+        self.answer = answer
+
+
 # Bindings kept per caller and generation: the table's (service, route, endpoint) outcomes
 # are bounded by the configuration, but endpoints churn; past this the cache starts over.
 _MAX_BINDINGS = 4096
@@ -295,6 +310,7 @@ class MeshRuntime:
         self.ingress: Engine | None = None
         self.addresses: dict[str, str] = {}
         self._loads: dict[tuple[str, str], _Load] = {}
+        self._admissions: dict[tuple, _Admission] = {}
         self._targets: dict[tuple, Target] = {}
         self._local: dict[str, LocalApp] = {}  # "mesh/node/instance" -> app
         self._peer_ids: dict[bytes, str | None] = {}
@@ -892,25 +908,36 @@ class MeshRuntime:
     # -- ingress ----------------------------------------------------------------------
     def _ingress_decide(self, head):
         x = self.observe.begin(head, INGRESS)
-        dest = head.headers.get(INSTANCE_HEADER, "")
+        headers = head.headers
+        dest = headers.get(INSTANCE_HEADER, "")
         app = self._local.get(dest)
         if app is None:
             return REFUSALS["unknown_instance"]
         x.mesh, x.local = app.mesh, app.virtual_node
-        service = head.headers.get(SERVICE_HEADER, "")
-        sid, refusal = self._admit(app, head.peer_cert, service)
+        service = headers.get(SERVICE_HEADER, "")
+        key = (dest, head.peer_cert, service)
+        a = self._admissions.get(key)
+        if a is None or a.live is not self.view.live(app.mesh) or a.app is not app:
+            a = self._admission(key, app, head.peer_cert, service, x)
+        x.source = a.source
+        self.observe.bound(x, a.series, app.virtual_node, app.instance_id)
+        return a.answer
+
+    def _admission(self, key: tuple, app: LocalApp, peer_cert: bytes | None, service: str, x) -> _Admission:
+        """Check a caller at the ingress (`_admit`) and keep the verdict for this generation
+        of the mesh's table: a connection's requests present one certificate object."""
+        live = self.view.live(app.mesh)
+        sid, refusal = self._admit(app, peer_cert, service)
         snap = self.view.snapshot(app.mesh)
         # The caller names the service: a label only when the mesh has it (bounded series).
         x.source = (sid.name if sid.kind == spiffe.GATEWAY else sid.node) if sid is not None else UNKNOWN
-        self.observe.routed(x, service if snap is not None and service in snap.services else UNKNOWN, "",
-                            app.virtual_node, app.instance_id)
-        if refusal is not None:
-            return refusal
-        key = ("local", app.address, app.port)
-        t = self._targets.get(key)
-        if t is None:
-            t = self._targets[key] = Target(app.address, app.port)
-        return t
+        series = self.observe.series(x, service if snap is not None and service in snap.services else UNKNOWN, "",
+                                     app.virtual_node)
+        a = _Admission(live, app, x.source, series, refusal or Target(app.address, app.port))
+        if len(self._admissions) >= _MAX_BINDINGS:
+            self._admissions.clear()
+        self._admissions[key] = a
+        return a
 
     def _admit(self, app: LocalApp, peer_cert: bytes | None, service: str | None):
         """May this caller reach `app` through the ingress? (caller's SpiffeId or None,
