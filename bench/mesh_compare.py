@@ -14,7 +14,7 @@ Python echo server):
   the plaintext two-meshd path meshd can make;
 - meshd-2hop-mtls: egress A -> mTLS -> ingress B -> origin (as in tests/test_mesh_traffic.py).
 
-Every meshd is its own `meshd run` process (so its CPU is read cleanly from /proc/PID/stat),
+Every meshd is its own `meshd run` process (so its CPU is read cleanly from its CPU-time clock),
 sharing one etcd started here; the mesh is applied through meshd A's plaintext admin API.
 Before loading, each path is checked with a real gRPC client. Loads (h2load emulating a gRPC
 unary call): one at a time (`-c 1 -m 1`, latency), a fixed rate (`--rps 500 -c 1 -m 32`, CPU

@@ -9,7 +9,7 @@ etcd: one pair with tracing off, the other exporting every request's client and 
 (sample ratio 1.0) over OTLP gRPC to a real receiver in its own process
 (`bench/otlp_sink.py`). The origin is HAProxy's fast `http-request return`; h2load drives
 a gRPC-shaped unary call at a fixed 500 requests/s (`--rps 500 -c 1 -m 32`), the load a
-sidecar mostly sees. CPU is utime+stime of both meshds of a path from /proc/PID/stat, the
+sidecar mostly sees. CPU is the CPU-time clock of both meshds of a path (ns), the
 exporter thread included. Runs alternate off/on; the gated figure is the median ratio.
 """
 from __future__ import annotations
