@@ -908,13 +908,12 @@ class MeshRuntime:
     # -- ingress ----------------------------------------------------------------------
     def _ingress_decide(self, head):
         x = self.observe.begin(head, INGRESS)
-        headers = head.headers
-        dest = headers.get(INSTANCE_HEADER, "")
+        dest = head.header(INSTANCE_HEADER) or ""
         app = self._local.get(dest)
         if app is None:
             return REFUSALS["unknown_instance"]
         x.mesh, x.local = app.mesh, app.virtual_node
-        service = headers.get(SERVICE_HEADER, "")
+        service = head.header(SERVICE_HEADER) or ""
         key = (dest, head.peer_cert, service)
         a = self._admissions.get(key)
         if a is None or a.live is not self.view.live(app.mesh) or a.app is not app:

@@ -152,11 +152,75 @@ class _Head:
 
     def __init__(self, headers, grpc_call=True):
         self.headers = headers
+        self.header = headers.get
         self.method, self.path, self.authority, self.grpc = "POST", "/echo.Echo/Say", "api:9090", grpc_call
         self.set = {}
 
     def set_header(self, name, value):
-        self.set[name] = value
+        self.set[name] = value.decode() if isinstance(value, bytes) else value
+
+    def trace_context(self, bound):
+        from meshd.dataplane import trace_context
+        return trace_context(self, bound)
+
+
+ALL = 1 << 64  # TraceIdRatioBased's bound at ratio 1.0
+
+
+def test_trace_context_continues_a_w3c_parent_and_names_the_new_span_upstream():
+    from meshd.dataplane import trace_context
+
+    tid, sid = "4bf92f3577b34da6a3ce929d0e0e4736", "00f067aa0ba902b7"
+    for flags, sampled in (("01", True), ("00", False), ("03", True)):
+        head = _Head({"traceparent": f"00-{tid}-{sid}-{flags}"})
+        trace, span, parent, got_sampled = trace_context(head, 0)  # the caller's flag wins over the ratio
+        assert (trace.hex(), parent.hex(), got_sampled) == (tid, sid, sampled)
+        assert len(span) == 8 and span != bytes(8)
+        assert head.set["traceparent"] == f"00-{tid}-{span.hex()}-{'01' if sampled else '00'}"
+    # No context: a new trace, sampled by the low 64 bits of its id against the bound.
+    head = _Head({})
+    trace, span, parent, sampled = trace_context(head, ALL)
+    assert parent == b"" and sampled and trace != bytes(16)
+    assert head.set["traceparent"] == f"00-{trace.hex()}-{span.hex()}-01"
+    assert trace_context(_Head({}), 0)[3] is False
+    half = [trace_context(_Head({}), 1 << 63) for _ in range(4000)]
+    assert all(s == (int.from_bytes(t[8:], "big") < 1 << 63) for t, _, _, s in half)
+    assert 0.45 < sum(s for *_, s in half) / len(half) < 0.55
+    assert len({t for t, *_ in half}) == len(half) and len({s for _, s, _, _ in half}) == len(half)
+    # B3 without traceparent is the tracer's to read: nothing set, None returned.
+    for b3 in ({"b3": f"{tid}-{sid}-1"}, {"x-b3-traceid": tid, "x-b3-spanid": sid}):
+        head = _Head(b3)
+        assert trace_context(head, ALL) is None and head.set == {}
+
+
+def test_trace_context_parses_traceparent_as_the_reference_parser_does():
+    """The C parser against parse_parent (the Python reading of W3C Trace Context §3.2), on
+    valid headers and on every single-character corruption of them."""
+    import random
+
+    from meshd.dataplane import trace_context
+    from meshd.observe.tracing import parse_parent
+
+    rng = random.Random(7)
+    samples = ["00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01", "01-" + "a" * 32 + "-" + "b" * 16 + "-00-x",
+               "00-" + "0" * 32 + "-" + "1" * 16 + "-01", "ff-" + "1" * 32 + "-" + "1" * 16 + "-01"]
+    for _ in range(30):
+        samples.append(f"{rng.choice(['00', '01', 'fe'])}-{rng.getrandbits(128):032x}-{rng.getrandbits(64):016x}-"
+                       f"{rng.getrandbits(8):02x}")
+    alphabet = "0123456789abcdefABF-xz_ "
+    headers = list(samples)
+    for s in samples:
+        for i in range(len(s)):
+            headers.append(s[:i] + rng.choice(alphabet) + s[i + 1:])
+        headers += [s[:-1], s + "0", s + "-", s + "-more"]
+    for tp in headers:
+        want = parse_parent({"traceparent": tp}.get)
+        head = _Head({"traceparent": tp})
+        trace, span, parent, sampled = trace_context(head, 0)
+        if want is None:
+            assert parent == b"" and not sampled, tp  # ignored: a new trace, unsampled at bound 0
+        else:
+            assert (trace.hex(), parent.hex(), sampled) == want, tp
 
 
 def test_the_direct_span_encoder_writes_the_sdks_message():
@@ -167,15 +231,18 @@ def test_the_direct_span_encoder_writes_the_sdks_message():
 
     from meshd.observe.observer import Exchange
     from meshd.observe.otlp import SpanEncoder
-    from meshd.observe.tracing import Tracer
+    from meshd.observe.tracing import _SCOPE, Tracer
+
+    from meshd.observe.otlp import SpanBatch
 
     captured = _Captured()
     tracer = Tracer(host="h", exporter=captured)
+    records = tracer._records
     for i in range(40):
         headers = {"content-type": "application/grpc"}
         if i % 2:
             headers["traceparent"] = f"00-{i + 1:032x}-{i + 7:016x}-01"
-            headers["tracestate"] = f"app={i % 3},x=y"
+            headers["tracestate"] = f"app={i % 3},x=y" if i % 7 else "bad entry"  # the latter: dropped
         x = Exchange("egress" if i % 4 < 2 else "ingress", "shop", "web", "web", True)
         head = _Head(headers, grpc_call=i % 5 != 0)
         x.trace = tracer.begin(head, x.direction)
@@ -183,23 +250,39 @@ def test_the_direct_span_encoder_writes_the_sdks_message():
         failed = i % 3 == 0
         tracer.end(x, head, None, 503 if failed else 200, 14 if failed else 0, "upstream_reset" if failed else "",
                    1_000_000 + i)
+    batch = SpanBatch(records)  # the records the exporter thread will take (it waits for 512)
+    batch.resource, batch.scope = tracer.resource, _SCOPE
     tracer.close()
-    assert len(captured.spans) == 40
-    ours = ExportTraceServiceRequest.FromString(SpanEncoder().request(captured.spans))
-    assert ours == encode_spans(captured.spans)
+    assert len(captured.spans) == len(batch) == 40
+    sdk = encode_spans(captured.spans)  # the SDK's encoder, on the SDK's spans of these records
+    assert ExportTraceServiceRequest.FromString(SpanEncoder().request(captured.spans)) == sdk
+    assert ExportTraceServiceRequest.FromString(SpanEncoder().records(batch)) == sdk
+    assert sdk.resource_spans[0].scope_spans[0].spans[1].trace_state == "app=1,x=y"
 
 
 def test_trace_context_parsing_follows_w3c_and_b3():
     from meshd.observe.tracing import parse_parent
 
     tid, sid = "4bf92f3577b34da6a3ce929d0e0e4736", "00f067aa0ba902b7"
-    assert parse_parent({"traceparent": f"00-{tid}-{sid}-01"}) == (int(tid, 16), int(sid, 16), True)
-    assert parse_parent({"traceparent": f"00-{tid}-{sid}-00"})[2] is False
-    # W3C Trace Context §3.2: all-zero ids, version ff and malformed values are ignored.
-    for bad in (f"00-{'0' * 32}-{sid}-01", f"00-{tid}-{'0' * 16}-01", f"ff-{tid}-{sid}-01", "00-xyz", ""):
-        assert parse_parent({"traceparent": bad}) is None, bad
-    # traceparent wins over B3; B3 single and multi header forms.
-    assert parse_parent({"traceparent": f"00-{tid}-{sid}-01", "b3": f"{'1' * 32}-{'2' * 16}-1"})[0] == int(tid, 16)
-    assert parse_parent({"b3": f"{tid}-{sid}-0"}) == (int(tid, 16), int(sid, 16), False)
-    assert parse_parent({"b3": f"{tid}-{sid}"})[2] is True
-    assert parse_parent({"x-b3-traceid": tid, "x-b3-spanid": sid, "x-b3-sampled": "0"})[2] is False
+    def parse(headers):
+        return parse_parent(headers.get)
+
+    assert parse({"traceparent": f"00-{tid}-{sid}-01"}) == (tid, sid, True)
+    assert parse({"traceparent": f"00-{tid}-{sid}-00"})[2] is False
+    assert parse({"traceparent": f"00-{tid}-{sid}-03"})[2] is True      # other flag bits: sampled is bit 0
+    # A later version may carry more fields after a dash (§4.3); version 00 may not.
+    assert parse({"traceparent": f"01-{tid}-{sid}-01-extra"}) == (tid, sid, True)
+    # W3C Trace Context §3.2: all-zero ids, version ff, uppercase or non-hex digits and
+    # malformed values are ignored.
+    for bad in (f"00-{'0' * 32}-{sid}-01", f"00-{tid}-{'0' * 16}-01", f"ff-{tid}-{sid}-01", "00-xyz", "",
+                f"00-{tid.upper()}-{sid}-01", f"00-{tid[:-1]}_-{sid}-01", f"00-{tid}-{sid}-01-extra",
+                f"01-{tid}-{sid}-01x"):
+        assert parse({"traceparent": bad}) is None, bad
+    # traceparent wins over B3; B3 single and multi header forms; 64-bit B3 trace ids widen.
+    assert parse({"traceparent": f"00-{tid}-{sid}-01", "b3": f"{'1' * 32}-{'2' * 16}-1"})[0] == tid
+    assert parse({"b3": f"{tid}-{sid}-0"}) == (tid, sid, False)
+    assert parse({"b3": f"{tid}-{sid}"})[2] is True
+    assert parse({"b3": f"{tid[16:]}-{sid}-1"}) == ("0" * 16 + tid[16:], sid, True)
+    assert parse({"b3": f"{tid}-zz"}) is None
+    assert parse({"x-b3-traceid": tid, "x-b3-spanid": sid, "x-b3-sampled": "0"})[2] is False
+    assert parse({"x-b3-traceid": tid, "x-b3-spanid": sid}) == (tid, sid, True)

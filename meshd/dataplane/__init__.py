@@ -12,6 +12,8 @@ Contract, in one place (see Engine's docstring for options):
 grpc (content-type application/grpc*), attempt, local_port. Nothing else from Python runs
 per request.
 """
+import os
+
 from meshd.dataplane._h2 import (
     FAILURE_RESPONSES,
     Engine,
@@ -20,9 +22,13 @@ from meshd.dataplane._h2 import (
     RequestHead,
     Target,
     counters,
+    seed_trace_ids,
+    trace_context,
 )
 from meshd.dataplane.h1 import H1Engine, H1RequestHead
 from meshd.dataplane.tcp import ConnectionHead, TcpEngine, TcpTarget
 
 __all__ = ["ConnectionHead", "Engine", "FAILURE_RESPONSES", "Failure", "H1Engine", "H1RequestHead",
-           "Refusal", "RequestHead", "Target", "TcpEngine", "TcpTarget", "counters"]
+           "Refusal", "RequestHead", "Target", "TcpEngine", "TcpTarget", "counters", "trace_context"]
+
+seed_trace_ids(os.urandom(8))

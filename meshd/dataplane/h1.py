@@ -21,6 +21,7 @@ from collections import deque
 
 import httptools
 
+from meshd.dataplane._h2 import trace_context
 from meshd.dataplane._relay import (
     FAILURE_RESPONSES, Failure, Refusal, RelayEngine, Target, open_upstream, rewrite_of,
 )
@@ -124,6 +125,14 @@ class H1RequestHead:
                 d[k] = d[k] + ", " + v if k in d else v
             self._dict = d
         return self._dict
+
+    def header(self, name):
+        """`headers.get(name)` (`name` lowercase): the h2 RequestHead's surface."""
+        return self.headers.get(name)
+
+    def trace_context(self, bound):
+        """The h2 RequestHead's: this request's W3C trace context and new span."""
+        return trace_context(self, bound)
 
     def __repr__(self):
         return f"H1RequestHead({self.method} {self.scheme}://{self.authority}{self.path})"

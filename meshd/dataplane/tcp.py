@@ -75,6 +75,10 @@ class ConnectionHead:
         self.context = None         # the hooks' own per-connection record; never read here
         self.remote_address = f"{peer[0]}:{peer[1]}" if isinstance(peer, tuple) and len(peer) >= 2 else ""
 
+    def header(self, name):
+        """A connection has no headers (the HTTP heads' surface)."""
+        return None
+
     def __repr__(self):
         return f"ConnectionHead(local_port={self.local_port}, peer={self.peer})"
 

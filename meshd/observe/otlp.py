@@ -7,8 +7,10 @@ more than meshd spends relaying the request. meshd's spans have a fixed shape (n
 or links; attribute values str, int, bool or float; one resource and scope), and most of
 their attributes repeat (mesh, route, target...), so this encoder writes each span's
 envelope by hand and takes each attribute's KeyValue bytes from a small cache, filled by
-the SDK's own attribute encoder. tests/test_observability_tracing.py checks that it gives
-the same message as the SDK's encoder.
+the SDK's own attribute encoder. It encodes the SDK's ReadableSpans (`request`), or
+meshd's tracer records directly (`records`, a SpanBatch: making a ReadableSpan per record
+only to read it back cost more than the encoding). tests/test_observability_tracing.py
+checks both against the SDK's encoder.
 
 Field numbers: opentelemetry-proto, trace/v1/trace.proto and common/v1/common.proto.
 """
@@ -23,7 +25,7 @@ from opentelemetry.exporter.otlp.proto.common._internal import (
 )
 from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceResponse
-from opentelemetry.trace import SpanKind
+from opentelemetry.trace import SpanKind, TraceState
 
 # Span.SpanKind values of trace.proto (the API's SpanKind numbers differ).
 _KIND = {SpanKind.INTERNAL: 1, SpanKind.SERVER: 2, SpanKind.CLIENT: 3, SpanKind.PRODUCER: 4,
@@ -36,12 +38,27 @@ _MAX_CACHED = 8192
 
 
 def _varint(n: int) -> bytes:
+    if n < 0x80:
+        return _SMALL[n]
+    if n < 0x4000:
+        return bytes(((n & 0x7F) | 0x80, n >> 7))
     out = bytearray()
     while n > 0x7F:
         out.append((n & 0x7F) | 0x80)
         n >>= 7
     out.append(n)
     return bytes(out)
+
+
+_SMALL = [bytes((i,)) for i in range(0x80)]
+
+
+class SpanBatch(list):
+    """Finished spans as the tracer's records, `((trace id, span id, parent span id or b"",
+    tracestate header or ""), start ns, end ns, (name, attributes, Status, SpanKind))` with
+    the ids as bytes (16, 8, 8), and the Resource and InstrumentationScope they share."""
+
+    __slots__ = ("resource", "scope")
 
 
 def _field(tag: bytes, payload: bytes) -> bytes:
@@ -56,16 +73,19 @@ class SpanEncoder:
         self._kv: dict[tuple, bytes] = {}
         self._blocks: dict[int, tuple[object, bytes]] = {}
         self._states: dict[int, tuple[object, bytes]] = {}
+        self._state_headers: dict[str, bytes] = {}
         self._resources: dict[int, tuple[object, bytes]] = {}
         self._scopes: dict[object, bytes] = {}
 
     def _static(self, s) -> bytes:
         """name, kind, attributes and status of `s`: the fields one outcome's spans share.
-        Spans of one outcome share one attribute dict and Status (Tracer._shape), so the
-        bytes are kept by the dict's identity (the reference stops the id being reused).
         The span's own dict is read (`_attributes`): the public property wraps it per call."""
-        attrs = getattr(s, "_attributes", None) or s.attributes
-        name, kind, status = s.name, s.kind, s.status
+        return self._block(s.name, s.kind, getattr(s, "_attributes", None) or s.attributes, s.status)
+
+    def _block(self, name: str, kind, attrs, status) -> bytes:
+        """The encoded name, kind, attributes and status. Spans of one outcome share one
+        attribute dict and Status (Tracer._shape), so the bytes are kept by the dict's
+        identity (the reference stops the id being reused)."""
         got = self._blocks.get(id(attrs))
         if got is not None and got[0] is attrs and got[1] == name and got[2] == kind and got[3] is status:
             return got[4]
@@ -104,6 +124,54 @@ class SpanEncoder:
                 self._states[id(ts)] = got  # (unhashable Mapping: by identity, kept alive)
         return got[1]
 
+    def _trace_state_header(self, header: str) -> bytes:
+        """Span.trace_state of a `tracestate` header, as the SDK's TraceState reads it."""
+        got = self._state_headers.get(header)
+        if got is None:
+            ts = TraceState.from_header([header])
+            got = _field(b"\x1a", ",".join(f"{k}={v}" for k, v in ts.items()).encode()) if ts else b""
+            if len(self._state_headers) >= _MAX_CACHED:
+                self._state_headers.clear()
+            self._state_headers[header] = got
+        return got
+
+    def records(self, batch: SpanBatch) -> bytes:
+        """The serialized ExportTraceServiceRequest of a tracer's records."""
+        pack, block, blocks = _IDS.pack, self._block, self._blocks
+        spans = []
+        for (trace_id, span_id, parent_id, state), start, end, shape in batch:
+            body = pack(0x0A, 16, trace_id, 0x12, 8, span_id, 0x39, start, 0x41, end)
+            if parent_id:  # a parent in a request header: remote
+                body += b"\x22\x08" + parent_id + _FLAGS_REMOTE
+            else:
+                body += _FLAGS_LOCAL
+            if state:
+                body += self._trace_state_header(state)
+            name, attrs, status, kind = shape
+            got = blocks.get(id(attrs))
+            body += got[4] if got is not None and got[0] is attrs and got[1] == name and got[2] == kind \
+                and got[3] is status else block(name, kind, attrs, status)
+            spans.append(b"\x12" + _varint(len(body)) + body)  # ScopeSpans.spans (field 2)
+        return self._envelope(batch.resource, batch.scope, b"".join(spans))
+
+    def _envelope(self, res, scope, encoded: bytes) -> bytes:
+        """One ResourceSpans with one ScopeSpans holding `encoded` spans."""
+        got = self._resources.get(id(res))
+        if got is None or got[0] is not res:
+            got = self._resources[id(res)] = (res, _field(b"\x0a", _encode_resource(res).SerializeToString()))
+        tail = _field(b"\x1a", res.schema_url.encode()) if res.schema_url else b""
+        return _field(b"\x0a", got[1] + _field(b"\x12", self._scope(scope) + encoded) + tail)
+
+    def _scope(self, scope) -> bytes:
+        """ScopeSpans.scope (1) and schema_url (3)."""
+        head = self._scopes.get(scope)
+        if head is None:
+            head = self._scopes[scope] = (_field(b"\x0a", _encode_instrumentation_scope(scope).SerializeToString())
+                                          if scope is not None else b"")
+            if scope is not None and scope.schema_url:
+                head += _field(b"\x1a", scope.schema_url.encode())
+        return head
+
     def span(self, s) -> bytes:
         """One ScopeSpans.spans entry. Fields go in any order (protobuf encoding): the
         per-span ones first, then the shared block."""
@@ -134,13 +202,7 @@ class SpanEncoder:
         out = []
         by_resource: dict[int, list[bytes]] = {}
         for (rid, scope), encoded in groups.items():
-            head = self._scopes.get(scope)
-            if head is None:
-                head = self._scopes[scope] = (_field(b"\x0a", _encode_instrumentation_scope(scope).SerializeToString())
-                                              if scope is not None else b"")
-                if scope is not None and scope.schema_url:
-                    head += _field(b"\x1a", scope.schema_url.encode())
-            by_resource.setdefault(rid, []).append(_field(b"\x12", head + b"".join(encoded)))
+            by_resource.setdefault(rid, []).append(_field(b"\x12", self._scope(scope) + b"".join(encoded)))
         for rid, scope_spans in by_resource.items():
             res, body = self._resources[rid]
             tail = _field(b"\x1a", res.schema_url.encode()) if res.schema_url else b""
@@ -162,6 +224,8 @@ class FastOTLPSpanExporter(OTLPSpanExporter):
     SpanEncoder's bytes as they are: parsing them into the generated message only for the
     stub to serialize it again cost more than encoding (about 4 µs a span)."""
 
+    accepts_records = True  # export() takes a SpanBatch as well as ReadableSpans
+
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
         self._encoder = SpanEncoder()
@@ -170,7 +234,9 @@ class FastOTLPSpanExporter(OTLPSpanExporter):
         self._client = _RawTraceStub(self._channel)
 
     def _translate_data(self, data) -> bytes:
+        if data.__class__ is SpanBatch:
+            return self._encoder.records(data)
         return self._encoder.request(data)
 
 
-__all__ = ["FastOTLPSpanExporter", "SpanEncoder"]
+__all__ = ["FastOTLPSpanExporter", "SpanBatch", "SpanEncoder"]

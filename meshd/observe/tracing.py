@@ -1,10 +1,13 @@
-"""Request spans, exported with the OpenTelemetry SDK over OTLP gRPC.
+"""Request spans, exported with the OpenTelemetry SDK's OTLP gRPC exporter.
 
 A span is one finished record: meshd knows a request's start, end, route and outcome only
-at completion, so the request path appends one flat tuple (ids, times, and the outcome's
-shared attributes) to a bounded queue, and the exporter thread turns the tuples into the
-SDK's `ReadableSpan`s and exports them. On the request path that costs two random ids, a
-header and one tuple; no SDK object, no Context, no lock.
+at completion, so the request path appends one flat tuple (ids as hex, times, and the
+outcome's shared attributes) to a bounded queue, and the exporter thread encodes the
+tuples straight into OTLP (`meshd.observe.otlp`) and exports them. On the request path
+that costs a header lookup, a random span id, a header and one tuple; no SDK object, no
+Context, no lock. Ids stay the hex text they travel as in `traceparent` until the
+exporter thread turns them into bytes. Another SpanExporter gets the SDK's
+`ReadableSpan`s, made from the tuples on the exporter thread.
 
 Propagation: W3C Trace Context (`traceparent`, `tracestate`), and B3 (`b3` single header,
 or `x-b3-traceid`/`x-b3-spanid`/`x-b3-sampled`) when no `traceparent` came. The span meshd
@@ -16,6 +19,7 @@ from __future__ import annotations
 import logging
 import os
 import random
+import re
 import threading
 import time
 from collections import deque
@@ -27,7 +31,7 @@ from opentelemetry.sdk.trace.sampling import TraceIdRatioBased
 from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 from opentelemetry.trace import SpanContext, SpanKind, Status, StatusCode, TraceFlags, TraceState
 
-from meshd.observe.otlp import FastOTLPSpanExporter
+from meshd.observe.otlp import FastOTLPSpanExporter, SpanBatch
 
 log = logging.getLogger("meshd.observe.tracing")
 
@@ -69,39 +73,49 @@ def sample_ratio_from_env(default: float) -> float:
     return default
 
 
-def parse_parent(headers) -> tuple[int, int, bool] | None:
-    """(trace id, parent span id, sampled) from W3C traceparent, else B3; None when absent
-    or malformed (W3C Trace Context §3.2: an invalid traceparent is ignored)."""
-    tp = headers.get("traceparent")
+# W3C Trace Context §3.2: version-traceid-parentid-flags, lowercase hex; a later version may
+# append fields after a dash, version 00 may not.
+_TRACEPARENT = re.compile(r"([0-9a-f]{2})-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})")
+_ZERO_TRACE, _ZERO_SPAN = "0" * 32, "0" * 16
+_B3_TRACE = re.compile(r"[0-9a-f]{16}|[0-9a-f]{32}")
+_B3_SPAN = re.compile(r"[0-9a-f]{16}")
+
+
+def parse_parent(get) -> tuple[str, str, bool] | None:
+    """(trace id, parent span id, sampled) from W3C traceparent, else B3, the ids as 32 and
+    16 lowercase hex digits; None when absent or malformed (W3C Trace Context §3.2: an
+    invalid traceparent is ignored). `get(name)` returns a request header's value or None."""
+    tp = get("traceparent")
     if tp is not None:
-        # version "00": 00-<32 hex trace-id>-<16 hex parent-id>-<2 hex flags>
-        if len(tp) >= 55 and tp[2] == "-" and tp[35] == "-" and tp[52] == "-" and tp[:2] != "ff":
-            try:
-                tid, sid, flags = int(tp[3:35], 16), int(tp[36:52], 16), int(tp[53:55], 16)
-            except ValueError:
-                return None
-            if tid and sid:
-                return tid, sid, bool(flags & 1)
-        return None
-    b3 = headers.get("b3")
+        m = _TRACEPARENT.match(tp)
+        if m is None or (len(tp) > 55 and (tp[55] != "-" or tp[:2] == "00")):
+            return None
+        version, tid, sid, flags = m.groups()
+        if version == "ff" or tid == _ZERO_TRACE or sid == _ZERO_SPAN:
+            return None
+        return tid, sid, (int(flags, 16) & 1) == 1
+    b3 = get("b3")
     if b3 is not None:
         # b3: {TraceId}-{SpanId}-{SamplingState}-{ParentSpanId}, the last two optional
-        parts = b3.split("-")
+        parts = b3.lower().split("-")
         if len(parts) >= 2:
-            try:
-                return int(parts[0], 16), int(parts[1], 16), len(parts) < 3 or parts[2] in ("1", "d")
-            except ValueError:
-                return None
+            return _b3(parts[0], parts[1], len(parts) < 3 or parts[2] in ("1", "d"))
         return None
-    tid = headers.get("x-b3-traceid")
-    sid = headers.get("x-b3-spanid")
+    tid = get("x-b3-traceid")
+    sid = get("x-b3-spanid")
     if tid and sid:
-        try:
-            return int(tid, 16), int(sid, 16), headers.get("x-b3-sampled", "1") == "1" or \
-                headers.get("x-b3-flags") == "1"
-        except ValueError:
-            return None
+        return _b3(tid.lower(), sid.lower(), get("x-b3-sampled") in (None, "1") or get("x-b3-flags") == "1")
     return None
+
+
+def _b3(tid: str, sid: str, sampled: bool) -> tuple[str, str, bool] | None:
+    """B3 ids as W3C's: a 64-bit trace id is the low half of a 128-bit one."""
+    if _B3_TRACE.fullmatch(tid) is None or _B3_SPAN.fullmatch(sid) is None:
+        return None
+    tid = tid.rjust(32, "0")
+    if tid == _ZERO_TRACE or sid == _ZERO_SPAN:
+        return None
+    return tid, sid, sampled
 
 
 _BATCH = 512  # spans per export call
@@ -147,27 +161,36 @@ class Tracer:
     # -- per request ---------------------------------------------------------------------
     def begin(self, head, direction: str) -> tuple | None:
         """Continue (or start) the trace, and tell the next hop meshd's span id. Returns
-        (trace id, span id, parent span id or 0, tracestate) when the request is sampled."""
-        headers = head.headers
-        parent = parse_parent(headers)
-        rng = self._rng
-        span_id = rng.getrandbits(64) or 1
-        if parent is None:
-            trace_id = rng.getrandbits(128) or 1
-            parent_id, state = 0, ""
-            # TraceIdRatioBased: sampled when the low 64 bits of the id fall under the bound.
-            sampled = (trace_id & 0xFFFFFFFFFFFFFFFF) < self._bound
+        (trace id, span id, parent span id or b"", tracestate) when the request is sampled,
+        the ids as bytes. W3C context is the head's own work (the data plane's
+        `trace_context`, in C); B3 is read here."""
+        ctx = head.trace_context(self._bound)
+        if ctx is None:
+            return self._begin_b3(head)
+        if not ctx[3]:
+            return None
+        return ctx[0], ctx[1], ctx[2], (head.header("tracestate") or "") if ctx[2] else ""
+
+    def _begin_b3(self, head) -> tuple | None:
+        """A caller's B3 context (no traceparent came): continue it, and set both W3C and
+        the caller's form of B3 for the next hop."""
+        get = head.header
+        parent = parse_parent(get)
+        span_id = "%016x" % (self._rng.getrandbits(64) or 1)
+        if parent is None:  # malformed B3: a new trace, as without any context
+            n = self._rng.getrandbits(128) or 1
+            sampled = (n & 0xFFFFFFFFFFFFFFFF) < self._bound  # TraceIdRatioBased: the low 64 bits
+            tid = n.to_bytes(16, "big")
+            head.set_header("traceparent", "00-" + tid.hex() + "-" + span_id + ("-01" if sampled else "-00"))
+            return (tid, bytes.fromhex(span_id), b"", "") if sampled else None
+        trace_id, parent_id, sampled = parent
+        head.set_header("traceparent", "00-" + trace_id + "-" + span_id + ("-01" if sampled else "-00"))
+        if get("b3") is not None:
+            head.set_header("b3", trace_id + "-" + span_id + ("-1" if sampled else "-0"))
         else:
-            trace_id, parent_id, sampled = parent
-            state = headers.get("tracestate", "")
-        head.set_header("traceparent", f"00-{trace_id:032x}-{span_id:016x}-{'01' if sampled else '00'}")
-        if parent is not None and "traceparent" not in headers:
-            if "b3" in headers:
-                head.set_header("b3", f"{trace_id:032x}-{span_id:016x}-{1 if sampled else 0}")
-            else:
-                head.set_header("x-b3-spanid", f"{span_id:016x}")
-                head.set_header("x-b3-parentspanid", f"{parent_id:016x}")
-        return (trace_id, span_id, parent_id, state) if sampled else None
+            head.set_header("x-b3-spanid", span_id)
+            head.set_header("x-b3-parentspanid", parent_id)
+        return (bytes.fromhex(trace_id), bytes.fromhex(span_id), bytes.fromhex(parent_id), "") if sampled else None
 
     def end(self, x, head, target, status: int, grpc_status: int, reason: str, duration_ns: int) -> None:
         """Queue the (sampled) request's span for export, or count a drop."""
@@ -188,12 +211,14 @@ class Tracer:
     # -- exporter thread -----------------------------------------------------------------
     def _run(self) -> None:
         records, wake = self._records, self._wake
+        direct = getattr(self._exporter, "accepts_records", False)
         while True:
             wake.wait(self._delay_s)
             wake.clear()
             while records:
-                batch = [records.popleft() for _ in range(min(self._batch, len(records)))]
-                self._export([self._span(*r) for r in batch])
+                batch = SpanBatch(records.popleft() for _ in range(min(self._batch, len(records))))
+                batch.resource, batch.scope = self.resource, _SCOPE
+                self._export(batch if direct else [self._span(*r) for r in batch])
             if self._stopping:
                 return
 
@@ -207,10 +232,12 @@ class Tracer:
 
     def _span(self, ids: tuple, start_ns: int, end_ns: int, shape: tuple) -> ReadableSpan:
         """The SDK span of one queued record (on the exporter thread)."""
-        trace_id, span_id, parent_id, state = ids
+        trace_b, span_b, parent_b, state = ids
         name, attrs, span_status, kind = shape
-        context = _context(trace_id, span_id, False, self._trace_state(state) if state else _NO_STATE)
-        parent = _context(trace_id, parent_id, True, _NO_STATE) if parent_id else None
+        trace_id = int.from_bytes(trace_b, "big")
+        context = _context(trace_id, int.from_bytes(span_b, "big"), False,
+                           self._trace_state(state) if state else _NO_STATE)
+        parent = _context(trace_id, int.from_bytes(parent_b, "big"), True, _NO_STATE) if parent_b else None
         if _FIELDS_KNOWN:
             # ReadableSpan.__init__'s assignments as one dict (its keyword call is most of a
             # span's cost); _FIELDS_KNOWN checked they are all of its fields.
