@@ -81,17 +81,33 @@ class Result:
         return f"| {self.path:<10} | {self.load:<13} | {self.requests:>8} | {self.rps:>9.0f} | {cpu:>8} |"
 
 
-def h2load(port: int, load: list[str], seconds: float, body: Path) -> tuple[int, float]:
-    out = subprocess.run(
-        ["h2load", "-D", str(max(1, round(seconds))), *load, "-d", str(body),
-         "-H", "content-type: application/grpc", "-H", "te: trailers",
-         f"http://127.0.0.1:{port}/echo.Echo/Say"],
-        capture_output=True, text=True, timeout=seconds + 30, check=True).stdout
+def _h2load_cmd(port: int, load: list[str], seconds: float, body: Path) -> list[str]:
+    return ["h2load", "-D", str(max(1, round(seconds))), *load, "-d", str(body),
+            "-H", "content-type: application/grpc", "-H", "te: trailers", f"http://127.0.0.1:{port}/echo.Echo/Say"]
+
+
+def _h2load_result(out: str) -> tuple[int, float]:
     m = re.search(r"requests: \d+ total, \d+ started, \d+ done, (\d+) succeeded", out)
     rps = re.search(r"finished in [\d.]+\w*, ([\d.]+) req/s", out)
     if not m or not rps:
         raise RuntimeError(out)
     return int(m.group(1)), float(rps.group(1))
+
+
+def h2load(port: int, load: list[str], seconds: float, body: Path) -> tuple[int, float]:
+    """(requests succeeded, req/s) of one h2load run."""
+    out = subprocess.run(_h2load_cmd(port, load, seconds, body), capture_output=True, text=True,
+                         timeout=seconds + 30, check=True).stdout
+    return _h2load_result(out)
+
+
+def h2load_together(runs: list[tuple[int, list[str]]], seconds: float, body: Path) -> list[tuple[int, float]]:
+    """h2load runs `(port, load)` at the same time, each's (requests succeeded, req/s): paths
+    loaded together share the machine's conditions, so their CPU figures compare closely."""
+    procs = [subprocess.Popen(_h2load_cmd(port, load, seconds, body), stdout=subprocess.PIPE,
+                              stderr=subprocess.DEVNULL, text=True) for port, load in runs]
+    outs = [p.communicate(timeout=seconds + 30)[0] for p in procs]
+    return [_h2load_result(out) for out in outs]
 
 
 def start(cmd: list[str], port: int, **kw) -> subprocess.Popen:
