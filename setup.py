@@ -1,4 +1,5 @@
-"""Build script: the Cython extension of the router core; metadata lives in pyproject.toml."""
+"""Build script: the Cython extensions (router core, HTTP/2 engine, span encoder); metadata
+lives in pyproject.toml."""
 from Cython.Build import cythonize
 from setuptools import Extension, setup
 
@@ -6,6 +7,7 @@ EXTENSIONS = [
     # One extension module that `include`s its parts, so cdef calls stay inside one C module.
     Extension("_fastroute._core", ["_fastroute/_core.pyx"]),
     Extension("meshd.dataplane._h2", ["meshd/dataplane/_h2.pyx"], libraries=["nghttp2"]),
+    Extension("meshd.observe._spans", ["meshd/observe/_spans.pyx"]),
 ]
 
 setup(

@@ -9,7 +9,8 @@ their attributes repeat (mesh, route, target...), so this encoder writes each sp
 envelope by hand and takes each attribute's KeyValue bytes from a small cache, filled by
 the SDK's own attribute encoder. It encodes the SDK's ReadableSpans (`request`), or
 meshd's tracer records directly (`records`, a SpanBatch: making a ReadableSpan per record
-only to read it back cost more than the encoding). tests/test_observability_tracing.py
+only to read it back cost more than the encoding; its per-span loop is in C,
+`meshd/observe/_spans.pyx`). tests/test_observability_tracing.py
 checks both against the SDK's encoder.
 
 Field numbers: opentelemetry-proto, trace/v1/trace.proto and common/v1/common.proto.
@@ -26,6 +27,8 @@ from opentelemetry.exporter.otlp.proto.common._internal import (
 from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceResponse
 from opentelemetry.trace import SpanKind, TraceState
+
+from meshd.observe._spans import encode_spans
 
 # Span.SpanKind values of trace.proto (the API's SpanKind numbers differ).
 _KIND = {SpanKind.INTERNAL: 1, SpanKind.SERVER: 2, SpanKind.CLIENT: 3, SpanKind.PRODUCER: 4,
@@ -74,6 +77,7 @@ class SpanEncoder:
         self._blocks: dict[int, tuple[object, bytes]] = {}
         self._states: dict[int, tuple[object, bytes]] = {}
         self._state_headers: dict[str, bytes] = {}
+        self._shape_blocks: dict[int, tuple[tuple, bytes]] = {}
         self._resources: dict[int, tuple[object, bytes]] = {}
         self._scopes: dict[object, bytes] = {}
 
@@ -136,23 +140,20 @@ class SpanEncoder:
         return got
 
     def records(self, batch: SpanBatch) -> bytes:
-        """The serialized ExportTraceServiceRequest of a tracer's records."""
-        pack, block, blocks = _IDS.pack, self._block, self._blocks
-        spans = []
-        for (trace_id, span_id, parent_id, state), start, end, shape in batch:
-            body = pack(0x0A, 16, trace_id, 0x12, 8, span_id, 0x39, start, 0x41, end)
-            if parent_id:  # a parent in a request header: remote
-                body += b"\x22\x08" + parent_id + _FLAGS_REMOTE
-            else:
-                body += _FLAGS_LOCAL
-            if state:
-                body += self._trace_state_header(state)
-            name, attrs, status, kind = shape
-            got = blocks.get(id(attrs))
-            body += got[4] if got is not None and got[0] is attrs and got[1] == name and got[2] == kind \
-                and got[3] is status else block(name, kind, attrs, status)
-            spans.append(b"\x12" + _varint(len(body)) + body)  # ScopeSpans.spans (field 2)
-        return self._envelope(batch.resource, batch.scope, b"".join(spans))
+        """The serialized ExportTraceServiceRequest of a tracer's records (the per-span loop
+        is `_spans.encode_spans`, in C)."""
+        return self._envelope(batch.resource, batch.scope,
+                              encode_spans(batch, self._shape_blocks, self._shape_block, self._trace_state_header))
+
+    def _shape_block(self, shape: tuple) -> bytes:
+        """The encoded name, kind, attributes and status of a tracer shape, kept by its
+        identity (the tracer shares one shape tuple per outcome)."""
+        name, attrs, status, kind = shape
+        block = self._block(name, kind, attrs, status)
+        if len(self._shape_blocks) >= _MAX_CACHED:
+            self._shape_blocks.clear()
+        self._shape_blocks[id(shape)] = (shape, block)
+        return block
 
     def _envelope(self, res, scope, encoded: bytes) -> bytes:
         """One ResourceSpans with one ScopeSpans holding `encoded` spans."""
