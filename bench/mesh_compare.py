@@ -26,12 +26,10 @@ from __future__ import annotations
 import argparse
 import datetime
 import json
-import os
 import shutil
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -317,12 +315,7 @@ backend origin_{o}
 
 
 def run(seconds: float = 3.0, runs: int = 3, echo_runs: int = 1, origins=ORIGINS) -> list[Sample]:
-    for tool in ("haproxy", "h2load"):
-        if not shutil.which(tool):
-            sys.exit(f"{tool} missing: install Debian's haproxy and nghttp2-client (scripts/setup.sh --test)")
-    tmp = Path(tempfile.mkdtemp(prefix="meshd-mesh-bench-"))
-    body = tmp / "body.bin"
-    body.write_bytes(b"\x00" + (102).to_bytes(4, "big") + os.urandom(102))
+    tmp, body = compare.workdir("meshd-mesh-bench-")
     bench = Bench(tmp)
     try:
         bench.start()

@@ -16,12 +16,10 @@ share the machine's moment; the gated figure is the ratio of CPU per request ove
 from __future__ import annotations
 
 import argparse
-import os
 import shutil
 import signal
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -156,12 +154,7 @@ def _count(port: int, mode: str, body: Path) -> tuple[int, float]:
 def measure(seconds: float = 5.0, runs: int = 3, ratio: float = 1.0, dead_collector: bool = False) -> dict:
     """{"cpu_us": {mode: [per run]}, "ratios": [on/off per run], "ratio": all runs' CPU per
     request on / off, "spans": n}."""
-    for tool in ("haproxy", "h2load"):
-        if not shutil.which(tool):
-            sys.exit(f"{tool} missing: install Debian's haproxy and nghttp2-client (scripts/setup.sh --test)")
-    tmp = Path(tempfile.mkdtemp(prefix="meshd-trace-bench-"))
-    body = tmp / "body.bin"
-    body.write_bytes(b"\x00" + (102).to_bytes(4, "big") + os.urandom(102))
+    tmp, body = compare.workdir("meshd-trace-bench-")
     paths = Paths(tmp, ratio, dead_collector)
     try:
         paths.start()

@@ -27,6 +27,7 @@ from meshd.gateway_listener import GatewayConfig
 from meshd.runtime import INSTANCE_HEADER, SERVICE_HEADER, LocalApp
 from meshd.security import ClusterKey, spiffe
 from meshd.v1 import admin_pb2 as pb
+from tests.tcp_listener import Listener
 
 pytestmark = [pytest.mark.dataplane, pytest.mark.etcd]
 
@@ -54,7 +55,7 @@ def h1_origin(name: str) -> ThreadingHTTPServer:
     return srv
 
 
-class H2Origin:
+class H2Origin(Listener):
     """An HTTP/2 origin (cleartext, on the h2 library) answering every request with
     `<name> <:path> <:authority>`: as a body, or as one gRPC message to a gRPC call."""
 
@@ -62,17 +63,10 @@ class H2Origin:
         self.name = name
         self.calls = 0
         self.fail_every = 0  # answer gRPC call n with UNAVAILABLE when n % fail_every == 0
-        self.sock = socket.create_server(("127.0.0.1", 0))
-        self.port = self.sock.getsockname()[1]
-        threading.Thread(target=self._accept, daemon=True).start()
+        super().__init__()
 
-    def _accept(self):
-        while True:
-            try:
-                conn, _ = self.sock.accept()
-            except OSError:
-                return
-            threading.Thread(target=self._serve, args=(conn,), daemon=True).start()
+    def accepted(self, conn):
+        threading.Thread(target=self._serve, args=(conn,), daemon=True).start()
 
     def _serve(self, conn):
         c = h2.connection.H2Connection(h2.config.H2Configuration(client_side=False, header_encoding="utf-8"))
@@ -112,7 +106,7 @@ class H2Origin:
             c.send_data(stream_id, body, end_stream=True)
 
     def stop(self):
-        self.sock.close()
+        self.close()
 
 
 def h2_get(port: int, path: str, authority: str) -> tuple[int, dict, bytes]:

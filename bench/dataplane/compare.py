@@ -116,13 +116,20 @@ def start(cmd: list[str], port: int, **kw) -> subprocess.Popen:
     return proc
 
 
-def run(seconds: float, runs: int) -> list[Result]:
+def workdir(prefix: str) -> tuple[Path, Path]:
+    """A temporary directory for one bench run, and in it the request body h2load sends (one
+    gRPC message of 102 bytes). Exits when haproxy or h2load is missing."""
     for tool in ("haproxy", "h2load"):
         if not shutil.which(tool):
-            sys.exit(f"{tool} missing: install Debian's haproxy and nghttp2-client")
-    tmp = Path(tempfile.mkdtemp(prefix="meshd-bench-"))
+            sys.exit(f"{tool} missing: install Debian's haproxy and nghttp2-client (scripts/setup.sh --test)")
+    tmp = Path(tempfile.mkdtemp(prefix=prefix))
     body = tmp / "body.bin"
     body.write_bytes(b"\x00" + (102).to_bytes(4, "big") + os.urandom(102))
+    return tmp, body
+
+
+def run(seconds: float, runs: int) -> list[Result]:
+    tmp, body = workdir("meshd-bench-")
     origin_port, hop_port, relay_port = free_port(), free_port(), free_port()
     (tmp / "origin.cfg").write_text(HAPROXY_COMMON + f"""
 frontend origin

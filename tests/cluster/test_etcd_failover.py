@@ -3,41 +3,16 @@ reduced to deterministic reproductions. Each is marked with the bug it shows; wh
 fixed, the strict xfail turned into a failure, and the marker was dropped: these now guard the fixes."""
 from __future__ import annotations
 
-import socket
-import threading
 import time
 
 import pytest
 
 import registry
 from meshd.embedded_etcd import EmbeddedEtcd, free_port
+from tests.tcp_listener import Blackhole
 
 pytestmark = pytest.mark.etcd
 
-
-class Blackhole:
-    """A TCP port that accepts connections and never answers: a partitioned etcd member."""
-
-    def __init__(self):
-        self.sock = socket.socket()
-        self.sock.bind(("127.0.0.1", 0))
-        self.sock.listen(16)
-        self.port = self.sock.getsockname()[1]
-        self.conns = []
-        threading.Thread(target=self._accept, daemon=True).start()
-
-    def _accept(self):
-        while True:
-            try:
-                conn, _ = self.sock.accept()
-            except OSError:
-                return
-            self.conns.append(conn)
-
-    def close(self):
-        self.sock.close()
-        for c in self.conns:
-            c.close()
 
 
 def _store_on(bad: str, good: str, prefix: str) -> registry.Store:

@@ -7,7 +7,7 @@ import grpc
 import pytest
 
 from meshd.dataplane import Failure, RequestHead
-from tests.cluster.test_etcd_failover import Blackhole
+from tests.tcp_listener import Blackhole, Listener
 from tests.dataplane.harness import (
     EchoOrigin, Refusal, RelayThread, Target, channel, counters, to, unary, wait_for,
 )
@@ -152,30 +152,20 @@ def test_an_upstream_that_accepts_and_stays_silent_fails_fast_and_is_retried(ori
         silent.close()
 
 
-class FreezableProxy:
+class FreezableProxy(Listener):
     """A TCP relay to `port` that can go silent: frozen, it keeps every socket open and
     forwards nothing either way, like a host whose network was cut."""
 
     def __init__(self, port):
         self.port_to = port
         self.frozen = threading.Event()
-        self.sock = socket.socket()
-        self.sock.bind(("127.0.0.1", 0))
-        self.sock.listen(16)
-        self.port = self.sock.getsockname()[1]
-        self.conns = []
-        threading.Thread(target=self._accept, daemon=True).start()
+        super().__init__()
 
-    def _accept(self):
-        while True:
-            try:
-                down, _ = self.sock.accept()
-            except OSError:
-                return
-            up = socket.create_connection(("127.0.0.1", self.port_to))
-            self.conns += [down, up]
-            for a, b in ((down, up), (up, down)):
-                threading.Thread(target=self._pipe, args=(a, b), daemon=True).start()
+    def accepted(self, down):
+        up = socket.create_connection(("127.0.0.1", self.port_to))
+        self.conns += [down, up]
+        for a, b in ((down, up), (up, down)):
+            threading.Thread(target=self._pipe, args=(a, b), daemon=True).start()
 
     def _pipe(self, a, b):
         while True:
@@ -191,11 +181,6 @@ class FreezableProxy:
                 b.sendall(data)
             except OSError:
                 return
-
-    def close(self):
-        self.sock.close()
-        for c in self.conns:
-            c.close()
 
 
 def test_a_pooled_upstream_that_goes_silent_is_detected_by_ping_and_retried(origin):
