@@ -1,13 +1,13 @@
 """Request spans, exported with the OpenTelemetry SDK's OTLP gRPC exporter.
 
 A span is one finished record: meshd knows a request's start, end, route and outcome only
-at completion, so the request path appends one flat tuple (ids as hex, times, and the
+at completion, so the request path appends one flat tuple (binary ids, times, and the
 outcome's shared attributes) to a bounded queue, and the exporter thread encodes the
 tuples straight into OTLP (`meshd.observe.otlp`) and exports them. On the request path
-that costs a header lookup, a random span id, a header and one tuple; no SDK object, no
-Context, no lock. Ids stay the hex text they travel as in `traceparent` until the
-exporter thread turns them into bytes. Another SpanExporter gets the SDK's
-`ReadableSpan`s, made from the tuples on the exporter thread.
+the W3C work (read the caller's `traceparent`, make the span id, set the next hop's header)
+is the head's `trace_context`, in C; then one tuple: no SDK object, no Context, no lock.
+Another SpanExporter gets the SDK's `ReadableSpan`s, made from the tuples on the exporter
+thread.
 
 Propagation: W3C Trace Context (`traceparent`, `tracestate`), and B3 (`b3` single header,
 or `x-b3-traceid`/`x-b3-spanid`/`x-b3-sampled`) when no `traceparent` came. The span meshd
@@ -84,7 +84,9 @@ _B3_SPAN = re.compile(r"[0-9a-f]{16}")
 def parse_parent(get) -> tuple[str, str, bool] | None:
     """(trace id, parent span id, sampled) from W3C traceparent, else B3, the ids as 32 and
     16 lowercase hex digits; None when absent or malformed (W3C Trace Context §3.2: an
-    invalid traceparent is ignored). `get(name)` returns a request header's value or None."""
+    invalid traceparent is ignored). `get(name)` returns a request header's value or None.
+    The tracer reads B3 with it; its W3C reading is the reference the data plane's C
+    `trace_context` is tested against (that one serves requests)."""
     tp = get("traceparent")
     if tp is not None:
         m = _TRACEPARENT.match(tp)
