@@ -24,7 +24,7 @@ from meshd.lease import HostLease
 from meshd.meshview import MeshView
 from meshd.observe import Metrics, MetricsServer, ObserveConfig, Observer, make_metrics_push, make_tracer
 from meshd.observe.accesslog import AccessLogs
-from meshd.runtime import MeshRuntime, RuntimeConfig, WorkloadCerts
+from meshd.proxy import MeshRuntime, RuntimeConfig, WorkloadCerts
 from meshd.security import AuditLog, KeyRef, MeshCA, Roles, Tokens, spiffe
 from meshd.security.hostauth import claim_gateway
 from meshd.security.errors import SecurityError

@@ -11,7 +11,7 @@ import grpc
 from builders import create, update
 from meshd.app import Meshd, MeshdConfig
 from meshd.embedded_etcd import free_port
-from meshd.runtime import LocalApp, RuntimeConfig
+from meshd.proxy import LocalApp, RuntimeConfig
 from meshd.security import ClusterKey
 
 SAY = "/echo.Echo/Say"

@@ -67,3 +67,48 @@ def test_fastroute_imports_only_the_stdlib():
             if len(words) >= 2 and words[0] in ("import", "from", "cimport"):
                 top = words[1].split(".")[0].rstrip(",")
                 assert top in stdlib or top == "", f"{path}: {line.strip()}"
+
+
+def _full_imports(path: Path) -> set[str]:
+    """Full dotted names of the modules a source file imports (`from a.b import c` -> a.b)."""
+    out = set()
+    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        if isinstance(node, ast.Import):
+            out.update(a.name for a in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            out.add(node.module)
+    return out
+
+
+def test_engines_and_observers_do_not_call_back_into_the_proxy():
+    """The engines and the observer are called by meshd.proxy, never the other way round;
+    the observer reads only the outcomes table, a leaf module."""
+    for pkg, allowed in (("meshd/dataplane", set()), ("meshd/observe", {"meshd.proxy.outcomes"})):
+        for path in _sources(pkg):
+            bad = {m for m in _full_imports(path) if m.startswith("meshd.proxy")} - allowed
+            assert not bad, f"{path} imports {bad}"
+
+
+def test_outcomes_table_is_a_leaf():
+    mods = _full_imports(ROOT / "meshd/proxy/outcomes.py")
+    assert {m for m in mods if m.startswith("meshd.")} <= {"meshd.dataplane"}
+
+
+def test_proxy_modules_import_no_cycle():
+    """The proxy's modules form a DAG (the old runtime and gateway listener imported each
+    other); lifecycle, the wiring, is imported by no other proxy module."""
+    mods = {p.stem: {m.rsplit(".", 1)[1] for m in _full_imports(p) if m.startswith("meshd.proxy.")}
+            for p in (ROOT / "meshd/proxy").glob("*.py") if p.stem != "__init__"}
+    assert not any("lifecycle" in deps for name, deps in mods.items() if name != "lifecycle")
+    seen, done = set(), set()
+
+    def visit(m, trail):
+        assert m not in seen or m in done, f"import cycle: {' -> '.join(trail + [m])}"
+        if m in done:
+            return
+        seen.add(m)
+        for dep in mods.get(m, ()):
+            visit(dep, trail + [m])
+        done.add(m)
+    for m in mods:
+        visit(m, [])

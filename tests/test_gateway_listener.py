@@ -4,8 +4,8 @@ from __future__ import annotations
 import pytest
 
 from meshd.api.validate import parse_json
-from meshd.gateway_listener import GatewayConfig, ListenerTlsError, listener_ssl
-from meshd.runtime import RuntimeConfig
+from meshd.proxy import GatewayConfig, ListenerTlsError, listener_ssl
+from meshd.proxy import RuntimeConfig
 from meshd.security import spiffe
 from meshd.v1 import admin_pb2 as pb
 

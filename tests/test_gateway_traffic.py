@@ -23,8 +23,8 @@ from mesh_harness import start_meshd
 from meshd.api import kinds as K
 from meshd.api.validate import parse_json
 from meshd.embedded_etcd import free_port
-from meshd.gateway_listener import GatewayConfig
-from meshd.runtime import INSTANCE_HEADER, SERVICE_HEADER, LocalApp
+from meshd.proxy import GatewayConfig
+from meshd.proxy import INSTANCE_HEADER, SERVICE_HEADER, LocalApp
 from meshd.security import ClusterKey, spiffe
 from meshd.v1 import admin_pb2 as pb
 from tests.tcp_listener import Listener

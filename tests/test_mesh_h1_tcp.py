@@ -21,7 +21,7 @@ from meshd.api.validate import parse_json
 from meshd.embedded_etcd import free_port
 from meshd.dataplane.h1 import counters as h1_counters
 from meshd.dataplane.tcp import counters as tcp_counters
-from meshd.runtime import BackendPort, LocalApp
+from meshd.proxy import BackendPort, LocalApp
 from meshd.security import ClusterKey, spiffe
 from meshd.v1 import admin_pb2 as pb
 from tests.dataplane.test_dp_h1 import WS_GUID, Handler, ws_frame, ws_read

@@ -11,7 +11,7 @@ import pytest
 from mesh_harness import start_meshd
 from meshd.api import kinds as K
 from meshd.embedded_etcd import free_port
-from meshd.runtime import REGISTER_RETRY_MAX_S, LocalApp
+from meshd.proxy import REGISTER_RETRY_MAX_S, LocalApp
 from meshd.security import ClusterKey
 from meshd.v1 import admin_pb2 as pb
 
@@ -23,7 +23,7 @@ def _attempts(caplog) -> list[float]:
 
 
 def test_registration_of_a_missing_node_backs_off_and_resumes_when_it_is_applied(etcd, etcd_prefix, tmp_path, caplog):
-    caplog.set_level(logging.INFO, logger="meshd.runtime")
+    caplog.set_level(logging.INFO, logger="meshd.proxy")
     key = tmp_path / "cluster.key"
     ClusterKey.generate(key)
     app = LocalApp(mesh="ghost", virtual_node="api", port=free_port(), instance_id="api-1")

@@ -6,7 +6,7 @@ from datetime import timedelta
 
 import pytest
 
-from meshd.runtime import WorkloadCerts
+from meshd.proxy import WorkloadCerts
 from meshd.security import ClusterKey, KeyRef, MeshCA
 
 pytestmark = [pytest.mark.identity, pytest.mark.etcd]

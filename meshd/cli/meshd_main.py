@@ -11,7 +11,7 @@ import threading
 from meshd import logs
 from meshd.app import DEFAULT_ADMIN, DEFAULT_CLUSTER_KEY, DEFAULT_STATE_DIR, Meshd, MeshdConfig
 from meshd.observe import DEFAULT_METRICS, ObserveConfig
-from meshd.runtime import RuntimeConfig
+from meshd.proxy import RuntimeConfig
 from meshd.security import ClusterKey
 from meshd.security.errors import ClusterKeyError
 
@@ -125,6 +125,13 @@ def main(argv: list[str] | None = None) -> int:
         print("meshd join: --join-token is required", file=sys.stderr)
         return 2
     logs.setup(args.log_level)
+    try:
+        runtime = RuntimeConfig.load(args.config) if args.config else None
+        observe = ObserveConfig.load(args.config) if args.config else ObserveConfig()
+    except (OSError, ValueError) as err:
+        # ConfigError (a ValueError) names the key: "apps[0].virtualnode: unknown key".
+        print(f"meshd: --config {args.config}: {err}", file=sys.stderr)
+        return 2
     cfg = MeshdConfig(
         admin=args.admin, admin_token=args.admin_token, insecure_local=args.insecure_local,
         etcd=[e for e in args.etcd.split(",") if e], state_dir=args.state_dir,
@@ -133,12 +140,12 @@ def main(argv: list[str] | None = None) -> int:
         cluster_key=args.cluster_key, trust_domain=args.trust_domain, join_token=args.join_token,
         cert_ttl_hours=args.cert_ttl_hours,
         join_server=args.join_server, signer=args.signer,
-        runtime=RuntimeConfig.load(args.config) if args.config else None,
+        runtime=runtime,
         egress=args.egress, ingress=args.ingress, advertise=args.advertise,
     )
     if args.host_name:
         cfg.host_name = args.host_name
-    cfg.observe = ObserveConfig.load(args.config) if args.config else ObserveConfig()
+    cfg.observe = observe
     if args.metrics is not None:
         cfg.observe.metrics = "" if args.metrics == "off" else args.metrics
     if args.metrics_otlp_endpoint is not None:

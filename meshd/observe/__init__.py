@@ -43,9 +43,12 @@ class ObserveConfig:
         """The `observability:` section of the data-plane config file (YAML)."""
         with open(path) as f:
             doc = (yaml.safe_load(f) or {}).get("observability") or {}
+        _known(doc, "observability", {"metrics", "metricsOtlp", "tracing"})
         tracing = doc.get("tracing") or {}
+        _known(tracing, "observability.tracing", {"endpoint", "sampleRatio", "maxQueueSize"})
         ratio = tracing.get("sampleRatio")
         push = doc.get("metricsOtlp") or {}
+        _known(push, "observability.metricsOtlp", {"endpoint", "intervalSeconds"})
         return ObserveConfig(metrics=str(doc.get("metrics", DEFAULT_METRICS)),
                              metrics_otlp_endpoint=str(push.get("endpoint", "")),
                              metrics_otlp_interval=float(push.get("intervalSeconds", 15.0)),
@@ -61,6 +64,15 @@ class ObserveConfig:
             return False
         return bool(self.tracing_endpoint or env.get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")
                     or env.get("OTEL_EXPORTER_OTLP_ENDPOINT"))
+
+
+def _known(doc, path: str, keys: set[str]) -> None:
+    """Refuse a key of the `observability:` section that nothing reads, naming its path."""
+    if not isinstance(doc, dict):
+        raise ValueError(f"{path}: must be a mapping")
+    unknown = sorted(set(doc) - keys, key=str)
+    if unknown:
+        raise ValueError(f"{path}.{unknown[0]}: unknown key")
 
 
 def make_metrics_push(config: ObserveConfig, metrics: Metrics, host: str):

@@ -19,6 +19,9 @@ import time
 from datetime import datetime, timezone
 from typing import Callable
 
+# meshd's reason tokens -> Envoy response flags: a column of the outcomes table.
+from meshd.proxy.outcomes import RESPONSE_FLAGS
+
 log = logging.getLogger("meshd.observe.accesslog")
 
 # Envoy's default access log format (docs, "Default format string").
@@ -27,22 +30,6 @@ DEFAULT_FORMAT = ('[%START_TIME%] "%REQ(:METHOD)% %REQ(X-ENVOY-ORIGINAL-PATH?:PA
                   '%RESP(X-ENVOY-UPSTREAM-SERVICE-TIME)% "%REQ(X-FORWARDED-FOR)%" "%REQ(USER-AGENT)%" '
                   '"%REQ(X-REQUEST-ID)%" "%REQ(:AUTHORITY)%" "%UPSTREAM_HOST%"\n')
 
-# meshd's reason tokens (meshd.runtime.REFUSALS, meshd.dataplane.FAILURE_RESPONSES, and
-# "reset" for a downstream reset) -> Envoy response flags.
-RESPONSE_FLAGS = {
-    "no_service": "NR", "no_route": "NR", "unknown_instance": "NR",
-    "no_config": "NC",                           # no cluster (no route table) yet
-    "no_endpoint": "UH",                         # no healthy upstream
-    "upstream_connect_failure": "UF",
-    "pool_overflow": "UO",
-    "request_timeout": "UT",
-    "upstream_reset": "UR", "upstream_refused_stream": "UR",
-    "upstream_goaway": "UC",
-    "reset": "DC",                               # the downstream went away
-    "not_a_backend": "UAEX", "identity_refused": "UAEX",  # denied by authorization
-    "bad_request": "DPE",
-    "draining": "LR",
-}
 # A failure of the last attempt after retries: Envoy's "upstream retry limit exceeded".
 _RETRYABLE = frozenset(("UF", "UR", "UC"))
 

@@ -10,14 +10,11 @@ from bisect import bisect_left
 from meshd.observe.accesslog import GATEWAY_KEY
 from meshd.observe.metrics import DURATION_BUCKETS, UNKNOWN, Metrics
 from meshd.observe.watch import written_at
+from meshd.proxy.outcomes import AUTHZ, COUNTERS, OVERFLOWS, TIMEOUTS
 
 log = logging.getLogger("meshd.observe")
 
 EGRESS, INGRESS, GATEWAY, TCP = "egress", "ingress", "gateway", "tcp"
-# Refusal reasons (meshd.runtime.REFUSALS) that are counted beside the request itself.
-_AUTHZ = frozenset(("not_a_backend", "identity_refused"))
-_OVERFLOW = "pool_overflow"
-_TIMEOUT = "request_timeout"
 
 
 class Exchange:
@@ -136,12 +133,16 @@ class Observer:
             x.log.write(x, head, target, status, grpc_status, reason, duration_ns)
 
     def _count_reason(self, x: Exchange, s, reason: str) -> None:
+        # Which counter besides the request itself: the outcomes table says (meshd.proxy.outcomes).
+        counter = COUNTERS.get(reason)
+        if counter is None:
+            return
         m = self.metrics
-        if reason == _TIMEOUT:
+        if counter is TIMEOUTS:
             s.timeouts += 1
-        elif reason == _OVERFLOW:
+        elif counter is OVERFLOWS:
             m.overflows.labels(x.direction, x.mesh, x.target_node).inc()
-        elif reason in _AUTHZ:
+        elif counter is AUTHZ:
             m.authz_denials.labels(x.direction, x.mesh, reason).inc()
 
     def applied(self, resp, published, view) -> None:

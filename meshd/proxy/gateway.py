@@ -9,7 +9,7 @@ changed protocol or TLS) is closed after draining its requests.
 
 Per request the listener matches the gateway's route table (`meshd.gateway`), applies the
 decision's hostname and path rewrites to what goes upstream, and hands the request to the
-runtime's routing with the target virtual service: from there on it is routed, retried,
+egress routing (meshd.proxy.egress) with the target virtual service: from there on it is routed, retried,
 timed out and balanced exactly like an app's egress request, and it reaches the chosen
 instance's meshd ingress over mTLS with the gateway's own identity
 (`spiffe://<td>/mesh/<mesh>/virtualGateway/<gateway>`).
@@ -23,28 +23,18 @@ from dataclasses import dataclass
 from typing import Callable
 
 from meshd.dataplane import Engine, H1Engine
-from meshd.observe import GATEWAY
 from meshd.gateway import GatewayTable, compile_gateway
+from meshd.observe import GATEWAY
+from meshd.proxy.config import GatewayConfig, RuntimeConfig
+from meshd.proxy.egress import Caller
+from meshd.proxy.outcomes import REFUSALS
+from meshd.proxy.tls import all_sans
 from meshd.security import spiffe
 
 log = logging.getLogger("meshd.gateway")
 
 # Retry a gateway claim or a listener that could not open after this long.
 RETRY_SECONDS = 5.0
-
-
-@dataclass
-class GatewayConfig:
-    """One virtual gateway this meshd runs (`gateways:` in the local config)."""
-
-    mesh: str
-    virtual_gateway: str
-    address: str = "0.0.0.0"  # the host its listeners bind; each port is the listener's own
-
-    @property
-    def principal(self) -> tuple[str, str]:
-        """(SPIFFE kind, name) of the identity the gateway's upstream calls carry."""
-        return spiffe.GATEWAY, self.virtual_gateway
 
 
 @dataclass
@@ -68,13 +58,17 @@ class ListenerTlsError(Exception):
 class GatewayListeners:
     """Opens, follows and closes the listeners of the configured virtual gateways.
 
-    `runtime` is the MeshRuntime whose loop, view, routing and hooks the listeners use;
-    `claim(mesh, gateway)` records in the registry that this host runs the gateway, so a
-    signer will issue it the gateway's certificate (meshd.security.hostauth).
+    Requests are routed by `egress` (meshd.proxy.egress.Egress) like an app's, with the
+    gateway's identity; `listeners` records the open engines and addresses; `active()` is
+    False once the data plane is stopping; `claim(mesh, gateway)` records in the registry
+    that this host runs the gateway, so a signer will issue it the gateway's certificate
+    (meshd.security.hostauth).
     """
 
-    def __init__(self, runtime, gateways: list[GatewayConfig], *, claim: Callable[[str, str], None]):
-        self.runtime = runtime
+    def __init__(self, gateways: list[GatewayConfig], *, loop, view, egress, observe, certs,
+                 config: RuntimeConfig, listeners, active: Callable[[], bool], claim: Callable[[str, str], None]):
+        self.loop, self.view, self.egress, self.observe, self.certs = loop, view, egress, observe, certs
+        self.config, self.listeners, self.active = config, listeners, active
         self.gateways = list(gateways)
         self.claim = claim
         self.tables: dict[tuple[str, str], GatewayTable] = {}
@@ -90,25 +84,25 @@ class GatewayListeners:
             self._spawn(self.sync())
 
     def _spawn(self, coro) -> None:
-        task = self.runtime.loop.create_task(coro)
+        task = self.loop.create_task(coro)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
     def _retry_later(self) -> None:
-        if self._retry_handle is None and self.runtime._active:
+        if self._retry_handle is None and self.active():
             def again():
                 self._retry_handle = None
                 self.changed()
-            self._retry_handle = self.runtime.loop.call_later(RETRY_SECONDS, again)
+            self._retry_handle = self.loop.call_later(RETRY_SECONDS, again)
 
     async def sync(self) -> None:
         """Recompile each gateway's route table; open and close listeners to match its spec."""
         async with self._lock:
-            if not self.runtime._active:
-                return  # stopping: the runtime drains the listeners that are open
+            if not self.active():
+                return  # stopping: the data plane drains the listeners that are open
             want: dict[tuple[str, str, int], tuple[GatewayConfig, object, int]] = {}
             for g in self.gateways:
-                snap = self.runtime.view.snapshot(g.mesh)
+                snap = self.view.snapshot(g.mesh)
                 vg = snap.gateways.get(g.virtual_gateway) if snap is not None else None
                 key = (g.mesh, g.virtual_gateway)
                 if vg is None:
@@ -133,13 +127,12 @@ class GatewayListeners:
     async def _claim(self, g: GatewayConfig) -> None:
         """Claim the gateway, then obtain its certificate, off the loop (both reach etcd)."""
         key = (g.mesh, g.virtual_gateway)
-        rt = self.runtime
 
         def work():
             self.claim(g.mesh, g.virtual_gateway)
-            rt.certs.contexts(g.mesh, g.virtual_gateway, spiffe.GATEWAY)
+            self.certs.contexts(g.mesh, g.virtual_gateway, spiffe.GATEWAY)
         try:
-            await rt.loop.run_in_executor(None, work)
+            await self.loop.run_in_executor(None, work)
         except Exception as err:  # noqa: BLE001 - e.g. etcd unavailable: try again later
             self._claimed.discard(key)
             log.warning("could not claim the gateway or obtain its certificate",
@@ -151,7 +144,7 @@ class GatewayListeners:
         return o.protocol != lst.port_mapping.protocol or o.tls != _tls_bytes(lst)
 
     async def _listen(self, key, g: GatewayConfig, lst, index: int) -> None:
-        rt = self.runtime
+        cfg = self.config
         protocol, port = lst.port_mapping.protocol, lst.port_mapping.port
         where = f"virtualGateways/{g.mesh}/{g.virtual_gateway}: spec.listeners[{index}]"
         if protocol not in ("http", "http2", "grpc"):
@@ -168,10 +161,10 @@ class GatewayListeners:
             self._retry_later()
             return
         cls = H1Engine if protocol == "http" else Engine
-        engine = cls(self._decide(g, protocol, port, _san_exact(lst)), rt._retry, loop=rt.loop,
-                     complete=rt._complete, upstream_idle_timeout=rt.config.upstream_idle_seconds,
-                     connect_timeout=rt.config.connect_timeout_seconds,
-                     **({"ping_interval": rt.config.ping_seconds, "ping_timeout": rt.config.ping_seconds}
+        engine = cls(self._decide(g, protocol, port, _san_exact(lst)), self.egress.retry, loop=self.loop,
+                     complete=self.egress.complete, upstream_idle_timeout=cfg.upstream_idle_seconds,
+                     connect_timeout=cfg.connect_timeout_seconds,
+                     **({"ping_interval": cfg.ping_seconds, "ping_timeout": cfg.ping_seconds}
                         if cls is Engine else {}))
         try:
             server = await engine.listen(g.address, port, ssl=ctx)
@@ -181,8 +174,7 @@ class GatewayListeners:
             self._retry_later()
             return
         self._open[key] = _Open(protocol, _tls_bytes(lst), engine, server)
-        rt.engines.append(engine)
-        rt.addresses[f"gateway:{g.virtual_gateway}:{port}"] = f"{g.address}:{port}"
+        self.listeners.add(engine, f"gateway:{g.virtual_gateway}:{port}", f"{g.address}:{port}")
         log.info("gateway listener open", extra={"listener": where, "protocol": protocol,
                                                  "address": f"{g.address}:{port}", "tls": ctx is not None})
 
@@ -190,43 +182,40 @@ class GatewayListeners:
         """Stop accepting on the listener now; let its requests finish within the drain time."""
         o = self._open.pop(key)
         o.server.close()  # the port is free at once, for a listener reopened on it
-        rt = self.runtime
-        rt.addresses.pop(f"gateway:{key[1]}:{key[2]}", None)
+        name = f"gateway:{key[1]}:{key[2]}"
+        self.listeners.addresses.pop(name, None)
         log.info("gateway listener closing", extra={"gateway": f"{key[0]}/{key[1]}", "port": key[2]})
 
         async def drain():
-            await o.engine.drain(rt.config.drain_seconds)
+            await o.engine.drain(self.config.drain_seconds)
             o.engine.close()
-            if o.engine in rt.engines:
-                rt.engines.remove(o.engine)
+            self.listeners.remove(o.engine)
         self._spawn(drain())
 
     def _decide(self, g: GatewayConfig, protocol: str, port: int, sans: frozenset[str]):
-        from meshd.runtime import _all_sans  # noqa: PLC0415 - runtime imports this module
-
-        rt = self.runtime
         key = (g.mesh, g.virtual_gateway)
-        caller = rt.caller(g, protocol == "http")
+        caller = Caller(g, protocol == "http")
+        begin, route = self.observe.begin, self.egress.route
 
         def decide(head):
-            x = rt.observe.begin(head, GATEWAY, g.mesh, g.virtual_gateway)
+            x = begin(head, GATEWAY, g.mesh, g.virtual_gateway)
             table = self.tables.get(key)
             if table is None:
-                return rt._refuse("no_config")
+                return REFUSALS["no_config"]
             # The listener's validation.subjectAlternativeNames: the client certificate
             # (verified in the handshake against the listener's trust) must carry one.
-            if sans and not sans.intersection(_all_sans(head.peer_cert)):
-                return rt._refuse("identity_refused")
+            if sans and not sans.intersection(all_sans(head.peer_cert)):
+                return REFUSALS["identity_refused"]
             d = table.match(protocol, head.authority, port, head.method, head.path, head.headers)
             if d is None:
-                return rt._refuse("no_gateway_route")
+                return REFUSALS["no_gateway_route"]
             if d.path != head.path:
                 head.rewrite_path(d.path)
             if d.authority != head.authority:
                 head.rewrite_authority(d.authority)
             # The virtual router behind the service matches what the service receives: the
             # rewritten path (App Mesh's gateway Envoy rewrites before the service's routes).
-            return rt._route(head, caller, d.virtual_service, d.port or 0, d.path, x)
+            return route(head, caller, d.virtual_service, d.port or 0, d.path, x)
         return decide
 
 

@@ -1,0 +1,306 @@
+"""Outbound routing: a caller's request (an app's egress, or a gateway listener) to a virtual
+service, through the mesh's live `_fastroute` router, to a Target at the chosen endpoint.
+
+Layers, as along the data path (STYLE.md "Name by layer"):
+- *logical*: `route` asks the mesh's live router for the virtual service, route and
+  weighted target node;
+- *concrete*: the router picks an endpoint of the target node (balancing, outlier ejection);
+- *endpoint*: an instance registered by some meshd, reached through that meshd's ingress
+  over mTLS with the caller's workload certificate; `server_hostname` is the target node's
+  DNS name, so OpenSSL verifies the target's identity inside the handshake.
+
+The engines call `decide`, `retry` and `complete` (the hooks of meshd.dataplane); all of it
+runs on the data-plane loop.
+"""
+from __future__ import annotations
+
+import time
+
+from _fastroute import constants as C
+from meshd.compile import INGRESS_ATTRIBUTE
+from meshd.dataplane import Refusal, Target, TcpTarget
+from meshd.observe import EGRESS, TCP
+from meshd.proxy.config import (
+    INGRESS_HTTP_ATTRIBUTE, INGRESS_TCP_ATTRIBUTE, INSTANCE_HEADER, SERVICE_HEADER, split_address,
+)
+from meshd.proxy.outcomes import FAILURE_RESULTS, REFUSALS
+from meshd.security import spiffe
+
+# Bindings kept per caller and generation: the table's (service, route, endpoint) outcomes
+# are bounded by the configuration, but endpoints churn; past this the cache starts over.
+MAX_BINDINGS = 4096
+
+
+class _Load:
+    """Requests this meshd has in flight to one (mesh, target node), against the node's
+    connection-pool limit; outlives table generations (their requests end under the next)."""
+
+    __slots__ = ("n",)
+
+    def __init__(self):
+        self.n = 0
+
+
+class _Binding:
+    """What one routing outcome (virtual service, route, endpoint) means for one caller in
+    one generation of the table: whether the caller may call the service, the Target, the
+    metric series and the target node's load and limit. Made by the first request with
+    that outcome, then one dict lookup per request until the next generation."""
+
+    __slots__ = ("caller", "live", "allowed", "target", "series", "load", "limit")
+
+    def __init__(self, caller, live, allowed, target, series, load, limit):
+        self.caller = caller
+        self.live = live
+        self.allowed = allowed
+        self.target = target
+        self.series = series
+        self.load = load
+        self.limit = limit
+
+
+class Caller:
+    """One calling listener's routing state: an app's egress (HTTP/2 and gRPC, or HTTP/1.1),
+    or a gateway listener; its bindings for the live generation of its mesh's table."""
+
+    __slots__ = ("app", "http", "live", "bindings")
+
+    def __init__(self, app, http: bool):
+        self.app = app      # a LocalApp, or the GatewayConfig of a gateway listener
+        self.http = http    # HTTP/1.1: its requests go to the HTTP/1.1 ingress
+        self.live = None
+        self.bindings: dict[tuple, _Binding] = {}
+
+
+class Egress:
+    """Routes callers' requests; owns the per-caller bindings, upstream Targets and loads."""
+
+    def __init__(self, view, observe, tls):
+        self.view = view
+        self.observe = observe
+        self.tls = tls
+        self._loads: dict[tuple[str, str], _Load] = {}
+        self._targets: dict[tuple, Target] = {}
+
+    def config_changed(self) -> None:
+        """A new configuration was published, or certificates renewed: Targets are rebuilt."""
+        self._targets.clear()
+
+    def in_flight(self) -> dict[str, int]:
+        """Requests routed and not yet completed, per "mesh/target node"."""
+        return {f"{mesh}/{node}": load.n for (mesh, node), load in self._loads.items()}
+
+    # -- the hooks ----------------------------------------------------------------------
+    def decide_hook(self, app, http: bool = False):
+        """The decide hook of `app`'s egress listener (HTTP/2 and gRPC, or HTTP/1.1): the
+        authority names the virtual service, or the local port a backend maps to one."""
+        backend_ports = {b.port: b.virtual_service for b in app.backends}
+        caller = Caller(app, http)
+        begin, route = self.observe.begin, self.route
+        mesh, node = app.mesh, app.virtual_node
+
+        def decide(head):
+            x = begin(head, EGRESS, mesh, node)
+            port = head.local_port
+            authority = backend_ports[port] if port in backend_ports else head.authority
+            return route(head, caller, authority, 0, head.path, x)
+        return decide
+
+    def route(self, head, caller: Caller, authority: str, port: int, path: str, x):
+        """Route one request of `caller` to the virtual service `authority` names: the route,
+        target node and endpoint, the Target at that endpoint's ingress, and the state the
+        retry and completion hooks use (on `x`, the request's Exchange from Observer.begin).
+        The per-request path: the router's decision, then one lookup of its binding."""
+        live = self.view.live(caller.app.mesh)
+        if live is None:
+            return REFUSALS["no_config"]
+        if live is not caller.live:
+            caller.live, caller.bindings = live, {}
+        router = live.router
+        now = time.monotonic_ns()
+        d = router.decide(C.PROTO_HTTP if caller.http else (C.PROTO_GRPC if head.grpc else C.PROTO_HTTP2),
+                          authority, port, head.method, head.scheme, path,
+                          head.headers if router.matches_headers else None, now)
+        if d.status != C.ROUTED:
+            return REFUSALS[d.reason]
+        ep = d.endpoint
+        b = caller.bindings.get((d.service, d.route, ep))
+        if b is None:
+            b = self._bind(caller, live, d, x)
+            if b.__class__ is Refusal:
+                router.result(d, C.RESULT_CONNECT_FAILURE, 0, now)
+                return b
+        self.observe.bound(x, b.series, d.target, ep.id)
+        if not b.allowed:
+            router.result(d, C.RESULT_HTTP, 403, now)
+            return REFUSALS["not_a_backend"]
+        load = b.load
+        if load.n >= b.limit:
+            router.result(d, C.RESULT_HTTP, 503, now)
+            return REFUSALS["pool_overflow"]
+        load.n += 1
+        x.decision, x.binding = d, b
+        return b.target
+
+    def retry(self, head, failure):
+        """The engines' retry hook: feed the failed attempt to the router; another Target
+        when it retries, else None (the engine answers with the failure)."""
+        x = head.context
+        b = x.binding if x is not None else None
+        if b is None:
+            return None
+        if failure.kind == "status":
+            if failure.grpc_status >= 0:
+                rd = self._feed(x, b, C.RESULT_GRPC, failure.grpc_status)
+            else:
+                rd = self._feed(x, b, C.RESULT_HTTP, failure.http_status)
+        else:
+            rd = self._feed(x, b, FAILURE_RESULTS.get(failure.kind, C.RESULT_RESET), 0)
+        if rd.action != C.ACT_RETRY:
+            x.fed = True  # this attempt's result is in; the engine answers with it
+            return None
+        self.observe.retried(x, failure.kind if failure.kind != "status" else
+                             f"grpc_{failure.grpc_status}" if failure.grpc_status >= 0 else f"http_{failure.http_status}")
+        # The router chose another endpoint, in the generation the request started in.
+        caller, d = b.caller, x.decision
+        if caller.http:
+            return self._protocol_target(b.live, caller.app, d, "http")
+        return self._target(b.live, caller.app, d)
+
+    def complete(self, head, target, status, grpc_status, reason, duration_ns) -> None:
+        """The engines' completion hook: record the request, release its load and give the
+        router the last attempt's result when the retry hook has not."""
+        self.observe.end(head, target, status, grpc_status, reason, duration_ns)
+        x = head.context
+        b = x.binding if x is not None else None
+        if b is None:
+            return
+        x.binding = None
+        b.load.n -= 1
+        if x.fed or x.decision.state != C.ST_IN_FLIGHT:
+            return
+        if reason == "request_timeout":
+            kind, code = C.RESULT_TIMEOUT, 0
+        elif reason == "reset" or reason == "connect_error":
+            kind, code = C.RESULT_RESET, 0
+        elif grpc_status >= 0:
+            kind, code = C.RESULT_GRPC, grpc_status
+        else:
+            kind, code = C.RESULT_HTTP, status
+        self._feed(x, b, kind, code)
+
+    def tcp_decide_hook(self, app):
+        """The decide hook of `app`'s TCP backend ports: the port names the virtual service."""
+        backend_ports = {b.port: b.virtual_service for b in app.backends if b.protocol == "tcp"}
+
+        def decide(head):
+            x = self.observe.begin(head, TCP, app.mesh, app.virtual_node)
+            live = self.view.live(app.mesh)
+            if live is None:
+                return REFUSALS["no_config"]
+            service = backend_ports.get(head.local_port, "")
+            now = time.monotonic_ns()
+            d = live.router.decide(C.PROTO_TCP, service, 0, "", "", "", None, now)
+            if d.status != C.ROUTED:
+                return REFUSALS[d.reason]
+            self.observe.routed(x, d.service, d.route, d.target)
+            allowed = self.allowed(app, d.service)
+            live.router.result(d, C.RESULT_TCP_DONE, 0, now)
+            if not allowed:
+                return REFUSALS["not_a_backend"]
+            t = self._protocol_target(live, app, d, "tcp")
+            return t if isinstance(t, Refusal) else TcpTarget(t)
+        return decide
+
+    # -- bindings and targets --------------------------------------------------------------
+    def _bind(self, caller: Caller, live, d, x):
+        """The binding of decision `d` for `caller` (kept), or the Refusal when its endpoint
+        cannot be reached (not kept: the instance may yet appear)."""
+        app = caller.app
+        allowed = self.allowed(app, d.service)
+        target = None
+        if allowed:
+            target = self._protocol_target(live, app, d, "http") if caller.http else self._target(live, app, d)
+            if target.__class__ is Refusal:
+                self.observe.routed(x, d.service, d.route, d.target, d.endpoint.id)
+                return target
+        load = self._loads.get((app.mesh, d.target))
+        if load is None:
+            load = self._loads[(app.mesh, d.target)] = _Load()
+        b = _Binding(caller, live, allowed, target, self.observe.series(x, d.service, d.route, d.target), load,
+                     live.router.node_limits(d.target)[2])
+        if len(caller.bindings) >= MAX_BINDINGS:
+            caller.bindings.clear()
+        caller.bindings[(d.service, d.route, d.endpoint)] = b
+        return b
+
+    def allowed(self, app, service) -> bool:
+        """May `app` call `service`? Under the mesh's DROP_ALL egress filter only its backends."""
+        snap = self.view.snapshot(app.mesh)
+        mesh = snap.mesh if snap is not None else None
+        if mesh is None or mesh.spec.egress_filter.type != "DROP_ALL":
+            return True
+        if app.principal[0] == spiffe.GATEWAY:
+            # A gateway only calls the virtual service its matched gateway route targets.
+            return True
+        node = snap.nodes.get(app.virtual_node)
+        if node is None:
+            return False
+        return any(b.virtual_service.virtual_service_name == service for b in node.spec.backends)
+
+    def _protocol_target(self, live, app, d, protocol: str):
+        """A Target at the chosen instance's meshd ingress for `protocol` (http or tcp)."""
+        snap = self.view.snapshot(app.mesh)
+        inst = (snap.instances.get(d.target, {}) if snap else {}).get(d.endpoint.id)
+        attr = INGRESS_HTTP_ATTRIBUTE if protocol == "http" else INGRESS_TCP_ATTRIBUTE
+        via = inst.attributes.get(attr) if inst is not None else None
+        if inst is None:
+            return REFUSALS["no_endpoint"]
+        if not via:  # an instance without a meshd: reached directly, in plaintext
+            return Target(inst.address, inst.port,
+                          retry_statuses=d.retry.http_codes if protocol == "http" and d.retry is not None else None)
+        key = (live.generation, protocol, app.mesh, app.principal, d.target, d.endpoint.id, via)
+        t = self._targets.get(key)
+        if t is None:
+            host, port = split_address(via)
+            ctx, hostname = self.tls.client_context(app, d.service or "", d.target,
+                                                    ("http/1.1",) if protocol == "http" else ())
+            t = Target(host, port, ssl=ctx, server_hostname=hostname,
+                       headers=((INSTANCE_HEADER, f"{app.mesh}/{d.target}/{d.endpoint.id}"),
+                                (SERVICE_HEADER, d.service or "")) if protocol == "http" else (),
+                       timeout=d.per_request_timeout_ns / 1e9 if protocol == "http" else 0.0,
+                       retry_statuses=d.retry.http_codes if protocol == "http" and d.retry is not None else None)
+            self._targets[key] = t
+        return t
+
+    def _target(self, live, app, d) -> Target:
+        ep = d.endpoint
+        key = (live.generation, app.mesh, app.principal, d.target, ep.id, ep.address, ep.port,
+               d.per_request_timeout_ns, d.per_try_timeout_ns, d.route, d.service)
+        t = self._targets.get(key)
+        if t is not None:
+            return t
+        retry = d.retry
+        # Through a meshd ingress (mTLS) when the instance names one; else directly, in plaintext.
+        snap = self.view.snapshot(app.mesh)
+        inst = (snap.instances.get(d.target, {}) if snap else {}).get(ep.id)
+        via_ingress = inst is not None and INGRESS_ATTRIBUTE in inst.attributes
+        ssl_ctx, hostname = self.tls.client_context(app, d.service or "", d.target, ("h2",)) if via_ingress else (None, None)
+        t = Target(ep.address, ep.port, ssl=ssl_ctx, server_hostname=hostname,
+                   headers=((INSTANCE_HEADER, f"{app.mesh}/{d.target}/{ep.id}"), (SERVICE_HEADER, d.service or "")),
+                   timeout=d.per_request_timeout_ns / 1e9,
+                   try_timeout=d.per_try_timeout_ns / 1e9 if retry is not None and retry.max_retries else 0.0,
+                   retry_statuses=retry.http_codes if retry is not None else None,
+                   retry_grpc=retry.grpc_codes if retry is not None else None)
+        self._targets[key] = t
+        return t
+
+    def _feed(self, x, b: _Binding, kind: int, code: int):
+        """Hand an attempt's result to the router; count an outlier ejection it caused."""
+        d = x.decision
+        ep = d.endpoint
+        ejected = ep.times_ejected if ep is not None else 0
+        rd = b.live.router.result(d, kind, code, time.monotonic_ns())
+        if ep is not None and ep.times_ejected != ejected:
+            self.observe.ejected(x.mesh, d.target)
+        return rd

@@ -1,0 +1,155 @@
+"""Inbound: requests and connections from other meshds (and callers outside the mesh) to the
+local instances this meshd serves, admitted by the caller's identity and the mesh's policy.
+
+The ingress checks the caller's identity (its certificate's SPIFFE ID, from the mesh CA)
+and, with the mesh's egressFilter DROP_ALL, that the caller declared the service as a
+backend, then delivers to the local instance the request names.
+"""
+from __future__ import annotations
+
+from meshd.compile import services_reaching
+from meshd.dataplane import Target
+from meshd.gateway import gateway_targets
+from meshd.observe import INGRESS
+from meshd.observe.metrics import UNKNOWN
+from meshd.proxy.config import INSTANCE_HEADER, SERVICE_HEADER
+from meshd.proxy.egress import MAX_BINDINGS
+from meshd.proxy.outcomes import REFUSALS
+from meshd.proxy.tls import all_sans
+from meshd.security import spiffe
+
+
+class _Admission:
+    """The ingress's verdict on one (local instance, caller certificate, service) within one
+    generation of the mesh's table: the caller's name for metrics, the series, and the
+    Refusal or the Target of the local instance. Made by the first such request."""
+
+    __slots__ = ("live", "app", "source", "series", "answer")
+
+    def __init__(self, live, app, source, series, answer):
+        self.live = live
+        self.app = app
+        self.source = source
+        self.series = series
+        self.answer = answer
+
+
+class Ingress:
+    """Admits callers to the local instances; `local` maps "mesh/node/instance" to its app."""
+
+    def __init__(self, view, observe, tls):
+        self.view = view
+        self.observe = observe
+        self.tls = tls
+        self.local: dict[str, object] = {}
+        self._admissions: dict[tuple, _Admission] = {}
+        # Per caller, the virtual services its DROP_ALL admission allows; rebuilt per config.
+        self._declared: dict[tuple, frozenset[str]] = {}
+
+    def config_changed(self) -> None:
+        self._declared.clear()
+
+    def decide(self, head):
+        """The decide hook of the HTTP/2 and HTTP/1.1 ingress listeners."""
+        x = self.observe.begin(head, INGRESS)
+        dest = head.header(INSTANCE_HEADER) or ""
+        app = self.local.get(dest)
+        if app is None:
+            return REFUSALS["unknown_instance"]
+        x.mesh, x.local = app.mesh, app.virtual_node
+        service = head.header(SERVICE_HEADER) or ""
+        key = (dest, head.peer_cert, service)
+        a = self._admissions.get(key)
+        if a is None or a.live is not self.view.live(app.mesh) or a.app is not app:
+            a = self._admission(key, app, head.peer_cert, service, x)
+        x.source = a.source
+        self.observe.bound(x, a.series, app.virtual_node, app.instance_id)
+        return a.answer
+
+    def tcp_decide_hook(self, app):
+        """A TCP app's own ingress port: every connection goes to the app. It is written to
+        the app's access log but not counted again (the caller's meshd counts it, direction tcp)."""
+        target = Target(app.address, app.port)
+
+        def decide(head):
+            self.observe.begin(head, INGRESS, app.mesh, app.virtual_node, counted=False)
+            return self.admit(app, head.peer_cert, None)[1] or target
+        return decide
+
+    def _admission(self, key: tuple, app, peer_cert: bytes | None, service: str, x) -> _Admission:
+        """Check a caller at the ingress (`admit`) and keep the verdict for this generation
+        of the mesh's table: a connection's requests present one certificate object."""
+        live = self.view.live(app.mesh)
+        sid, refusal = self.admit(app, peer_cert, service)
+        snap = self.view.snapshot(app.mesh)
+        # The caller names the service: a label only when the mesh has it (bounded series).
+        x.source = (sid.name if sid.kind == spiffe.GATEWAY else sid.node) if sid is not None else UNKNOWN
+        series = self.observe.series(x, service if snap is not None and service in snap.services else UNKNOWN, "",
+                                     app.virtual_node)
+        a = _Admission(live, app, x.source, series, refusal or Target(app.address, app.port))
+        if len(self._admissions) >= MAX_BINDINGS:
+            self._admissions.clear()
+        self._admissions[key] = a
+        return a
+
+    def admit(self, app, peer_cert: bytes | None, service: str | None):
+        """May this caller reach `app` through the ingress? (caller's SpiffeId or None,
+        a Refusal or None). `service` is the virtual service the caller routed by; None for
+        a TCP connection, which names none: under DROP_ALL the caller must then declare a
+        backend whose traffic can reach the app's node."""
+        tls = self.tls.listener_tls(app.mesh, app.virtual_node)
+        if tls is not None and tls.HasField("validation") and tls.validation.trust.HasField("file"):
+            # The operator's own PKI (App Mesh `file` trust) verified the caller in the
+            # handshake; its subjectAlternativeNames, when given, must name the caller.
+            exact = list(tls.validation.subject_alternative_names.match.exact)
+            if exact and not set(exact) & set(all_sans(peer_cert)):
+                return None, REFUSALS["identity_refused"]
+            return None, None
+        caller = self.tls.peer_identity(peer_cert)
+        try:
+            sid = spiffe.parse(caller) if caller else None
+        except Exception:  # noqa: BLE001 - an unparsable identity is refused below
+            sid = None
+        if (sid is None or sid.kind not in spiffe.MESH_KINDS or sid.mesh != app.mesh
+                or not self._listener_allows(app, caller)):
+            return None, REFUSALS["identity_refused"]
+        snap = self.view.snapshot(app.mesh)
+        if snap is None or snap.mesh is None or snap.mesh.spec.egress_filter.type != "DROP_ALL":
+            return sid, None
+        if service is None:
+            ok = bool(self._allowed_services(snap, sid) & self._allowed_services(snap, None, app.virtual_node))
+        else:
+            ok = service in self._allowed_services(snap, sid)
+        return sid, None if ok else REFUSALS["not_a_backend"]
+
+    def _allowed_services(self, snap, sid, node: str = "") -> frozenset[str]:
+        """Under DROP_ALL: the services caller `sid` may call (a node's backends; a gateway's
+        gateway-route targets), or with sid None those whose traffic reaches local `node`.
+        Kept until the next configuration is published, not rebuilt per request."""
+        key = (snap.name, sid.kind, sid.name or sid.node) if sid is not None else (snap.name, "reaching", node)
+        got = self._declared.get(key)
+        if got is None:
+            if sid is None:
+                got = services_reaching(snap, node)
+            elif sid.kind == spiffe.GATEWAY:
+                got = gateway_targets(snap, sid.name)
+            else:
+                caller = snap.nodes.get(sid.node)
+                got = frozenset(b.virtual_service.virtual_service_name
+                                for b in caller.spec.backends) if caller is not None else frozenset()
+            self._declared[key] = got
+        return got
+
+    def _listener_allows(self, app, caller: str) -> bool:
+        """App Mesh listener tls.validation.subjectAlternativeNames.match.exact, when set."""
+        snap = self.view.snapshot(app.mesh)
+        node = snap.nodes.get(app.virtual_node) if snap else None
+        if node is None:
+            return True
+        for lst in node.spec.listeners:
+            v = lst.tls.validation if lst.HasField("tls") and lst.tls.HasField("validation") else None
+            if v is not None and v.HasField("subject_alternative_names"):
+                exact = list(v.subject_alternative_names.match.exact)
+                if exact and caller not in exact:
+                    return False
+        return True

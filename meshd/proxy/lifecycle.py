@@ -1,0 +1,307 @@
+"""The data plane of one meshd, put together: listeners opened and drained, local instances
+registered and health-checked, configuration from the watch applied to the view.
+
+Everything per request runs on one uvloop thread (the ingress, egress and gateway hooks);
+configuration arrives from the watch thread via `call_soon_threadsafe`, so routers are only
+touched on the loop.
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+import time
+from typing import Callable, Iterator
+
+import uvloop
+
+from meshd.compile import INGRESS_ATTRIBUTE
+from meshd.dataplane import Engine, H1Engine, TcpEngine
+from meshd.health import CheckSpec, HealthChecker
+from meshd.loops import supervised
+from meshd.meshview import MeshView
+from meshd.observe import Metrics, Observer
+from meshd.proxy.config import (
+    INGRESS_HTTP_ATTRIBUTE, INGRESS_TCP_ATTRIBUTE, BackendPort, LocalApp, RuntimeConfig, split_address,
+)
+from meshd.proxy.egress import Caller, Egress
+from meshd.proxy.gateway import GatewayListeners
+from meshd.proxy.ingress import Ingress
+from meshd.proxy.listeners import Listeners
+from meshd.proxy.tls import ProxyTls, WorkloadCerts
+from meshd.v1 import admin_pb2
+
+log = logging.getLogger("meshd.proxy")
+
+# How long start() waits for the first configuration snapshot before opening listeners anyway.
+FIRST_SNAPSHOT_WAIT_SECONDS = 10.0
+# Registration retries of an app whose mesh or virtual node is not there (yet): the first
+# after half a second, then doubling up to this cap.
+REGISTER_RETRY_FIRST_S = 0.5
+REGISTER_RETRY_MAX_S = 5.0
+
+
+class MeshRuntime:
+    """Listeners, hooks and local instances of one meshd's data plane."""
+
+    def __init__(self, config: RuntimeConfig, *, view: MeshView, certs: WorkloadCerts,
+                 register: Callable[..., admin_pb2.Instance], deregister: Callable[[str, str, str], None],
+                 watch: Callable[[Callable[[], bool]], Iterator[admin_pb2.WatchResponse]], host_name: str,
+                 claim_gateway: Callable[[str, str], None] = lambda mesh, gateway: None,
+                 observe: Observer | None = None):
+        self.config = config
+        self.observe = observe or Observer(Metrics(version="", host=host_name))
+        self.view = view
+        self.certs = certs
+        self.register = register
+        self.deregister = deregister
+        self.watch_source = watch
+        self.host_name = host_name
+        self.loop = uvloop.new_event_loop()
+        self.listeners = Listeners()
+        self.ingress: Engine | None = None
+        self.tls = ProxyTls(certs, view, config.apps)
+        self.egress = Egress(view, self.observe, self.tls)
+        self.inbound = Ingress(view, self.observe, self.tls)
+        self._active = True
+        self._stopping = threading.Event()
+        self._config_changed = threading.Event()  # a new configuration was applied
+        self._thread: threading.Thread | None = None
+        self._watcher: threading.Thread | None = None
+        self.gateways = GatewayListeners(
+            config.gateways, loop=self.loop, view=view, egress=self.egress, observe=self.observe, certs=certs,
+            config=config, listeners=self.listeners, active=lambda: self._active, claim=claim_gateway)
+
+    @property
+    def addresses(self) -> dict[str, str]:
+        """Open listeners by name: `ingress`, `ingress_http`, `egress:<node>`, `gateway:<gw>:<port>`, …"""
+        return self.listeners.addresses
+
+    @property
+    def engines(self) -> list:
+        return self.listeners.engines
+
+    # -- lifecycle --------------------------------------------------------------------
+    def start(self) -> "MeshRuntime":
+        self._thread = threading.Thread(target=self.loop.run_forever, name="dataplane", daemon=True)
+        self._thread.start()
+        # The first snapshot before any listener: apps waiting for a restarting meshd connect
+        # the moment its egress listens, and without a table they would get no_config.
+        self._synced = threading.Event()
+        self._watcher = threading.Thread(target=self._pump, name="config-watch", daemon=True)
+        self._watcher.start()
+        if not self._synced.wait(FIRST_SNAPSHOT_WAIT_SECONDS):
+            log.warning("no configuration snapshot yet; serving without one",
+                        extra={"waited_s": FIRST_SNAPSHOT_WAIT_SECONDS})
+        self._call(self._start_listeners())
+        self.health = HealthChecker(self._health_changed)
+        self._call(self.health.start())
+        self.loop.call_soon_threadsafe(self._renew_certs)
+        self._unregistered = list(self.config.apps)
+        self._register_pending()
+        self._registrar = supervised("registrar", self._registrar_loop, self._stopping)
+        return self
+
+    def _call(self, coro, timeout: float = 30.0):
+        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout)
+
+    def _engine_options(self) -> dict:
+        return {"loop": self.loop, "connect_timeout": self.config.connect_timeout_seconds}
+
+    async def _start_listeners(self) -> None:
+        host, port = split_address(self.config.ingress)
+        opts = self._engine_options()
+        self.ingress = Engine(self.inbound.decide, **opts, complete=self.observe.end)
+        ingress_ssl = self.tls.ingress_context()
+        srv = await self.ingress.listen(host, port, ssl=ingress_ssl)
+        self.listeners.add(self.ingress, "ingress", f"{host}:{srv.sockets[0].getsockname()[1]}")
+        h1_host, h1_port = split_address(self.config.ingress_http) if self.config.ingress_http else (host, 0)
+        self.ingress_http = H1Engine(self.inbound.decide, **opts, complete=self.observe.end)
+        srv = await self.ingress_http.listen(h1_host, h1_port, ssl=ingress_ssl)
+        self.listeners.add(self.ingress_http, "ingress_http", f"{h1_host}:{srv.sockets[0].getsockname()[1]}")
+        for app in self.config.apps:
+            if app.protocol == "tcp":
+                # A TCP app gets an ingress port of its own: the port names the instance.
+                tcp_in = TcpEngine(self.inbound.tcp_decide_hook(app), **opts, complete=self.observe.end)
+                srv = await tcp_in.listen(host, 0, ssl=ingress_ssl)
+                self.listeners.add(tcp_in, f"ingress_tcp:{app.virtual_node}:{app.port}",
+                                   f"{host}:{srv.sockets[0].getsockname()[1]}")
+            h2_backends = [b for b in app.backends if b.protocol == "http2"]
+            if app.egress or h2_backends:
+                await self._egress_listener(
+                    Engine(self.egress.decide_hook(app), self.egress.retry, **opts, complete=self.egress.complete,
+                           upstream_idle_timeout=self.config.upstream_idle_seconds,
+                           ping_interval=self.config.ping_seconds, ping_timeout=self.config.ping_seconds),
+                    app.egress, h2_backends, f"egress:{app.virtual_node}")
+            http_backends = [b for b in app.backends if b.protocol == "http"]
+            if app.egress_http or http_backends:
+                await self._egress_listener(
+                    H1Engine(self.egress.decide_hook(app, http=True), self.egress.retry, **opts,
+                             complete=self.egress.complete, upstream_idle_timeout=self.config.upstream_idle_seconds),
+                    app.egress_http, http_backends, f"egress_http:{app.virtual_node}")
+            tcp_backends = [b for b in app.backends if b.protocol == "tcp"]
+            if tcp_backends:
+                tcp = TcpEngine(self.egress.tcp_decide_hook(app), **opts, complete=self.observe.end)
+                for b in tcp_backends:
+                    await tcp.listen("127.0.0.1", b.port)
+                self.listeners.add(tcp)
+        await self.gateways.sync()
+
+    def _renew_certs(self) -> None:
+        """Every 30 s: renew workload certificates that are due, in the background of the loop.
+        New handshakes use the new certificates; connections already open keep theirs."""
+        try:
+            if self.certs.renew_due():
+                self.egress.config_changed()
+        except Exception as err:  # noqa: BLE001 - keep the current certificates, try again later
+            log.warning("workload certificate renewal failed", extra={"error": str(err)})
+        if self._active:
+            self.loop.call_later(30.0, self._renew_certs)
+
+    async def _egress_listener(self, engine, address: str, backends: list[BackendPort], name: str) -> None:
+        """An app's egress: its authority-routed address (when given) and its backend ports."""
+        h, p = split_address(address or "127.0.0.1:0")
+        srv = await engine.listen(h, p)
+        for b in backends:
+            await engine.listen(h, b.port)
+        self.listeners.add(engine, name if address else "", f"{h}:{srv.sockets[0].getsockname()[1]}")
+
+    # -- local instances --------------------------------------------------------------
+    def _registrar_loop(self) -> None:
+        # meshd may start before its apps' virtual nodes are applied: keep trying, bounded
+        # only by the runtime's life, and say why while it waits. The wait doubles up to
+        # REGISTER_RETRY_MAX_S, so a host configured for a mesh that does not exist does not
+        # hammer etcd; a configuration change (the mesh or node may be there now) retries at
+        # once and starts the backoff over.
+        wait = REGISTER_RETRY_FIRST_S
+        while self._unregistered and not self._stopping.is_set():
+            if self._config_changed.wait(wait):
+                self._config_changed.clear()
+                wait = REGISTER_RETRY_FIRST_S
+            else:
+                wait = min(wait * 2, REGISTER_RETRY_MAX_S)
+            if self._stopping.is_set():
+                return
+            self._register_pending()
+
+    def _register_pending(self) -> None:
+        for app in list(self._unregistered):
+            try:
+                self._register(app)
+                self._unregistered.remove(app)
+            except Exception as err:  # noqa: BLE001 - e.g. the virtual node is not applied yet
+                log.info("instance not registered yet", extra={"node": app.virtual_node, "reason": str(err)})
+
+    def _attributes(self, app: LocalApp) -> dict[str, str]:
+        """Where other meshds reach this instance: the ingress per protocol, at the
+        advertised host (the ports are this meshd's own)."""
+        adv_host = split_address(self.config.advertise)[0] if self.config.advertise else None
+
+        def at(addr: str) -> str:
+            return f"{adv_host}:{split_address(addr)[1]}" if adv_host else addr
+        attrs = {INGRESS_ATTRIBUTE: self.config.advertise or self.addresses["ingress"],
+                 INGRESS_HTTP_ATTRIBUTE: at(self.addresses["ingress_http"])}
+        tcp = self.addresses.get(f"ingress_tcp:{app.virtual_node}:{app.port}")
+        if tcp:
+            attrs[INGRESS_TCP_ATTRIBUTE] = at(tcp)
+        return attrs
+
+    def _register(self, app: LocalApp) -> None:
+        iid = app.instance_id or f"{self.host_name}-{app.virtual_node}-{app.port}"
+        app.instance_id = iid
+        self.register(mesh_name=app.mesh, virtual_node_name=app.virtual_node, instance_id=iid,
+                      address=app.address, port=app.port, attributes=self._attributes(app))
+        self.inbound.local[f"{app.mesh}/{app.virtual_node}/{iid}"] = app
+        self.loop.call_soon_threadsafe(self._sync_health_checks)
+
+    # -- configuration ----------------------------------------------------------------
+    def _pump(self) -> None:
+        """Feed Watch responses to the view on the loop thread; resume until stopped."""
+        while self._active:
+            try:
+                for resp in self.watch_source(lambda: self._active):
+                    self.loop.call_soon_threadsafe(self._apply, resp)
+            except Exception as err:  # noqa: BLE001 - the watch resumes; routing keeps its last table
+                log.warning("config watch interrupted; routing on the last table", extra={"error": str(err)})
+                time.sleep(0.5)
+
+    def _apply(self, resp) -> None:
+        self.view.apply(resp)
+        published = self.view.flush()
+        if published:
+            self.egress.config_changed()
+            self.inbound.config_changed()
+            self._sync_health_checks()
+            self.gateways.changed()
+            self._config_changed.set()
+        self.observe.applied(resp, published, self.view)
+        if resp.snapshot_done:
+            self._synced.set()
+
+    def _sync_health_checks(self) -> None:
+        """Run each local instance's App Mesh listener healthCheck; stop checks that went away."""
+        for key, app in self.inbound.local.items():
+            snap = self.view.snapshot(app.mesh)
+            node = snap.nodes.get(app.virtual_node) if snap else None
+            policy = next((lst.health_check for lst in node.spec.listeners if lst.HasField("health_check")),
+                          None) if node is not None else None
+            if policy is None:
+                if key in self.health.keys():
+                    self.health.remove(key)
+                continue
+            self.health.add(key, app.address, app.port, CheckSpec(
+                protocol=policy.protocol, path=policy.path or "/",
+                port=policy.port if policy.HasField("port") else None,
+                interval_ms=policy.interval_millis, timeout_ms=policy.timeout_millis,
+                healthy_threshold=policy.healthy_threshold, unhealthy_threshold=policy.unhealthy_threshold))
+
+    def _health_changed(self, key: str, old: str, new: str, detail: str) -> None:
+        """An instance turned HEALTHY or UNHEALTHY: publish it, so every meshd's route table
+        drops (or takes back) the instance. The etcd write runs off the loop."""
+        app = self.inbound.local.get(key)
+        if app is None:
+            return
+        log.info("instance health changed", extra={"instance": key, "from": old, "to": new, "detail": detail})
+        self.observe.instance_health(app.mesh, app.virtual_node, app.instance_id, new == "HEALTHY")
+        self.loop.run_in_executor(None, lambda: self.register(
+            mesh_name=app.mesh, virtual_node_name=app.virtual_node, instance_id=app.instance_id,
+            address=app.address, port=app.port, attributes=self._attributes(app), health=new))
+
+    def stop(self, grace: float | None = None) -> None:
+        """Drain: deregister local instances first, stop accepting, let in-flight finish."""
+        grace = self.config.drain_seconds if grace is None else grace
+        for key, app in list(self.inbound.local.items()):
+            try:
+                self.deregister(app.mesh, app.virtual_node, app.instance_id)
+            except Exception as err:  # noqa: BLE001 - the lease expires them anyway
+                log.warning("could not deregister instance", extra={"instance": key, "error": str(err)})
+        self._active = False
+        self._stopping.set()
+        self._config_changed.set()  # wakes the registrar, which then sees the stop
+
+        async def drain():
+            await self.health.stop()
+            await asyncio.gather(*(e.drain(grace) for e in self.engines), return_exceptions=True)
+            for e in self.engines:
+                e.close()
+        try:
+            self._call(drain(), timeout=grace + 10)
+        finally:
+            self.loop.call_soon_threadsafe(self.loop.stop)
+            if self._thread:
+                self._thread.join(5)
+
+    # -- reads ------------------------------------------------------------------------
+    def open_connections(self) -> int:
+        """Downstream connections open on every listener of this data plane."""
+        return self.listeners.open_connections()
+
+    def in_flight(self) -> dict[str, int]:
+        """Requests routed and not yet completed, per "mesh/target node"."""
+        return self.egress.in_flight()
+
+    @staticmethod
+    def caller(app, http: bool) -> Caller:
+        """The routing state of one listener calling as `app` (a LocalApp, or a gateway's
+        GatewayConfig), for `Egress.route`."""
+        return Caller(app, http)
