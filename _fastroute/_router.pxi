@@ -426,6 +426,20 @@ cdef class Router:
         d.per_try_timeout_ns = per_try
         return RetryDecision.new(action, why, backoff, per_try, d.endpoint)
 
+    def release(self, Decision d):
+        """End an in-flight decision without a result: the caller cancelled, or this host
+        refused it (a local limit, a policy). Nothing is known of the endpoint, so outlier
+        detection, the retry budget and least-request counts see no error and no success;
+        only the endpoint's active count is given back (Envoy does not count downstream
+        resets or local overflows against a host either)."""
+        cdef EndpointState ep
+        if d.state != ST_IN_FLIGHT:
+            raise InvalidTransition(d.state, -1)
+        ep = d.endpoint
+        if ep is not None and ep.active > 0:
+            ep.active -= 1
+        d.state = ST_DONE
+
     cdef void _outlier(self, _Node node, EndpointState ep, bint server_error, int64_t now_ns):
         # App Mesh outlier detection: maxServerErrors consecutive server errors, the
         # run no older than `interval`, eject for baseEjectionDuration x times ejected,

@@ -488,6 +488,16 @@ class Router:
         d.per_try_timeout_ns = per_try
         return RetryDecision(action, why, backoff, per_try, d.endpoint)
 
+    def release(self, d: Decision) -> None:
+        """End an in-flight decision without a result (a cancel or a local refusal): only
+        the endpoint's active count is given back."""
+        if d.state != C.ST_IN_FLIGHT:
+            raise InvalidTransition(d.state, -1)
+        ep = d.endpoint
+        if ep is not None and ep.active > 0:
+            ep.active -= 1
+        d.state = C.ST_DONE
+
     def _outlier(self, ns: NodeState, ep: EndpointState, server_error: bool, now_ns: int) -> None:
         """App Mesh outlier detection: maxServerErrors consecutive server errors, the
         run no older than `interval`, eject for baseEjectionDuration x times ejected,

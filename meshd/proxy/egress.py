@@ -23,7 +23,7 @@ from meshd.observe import EGRESS, TCP
 from meshd.proxy.config import (
     INGRESS_HTTP_ATTRIBUTE, INGRESS_TCP_ATTRIBUTE, INSTANCE_HEADER, SERVICE_HEADER, split_address,
 )
-from meshd.proxy.outcomes import FAILURE_RESULTS, REFUSALS
+from meshd.proxy.outcomes import FAILURE_RESULTS, FEEDBACK, NONE, REFUSALS, RELEASE
 from meshd.security import spiffe
 
 # Bindings kept per caller and generation: the table's (service, route, endpoint) outcomes
@@ -125,18 +125,20 @@ class Egress:
             return REFUSALS[d.reason]
         ep = d.endpoint
         b = caller.bindings.get((d.service, d.route, ep))
+        # Refusals made here say nothing of the endpoint: `release`, never `result`
+        # (meshd.proxy.outcomes, feedback RELEASE).
         if b is None:
             b = self._bind(caller, live, d, x)
             if b.__class__ is Refusal:
-                router.result(d, C.RESULT_CONNECT_FAILURE, 0, now)
+                router.release(d)
                 return b
         self.observe.bound(x, b.series, d.target, ep.id)
         if not b.allowed:
-            router.result(d, C.RESULT_HTTP, 403, now)
+            router.release(d)
             return REFUSALS["not_a_backend"]
         load = b.load
         if load.n >= b.limit:
-            router.result(d, C.RESULT_HTTP, 503, now)
+            router.release(d)
             return REFUSALS["pool_overflow"]
         load.n += 1
         x.decision, x.binding = d, b
@@ -177,12 +179,17 @@ class Egress:
             return
         x.binding = None
         b.load.n -= 1
-        if x.fed or x.decision.state != C.ST_IN_FLIGHT:
+        d = x.decision
+        if x.fed or d.state != C.ST_IN_FLIGHT:
             return
-        if reason == "request_timeout":
-            kind, code = C.RESULT_TIMEOUT, 0
-        elif reason == "reset" or reason == "connect_error":
-            kind, code = C.RESULT_RESET, 0
+        # The outcomes table says what the reason tells the router; without a reason the
+        # response does. A client's reset (reason "reset") only releases the decision.
+        kind = FEEDBACK.get(reason, NONE) if reason else NONE
+        if kind == RELEASE:
+            b.live.router.release(d)
+            return
+        if kind >= 0:
+            code = 0
         elif grpc_status >= 0:
             kind, code = C.RESULT_GRPC, grpc_status
         else:

@@ -136,3 +136,41 @@ def test_retry_budget_caps_retries_at_20_percent_plus_10_per_second(build):
     assert granted == (20 * 4_000 + 100 * 10 * 10) // 100
     d = http(r, now_ns=T0 + 20 * 10**9)  # the window has moved on: fresh budget
     assert r.result(d, C.RESULT_HTTP, 500, T0 + 20 * 10**9).action == C.ACT_RETRY
+
+
+@pytest.mark.hardening
+def test_release_ends_a_decision_without_touching_outlier_detection_or_the_budget(build):
+    """A client cancel or a local refusal: `release`, never `result`. Four of them on one
+    endpoint of a node with maxServerErrors 2 eject nothing, spend no retry budget and give
+    the endpoint's active count back."""
+    from _fastroute.spec import OutlierDetection, VirtualNode
+
+    od = OutlierDetection(max_server_errors=2, interval_ms=10_000, base_ejection_ms=30_000, max_ejection_percent=100)
+    r = build([route_with(RetryPolicy(1, 1_000, http_events=("server-error",)))],
+              nodes=(VirtualNode("a", outlier=od),), n_endpoints=2)
+    for k in range(4):
+        d = http(r, now_ns=T0 + k)
+        assert d.endpoint.active == 1
+        r.release(d)
+        assert d.state == C.ST_DONE and d.endpoint.active == 0
+        with pytest.raises(InvalidTransition):
+            r.release(d)
+        with pytest.raises(InvalidTransition):
+            r.result(d, C.RESULT_HTTP, 200, T0)
+    assert r.ejected("a", T0 + 10) == 0
+    # The consecutive-error count survives a release: two real server errors still eject.
+    d = http(r, now_ns=T0)
+    first = d.endpoint.id
+    r.result(d, C.RESULT_HTTP, 500, T0)  # retried onto the other endpoint
+    r.release(d)
+    d = http(r, now_ns=T0)
+    while d.endpoint.id != first:
+        r.release(d)
+        d = http(r, now_ns=T0)
+    r.release(d)
+    d = http(r, now_ns=T0)
+    while d.endpoint.id != first:
+        r.release(d)
+        d = http(r, now_ns=T0)
+    r.result(d, C.RESULT_HTTP, 500, T0)
+    assert r.ejected("a", T0 + 1) == 1
