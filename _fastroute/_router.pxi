@@ -31,6 +31,17 @@ cdef bint _c_ints(object protocol, object port, object now_ns, int *proto, int *
     return True
 
 
+cdef inline bint _unprocessed(int kind) noexcept:
+    # An attempt the upstream never processed: no connection (connect failure), or a stream
+    # it refused (RFC 9113 §8.7: REFUSED_STREAM means not processed, safe to retry). Its
+    # retry goes to another endpoint, costs the upstream nothing and cannot duplicate the
+    # request, so it is bounded by maxRetries alone and does not spend the retry budget,
+    # which exists to stop retries of processed requests from multiplying load. Spending
+    # it here let one dead instance exhaust the budget of a route whose other endpoints
+    # were healthy, failing calls that a second attempt would have served.
+    return kind == RESULT_CONNECT_FAILURE or kind == RESULT_REFUSED_STREAM
+
+
 cdef inline bint _usable(EndpointState e, int64_t now_ns, EndpointState avoid, bint panic) noexcept:
     return (panic or (e.healthy and e.ejected_until_ns <= now_ns)) and e is not avoid
 
@@ -404,7 +415,7 @@ cdef class Router:
             backoff = backoff_ns(&self.rng, d.attempt + 1)
             if d.deadline_ns and now + backoff >= d.deadline_ns:
                 why = WHY_DEADLINE
-            elif not d._budget.allows_retry(now):
+            elif not _unprocessed(k) and not d._budget.allows_retry(now):
                 why = WHY_BUDGET
             else:
                 why = WHY_RETRYABLE
@@ -415,7 +426,8 @@ cdef class Router:
         if action != ACT_RETRY:
             return RetryDecision.new(action, why, 0, 0, ep)
         d.attempt += 1
-        d._budget.retry(now)
+        if not _unprocessed(k):
+            d._budget.retry(now)
         new = self._pick(d._node, now, ep)  # prefer a different endpoint
         if new is not None:
             d.endpoint, d.pool_key = new, new.pool_key

@@ -466,7 +466,7 @@ class Router:
             backoff = _backoff(self._rng, d.attempt + 1)
             if d.deadline_ns and now_ns + backoff >= d.deadline_ns:
                 why = C.WHY_DEADLINE
-            elif not d._budget.allows_retry(now_ns):
+            elif not _unprocessed(kind) and not d._budget.allows_retry(now_ns):
                 why = C.WHY_BUDGET
             else:
                 why = C.WHY_RETRYABLE
@@ -477,7 +477,8 @@ class Router:
         if action != C.ACT_RETRY:
             return RetryDecision(action, why, 0, 0, ep)
         d.attempt += 1
-        d._budget.retry(now_ns)
+        if not _unprocessed(kind):
+            d._budget.retry(now_ns)
         new = self._pick(d._node, now_ns, ep)  # prefer a different endpoint
         if new is not None:
             d.endpoint, d.pool_key = new, new.pool_key
@@ -544,6 +545,12 @@ def _panic(ns: NodeState, now_ns: int) -> bool:
     if ns.ejected_until_ns > now_ns:
         available = sum(1 for e in ns.endpoints if e.healthy and e.ejected_until_ns <= now_ns)
     return available * 100 < C.PANIC_THRESHOLD_PERCENT * len(ns.endpoints)
+
+
+def _unprocessed(kind: int) -> bool:
+    """An attempt the upstream never processed (connect failure; REFUSED_STREAM, RFC 9113
+    §8.7): its retry is bounded by maxRetries alone and spends no retry budget."""
+    return kind in (C.RESULT_CONNECT_FAILURE, C.RESULT_REFUSED_STREAM)
 
 
 def _backoff(rng: Rng, n: int) -> int:

@@ -21,7 +21,7 @@ class Origin:
     """A grpcio server answering /echo.Echo/Say with `<name>:<request>`, whose failures and
     delays the test sets; it counts the calls it saw."""
 
-    def __init__(self, name: str):
+    def __init__(self, name: str, port: int = 0):
         self.name = name
         self.calls = 0
         self.fail_every = 0  # fail call n when n % fail_every == 0
@@ -40,7 +40,7 @@ class Origin:
         self.server.add_generic_rpc_handlers((handler,))
         from grpc_health.v1 import health, health_pb2_grpc  # noqa: PLC0415
         health_pb2_grpc.add_HealthServicer_to_server(health.HealthServicer(), self.server)  # SERVING
-        self.port = self.server.add_insecure_port("127.0.0.1:0")
+        self.port = self.server.add_insecure_port(f"127.0.0.1:{port}")
         self.server.start()
 
     def _say(self, request: bytes, context) -> bytes:

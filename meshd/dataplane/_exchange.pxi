@@ -211,6 +211,23 @@ cdef class Exchange:
         if self.down_closed:
             return
         self.cancel_try_timer()
+        if self.head.backoff > 0:
+            # A retry after the router's backoff (Envoy: fully jittered, 25 ms base, 250 ms
+            # cap). The wait holds the per-try timer's slot, so whatever ends the request
+            # meanwhile (client reset, overall timeout) cancels it with the same call.
+            self.try_timer = self.engine.loop.call_later(self.head.backoff, self._after_backoff)
+            self.head.backoff = 0
+            return
+        self.begin_attempt()
+
+    def _after_backoff(self):
+        self.try_timer = None
+        if self.down_closed or self.resp_started:
+            return
+        self.begin_attempt()
+        _flush_dirty(self.engine)
+
+    cdef void begin_attempt(self) except *:
         if self.target.try_timeout > 0:
             self.try_timer = self.engine.loop.call_later(self.target.try_timeout, self._on_try_timeout)
         self.engine.pool_for(self.target).acquire(self)
@@ -443,6 +460,7 @@ cdef class Exchange:
         if self.down_closed:
             return
         C.timeouts += 1
+        self.cancel_try_timer()
         self.abandon_up(NGHTTP2_CANCEL)
         if not self.resp_started:
             self.respond_kind("timeout")

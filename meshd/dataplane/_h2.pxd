@@ -92,6 +92,9 @@ cdef class RequestHead:
     # The hooks' own record of this request, from the routing hook to the completion hook
     # (the engine never reads it): no side table keyed by the head.
     cdef public object context
+    # Seconds to wait before the attempt the retry hook just returned a Target for (the
+    # router's backoff); the engine waits, then clears it.
+    cdef public double backoff
 
     @staticmethod
     cdef RequestHead new()
@@ -144,6 +147,7 @@ cdef class Exchange:
     cdef Exchange new(Engine engine, ServerConn down, int32_t sid)
     cdef void routed(self, object answer) except *
     cdef void start_attempt(self) except *
+    cdef void begin_attempt(self) except *
     cdef void cancel_try_timer(self) except *
     cdef void submit_upstream(self, ClientConn c) except *
     cdef void abandon_up(self, uint32_t code) except *

@@ -61,6 +61,7 @@ class RequestHead:
     upstream_path: str
     response_headers: dict[str, str]  # the forwarded response head, ":status" included
     context: object             # the hooks' own per-request record; the engine never reads it
+    backoff: float              # seconds to wait before the retry the hook returns (router backoff)
     def header(self, name: str) -> Optional[str]: ...  # headers.get(name), no dict built
     def trace_context(self, bound: int) -> Optional[tuple[bytes, bytes, bytes, bool]]: ...
     def rewrite_path(self, path: str) -> None: ...

@@ -68,7 +68,7 @@ class H1RequestHead:
 
     __slots__ = ("method", "scheme", "authority", "path", "raw_headers", "grpc", "attempt",
                  "local_port", "peer_cert", "remote_address", "_dict", "_up_path", "_up_authority",
-                 "_up_set", "bytes_received", "bytes_sent", "_resp_raw", "context")
+                 "_up_set", "bytes_received", "bytes_sent", "_resp_raw", "context", "backoff")
 
     def __init__(self, method, scheme, authority, path, raw, local_port, peer_cert=None, remote_address=""):
         self.method = method
@@ -84,6 +84,7 @@ class H1RequestHead:
         self._dict = None
         self._up_path = self._up_authority = self._up_set = self._resp_raw = None
         self.context = None             # the hooks' own per-request record; never read here
+        self.backoff = 0.0              # seconds to wait before the retry the hook returned
         self.bytes_received = self.bytes_sent = 0
 
     # Per-request rewrites and what happened: the h2 RequestHead's surface, same meaning.
@@ -489,6 +490,12 @@ class _Ex:
         self.head.attempt += 1
         if type(r) is Target:
             _C["retries"] += 1
+            wait, self.head.backoff = self.head.backoff, 0.0
+            if wait > 0:
+                # The router's backoff before the retry; `route` does nothing once the
+                # exchange is done (the client left or the request timed out meanwhile).
+                self.down.engine.loop.call_later(wait, self.route, r)
+                return
         self.route(r)
 
     def detach_up(self, reusable):

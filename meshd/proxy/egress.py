@@ -163,7 +163,9 @@ class Egress:
             return None
         self.observe.retried(x, failure.kind if failure.kind != "status" else
                              f"grpc_{failure.grpc_status}" if failure.grpc_status >= 0 else f"http_{failure.http_status}")
-        # The router chose another endpoint, in the generation the request started in.
+        # The router chose another endpoint, in the generation the request started in, and
+        # how long to wait first (Envoy's jittered exponential backoff): the engine waits.
+        head.backoff = rd.backoff_ns / 1e9
         caller, d = b.caller, x.decision
         if caller.http:
             return self._protocol_target(b.live, caller.app, d, "http")

@@ -14,7 +14,7 @@ from meshd.observe import INGRESS
 from meshd.observe.metrics import UNKNOWN
 from meshd.proxy.config import INSTANCE_HEADER, SERVICE_HEADER
 from meshd.proxy.egress import MAX_BINDINGS
-from meshd.proxy.outcomes import REFUSALS
+from meshd.proxy.outcomes import FAILURES, REFUSALS
 from meshd.proxy.tls import all_sans
 from meshd.security import spiffe
 
@@ -34,13 +34,23 @@ class _Admission:
         self.answer = answer
 
 
-class Ingress:
-    """Admits callers to the local instances; `local` maps "mesh/node/instance" to its app."""
+# The engines' completion reason when the upstream could not be connected to (the
+# connect_error row of the outcomes table): at the ingress, the local app is not listening.
+_CONNECT_FAILURE = FAILURES["connect_error"].reason
 
-    def __init__(self, view, observe, tls):
+
+class Ingress:
+    """Admits callers to the local instances; `local` maps "mesh/node/instance" to its app.
+
+    `on_unreachable(key)` is told when a local instance refused the ingress's connection:
+    its process is gone or not listening, which no caller can fix by waiting.
+    """
+
+    def __init__(self, view, observe, tls, on_unreachable=lambda key: None):
         self.view = view
         self.observe = observe
         self.tls = tls
+        self.on_unreachable = on_unreachable
         self.local: dict[str, object] = {}
         self._admissions: dict[tuple, _Admission] = {}
         # Per caller, the virtual services its DROP_ALL admission allows; rebuilt per config.
@@ -66,13 +76,23 @@ class Ingress:
         self.observe.bound(x, a.series, app.virtual_node, app.instance_id)
         return a.answer
 
+    def complete(self, head, target, status, grpc_status, reason, duration_ns) -> None:
+        """The ingress listeners' completion hook: record it; a refused connection to the
+        local app marks that instance unreachable at once (passive health)."""
+        self.observe.end(head, target, status, grpc_status, reason, duration_ns)
+        if reason == _CONNECT_FAILURE:
+            x = head.context
+            if x is not None and x.instance:
+                self.on_unreachable(f"{x.mesh}/{x.local}/{x.instance}")
+
     def tcp_decide_hook(self, app):
         """A TCP app's own ingress port: every connection goes to the app. It is written to
         the app's access log but not counted again (the caller's meshd counts it, direction tcp)."""
         target = Target(app.address, app.port)
 
         def decide(head):
-            self.observe.begin(head, INGRESS, app.mesh, app.virtual_node, counted=False)
+            x = self.observe.begin(head, INGRESS, app.mesh, app.virtual_node, counted=False)
+            x.instance = app.instance_id
             return self.admit(app, head.peer_cert, None)[1] or target
         return decide
 

@@ -39,6 +39,8 @@ FIRST_SNAPSHOT_WAIT_SECONDS = 10.0
 # after half a second, then doubling up to this cap.
 REGISTER_RETRY_FIRST_S = 0.5
 REGISTER_RETRY_MAX_S = 5.0
+# A local instance that refused the ingress's connection is probed this often until it listens.
+REVIVE_PROBE_SECONDS = 0.5
 
 
 class MeshRuntime:
@@ -62,7 +64,8 @@ class MeshRuntime:
         self.ingress: Engine | None = None
         self.tls = ProxyTls(certs, view, config.apps)
         self.egress = Egress(view, self.observe, self.tls)
-        self.inbound = Ingress(view, self.observe, self.tls)
+        self.inbound = Ingress(view, self.observe, self.tls, on_unreachable=self._unreachable)
+        self._down: set[str] = set()  # local instances found not listening, until they answer
         self._active = True
         self._stopping = threading.Event()
         self._config_changed = threading.Event()  # a new configuration was applied
@@ -111,18 +114,18 @@ class MeshRuntime:
     async def _start_listeners(self) -> None:
         host, port = split_address(self.config.ingress)
         opts = self._engine_options()
-        self.ingress = Engine(self.inbound.decide, **opts, complete=self.observe.end)
+        self.ingress = Engine(self.inbound.decide, **opts, complete=self.inbound.complete)
         ingress_ssl = self.tls.ingress_context()
         srv = await self.ingress.listen(host, port, ssl=ingress_ssl)
         self.listeners.add(self.ingress, "ingress", f"{host}:{srv.sockets[0].getsockname()[1]}")
         h1_host, h1_port = split_address(self.config.ingress_http) if self.config.ingress_http else (host, 0)
-        self.ingress_http = H1Engine(self.inbound.decide, **opts, complete=self.observe.end)
+        self.ingress_http = H1Engine(self.inbound.decide, **opts, complete=self.inbound.complete)
         srv = await self.ingress_http.listen(h1_host, h1_port, ssl=ingress_ssl)
         self.listeners.add(self.ingress_http, "ingress_http", f"{h1_host}:{srv.sockets[0].getsockname()[1]}")
         for app in self.config.apps:
             if app.protocol == "tcp":
                 # A TCP app gets an ingress port of its own: the port names the instance.
-                tcp_in = TcpEngine(self.inbound.tcp_decide_hook(app), **opts, complete=self.observe.end)
+                tcp_in = TcpEngine(self.inbound.tcp_decide_hook(app), **opts, complete=self.inbound.complete)
                 srv = await tcp_in.listen(host, 0, ssl=ingress_ssl)
                 self.listeners.add(tcp_in, f"ingress_tcp:{app.virtual_node}:{app.port}",
                                    f"{host}:{srv.sockets[0].getsockname()[1]}")
@@ -262,10 +265,48 @@ class MeshRuntime:
         if app is None:
             return
         log.info("instance health changed", extra={"instance": key, "from": old, "to": new, "detail": detail})
-        self.observe.instance_health(app.mesh, app.virtual_node, app.instance_id, new == "HEALTHY")
+        if key in self._down:
+            return  # not listening: published UNHEALTHY; `_revive` publishes the check's verdict
+        self._publish_health(app, new)
+
+    def _publish_health(self, app: LocalApp, health: str) -> None:
+        self.observe.instance_health(app.mesh, app.virtual_node, app.instance_id, health == "HEALTHY")
         self.loop.run_in_executor(None, lambda: self.register(
             mesh_name=app.mesh, virtual_node_name=app.virtual_node, instance_id=app.instance_id,
-            address=app.address, port=app.port, attributes=self._attributes(app), health=new))
+            address=app.address, port=app.port, attributes=self._attributes(app), health=health))
+
+    def _unreachable(self, key: str) -> None:
+        """The ingress could not connect to local instance `key` (its process died or stopped
+        listening). Every meshd keeps routing to an instance until told, and with no App Mesh
+        health check (or between its probes) nothing would tell them: each caller would pay
+        a failed attempt and a retry per request. So it is published UNHEALTHY now, and
+        probed with TCP connects until it listens again (Envoy's passive health: a connect
+        failure is the surest sign there is)."""
+        app = self.inbound.local.get(key)
+        if app is None or key in self._down or not self._active:
+            return
+        self._down.add(key)
+        log.warning("local instance not listening; marked UNHEALTHY until it accepts connections",
+                    extra={"instance": key, "address": f"{app.address}:{app.port}"})
+        self._publish_health(app, "UNHEALTHY")
+        self.loop.create_task(self._revive(key, app))
+
+    async def _revive(self, key: str, app: LocalApp) -> None:
+        """Probe a local instance that refused connections; once it accepts one, publish the
+        App Mesh health check's verdict (HEALTHY without a check)."""
+        while self._active and self.inbound.local.get(key) is app:
+            await asyncio.sleep(REVIVE_PROBE_SECONDS)
+            try:
+                _, writer = await asyncio.wait_for(asyncio.open_connection(app.address, app.port),
+                                                   REVIVE_PROBE_SECONDS)
+            except (OSError, asyncio.TimeoutError):
+                continue
+            writer.close()
+            self._down.discard(key)
+            state = self.health.state(key) if key in self.health.keys() else "HEALTHY"
+            log.info("local instance listening again", extra={"instance": key, "health": state})
+            self._publish_health(app, "UNHEALTHY" if state == "UNHEALTHY" else "HEALTHY")
+            return
 
     def stop(self, grace: float | None = None) -> None:
         """Drain: deregister local instances first, stop accepting, let in-flight finish."""

@@ -174,3 +174,34 @@ def test_release_ends_a_decision_without_touching_outlier_detection_or_the_budge
         d = http(r, now_ns=T0)
     r.result(d, C.RESULT_HTTP, 500, T0)
     assert r.ejected("a", T0 + 1) == 1
+
+
+@pytest.mark.hardening
+def test_unprocessed_attempts_retry_within_max_retries_without_spending_the_budget(build):
+    """Connect failures and refused streams never reached the upstream's application: their
+    retries are bounded by maxRetries alone. A spent budget still stops processed retries."""
+    policy = RetryPolicy(2, 1_000, http_events=("server-error",), tcp_events=("connection-error",),
+                         grpc_events=())
+    r = build([route_with(policy)], n_endpoints=3)
+    # Spend the whole budget: 500 failing requests in one second, each retried once.
+    spent = 0
+    for k in range(2_000):
+        d = http(r, now_ns=T0 + k)
+        if r.result(d, C.RESULT_HTTP, 500, T0 + k).action == C.ACT_RETRY:
+            spent += 1
+            r.result(d, C.RESULT_HTTP, 200, T0 + k)
+    d = http(r, now_ns=T0 + 5_000)
+    assert (r.result(d, C.RESULT_HTTP, 500, T0 + 5_000).why) == C.WHY_BUDGET
+    # Connect failures still retry, onto another endpoint, and stop at maxRetries.
+    d = http(r, now_ns=T0 + 6_000)
+    seen = [d.endpoint.id]
+    for attempt in range(2):
+        rd = r.result(d, C.RESULT_CONNECT_FAILURE, 0, T0 + 6_000)
+        assert rd.action == C.ACT_RETRY, rd
+        assert d.endpoint.id != seen[-1]
+        seen.append(d.endpoint.id)
+    rd = r.result(d, C.RESULT_CONNECT_FAILURE, 0, T0 + 6_000)
+    assert (rd.action, rd.why) == (C.ACT_GIVE_UP, C.WHY_RETRIES_EXHAUSTED)
+    # They spent nothing: a processed failure is still refused by the same budget.
+    d = http(r, now_ns=T0 + 7_000)
+    assert r.result(d, C.RESULT_HTTP, 500, T0 + 7_000).why == C.WHY_BUDGET
