@@ -256,7 +256,11 @@ class _RawTraceStub:
 class FastOTLPSpanExporter(OTLPSpanExporter):
     """OTLPSpanExporter (gRPC: channel, retries, OTEL_EXPORTER_OTLP_* settings) sending
     SpanEncoder's bytes as they are: parsing them into the generated message only for the
-    stub to serialize it again cost more than encoding (about 4 µs a span)."""
+    stub to serialize it again cost more than encoding (about 4 µs a span).
+
+    The SDK has no public way to send bytes it did not encode, so this overrides private
+    names (`_stub`, `_client`, `_channel`, `_translate_data`): pyproject.toml pins the SDK's
+    exact minor version and tests/test_otel_internals.py checks each name's shape."""
 
     accepts_records = True  # export() takes a SpanBatch as well as ReadableSpans
 
