@@ -7,9 +7,10 @@ import logging
 import os
 import socket
 import threading
-from datetime import timedelta
+from datetime import datetime, timedelta
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Callable
 
 import registry
 from meshd.api import kinds as K
@@ -26,6 +27,7 @@ from meshd.observe import Metrics, MetricsServer, ObserveConfig, Observer, make_
 from meshd.observe.accesslog import AccessLogs
 from meshd.proxy import MeshRuntime, RuntimeConfig, WorkloadCerts
 from meshd.security import AuditLog, KeyRef, MeshCA, Roles, Tokens, spiffe
+from meshd.security.certs import utcnow
 from meshd.security.hostauth import claim_gateway
 from meshd.security.errors import SecurityError
 from meshd.v1 import admin_pb2, security_pb2, security_pb2_grpc
@@ -87,8 +89,12 @@ def _listen_ip(address: str) -> list[str]:
 class Meshd:
     """One meshd process's parts, started and stopped in dependency order."""
 
-    def __init__(self, config: MeshdConfig):
+    def __init__(self, config: MeshdConfig, *, clock: Callable[[], datetime] = utcnow):
+        """`clock` is the wall clock of the security library this meshd serves from (token
+        expiry, certificate validity, role and audit times): tests pass one they can move,
+        instead of waiting for real time to pass."""
         self.config = config
+        self.clock = clock
         self.etcd: EmbeddedEtcd | None = None
         self.store: registry.Store | None = None
         self.lease: HostLease | None = None
@@ -116,9 +122,9 @@ class Meshd:
         self.lease.start()
 
         ca = MeshCA(self.store, KeyRef(cfg.cluster_key), trust_domain=cfg.trust_domain,
-                    default_ttl=timedelta(hours=cfg.cert_ttl_hours))
-        tokens, roles = Tokens(self.store), Roles(self.store)
-        audit = AuditLog(self.store, max_entries=cfg.audit_max_entries)
+                    default_ttl=timedelta(hours=cfg.cert_ttl_hours), clock=self.clock)
+        tokens, roles = Tokens(self.store, clock=self.clock), Roles(self.store, clock=self.clock)
+        audit = AuditLog(self.store, max_entries=cfg.audit_max_entries, clock=self.clock)
 
         def give_mesh_a_ca(kind, data):
             # Each mesh gets its CA when it is created; a meshd without the cluster key

@@ -1,8 +1,11 @@
 """A private single-member etcd run as a supervised child process (meshd's embedded default)."""
 from __future__ import annotations
 
+import concurrent.futures
+import ctypes
 import logging
 import os
+import queue
 import shutil
 import signal
 import socket
@@ -20,6 +23,70 @@ ETCD_SEARCH = ("/usr/bin/etcd", "/usr/local/bin/etcd")
 
 class EtcdError(Exception):
     """The embedded etcd could not be found or started."""
+
+
+# prctl(2) from <linux/prctl.h>. Resolved at import, so the child after fork only calls an
+# already-bound C function (no import, no dlsym) before it execs etcd.
+_PR_SET_PDEATHSIG = 1
+_libc = ctypes.CDLL(None, use_errno=True)
+_prctl = _libc.prctl
+_prctl.argtypes = (ctypes.c_int, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong)
+_prctl.restype = ctypes.c_int
+
+
+def _die_with_parent(parent_pid: int):
+    """A preexec_fn making the child get SIGKILL when its parent dies, even by SIGKILL.
+
+    SIGKILL, not SIGTERM: etcd acknowledges a write only after its WAL is fsynced, so
+    killing it loses nothing acknowledged, and it cannot ignore or stall on it. If the
+    parent died between fork and prctl, no signal will ever come: the child finds itself
+    reparented (getppid changed) and ends itself.
+    """
+    def preexec() -> None:
+        if _prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0) != 0:
+            raise OSError(ctypes.get_errno(), "prctl(PR_SET_PDEATHSIG) failed")
+        if os.getppid() != parent_pid:
+            os.kill(os.getpid(), signal.SIGKILL)
+    return preexec
+
+
+class _Spawner:
+    """Starts child processes from one thread that lives as long as the process.
+
+    PR_SET_PDEATHSIG fires when the *thread* that forked the child ends, not the process
+    (prctl(2)). meshd forks etcd from whichever thread calls start() or resume(), or from
+    the supervisor that restarts it, and any of those may end while meshd runs on (a test's
+    thread, a supervisor after stop): the child would be killed with a live meshd. So every
+    fork happens here, on a daemon thread that never returns; it ends only with the process.
+    """
+
+    def __init__(self):
+        self._lock = threading.Lock()
+        self._jobs: queue.SimpleQueue = queue.SimpleQueue()
+        self._owner = 0  # the pid that started the thread: a forked copy of meshd needs its own
+
+    def popen(self, args: list[str], **kwargs) -> subprocess.Popen:
+        with self._lock:
+            if self._owner != os.getpid():
+                self._jobs = queue.SimpleQueue()
+                threading.Thread(target=self._run, args=(self._jobs,), name="meshd-spawner", daemon=True).start()
+                self._owner = os.getpid()
+            jobs = self._jobs
+        done: concurrent.futures.Future = concurrent.futures.Future()
+        jobs.put((done, args, kwargs))
+        return done.result()
+
+    @staticmethod
+    def _run(jobs: queue.SimpleQueue) -> None:
+        while True:
+            done, args, kwargs = jobs.get()
+            try:
+                done.set_result(subprocess.Popen(args, preexec_fn=_die_with_parent(os.getpid()), **kwargs))
+            except BaseException as err:  # noqa: BLE001 - handed to the caller, which raises it
+                done.set_exception(err)
+
+
+_spawner = _Spawner()
 
 
 def find_etcd() -> str:
@@ -109,8 +176,10 @@ class EmbeddedEtcd:
         env = dict(os.environ)
         # Debian's etcd 3.4 refuses to start on unsupported architectures without this.
         env.setdefault("ETCD_UNSUPPORTED_ARCH", os.uname().machine)
-        self._proc = subprocess.Popen(self._command(), stdout=self._log_file, stderr=self._log_file,
-                                      stdin=subprocess.DEVNULL, env=env, start_new_session=True)
+        # Its own session keeps a terminal's ^C (meant for meshd) from reaching etcd first;
+        # the spawner makes it die with meshd all the same, even when meshd is SIGKILLed.
+        self._proc = _spawner.popen(self._command(), stdout=self._log_file, stderr=self._log_file,
+                                    stdin=subprocess.DEVNULL, env=env, start_new_session=True)
         log.info("etcd started", extra={"pid": self._proc.pid, "url": self.url})
 
     def wait_ready(self, timeout: float = 20.0) -> None:
@@ -172,6 +241,11 @@ class EmbeddedEtcd:
         self._terminate(10.0)
 
     def resume(self, timeout: float = 20.0) -> None:
+        """Start etcd again after pause(); a no-op while it runs (a second member on the same
+        data dir and ports would replace the handle to the first, which then outlives stop())."""
+        if self._proc is not None and self._proc.poll() is None:
+            self._paused = False
+            return
         self._spawn()
         self.wait_ready(timeout)
         self._paused = False

@@ -1,9 +1,12 @@
-"""Shared fixtures: a real etcd server started by the suite itself, and store/meshd builders."""
+"""Shared fixtures: a real etcd server started by the suite itself, store/meshd builders,
+and a check that the session leaves no process of its own behind."""
 from __future__ import annotations
 
 import itertools
 import os
+import re
 import sys
+import time
 
 import pytest
 
@@ -11,6 +14,86 @@ from meshd.embedded_etcd import EmbeddedEtcd
 from registry import Store
 
 _counter = itertools.count()
+_TICKS = os.sysconf("SC_CLK_TCK")
+# Another session's temporary directory (pytest's default basetemp); its processes are not ours.
+_SESSION_TMP = re.compile(r"/pytest-of-[^/]+/pytest-\d+/")
+
+
+def _stat(pid: int) -> tuple[int, str, int] | None:
+    """(parent pid, state, start time in clock ticks since boot) of a live process, from
+    /proc/<pid>/stat (proc(5)); None once it is gone."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()  # the name, in (), may hold spaces
+    except (FileNotFoundError, ProcessLookupError):
+        return None
+    return int(fields[1]), fields[0], int(fields[19])
+
+
+def _cmdline(pid: int) -> str:
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            return f.read().replace(b"\0", b" ").decode(errors="replace").strip()
+    except (FileNotFoundError, ProcessLookupError):
+        return ""
+
+
+def _left_behind(since_ticks: int, basetemp: str) -> dict[int, str]:
+    """Live processes of this session, {pid: why it counts plus its command line}:
+    descendants of this pytest, any process started since the session began whose command
+    line names the session's temporary directory, and orphaned embedded etcds started since
+    (the leak seen before: `--name meshd-embedded` with parent 1). Zombies are not counted:
+    they hold nothing but a pid, and go with this process."""
+    procs = {}
+    for entry in os.listdir("/proc"):
+        if entry.isdigit() and (st := _stat(int(entry))) is not None and st[1] != "Z":
+            procs[int(entry)] = st
+    children: dict[int, list[int]] = {}
+    for pid, (ppid, _, _) in procs.items():
+        children.setdefault(ppid, []).append(pid)
+    found: dict[int, str] = {}
+
+    def with_descendants(root: int, why: str) -> None:
+        todo = [root]
+        while todo:
+            pid = todo.pop()
+            found.setdefault(pid, why)
+            todo.extend(children.get(pid, ()))
+    for pid in children.get(os.getpid(), ()):
+        with_descendants(pid, "child of this pytest")
+    for pid, (ppid, _, started) in procs.items():
+        if pid in found or pid == os.getpid() or started < since_ticks:
+            continue
+        cmd = _cmdline(pid)
+        if basetemp in cmd:
+            with_descendants(pid, "names this session's temporary directory, or is its child")
+        elif "meshd-embedded" in cmd and ppid == 1 and not _SESSION_TMP.search(cmd):
+            # Only orphans, and only outside another session's temporary directory: an
+            # embedded etcd with a live parent belongs to that meshd (and dies with it), and
+            # engineers or CI jobs may run their own meshds beside this session.
+            found[pid] = "orphaned embedded etcd"
+    return {pid: f"{why}: {_cmdline(pid)}" for pid, why in found.items()}
+
+
+@pytest.fixture(scope="session", autouse=True)
+def no_process_left_behind(tmp_path_factory):
+    """Fails the session when any of its processes is still running at its end.
+
+    Autouse and session-scoped, so pytest sets it up before any other session fixture (the
+    session etcd) and so tears it down after them: those are stopped by their own
+    finalizers before this looks. Processes are given a few seconds to go, since some end
+    by a signal after their parent (an embedded etcd after a SIGKILLed meshd).
+    """
+    with open("/proc/uptime") as f:
+        since = int(float(f.read().split()[0]) * _TICKS) - 1
+    basetemp = str(tmp_path_factory.getbasetemp()) + os.sep
+    yield
+    deadline = time.monotonic() + 5
+    while (left := _left_behind(since, basetemp)) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    if left:
+        pytest.fail("the test session left processes running:\n" +
+                    "\n".join(f"  pid {pid}: {what}" for pid, what in sorted(left.items())), pytrace=False)
 
 
 @pytest.fixture(scope="session")

@@ -7,6 +7,7 @@ from __future__ import annotations
 import subprocess
 import sys
 import uuid
+from datetime import datetime, timedelta
 
 import grpc
 import pytest
@@ -18,19 +19,38 @@ from meshd.api.server import ListenerError
 from meshd.embedded_etcd import free_port
 from meshd.identity import IdentityError
 from meshd.security import ClusterKey, Roles, Tokens, make_csr
+from meshd.security.certs import utcnow
 from meshd.v1 import admin_pb2 as pb
 from meshd.v1 import admin_pb2_grpc, security_pb2 as sec, security_pb2_grpc
 
 pytestmark = [pytest.mark.identity, pytest.mark.etcd]
 
 
-def _daemon(etcd, prefix, tmp_path, name, **overrides) -> Meshd:
+def _daemon(etcd, prefix, tmp_path, name, clock=utcnow, **overrides) -> Meshd:
     cfg = MeshdConfig(admin=f"127.0.0.1:{free_port()}", admin_token=f"127.0.0.1:{free_port()}",
                       etcd=[etcd.url], etcd_prefix=prefix, state_dir=str(tmp_path / name), host_name=name,
                       cluster_key=str(tmp_path / "cluster.key"), lease_ttl=5)
     for k, v in overrides.items():
         setattr(cfg, k, v)
-    return Meshd(cfg).start()
+    return Meshd(cfg, clock=clock).start()
+
+
+class ManualClock:
+    """A wall clock that stands still until the test moves it (Meshd's `clock`)."""
+
+    def __init__(self):
+        self.now: datetime = utcnow()
+
+    def __call__(self) -> datetime:
+        return self.now
+
+    def advance(self, delta: timedelta) -> None:
+        self.now += delta
+
+
+@pytest.fixture
+def clock() -> ManualClock:
+    return ManualClock()
 
 
 class Api:
@@ -43,9 +63,9 @@ class Api:
 
 
 @pytest.fixture
-def cluster(etcd, etcd_prefix, tmp_path):
+def cluster(etcd, etcd_prefix, tmp_path, clock):
     ClusterKey.generate(tmp_path / "cluster.key")
-    daemon = _daemon(etcd, etcd_prefix, tmp_path, "h1")
+    daemon = _daemon(etcd, etcd_prefix, tmp_path, "h1", clock=clock)
     bundle = (tmp_path / "h1" / "identity" / "bundle.pem").read_bytes()
 
     def token_api(token: str | None) -> Api:
@@ -269,16 +289,24 @@ def test_join_with_a_one_time_bootstrap_token(cluster, etcd, etcd_prefix):
     assert "UNAUTHENTICATED" in str(err.value) and "already used" in str(err.value)
 
 
-def test_expired_bootstrap_token_is_refused(cluster):
-    daemon, root, token_api, _, tmp_path = cluster
-    from datetime import timedelta  # noqa: PLC0415
-    import time  # noqa: PLC0415
-    issued = Tokens(daemon.store).create_token(timedelta(seconds=1))
-    time.sleep(1.5)
-    _, csr = make_csr("spiffe://meshd.local/host/late")
+@pytest.mark.hardening
+def test_expired_bootstrap_token_is_refused(cluster, clock):
+    _, root, token_api, _, _ = cluster
+
+    def join(token: str, host: str):
+        _, csr = make_csr(f"spiffe://meshd.local/host/{host}")
+        return token_api(None).sec.JoinHost(sec.JoinHostRequest(token=token, host_name=host, csr_pem=csr.decode()),
+                                            timeout=10)
+    # Issued at one instant of the daemon's clock: one lives 30 s, the other 31 s.
+    short = root.sec.CreateBootstrapToken(sec.CreateBootstrapTokenRequest(ttl_seconds=30), timeout=10).token
+    longer = root.sec.CreateBootstrapToken(sec.CreateBootstrapTokenRequest(ttl_seconds=31), timeout=10).token
+    clock.advance(timedelta(seconds=30))
+    # At its expiry instant a token is expired (tokens.py: now >= expires_at).
     with pytest.raises(grpc.RpcError) as err:
-        token_api(None).sec.JoinHost(sec.JoinHostRequest(token=issued.token, host_name="late", csr_pem=csr.decode()), timeout=10)
+        join(short, "late")
     assert err.value.code() == grpc.StatusCode.UNAUTHENTICATED and "expired" in err.value.details()
+    # One second younger, the same call admits the host: it was the expiry that refused the first.
+    assert "BEGIN CERTIFICATE" in join(longer, "on-time").certificate_chain_pem
 
 
 def test_plaintext_is_refused_off_loopback(etcd, etcd_prefix, tmp_path):

@@ -1,5 +1,6 @@
 """`meshd run` as a real process on its embedded default: it starts and supervises its own
-etcd, logs JSON lines, and on SIGTERM/SIGINT exits cleanly, stopping that etcd."""
+etcd, logs JSON lines, on SIGTERM/SIGINT exits cleanly, stopping that etcd, and when killed
+outright takes that etcd with it."""
 from __future__ import annotations
 
 import json
@@ -7,12 +8,13 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 
 import grpc
 import pytest
 
-from meshd.embedded_etcd import free_port
+from meshd.embedded_etcd import EmbeddedEtcd, free_port
 from meshd.v1 import admin_pb2 as pb
 from meshd.v1 import admin_pb2_grpc
 
@@ -118,3 +120,63 @@ def test_unreachable_external_etcd_is_reported_not_fatal(tmp_path):
     finally:
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(30) == 0
+
+
+def _gone(pid: int, within: float) -> bool:
+    """True once `pid` is no longer a live process (a zombie counts as gone), polling until `within` s."""
+    deadline = time.monotonic() + within
+    while True:
+        try:
+            with open(f"/proc/{pid}/stat") as f:
+                if f.read().rsplit(")", 1)[1].split()[0] == "Z":
+                    return True
+        except (FileNotFoundError, ProcessLookupError):
+            return True
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(0.05)
+
+
+@pytest.mark.hardening
+def test_embedded_etcd_dies_with_a_sigkilled_meshd(tmp_path):
+    """SIGKILL leaves meshd no chance to stop its etcd: the kernel has to (PR_SET_PDEATHSIG)."""
+    admin_port, etcd_port, peer_port = free_port(), free_port(), free_port()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "meshd.cli.meshd_main", "run", "--insecure-local", "--admin", f"127.0.0.1:{admin_port}",
+         "--state-dir", str(tmp_path / "state"), "--etcd-port", str(etcd_port),
+         "--etcd-peer-port", str(peer_port), "--host-name", "h1"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    etcd_pid = None
+    try:
+        channel = grpc.insecure_channel(f"127.0.0.1:{admin_port}")
+        grpc.channel_ready_future(channel).result(timeout=30)
+        admin_pb2_grpc.MeshAdminStub(channel).CreateMesh(pb.CreateMeshRequest(mesh_name="doomed"), timeout=10)
+        channel.close()
+        etcd_children = [c for c in _children(proc.pid) if f"127.0.0.1:{etcd_port}" in _cmdline(c)]
+        assert len(etcd_children) == 1, "meshd must run exactly one etcd child"
+        etcd_pid = etcd_children[0]
+        proc.kill()
+        assert proc.wait(10) == -signal.SIGKILL
+        assert _gone(etcd_pid, within=5), f"embedded etcd {etcd_pid} outlived its SIGKILLed meshd: {_cmdline(etcd_pid)}"
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(10)
+        if etcd_pid is not None and not _gone(etcd_pid, within=0):
+            os.kill(etcd_pid, signal.SIGKILL)  # the test's own leak, left by a failure above
+
+
+@pytest.mark.hardening
+def test_embedded_etcd_outlives_the_thread_that_started_it(tmp_path):
+    """PR_SET_PDEATHSIG fires when the forking *thread* ends: an etcd started from a thread
+    that then returns must keep running while its process does."""
+    server = EmbeddedEtcd(tmp_path / "etcd", supervise=False)
+    starter = threading.Thread(target=server.start)
+    starter.start()
+    starter.join(30)
+    try:
+        assert server.pid is not None
+        assert not _gone(server.pid, within=2), "etcd died with the thread that started it"
+        server.wait_ready(timeout=5)
+    finally:
+        server.stop()

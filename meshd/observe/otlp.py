@@ -6,11 +6,11 @@ The SDK's encoder builds a tree of protobuf objects per span, about 125 µs per 
 more than meshd spends relaying the request. meshd's spans have a fixed shape (no events
 or links; attribute values str, int, bool or float; one resource and scope), and most of
 their attributes repeat (mesh, route, target...), so this encoder writes each span's
-envelope by hand and takes each attribute's KeyValue bytes from a small cache, filled by
-the SDK's own attribute encoder. It encodes the SDK's ReadableSpans (`request`), or
-meshd's tracer records directly (`records`, a SpanBatch: making a ReadableSpan per record
-only to read it back cost more than the encoding; its per-span loop is in C,
-`meshd/observe/_spans.pyx`). tests/test_observability_tracing.py
+envelope by hand and takes each attribute's KeyValue bytes from a small cache, filled from
+opentelemetry-proto's messages as the SDK's own encoder does. It encodes the SDK's
+ReadableSpans (`request`), or meshd's tracer records directly (`records`, a SpanBatch:
+making a ReadableSpan per record only to read it back cost more than the encoding; its
+per-span loop is in C, `meshd/observe/_spans.pyx`). tests/test_observability_tracing.py
 checks both against the SDK's encoder.
 
 Field numbers: opentelemetry-proto, trace/v1/trace.proto and common/v1/common.proto.
@@ -18,14 +18,12 @@ Field numbers: opentelemetry-proto, trace/v1/trace.proto and common/v1/common.pr
 from __future__ import annotations
 
 import struct
+from collections.abc import Mapping, Sequence
 
-from opentelemetry.exporter.otlp.proto.common._internal import (
-    _encode_attributes,
-    _encode_instrumentation_scope,
-    _encode_resource,
-)
 from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceResponse
+from opentelemetry.proto.common.v1 import common_pb2
+from opentelemetry.proto.resource.v1 import resource_pb2
 from opentelemetry.trace import SpanKind, TraceState
 
 from meshd.observe._spans import encode_spans
@@ -67,6 +65,41 @@ class SpanBatch(list):
 def _field(tag: bytes, payload: bytes) -> bytes:
     """A length-delimited field: tag, length, payload."""
     return tag + _varint(len(payload)) + payload
+
+
+def _any_value(value) -> common_pb2.AnyValue:
+    """An attribute value as common.proto's AnyValue, typed as the SDK types it: bool before
+    int (a Python bool is an int), a sequence as an array, a mapping as a key-value list."""
+    if value is None:
+        return common_pb2.AnyValue()
+    if isinstance(value, bool):
+        return common_pb2.AnyValue(bool_value=value)
+    if isinstance(value, str):
+        return common_pb2.AnyValue(string_value=value)
+    if isinstance(value, int):
+        return common_pb2.AnyValue(int_value=value)
+    if isinstance(value, float):
+        return common_pb2.AnyValue(double_value=value)
+    if isinstance(value, bytes):
+        return common_pb2.AnyValue(bytes_value=value)
+    if isinstance(value, Sequence):
+        return common_pb2.AnyValue(array_value=common_pb2.ArrayValue(values=[_any_value(v) for v in value]))
+    if isinstance(value, Mapping):
+        return common_pb2.AnyValue(kvlist_value=common_pb2.KeyValueList(values=_key_values(value)))
+    raise TypeError(f"attribute value of type {type(value).__name__} has no OTLP encoding: {value!r}")
+
+
+def _key_values(attrs) -> list[common_pb2.KeyValue]:
+    return [common_pb2.KeyValue(key=str(k), value=_any_value(v)) for k, v in (attrs or {}).items()]
+
+
+def _resource_message(res) -> resource_pb2.Resource:
+    return resource_pb2.Resource(attributes=_key_values(res.attributes))
+
+
+def _scope_message(scope) -> common_pb2.InstrumentationScope:
+    return common_pb2.InstrumentationScope(name=scope.name, version=scope.version or "",
+                                           attributes=_key_values(scope.attributes))
 
 
 class SpanEncoder:
@@ -116,7 +149,7 @@ class SpanEncoder:
                 if len(cache) >= _MAX_CACHED:
                     cache.clear()
                 # Span.attributes (field 9), each one KeyValue as the SDK encodes it.
-                b = cache[key] = _field(b"\x4a", _encode_attributes({k: v})[0].SerializeToString())
+                b = cache[key] = _field(b"\x4a", common_pb2.KeyValue(key=k, value=_any_value(v)).SerializeToString())
             out.append(b)
         return b"".join(out)
 
@@ -159,7 +192,7 @@ class SpanEncoder:
         """One ResourceSpans with one ScopeSpans holding `encoded` spans."""
         got = self._resources.get(id(res))
         if got is None or got[0] is not res:
-            got = self._resources[id(res)] = (res, _field(b"\x0a", _encode_resource(res).SerializeToString()))
+            got = self._resources[id(res)] = (res, _field(b"\x0a", _resource_message(res).SerializeToString()))
         tail = _field(b"\x1a", res.schema_url.encode()) if res.schema_url else b""
         return _field(b"\x0a", got[1] + _field(b"\x12", self._scope(scope) + encoded) + tail)
 
@@ -167,7 +200,7 @@ class SpanEncoder:
         """ScopeSpans.scope (1) and schema_url (3)."""
         head = self._scopes.get(scope)
         if head is None:
-            head = self._scopes[scope] = (_field(b"\x0a", _encode_instrumentation_scope(scope).SerializeToString())
+            head = self._scopes[scope] = (_field(b"\x0a", _scope_message(scope).SerializeToString())
                                           if scope is not None else b"")
             if scope is not None and scope.schema_url:
                 head += _field(b"\x1a", scope.schema_url.encode())
@@ -197,7 +230,7 @@ class SpanEncoder:
             res, scope = s.resource, s.instrumentation_scope
             if id(res) not in self._resources:
                 # ResourceSpans.resource (1), and its schema_url (3) when it has one.
-                body = _field(b"\x0a", _encode_resource(res).SerializeToString())
+                body = _field(b"\x0a", _resource_message(res).SerializeToString())
                 self._resources[id(res)] = (res, body)  # the resource is kept alive with its id
             groups.setdefault((id(res), scope), []).append(self.span(s))
         out = []
@@ -223,7 +256,11 @@ class _RawTraceStub:
 class FastOTLPSpanExporter(OTLPSpanExporter):
     """OTLPSpanExporter (gRPC: channel, retries, OTEL_EXPORTER_OTLP_* settings) sending
     SpanEncoder's bytes as they are: parsing them into the generated message only for the
-    stub to serialize it again cost more than encoding (about 4 µs a span)."""
+    stub to serialize it again cost more than encoding (about 4 µs a span).
+
+    The SDK has no public way to send bytes it did not encode, so this overrides private
+    names (`_stub`, `_client`, `_channel`, `_translate_data`): pyproject.toml pins the SDK's
+    exact minor version and tests/test_otel_internals.py checks each name's shape."""
 
     accepts_records = True  # export() takes a SpanBatch as well as ReadableSpans
 

@@ -51,7 +51,9 @@ def _context(trace_id: int, span_id: int, remote: bool, state: TraceState) -> Sp
 
 _new_span = object.__new__
 # The fields ReadableSpan.__init__ sets in the SDK versions meshd was built against; with
-# another set, spans are made through __init__.
+# another set, spans are made through __init__. This and _context's tuple layout are the
+# SDK's and API's private shapes: tests/test_otel_internals.py checks both against the
+# exact minor versions pyproject.toml pins.
 _FIELDS_KNOWN = set(vars(ReadableSpan("x", resource=Resource.get_empty()))) == {
     "_name", "_context", "_kind", "_instrumentation_info", "_instrumentation_scope", "_parent", "_start_time",
     "_end_time", "_attributes", "_events", "_links", "_resource", "_status"}
