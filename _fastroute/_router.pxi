@@ -300,14 +300,17 @@ cdef class Router:
 
     cdef _Route _match_regex(self, _Index ix, _Route best, str method, str scheme, int port, str path,
                              dict headers):
-        # Out of line: regex matching allocates (re match objects, the path slice).
+        # Out of line: RE2's own work dwarfs the call, and a non-ASCII path allocates
+        # (its UTF-8 form). The regex sees the path up to its query string, unsliced.
         cdef _Route r
-        q = path.find("?")
-        base = path if q < 0 else path[:q]
+        cdef Py_ssize_t n = PyUnicode_GET_LENGTH(path)
+        cdef Py_ssize_t end = PyUnicode_FindChar(path, u'?', 0, n, 1)
+        if end < 0:
+            end = n
         for r in ix.regex:
             if best is not None and r.rank >= best.rank:
                 break
-            if r.regex.fullmatch(base) is not None and _conditions(r, method, scheme, port, path, headers):
+            if r.regex.full(path, end) and _conditions(r, method, scheme, port, path, headers):
                 return r
         return best
 

@@ -9,11 +9,11 @@ sees an invalid table.
 """
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass, field
 
 from . import constants as C
-from .errors import TableError
+from ._re2 import Regex
+from .errors import BadRegex, TableError
 
 # App Mesh's HttpMethod enum (API reference, HttpRouteMatch.method).
 HTTP_METHODS = frozenset({"CONNECT", "DELETE", "GET", "HEAD", "OPTIONS", "PATCH", "POST", "PUT", "TRACE"})
@@ -343,10 +343,11 @@ def _str(path, v, empty_ok=False):
 
 
 def _regex(path, pattern):
+    # RE2, as Envoy's safe_regex: linear in the text, and a full match of it.
     _str(path, pattern)
     try:
-        return re.compile(pattern)
-    except (re.error, RecursionError, OverflowError) as err:
+        return Regex(pattern)
+    except BadRegex as err:
         raise TableError(path, "bad_regex", pattern) from err
 
 

@@ -16,13 +16,12 @@ Sources quoted below (App Mesh API version 2019-01-25):
 """
 from __future__ import annotations
 
-import re
 from typing import NamedTuple
 
 from _fastroute import TableError
 from _fastroute.reference import Router as _ReferenceRouter
 from _fastroute.spec import _lower_header
-from meshd.compile import CompileError, _camel, _header
+from meshd.compile import CompileError, _camel, _header, compile_regex
 from meshd.v1 import admin_pb2
 
 # The gateway route kind (GatewayRouteSpec oneof) -> the listener protocol it serves.
@@ -72,7 +71,8 @@ class _Route:
         elif self.path_kind == _PREFIX:
             if not path.startswith(self.path):
                 return False
-        elif self.path_kind == _REGEX and self.regex.fullmatch(base) is None:
+        # Envoy's safe_regex: the whole path, less its query string, matches (RE2).
+        elif self.path_kind == _REGEX and not self.regex.fullmatch(base):
             return False
         if self.host_kind == _HOST_EXACT:
             if host != self.host:
@@ -322,15 +322,7 @@ def _http_path(r: _Route, m, base: str) -> None:
     elif path_kind == "exact":
         r.path_kind, r.path = _EXACT, m.path.exact
     elif path_kind == "regex":
-        r.path_kind, r.regex = _REGEX, _regex(m.path.regex, f"{base}.match.path.regex")
-
-
-def _regex(pattern: str, field: str) -> re.Pattern:
-    # Matched with fullmatch, as Envoy matches a safe_regex against the whole path.
-    try:
-        return re.compile(pattern)
-    except (re.error, RecursionError, OverflowError) as err:
-        raise CompileError("", field, f"regex does not compile: {err}") from err
+        r.path_kind, r.regex = _REGEX, compile_regex(m.path.regex, f"{base}.match.path.regex")
 
 
 def _lower(h, path: str):

@@ -386,3 +386,56 @@ def test_invalid_spec_is_invalid_argument_with_field_paths(admin):
     assert "spec.priority" in fields
     err = rpc_error(s.CreateMesh, pb.CreateMeshRequest(mesh_name="bad/name"))
     assert err.code() == grpc.StatusCode.INVALID_ARGUMENT and field_violations(err) == ["meshName"]
+
+
+def _refused_fields(stub, title: str, **doc) -> list[str]:
+    """The field violations of a create the admin API must refuse as INVALID_ARGUMENT."""
+    err = rpc_error(create, stub, title, **doc)
+    assert err.code() == grpc.StatusCode.INVALID_ARGUMENT, (doc, err.details())
+    return field_violations(err)
+
+
+def _gateway_route(match: dict, rewrite: dict | None = None, kind: str = "httpRoute") -> dict:
+    action = {"target": {"virtualService": {"virtualServiceName": "svc.m.local"}}}
+    if rewrite is not None:
+        action["rewrite"] = rewrite
+    return {kind: {"match": match, "action": action}}
+
+
+def _route(match: dict, kind: str = "httpRoute") -> dict:
+    return {kind: {"match": match, "action": {"weightedTargets": [{"virtualNode": "a", "weight": 1}]}}}
+
+
+def _route_parents(s):
+    """Mesh m with node a, router r, gateway g and service svc.m.local: what a route "x"
+    and a gateway route "x" need to be created."""
+    create(s, "Mesh", meshName="m", spec={})
+    create(s, "VirtualNode", meshName="m", virtualNodeName="a", spec=node_spec())
+    create(s, "VirtualRouter", meshName="m", virtualRouterName="r", spec=router_spec())
+    create(s, "VirtualGateway", meshName="m", virtualGatewayName="g", spec=gateway_spec())
+    create(s, "VirtualService", meshName="m", virtualServiceName="svc.m.local",
+           spec={"provider": {"virtualNode": {"virtualNodeName": "a"}}})
+    return s
+
+
+@pytest.mark.hardening
+def test_regexes_re2_cannot_run_are_refused_naming_the_field(admin):
+    # Routes match with RE2, as App Mesh's Envoy does; RE2 has no backreferences or
+    # lookaround, so a pattern using them would never match and is refused at the API.
+    s = _route_parents(admin.stub)
+    route = {"meshName": "m", "virtualRouterName": "r", "routeName": "x"}
+    gateway_route = {"meshName": "m", "virtualGatewayName": "g", "gatewayRouteName": "x"}
+    assert _refused_fields(s, "Route", **route, spec=_route({"path": {"regex": r"/(a+)\1"}})) == [
+        "spec.httpRoute.match.path.regex"]
+    assert _refused_fields(s, "Route", **route, spec=_route(
+        {"prefix": "/", "headers": [{"name": "h", "match": {"regex": "(?=a)a"}}]}, kind="http2Route")) == [
+        "spec.http2Route.match.headers[0].match.regex"]
+    assert _refused_fields(s, "Route", **route, spec=_route(
+        {"serviceName": "p.S", "metadata": [{"name": "m", "match": {"regex": "(?<!x)y"}}]}, kind="grpcRoute")) == [
+        "spec.grpcRoute.match.metadata[0].match.regex"]
+    assert _refused_fields(s, "GatewayRoute", **gateway_route, spec=_gateway_route({"path": {"regex": r"/(.)\1"}})) == [
+        "spec.httpRoute.match.path.regex"]
+    # The same patterns without backtracking features are accepted.
+    create(s, "Route", **route, spec=_route({"path": {"regex": "/(a+)+"}}))
+    create(s, "GatewayRoute", **gateway_route, spec=_gateway_route({"path": {"regex": "/(.)+"}}))
+

@@ -25,6 +25,8 @@ from google.protobuf import json_format
 from google.protobuf.descriptor import Descriptor, FieldDescriptor
 from google.protobuf.message import Message
 
+# The router's own regex engine, so the API accepts exactly the patterns routes can run.
+from _fastroute._re2 import BadRegex, Regex
 from meshd.observe.accesslog import format_errors
 from meshd.v1 import spec_pb2
 
@@ -297,10 +299,11 @@ def _scalar_violations(rule: Rule, value, path: str) -> Iterator[FieldViolation]
     if rule.pattern is not None and not rule.pattern[0].fullmatch(value):
         yield FieldViolation(path, f"{rule.pattern[1]}; got {value!r}")
     if rule.regex:
+        # App Mesh's Envoy matches with RE2, which refuses backreferences and lookaround.
         try:
-            re.compile(value)
-        except re.error as err:
-            yield FieldViolation(path, f"not a valid regular expression: {err}")
+            Regex(value)
+        except BadRegex as err:
+            yield FieldViolation(path, f"not a valid RE2 regular expression: {err.reason}")
 
 
 def _join(path: str, member: str) -> str:
