@@ -156,6 +156,11 @@ cdef class _Route:
 
 
 @cython.final
+cdef class Conditions:
+    cdef _Route _route               # only its condition fields are set
+
+
+@cython.final
 cdef class _Index:
     # Open-addressing hash table from (length, hash of the path's first `length`
     # characters) to a bucket of routes; slots with val < 0 are empty.

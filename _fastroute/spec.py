@@ -351,7 +351,9 @@ def _regex(path, pattern):
         raise TableError(path, "bad_regex", pattern) from err
 
 
-def _lower_header(path, h):
+def lower_header(path, h):
+    """One HeaderMatch validated (TableError names the field under `path`) and lowered,
+    its regex compiled: for `Conditions` and the router's own routes alike."""
     if not isinstance(h, HeaderMatch):
         _fail(path, "bad_type", h)
     name = _str(path + ".name", h.name).lower()
@@ -444,7 +446,7 @@ def _lower_match(path, proto, m, r):
         if m.scheme is not None and m.scheme not in ("http", "https"):
             _fail(path + ".scheme", "bad_value", m.scheme)
         r.method, r.scheme, port = m.method, m.scheme, m.port
-        r.headers = tuple(_lower_header(f"{path}.headers[{i}]", h) for i, h in enumerate(m.headers))
+        r.headers = tuple(lower_header(f"{path}.headers[{i}]", h) for i, h in enumerate(m.headers))
         qs = []
         for i, q in enumerate(m.query):
             if not isinstance(q, QueryMatch):
@@ -472,7 +474,7 @@ def _lower_match(path, proto, m, r):
                 r.path_kind, r.path = C.PK_PREFIX, f"/{svc}/"
         elif m.method_name is not None:
             _fail(path + ".service_name", "missing", None)
-        r.headers = tuple(_lower_header(f"{path}.metadata[{i}]", h) for i, h in enumerate(m.metadata))
+        r.headers = tuple(lower_header(f"{path}.metadata[{i}]", h) for i, h in enumerate(m.metadata))
         port = m.port
     else:
         if not isinstance(m, TcpMatch):

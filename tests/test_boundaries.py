@@ -74,3 +74,11 @@ def test_fastroute_imports_only_the_stdlib():
             if len(words) >= 2 and words[0] in ("import", "from", "cimport"):
                 top = words[1].split(".")[0].rstrip(",")
                 assert top in stdlib or top == "", f"{path}: {line.strip()}"
+
+
+def test_production_code_does_not_use_the_reference_model():
+    # `_fastroute.reference` is the plain-Python model the router core is tested against;
+    # what runs in meshd uses the compiled core (e.g. `_fastroute.Conditions`).
+    users = [p.relative_to(ROOT).as_posix() for p in _sources("meshd") + _sources("registry")
+             if any(m.startswith("_fastroute.reference") for m in _modules(p))]
+    assert users == []
