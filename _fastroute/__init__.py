@@ -5,8 +5,8 @@ with the same API. Both take a `spec.Table` and return decisions; see `spec` for
 input format and `constants` for the integer codes.
 """
 from . import constants
-from ._core import Decision, PoolDecision, Pools, RetryDecision, Router
-from .errors import BadResult, FastrouteError, InvalidTransition, TableError, UnknownHandle, UnknownNode
+from ._core import Conditions, Decision, PoolDecision, Pools, RetryDecision, Router
+from .errors import BadRegex, BadResult, FastrouteError, InvalidTransition, TableError, UnknownHandle, UnknownNode
 from .spec import (
     DEFAULT_RETRY,
     NO_RETRY,
@@ -29,7 +29,7 @@ from .spec import (
 )
 
 __all__ = [
-    "BadResult", "ConnectionPool", "DEFAULT_RETRY", "Decision", "Endpoint", "FastrouteError",
+    "BadRegex", "BadResult", "Conditions", "ConnectionPool", "DEFAULT_RETRY", "Decision", "Endpoint", "FastrouteError",
     "GrpcMatch", "HeaderMatch", "HttpMatch", "InvalidTransition", "NO_RETRY", "OutlierDetection",
     "PoolDecision", "Pools", "QueryMatch", "RetryDecision", "RetryPolicy", "Route", "Router", "Table", "TableError",
     "Target", "TcpMatch", "Timeouts", "UnknownHandle", "UnknownNode", "VirtualNode", "VirtualRouter",

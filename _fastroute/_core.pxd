@@ -3,6 +3,8 @@
 cimport cython
 from libc.stdint cimport int32_t, int64_t, uint32_t, uint64_t
 
+from _fastroute._re2 cimport Regex
+
 
 cdef enum:
     PROTO_HTTP = 0
@@ -79,7 +81,7 @@ cdef class _Header:
     cdef int kind
     cdef str value
     cdef int64_t lo, hi
-    cdef object regex
+    cdef Regex regex                 # HM_REGEX only
     cdef bint invert
 
 
@@ -137,7 +139,7 @@ cdef class _Route:
     cdef str name
     cdef Py_ssize_t rank
     cdef int path_kind
-    cdef object regex
+    cdef Regex regex                 # PK_REGEX only
     cdef object method
     cdef object scheme
     cdef int port
@@ -151,6 +153,11 @@ cdef class _Route:
     cdef CompiledRetry retry
     cdef int64_t per_request_ns, idle_ns
     cdef _Budget budget
+
+
+@cython.final
+cdef class Conditions:
+    cdef _Route _route               # only its condition fields are set
 
 
 @cython.final

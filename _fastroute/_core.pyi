@@ -1,7 +1,7 @@
 """The surface of the compiled router core that Python sees (see _core.pxd for all of it)."""
 from collections.abc import Iterable
 
-from .spec import Endpoint, Table
+from .spec import Endpoint, LHeader, Table
 
 class CompiledRetry:
     max_retries: int
@@ -63,6 +63,11 @@ class Router:
     def endpoints(self, node: str) -> list[EndpointState]: ...
     def node_limits(self, node: str) -> tuple[int, int, int]: ...
     def ejected(self, node: str, now_ns: int) -> int: ...
+
+class Conditions:
+    def __init__(self, method: str | None = None, port: int | None = None, headers: Iterable[LHeader] = (),
+                 query: Iterable[tuple[str, str | None]] = ()) -> None: ...
+    def holds(self, method: str, port: int, path: str, headers: dict[str, str | bytes] | None) -> bool: ...
 
 class PoolDecision:
     action: int

@@ -311,14 +311,17 @@ cdef class Router:
 
     cdef _Route _match_regex(self, _Index ix, _Route best, str method, str scheme, int port, str path,
                              dict headers):
-        # Out of line: regex matching allocates (re match objects, the path slice).
+        # Out of line: RE2's own work dwarfs the call, and a non-ASCII path allocates
+        # (its UTF-8 form). The regex sees the path up to its query string, unsliced.
         cdef _Route r
-        q = path.find("?")
-        base = path if q < 0 else path[:q]
+        cdef Py_ssize_t n = PyUnicode_GET_LENGTH(path)
+        cdef Py_ssize_t end = PyUnicode_FindChar(path, u'?', 0, n, 1)
+        if end < 0:
+            end = n
         for r in ix.regex:
             if best is not None and r.rank >= best.rank:
                 break
-            if r.regex.fullmatch(base) is not None and _conditions(r, method, scheme, port, path, headers):
+            if r.regex.full(path, end) and _conditions(r, method, scheme, port, path, headers):
                 return r
         return best
 
@@ -480,6 +483,37 @@ cdef class Router:
             ep.errors = 0
             if ep.ejected_until_ns > node.ejected_until_ns:
                 node.ejected_until_ns = ep.ejected_until_ns
+
+
+@cython.final
+cdef class Conditions:
+    """The method, port, header (or gRPC metadata) and query-parameter conditions of one
+    route, checked by the router's own code.
+
+    For route tables kept outside the Router (meshd's virtual gateways), so that their
+    routes match these conditions exactly as virtual-router routes do. `headers` are
+    `spec.lower_header` results, `query` (name, exact value or None) pairs; `port` None
+    is any port.
+    """
+
+    def __init__(self, method=None, port=None, headers=(), query=()):
+        cdef _Route r = _Route.__new__(_Route)
+        query = tuple(query)
+        if method is not None and type(method) is not str:
+            raise TypeError(f"method must be a str or None, not {type(method).__name__}")
+        for q in query:
+            if type(q) is not tuple or len(q) != 2 or type(q[0]) is not str or not (q[1] is None or type(q[1]) is str):
+                raise TypeError(f"query conditions are (name, exact or None) pairs of str, not {q!r}")
+        r.name, r.method, r.scheme = "", method, None
+        r.port = -1 if port is None else port
+        r.headers = tuple(_compile_header(h) for h in headers)
+        r.query = query
+        self._route = r
+
+    def holds(self, str method, int port, str path, dict headers):
+        """Every condition holds for a request: its method, the port it arrived on, its
+        :path with the query string, and its headers by lower-case name."""
+        return _conditions(self._route, method, None, port, path, headers)
 
 
 cdef bint _conditions(_Route r, str method, str scheme, int port, str path, dict headers) except -1:

@@ -96,7 +96,7 @@ cdef bint header_ok(_Header h, dict headers) except -1:
     elif h.kind == HM_SUFFIX:
         matched = PyUnicode_Tailmatch(s, h.value, 0, PY_SSIZE_T_MAX, 1) == 1
     elif h.kind == HM_REGEX:
-        matched = h.regex.fullmatch(s) is not None
+        matched = h.regex.full(s, PyUnicode_GET_LENGTH(s))
     elif h.kind == HM_RANGE:
         matched = parse_int(s, &n) and h.lo <= n < h.hi
     else:

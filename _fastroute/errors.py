@@ -24,6 +24,20 @@ class TableError(FastrouteError, ValueError):
         return f"{self.path}: {self.reason} ({self.value!r})"
 
 
+class BadRegex(FastrouteError, ValueError):
+    """A pattern RE2 cannot compile: `pattern`, RE2's error as a stable `code` (such as
+    ``bad_escape`` for a backreference, ``bad_perl_op`` for lookaround) and its `reason`."""
+
+    def __init__(self, pattern: str, code: str, reason: str) -> None:
+        super().__init__(pattern, code, reason)
+        self.pattern = pattern
+        self.code = code
+        self.reason = reason
+
+    def __str__(self) -> str:
+        return f"{self.reason} (in {self.pattern!r})"
+
+
 class InvalidTransition(FastrouteError):
     """A request-lifecycle input that the retry state table has no row for."""
 

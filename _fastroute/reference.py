@@ -170,7 +170,7 @@ def _header_ok(h, headers) -> bool:
     elif h.kind == _SUFFIX:
         matched = v.endswith(h.value)
     elif h.kind == _REGEX:
-        matched = h.regex.fullmatch(v) is not None
+        matched = h.regex.fullmatch(v)
     elif h.kind == _RANGE:
         n = _parse_int(v)
         matched = n is not None and h.lo <= n < h.hi
@@ -345,7 +345,7 @@ class Router:
             r = routes[gid]
             if best is not None and r.rank >= best.rank:
                 break
-            if r.regex.fullmatch(base) is not None and self._conditions(r, method, scheme, port, path, q, headers):
+            if r.regex.fullmatch(base) and self._conditions(r, method, scheme, port, path, q, headers):
                 best = r
                 break
         if ix.any:

@@ -9,11 +9,11 @@ sees an invalid table.
 """
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass, field
 
 from . import constants as C
-from .errors import TableError
+from ._re2 import Regex
+from .errors import BadRegex, TableError
 
 # App Mesh's HttpMethod enum (API reference, HttpRouteMatch.method).
 HTTP_METHODS = frozenset({"CONNECT", "DELETE", "GET", "HEAD", "OPTIONS", "PATCH", "POST", "PUT", "TRACE"})
@@ -343,14 +343,17 @@ def _str(path, v, empty_ok=False):
 
 
 def _regex(path, pattern):
+    # RE2, as Envoy's safe_regex: linear in the text, and a full match of it.
     _str(path, pattern)
     try:
-        return re.compile(pattern)
-    except (re.error, RecursionError, OverflowError) as err:
+        return Regex(pattern)
+    except BadRegex as err:
         raise TableError(path, "bad_regex", pattern) from err
 
 
-def _lower_header(path, h):
+def lower_header(path, h):
+    """One HeaderMatch validated (TableError names the field under `path`) and lowered,
+    its regex compiled: for `Conditions` and the router's own routes alike."""
     if not isinstance(h, HeaderMatch):
         _fail(path, "bad_type", h)
     name = _str(path + ".name", h.name).lower()
@@ -443,7 +446,7 @@ def _lower_match(path, proto, m, r):
         if m.scheme is not None and m.scheme not in ("http", "https"):
             _fail(path + ".scheme", "bad_value", m.scheme)
         r.method, r.scheme, port = m.method, m.scheme, m.port
-        r.headers = tuple(_lower_header(f"{path}.headers[{i}]", h) for i, h in enumerate(m.headers))
+        r.headers = tuple(lower_header(f"{path}.headers[{i}]", h) for i, h in enumerate(m.headers))
         qs = []
         for i, q in enumerate(m.query):
             if not isinstance(q, QueryMatch):
@@ -471,7 +474,7 @@ def _lower_match(path, proto, m, r):
                 r.path_kind, r.path = C.PK_PREFIX, f"/{svc}/"
         elif m.method_name is not None:
             _fail(path + ".service_name", "missing", None)
-        r.headers = tuple(_lower_header(f"{path}.metadata[{i}]", h) for i, h in enumerate(m.metadata))
+        r.headers = tuple(lower_header(f"{path}.metadata[{i}]", h) for i, h in enumerate(m.metadata))
         port = m.port
     else:
         if not isinstance(m, TcpMatch):

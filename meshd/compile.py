@@ -13,6 +13,7 @@ import re
 from dataclasses import dataclass, field
 
 import _fastroute as fr
+from _fastroute._re2 import BadRegex, Regex
 from meshd.v1 import admin_pb2
 
 log = logging.getLogger("meshd.compile")
@@ -79,15 +80,17 @@ def _header(h, path: str) -> fr.HeaderMatch:
     elif kind is not None:
         kwargs[kind] = getattr(m, kind)
         if kind == "regex":
-            _check_regex(m.regex, f"{path}.match.regex")
+            compile_regex(m.regex, f"{path}.match.regex")
     return fr.HeaderMatch(name=h.name.lower(), invert=h.invert, **kwargs)
 
 
-def _check_regex(pattern: str, path: str) -> None:
+def compile_regex(pattern: str, path: str) -> Regex:
+    """A route regex compiled by RE2, the engine the router matches with (Envoy's
+    safe_regex); what RE2 cannot run (backreferences, lookaround) is a CompileError."""
     try:
-        re.compile(pattern)
-    except re.error as err:
-        raise CompileError("", path, f"regex does not compile: {err}") from err
+        return Regex(pattern)
+    except BadRegex as err:
+        raise CompileError("", path, f"regex does not compile: {err.reason}") from err
 
 
 def _targets(action, path: str) -> tuple[fr.Target, ...]:
@@ -130,7 +133,7 @@ def compile_route(router: str, name: str, spec) -> fr.Route:
         m = r.match
         path_kind = m.path.WhichOneof("match") if m.HasField("path") else None
         if path_kind == "regex":
-            _check_regex(m.path.regex, f"{base}.match.path.regex")
+            compile_regex(m.path.regex, f"{base}.match.path.regex")
         match = fr.HttpMatch(
             prefix=m.prefix if m.HasField("prefix") else None,
             path_exact=m.path.exact if path_kind == "exact" else None,

@@ -16,13 +16,11 @@ Sources quoted below (App Mesh API version 2019-01-25):
 """
 from __future__ import annotations
 
-import re
 from typing import NamedTuple
 
-from _fastroute import TableError
-from _fastroute.reference import Router as _ReferenceRouter
-from _fastroute.spec import _lower_header
-from meshd.compile import CompileError, _camel, _header
+from _fastroute import Conditions, TableError
+from _fastroute.spec import lower_header
+from meshd.compile import CompileError, _camel, _header, compile_regex
 from meshd.v1 import admin_pb2
 
 # The gateway route kind (GatewayRouteSpec oneof) -> the listener protocol it serves.
@@ -33,9 +31,6 @@ PROTOCOLS = frozenset(ROUTE_PROTOCOLS.values())
 _EXACT, _REGEX, _PREFIX, _ANY = 0, 1, 2, 3
 # Hostname conditions, most specific first (Envoy's virtual host domain order).
 _HOST_EXACT, _HOST_SUFFIX, _HOST_ANY = 0, 1, 2
-# Method, port (-1: any), headers and query of a lowered route; a route here has the
-# attributes it reads (`scheme` is always None: gateway routes have no scheme match).
-_conditions = _ReferenceRouter._conditions
 # How the upstream path is made from the request path.
 _KEEP, _DEFAULT_PREFIX, _PREFIX_VALUE, _PATH_EXACT = 0, 1, 2, 3
 
@@ -61,10 +56,10 @@ class _Route:
     """One gateway route lowered for matching; `rank` is its place in the precedence order."""
 
     __slots__ = ("name", "protocol", "priority", "path_kind", "path", "regex", "host_kind", "host",
-                 "method", "scheme", "port", "headers", "query", "service", "target_port", "rewrite_host",
-                 "path_rewrite", "path_rewrite_value", "key", "rank")
+                 "conditions", "service", "target_port", "rewrite_host", "path_rewrite", "path_rewrite_value",
+                 "key", "rank")
 
-    def matches(self, host: str, port: int, method: str, path: str, base: str, q: int, headers) -> bool:
+    def matches(self, host: str, port: int, method: str, path: str, base: str, headers) -> bool:
         """Every condition of the route holds; `base` is `path` without its query string."""
         if self.path_kind == _EXACT:
             if base != self.path:
@@ -72,7 +67,8 @@ class _Route:
         elif self.path_kind == _PREFIX:
             if not path.startswith(self.path):
                 return False
-        elif self.path_kind == _REGEX and self.regex.fullmatch(base) is None:
+        # Envoy's safe_regex: the whole path, less its query string, matches (RE2).
+        elif self.path_kind == _REGEX and not self.regex.fullmatch(base):
             return False
         if self.host_kind == _HOST_EXACT:
             if host != self.host:
@@ -84,7 +80,7 @@ class _Route:
             return False
         # Method, port, headers/metadata and query parameters: the router core's own check,
         # so gateway routes and virtual-router routes match them the same way.
-        return _conditions(self, method, None, port, path, q, headers)
+        return self.conditions.holds(method, port, path, headers)
 
     def decide(self, authority: str, path: str, q: int) -> GatewayDecision:
         # Positional, in GatewayDecision's field order: route, virtual_service, port,
@@ -185,7 +181,7 @@ class GatewayTable:
                 # Buckets are in rank order: past the best so far nothing can win.
                 if best is not None and r.rank >= best.rank:
                     break
-                if r.matches(host, port, method, path, base, q, headers):
+                if r.matches(host, port, method, path, base, headers):
                     best = r
                     break
         return None if best is None else best.decide(authority, path, q)
@@ -255,9 +251,8 @@ def compile_gateway_route(name: str, spec, listeners: dict[int, str]) -> _Route:
     r.priority = spec.priority if spec.HasField("priority") else None
     port = m.port if m.HasField("port") else None
     _check_listener(r.protocol, port, listeners, base)
-    r.port = -1 if port is None else port
     r.path_kind, r.path, r.regex = _ANY, "", None
-    r.method, r.scheme, r.query = None, None, ()
+    method, query = None, ()
     if r.protocol == "grpc":
         if m.HasField("service_name"):
             # A gRPC call's :path is "/<service>/<method>" (gRPC over HTTP/2), so a service
@@ -269,12 +264,13 @@ def compile_gateway_route(name: str, spec, listeners: dict[int, str]) -> _Route:
         conditions_path = f"{base}.match.metadata"
     else:
         _http_path(r, m, base)
-        r.method = m.method if m.HasField("method") else None
-        r.query = tuple((qp.name, qp.match.exact if qp.match.HasField("exact") else None)
-                        for qp in m.query_parameters)
+        method = m.method if m.HasField("method") else None
+        query = tuple((qp.name, qp.match.exact if qp.match.HasField("exact") else None)
+                      for qp in m.query_parameters)
         conditions = m.headers
         conditions_path = f"{base}.match.headers"
-    r.headers = tuple(_lower(h, f"{conditions_path}[{i}]") for i, h in enumerate(conditions))
+    headers = tuple(_lower(h, f"{conditions_path}[{i}]") for i, h in enumerate(conditions))
+    r.conditions = Conditions(method, port, headers, query)
     r.host_kind, r.host = _hostname(m, f"{base}.match.hostname")
     target = action.target
     r.service = target.virtual_service.virtual_service_name
@@ -288,7 +284,7 @@ def compile_gateway_route(name: str, spec, listeners: dict[int, str]) -> _Route:
     # same GatewayRouteHostnameRewrite.
     r.rewrite_host = rewrite.hostname.default_target_hostname != "DISABLED"
     r.path_rewrite, r.path_rewrite_value = _path_rewrite(r, rewrite, base) if r.protocol != "grpc" else (_KEEP, "")
-    n_conditions = len(r.headers) + len(r.query) + (r.method is not None) + (port is not None)
+    n_conditions = len(headers) + len(query) + (method is not None) + (port is not None)
     path_len = len(r.path) if r.path_kind in (_EXACT, _PREFIX) else 0
     host_len = len(r.host) if r.host_kind == _HOST_SUFFIX else 0
     # Precedence summary; see `precedence_key` for the rule it encodes.
@@ -322,21 +318,13 @@ def _http_path(r: _Route, m, base: str) -> None:
     elif path_kind == "exact":
         r.path_kind, r.path = _EXACT, m.path.exact
     elif path_kind == "regex":
-        r.path_kind, r.regex = _REGEX, _regex(m.path.regex, f"{base}.match.path.regex")
-
-
-def _regex(pattern: str, field: str) -> re.Pattern:
-    # Matched with fullmatch, as Envoy matches a safe_regex against the whole path.
-    try:
-        return re.compile(pattern)
-    except (re.error, RecursionError, OverflowError) as err:
-        raise CompileError("", field, f"regex does not compile: {err}") from err
+        r.path_kind, r.regex = _REGEX, compile_regex(m.path.regex, f"{base}.match.path.regex")
 
 
 def _lower(h, path: str):
     """One header/metadata condition, with the same semantics as virtual-router routes."""
     try:
-        return _lower_header(path, _header(h, path))
+        return lower_header(path, _header(h, path))
     except TableError as err:
         raise CompileError("", path, f"{err}") from err
 

@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Installs everything meshd needs on a Debian 12 host and builds meshd into a virtualenv:
 #   - Debian packages: etcd-server (the embedded default runs Debian's etcd), libnghttp2-dev
-#     (the data plane's HTTP/2 codec, linked by the Cython extension), a C compiler and
-#     Python headers for the Cython extensions; with --test also what the tests drive:
+#     (the data plane's HTTP/2 codec, linked by the Cython extension), libre2-dev (the
+#     routes' regex engine, as Envoy's), a C/C++ compiler and Python headers for the Cython
+#     extensions; with --test also what the tests drive:
 #     nghttp2-client/-server (h2load, nghttp, nghttpd), haproxy (side-by-side benchmarks) and
 #     iproute2 (network-namespace cluster tests), systemd (systemd-analyze verify of the units),
 #     graphviz (meshctl graph --png) and prometheus (the observability tests scrape meshd with
@@ -18,7 +19,8 @@ EXTRAS=""
 need_apt=()
 command -v etcd >/dev/null 2>&1 || [ -x /usr/bin/etcd ] || need_apt+=(etcd-server)
 dpkg -s libnghttp2-dev >/dev/null 2>&1 || need_apt+=(libnghttp2-dev)
-command -v cc >/dev/null 2>&1 || need_apt+=(build-essential)
+dpkg -s libre2-dev >/dev/null 2>&1 || need_apt+=(libre2-dev)
+{ command -v cc && command -v c++; } >/dev/null 2>&1 || need_apt+=(build-essential)
 python3 -c 'import sysconfig,os,sys; sys.exit(0 if os.path.exists(os.path.join(sysconfig.get_paths()["include"],"Python.h")) else 1)' \
   || need_apt+=(python3-dev)
 python3 -c 'import venv, ensurepip' 2>/dev/null || need_apt+=(python3-venv)

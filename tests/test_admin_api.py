@@ -386,3 +386,114 @@ def test_invalid_spec_is_invalid_argument_with_field_paths(admin):
     assert "spec.priority" in fields
     err = rpc_error(s.CreateMesh, pb.CreateMeshRequest(mesh_name="bad/name"))
     assert err.code() == grpc.StatusCode.INVALID_ARGUMENT and field_violations(err) == ["meshName"]
+
+
+def _refused_fields(stub, title: str, **doc) -> list[str]:
+    """The field violations of a create the admin API must refuse as INVALID_ARGUMENT."""
+    err = rpc_error(create, stub, title, **doc)
+    assert err.code() == grpc.StatusCode.INVALID_ARGUMENT, (doc, err.details())
+    return field_violations(err)
+
+
+def _gateway_route(match: dict, rewrite: dict | None = None, kind: str = "httpRoute") -> dict:
+    action = {"target": {"virtualService": {"virtualServiceName": "svc.m.local"}}}
+    if rewrite is not None:
+        action["rewrite"] = rewrite
+    return {kind: {"match": match, "action": action}}
+
+
+def _route(match: dict, kind: str = "httpRoute") -> dict:
+    return {kind: {"match": match, "action": {"weightedTargets": [{"virtualNode": "a", "weight": 1}]}}}
+
+
+def _route_parents(s):
+    """Mesh m with node a, router r, gateway g and service svc.m.local: what a route "x"
+    and a gateway route "x" need to be created."""
+    create(s, "Mesh", meshName="m", spec={})
+    create(s, "VirtualNode", meshName="m", virtualNodeName="a", spec=node_spec())
+    create(s, "VirtualRouter", meshName="m", virtualRouterName="r", spec=router_spec())
+    create(s, "VirtualGateway", meshName="m", virtualGatewayName="g", spec=gateway_spec())
+    create(s, "VirtualService", meshName="m", virtualServiceName="svc.m.local",
+           spec={"provider": {"virtualNode": {"virtualNodeName": "a"}}})
+    return s
+
+
+@pytest.mark.hardening
+def test_regexes_re2_cannot_run_are_refused_naming_the_field(admin):
+    # Routes match with RE2, as App Mesh's Envoy does; RE2 has no backreferences or
+    # lookaround, so a pattern using them would never match and is refused at the API.
+    s = _route_parents(admin.stub)
+    route = {"meshName": "m", "virtualRouterName": "r", "routeName": "x"}
+    gateway_route = {"meshName": "m", "virtualGatewayName": "g", "gatewayRouteName": "x"}
+    assert _refused_fields(s, "Route", **route, spec=_route({"path": {"regex": r"/(a+)\1"}})) == [
+        "spec.httpRoute.match.path.regex"]
+    assert _refused_fields(s, "Route", **route, spec=_route(
+        {"prefix": "/", "headers": [{"name": "h", "match": {"regex": "(?=a)a"}}]}, kind="http2Route")) == [
+        "spec.http2Route.match.headers[0].match.regex"]
+    assert _refused_fields(s, "Route", **route, spec=_route(
+        {"serviceName": "p.S", "metadata": [{"name": "m", "match": {"regex": "(?<!x)y"}}]}, kind="grpcRoute")) == [
+        "spec.grpcRoute.match.metadata[0].match.regex"]
+    assert _refused_fields(s, "GatewayRoute", **gateway_route, spec=_gateway_route({"path": {"regex": r"/(.)\1"}})) == [
+        "spec.httpRoute.match.path.regex"]
+    # The same patterns without backtracking features are accepted.
+    create(s, "Route", **route, spec=_route({"path": {"regex": "/(a+)+"}}))
+    create(s, "GatewayRoute", **gateway_route, spec=_gateway_route({"path": {"regex": "/(.)+"}}))
+
+
+# Each string field the data plane matches a request against or writes into one, a value
+# with a CR, LF or NUL in it, and the field path the refusal must name. A CR/LF in a path
+# rewrite or health-check path would otherwise split the HTTP/1.1 request line it is
+# written into; in a match value it could never match a well-formed request.
+_CRLF = "\r\nX-Injected: 1"
+CONTROL_CHARACTER_CASES = [
+    ("Route", _route({"prefix": "/a" + _CRLF}), "spec.httpRoute.match.prefix"),
+    ("Route", _route({"path": {"exact": "/a\n"}}), "spec.httpRoute.match.path.exact"),
+    ("Route", _route({"prefix": "/", "headers": [{"name": "h", "match": {"exact": "v" + _CRLF}}]}),
+     "spec.httpRoute.match.headers[0].match.exact"),
+    ("Route", _route({"prefix": "/", "headers": [{"name": "h", "match": {"prefix": "v\x00"}}]}, kind="http2Route"),
+     "spec.http2Route.match.headers[0].match.prefix"),
+    ("Route", _route({"prefix": "/", "headers": [{"name": "h", "match": {"suffix": "\rv"}}]}),
+     "spec.httpRoute.match.headers[0].match.suffix"),
+    ("Route", _route({"prefix": "/", "queryParameters": [{"name": "q", "match": {"exact": "a\nb"}}]}),
+     "spec.httpRoute.match.queryParameters[0].match.exact"),
+    ("Route", _route({"serviceName": "p.S\n"}, kind="grpcRoute"), "spec.grpcRoute.match.serviceName"),
+    ("Route", _route({"serviceName": "p.S", "methodName": "M\r"}, kind="grpcRoute"),
+     "spec.grpcRoute.match.methodName"),
+    ("Route", _route({"serviceName": "p.S", "metadata": [{"name": "m", "match": {"exact": "\x00"}}]}, kind="grpcRoute"),
+     "spec.grpcRoute.match.metadata[0].match.exact"),
+    ("GatewayRoute", _gateway_route({"prefix": "/a\r"}), "spec.httpRoute.match.prefix"),
+    ("GatewayRoute", _gateway_route({"path": {"exact": "/a\x00"}}), "spec.httpRoute.match.path.exact"),
+    ("GatewayRoute", _gateway_route({"hostname": {"exact": "a.example.com\n"}}), "spec.httpRoute.match.hostname.exact"),
+    ("GatewayRoute", _gateway_route({"hostname": {"suffix": ".example.com\r\n"}}, kind="http2Route"),
+     "spec.http2Route.match.hostname.suffix"),
+    ("GatewayRoute", _gateway_route({"prefix": "/", "headers": [{"name": "h", "match": {"exact": "v\n"}}]}),
+     "spec.httpRoute.match.headers[0].match.exact"),
+    ("GatewayRoute", _gateway_route({"prefix": "/", "queryParameters": [{"name": "q", "match": {"exact": "\r"}}]}),
+     "spec.httpRoute.match.queryParameters[0].match.exact"),
+    ("GatewayRoute", _gateway_route({"prefix": "/a"}, rewrite={"prefix": {"value": "/b" + _CRLF}}),
+     "spec.httpRoute.action.rewrite.prefix.value"),
+    ("GatewayRoute", _gateway_route({"path": {"exact": "/a"}}, rewrite={"path": {"exact": "/b\n"}}),
+     "spec.httpRoute.action.rewrite.path.exact"),
+    ("GatewayRoute", _gateway_route({"serviceName": "p.S\r\n"}, kind="grpcRoute"), "spec.grpcRoute.match.serviceName"),
+]
+
+
+@pytest.mark.hardening
+def test_cr_lf_and_nul_are_refused_in_paths_match_values_and_rewrites(admin):
+    s = _route_parents(admin.stub)
+    ids = {"Route": {"meshName": "m", "virtualRouterName": "r", "routeName": "x"},
+           "GatewayRoute": {"meshName": "m", "virtualGatewayName": "g", "gatewayRouteName": "x"}}
+    got = [(title, spec, _refused_fields(s, title, **ids[title], spec=spec)) for title, spec, _ in
+           CONTROL_CHARACTER_CASES]
+    assert got == [(title, spec, [field]) for title, spec, field in CONTROL_CHARACTER_CASES]
+    # The health-check path is written into an HTTP/1.1 request line too.
+    check = {"protocol": "http", "path": "/health" + _CRLF, "healthyThreshold": 2, "unhealthyThreshold": 2,
+             "intervalMillis": 5000, "timeoutMillis": 2000}
+    spec = node_spec()
+    spec["listeners"][0]["healthCheck"] = check
+    assert _refused_fields(s, "VirtualNode", meshName="m", virtualNodeName="b", spec=spec) == [
+        "spec.listeners[0].healthCheck.path"]
+    # Nothing was written, and the same specs without the characters are accepted.
+    assert not s.ListRoutes(pb.ListRoutesRequest(mesh_name="m", virtual_router_name="r")).routes
+    create(s, "GatewayRoute", **ids["GatewayRoute"],
+           spec=_gateway_route({"prefix": "/a"}, rewrite={"prefix": {"value": "/b"}}))

@@ -6,6 +6,7 @@ JSON through the same parser the admin API uses.
 from __future__ import annotations
 
 import json
+import time
 from collections import defaultdict
 from pathlib import Path
 
@@ -352,6 +353,31 @@ def test_bad_path_regex_is_reported_with_its_field():
     p = compile_with(http({"path": {"regex": "(unclosed"}}))
     assert p.field == "spec.httpRoute.match.path.regex"
     assert "regex" in p.reason
+
+
+def test_regexes_re2_cannot_run_are_reported_with_their_field():
+    # RE2, Envoy's regex engine, has no backreferences or lookaround.
+    p = compile_with(http({"path": {"regex": r"/(a)\1"}}))
+    assert p.field == "spec.httpRoute.match.path.regex" and "regex" in p.reason
+    p = compile_with(http({"prefix": "/", "headers": [{"name": "a", "match": {"regex": "(?=x)x"}}]}))
+    assert p.field == "spec.httpRoute.match.headers[0].match.regex"
+
+
+@pytest.mark.hardening
+@pytest.mark.timeout(30)
+def test_a_backtracking_path_regex_is_refused_in_linear_time():
+    # Python's backtracking `re` took 0.115 s for this pattern on a 23-character path,
+    # doubling with each character; RE2 is linear in the path.
+    t = table(evil=http({"path": {"regex": "/(a+)+$"}}), all=http({"prefix": "/"}))
+    miss = "/" + "a" * (10 * 1024 - 2) + "!"
+    assert routed(t, path=miss) == "all"
+    assert routed(t, path=miss[:-1]) == "evil"
+    best = float("inf")
+    for _ in range(5):  # the best of several: the run least disturbed by the shared machine
+        t0 = time.perf_counter()
+        get(t, path=miss)
+        best = min(best, time.perf_counter() - t0)
+    assert best < 1e-3
 
 
 def test_bad_header_regex_is_reported_with_its_field():

@@ -25,6 +25,8 @@ from google.protobuf import json_format
 from google.protobuf.descriptor import Descriptor, FieldDescriptor
 from google.protobuf.message import Message
 
+# The router's own regex engine, so the API accepts exactly the patterns routes can run.
+from _fastroute._re2 import BadRegex, Regex
 from meshd.observe.accesslog import format_errors
 from meshd.v1 import spec_pb2
 
@@ -103,10 +105,18 @@ NAME = Rule(
     length=(1, 255),
     pattern=(NAME_PATTERN, "letters, digits, '-', '_' and '.', not starting with '-' or '.'"),
 )
-PATH_START = (re.compile(r"/.*", re.S), "must start with /")
+# CR and LF end an HTTP/1.1 request line or header field and NUL is never valid in one
+# (RFC 9112 section 2.2, RFC 9110 section 5.5). A path, rewrite or health-check path is
+# written into a request line as given, so one of them there would split the request and
+# inject headers; in a match value it could only match a request no client may send. So
+# they are refused wherever a path, a rewrite or a value to match is given.
+_NO_CONTROL = r"[^\r\n\x00]*"
+NO_CONTROL = (re.compile(_NO_CONTROL), "must not contain CR, LF or NUL")
+PATH_START = (re.compile("/" + _NO_CONTROL), "must start with / and not contain CR, LF or NUL")
+CLEAN = Rule(pattern=NO_CONTROL)
 # App Mesh HeaderMatch / HttpPathExact / HttpPathRegex: 1-255 characters.
-HEADER_VALUE = Rule(length=(1, 255))
-HEADER_REGEX = Rule(length=(1, 255), regex=True)
+HEADER_VALUE = Rule(length=(1, 255), pattern=NO_CONTROL)
+HEADER_REGEX = Rule(length=(1, 255), pattern=NO_CONTROL, regex=True)
 # App Mesh HeaderName and MethodName: 1-50 characters.
 HEADER_NAME = Rule(required=True, length=(1, 50))
 # HttpRouteHeaders, GrpcRouteMetadataList, HttpQueryParameters: 1-10 items.
@@ -160,6 +170,7 @@ RULES: dict[str, dict[str, Rule]] = {
     "GrpcRouteMetadata": {"name": HEADER_NAME},
     "HttpPathMatch": {"exact": Rule(length=(1, 255), pattern=PATH_START), "regex": HEADER_REGEX},
     "HttpQueryParameter": {"name": REQUIRED},
+    "QueryParameterMatch": {"exact": CLEAN},
     # TLS
     "ListenerTlsAcmCertificate": {"certificateArn": REQUIRED},
     "ListenerTlsFileCertificate": {"certificateChain": FILE_PATH, "privateKey": FILE_PATH},
@@ -187,6 +198,7 @@ RULES: dict[str, dict[str, Rule]] = {
         "intervalMillis": Rule(required=True, between=(5000, 300000)),
         "timeoutMillis": Rule(required=True, between=(2000, 60000)),
         "protocol": Rule(required=True, choices=PROTOCOLS),
+        "path": CLEAN,
         "port": PORT,
     },
     "OutlierDetection": {
@@ -249,7 +261,13 @@ RULES: dict[str, dict[str, Rule]] = {
         "grpcRetryEvents": Rule(count=(1, 5), each=Rule(choices=GRPC_RETRY_EVENTS)),
     },
     "HttpRoute": {"match": REQUIRED, "action": REQUIRED},
-    "GrpcRouteMatch": {"methodName": Rule(length=(1, 50)), "metadata": UP_TO_10, "port": PORT},
+    # A gRPC service and method name are the request's :path ("/<service>/<method>").
+    "GrpcRouteMatch": {
+        "serviceName": CLEAN,
+        "methodName": Rule(length=(1, 50), pattern=NO_CONTROL),
+        "metadata": UP_TO_10,
+        "port": PORT,
+    },
     "GrpcRoute": {"match": REQUIRED, "action": REQUIRED},
     "TcpRouteMatch": {"port": PORT},
     "TcpRoute": {"action": REQUIRED},
@@ -259,7 +277,10 @@ RULES: dict[str, dict[str, Rule]] = {
     "VirtualGatewaySpec": {"listeners": Rule(required=True, count=(1, 50))},
     "GatewayRouteVirtualService": {"virtualServiceName": NAME},
     "GatewayRouteTarget": {"virtualService": REQUIRED, "port": PORT},
-    "GatewayRouteHostnameMatch": {"exact": Rule(length=(1, 253)), "suffix": Rule(length=(1, 253))},
+    "GatewayRouteHostnameMatch": {
+        "exact": Rule(length=(1, 253), pattern=NO_CONTROL),
+        "suffix": Rule(length=(1, 253), pattern=NO_CONTROL),
+    },
     "GatewayRouteHostnameRewrite": {"defaultTargetHostname": Rule(choices=ENABLED_DISABLED)},
     "HttpGatewayRoutePrefixRewrite": {
         "defaultPrefix": Rule(choices=ENABLED_DISABLED),
@@ -276,7 +297,7 @@ RULES: dict[str, dict[str, Rule]] = {
     },
     "HttpGatewayRoute": {"match": REQUIRED, "action": REQUIRED},
     "GrpcGatewayRouteAction": {"target": REQUIRED},
-    "GrpcGatewayRouteMatch": {"metadata": UP_TO_10, "port": PORT},
+    "GrpcGatewayRouteMatch": {"serviceName": CLEAN, "metadata": UP_TO_10, "port": PORT},
     "GrpcGatewayRoute": {"match": REQUIRED, "action": REQUIRED},
     "GatewayRouteSpec": {"priority": Rule(between=(0, 1000))},
 }
@@ -297,10 +318,11 @@ def _scalar_violations(rule: Rule, value, path: str) -> Iterator[FieldViolation]
     if rule.pattern is not None and not rule.pattern[0].fullmatch(value):
         yield FieldViolation(path, f"{rule.pattern[1]}; got {value!r}")
     if rule.regex:
+        # App Mesh's Envoy matches with RE2, which refuses backreferences and lookaround.
         try:
-            re.compile(value)
-        except re.error as err:
-            yield FieldViolation(path, f"not a valid regular expression: {err}")
+            Regex(value)
+        except BadRegex as err:
+            yield FieldViolation(path, f"not a valid RE2 regular expression: {err.reason}")
 
 
 def _join(path: str, member: str) -> str:

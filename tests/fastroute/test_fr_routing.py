@@ -198,3 +198,27 @@ def test_odd_requests_never_crash(build):
     assert http(r, authority=b"svc.local\xff").reason == "no_service"
     assert http(r, authority=":::").reason == "no_service"
     assert http(r, "").reason == "no_route"
+
+
+def test_conditions_outside_a_table_are_checked_as_the_router_checks_them():
+    # meshd's gateway route tables use the router core's condition check through Conditions.
+    from _fastroute import Conditions
+    from _fastroute.spec import lower_header
+
+    headers = (lower_header("h[0]", HeaderMatch("X-V", regex="v[0-9]+")), lower_header("h[1]", HeaderMatch("x-n", invert=True)))
+    c = Conditions("GET", 8080, headers, (("lang", "en"), ("debug", None)))
+    assert c.holds("GET", 8080, "/p?lang=en&debug", {"x-v": "v12"})
+    assert c.holds("GET", 8080, "/p?debug=1&lang=en", {"x-v": b"v1"})
+    for method, port, path, hdrs in [("POST", 8080, "/p?lang=en&debug", {"x-v": "v12"}),
+                                     ("GET", 8081, "/p?lang=en&debug", {"x-v": "v12"}),
+                                     ("GET", 8080, "/p?lang=de&debug", {"x-v": "v12"}),
+                                     ("GET", 8080, "/p?lang=en", {"x-v": "v12"}),
+                                     ("GET", 8080, "/p?lang=en&debug", {"x-v": "v12x"}),
+                                     ("GET", 8080, "/p?lang=en&debug", {"x-v": "v12", "x-n": ""}),
+                                     ("GET", 8080, "/p?lang=en&debug", None)]:
+        assert not c.holds(method, port, path, hdrs), (method, port, path, hdrs)
+    assert Conditions().holds("PUT", 1, "/", None)
+    with pytest.raises(TypeError):
+        Conditions(query=[("lang", 1)])
+    with pytest.raises(TypeError):
+        Conditions(method=b"GET")
