@@ -66,6 +66,7 @@ class MeshRuntime:
         self.egress = Egress(view, self.observe, self.tls)
         self.inbound = Ingress(view, self.observe, self.tls, on_unreachable=self._unreachable)
         self._down: set[str] = set()  # local instances found not listening, until they answer
+        self._revivals: set[asyncio.Task] = set()
         self._active = True
         self._stopping = threading.Event()
         self._config_changed = threading.Event()  # a new configuration was applied
@@ -289,7 +290,9 @@ class MeshRuntime:
         log.warning("local instance not listening; marked UNHEALTHY until it accepts connections",
                     extra={"instance": key, "address": f"{app.address}:{app.port}"})
         self._publish_health(app, "UNHEALTHY")
-        self.loop.create_task(self._revive(key, app))
+        task = self.loop.create_task(self._revive(key, app))
+        self._revivals.add(task)
+        task.add_done_callback(self._revivals.discard)
 
     async def _revive(self, key: str, app: LocalApp) -> None:
         """Probe a local instance that refused connections; once it accepts one, publish the
@@ -321,6 +324,9 @@ class MeshRuntime:
         self._config_changed.set()  # wakes the registrar, which then sees the stop
 
         async def drain():
+            for task in list(self._revivals):
+                task.cancel()
+            await asyncio.gather(*self._revivals, return_exceptions=True)
             await self.health.stop()
             await asyncio.gather(*(e.drain(grace) for e in self.engines), return_exceptions=True)
             for e in self.engines:
