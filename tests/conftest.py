@@ -162,3 +162,23 @@ def admin(store):
     h = AdminHarness(store)
     yield h
     h.close()
+
+
+@pytest.fixture
+def mesh_factory(etcd, etcd_prefix, tmp_path):
+    """Two in-process meshds (mesh_harness.Mesh) around the given origins, configured by
+    mesh_harness.shop_config; closed after the test."""
+    from mesh_harness import Mesh, shop_config  # noqa: PLC0415
+    from meshd.api import kinds as K  # noqa: PLC0415
+    from meshd.v1 import admin_pb2 as pb  # noqa: PLC0415
+
+    made = []
+
+    def make(origins, nodes=None, **config):
+        m = Mesh(etcd, etcd_prefix, tmp_path, origins, nodes)
+        made.append(m)
+        shop_config(m.a.resources, K, pb, **config)
+        return m
+    yield make
+    for m in made:
+        m.close()

@@ -7,7 +7,7 @@ from meshd.lease import HostLease
 from meshd.security import spiffe
 from meshd.security.errors import InvalidIdentity, PermissionDenied
 from meshd.security.hostauth import authorize_certificate, claim_gateway
-from test_identity_api import cluster  # noqa: F401 - the fixture: a meshd with mTLS and token listeners
+from test_identity_api import clock, cluster  # noqa: F401 - the fixtures: a meshd with mTLS and token listeners, its clock
 
 pytestmark = pytest.mark.etcd
 

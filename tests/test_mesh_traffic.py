@@ -19,20 +19,6 @@ from meshd.v1 import admin_pb2 as pb
 pytestmark = [pytest.mark.dataplane, pytest.mark.etcd]
 
 
-@pytest.fixture
-def mesh_factory(etcd, etcd_prefix, tmp_path):
-    made = []
-
-    def make(origins, nodes=None, **config):
-        m = Mesh(etcd, etcd_prefix, tmp_path, origins, nodes)
-        made.append(m)
-        shop_config(m.a.resources, K, pb, **config)
-        return m
-    yield make
-    for m in made:
-        m.close()
-
-
 def _calls(call, n, workers=8):
     """n calls through the mesh from `workers` threads; returns (answers, errors)."""
     answers, errors = Counter(), []

@@ -10,9 +10,7 @@ from concurrent import futures
 import grpc
 import pytest
 
-from mesh_harness import Mesh, Origin, shop_config
-from meshd.api import kinds as K
-from meshd.v1 import admin_pb2 as pb
+from mesh_harness import Origin
 
 pytestmark = [pytest.mark.hardening, pytest.mark.dataplane, pytest.mark.etcd]
 
@@ -40,20 +38,6 @@ class SlowOrigin(Origin):
         return self.name.encode() + b":" + request
 
 
-@pytest.fixture
-def mesh(etcd, etcd_prefix, tmp_path):
-    made = []
-
-    def make(origins, nodes, **config):
-        m = Mesh(etcd, etcd_prefix, tmp_path, origins, nodes)
-        made.append(m)
-        shop_config(m.a.resources, K, pb, **config)
-        return m
-    yield make
-    for m in made:
-        m.close()
-
-
 def _endpoints(m, node):
     return m.a.runtime.view.live("shop").router.endpoints(node)
 
@@ -66,9 +50,9 @@ def _settle(m, node, timeout=5.0):
         time.sleep(0.05)
 
 
-def test_client_cancels_never_eject_a_healthy_endpoint_and_reach_the_origin(mesh):
+def test_client_cancels_never_eject_a_healthy_endpoint_and_reach_the_origin(mesh_factory):
     a, b = SlowOrigin("a"), SlowOrigin("b")
-    m = mesh({"i-a": a, "i-b": b}, {"i-a": "api-v1", "i-b": "api-v1"}, targets={"api-v1": 1}, node_listener=OUTLIER)
+    m = mesh_factory({"i-a": a, "i-b": b}, {"i-a": "api-v1", "i-b": "api-v1"}, targets={"api-v1": 1}, node_listener=OUTLIER)
     call = m.client()
     m.wait_routable(call)
     m.wait_routable(call)  # both endpoints answered once
@@ -93,9 +77,9 @@ def test_client_cancels_never_eject_a_healthy_endpoint_and_reach_the_origin(mesh
     assert answers == {b"a", b"b"}
 
 
-def test_local_refusals_give_the_endpoint_back_and_eject_nothing(mesh):
+def test_local_refusals_give_the_endpoint_back_and_eject_nothing(mesh_factory):
     slow = SlowOrigin("a")
-    m = mesh({"i-a": slow}, {"i-a": "api-v1"}, targets={"api-v1": 1},
+    m = mesh_factory({"i-a": slow}, {"i-a": "api-v1"}, targets={"api-v1": 1},
              node_listener={"connectionPool": {"grpc": {"maxRequests": 1}}, **OUTLIER},
              retry={"maxRetries": 2, "perRetryTimeout": {"unit": "s", "value": 5},
                     "grpcRetryEvents": ["unavailable"], "httpRetryEvents": ["gateway-error"]})

@@ -10,10 +10,8 @@ import time
 import grpc
 import pytest
 
-from mesh_harness import Mesh, Origin, shop_config
-from meshd.api import kinds as K
+from mesh_harness import Origin
 from meshd.dataplane import counters
-from meshd.v1 import admin_pb2 as pb
 
 pytestmark = [pytest.mark.hardening, pytest.mark.dataplane, pytest.mark.etcd]
 
@@ -37,23 +35,9 @@ class TimedOrigin(Origin):
         return self.name.encode() + b":" + request
 
 
-@pytest.fixture
-def mesh(etcd, etcd_prefix, tmp_path):
-    made = []
-
-    def make(origins, nodes, **config):
-        m = Mesh(etcd, etcd_prefix, tmp_path, origins, nodes)
-        made.append(m)
-        shop_config(m.a.resources, K, pb, **config)
-        return m
-    yield make
-    for m in made:
-        m.close()
-
-
-def test_retries_wait_the_routers_jittered_backoff(mesh):
+def test_retries_wait_the_routers_jittered_backoff(mesh_factory):
     o = TimedOrigin("a")
-    m = mesh({"i-a": o}, {"i-a": "api-v1"}, targets={"api-v1": 1}, retry=RETRY)
+    m = mesh_factory({"i-a": o}, {"i-a": "api-v1"}, targets={"api-v1": 1}, retry=RETRY)
     call = m.client()
     m.wait_routable(call)
     gaps = []
@@ -95,9 +79,9 @@ def _load(call, seconds, workers=4):
     return ok[0], errors
 
 
-def test_killing_one_instance_of_a_node_fails_no_call(mesh):
+def test_killing_one_instance_of_a_node_fails_no_call(mesh_factory):
     a1, a2, b = Origin("a1"), Origin("a2"), Origin("b")
-    m = mesh({"i-a1": a1, "i-a2": a2, "i-b": b}, {"i-a1": "api-v1", "i-a2": "api-v1", "i-b": "api-v2"},
+    m = mesh_factory({"i-a1": a1, "i-a2": a2, "i-b": b}, {"i-a1": "api-v1", "i-a2": "api-v1", "i-b": "api-v2"},
              targets={"api-v1": 50, "api-v2": 50}, retry=RETRY)
     call = m.client()
     m.wait_routable(call)
@@ -121,9 +105,9 @@ def test_killing_one_instance_of_a_node_fails_no_call(mesh):
     assert back.calls > 0, "a revived instance is routed to again"
 
 
-def test_retries_stay_bounded_when_every_endpoint_fails(mesh):
+def test_retries_stay_bounded_when_every_endpoint_fails(mesh_factory):
     a1, a2 = Origin("a1"), Origin("a2")
-    m = mesh({"i-a1": a1, "i-a2": a2}, {"i-a1": "api-v1", "i-a2": "api-v1"}, targets={"api-v1": 1}, retry=RETRY)
+    m = mesh_factory({"i-a1": a1, "i-a2": a2}, {"i-a1": "api-v1", "i-a2": "api-v1"}, targets={"api-v1": 1}, retry=RETRY)
     call = m.client()
     m.wait_routable(call)
     a1.server.stop(0)

@@ -60,13 +60,15 @@ cdef class Target:
     fires the attempt fails with kind "timeout" and the retry hook may send another.
     retry_statuses / retry_grpc: HTTP statuses / gRPC codes (the latter only visible
     in trailers-only responses) that make the engine ask the retry hook. context: opaque,
-    handed back in Failure.target.context. Targets are immutable and meant to be reused:
-    the pool key is computed once here.
+    handed back in Failure.target.context. strip_prefix: request headers whose (lowercase)
+    name starts with it are not sent upstream (`headers` are still added): a proxy's own
+    headers never cross the edge they are meant for. Targets are immutable and meant to be
+    reused: the pool key is computed once here.
     """
 
     def __init__(self, str host, int port, ssl=None, str server_hostname=None, headers=(),
                  double timeout=0.0, retry_statuses=None, retry_grpc=None, context=None,
-                 double try_timeout=0.0):
+                 double try_timeout=0.0, str strip_prefix=""):
         self.host = host
         self.port = port
         self.ssl = ssl
@@ -91,6 +93,12 @@ cdef class Target:
                 self._set += [n, v]
                 names.add(n)
         self._set_names = frozenset(names) if names else None
+        self._strip = strip_prefix.lower().encode("latin-1") if strip_prefix else None
+
+    @property
+    def strip_prefix(self):
+        """Request headers starting with these lowercase bytes are not forwarded (or None)."""
+        return self._strip
 
     @property
     def rewrite(self):

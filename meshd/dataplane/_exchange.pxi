@@ -254,6 +254,7 @@ cdef class Exchange:
         cdef Target t = self.target
         cdef list raw = h._raw
         cdef frozenset names = t._set_names
+        cdef bytes strip = t._strip
         cdef bint rewrite_timeout = self.deadline_ns > 0 and h.grpc
         cdef nghttp2_data_provider prd
         cdef const nghttp2_data_provider *prdp = &prd
@@ -270,6 +271,8 @@ cdef class Exchange:
         for i in range(0, len(raw), 2):
             k = raw[i]
             if names is not None and k in names:
+                continue
+            if strip is not None and (<bytes>k).startswith(strip):
                 continue
             if extra_names is not None and k in extra_names:
                 continue

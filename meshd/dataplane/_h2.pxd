@@ -45,6 +45,7 @@ cdef class Target:
     cdef bytes _authority
     cdef list _set          # flat [name, value, ...] of lowercase bytes, no pseudo-headers
     cdef frozenset _set_names
+    cdef bytes _strip       # request header name prefix not forwarded, or None
 
 
 @cython.final

@@ -448,9 +448,10 @@ class _Ex:
             drop = drop | {b"host"}
         if self.sent_continue:
             drop = drop | {b"expect"}
+        strip = self.target.strip_prefix
         out = [self.method, b" ", h._up_path if h._up_path is not None else self.url, b" HTTP/1.1\r\n"]
         for k, v in self.raw:
-            if k not in drop:
+            if k not in drop and not (strip is not None and k.startswith(strip)):
                 out += (k, b": ", v, b"\r\n")
         if authority is not None:
             out += (b"host: ", authority, b"\r\n")

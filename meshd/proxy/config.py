@@ -206,6 +206,9 @@ def split_address(address: str) -> tuple[str, int]:
 # it is for and the virtual service the caller routed by; an instance record names its
 # meshd's ingress per protocol (`meshd.ingress` for HTTP/2 and gRPC is meshd.compile's).
 INSTANCE_HEADER = "x-meshd-instance"
+# Request headers of this prefix are meshd's own: none that a caller sent crosses an edge
+# (app -> egress, outside -> gateway, ingress -> app); meshd sets what the next hop needs.
+INTERNAL_HEADER_PREFIX = "x-meshd-"
 SERVICE_HEADER = "x-meshd-service"
 INGRESS_HTTP_ATTRIBUTE = "meshd.ingress.http"
 INGRESS_TCP_ATTRIBUTE = "meshd.ingress.tcp"

@@ -21,7 +21,8 @@ from meshd.compile import INGRESS_ATTRIBUTE
 from meshd.dataplane import Refusal, Target, TcpTarget
 from meshd.observe import EGRESS, TCP
 from meshd.proxy.config import (
-    INGRESS_HTTP_ATTRIBUTE, INGRESS_TCP_ATTRIBUTE, INSTANCE_HEADER, SERVICE_HEADER, split_address,
+    INGRESS_HTTP_ATTRIBUTE, INGRESS_TCP_ATTRIBUTE, INSTANCE_HEADER, INTERNAL_HEADER_PREFIX, SERVICE_HEADER,
+    split_address,
 )
 from meshd.proxy.outcomes import FAILURE_RESULTS, FEEDBACK, NONE, REFUSALS, RELEASE
 from meshd.security import spiffe
@@ -266,7 +267,7 @@ class Egress:
         if inst is None:
             return REFUSALS["no_endpoint"]
         if not via:  # an instance without a meshd: reached directly, in plaintext
-            return Target(inst.address, inst.port,
+            return Target(inst.address, inst.port, strip_prefix=INTERNAL_HEADER_PREFIX,
                           retry_statuses=d.retry.http_codes if protocol == "http" and d.retry is not None else None)
         key = (live.generation, protocol, app.mesh, app.principal, d.target, d.endpoint.id, via)
         t = self._targets.get(key)
@@ -278,7 +279,8 @@ class Egress:
                        headers=((INSTANCE_HEADER, f"{app.mesh}/{d.target}/{d.endpoint.id}"),
                                 (SERVICE_HEADER, d.service or "")) if protocol == "http" else (),
                        timeout=d.per_request_timeout_ns / 1e9 if protocol == "http" else 0.0,
-                       retry_statuses=d.retry.http_codes if protocol == "http" and d.retry is not None else None)
+                       retry_statuses=d.retry.http_codes if protocol == "http" and d.retry is not None else None,
+                       strip_prefix=INTERNAL_HEADER_PREFIX)
             self._targets[key] = t
         return t
 
@@ -300,7 +302,8 @@ class Egress:
                    timeout=d.per_request_timeout_ns / 1e9,
                    try_timeout=d.per_try_timeout_ns / 1e9 if retry is not None and retry.max_retries else 0.0,
                    retry_statuses=retry.http_codes if retry is not None else None,
-                   retry_grpc=retry.grpc_codes if retry is not None else None)
+                   retry_grpc=retry.grpc_codes if retry is not None else None,
+                   strip_prefix=INTERNAL_HEADER_PREFIX)
         self._targets[key] = t
         return t
 

@@ -12,7 +12,7 @@ from meshd.dataplane import Target
 from meshd.gateway import gateway_targets
 from meshd.observe import INGRESS
 from meshd.observe.metrics import UNKNOWN
-from meshd.proxy.config import INSTANCE_HEADER, SERVICE_HEADER
+from meshd.proxy.config import INSTANCE_HEADER, INTERNAL_HEADER_PREFIX, SERVICE_HEADER
 from meshd.proxy.egress import MAX_BINDINGS
 from meshd.proxy.outcomes import FAILURES, REFUSALS
 from meshd.proxy.tls import all_sans
@@ -100,13 +100,14 @@ class Ingress:
         """Check a caller at the ingress (`admit`) and keep the verdict for this generation
         of the mesh's table: a connection's requests present one certificate object."""
         live = self.view.live(app.mesh)
-        sid, refusal = self.admit(app, peer_cert, service)
+        sid, refusal = self.admit(app, peer_cert, service or None)
         snap = self.view.snapshot(app.mesh)
         # The caller names the service: a label only when the mesh has it (bounded series).
         x.source = (sid.name if sid.kind == spiffe.GATEWAY else sid.node) if sid is not None else UNKNOWN
         series = self.observe.series(x, service if snap is not None and service in snap.services else UNKNOWN, "",
                                      app.virtual_node)
-        a = _Admission(live, app, x.source, series, refusal or Target(app.address, app.port))
+        a = _Admission(live, app, x.source, series,
+                       refusal or Target(app.address, app.port, strip_prefix=INTERNAL_HEADER_PREFIX))
         if len(self._admissions) >= MAX_BINDINGS:
             self._admissions.clear()
         self._admissions[key] = a
@@ -136,10 +137,12 @@ class Ingress:
         snap = self.view.snapshot(app.mesh)
         if snap is None or snap.mesh is None or snap.mesh.spec.egress_filter.type != "DROP_ALL":
             return sid, None
-        if service is None:
-            ok = bool(self._allowed_services(snap, sid) & self._allowed_services(snap, None, app.virtual_node))
-        else:
-            ok = service in self._allowed_services(snap, sid)
+        # What this caller may reach *and* what routes to this node: the service the caller
+        # names (x-meshd-service) is its own assertion, so it counts only when it is in both.
+        # A caller naming one of its backends that routes elsewhere is refused, as a TCP
+        # connection (which names no service) is unless some backend of its reaches here.
+        reachable = self._allowed_services(snap, sid) & self._allowed_services(snap, None, app.virtual_node)
+        ok = bool(reachable) if service is None else service in reachable
         return sid, None if ok else REFUSALS["not_a_backend"]
 
     def _allowed_services(self, snap, sid, node: str = "") -> frozenset[str]:

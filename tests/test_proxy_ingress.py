@@ -1,0 +1,67 @@
+"""The ingress admits what the caller may reach and what routes to this node, and meshd's own
+headers never cross an edge (issue 12, item 6)."""
+from __future__ import annotations
+
+import grpc
+import pytest
+
+from mesh_harness import Origin
+from meshd.api import kinds as K
+from meshd.api.validate import parse_json
+from meshd.security import KeyRef, MeshCA, make_csr
+from meshd.v1 import admin_pb2 as pb
+
+pytestmark = [pytest.mark.hardening, pytest.mark.dataplane, pytest.mark.etcd]
+
+
+class HeaderOrigin(Origin):
+    """Answers with the request metadata names it received, comma-separated."""
+
+    def _say(self, request, context):
+        return ",".join(sorted(k for k, _ in context.invocation_metadata())).encode()
+
+
+def _caller(m, node):
+    """A gRPC channel to host B's ingress holding a valid workload certificate of `node`."""
+    ca = MeshCA(m.b.store, KeyRef(str(m.key)))
+    ident = f"spiffe://meshd.local/mesh/shop/virtualNode/{node}"
+    key, csr = make_csr(ident)
+    issued = ca.sign_csr("shop", csr, ident)
+    return grpc.secure_channel(m.b.runtime.addresses["ingress"],
+                               grpc.ssl_channel_credentials(issued.bundle_pem, key, issued.chain_pem),
+                               options=[("grpc.ssl_target_name_override", "api-v2.shop.mesh.meshd.local")])
+
+
+def test_a_caller_cannot_name_a_backend_of_its_own_to_reach_a_node_it_has_no_route_to(mesh_factory):
+    # web's only backend, api.shop.local, routes to api-v1; secret.shop.local (api-v2) is not
+    # web's. The mesh is DROP_ALL.
+    m = mesh_factory({"api-v1": Origin("api-v1"), "api-v2": Origin("api-v2")}, targets={"api-v1": 1},
+                     extra_nodes=("api-v2",))
+    m.a.resources.create(K.VIRTUAL_SERVICE, parse_json(pb.CreateVirtualServiceRequest, {
+        "meshName": "shop", "virtualServiceName": "secret.shop.local",
+        "spec": {"provider": {"virtualNode": {"virtualNodeName": "api-v2"}}}}))
+    call = m.client()
+    m.wait_routable(call)
+    ch = _caller(m, "web")
+    say = ch.unary_unary("/echo.Echo/Say")
+    for service in ("api.shop.local", "secret.shop.local", ""):
+        with pytest.raises(grpc.RpcError) as err:
+            say(b"x", timeout=5, metadata=(("x-meshd-instance", "shop/api-v2/api-v2"), ("x-meshd-service", service)))
+        assert err.value.code() == grpc.StatusCode.PERMISSION_DENIED, service
+        assert dict(err.value.trailing_metadata())["x-meshd-reason"] == "not_a_backend"
+    # The same caller reaches api-v1, whether it names the service or not.
+    for service in ("api.shop.local", ""):
+        assert say(b"y", timeout=5, metadata=(("x-meshd-instance", "shop/api-v1/api-v1"),
+                                              ("x-meshd-service", service))) == b"api-v1:y"
+    ch.close()
+
+
+def test_meshd_headers_never_reach_an_app(mesh_factory):
+    m = mesh_factory({"api-v1": HeaderOrigin("api-v1")}, targets={"api-v1": 1})
+    call = m.client()
+    m.wait_routable(call)
+    seen = call(b"x", timeout=5, metadata=(("x-meshd-instance", "shop/api-v1/other"), ("x-meshd-debug", "1"),
+                                            ("x-meshd-service", "secret.shop.local"), ("x-app", "kept"))).decode()
+    names = seen.split(",")
+    assert "x-app" in names
+    assert not [n for n in names if n.startswith("x-meshd-")], names
