@@ -6,9 +6,9 @@ import grpc
 import pytest
 
 from mesh_harness import Origin
+from test_mesh_traffic import _intruder_channel
 from meshd.api import kinds as K
 from meshd.api.validate import parse_json
-from meshd.security import KeyRef, MeshCA, make_csr
 from meshd.v1 import admin_pb2 as pb
 
 pytestmark = [pytest.mark.hardening, pytest.mark.dataplane, pytest.mark.etcd]
@@ -21,17 +21,6 @@ class HeaderOrigin(Origin):
         return ",".join(sorted(k for k, _ in context.invocation_metadata())).encode()
 
 
-def _caller(m, node):
-    """A gRPC channel to host B's ingress holding a valid workload certificate of `node`."""
-    ca = MeshCA(m.b.store, KeyRef(str(m.key)))
-    ident = f"spiffe://meshd.local/mesh/shop/virtualNode/{node}"
-    key, csr = make_csr(ident)
-    issued = ca.sign_csr("shop", csr, ident)
-    return grpc.secure_channel(m.b.runtime.addresses["ingress"],
-                               grpc.ssl_channel_credentials(issued.bundle_pem, key, issued.chain_pem),
-                               options=[("grpc.ssl_target_name_override", "api-v2.shop.mesh.meshd.local")])
-
-
 def test_a_caller_cannot_name_a_backend_of_its_own_to_reach_a_node_it_has_no_route_to(mesh_factory):
     # web's only backend, api.shop.local, routes to api-v1; secret.shop.local (api-v2) is not
     # web's. The mesh is DROP_ALL.
@@ -42,7 +31,7 @@ def test_a_caller_cannot_name_a_backend_of_its_own_to_reach_a_node_it_has_no_rou
         "spec": {"provider": {"virtualNode": {"virtualNodeName": "api-v2"}}}}))
     call = m.client()
     m.wait_routable(call)
-    ch = _caller(m, "web")
+    ch = _intruder_channel(m, "web", name="api-v2.shop.mesh.meshd.local")
     say = ch.unary_unary("/echo.Echo/Say")
     for service in ("api.shop.local", "secret.shop.local", ""):
         with pytest.raises(grpc.RpcError) as err:
