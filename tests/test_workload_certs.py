@@ -28,8 +28,11 @@ def test_issued_then_renewed_at_two_thirds_of_life(store, tmp_path):
     assert first.identity == "spiffe://meshd.local/mesh/shop/virtualNode/web"
     assert certs.contexts("shop", "web") is first  # cached while fresh
     assert not certs.renew_due()
-    now[0] += 0.6 * 3600  # before two thirds of the lifetime (notBefore is backdated 60 s)
+    now[0] += 0.6 * 3600  # before two thirds of the lifetime
     assert not certs.renew_due() and len(signed) == 1
     now[0] += 0.1 * 3600  # past two thirds
-    assert certs.renew_due()
-    assert certs.contexts("shop", "web") is not first and len(signed) == 2
+    serial, server, client = first.serial, first.server, first.client_h2
+    assert certs.renew_due() == [("shop", "web", "workload")]
+    # Renewed in place: whoever holds the credentials sees new contexts and certificate.
+    assert certs.contexts("shop", "web") is first and len(signed) == 2
+    assert first.serial != serial and first.server is not server and first.client_h2 is not client
