@@ -15,7 +15,6 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
-from google.protobuf import json_format
 
 from mesh_harness import Mesh, Origin, shop_config
 from meshd.api import kinds as K
@@ -81,6 +80,8 @@ def _presented(ctx: ssl.SSLContext, address: str, name: str) -> int:
 
 
 def test_ingress_and_client_policy_file_sources_follow_the_files(etcd, etcd_prefix, tmp_path):
+    from test_mesh_traffic import web_client_policy_files  # noqa: PLC0415 - the file-sourced mesh
+
     pki = Pki(tmp_path)
     f = pki.files
     m = Mesh(etcd, etcd_prefix, tmp_path, {"api-v1": Origin("api-v1")}, upstream_idle_seconds=0.3)
@@ -89,14 +90,7 @@ def test_ingress_and_client_policy_file_sources_follow_the_files(etcd, etcd_pref
             "mode": "STRICT", "certificate": {"file": {"certificateChain": f["api-v1.crt"], "privateKey": f["api-v1.key"]}},
             "validation": {"trust": {"file": {"certificateChain": f["ca"]}},
                            "subjectAlternativeNames": {"match": {"exact": ["web.example.com"]}}}}})
-        web = m.a.resources.describe(K.VIRTUAL_NODE, pb.DescribeVirtualNodeRequest(mesh_name="shop", virtual_node_name="web"))
-        spec = json_format.MessageToDict(web.virtual_node.spec)
-        spec["backends"] = [{"virtualService": {"virtualServiceName": "api.shop.local", "clientPolicy": {"tls": {
-            "certificate": {"file": {"certificateChain": f["web.crt"], "privateKey": f["web.key"]}},
-            "validation": {"trust": {"file": {"certificateChain": f["ca"]}},
-                           "subjectAlternativeNames": {"match": {"exact": ["api-v1.example.com"]}}}}}}}]
-        m.a.resources.update(K.VIRTUAL_NODE, parse_json(pb.UpdateVirtualNodeRequest, {
-            "meshName": "shop", "virtualNodeName": "web", "spec": spec}))
+        web_client_policy_files(m.a.resources, f)
         call = m.client()
         m.wait_routable(call)
         assert call(b"one", timeout=5) == b"api-v1:one"
