@@ -64,14 +64,19 @@ class NodeCredentials(Credentials):
 
 
 class _Entry:
-    """One identity's credentials and its renewal schedule (wall-clock seconds)."""
+    """One identity's credentials and its renewal schedule (seconds on WorkloadCerts.clock)."""
 
-    __slots__ = ("creds", "issued_at", "renew_at", "retry_at", "failures")
+    __slots__ = ("creds", "issued_at", "expires_at", "renew_at", "retry_at", "failures")
 
-    def __init__(self, creds: NodeCredentials, issued_at: float, renew_at: float):
+    def __init__(self, creds: NodeCredentials, issued_at: float, expires_at: float):
         self.creds = creds
+        self.issued(issued_at, expires_at)
+
+    def issued(self, issued_at: float, expires_at: float) -> None:
+        """A certificate was (re)issued: renew at two thirds of its life, no failures yet."""
         self.issued_at = issued_at
-        self.renew_at = renew_at
+        self.expires_at = expires_at
+        self.renew_at = issued_at + (expires_at - issued_at) * 2 / 3
         self.retry_at = 0.0
         self.failures = 0
 
@@ -134,13 +139,12 @@ class WorkloadCerts:
         now = self.clock()
         # The schedule runs on this object's clock; the certificate's own end is wall time.
         remaining = x509.load_pem_x509_certificate(chain).not_valid_after_utc.timestamp() - time.time()
-        renew_at = now + remaining * 2 / 3
         if entry is None:
-            entry = _Entry(NodeCredentials(identity, chain, key_pem, bundle), now, renew_at)
+            entry = _Entry(NodeCredentials(identity, chain, key_pem, bundle), now, now + remaining)
             self._entries[key] = entry
         else:
             entry.creds.update(chain, key_pem, bundle)
-            entry.issued_at, entry.renew_at, entry.retry_at, entry.failures = now, renew_at, 0.0, 0
+            entry.issued(now, now + remaining)
         self._wanted.discard(key)
         self.issued += 1
         log.info("workload certificate issued", extra={"identity": identity, "serial": entry.creds.serial,
@@ -172,17 +176,17 @@ class WorkloadCerts:
                     self._issue(key, e)
                     changed.append(key)
                 except Exception as err:  # noqa: BLE001 - keep serving on the current certificate
-                    self._failed(key, e, err)
+                    self._failed(e, err)
         return changed
 
-    def _failed(self, key, e: _Entry, err: Exception) -> None:
+    def _failed(self, e: _Entry, err: Exception) -> None:
         """A renewal failed: try again with backoff, louder the nearer the expiry."""
         now = self.clock()
         e.failures += 1
-        life = max(1.0, e.creds.not_after - e.creds.not_before)
+        life = max(1.0, e.expires_at - e.issued_at)
         wait = min(RETRY_MAX_S, RETRY_FIRST_S * 2 ** (e.failures - 1), max(RETRY_FIRST_S, life / 20))
         e.retry_at = now + wait
-        left = e.creds.not_after - time.time()
+        left = e.expires_at - now
         extra = {"identity": e.creds.identity, "serial": e.creds.serial, "error": str(err),
                  "attempt": e.failures, "retry_in_s": round(wait, 1), "expires_in_s": round(left, 1)}
         if left <= 0:
@@ -201,8 +205,8 @@ class WorkloadCerts:
         return max(0.0, min([default, *waits]))
 
     def shortest_life(self) -> float | None:
-        """The lifetime (seconds) of the shortest-lived certificate held, or None."""
-        lives = [e.creds.not_after - e.creds.not_before for e in self._entries.values()]
+        """The lifetime (seconds, from issuance) of the shortest-lived certificate held, or None."""
+        lives = [e.expires_at - e.issued_at for e in self._entries.values()]
         return min(lives) if lives else None
 
 
