@@ -238,6 +238,18 @@ def _user_pki(tmp_path):
     return {k: str(v) for k, v in files.items()}
 
 
+def web_client_policy_files(resources, f) -> None:
+    """Give `web`'s backend api.shop.local a client policy of `file` sources from `f`."""
+    web = resources.describe(K.VIRTUAL_NODE, pb.DescribeVirtualNodeRequest(mesh_name="shop", virtual_node_name="web"))
+    spec = json_format.MessageToDict(web.virtual_node.spec)
+    spec["backends"] = [{"virtualService": {"virtualServiceName": "api.shop.local", "clientPolicy": {"tls": {
+        "certificate": {"file": {"certificateChain": f["web.crt"], "privateKey": f["web.key"]}},
+        "validation": {"trust": {"file": {"certificateChain": f["ca"]}},
+                       "subjectAlternativeNames": {"match": {"exact": ["api-v1.example.com"]}}}}}}}]
+    resources.update(K.VIRTUAL_NODE, parse_json(pb.UpdateVirtualNodeRequest, {
+        "meshName": "shop", "virtualNodeName": "web", "spec": spec}))
+
+
 def test_app_mesh_file_certificates_are_honoured(mesh_factory, tmp_path):
     """The operator's own PKI, named by App Mesh `file` sources, carries the traffic between
     meshds: the listener presents its file certificate and checks callers against its file
@@ -249,14 +261,7 @@ def test_app_mesh_file_certificates_are_honoured(mesh_factory, tmp_path):
                                                                      "privateKey": f["api-v1.key"]}},
                                             "validation": {"trust": {"file": {"certificateChain": f["ca"]}},
                                                            "subjectAlternativeNames": {"match": {"exact": ["web.example.com"]}}}}})
-    web = m.a.resources.describe(K.VIRTUAL_NODE, pb.DescribeVirtualNodeRequest(mesh_name="shop", virtual_node_name="web"))
-    spec = json_format.MessageToDict(web.virtual_node.spec)
-    spec["backends"] = [{"virtualService": {"virtualServiceName": "api.shop.local", "clientPolicy": {"tls": {
-        "certificate": {"file": {"certificateChain": f["web.crt"], "privateKey": f["web.key"]}},
-        "validation": {"trust": {"file": {"certificateChain": f["ca"]}},
-                       "subjectAlternativeNames": {"match": {"exact": ["api-v1.example.com"]}}}}}}}]
-    m.a.resources.update(K.VIRTUAL_NODE, parse_json(pb.UpdateVirtualNodeRequest, {
-        "meshName": "shop", "virtualNodeName": "web", "spec": spec}))
+    web_client_policy_files(m.a.resources, f)
     call = m.client()
     m.wait_routable(call)
     assert call(b"corp", timeout=5) == b"api-v1:corp"

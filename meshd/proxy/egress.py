@@ -15,6 +15,7 @@ runs on the data-plane loop.
 from __future__ import annotations
 
 import time
+import weakref
 
 from _fastroute import constants as C
 from meshd.compile import INGRESS_ATTRIBUTE
@@ -64,7 +65,7 @@ class Caller:
     """One calling listener's routing state: an app's egress (HTTP/2 and gRPC, or HTTP/1.1),
     or a gateway listener; its bindings for the live generation of its mesh's table."""
 
-    __slots__ = ("app", "http", "live", "bindings")
+    __slots__ = ("app", "http", "live", "bindings", "__weakref__")
 
     def __init__(self, app, http: bool):
         self.app = app      # a LocalApp, or the GatewayConfig of a gateway listener
@@ -82,10 +83,26 @@ class Egress:
         self.tls = tls
         self._loads: dict[tuple[str, str], _Load] = {}
         self._targets: dict[tuple, Target] = {}
+        self._callers = weakref.WeakSet()  # every Caller made by `caller`
 
     def config_changed(self) -> None:
-        """A new configuration was published, or certificates renewed: Targets are rebuilt."""
+        """A new configuration was published: Targets are rebuilt."""
         self._targets.clear()
+
+    # -- certificate renewal ---------------------------------------------------------------
+    def caller(self, app, http: bool) -> Caller:
+        """A new Caller for `app`, whose bindings `certificates_renewed` can drop."""
+        c = Caller(app, http)
+        self._callers.add(c)
+        return c
+
+    def certificates_renewed(self) -> None:
+        """Client credentials changed: drop every Target and every caller's bindings, which
+        hold the previous client contexts (and through their pools, TLS sessions made with
+        the previous certificate). The next request binds again, to the current context."""
+        self._targets.clear()
+        for c in list(self._callers):
+            c.live = None
 
     def in_flight(self) -> dict[str, int]:
         """Requests routed and not yet completed, per "mesh/target node"."""
@@ -96,7 +113,7 @@ class Egress:
         """The decide hook of `app`'s egress listener (HTTP/2 and gRPC, or HTTP/1.1): the
         authority names the virtual service, or the local port a backend maps to one."""
         backend_ports = {b.port: b.virtual_service for b in app.backends}
-        caller = Caller(app, http)
+        caller = self.caller(app, http)
         begin, route = self.observe.begin, self.route
         mesh, node = app.mesh, app.virtual_node
 

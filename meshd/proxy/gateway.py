@@ -26,10 +26,10 @@ from meshd.dataplane import Engine, H1Engine
 from meshd.gateway import GatewayTable, compile_gateway
 from meshd.observe import GATEWAY
 from meshd.proxy.config import GatewayConfig, RuntimeConfig
-from meshd.proxy.egress import Caller
 from meshd.proxy.outcomes import REFUSALS
 from meshd.proxy.tls import all_sans
-from meshd.security import spiffe
+from meshd.security import Credentials, spiffe
+from meshd.security.errors import TlsConfigError
 
 log = logging.getLogger("meshd.gateway")
 
@@ -45,6 +45,7 @@ class _Open:
     tls: bytes  # the listener's serialized `tls`, so a TLS change reopens it
     engine: object
     server: object  # the asyncio Server of its port
+    credentials: Credentials | None = None  # its `file` certificate, re-read when replaced
 
 
 class ListenerTlsError(Exception):
@@ -151,7 +152,8 @@ class GatewayListeners:
             log.warning("gateway listener protocol not served", extra={"listener": where, "protocol": protocol})
             return
         try:
-            ctx = listener_ssl(lst, protocol)
+            creds = listener_credentials(lst, protocol)
+            ctx = creds.server_front() if creds is not None else None
         except ListenerTlsError as err:
             log.warning("gateway listener TLS not supported", extra={"listener": where, "error": str(err)})
             return
@@ -173,10 +175,27 @@ class GatewayListeners:
             log.warning("gateway listener could not open; retrying", extra={"listener": where, "error": str(err)})
             self._retry_later()
             return
-        self._open[key] = _Open(protocol, _tls_bytes(lst), engine, server)
+        self._open[key] = _Open(protocol, _tls_bytes(lst), engine, server, creds)
         self.listeners.add(engine, f"gateway:{g.virtual_gateway}:{port}", f"{g.address}:{port}")
         log.info("gateway listener open", extra={"listener": where, "protocol": protocol,
                                                  "address": f"{g.address}:{port}", "tls": ctx is not None})
+
+    def refresh_tls(self) -> bool:
+        """Re-read the `file` certificates of open listeners that were replaced (inode, size,
+        mtime). Their listeners hand every new connection to the current context, so
+        nothing else changes: False. Blocking file I/O: from the certificate thread."""
+        for o in list(self._open.values()):
+            if o.credentials is None:
+                continue
+            try:
+                if o.credentials.refresh_files():
+                    log.info("gateway listener certificate reloaded",
+                             extra={"files": ",".join(p for p in o.credentials.files if p),
+                                    "serial": o.credentials.serial})
+            except Exception as err:  # noqa: BLE001 - e.g. half-written: keep the current one
+                log.warning("gateway listener certificate not reloaded; keeping the current one",
+                            extra={"files": ",".join(p for p in o.credentials.files if p), "error": str(err)})
+        return False
 
     def _close(self, key) -> None:
         """Stop accepting on the listener now; let its requests finish within the drain time."""
@@ -194,7 +213,7 @@ class GatewayListeners:
 
     def _decide(self, g: GatewayConfig, protocol: str, port: int, sans: frozenset[str]):
         key = (g.mesh, g.virtual_gateway)
-        caller = Caller(g, protocol == "http")
+        caller = self.egress.caller(g, protocol == "http")
         begin, route = self.observe.begin, self.egress.route
 
         def decide(head):
@@ -220,13 +239,22 @@ class GatewayListeners:
 
 
 def listener_ssl(lst, protocol: str) -> ssl.SSLContext | None:
-    """A virtual gateway listener's App Mesh `tls` as a server context; None for plaintext.
+    """A virtual gateway listener's App Mesh `tls` as a listener's server context; None for
+    plaintext. Each new connection starts on the files' current certificate (see
+    `listener_credentials`)."""
+    creds = listener_credentials(lst, protocol)
+    return creds.server_front() if creds is not None else None
+
+
+def listener_credentials(lst, protocol: str) -> Credentials | None:
+    """A virtual gateway listener's App Mesh `tls` as credentials read from its files; None
+    for plaintext. `refresh_files` follows the files when the operator replaces them.
 
     Modes (App Mesh ListenerTls.mode): DISABLED serves plaintext; STRICT serves TLS only.
     PERMISSIVE accepts plaintext and TLS on one port in App Mesh; meshd's listeners cannot
     tell them apart on one socket, so it serves TLS, the stricter reading, and says so in
     the log. The certificate must be a `file` source; `validation.trust.file` makes
-    clients present a certificate from that trust.
+    clients present a certificate from that trust. Unreadable files raise OSError.
     """
     if not lst.HasField("tls"):
         return None
@@ -240,14 +268,14 @@ def listener_ssl(lst, protocol: str) -> ssl.SSLContext | None:
         raise ListenerTlsError("tls.certificate", "only a file certificate source is supported")
     if mode == "PERMISSIVE":
         log.warning("gateway listener tls PERMISSIVE is served as TLS only (no plaintext on the same port)")
-    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-    ctx.minimum_version = ssl.TLSVersion.TLSv1_2
-    ctx.load_cert_chain(tls.certificate.file.certificate_chain, tls.certificate.file.private_key)
-    ctx.set_alpn_protocols(["http/1.1"] if protocol == "http" else ["h2"])
-    if tls.HasField("validation") and tls.validation.trust.HasField("file"):
-        ctx.verify_mode = ssl.CERT_REQUIRED
-        ctx.load_verify_locations(tls.validation.trust.file.certificate_chain)
-    return ctx
+    trust = (tls.validation.trust.file.certificate_chain
+             if tls.HasField("validation") and tls.validation.trust.HasField("file") else "")
+    try:
+        return Credentials.from_files(tls.certificate.file.certificate_chain, tls.certificate.file.private_key,
+                                      trust, alpn=("http/1.1",) if protocol == "http" else ("h2",))
+    except TlsConfigError as err:
+        # Not usable (yet): the listener stays closed and is tried again, as for any OSError.
+        raise OSError(str(err)) from err
 
 
 def _tls_bytes(lst) -> bytes:

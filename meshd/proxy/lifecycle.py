@@ -1,9 +1,12 @@
 """The data plane of one meshd, put together: listeners opened and drained, local instances
-registered and health-checked, configuration from the watch applied to the view.
+registered and health-checked, configuration from the watch applied to the view, workload
+certificates renewed.
 
 Everything per request runs on one uvloop thread (the ingress, egress and gateway hooks);
 configuration arrives from the watch thread via `call_soon_threadsafe`, so routers are only
-touched on the loop.
+touched on the loop. Certificates are signed and `file` sources re-read on a thread of their
+own (signing may wait on etcd or a remote signer); the loop is only told that credentials
+changed, and drops what holds the old contexts.
 """
 from __future__ import annotations
 
@@ -41,6 +44,10 @@ REGISTER_RETRY_FIRST_S = 0.5
 REGISTER_RETRY_MAX_S = 5.0
 # A local instance that refused the ingress's connection is probed this often until it listens.
 REVIVE_PROBE_SECONDS = 0.5
+# The certificate thread wakes when a renewal or retry is due, and at least this often (or
+# every twelfth of the shortest certificate life, if shorter) to poll `file` sources.
+CERT_CHECK_SECONDS = 30.0
+CERT_CHECK_MIN_SECONDS = 0.5
 
 
 class MeshRuntime:
@@ -70,6 +77,7 @@ class MeshRuntime:
         self._active = True
         self._stopping = threading.Event()
         self._config_changed = threading.Event()  # a new configuration was applied
+        self._cert_lock = threading.Lock()  # one renewal pass at a time
         self._thread: threading.Thread | None = None
         self._watcher: threading.Thread | None = None
         self.gateways = GatewayListeners(
@@ -89,6 +97,10 @@ class MeshRuntime:
     def start(self) -> "MeshRuntime":
         self._thread = threading.Thread(target=self.loop.run_forever, name="dataplane", daemon=True)
         self._thread.start()
+        # The local nodes' first certificates, here rather than on the loop: signing may wait
+        # on etcd or a remote signer, and the ingress needs them before it listens.
+        for app in self.config.apps:
+            self.certs.ensure(app.mesh, app.virtual_node)
         # The first snapshot before any listener: apps waiting for a restarting meshd connect
         # the moment its egress listens, and without a table they would get no_config.
         self._synced = threading.Event()
@@ -100,7 +112,7 @@ class MeshRuntime:
         self._call(self._start_listeners())
         self.health = HealthChecker(self._health_changed)
         self._call(self.health.start())
-        self.loop.call_soon_threadsafe(self._renew_certs)
+        self._cert_thread = supervised("cert-renewal", self._cert_loop, self._stopping)
         self._unregistered = list(self.config.apps)
         self._register_pending()
         self._registrar = supervised("registrar", self._registrar_loop, self._stopping)
@@ -151,16 +163,39 @@ class MeshRuntime:
                 self.listeners.add(tcp)
         await self.gateways.sync()
 
-    def _renew_certs(self) -> None:
-        """Every 30 s: renew workload certificates that are due, in the background of the loop.
-        New handshakes use the new certificates; connections already open keep theirs."""
-        try:
-            if self.certs.renew_due():
-                self.egress.config_changed()
-        except Exception as err:  # noqa: BLE001 - keep the current certificates, try again later
-            log.warning("workload certificate renewal failed", extra={"error": str(err)})
-        if self._active:
-            self.loop.call_later(30.0, self._renew_certs)
+    # -- certificates -----------------------------------------------------------------
+    def _cert_period(self) -> float:
+        life = self.certs.shortest_life()
+        period = CERT_CHECK_SECONDS if life is None else min(CERT_CHECK_SECONDS, life / 12)
+        return max(CERT_CHECK_MIN_SECONDS, period)
+
+    def _cert_loop(self) -> None:
+        """The certificate thread: renew what is due, re-read changed `file` sources."""
+        while not self._stopping.is_set():
+            wait = max(0.05, self.certs.next_check(self._cert_period()))
+            if self._stopping.wait(wait):
+                return
+            self.renew_certs()
+
+    def renew_certs(self) -> bool:
+        """Renew due workload certificates (a failure keeps the current one and retries with
+        backoff) and re-read changed `file` sources; True when any context changed. Blocking:
+        runs on the certificate thread, never on the loop."""
+        with self._cert_lock:
+            changed = bool(self.certs.renew_due())
+            changed |= self.tls.refresh()
+            changed |= self.gateways.refresh_tls()
+        if changed and self._active:
+            self.loop.call_soon_threadsafe(self._credentials_changed)
+        return changed
+
+    def _credentials_changed(self) -> None:
+        """On the loop: new ingress connections start on a new front (old session tickets no
+        longer resume), and the egress drops its Targets and bindings, whose client contexts
+        (and the TLS sessions pooled per context) belong to the previous certificates.
+        Connections already open keep going on theirs."""
+        self.tls.rotate()
+        self.egress.certificates_renewed()
 
     async def _egress_listener(self, engine, address: str, backends: list[BackendPort], name: str) -> None:
         """An app's egress: its authority-routed address (when given) and its backend ports."""
@@ -347,8 +382,7 @@ class MeshRuntime:
         """Requests routed and not yet completed, per "mesh/target node"."""
         return self.egress.in_flight()
 
-    @staticmethod
-    def caller(app, http: bool) -> Caller:
+    def caller(self, app, http: bool) -> Caller:
         """The routing state of one listener calling as `app` (a LocalApp, or a gateway's
-        GatewayConfig), for `Egress.route`."""
-        return Caller(app, http)
+        GatewayConfig), for `Egress.route`; its bindings follow certificate renewals."""
+        return self.egress.caller(app, http)

@@ -1,41 +1,94 @@
-"""The data plane's TLS: workload certificates of the local nodes and gateways, the ingress's
-server context chosen by SNI, the egress's client contexts, App Mesh `file` sources, and
-reading a caller's identity from its certificate."""
+"""The data plane's TLS: workload certificates of the local nodes and gateways (issued and
+renewed off the event loop), the ingress's server context chosen by SNI, the egress's client
+contexts, App Mesh `file` sources followed as they change, and callers' identities.
+
+Every context handed out comes from a long-lived `Credentials` object that renewals update
+in place. The loop only ever reads the current contexts: nothing here signs, or reads a
+file that changed, from a TLS callback or a routing hook.
+"""
 from __future__ import annotations
 
 import logging
 import ssl
+import threading
 import time
-from dataclasses import dataclass
 from typing import Callable
 
 from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
 
-from meshd.security import client_context, make_csr, server_context, spiffe
+from meshd.security import Credentials, make_csr, spiffe
+from meshd.security.tls import ServerFront, file_stamp, sni_front
 
 log = logging.getLogger("meshd.proxy.tls")
 
+# The ALPN offers of the egress's client contexts: HTTP/2 and gRPC, HTTP/1.1, TCP (none).
+CLIENT_ALPNS = (("h2",), ("http/1.1",), ())
+# A failed issuance or renewal is tried again after this, doubling up to RETRY_MAX_S, and
+# never waiting more than a twentieth of the certificate's life (short-lived certificates
+# must get several tries before they expire).
+RETRY_FIRST_S = 1.0
+RETRY_MAX_S = 60.0
+# Under this share of its life left, a certificate that cannot be renewed is an ERROR.
+LOUD_SHARE = 0.10
 
-@dataclass(frozen=True)
-class NodeTls:
-    """A virtual node's TLS contexts: the ingress's server side, the egress's client side."""
 
-    server: object
-    client: object
-    identity: str
-    client_http: object = None
-    client_tcp: object = None
-    chain_pem: bytes = b""
-    key_pem: bytes = b""
-    bundle_pem: bytes = b""
+class CredentialsPending(Exception):
+    """No certificate has been issued yet for `identity` (its issuance runs off the loop)."""
+
+    def __init__(self, identity: str):
+        self.identity = identity
+        super().__init__(f"no certificate issued yet for {identity}")
+
+
+class NodeCredentials(Credentials):
+    """A virtual node's (or virtual gateway's) mesh CA credentials: the ingress's server
+    context and one client context per ALPN offer of the egress, updated in place on renewal."""
+
+    def __init__(self, identity: str, chain: bytes, key: bytes, bundle: bytes):
+        super().__init__(chain, key, bundle, alpn=("h2", "http/1.1"), client_alpns=CLIENT_ALPNS,
+                         check_hostname=True)  # the target's DNS name is verified in the handshake
+        self.identity = identity
+
+    @property
+    def client_h2(self) -> ssl.SSLContext:
+        return self.client_for(("h2",))
+
+    @property
+    def client_http(self) -> ssl.SSLContext:
+        return self.client_for(("http/1.1",))
+
+    @property
+    def client_tcp(self) -> ssl.SSLContext:
+        return self.client_for(())
+
+
+class _Entry:
+    """One identity's credentials and its renewal schedule (seconds on WorkloadCerts.clock)."""
+
+    __slots__ = ("creds", "issued_at", "expires_at", "renew_at", "retry_at", "failures")
+
+    def __init__(self, creds: NodeCredentials, issued_at: float, expires_at: float):
+        self.creds = creds
+        self.issued(issued_at, expires_at)
+
+    def issued(self, issued_at: float, expires_at: float) -> None:
+        """A certificate was (re)issued: renew at two thirds of its life, no failures yet."""
+        self.issued_at = issued_at
+        self.expires_at = expires_at
+        self.renew_at = issued_at + (expires_at - issued_at) * 2 / 3
+        self.retry_at = 0.0
+        self.failures = 0
 
 
 class WorkloadCerts:
-    """TLS contexts for the virtual nodes this meshd serves, renewed before they expire.
+    """Credentials for the virtual nodes and gateways this meshd serves, renewed at two
+    thirds of their life.
 
     `sign(identity, csr_pem) -> (chain_pem, bundle_pem)` is given by the composition root:
     local signing with the cluster key, or SignCertificate through a signer's admin API.
+    It may block for seconds (etcd, a remote signer), so `ensure` and `renew_due` are for
+    threads other than the data-plane loop; the loop calls `get`, which never signs.
     """
 
     def __init__(self, trust_domain: str, sign: Callable[[str, bytes], tuple[bytes, bytes]], *,
@@ -43,93 +96,197 @@ class WorkloadCerts:
         self.trust_domain = trust_domain
         self.sign = sign
         self.clock = clock
-        self._certs: dict[tuple[str, str], tuple[NodeTls, float]] = {}
+        self._entries: dict[tuple[str, str, str], _Entry] = {}
+        self._wanted: set[tuple[str, str, str]] = set()  # asked for on the loop, not issued yet
+        self._signing = threading.Lock()  # one issuance at a time: no identity is signed twice
         self.issued = 0
 
-    def renew_due(self) -> bool:
-        """Renew every certificate past two thirds of its life; True when any was renewed
-        (cached upstream targets then have to pick the new client contexts up)."""
-        now = self.clock()
-        renewed = False
-        for key, (_, renew_at) in list(self._certs.items()):
-            if now >= renew_at:
-                self.contexts(*key)
-                renewed = True
-        return renewed
-
-    def contexts(self, mesh: str, node: str, kind: str = spiffe.WORKLOAD) -> NodeTls:
-        """(server context, client context) for `node` (a virtual gateway's name with kind
-        spiffe.GATEWAY), issuing or renewing when due."""
-        key = (mesh, node, kind)
-        now = self.clock()
-        got = self._certs.get(key)
-        if got is not None and now < got[1]:
-            return got[0]
+    def identity(self, key: tuple[str, str, str]) -> str:
+        """The SPIFFE ID of (mesh, node, kind)."""
+        mesh, node, kind = key
         make_id = spiffe.gateway_id if kind == spiffe.GATEWAY else spiffe.workload_id
-        identity = make_id(self.trust_domain, mesh, node).uri
+        return make_id(self.trust_domain, mesh, node).uri
+
+    def get(self, mesh: str, node: str, kind: str = spiffe.WORKLOAD) -> NodeCredentials | None:
+        """The credentials of `node` as they are now, or None (then issued by the next
+        `renew_due`). Never signs: this is what the loop calls."""
+        e = self._entries.get((mesh, node, kind))
+        if e is None:
+            self._wanted.add((mesh, node, kind))
+            return None
+        return e.creds
+
+    def contexts(self, mesh: str, node: str, kind: str = spiffe.WORKLOAD) -> NodeCredentials:
+        """The credentials of `node` (a virtual gateway's name with kind spiffe.GATEWAY),
+        issuing them first when there are none. Blocking: not for the loop."""
+        key = (mesh, node, kind)
+        e = self._entries.get(key)
+        if e is not None:
+            return e.creds
+        with self._signing:
+            e = self._entries.get(key)
+            if e is None:
+                e = self._issue(key, None)
+            return e.creds
+
+    ensure = contexts
+
+    def _issue(self, key: tuple[str, str, str], entry: _Entry | None) -> _Entry:
+        """Sign a new certificate for `key`; a new entry, or `entry` updated in place."""
+        identity = self.identity(key)
         key_pem, csr_pem = make_csr(identity)
         chain, bundle = self.sign(identity, csr_pem)
-        leaf = x509.load_pem_x509_certificate(chain)
-        lifetime = (leaf.not_valid_after_utc - leaf.not_valid_before_utc).total_seconds()
-        # Two thirds into the lifetime, on this object's clock: remaining life minus a third.
-        remaining = leaf.not_valid_after_utc.timestamp() - time.time()
-        renew_at = now + remaining - lifetime / 3
-        server = server_context(chain, key_pem, bundle, alpn=("h2", "http/1.1"))
-        clients = {}
-        for name, alpn in (("h2", ("h2",)), ("http", ("http/1.1",)), ("tcp", ())):
-            c = client_context(chain, key_pem, bundle, alpn=alpn)
-            # Verify the target's identity in the handshake: its DNS name against server_hostname.
-            c.check_hostname = True
-            clients[name] = c
-        pair = NodeTls(server, clients["h2"], identity, clients["http"], clients["tcp"], chain, key_pem, bundle)
-        self._certs[key] = (pair, renew_at)
+        now = self.clock()
+        # The schedule runs on this object's clock; the certificate's own end is wall time.
+        remaining = x509.load_pem_x509_certificate(chain).not_valid_after_utc.timestamp() - time.time()
+        if entry is None:
+            entry = _Entry(NodeCredentials(identity, chain, key_pem, bundle), now, now + remaining)
+            self._entries[key] = entry
+        else:
+            entry.creds.update(chain, key_pem, bundle)
+            entry.issued(now, now + remaining)
+        self._wanted.discard(key)
         self.issued += 1
-        log.info("workload certificate issued", extra={"identity": identity})
-        return pair
+        log.info("workload certificate issued", extra={"identity": identity, "serial": entry.creds.serial,
+                                                       "expires_in_s": round(remaining, 1)})
+        return entry
+
+    def renew_due(self) -> list[tuple[str, str, str]]:
+        """Issue what the loop asked for and renew every certificate past two thirds of its
+        life; the keys whose credentials changed. A failure keeps the current certificate
+        and is retried with backoff (never raised): see `_failed`."""
+        changed = []
+        for key in list(self._wanted):
+            with self._signing:
+                if key in self._entries:
+                    self._wanted.discard(key)
+                    continue
+                try:
+                    self._issue(key, None)
+                    changed.append(key)
+                except Exception as err:  # noqa: BLE001 - asked again at the next tick
+                    log.warning("workload certificate not issued; retrying",
+                                extra={"identity": self.identity(key), "error": str(err)})
+        for key, e in list(self._entries.items()):
+            now = self.clock()
+            if now < e.renew_at or now < e.retry_at:
+                continue
+            with self._signing:
+                try:
+                    self._issue(key, e)
+                    changed.append(key)
+                except Exception as err:  # noqa: BLE001 - keep serving on the current certificate
+                    self._failed(e, err)
+        return changed
+
+    def _failed(self, e: _Entry, err: Exception) -> None:
+        """A renewal failed: try again with backoff, louder the nearer the expiry."""
+        now = self.clock()
+        e.failures += 1
+        life = max(1.0, e.expires_at - e.issued_at)
+        wait = min(RETRY_MAX_S, RETRY_FIRST_S * 2 ** (e.failures - 1), max(RETRY_FIRST_S, life / 20))
+        e.retry_at = now + wait
+        left = e.expires_at - now
+        extra = {"identity": e.creds.identity, "serial": e.creds.serial, "error": str(err),
+                 "attempt": e.failures, "retry_in_s": round(wait, 1), "expires_in_s": round(left, 1)}
+        if left <= 0:
+            log.error("workload certificate EXPIRED and not renewed: new connections will fail", extra=extra)
+        elif left < LOUD_SHARE * life:
+            log.error("workload certificate expires soon and cannot be renewed", extra=extra)
+        else:
+            log.warning("workload certificate renewal failed; keeping the current one", extra=extra)
+
+    def next_check(self, default: float) -> float:
+        """Seconds until the next renewal or retry is due (at most `default`)."""
+        now = self.clock()
+        waits = [max(e.renew_at, e.retry_at) - now for e in self._entries.values()]
+        if self._wanted:
+            waits.append(RETRY_FIRST_S)
+        return max(0.0, min([default, *waits]))
+
+    def shortest_life(self) -> float | None:
+        """The lifetime (seconds, from issuance) of the shortest-lived certificate held, or None."""
+        lives = [e.expires_at - e.issued_at for e in self._entries.values()]
+        return min(lives) if lives else None
+
+
+class _FileCredentials:
+    """Credentials made from App Mesh `file` sources, completed from the node's mesh CA
+    credentials (its certificate when only a `file` trust is given; its bundle always, so
+    the mesh's own callers keep working beside the operator's PKI)."""
+
+    def __init__(self, base: Credentials, cert: tuple[str, str] | None, trust: str | None, **kwargs):
+        self.base, self.cert, self.trust = base, cert, trust
+        self.paths = (*(cert or ()), *((trust,) if trust else ()))
+        self.stamp = file_stamp(self.paths)
+        self.blobs = _read_all(self.paths)
+        self.creds = Credentials(*self._inputs(), **kwargs)
+
+    def _inputs(self) -> tuple[bytes, bytes, bytes]:
+        blobs = list(self.blobs)
+        chain, key = (blobs.pop(0), blobs.pop(0)) if self.cert else (self.base.cert_chain_pem, self.base.key_pem)
+        bundle = (blobs.pop(0) + b"\n" + self.base.bundle_pem) if self.trust else self.base.bundle_pem
+        return chain, key, bundle
+
+    def refresh(self) -> bool:
+        """Re-read changed files and follow the node's renewed credentials; True if changed.
+        Blocking file I/O: off the loop."""
+        stamp = file_stamp(self.paths)
+        if stamp != self.stamp:
+            self.blobs = _read_all(self.paths)
+            self.stamp = stamp
+        before = self.creds.generation
+        self.creds.update(*self._inputs())
+        return self.creds.generation != before
 
 
 class ProxyTls:
     """Every TLS context the data plane uses, built from the mesh's view and the workload
     certificates; the ingress, egress and gateways ask here and keep nothing of their own."""
 
-    def __init__(self, certs: WorkloadCerts, view, apps):
+    def __init__(self, certs: WorkloadCerts, view, apps, *, session_tickets: bool = True):
         self.certs = certs
         self.view = view
         self.apps = apps  # the local apps (LocalApp) whose nodes the ingress serves
-        self._file_contexts: dict[tuple, object] = {}
-        self._file_cert_names: dict[str, set[str]] = {}
+        # False: the ingress issues no TLS session tickets, so every connection to it runs
+        # a full handshake (for peers that must re-authenticate each time).
+        self.session_tickets = session_tickets
+        self._files: dict[tuple, _FileCredentials] = {}
+        self._file_names: dict[tuple, tuple[int, frozenset[str]]] = {}
         self._peer_ids: dict[bytes, str | None] = {}
+        # Per caller identity, the certificate (serial, notAfter) it last newly presented.
+        self.peer_certs: dict[str, tuple[int, float]] = {}
+        self._by_name = {spiffe.workload_dns_name(certs.trust_domain, a.mesh, a.virtual_node): (a.mesh, a.virtual_node)
+                         for a in apps}
+        self._front = self._new_front()
 
     @property
     def trust_domain(self) -> str:
         return self.certs.trust_domain
 
+    # -- the ingress's server side ----------------------------------------------------------
     def ingress_context(self) -> ssl.SSLContext:
-        """The ingress's server context: SNI names the target node; its certificate answers."""
-        front = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-        front.minimum_version = ssl.TLSVersion.TLSv1_2
-        front.set_alpn_protocols(["h2"])
-        by_name = {}
-        for app in self.apps:
-            name = spiffe.workload_dns_name(self.certs.trust_domain, app.mesh, app.virtual_node)
-            by_name[name] = (app.mesh, app.virtual_node)
-        pairs = {name: self.certs.contexts(*mn) for name, mn in by_name.items()}
-        if pairs:
-            first = next(iter(pairs.values()))
-            # The front needs a certificate of its own for handshakes without a known SNI.
-            front = first.server
+        """The ingress listeners' one context: each connection starts on the current SNI
+        front, which moves it onto the certificate of the node its SNI names."""
+        return ServerFront(lambda: self._front)
 
-        def select(ssl_obj, server_name, _ctx):
-            name = (server_name or "").lower()
-            mn = by_name.get(name) or self._file_cert_owner(name)
-            if mn is None:
-                return ssl.ALERT_DESCRIPTION_UNRECOGNIZED_NAME
-            ssl_obj.context = self.server_context(*mn)
-            return None
-        front.sni_callback = select
+    def _new_front(self) -> ssl.SSLContext:
+        front = sni_front(self._select, alpn=("h2", "http/1.1"))
+        if not self.session_tickets:
+            front.num_tickets = 0
         return front
 
-    # -- App Mesh `file` certificate sources ---------------------------------------------
+    def rotate(self) -> None:
+        """Credentials changed (call on the loop): new connections start on a new front.
+        A new context has new session ticket keys, so tickets issued before, which may
+        carry a certificate since renewed, are not accepted any more (a full handshake)."""
+        self._front = self._new_front()
+
+    def _select(self, _ssl_obj, server_name: str | None) -> ssl.SSLContext | None:
+        name = (server_name or "").lower()
+        mn = self._by_name.get(name) or self._file_cert_owner(name)
+        return self.server_context(*mn) if mn is not None else None
+
     def listener_tls(self, mesh: str, node: str):
         """The first listener `tls` of the local node `node`, or None."""
         snap = self.view.snapshot(mesh)
@@ -139,25 +296,36 @@ class ProxyTls:
                 return lst.tls
         return None
 
-    def server_context(self, mesh: str, node: str):
+    def server_context(self, mesh: str, node: str) -> ssl.SSLContext | None:
         """The ingress's context for `node`: the mesh CA certificate, or the listener's App
-        Mesh `file` certificate, verifying callers with the listener's `file` trust when set."""
-        base = self.certs.contexts(mesh, node)
+        Mesh `file` certificate, verifying callers with the listener's `file` trust when set.
+        None while the node has no certificate yet."""
+        creds = self._server_creds(mesh, node)
+        return creds.server if creds is not None else None
+
+    def _server_creds(self, mesh: str, node: str) -> Credentials | None:
+        base = self.certs.get(mesh, node)
+        if base is None:
+            return None
         tls = self.listener_tls(mesh, node)
         cert = tls.certificate.file if tls is not None and tls.certificate.HasField("file") else None
         trust = (tls.validation.trust.file if tls is not None and tls.HasField("validation")
                  and tls.validation.trust.HasField("file") else None)
         if cert is None and trust is None:
-            return base.server
-        key = ("server", mesh, node, cert.certificate_chain if cert else "", cert.private_key if cert else "",
-               trust.certificate_chain if trust else "")
-        ctx = self._file_contexts.get(key)
-        if ctx is None:
-            chain = _read(cert.certificate_chain) if cert else base.chain_pem
-            key_pem = _read(cert.private_key) if cert else base.key_pem
-            bundle = (_read(trust.certificate_chain) + b"\n" + base.bundle_pem) if trust else base.bundle_pem
-            ctx = self._file_contexts[key] = server_context(chain, key_pem, bundle, alpn=("h2", "http/1.1"))
-        return ctx
+            return base
+        return self._file_creds(("server", mesh, node), base, cert, trust, alpn=("h2", "http/1.1"))
+
+    def _file_creds(self, key: tuple, base, cert, trust, **kwargs) -> Credentials:
+        """The `file`-sourced credentials for `key` and these paths, made on first use."""
+        paths = ((cert.certificate_chain, cert.private_key) if cert else None,
+                 trust.certificate_chain if trust else None)
+        key = (*key, paths)
+        f = self._files.get(key)
+        if f is None:
+            # First use reads the files here (on the loop, as before); changes are picked
+            # up by `refresh` on the renewal thread.
+            f = self._files[key] = _FileCredentials(base, *paths, **kwargs)
+        return f.creds
 
     def _file_cert_owner(self, server_name: str):
         """The local node whose App Mesh `file` listener certificate carries `server_name`
@@ -166,15 +334,32 @@ class ProxyTls:
             tls = self.listener_tls(app.mesh, app.virtual_node)
             if tls is None or not tls.certificate.HasField("file"):
                 continue
-            path = tls.certificate.file.certificate_chain
-            names = self._file_cert_names.get(path)
-            if names is None:
-                names = self._file_cert_names[path] = {n.lower() for n in all_sans(
-                    x509.load_pem_x509_certificate(_read(path)).public_bytes(Encoding.DER))}
-            if server_name in names:
+            creds = self._server_creds(app.mesh, app.virtual_node)
+            if creds is None:
+                continue
+            key = (app.mesh, app.virtual_node)
+            got = self._file_names.get(key)
+            if got is None or got[0] != creds.serial:  # names follow a replaced file
+                names = frozenset(n.lower() for n in all_sans(
+                    x509.load_pem_x509_certificate(creds.cert_chain_pem).public_bytes(Encoding.DER)))
+                got = self._file_names[key] = (creds.serial, names)
+            if server_name in got[1]:
                 return app.mesh, app.virtual_node
         return None
 
+    def refresh(self) -> bool:
+        """Re-read changed `file` sources and follow renewed node credentials; True when any
+        context changed. Blocking file I/O: call it from the renewal thread."""
+        changed = False
+        for f in list(self._files.values()):
+            try:
+                changed |= f.refresh()
+            except Exception as err:  # noqa: BLE001 - e.g. a file half-written: keep the current one
+                log.warning("TLS file source not reloaded; keeping the current certificate",
+                            extra={"files": ",".join(f.paths), "error": str(err)})
+        return changed
+
+    # -- the egress's client side -----------------------------------------------------------
     def _client_policy(self, app, service: str):
         """The caller's App Mesh client policy TLS for `service`: the backend's, else backendDefaults."""
         snap = self.view.snapshot(app.mesh)
@@ -196,30 +381,26 @@ class ProxyTls:
         `target_node`. With the caller's client policy naming `file` sources, those are used
         as-is (App Mesh semantics); the expected server name is then the policy's first DNS
         subjectAlternativeName, and with none given, any certificate from the policy's trust
-        is accepted."""
+        is accepted. The context is the current one: after a renewal the egress asks again.
+        Raises CredentialsPending before the caller's first certificate is issued."""
         kind, name = app.principal
-        base = self.certs.contexts(app.mesh, name, kind)
+        base = self.certs.get(app.mesh, name, kind)
+        if base is None:
+            raise CredentialsPending(self.certs.identity((app.mesh, name, kind)))
         dns = spiffe.workload_dns_name(self.certs.trust_domain, app.mesh, target_node)
         policy = self._client_policy(app, service)
         cert = policy.certificate.file if policy is not None and policy.certificate.HasField("file") else None
         trust = (policy.validation.trust.file if policy is not None and policy.HasField("validation")
                  and policy.validation.trust.HasField("file") else None)
         if cert is None and trust is None:
-            return {("h2",): base.client, ("http/1.1",): base.client_http}.get(alpn, base.client_tcp), dns
+            return base.client_for(alpn), dns
         sans = [n for n in policy.validation.subject_alternative_names.match.exact] if policy.HasField("validation") else []
         name = next((n for n in sans if not n.startswith("spiffe://")), None)
-        key = ("client", alpn, app.mesh, app.principal, service, cert.certificate_chain if cert else "",
-               trust.certificate_chain if trust else "", name)
-        ctx = self._file_contexts.get(key)
-        if ctx is None:
-            chain = _read(cert.certificate_chain) if cert else base.chain_pem
-            key_pem = _read(cert.private_key) if cert else base.key_pem
-            bundle = (_read(trust.certificate_chain) + b"\n" + base.bundle_pem) if trust else base.bundle_pem
-            ctx = client_context(chain, key_pem, bundle, alpn=alpn)
-            ctx.check_hostname = name is not None
-            self._file_contexts[key] = ctx
-        return ctx, (name or dns)
+        creds = self._file_creds(("client", alpn, app.mesh, app.principal, service, name), base, cert, trust,
+                                 alpn=alpn, check_hostname=name is not None)
+        return creds.client, (name or dns)
 
+    # -- callers ----------------------------------------------------------------------------
     def peer_identity(self, der: bytes | None) -> str | None:
         """The one SPIFFE URI SAN of a caller's certificate (DER), or None."""
         if der is None:
@@ -236,13 +417,19 @@ class ProxyTls:
         ident = uris[0] if len(uris) == 1 else None
         if len(self._peer_ids) > 10_000:
             self._peer_ids.clear()
+            self.peer_certs.clear()
         self._peer_ids[der] = ident
+        if ident is not None:
+            self.peer_certs[ident] = (cert.serial_number, cert.not_valid_after_utc.timestamp())
         return ident
 
 
-def _read(path: str) -> bytes:
-    with open(path, "rb") as f:
-        return f.read()
+def _read_all(paths) -> list[bytes]:
+    out = []
+    for p in paths:
+        with open(p, "rb") as f:
+            out.append(f.read())
+    return out
 
 
 def all_sans(der: bytes | None) -> list[str]:
