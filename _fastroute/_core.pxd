@@ -137,6 +137,7 @@ cdef class _Node:
 @cython.final
 cdef class _Route:
     cdef str name
+    cdef str router                  # its virtual router: (router, name) names it across tables
     cdef Py_ssize_t rank
     cdef int path_kind
     cdef Regex regex                 # PK_REGEX only
@@ -229,6 +230,7 @@ cdef class RetryDecision:
 @cython.final
 cdef class Router:
     cdef readonly bint matches_headers  # a route has header conditions: decide needs the headers
+    cdef list _services          # _Service per low.services entry
     cdef Rng rng
     cdef object _low
     cdef list _routes

@@ -104,6 +104,7 @@ cdef class Router:
             s.node = self._nodes[ni] if ni >= 0 else None
             s.budget = _Budget()
             services.append(s)
+        self._services = services
         self._authority = {k: services[v] for k, v in low.authority.items()}
         self._ports = {k: services[v] for k, v in low.ports.items()}
 
@@ -131,6 +132,47 @@ cdef class Router:
             eps.append(e)
         n.endpoints = eps
         n.recount()
+
+    def adopt(self, Router old):
+        """Carry the live state of the previous table generation into this one, for what
+        exists in both: endpoints (same node, id, address, port and identity) are the very
+        EndpointState objects of `old`, so ejections, consecutive errors and in-flight
+        counts continue, and requests still finishing on `old` give their counts back to
+        the endpoints this router balances over; round-robin positions and retry budgets
+        (per route, by virtual router and name; per service) continue too. The instance
+        health in this table wins. Call it before publishing this router."""
+        cdef _Node n, o
+        cdef EndpointState e, p
+        cdef _Route r
+        cdef _Service s
+        for n in self._nodes:
+            o = old._node_by_name.get(n.name)
+            if o is None:
+                continue
+            prev = {p.id: p for p in o.endpoints}
+            eps = []
+            for e in n.endpoints:
+                p = prev.get(e.id)
+                if p is not None and p.address == e.address and p.port == e.port and p.pool_key == e.pool_key:
+                    p.healthy = e.healthy
+                    e = p
+                eps.append(e)
+            n.endpoints = eps
+            n.recount()
+            n.rr = o.rr
+            if o.ejected_until_ns > n.ejected_until_ns:
+                n.ejected_until_ns = o.ejected_until_ns
+        budgets = {(r.router, r.name): r.budget for r in old._routes}
+        for r in self._routes:
+            b = budgets.get((r.router, r.name))
+            if b is not None:
+                r.budget = b
+        by_service = {s.name: s.budget for s in old._services}
+        for s in self._services:
+            b = by_service.get(s.name)
+            if b is not None:
+                s.budget = b
+        self.rng = old.rng
 
     def add_endpoint(self, str node, endpoint):
         """An instance joins (or is replaced, keeping its place)."""

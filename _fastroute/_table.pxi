@@ -189,6 +189,7 @@ cdef _Route _compile_route(object lr, list nodes, dict retries):
     cdef _Route r = _Route.__new__(_Route)
     cdef int i
     r.name, r.rank, r.path_kind, r.regex = lr.name, lr.rank, lr.path_kind, lr.regex
+    r.router = lr.router_name
     r.method, r.scheme, r.port = lr.method, lr.scheme, lr.port
     r.headers = tuple(_compile_header(h) for h in lr.headers)
     r.query = lr.query

@@ -228,6 +228,36 @@ class Router:
         ns.endpoints = eps
         ns.recount()
 
+    def adopt(self, old: "Router") -> None:
+        """Carry the previous generation's live state into this one (see the core's
+        `Router.adopt`): shared endpoint states, round-robin positions, retry budgets."""
+        for ns in self._nodes:
+            o = old._node_by_name.get(ns.low.name)
+            if o is None:
+                continue
+            prev = {p.id: p for p in o.endpoints}
+            eps = []
+            for e in ns.endpoints:
+                p = prev.get(e.id)
+                if p is not None and (p.address, p.port, p.pool_key) == (e.address, e.port, e.pool_key):
+                    p.healthy = e.healthy
+                    e = p
+                eps.append(e)
+            ns.endpoints = eps
+            ns.recount()
+            ns.rr = o.rr
+            ns.ejected_until_ns = max(ns.ejected_until_ns, o.ejected_until_ns)
+        budgets = {(r.router_name, r.name): b for r, b in zip(old._low.routes, old._budgets)}
+        for i, r in enumerate(self._low.routes):
+            b = budgets.get((r.router_name, r.name))
+            if b is not None:
+                self._budgets[i] = b
+        by_service = dict(zip(old._low.services, old._service_budgets))
+        for i, name in enumerate(self._low.services):
+            if name in by_service:
+                self._service_budgets[i] = by_service[name]
+        self._rng.state = old._rng.state
+
     def add_endpoint(self, node: str, endpoint: Endpoint) -> None:
         """An instance joins (or is replaced, keeping its place)."""
         ns = self._node(node)

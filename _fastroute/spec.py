@@ -283,7 +283,7 @@ class LRoute:
     """A route lowered for matching; `rank` is its place in the precedence order."""
 
     __slots__ = (
-        "name", "index", "rank", "router", "protocol", "path_kind", "path", "regex",
+        "name", "index", "rank", "router", "router_name", "protocol", "path_kind", "path", "regex",
         "method", "scheme", "port", "headers", "query", "nodes", "weights", "cum",
         "total", "target_ports", "retry", "per_request_ns", "idle_ns", "key",
     )
@@ -614,6 +614,8 @@ def lower(table: Table) -> Lowered:
             _lower_route(f"routers[{ri}].routes[{i}]", rt, ri, node_by_name, low.default_retry, defaults)
             for i, rt in enumerate(vr.routes)
         ]
+        for r in lowered:
+            r.router_name = vr.name  # names the route across tables (Router.adopt)
         low.indexes.append(_build_indexes(lowered, len(low.routes)))
         low.routes.extend(lowered)
     for i, r in enumerate(low.routes):

@@ -1,17 +1,23 @@
 """A meshd's live view of the mesh: Watch responses in, compiled routers out.
 
-The view keeps the latest resources of every mesh it is told about, recompiles a mesh's
-route table when its configuration changes (debounced, off the request path) and swaps
-the new `_fastroute.Router` in atomically: a request holds the router it started with, so
-in-flight requests finish on the old table. Instance changes only update endpoint lists
-of the live router (`set_endpoints`), with no rebuild.
+Two threads share it, each with its own side:
+- the *config* side (`apply`, `prepare`) folds Watch responses into working snapshots and
+  compiles changed meshes into new `_fastroute.Router`s, off the data-plane loop;
+- the *loop* side (`publish`, `push_endpoints`, and every read: `live`, `snapshot`) swaps a
+  prepared generation in, after it adopted the old router's live state (ejections, in-flight
+  counts, budgets), and applies instance changes to the live routers with no rebuild.
+
+A request holds the router it started with, so in-flight requests finish on the old table.
+Readers on the loop see a published snapshot: a copy frozen with its router (only its
+instances change, on the loop), never the working one the config side is changing.
+`flush` does both sides in one thread (tests, tools).
 """
 from __future__ import annotations
 
 import logging
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Callable
 
 import _fastroute as fr
@@ -32,6 +38,7 @@ class LiveMesh:
     generation: int
     compiled_at: float
     apply_seconds: float = 0.0  # compile and router build time of this generation
+    snapshot: MeshSnapshot | None = None  # the resources it was compiled from (loop-owned copy)
 
 
 class MeshView:
@@ -42,15 +49,15 @@ class MeshView:
         self.trust_domain = trust_domain
         self.seed = seed
         self.on_publish = on_publish
-        self._snaps: dict[str, MeshSnapshot] = {}
-        self._live: dict[str, LiveMesh] = {}
+        self._snaps: dict[str, MeshSnapshot] = {}   # working snapshots (config side)
+        self._live: dict[str, LiveMesh] = {}        # published generations (loop side)
         self._dirty: set[str] = set()
         self._lock = threading.Lock()
         self.revision = 0
         self.generations = 0
         self.last_apply_seconds = 0.0
 
-    # -- reads (any thread) ----------------------------------------------------------
+    # -- reads (the loop) ------------------------------------------------------------
     def live(self, mesh: str) -> LiveMesh | None:
         return self._live.get(mesh)
 
@@ -58,12 +65,15 @@ class MeshView:
         return sorted(self._live)
 
     def snapshot(self, mesh: str) -> MeshSnapshot | None:
-        """The latest resources of `mesh` (read on the thread that applies responses)."""
-        return self._snaps.get(mesh)
+        """The resources of `mesh` as its live router was compiled from, with current instances."""
+        live = self._live.get(mesh)
+        return live.snapshot if live is not None else None
 
-    # -- writes (the watch thread) ---------------------------------------------------
-    def apply(self, resp: admin_pb2.WatchResponse) -> None:
-        """Fold one WatchResponse in; config changes mark meshes dirty, instances apply now."""
+    # -- the config side -------------------------------------------------------------
+    def apply(self, resp: admin_pb2.WatchResponse) -> list[tuple[str, str, dict]]:
+        """Fold one WatchResponse in: configuration changes mark meshes dirty (`prepare`
+        compiles them); returns the instance changes of meshes that are live and not dirty,
+        as (mesh, node, instances), for `push_endpoints` on the loop."""
         with self._lock:
             if resp.reset:
                 self._snaps.clear()
@@ -73,11 +83,18 @@ class MeshView:
                 self._event(ev, endpoint_changes)
             self.revision = max(self.revision, resp.revision)
             if resp.reset and not resp.snapshot_done:
-                return  # wait for the whole snapshot before compiling anything
-            for mesh, node in endpoint_changes:
-                live = self._live.get(mesh)
-                if live is not None and mesh not in self._dirty:
-                    self._push_endpoints(live, self._snaps.get(mesh), node)
+                return []  # wait for the whole snapshot before compiling anything
+            out = []
+            for mesh, node in sorted(endpoint_changes):
+                snap = self._snaps.get(mesh)
+                if mesh in self._live and mesh not in self._dirty and snap is not None:
+                    out.append((mesh, node, dict(snap.instances.get(node, {}))))
+            return out
+
+    @property
+    def dirty(self) -> bool:
+        """A configuration change waits to be compiled."""
+        return bool(self._dirty)
 
     def _event(self, ev: admin_pb2.ResourceEvent, endpoint_changes: set) -> None:
         parts = ev.path.split("/")
@@ -117,26 +134,17 @@ class MeshView:
             store.pop(key(), None)
         self._dirty.add(mesh)
 
-    def _push_endpoints(self, live: LiveMesh, snap: MeshSnapshot | None, node: str) -> None:
-        router = live.router
-        insts = (snap.instances.get(node, {}) if snap else {})
-        eps = live_endpoints(insts)
-        try:
-            router.set_endpoints(node, eps)
-        except fr.UnknownNode:
-            pass  # instances of a node the table does not know yet; the next compile has them
-
-    def flush(self) -> list[LiveMesh]:
-        """Compile every dirty mesh and publish the results (the debounced step)."""
+    def prepare(self) -> list[tuple[str, LiveMesh | None]]:
+        """Compile every dirty mesh (any thread but the loop's): (mesh, new generation or
+        None when the mesh is gone), to hand to `publish`."""
         with self._lock:
             dirty, self._dirty = self._dirty, set()
-            snaps = {m: self._snaps.get(m) for m in dirty}
+            snaps = {m: _frozen(self._snaps.get(m)) for m in dirty}
             revision = self.revision
-        published = []
+        prepared = []
         for mesh, snap in sorted(snaps.items()):
             if snap is None:
-                with self._lock:
-                    self._live.pop(mesh, None)
+                prepared.append((mesh, None))
                 continue
             t0 = time.perf_counter()
             compiled = compile_mesh(snap, self.trust_domain)
@@ -144,16 +152,60 @@ class MeshView:
             for node, eps in compiled.endpoints.items():
                 router.set_endpoints(node, list(eps))
             self.generations += 1
-            live = LiveMesh(mesh, router, compiled, revision, self.generations, time.time(),
-                            time.perf_counter() - t0)
-            with self._lock:
-                self._live[mesh] = live  # the atomic swap: one dict store
+            prepared.append((mesh, LiveMesh(mesh, router, compiled, revision, self.generations, time.time(),
+                                            time.perf_counter() - t0, snap)))
+        return prepared
+
+    # -- the loop side ---------------------------------------------------------------
+    def publish(self, prepared: list[tuple[str, LiveMesh | None]]) -> list[LiveMesh]:
+        """Swap prepared generations in (on the loop): each new router first adopts the live
+        state of the one it replaces."""
+        published = []
+        for mesh, live in prepared:
+            old = self._live.get(mesh)
+            if live is None:
+                self._live.pop(mesh, None)
+                continue
+            if old is not None:
+                live.router.adopt(old.router)
+            self._live[mesh] = live  # the atomic swap: one dict store
             self.last_apply_seconds = live.apply_seconds
             published.append(live)
             self.on_publish(live)
-            log.info("route table published", extra={"mesh": mesh, "revision": revision,
+            log.info("route table published", extra={"mesh": mesh, "revision": live.revision,
                                                       "generation": live.generation,
-                                                      "problems": len(compiled.problems),
-                                                      "compile_ms": round(self.last_apply_seconds * 1000, 2)})
+                                                      "problems": len(live.compiled.problems),
+                                                      "compile_ms": round(live.apply_seconds * 1000, 2)})
         return published
 
+    def push_endpoints(self, changes: list[tuple[str, str, dict]]) -> None:
+        """Instance changes from `apply`, on the loop: the live router's endpoints and the
+        published snapshot's instances, with no rebuild."""
+        for mesh, node, insts in changes:
+            live = self._live.get(mesh)
+            if live is None:
+                continue  # the next generation has them
+            live.snapshot.instances[node] = insts
+            try:
+                live.router.set_endpoints(node, live_endpoints(insts))
+            except fr.UnknownNode:
+                pass  # instances of a node the table does not know yet; the next compile has them
+
+    def flush(self) -> list[LiveMesh]:
+        """`prepare` and `publish` in this thread (when one thread owns the view)."""
+        return self.publish(self.prepare())
+
+    def feed(self, resp: admin_pb2.WatchResponse) -> list[LiveMesh]:
+        """`apply`, `push_endpoints` and `flush` in this thread: one owner, no loop."""
+        self.push_endpoints(self.apply(resp))
+        return self.flush()
+
+
+def _frozen(snap: MeshSnapshot | None) -> MeshSnapshot | None:
+    """A copy of a working snapshot that later events do not change (values are replaced,
+    never mutated, so copying the dicts is enough)."""
+    if snap is None:
+        return None
+    return replace(snap, nodes=dict(snap.nodes), services=dict(snap.services), routers=dict(snap.routers),
+                   routes=dict(snap.routes), gateways=dict(snap.gateways), gateway_routes=dict(snap.gateway_routes),
+                   instances={n: dict(i) for n, i in snap.instances.items()})

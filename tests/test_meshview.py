@@ -31,8 +31,7 @@ def fed_view(admin):
     def pump():
         try:
             for resp in stream:
-                view.apply(resp)
-                view.flush()
+                view.feed(resp)
         except Exception:  # noqa: BLE001 - the stream is cancelled at teardown
             pass
 

@@ -31,6 +31,7 @@ from meshd.security import spiffe
 # Bindings kept per caller and generation: the table's (service, route, endpoint) outcomes
 # are bounded by the configuration, but endpoints churn; past this the cache starts over.
 MAX_BINDINGS = 4096
+MAX_TARGETS = 16384
 
 
 class _Load:
@@ -298,17 +299,21 @@ class Egress:
                        timeout=d.per_request_timeout_ns / 1e9 if protocol == "http" else 0.0,
                        retry_statuses=d.retry.http_codes if protocol == "http" and d.retry is not None else None,
                        strip_prefix=INTERNAL_HEADER_PREFIX)
-            self._targets[key] = t
+            self._remember(key, t)
         return t
 
     def _target(self, live, app, d) -> Target:
         ep = d.endpoint
+        retry = d.retry
+        # The route's per-try timeout, not the decision's: a retry's is cut to what is left
+        # of the deadline (a clock-derived value that made this cache grow without bound);
+        # the engine's request timer enforces the deadline itself.
+        per_try_ns = retry.per_try_ns if retry is not None and retry.max_retries else 0
         key = (live.generation, app.mesh, app.principal, d.target, ep.id, ep.address, ep.port,
-               d.per_request_timeout_ns, d.per_try_timeout_ns, d.route, d.service)
+               d.per_request_timeout_ns, per_try_ns, d.route, d.service)
         t = self._targets.get(key)
         if t is not None:
             return t
-        retry = d.retry
         # Through a meshd ingress (mTLS) when the instance names one; else directly, in plaintext.
         snap = self.view.snapshot(app.mesh)
         inst = (snap.instances.get(d.target, {}) if snap else {}).get(ep.id)
@@ -316,13 +321,18 @@ class Egress:
         ssl_ctx, hostname = self.tls.client_context(app, d.service or "", d.target, ("h2",)) if via_ingress else (None, None)
         t = Target(ep.address, ep.port, ssl=ssl_ctx, server_hostname=hostname,
                    headers=((INSTANCE_HEADER, f"{app.mesh}/{d.target}/{ep.id}"), (SERVICE_HEADER, d.service or "")),
-                   timeout=d.per_request_timeout_ns / 1e9,
-                   try_timeout=d.per_try_timeout_ns / 1e9 if retry is not None and retry.max_retries else 0.0,
+                   timeout=d.per_request_timeout_ns / 1e9, try_timeout=per_try_ns / 1e9,
                    retry_statuses=retry.http_codes if retry is not None else None,
                    retry_grpc=retry.grpc_codes if retry is not None else None,
                    strip_prefix=INTERNAL_HEADER_PREFIX)
-        self._targets[key] = t
+        self._remember(key, t)
         return t
+
+    def _remember(self, key: tuple, t: Target) -> None:
+        """Keep a Target; the cache is bounded (endpoints churn within a generation)."""
+        if len(self._targets) >= MAX_TARGETS:
+            self._targets.clear()
+        self._targets[key] = t
 
     def _feed(self, x, b: _Binding, kind: int, code: int):
         """Hand an attempt's result to the router; count an outlier ejection it caused."""

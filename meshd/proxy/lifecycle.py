@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import queue
+import sys
 import threading
 import time
 from typing import Callable, Iterator
@@ -42,6 +44,12 @@ FIRST_SNAPSHOT_WAIT_SECONDS = 10.0
 # after half a second, then doubling up to this cap.
 REGISTER_RETRY_FIRST_S = 0.5
 REGISTER_RETRY_MAX_S = 5.0
+# Configuration changes are compiled once the watch has been quiet this long, and at the
+# latest this long after the first change (a burst of writes costs one compile).
+CONFIG_QUIET_SECONDS = 0.02
+CONFIG_MAX_DELAY_SECONDS = 0.1
+GIL_SWITCH_SECONDS = 0.001
+LOOP_LAG_PERIOD_SECONDS = 0.01
 # A local instance that refused the ingress's connection is probed this often until it listens.
 REVIVE_PROBE_SECONDS = 0.5
 # The certificate thread wakes when a renewal or retry is due, and at least this often (or
@@ -80,6 +88,7 @@ class MeshRuntime:
         self._cert_lock = threading.Lock()  # one renewal pass at a time
         self._thread: threading.Thread | None = None
         self._watcher: threading.Thread | None = None
+        self._responses: queue.Queue = queue.Queue()
         self.gateways = GatewayListeners(
             config.gateways, loop=self.loop, view=view, egress=self.egress, observe=self.observe, certs=certs,
             config=config, listeners=self.listeners, active=lambda: self._active, claim=claim_gateway)
@@ -95,8 +104,14 @@ class MeshRuntime:
 
     # -- lifecycle --------------------------------------------------------------------
     def start(self) -> "MeshRuntime":
+        # The config thread compiles route tables beside the data-plane loop; both need the
+        # GIL, and a thread that wants it waits up to the switch interval (5 ms by default).
+        # 1 ms bounds what a compile can cost a request waiting on the loop.
+        if sys.getswitchinterval() > GIL_SWITCH_SECONDS:
+            sys.setswitchinterval(GIL_SWITCH_SECONDS)
         self._thread = threading.Thread(target=self.loop.run_forever, name="dataplane", daemon=True)
         self._thread.start()
+        self.loop.call_soon_threadsafe(self._watch_lag)
         # The local nodes' first certificates, here rather than on the loop: signing may wait
         # on etcd or a remote signer, and the ingress needs them before it listens.
         for app in self.config.apps:
@@ -106,6 +121,8 @@ class MeshRuntime:
         self._synced = threading.Event()
         self._watcher = threading.Thread(target=self._pump, name="config-watch", daemon=True)
         self._watcher.start()
+        self._configurer = threading.Thread(target=self._configure, name="config-compile", daemon=True)
+        self._configurer.start()
         if not self._synced.wait(FIRST_SNAPSHOT_WAIT_SECONDS):
             log.warning("no configuration snapshot yet; serving without one",
                         extra={"waited_s": FIRST_SNAPSHOT_WAIT_SECONDS})
@@ -117,6 +134,22 @@ class MeshRuntime:
         self._register_pending()
         self._registrar = supervised("registrar", self._registrar_loop, self._stopping)
         return self
+
+    def _watch_lag(self) -> None:
+        """Every LOOP_LAG_PERIOD_SECONDS: how late this timer ran is how long the loop was
+        blocked (a compile, a slow hook, GIL contention); exported as loop-lag metrics."""
+        metrics = self.observe.metrics
+        worst = [0.0]
+
+        def tick(due: float) -> None:
+            lag = max(0.0, self.loop.time() - due)
+            metrics.loop_lag.observe(lag)
+            if lag > worst[0]:
+                worst[0] = lag
+                metrics.loop_lag_max.set(lag)
+            if self._active:
+                self.loop.call_later(LOOP_LAG_PERIOD_SECONDS, tick, self.loop.time() + LOOP_LAG_PERIOD_SECONDS)
+        self.loop.call_later(LOOP_LAG_PERIOD_SECONDS, tick, self.loop.time() + LOOP_LAG_PERIOD_SECONDS)
 
     def _call(self, coro, timeout: float = 30.0):
         return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout)
@@ -255,18 +288,51 @@ class MeshRuntime:
 
     # -- configuration ----------------------------------------------------------------
     def _pump(self) -> None:
-        """Feed Watch responses to the view on the loop thread; resume until stopped."""
+        """The watch thread: hand Watch responses to the config thread; resume until stopped."""
         while self._active:
             try:
                 for resp in self.watch_source(lambda: self._active):
-                    self.loop.call_soon_threadsafe(self._apply, resp)
+                    self._responses.put(resp)
             except Exception as err:  # noqa: BLE001 - the watch resumes; routing keeps its last table
                 log.warning("config watch interrupted; routing on the last table", extra={"error": str(err)})
                 time.sleep(0.5)
 
-    def _apply(self, resp) -> None:
-        self.view.apply(resp)
-        published = self.view.flush()
+    def _configure(self) -> None:
+        """The config thread: fold responses into the view and compile changed meshes, off
+        the data-plane loop. Instance changes go to the loop at once; a configuration change
+        is compiled once no other arrives for CONFIG_QUIET_SECONDS (or CONFIG_MAX_DELAY_SECONDS
+        after the first), so a burst of writes costs one compile, then the loop only swaps
+        the result in."""
+        while self._active:
+            try:
+                resp = self._responses.get(timeout=0.5)
+            except queue.Empty:
+                continue
+            last, synced = resp, resp.snapshot_done
+            self._fold(resp)
+            if self.view.dirty:
+                first = time.monotonic()
+                while self._active:
+                    wait = min(CONFIG_QUIET_SECONDS, first + CONFIG_MAX_DELAY_SECONDS - time.monotonic())
+                    if wait <= 0:
+                        break
+                    try:
+                        resp = self._responses.get(timeout=wait)
+                    except queue.Empty:
+                        break
+                    last, synced = resp, synced or resp.snapshot_done
+                    self._fold(resp)
+            prepared = self.view.prepare() if self.view.dirty else []
+            self.loop.call_soon_threadsafe(self._publish, prepared, last, synced)
+
+    def _fold(self, resp) -> None:
+        changes = self.view.apply(resp)
+        if changes:
+            self.loop.call_soon_threadsafe(self.view.push_endpoints, changes)
+
+    def _publish(self, prepared, resp, synced: bool) -> None:
+        """On the loop: swap the compiled generations in, and tell what depends on them."""
+        published = self.view.publish(prepared)
         if published:
             self.egress.config_changed()
             self.inbound.config_changed()
@@ -274,7 +340,7 @@ class MeshRuntime:
             self.gateways.changed()
             self._config_changed.set()
         self.observe.applied(resp, published, self.view)
-        if resp.snapshot_done:
+        if synced:
             self._synced.set()
 
     def _sync_health_checks(self) -> None:

@@ -202,3 +202,39 @@ def test_a_health_verdict_keeps_the_endpoints_other_state(build):
     assert held.endpoint is a0
     _health(r, "a", set())
     assert r.endpoints("a")[0] is a0 and a0.healthy
+
+
+@pytest.mark.hardening
+def test_a_new_table_generation_adopts_ejections_in_flight_counts_and_budgets(build):
+    """Each configuration change builds a new router; `adopt` carries the old one's live
+    state over for what still exists, so an ejected endpoint stays ejected, requests that
+    finish on the old table give their counts back to the endpoints now balanced over, and
+    an endpoint that changed address starts fresh."""
+    od = OutlierDetection(max_server_errors=1, interval_ms=10_000, base_ejection_ms=30_000, max_ejection_percent=50)
+    nodes = (VirtualNode("a", outlier=od),)
+    old = build([http_route("x")], nodes=nodes, n_endpoints=4)
+    t0 = 10**12
+    d = http(old, now_ns=t0)
+    bad = d.endpoint.id
+    old.result(d, C.RESULT_HTTP, 500, t0)        # ejects `bad` for 30 s
+    assert old.ejected("a", t0) == 1
+    inflight = http(old, now_ns=t0)              # still running when the table changes
+    assert inflight.endpoint.active == 1
+    new = build([http_route("x"), http_route("y", "/y")], nodes=nodes, n_endpoints=4)
+    new.adopt(old)
+    assert new.ejected("a", t0 + 1) == 1
+    picked = set()
+    for _ in range(12):
+        d = http(new, now_ns=t0 + 1)
+        picked.add(d.endpoint.id)
+        new.release(d)
+    assert bad not in picked and len(picked) == 3
+    moved = {e.id: e for e in new.endpoints("a")}[inflight.endpoint.id]
+    assert moved is inflight.endpoint and moved.active == 1
+    old.result(inflight, C.RESULT_HTTP, 200, t0 + 2)
+    assert moved.active == 0
+    # Not carried: a node's endpoint whose address changed is a new endpoint.
+    other = build([http_route("x")], nodes=nodes, n_endpoints=4)
+    other.set_endpoints("a", [Endpoint(e.id, "10.9.9.9", 1) for e in endpoints("a", 4)])
+    other.adopt(new)
+    assert other.ejected("a", t0 + 1) == 0
