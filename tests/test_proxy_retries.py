@@ -55,6 +55,21 @@ def test_retries_wait_the_routers_jittered_backoff(mesh_factory):
     assert statistics.median(gaps) < 0.025 + 0.015, gaps
 
 
+def test_retries_under_a_deadline_reuse_one_upstream_target(mesh_factory):
+    """A retry's per-try timeout is cut to what is left of the request's deadline, a value
+    that differs every time: the Target cache must not key on it (it grew by one entry per
+    retry, without bound)."""
+    o = TimedOrigin("a")
+    m = mesh_factory({"i-a": o}, {"i-a": "api-v1"}, targets={"api-v1": 1}, retry=RETRY,
+                     timeout={"perRequest": {"unit": "s", "value": 1}})
+    call = m.client()
+    m.wait_routable(call)
+    for i in range(40):
+        assert call(b"%d" % i, timeout=5) == b"a:%d" % i
+    assert len(o.arrivals) >= 55  # about every other call was retried
+    assert m.a.runtime.egress.cached_targets <= 2
+
+
 def _load(call, seconds, workers=4):
     """`workers` callers at full speed for `seconds`: (ok count, [errors])."""
     ok, errors, stop = [0], [], time.monotonic() + seconds

@@ -105,6 +105,11 @@ class Egress:
         for c in list(self._callers):
             c.live = None
 
+    @property
+    def cached_targets(self) -> int:
+        """Upstream Targets kept for the live generations (bounded by MAX_TARGETS)."""
+        return len(self._targets)
+
     def in_flight(self) -> dict[str, int]:
         """Requests routed and not yet completed, per "mesh/target node"."""
         return {f"{mesh}/{node}": load.n for (mesh, node), load in self._loads.items()}
