@@ -140,6 +140,9 @@ cdef int _srv_on_data(nghttp2_session *s, uint8_t flags, int32_t sid, const uint
             nghttp2_session_consume(s, sid, n)    # nobody will forward it; keep windows open
             return 0
         _append(x.req_buf, data, n)
+        # The connection window is credited now that the bytes are ours; the stream window
+        # only when upstream took them (_read_request_body). See _exchange.pxi.
+        nghttp2_session_consume_connection(s, n)
         if x.replayable and PyByteArray_GET_SIZE(x.req_buf) > x.engine.retry_buffer:
             x.replayable = False      # too big to keep for a retry; stream it from now on
         x.request_progress()
@@ -249,6 +252,7 @@ cdef int _cli_on_data(nghttp2_session *s, uint8_t flags, int32_t sid, const uint
             nghttp2_session_consume(s, sid, n)
             return 0
         _append(x.resp_buf, data, n)
+        nghttp2_session_consume_connection(s, n)    # the stream's credit waits for downstream
         x.response_progress()
         return 0
     except BaseException:

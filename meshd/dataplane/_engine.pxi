@@ -65,7 +65,7 @@ cdef class Engine:
         nghttp2_option_new(&self.client_opt)
 
     def __init__(self, decide, retry=None, *, loop=None, int max_concurrent_streams=256,
-                 int stream_window=1 << 20, int connection_window=4 << 20,
+                 int stream_window=1 << 20, int connection_window=16 << 20,
                  int max_header_list=65536, double header_timeout=10.0, double idle_timeout=300.0,
                  double upstream_idle_timeout=60.0, int upstream_max_streams=100,
                  int retry_buffer=65536, complete=None, double connect_timeout=5.0,
@@ -83,6 +83,11 @@ cdef class Engine:
         self.listeners = []
         self.max_concurrent = max_concurrent_streams
         self.up_max_streams = upstream_max_streams
+        # stream_window (SETTINGS_INITIAL_WINDOW_SIZE, both sides) is the per-stream buffer
+        # bound: what one stalled reader can make the relay hold (Envoy's per-stream buffer
+        # limit). connection_window is the receive window of each connection, credited as soon
+        # as bytes are buffered, so it bounds bytes in flight, not memory: large, so that many
+        # busy streams are not throttled by it (see _exchange.pxi).
         self.stream_window = stream_window
         self.conn_window = max(connection_window, stream_window)
         self.max_header_list = max_header_list
@@ -251,6 +256,20 @@ cdef class Engine:
     def downstream_connections(self):
         """Downstream connections currently open."""
         return len(self.servers)
+
+    @property
+    def buffered_bytes(self):
+        """Body bytes the relay holds in its stream buffers, both directions, all connections.
+
+        Each stream holds at most stream_window bytes of response body, and at most
+        stream_window + retry_buffer of request body (the retained copy for a retry)."""
+        cdef ServerConn s
+        cdef Exchange x
+        cdef Py_ssize_t n = 0
+        for s in self.servers:
+            for x in s.streams.values():
+                n += PyByteArray_GET_SIZE(x.req_buf) + PyByteArray_GET_SIZE(x.resp_buf)
+        return n
 
     @property
     def open_streams(self):

@@ -1,9 +1,15 @@
 # One request/response relay: a downstream stream paired with the current upstream attempt.
 #
-# Flow control (RFC 9113 §5.2, §6.9): both sessions run with no_auto_window_update, so a
-# received DATA byte is credited back to its sender (nghttp2_session_consume) only when the
-# other side's session has copied it into an outgoing frame. Our buffers are therefore bounded
-# by the windows we advertise; a slow reader stalls its writer instead of growing memory.
+# Flow control (RFC 9113 §5.2, §6.9): both sessions run with no_auto_window_update and credit
+# the two windows apart, as Envoy's HTTP/2 codec bounds each stream by its own buffer limit:
+#   - the connection window as soon as a DATA byte is in a relay buffer (the receive
+#     callbacks in _conn.pxi, nghttp2_session_consume_connection);
+#   - the stream window only when the other side's session has copied the byte into an
+#     outgoing frame (the read callbacks below, nghttp2_session_consume_stream).
+# A stream whose reader stalls therefore holds at most its own stream window here and stalls
+# only its own sender: it never uses up the connection window that the other streams of the
+# connection (a pooled upstream shared by every caller, or another meshd's pooled connection
+# into our listener) need. Memory stays bounded by stream window x open streams.
 
 cdef enum:
     SUBMIT_REQUEST = 0
@@ -104,7 +110,7 @@ cdef ssize_t _read_request_body(nghttp2_session *s, int32_t sid, uint8_t *buf, s
             pos = x.req_base + x.req_off
             if pos > x.req_credited:
                 if x.down.session != NULL:
-                    nghttp2_session_consume(x.down.session, x.down_sid, pos - x.req_credited)
+                    nghttp2_session_consume_stream(x.down.session, x.down_sid, pos - x.req_credited)
                     _mark(x.down)
                 x.req_credited = pos
             if not x.replayable:
@@ -136,7 +142,7 @@ cdef ssize_t _read_response_body(nghttp2_session *s, int32_t sid, uint8_t *buf, 
             del x.resp_buf[:n]
             x.head.bytes_sent += n
             if x.up is not None and x.up.session != NULL:
-                nghttp2_session_consume(x.up.session, x.up_sid, n)
+                nghttp2_session_consume_stream(x.up.session, x.up_sid, n)
                 _mark(x.up)
             if n == avail and x.resp_eof:
                 _end_body(flags, x.resp_trailers, s, sid)
@@ -295,10 +301,9 @@ cdef class Exchange:
             return
         if self.up_sid > 0:
             if c.session != NULL:
+                # What resp_buf drops needs no credit: the connection window had it on
+                # arrival, and the stream is closed or reset here.
                 nghttp2_session_set_stream_user_data(c.session, self.up_sid, NULL)
-                if PyByteArray_GET_SIZE(self.resp_buf):
-                    # Credit what we drop, or the connection window would leak.
-                    nghttp2_session_consume(c.session, self.up_sid, PyByteArray_GET_SIZE(self.resp_buf))
                 if not self.up_closed and code:
                     nghttp2_submit_rst_stream(c.session, NGHTTP2_FLAG_NONE, self.up_sid, code)
                     C.resets_sent += 1
@@ -420,11 +425,12 @@ cdef class Exchange:
         _mark(self.down)
 
     cdef void credit_rest(self) except *:
-        # Hand back flow-control credit for request bytes that will never be forwarded.
+        # Hand back the stream's credit for request bytes that will never be forwarded (the
+        # connection's was given when they arrived).
         cdef Py_ssize_t total = self.req_base + PyByteArray_GET_SIZE(self.req_buf)
         if total > self.req_credited:
             if self.down.session != NULL:
-                nghttp2_session_consume(self.down.session, self.down_sid, total - self.req_credited)
+                nghttp2_session_consume_stream(self.down.session, self.down_sid, total - self.req_credited)
                 _mark(self.down)
             self.req_credited = total
         self.req_buf = bytearray()

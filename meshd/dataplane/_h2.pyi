@@ -77,6 +77,7 @@ class Pool:
 class Engine:
     open_streams: int
     downstream_connections: int
+    buffered_bytes: int         # body bytes held in stream buffers, both directions
     def __init__(self, decide: Decide, retry: Optional[Retry] = ..., *,
                  loop: Optional[asyncio.AbstractEventLoop] = ..., max_concurrent_streams: int = ...,
                  stream_window: int = ..., connection_window: int = ..., max_header_list: int = ...,

@@ -149,6 +149,8 @@ cdef extern from "nghttp2/nghttp2.h":
     void *nghttp2_session_get_stream_user_data(nghttp2_session *s, int32_t sid)
     int nghttp2_session_set_stream_user_data(nghttp2_session *s, int32_t sid, void *data)
     int nghttp2_session_consume(nghttp2_session *s, int32_t sid, size_t size)
+    int nghttp2_session_consume_connection(nghttp2_session *s, size_t size)
+    int nghttp2_session_consume_stream(nghttp2_session *s, int32_t sid, size_t size)
     int nghttp2_session_resume_data(nghttp2_session *s, int32_t sid)
     int nghttp2_session_set_local_window_size(nghttp2_session *s, uint8_t flags, int32_t sid,
                                               int32_t size)
