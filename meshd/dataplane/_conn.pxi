@@ -130,6 +130,19 @@ cdef int _srv_on_frame_recv(nghttp2_session *s, const nghttp2_frame *frame, void
         return NGHTTP2_ERR_CALLBACK_FAILURE
 
 
+cdef int _srv_on_frame_send(nghttp2_session *s, const nghttp2_frame *frame, void *ud) noexcept:
+    # Only our own complete responses to requests still arriving need this (Exchange.respond).
+    cdef Exchange x
+    if not (frame.hd.flags & NGHTTP2_FLAG_END_STREAM):
+        return 0
+    x = _stream_exchange(s, frame.hd.stream_id)
+    if x is not None and x.rst_after_response:
+        x.rst_after_response = False
+        if not x.req_eof:
+            nghttp2_submit_rst_stream(s, NGHTTP2_FLAG_NONE, frame.hd.stream_id, NGHTTP2_NO_ERROR)
+    return 0
+
+
 cdef int _srv_on_data(nghttp2_session *s, uint8_t flags, int32_t sid, const uint8_t *data,
                       size_t n, void *ud) noexcept:
     cdef Exchange x = _stream_exchange(s, sid)

@@ -54,6 +54,7 @@ cdef class Engine:
         nghttp2_session_callbacks_set_on_begin_headers_callback(self.server_cbs, _srv_on_begin_headers)
         nghttp2_session_callbacks_set_on_header_callback(self.server_cbs, _srv_on_header)
         nghttp2_session_callbacks_set_on_frame_recv_callback(self.server_cbs, _srv_on_frame_recv)
+        nghttp2_session_callbacks_set_on_frame_send_callback(self.server_cbs, _srv_on_frame_send)
         nghttp2_session_callbacks_set_on_data_chunk_recv_callback(self.server_cbs, _srv_on_data)
         nghttp2_session_callbacks_set_on_stream_close_callback(self.server_cbs, _srv_on_close)
         nghttp2_session_callbacks_new(&self.client_cbs)

@@ -416,9 +416,12 @@ cdef class Exchange:
         _submit(SUBMIT_RESPONSE, self.down.session, self.down_sid, flat, NULL, NULL)
         if not self.req_eof and not self.head.grpc:
             # RFC 9113 §8.1: after a complete response the server may stop the request
-            # body with RST_STREAM(NO_ERROR). gRPC clients report that reset as INTERNAL
-            # even after the trailers, so for them the rest of the body is just discarded.
-            nghttp2_submit_rst_stream(self.down.session, NGHTTP2_FLAG_NONE, self.down_sid, NGHTTP2_NO_ERROR)
+            # body with RST_STREAM(NO_ERROR). After: nghttp2 marks a stream closing as soon
+            # as RST_STREAM is queued and then drops the response still queued before it,
+            # so the reset waits for the response's END_STREAM (_srv_on_frame_send). gRPC
+            # clients report that reset as INTERNAL even after the trailers, so for them the
+            # rest of the body is just discarded.
+            self.rst_after_response = True
         self.discard_req = True
         self.credit_rest()
         C.synthetic += 1

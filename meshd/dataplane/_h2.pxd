@@ -126,6 +126,7 @@ cdef class Exchange:
     cdef bint resp_head_done
     cdef bint resp_started
     cdef bint resp_eof
+    cdef bint rst_after_response  # stop the request body once our own response is out
     cdef bint up_closed
     cdef bint down_closed
     # deadlines

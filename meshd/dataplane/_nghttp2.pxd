@@ -110,6 +110,9 @@ cdef extern from "nghttp2/nghttp2.h":
     void nghttp2_session_callbacks_set_on_frame_recv_callback(
         nghttp2_session_callbacks *cbs,
         int (*cb)(nghttp2_session *, const nghttp2_frame *, void *) noexcept)
+    void nghttp2_session_callbacks_set_on_frame_send_callback(
+        nghttp2_session_callbacks *cbs,
+        int (*cb)(nghttp2_session *, const nghttp2_frame *, void *) noexcept)
     void nghttp2_session_callbacks_set_on_begin_headers_callback(
         nghttp2_session_callbacks *cbs,
         int (*cb)(nghttp2_session *, const nghttp2_frame *, void *) noexcept)

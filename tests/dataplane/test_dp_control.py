@@ -8,6 +8,7 @@ import pytest
 
 from meshd.dataplane import Failure, RequestHead
 from tests.tcp_listener import Blackhole, Listener
+from tests.dataplane.h2client import H2Client
 from tests.dataplane.harness import (
     EchoOrigin, Refusal, RelayThread, Target, channel, counters, to, unary, wait_for,
 )
@@ -82,6 +83,22 @@ def test_refusal_is_trailers_only_grpc_status():
         assert dict(info.value.trailing_metadata())["x-meshd-reason"] == "no_route"
         assert seen == [("POST", "http", f"127.0.0.1:{relay.port}", "/echo.Echo/Nope", "v", True, 0)]
     finally:
+        relay.stop()
+
+
+def test_h2_answer_before_the_request_body_ended_reaches_the_client():
+    """Our own answer to a request still sending its body (a refusal here, an idle timeout
+    below) arrives complete, and only then is the body stopped (RFC 9113 §8.1)."""
+    relay = RelayThread(lambda h: Refusal(403, reason="not_a_backend"))
+    c = H2Client(relay.port)
+    try:
+        sid = c.request("/upload", b"first bytes", end=False)
+        assert c.pump(lambda: c.streams[sid].done, 10)
+        st = c.streams[sid]
+        assert st.status == 403 and st.headers["x-meshd-reason"] == "not_a_backend"
+        assert c.pump(lambda: st.reset is not None, 5) and st.reset == 0     # NO_ERROR
+    finally:
+        c.close()
         relay.stop()
 
 
