@@ -41,6 +41,7 @@ def counters():
         "protocol_errors": C.protocol_errors,
         "slow_closed": C.slow_closed,
         "ping_timeouts": C.ping_timeouts,
+        "idle_timeouts": C.idle_timeouts,
     }
 
 
@@ -62,17 +63,30 @@ cdef class Target:
     in trailers-only responses) that make the engine ask the retry hook. context: opaque,
     handed back in Failure.target.context. Targets are immutable and meant to be reused:
     the pool key is computed once here.
+
+    idle_timeout: the route's idle timeout in seconds (App Mesh's route `timeout.idle`),
+    winning over the listener's: an HTTP/2 or gRPC stream, an HTTP/1.1 request, or a TCP
+    connection with no byte in either direction for this long is ended (see the engines'
+    stream_idle_timeout / idle_timeout). None (the default) keeps the listener's; 0 turns
+    idleness off for this route.
     """
 
     def __init__(self, str host, int port, ssl=None, str server_hostname=None, headers=(),
                  double timeout=0.0, retry_statuses=None, retry_grpc=None, context=None,
-                 double try_timeout=0.0):
+                 double try_timeout=0.0, idle_timeout=None):
         self.host = host
         self.port = port
         self.ssl = ssl
         self.server_hostname = server_hostname if server_hostname is not None else (host if ssl is not None else None)
         self.timeout = timeout
         self.try_timeout = try_timeout
+        if idle_timeout is None:
+            self.idle_ns = -1
+        elif idle_timeout >= 0:
+            self.idle_timeout = float(idle_timeout)
+            self.idle_ns = <int64_t>(self.idle_timeout * 1e9)
+        else:
+            raise ValueError(f"idle_timeout must be >= 0 or None, not {idle_timeout!r}")
         self.retry_statuses = frozenset(retry_statuses) if retry_statuses else None
         self.retry_grpc = frozenset(retry_grpc) if retry_grpc else None
         self.context = context
@@ -284,6 +298,14 @@ FAILURE_RESPONSES = {
     "goaway": (503, GRPC_UNAVAILABLE, "upstream_goaway"),
     "reset": (502, GRPC_UNAVAILABLE, "upstream_reset"),
     "timeout": (504, GRPC_DEADLINE_EXCEEDED, "request_timeout"),
+    # Envoy's stream idle timeout (ConnectionManagerImpl::ActiveStream::onIdleTimeout with
+    # Http::Utility::maybeRequestTimeoutCode): 408 while the request is still arriving, 504
+    # once it has arrived. Envoy derives the gRPC code from those statuses (UNKNOWN,
+    # UNAVAILABLE); here it is DEADLINE_EXCEEDED as for the request timeout above, since the
+    # stream ran out of time and UNAVAILABLE would invite clients to retry a request the
+    # upstream may have acted on.
+    "idle_timeout": (504, GRPC_DEADLINE_EXCEEDED, "stream_idle_timeout"),
+    "request_idle_timeout": (408, GRPC_DEADLINE_EXCEEDED, "stream_idle_timeout"),
     "route_error": (500, GRPC_INTERNAL, "route_error"),
     "draining": (503, GRPC_UNAVAILABLE, "draining"),
 }

@@ -107,6 +107,7 @@ cdef ssize_t _read_request_body(nghttp2_session *s, int32_t sid, uint8_t *buf, s
             n = avail if <size_t>avail < length else <Py_ssize_t>length
             memcpy(buf, PyByteArray_AS_STRING(x.req_buf) + x.req_off, n)
             x.req_off += n
+            x.active_ns = now_ns()
             pos = x.req_base + x.req_off
             if pos > x.req_credited:
                 if x.down.session != NULL:
@@ -140,6 +141,7 @@ cdef ssize_t _read_response_body(nghttp2_session *s, int32_t sid, uint8_t *buf, 
             n = avail if <size_t>avail < length else <Py_ssize_t>length
             memcpy(buf, PyByteArray_AS_STRING(x.resp_buf), n)
             del x.resp_buf[:n]
+            x.active_ns = now_ns()
             x.head.bytes_sent += n
             if x.up is not None and x.up.session != NULL:
                 nghttp2_session_consume_stream(x.up.session, x.up_sid, n)
@@ -177,7 +179,8 @@ cdef class Exchange:
         x.resp_grpc = -1
         x.out_grpc = -1
         x.out_reason = ""
-        x.start_ns = now_ns()
+        x.start_ns = x.active_ns = now_ns()
+        x.idle_ns = down.stream_idle_ns
         return x
 
     # -- routing ---------------------------------------------------------------------
@@ -190,6 +193,11 @@ cdef class Exchange:
         if type(answer) is Target:
             t = <Target>answer
             self.target = t
+            if t.idle_ns >= 0:
+                # The route's idle timeout wins over the listener's (Envoy: the route's
+                # idle_timeout over the connection manager's stream_idle_timeout).
+                self.idle_ns = t.idle_ns
+                self.engine.note_idle(t.idle_ns)
             if self.head.attempt == 0 and self.timer is None:
                 # The deadline is fixed once, by the smaller of the route timeout and the
                 # caller's grpc-timeout; retries run inside it.
@@ -446,6 +454,23 @@ cdef class Exchange:
         nghttp2_submit_rst_stream(self.down.session, NGHTTP2_FLAG_NONE, self.down_sid, code)
         C.resets_sent += 1
         _mark(self.down)
+
+    cdef void idle_expired(self, int64_t now) except *:
+        """No byte of this stream moved either way for idle_ns: end it both sides.
+
+        Envoy's stream idle timeout: before a response started, a local reply (408 while the
+        request is still arriving, 504 once it has; FAILURE_RESPONSES), after it, a reset.
+        The upstream stream is reset with CANCEL either way (RFC 9113 §8.1). If our own reply
+        is stuck too (its stream window closed), the next expiry resets the stream.
+        """
+        C.idle_timeouts += 1
+        self.active_ns = now
+        self.abandon_up(NGHTTP2_CANCEL)
+        if not self.resp_started:
+            self.respond_kind("idle_timeout" if self.req_eof else "request_idle_timeout")
+        else:
+            self.out_reason = "stream_idle_timeout"
+            self.down_reset(NGHTTP2_CANCEL)
 
     def _on_timeout(self):
         self.timer = None

@@ -137,6 +137,7 @@ class H2Origin:
         self.loop = asyncio.new_event_loop()
         self.stalled = 0            # /stall streams opened
         self.answered = 0
+        self.resets = 0             # RST_STREAM frames received
         ready = threading.Event()
         self.thread = threading.Thread(target=self._run, args=(ready,), daemon=True)
         self.thread.start()
@@ -189,6 +190,8 @@ class _OriginProtocol(asyncio.Protocol):
                     self.conn.increment_flow_control_window(ev.flow_controlled_length)
             elif isinstance(ev, h2.events.StreamEnded):
                 self._answer(ev.stream_id)
+            elif isinstance(ev, h2.events.StreamReset):
+                self.origin.resets += 1
         out = self.conn.data_to_send()
         if out:
             self.transport.write(out)
