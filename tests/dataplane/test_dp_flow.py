@@ -81,6 +81,25 @@ def test_stalled_downloads_do_not_stall_the_pooled_upstream_connection(origin, s
         relay.stop()
 
 
+def test_stalled_downloads_through_two_hops(origin):
+    """Egress relay -> ingress relay -> origin, as between two meshds: the ingress's listener
+    connection is the egress's pooled upstream, so both sides of that connection and the
+    ingress's own pool to the origin carry the stalled streams and everyone else's."""
+    ingress = RelayThread(to(origin.port))
+    egress = RelayThread(to(ingress.port))
+    c = stall_downloads(egress.port, 6)
+    try:
+        settle(origin, 6)
+        assert hundred_calls(egress.port) == 100
+        for relay in (egress, ingress):
+            assert [len(v) for v in relay.call(relay.engine.upstream_connections).values()] == [1]
+            assert buffered(relay) <= 6 * STREAM_WINDOW
+    finally:
+        c.close()
+        egress.stop()
+        ingress.stop()
+
+
 def test_stalled_uploads_do_not_stall_their_downstream_connection():
     """Five uploads on one connection go to an upstream that never reads them; 100 small
     uploads on the same downstream connection (and the same pooled upstream) still finish."""
