@@ -111,12 +111,13 @@ def test_the_outcomes_table_covers_every_reason_the_engines_answer_with():
     from meshd.proxy import outcomes as O
 
     for kind, (http, grpc_code, reason) in FAILURE_RESPONSES.items():
-        row = O.OUTCOMES[reason]
-        assert (row.http_status, row.grpc_status) == (http, grpc_code)
-        assert O.FAILURES[kind] is row
+        row = O.FAILURES[kind]
+        assert (row.reason, row.http_status, row.grpc_status) == (reason, http, grpc_code)
+        assert O.OUTCOMES[reason].feedback == row.feedback  # one reason, one verdict
     for reason, refusal in O.REFUSALS.items():
         row = O.OUTCOMES[reason]
         assert (refusal.http_status, refusal.grpc_status, refusal.reason) == (row.http_status, row.grpc_status, reason)
     # What the caller or this host did is never fed to the router as the upstream's doing.
-    for reason in ("reset", "pool_overflow", "not_a_backend", "identity_refused", "no_endpoint", "draining"):
+    for reason in ("reset", "pool_overflow", "not_a_backend", "identity_refused", "no_endpoint", "draining",
+                   "stream_idle_timeout"):
         assert O.FEEDBACK[reason] == O.RELEASE, reason

@@ -11,6 +11,11 @@ Contract, in one place (see Engine's docstring for options):
 ``head`` has method, scheme, authority, path (str), headers ({name: value}), raw_headers,
 grpc (content-type application/grpc*), attempt, local_port. Nothing else from Python runs
 per request.
+
+Timeouts (App Mesh's `timeout` blocks): Target(timeout=) is the route's perRequest (0: none),
+Target(idle_timeout=) the route's idle; a listener's idle is Engine/H1Engine(stream_idle_timeout=)
+or listen(stream_idle_timeout=), TcpEngine(idle_timeout=) or listen(idle_timeout=). The
+route's wins. The idle timeouts default to App Mesh's 300 s; Target's timeouts to none.
 """
 import os
 

@@ -41,6 +41,7 @@ def counters():
         "protocol_errors": C.protocol_errors,
         "slow_closed": C.slow_closed,
         "ping_timeouts": C.ping_timeouts,
+        "idle_timeouts": C.idle_timeouts,
     }
 
 
@@ -64,17 +65,30 @@ cdef class Target:
     name starts with it are not sent upstream (`headers` are still added): a proxy's own
     headers never cross the edge they are meant for. Targets are immutable and meant to be
     reused: the pool key is computed once here.
+
+    idle_timeout: the route's idle timeout in seconds (App Mesh's route `timeout.idle`),
+    winning over the listener's: an HTTP/2 or gRPC stream, an HTTP/1.1 request, or a TCP
+    connection with no byte in either direction for this long is ended (see the engines'
+    stream_idle_timeout / idle_timeout). None (the default) keeps the listener's; 0 turns
+    idleness off for this route.
     """
 
     def __init__(self, str host, int port, ssl=None, str server_hostname=None, headers=(),
                  double timeout=0.0, retry_statuses=None, retry_grpc=None, context=None,
-                 double try_timeout=0.0, str strip_prefix=""):
+                 double try_timeout=0.0, idle_timeout=None, str strip_prefix=""):
         self.host = host
         self.port = port
         self.ssl = ssl
         self.server_hostname = server_hostname if server_hostname is not None else (host if ssl is not None else None)
         self.timeout = timeout
         self.try_timeout = try_timeout
+        if idle_timeout is None:
+            self.idle_ns = -1
+        elif idle_timeout >= 0:
+            self.idle_timeout = float(idle_timeout)
+            self.idle_ns = <int64_t>(self.idle_timeout * 1e9)
+        else:
+            raise ValueError(f"idle_timeout must be >= 0 or None, not {idle_timeout!r}")
         self.retry_statuses = frozenset(retry_statuses) if retry_statuses else None
         self.retry_grpc = frozenset(retry_grpc) if retry_grpc else None
         self.context = context
@@ -292,47 +306,76 @@ FAILURE_RESPONSES = {
     "goaway": (503, GRPC_UNAVAILABLE, "upstream_goaway"),
     "reset": (502, GRPC_UNAVAILABLE, "upstream_reset"),
     "timeout": (504, GRPC_DEADLINE_EXCEEDED, "request_timeout"),
+    # Envoy's stream idle timeout (ConnectionManagerImpl::ActiveStream::onIdleTimeout with
+    # Http::Utility::maybeRequestTimeoutCode): 408 while the request is still arriving, 504
+    # once it has arrived. Envoy derives the gRPC code from those statuses (UNKNOWN,
+    # UNAVAILABLE); here it is DEADLINE_EXCEEDED as for the request timeout above, since the
+    # stream ran out of time and UNAVAILABLE would invite clients to retry a request the
+    # upstream may have acted on.
+    "idle_timeout": (504, GRPC_DEADLINE_EXCEEDED, "stream_idle_timeout"),
+    "request_idle_timeout": (408, GRPC_DEADLINE_EXCEEDED, "stream_idle_timeout"),
     "route_error": (500, GRPC_INTERNAL, "route_error"),
     "draining": (503, GRPC_UNAVAILABLE, "draining"),
 }
 
 
+# The longest deadline taken from grpc-timeout: 2**62 ns, about 146 years. 99999999H (the
+# grammar's largest value) is 3.6e20 ns and overflows int64; this bound also keeps
+# start + deadline within int64 on any monotonic clock.
+cdef int64_t GRPC_TIMEOUT_MAX_NS = (<int64_t>1) << 62
+
+
 cdef int64_t _parse_grpc_timeout(const uint8_t *v, size_t n) noexcept:
-    # "grpc-timeout" is 1-8 ASCII digits and a unit H M S m u n (gRPC over HTTP/2).
-    cdef int64_t x = 0
+    # "grpc-timeout" is 1-8 ASCII digits and a unit H M S m u n (gRPC over HTTP/2). A value
+    # beyond GRPC_TIMEOUT_MAX_NS, or with more than 8 digits, means "as long as can be": it
+    # is clamped to the maximum, never wrapped. Anything else malformed is ignored (-1).
+    cdef int64_t x = 0, unit_ns
     cdef size_t i
     cdef uint8_t unit
-    if n < 2 or n > 9:
+    if n < 2:
         return -1
     for i in range(n - 1):
         if v[i] < 48 or v[i] > 57:
             return -1
-        x = x * 10 + (v[i] - 48)
+        if i < 8:
+            x = x * 10 + (v[i] - 48)
     unit = v[n - 1]
     if unit == b'H':
-        return x * 3600 * 1000000000
-    if unit == b'M':
-        return x * 60 * 1000000000
-    if unit == b'S':
-        return x * 1000000000
-    if unit == b'm':
-        return x * 1000000
-    if unit == b'u':
-        return x * 1000
-    if unit == b'n':
-        return x
-    return -1
+        unit_ns = 3600 * <int64_t>1000000000
+    elif unit == b'M':
+        unit_ns = 60 * <int64_t>1000000000
+    elif unit == b'S':
+        unit_ns = 1000000000
+    elif unit == b'm':
+        unit_ns = 1000000
+    elif unit == b'u':
+        unit_ns = 1000
+    elif unit == b'n':
+        unit_ns = 1
+    else:
+        return -1
+    if n > 9 or x > GRPC_TIMEOUT_MAX_NS // unit_ns:
+        return GRPC_TIMEOUT_MAX_NS
+    return x * unit_ns
 
 
 cdef bytes _format_grpc_timeout(int64_t ns):
-    # The shortest unit that keeps the value within 8 digits, rounding up to stay >= 1.
+    # The finest unit that keeps the value within the grammar's 8 digits, rounding up to
+    # stay >= 1 (u below 0.1 s, m below 27 h, then S, M, H).
+    cdef int64_t v
     if ns < 1:
         ns = 1
     if ns < 100000000:
         return b"%du" % ((ns + 999) // 1000)
-    if ns < 99999999 * 1000000:
+    if ns < <int64_t>99999999 * 1000000:
         return b"%dm" % ((ns + 999999) // 1000000)
-    return b"%dS" % ((ns + 999999999) // 1000000000)
+    v = (ns + 999999999) // 1000000000
+    if v <= 99999999:
+        return b"%dS" % v
+    v = (v + 59) // 60
+    if v <= 99999999:
+        return b"%dM" % v
+    return b"%dH" % min((v + 59) // 60, 99999999)
 
 
 # -- W3C trace context: the tracer's per-request work, done here in C ----------------------

@@ -119,6 +119,7 @@ cdef int _srv_on_frame_recv(nghttp2_session *s, const nghttp2_frame *frame, void
                 _route(x)
             else:
                 x.req_eof = True     # trailers end the request (RFC 9113 §8.1)
+                x.active_ns = conn.last_recv_ns
                 x.request_progress()
         elif t == NGHTTP2_SETTINGS:
             conn.established = True
@@ -130,16 +131,33 @@ cdef int _srv_on_frame_recv(nghttp2_session *s, const nghttp2_frame *frame, void
         return NGHTTP2_ERR_CALLBACK_FAILURE
 
 
+cdef int _srv_on_frame_send(nghttp2_session *s, const nghttp2_frame *frame, void *ud) noexcept:
+    # Only our own complete responses to requests still arriving need this (Exchange.respond).
+    cdef Exchange x
+    if not (frame.hd.flags & NGHTTP2_FLAG_END_STREAM):
+        return 0
+    x = _stream_exchange(s, frame.hd.stream_id)
+    if x is not None and x.rst_after_response:
+        x.rst_after_response = False
+        if not x.req_eof:
+            nghttp2_submit_rst_stream(s, NGHTTP2_FLAG_NONE, frame.hd.stream_id, NGHTTP2_NO_ERROR)
+    return 0
+
+
 cdef int _srv_on_data(nghttp2_session *s, uint8_t flags, int32_t sid, const uint8_t *data,
                       size_t n, void *ud) noexcept:
     cdef Exchange x = _stream_exchange(s, sid)
     try:
         if x is not None:
             x.head.bytes_received += n
+            x.active_ns = (<ServerConn>ud).last_recv_ns     # feed() read the clock for us
         if x is None or x.discard_req or x.up_closed:
             nghttp2_session_consume(s, sid, n)    # nobody will forward it; keep windows open
             return 0
         _append(x.req_buf, data, n)
+        # The connection window is credited now that the bytes are ours; the stream window
+        # only when upstream took them (_read_request_body). See _exchange.pxi.
+        nghttp2_session_consume_connection(s, n)
         if x.replayable and PyByteArray_GET_SIZE(x.req_buf) > x.engine.retry_buffer:
             x.replayable = False      # too big to keep for a retry; stream it from now on
         x.request_progress()
@@ -224,9 +242,11 @@ cdef int _cli_on_frame_recv(nghttp2_session *s, const nghttp2_frame *frame, void
                     x.resp_status = 0
                     return 0
                 x.resp_head_done = True
+                x.active_ns = conn.last_recv_ns
                 x.on_response_head(frame.hd.flags & NGHTTP2_FLAG_END_STREAM)
             else:
                 x.resp_eof = True
+                x.active_ns = conn.last_recv_ns
                 x.response_progress()
         elif t == NGHTTP2_SETTINGS:
             if not (frame.hd.flags & NGHTTP2_FLAG_ACK) and not conn.ready:
@@ -248,7 +268,9 @@ cdef int _cli_on_data(nghttp2_session *s, uint8_t flags, int32_t sid, const uint
         if x is None or x.down_closed:
             nghttp2_session_consume(s, sid, n)
             return 0
+        x.active_ns = (<ClientConn>ud).last_recv_ns
         _append(x.resp_buf, data, n)
+        nghttp2_session_consume_connection(s, n)    # the stream's credit waits for downstream
         x.response_progress()
         return 0
     except BaseException:
@@ -407,6 +429,7 @@ cdef class ServerConn(Conn):
     def __cinit__(self, Engine engine):
         self.engine = engine
         self.streams = {}
+        self.stream_idle_ns = engine.stream_idle_ns
 
     def connection_made(self, transport):
         cdef Engine e = self.engine

@@ -47,6 +47,21 @@ cdef class Engine:
     when an attempt failed before any response byte went downstream and the request body
     (at most retry_buffer bytes) is still held; None gives up with the default response.
     Both run on the event loop and must not block.
+
+    Timeouts, in seconds (0 turns one off):
+      header_timeout: a connection's preface and each request's header block must arrive
+        within it (slowloris); idle_timeout: a downstream connection with no open stream
+        for this long is sent GOAWAY (Envoy's HTTP idle_timeout); upstream_idle_timeout:
+        the same for pooled upstream connections; connect_timeout, ping_interval,
+        ping_timeout: see below.
+      stream_idle_timeout: a stream with no byte moving in either direction for this long
+        is ended, as Envoy's stream idle timeout: answered 408 (request still arriving) or
+        504 (request received, no response yet), or reset both ways once the response has
+        started. App Mesh's listener `timeout.{http2,grpc}.idle`, 300 s by default. A
+        listener may set its own (listen(stream_idle_timeout=)); a route's Target.idle_timeout
+        wins over both. One sweeper per engine checks every stream's last activity, so the
+        cost per byte is one stored clock reading and expiry is up to a quarter of the
+        shortest timeout late (at most 1 s).
     """
 
     def __cinit__(self, *args, **kwargs):
@@ -54,6 +69,7 @@ cdef class Engine:
         nghttp2_session_callbacks_set_on_begin_headers_callback(self.server_cbs, _srv_on_begin_headers)
         nghttp2_session_callbacks_set_on_header_callback(self.server_cbs, _srv_on_header)
         nghttp2_session_callbacks_set_on_frame_recv_callback(self.server_cbs, _srv_on_frame_recv)
+        nghttp2_session_callbacks_set_on_frame_send_callback(self.server_cbs, _srv_on_frame_send)
         nghttp2_session_callbacks_set_on_data_chunk_recv_callback(self.server_cbs, _srv_on_data)
         nghttp2_session_callbacks_set_on_stream_close_callback(self.server_cbs, _srv_on_close)
         nghttp2_session_callbacks_new(&self.client_cbs)
@@ -65,11 +81,11 @@ cdef class Engine:
         nghttp2_option_new(&self.client_opt)
 
     def __init__(self, decide, retry=None, *, loop=None, int max_concurrent_streams=256,
-                 int stream_window=1 << 20, int connection_window=4 << 20,
+                 int stream_window=1 << 20, int connection_window=16 << 20,
                  int max_header_list=65536, double header_timeout=10.0, double idle_timeout=300.0,
                  double upstream_idle_timeout=60.0, int upstream_max_streams=100,
                  int retry_buffer=65536, complete=None, double connect_timeout=5.0,
-                 double ping_interval=0.0, double ping_timeout=2.0):
+                 double ping_interval=0.0, double ping_timeout=2.0, double stream_idle_timeout=300.0):
         self.decide_cb = decide
         self.retry_cb = retry
         # complete(head, target, http_status, grpc_status, reason, duration_ns): once per
@@ -83,11 +99,19 @@ cdef class Engine:
         self.listeners = []
         self.max_concurrent = max_concurrent_streams
         self.up_max_streams = upstream_max_streams
+        # stream_window (SETTINGS_INITIAL_WINDOW_SIZE, both sides) is the per-stream buffer
+        # bound: what one stalled reader can make the relay hold (Envoy's per-stream buffer
+        # limit). connection_window is the receive window of each connection, credited as soon
+        # as bytes are buffered, so it bounds bytes in flight, not memory: large, so that many
+        # busy streams are not throttled by it (see _exchange.pxi).
         self.stream_window = stream_window
         self.conn_window = max(connection_window, stream_window)
         self.max_header_list = max_header_list
         self.header_timeout_ns = <int64_t>(header_timeout * 1e9)
         self.idle_timeout_ns = <int64_t>(idle_timeout * 1e9)
+        self.min_idle_ns = 0
+        self.stream_idle_ns = <int64_t>(max(0.0, stream_idle_timeout) * 1e9)
+        self.note_idle(self.stream_idle_ns)
         self.up_idle_ns = <int64_t>(upstream_idle_timeout * 1e9)
         # An upstream that does not become usable (TCP connect, TLS, the peer's first
         # SETTINGS) within this fails its waiting requests with connect_error, which the
@@ -131,6 +155,10 @@ cdef class Engine:
             self.pools[t.key] = p
         return <Pool>p
 
+    cdef void note_idle(self, int64_t idle_ns) noexcept:
+        if idle_ns > 0 and (self.min_idle_ns == 0 or idle_ns < self.min_idle_ns):
+            self.min_idle_ns = idle_ns
+
     def protocol_factory(self):
         """A downstream protocol for loop.create_server(engine.protocol_factory, ..., ssl=ctx)."""
         if self.loop is None:
@@ -139,28 +167,50 @@ cdef class Engine:
             self._sweep()
         return ServerConn(self)
 
-    async def listen(self, host="127.0.0.1", int port=0, ssl=None, **kwargs):
-        """Start an HTTP/2 listener (ALPN h2 when ssl is an SSLContext); returns the asyncio Server."""
+    def listener_factory(self, stream_idle_timeout=None):
+        """protocol_factory for a listener with its own stream_idle_timeout (None: the engine's)."""
+        cdef int64_t idle_ns
+        if stream_idle_timeout is None:
+            return self.protocol_factory
+        idle_ns = <int64_t>(max(0.0, float(stream_idle_timeout)) * 1e9)
+        self.note_idle(idle_ns)
+
+        def factory():
+            cdef ServerConn c = <ServerConn>self.protocol_factory()
+            c.stream_idle_ns = idle_ns
+            return c
+        return factory
+
+    async def listen(self, host="127.0.0.1", int port=0, ssl=None, *, stream_idle_timeout=None, **kwargs):
+        """Start an HTTP/2 listener (ALPN h2 when ssl is an SSLContext); returns the asyncio Server.
+
+        stream_idle_timeout: this listener's stream idle timeout in seconds (App Mesh's
+        listener `timeout.{http2,grpc}.idle`); None keeps the engine's."""
         if self.loop is None:
             self.loop = asyncio.get_running_loop()
-        server = await self.loop.create_server(self.protocol_factory, host, port, ssl=ssl, **kwargs)
+        server = await self.loop.create_server(self.listener_factory(stream_idle_timeout), host, port,
+                                               ssl=ssl, **kwargs)
         self.listeners.append(server)
         if self.sweeper is None:
             self._sweep()
         return server
 
     def _sweep(self):
-        """Once per period: close slow (slowloris) and idle downstream connections, expire idle upstreams."""
+        """Once per period: close slow (slowloris) and idle downstream connections, end idle
+        streams, expire idle upstreams."""
         cdef int64_t now = now_ns()
         cdef ServerConn s
         cdef ClientConn c
         cdef Pool p
         period = max(0.05, min(1.0, self.header_timeout_ns / 4e9, self.up_idle_ns / 4e9,
-                               (self.ping_interval_ns or self.up_idle_ns) / 4e9))
+                               (self.ping_interval_ns or self.up_idle_ns) / 4e9,
+                               (self.min_idle_ns or self.up_idle_ns) / 4e9))
         self.sweeper = self.loop.call_later(period, self._sweep)
         for s in list(self.servers):
             if s.closing:
                 continue
+            if s.streams:
+                self.check_idle(s, now)
             if ((not s.established and now - s.opened_ns > self.header_timeout_ns)
                     or (s.partial and now - s.partial_since_ns > self.header_timeout_ns)):
                 C.slow_closed += 1
@@ -180,6 +230,20 @@ cdef class Engine:
                         _mark(c)
                     c.close_now()
         _flush_dirty(self)
+
+    cdef void check_idle(self, ServerConn s, int64_t now) except *:
+        # A scan of the connection's streams per sweep, instead of a timer per stream re-armed
+        # on every frame (what Envoy's resetIdleTimer does, and its TODO suggests replacing).
+        cdef Exchange x
+        cdef list expired = None
+        for x in s.streams.values():
+            if x.idle_ns > 0 and x.head_done and not x.down_closed and now - x.active_ns > x.idle_ns:
+                if expired is None:
+                    expired = []
+                expired.append(x)
+        if expired is not None:
+            for x in expired:
+                x.idle_expired(now)
 
     cdef void check_alive(self, ClientConn c, int64_t now) except *:
         if c.ping_sent_ns and c.last_recv_ns >= c.ping_sent_ns:
@@ -251,6 +315,20 @@ cdef class Engine:
     def downstream_connections(self):
         """Downstream connections currently open."""
         return len(self.servers)
+
+    @property
+    def buffered_bytes(self):
+        """Body bytes the relay holds in its stream buffers, both directions, all connections.
+
+        Each stream holds at most stream_window bytes of response body, and at most
+        stream_window + retry_buffer of request body (the retained copy for a retry)."""
+        cdef ServerConn s
+        cdef Exchange x
+        cdef Py_ssize_t n = 0
+        for s in self.servers:
+            for x in s.streams.values():
+                n += PyByteArray_GET_SIZE(x.req_buf) + PyByteArray_GET_SIZE(x.resp_buf)
+        return n
 
     @property
     def open_streams(self):

@@ -1,9 +1,15 @@
 # One request/response relay: a downstream stream paired with the current upstream attempt.
 #
-# Flow control (RFC 9113 §5.2, §6.9): both sessions run with no_auto_window_update, so a
-# received DATA byte is credited back to its sender (nghttp2_session_consume) only when the
-# other side's session has copied it into an outgoing frame. Our buffers are therefore bounded
-# by the windows we advertise; a slow reader stalls its writer instead of growing memory.
+# Flow control (RFC 9113 §5.2, §6.9): both sessions run with no_auto_window_update and credit
+# the two windows apart, as Envoy's HTTP/2 codec bounds each stream by its own buffer limit:
+#   - the connection window as soon as a DATA byte is in a relay buffer (the receive
+#     callbacks in _conn.pxi, nghttp2_session_consume_connection);
+#   - the stream window only when the other side's session has copied the byte into an
+#     outgoing frame (the read callbacks below, nghttp2_session_consume_stream).
+# A stream whose reader stalls therefore holds at most its own stream window here and stalls
+# only its own sender: it never uses up the connection window that the other streams of the
+# connection (a pooled upstream shared by every caller, or another meshd's pooled connection
+# into our listener) need. Memory stays bounded by stream window x open streams.
 
 cdef enum:
     SUBMIT_REQUEST = 0
@@ -101,10 +107,11 @@ cdef ssize_t _read_request_body(nghttp2_session *s, int32_t sid, uint8_t *buf, s
             n = avail if <size_t>avail < length else <Py_ssize_t>length
             memcpy(buf, PyByteArray_AS_STRING(x.req_buf) + x.req_off, n)
             x.req_off += n
+            x.active_ns = now_ns()
             pos = x.req_base + x.req_off
             if pos > x.req_credited:
                 if x.down.session != NULL:
-                    nghttp2_session_consume(x.down.session, x.down_sid, pos - x.req_credited)
+                    nghttp2_session_consume_stream(x.down.session, x.down_sid, pos - x.req_credited)
                     _mark(x.down)
                 x.req_credited = pos
             if not x.replayable:
@@ -134,9 +141,10 @@ cdef ssize_t _read_response_body(nghttp2_session *s, int32_t sid, uint8_t *buf, 
             n = avail if <size_t>avail < length else <Py_ssize_t>length
             memcpy(buf, PyByteArray_AS_STRING(x.resp_buf), n)
             del x.resp_buf[:n]
+            x.active_ns = now_ns()
             x.head.bytes_sent += n
             if x.up is not None and x.up.session != NULL:
-                nghttp2_session_consume(x.up.session, x.up_sid, n)
+                nghttp2_session_consume_stream(x.up.session, x.up_sid, n)
                 _mark(x.up)
             if n == avail and x.resp_eof:
                 _end_body(flags, x.resp_trailers, s, sid)
@@ -171,7 +179,8 @@ cdef class Exchange:
         x.resp_grpc = -1
         x.out_grpc = -1
         x.out_reason = ""
-        x.start_ns = now_ns()
+        x.start_ns = x.active_ns = now_ns()
+        x.idle_ns = down.stream_idle_ns
         return x
 
     # -- routing ---------------------------------------------------------------------
@@ -184,6 +193,11 @@ cdef class Exchange:
         if type(answer) is Target:
             t = <Target>answer
             self.target = t
+            if t.idle_ns >= 0:
+                # The route's idle timeout wins over the listener's (Envoy: the route's
+                # idle_timeout over the connection manager's stream_idle_timeout).
+                self.idle_ns = t.idle_ns
+                self.engine.note_idle(t.idle_ns)
             if self.head.attempt == 0 and self.timer is None:
                 # The deadline is fixed once, by the smaller of the route timeout and the
                 # caller's grpc-timeout; retries run inside it.
@@ -315,10 +329,9 @@ cdef class Exchange:
             return
         if self.up_sid > 0:
             if c.session != NULL:
+                # What resp_buf drops needs no credit: the connection window had it on
+                # arrival, and the stream is closed or reset here.
                 nghttp2_session_set_stream_user_data(c.session, self.up_sid, NULL)
-                if PyByteArray_GET_SIZE(self.resp_buf):
-                    # Credit what we drop, or the connection window would leak.
-                    nghttp2_session_consume(c.session, self.up_sid, PyByteArray_GET_SIZE(self.resp_buf))
                 if not self.up_closed and code:
                     nghttp2_submit_rst_stream(c.session, NGHTTP2_FLAG_NONE, self.up_sid, code)
                     C.resets_sent += 1
@@ -431,20 +444,24 @@ cdef class Exchange:
         _submit(SUBMIT_RESPONSE, self.down.session, self.down_sid, flat, NULL, NULL)
         if not self.req_eof and not self.head.grpc:
             # RFC 9113 §8.1: after a complete response the server may stop the request
-            # body with RST_STREAM(NO_ERROR). gRPC clients report that reset as INTERNAL
-            # even after the trailers, so for them the rest of the body is just discarded.
-            nghttp2_submit_rst_stream(self.down.session, NGHTTP2_FLAG_NONE, self.down_sid, NGHTTP2_NO_ERROR)
+            # body with RST_STREAM(NO_ERROR). After: nghttp2 marks a stream closing as soon
+            # as RST_STREAM is queued and then drops the response still queued before it,
+            # so the reset waits for the response's END_STREAM (_srv_on_frame_send). gRPC
+            # clients report that reset as INTERNAL even after the trailers, so for them the
+            # rest of the body is just discarded.
+            self.rst_after_response = True
         self.discard_req = True
         self.credit_rest()
         C.synthetic += 1
         _mark(self.down)
 
     cdef void credit_rest(self) except *:
-        # Hand back flow-control credit for request bytes that will never be forwarded.
+        # Hand back the stream's credit for request bytes that will never be forwarded (the
+        # connection's was given when they arrived).
         cdef Py_ssize_t total = self.req_base + PyByteArray_GET_SIZE(self.req_buf)
         if total > self.req_credited:
             if self.down.session != NULL:
-                nghttp2_session_consume(self.down.session, self.down_sid, total - self.req_credited)
+                nghttp2_session_consume_stream(self.down.session, self.down_sid, total - self.req_credited)
                 _mark(self.down)
             self.req_credited = total
         self.req_buf = bytearray()
@@ -457,6 +474,23 @@ cdef class Exchange:
         nghttp2_submit_rst_stream(self.down.session, NGHTTP2_FLAG_NONE, self.down_sid, code)
         C.resets_sent += 1
         _mark(self.down)
+
+    cdef void idle_expired(self, int64_t now) except *:
+        """No byte of this stream moved either way for idle_ns: end it both sides.
+
+        Envoy's stream idle timeout: before a response started, a local reply (408 while the
+        request is still arriving, 504 once it has; FAILURE_RESPONSES), after it, a reset.
+        The upstream stream is reset with CANCEL either way (RFC 9113 §8.1). If our own reply
+        is stuck too (its stream window closed), the next expiry resets the stream.
+        """
+        C.idle_timeouts += 1
+        self.active_ns = now
+        self.abandon_up(NGHTTP2_CANCEL)
+        if not self.resp_started:
+            self.respond_kind("idle_timeout" if self.req_eof else "request_idle_timeout")
+        else:
+            self.out_reason = "stream_idle_timeout"
+            self.down_reset(NGHTTP2_CANCEL)
 
     def _on_timeout(self):
         self.timer = None

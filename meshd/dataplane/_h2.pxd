@@ -28,6 +28,7 @@ cdef struct Counters:
     uint64_t protocol_errors
     uint64_t slow_closed
     uint64_t ping_timeouts
+    uint64_t idle_timeouts
 
 
 @cython.final
@@ -38,6 +39,8 @@ cdef class Target:
     cdef readonly str server_hostname
     cdef readonly double timeout
     cdef readonly double try_timeout
+    cdef readonly object idle_timeout   # seconds, or None: the listener's
+    cdef int64_t idle_ns                # -1: the listener's; 0: none
     cdef readonly frozenset retry_statuses
     cdef readonly frozenset retry_grpc
     cdef readonly object context
@@ -130,6 +133,7 @@ cdef class Exchange:
     cdef bint resp_head_done
     cdef bint resp_started
     cdef bint resp_eof
+    cdef bint rst_after_response  # stop the request body once our own response is out
     cdef bint up_closed
     cdef bint down_closed
     # deadlines
@@ -138,6 +142,10 @@ cdef class Exchange:
     cdef int64_t deadline_ns
     cdef object timer
     cdef object try_timer
+    # stream idle timeout: the engine's sweeper compares active_ns, the last time a byte of
+    # this stream moved either way, with idle_ns (0: none); no timer per stream
+    cdef int64_t idle_ns
+    cdef int64_t active_ns
     # what the client got, reported once to the engine's completion hook
     cdef int out_status
     cdef int out_grpc
@@ -165,6 +173,7 @@ cdef class Exchange:
     cdef void up_lost(self, str kind) except *
     cdef void request_progress(self) except *
     cdef void response_progress(self) except *
+    cdef void idle_expired(self, int64_t now) except *
 
 
 cdef class Conn:
@@ -198,6 +207,7 @@ cdef class ServerConn(Conn):
     cdef bint partial
     cdef int64_t partial_since_ns
     cdef object local_port
+    cdef int64_t stream_idle_ns   # the listener's stream idle timeout (0: none)
     cdef object peer_cert     # the TLS client's certificate (DER), None without TLS
     cdef object remote_address
 
@@ -250,6 +260,8 @@ cdef class Engine:
     cdef size_t max_header_list
     cdef int64_t header_timeout_ns
     cdef int64_t idle_timeout_ns
+    cdef int64_t stream_idle_ns     # the default for listeners that set none
+    cdef int64_t min_idle_ns        # the shortest stream idle timeout seen: the sweep period
     cdef int64_t up_idle_ns
     cdef double connect_timeout
     cdef int64_t ping_interval_ns
@@ -265,3 +277,5 @@ cdef class Engine:
 
     cdef Pool pool_for(self, Target t)
     cdef void check_alive(self, ClientConn c, int64_t now) except *
+    cdef void check_idle(self, ServerConn s, int64_t now) except *
+    cdef void note_idle(self, int64_t idle_ns) noexcept

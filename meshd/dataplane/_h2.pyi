@@ -18,6 +18,7 @@ class Target:
     try_timeout: float
     retry_statuses: Optional[frozenset[int]]
     retry_grpc: Optional[frozenset[int]]
+    idle_timeout: Optional[float]   # the route's idle timeout; None: the listener's, 0: none
     context: Any
     key: tuple
     @property
@@ -29,7 +30,8 @@ class Target:
                  headers: Iterable[tuple[Union[str, bytes], Union[str, bytes]]] = ...,
                  timeout: float = ..., retry_statuses: Optional[Iterable[int]] = ...,
                  retry_grpc: Optional[Iterable[int]] = ..., context: Any = ...,
-                 try_timeout: float = ..., strip_prefix: str = ...) -> None: ...
+                 try_timeout: float = ..., idle_timeout: Optional[float] = ...,
+                 strip_prefix: str = ...) -> None: ...
 
 class Refusal:
     http_status: int
@@ -80,6 +82,7 @@ class Pool:
 class Engine:
     open_streams: int
     downstream_connections: int
+    buffered_bytes: int         # body bytes held in stream buffers, both directions
     def __init__(self, decide: Decide, retry: Optional[Retry] = ..., *,
                  loop: Optional[asyncio.AbstractEventLoop] = ..., max_concurrent_streams: int = ...,
                  stream_window: int = ..., connection_window: int = ..., max_header_list: int = ...,
@@ -87,10 +90,12 @@ class Engine:
                  upstream_idle_timeout: float = ..., upstream_max_streams: int = ...,
                  retry_buffer: int = ...,
                  complete: Optional[Callable[[RequestHead, Optional[Target], int, int, str, int], None]] = ...,
-                 connect_timeout: float = ..., ping_interval: float = ..., ping_timeout: float = ...) -> None: ...
+                 connect_timeout: float = ..., ping_interval: float = ..., ping_timeout: float = ...,
+                 stream_idle_timeout: float = ...) -> None: ...
     def protocol_factory(self) -> asyncio.Protocol: ...
+    def listener_factory(self, stream_idle_timeout: Optional[float] = ...) -> Callable[[], asyncio.Protocol]: ...
     async def listen(self, host: str = ..., port: int = ..., ssl: Optional[ssl.SSLContext] = ...,
-                     **kwargs: Any) -> asyncio.Server: ...
+                     *, stream_idle_timeout: Optional[float] = ..., **kwargs: Any) -> asyncio.Server: ...
     async def drain(self, grace: float = ...) -> int: ...
     def close(self) -> None: ...
     def upstream_connections(self) -> dict[tuple, list[tuple[int, bool]]]: ...

@@ -110,6 +110,9 @@ cdef extern from "nghttp2/nghttp2.h":
     void nghttp2_session_callbacks_set_on_frame_recv_callback(
         nghttp2_session_callbacks *cbs,
         int (*cb)(nghttp2_session *, const nghttp2_frame *, void *) noexcept)
+    void nghttp2_session_callbacks_set_on_frame_send_callback(
+        nghttp2_session_callbacks *cbs,
+        int (*cb)(nghttp2_session *, const nghttp2_frame *, void *) noexcept)
     void nghttp2_session_callbacks_set_on_begin_headers_callback(
         nghttp2_session_callbacks *cbs,
         int (*cb)(nghttp2_session *, const nghttp2_frame *, void *) noexcept)
@@ -149,6 +152,8 @@ cdef extern from "nghttp2/nghttp2.h":
     void *nghttp2_session_get_stream_user_data(nghttp2_session *s, int32_t sid)
     int nghttp2_session_set_stream_user_data(nghttp2_session *s, int32_t sid, void *data)
     int nghttp2_session_consume(nghttp2_session *s, int32_t sid, size_t size)
+    int nghttp2_session_consume_connection(nghttp2_session *s, size_t size)
+    int nghttp2_session_consume_stream(nghttp2_session *s, int32_t sid, size_t size)
     int nghttp2_session_resume_data(nghttp2_session *s, int32_t sid)
     int nghttp2_session_set_local_window_size(nghttp2_session *s, uint8_t flags, int32_t sid,
                                               int32_t size)

@@ -392,6 +392,7 @@ class RelayEngine(abc.ABC):
         self.sweeper = None
         self.draining = False
         self.closed = False
+        self.min_idle = 0.0         # the shortest idle timeout in use (seconds): the sweep period
 
     @property
     def downstream_connections(self) -> int:
@@ -419,16 +420,43 @@ class RelayEngine(abc.ABC):
 
     async def listen(self, host="127.0.0.1", port=0, ssl=None, **kwargs):
         """Start a listener (TLS-terminating when ssl is an SSLContext); returns the asyncio Server."""
+        return await self.listen_with(self.protocol_factory, host, port, ssl, **kwargs)
+
+    async def listen_with(self, factory, host, port, ssl, **kwargs):
+        """listen(), with the downstream protocol made by factory() (see idle_factory)."""
         if self.loop is None:
             self.loop = asyncio.get_running_loop()
-        factory, ssl = self.listener_protocol(ssl)
+        factory, ssl = self.listener_protocol(ssl, factory)
         server = await self.loop.create_server(factory, host, port, ssl=ssl, **kwargs)
         self.listeners.append(server)
         return server
 
-    def listener_protocol(self, ssl):
+    def listener_protocol(self, ssl, factory):
         """(protocol factory, ssl for create_server) for a listener: here asyncio's TLS, if any."""
-        return self.protocol_factory, ssl
+        return factory, ssl
+
+    def note_idle(self, seconds):
+        """An idle timeout is in use: the sweeper runs at least four times within it."""
+        if seconds > 0 and (not self.min_idle or seconds < self.min_idle):
+            self.min_idle = seconds
+
+    def sweep_period(self, *timeouts):
+        """A quarter of the shortest of timeouts and the idle timeouts in use, within 0.05-1 s."""
+        return max(0.05, min((1.0, *(t / 4 for t in (*timeouts, self.min_idle) if t > 0))))
+
+    def idle_factory(self, attr, seconds):
+        """protocol_factory for a listener with its own idle timeout: each connection's
+        `attr` is set to seconds (None: the engine's is kept)."""
+        if seconds is None:
+            return self.protocol_factory
+        seconds = max(0.0, float(seconds))
+        self.note_idle(seconds)
+
+        def factory():
+            conn = self.protocol_factory()
+            setattr(conn, attr, seconds)
+            return conn
+        return factory
 
     def stop_listening(self, closing: bool):
         self.draining = True

@@ -32,7 +32,7 @@ _C = dict.fromkeys((
     "requests", "downstream_conns", "upstream_conns_opened", "upstream_reused",
     "upstream_connect_errors", "tls_full_handshakes", "tls_resumed_handshakes", "retries",
     "synthetic_responses", "timeouts", "protocol_errors", "slow_closed", "upgrades",
-    "bytes_in", "bytes_out", "stale_retries",
+    "bytes_in", "bytes_out", "stale_retries", "idle_timeouts",
 ), 0)
 
 
@@ -215,6 +215,7 @@ class _Up(asyncio.Protocol):
         if ex is None:          # an idle connection must not talk: drop it
             self.close()
             return
+        ex.down.last = self.engine.loop.time()      # a byte either way keeps the request alive
         ex.resp_bytes += len(data)
         try:
             self.parser.feed_data(data)
@@ -320,6 +321,7 @@ class _Ex:
         self.resp_chunked_down = False
         self.resp_close_delimited = False
         self.resp_bytes = 0
+        self.idle = down.stream_idle    # seconds without a byte either way (0: never)
 
     # -- request side (called by the downstream parser)
     def req_body(self, data):
@@ -380,6 +382,9 @@ class _Ex:
             self.synthetic(status, reason)
             return
         self.target = r
+        if r.idle_timeout is not None:
+            self.idle = r.idle_timeout          # the route's wins over the listener's
+            e.note_idle(self.idle)
         if self.timer is None and r.timeout > 0:
             self.timer = e.loop.call_later(r.timeout, self.on_timeout)
         if self.expect100 and not self.sent_continue and not self.req_done:
@@ -534,6 +539,23 @@ class _Ex:
             self.resp_complete()            # the body ended with the connection (RFC 9112 §6.3)
             return
         self.up_failed(c, "reset")
+
+    def idle_expired(self):
+        """No byte moved either way for self.idle seconds: Envoy's stream idle timeout.
+
+        Before a response started, a local reply: 408 while the request is still arriving,
+        504 once it has (FAILURE_RESPONSES); after, HTTP/1.1 can only close the connection.
+        The upstream connection is closed either way."""
+        _C["idle_timeouts"] += 1
+        if self.resp_started:
+            self.out_reason = "stream_idle_timeout"
+            self.finish_broken()
+            return
+        self.detach_up(False)
+        if self.connecting is not None:
+            self.connecting.cancel()
+        status, _, reason = FAILURE_RESPONSES["idle_timeout" if self.req_done else "request_idle_timeout"]
+        self.synthetic(status, reason)
 
     def on_timeout(self):
         self.timer = None
@@ -746,6 +768,7 @@ class _Down(asyncio.Protocol):
         self.scheme = "http"
         self.local_port = None
         self.remote_address = ""
+        self.stream_idle = engine.stream_idle_timeout     # the listener's (see H1Engine.listen)
 
     def connection_made(self, transport):
         e = self.engine
@@ -1003,8 +1026,14 @@ class H1Engine(RelayEngine):
     """The HTTP/1.1 relay: decide(head) once per request, upstream keep-alive pools per Target key.
 
     Options: header_timeout (seconds to receive a request's head: slowloris guard),
-    idle_timeout (keep-alive and tunnel idleness), upstream_idle_timeout (pooled idle
-    connections), connect_timeout (per attempt), max_header_bytes (beyond it: 431),
+    idle_timeout (keep-alive and tunnel idleness), stream_idle_timeout (a request in
+    progress, its body or its response, with no byte either way for this long is ended as
+    Envoy's stream idle timeout does: 408 while the request is still arriving, 504 once it
+    has, the connection closed once the response has started; App Mesh's listener
+    `timeout.http.idle`, 300 s by default, 0 = none; a listener may set its own with
+    listen(stream_idle_timeout=), a route's Target.idle_timeout wins over both),
+    upstream_idle_timeout (pooled idle connections), connect_timeout (per attempt),
+    max_header_bytes (beyond it: 431),
     retry_buffer (request body bytes kept for a retry), high_water (write-buffer bytes
     before the other side's reading pauses).
     """
@@ -1015,7 +1044,8 @@ class H1Engine(RelayEngine):
     def __init__(self, decide, retry=None, *, loop=None, header_timeout: float = 10.0,
                  idle_timeout: float = 300.0, upstream_idle_timeout: float = 60.0,
                  connect_timeout: float = 5.0, max_header_bytes: int = 65536,
-                 retry_buffer: int = 65536, high_water: int = 256 * 1024, complete=None):
+                 retry_buffer: int = 65536, high_water: int = 256 * 1024, complete=None,
+                 stream_idle_timeout: float = 300.0):
         super().__init__(decide, retry, loop)
         # complete(head, target, http_status, -1, reason, duration_ns): once per request,
         # as the HTTP/2 engine's hook; it feeds outlier detection, retries' budget, metrics.
@@ -1027,6 +1057,16 @@ class H1Engine(RelayEngine):
         self.max_header_bytes = max_header_bytes
         self.retry_buffer = retry_buffer
         self.high_water = high_water
+        self.stream_idle_timeout = max(0.0, stream_idle_timeout)
+        self.note_idle(self.stream_idle_timeout)
+
+    async def listen(self, host="127.0.0.1", port=0, ssl=None, *, stream_idle_timeout=None, **kwargs):
+        """Start a listener (TLS-terminating when ssl is an SSLContext); returns the asyncio Server.
+
+        stream_idle_timeout: this listener's request idle timeout in seconds (App Mesh's
+        listener `timeout.http.idle`); None keeps the engine's."""
+        return await self.listen_with(self.idle_factory("stream_idle", stream_idle_timeout),
+                                      host, port, ssl, **kwargs)
 
     def idle_upstreams(self, t: Target) -> int:
         """How many idle keep-alive connections the pool of t's key holds."""
@@ -1036,8 +1076,8 @@ class H1Engine(RelayEngine):
     def _sweep(self):
         """Periodically: cut slow request heads (slowloris) and idle connections both sides."""
         now = self.loop.time()
-        period = max(0.05, min(1.0, self.header_timeout / 4, self.upstream_idle_timeout / 4))
-        self.sweeper = self.loop.call_later(period, self._sweep)
+        self.sweeper = self.loop.call_later(
+            self.sweep_period(self.header_timeout, self.upstream_idle_timeout), self._sweep)
         for d in list(self.conns):
             if d.partial_since and now - d.partial_since > self.header_timeout and not d.queue:
                 _C["slow_closed"] += 1
@@ -1046,6 +1086,10 @@ class H1Engine(RelayEngine):
             elif ((d.tunnel is not None or (not d.queue and d.cur is None))
                   and now - d.last > self.idle_timeout):
                 d.close()
+            elif d.queue and d.tunnel is None:
+                x = d.queue[0]          # the request being served; those behind it wait
+                if x.idle > 0 and not x.done and now - d.last > x.idle:
+                    x.idle_expired()
         for p in self.pools.values():
             if p.idle:
                 keep = []

@@ -7,6 +7,11 @@
     retry(head, failure: Failure) -> Target | Refusal | None          # on connect failure
     complete(head, target, 0, -1, reason, duration_ns)               # once, when it closes
 
+Idle timeout (App Mesh's listener and route `timeout.tcp.idle`, 300 s by default): a
+connection with no byte in either direction for that long is closed. The engine's
+idle_timeout applies unless the listener sets its own (listen(idle_timeout=)), and a
+Target.idle_timeout set by the routing hook wins over both (0: never).
+
 The completion hook has the HTTP engines' signature (no HTTP or gRPC status: 0 and -1);
 target is None when the connection was refused or never connected, reason is "" for a
 relayed connection and a token otherwise; head.bytes_received/bytes_sent count the bytes
@@ -142,6 +147,7 @@ class _Down(asyncio.Protocol):
         self.head = None
         self.target = None      # the Target connected to
         self.reason = ""        # why it ended without relaying: refused, upstream_connect_failure
+        self.idle = engine.idle_timeout     # seconds without a byte either way (0: never)
         self.start_ns = time.monotonic_ns()
 
     # -- downstream events
@@ -200,6 +206,9 @@ class _Down(asyncio.Protocol):
             return
         self.up = up
         self.target = t
+        if t.idle_timeout is not None:
+            self.idle = t.idle_timeout      # the route's wins over the listener's
+            e.note_idle(self.idle)
         up.transport.set_write_buffer_limits(e.high_water)
         if preamble:
             up.transport.write(preamble)
@@ -277,7 +286,8 @@ class _Down(asyncio.Protocol):
 
 
 class TcpEngine(RelayEngine):
-    """The TCP relay. Options: idle_timeout (seconds without a byte either way, 0 = none),
+    """The TCP relay. Options: idle_timeout (seconds without a byte either way, 0 = none; the
+    default for listeners that set none, see listen()),
     connect_timeout per attempt, high_water (write-buffer bytes before the other side's
     reading pauses), handshake_timeout (seconds a TLS listener waits for a client's
     handshake, 0 = none)."""
@@ -294,12 +304,20 @@ class TcpEngine(RelayEngine):
         self.connect_timeout = connect_timeout
         self.high_water = high_water
         self.handshake_timeout = handshake_timeout
+        self.note_idle(idle_timeout)
 
-    def listener_protocol(self, ssl):
+    async def listen(self, host="127.0.0.1", port=0, ssl=None, *, idle_timeout=None, **kwargs):
+        """Start a listener (TLS-terminating when ssl is an SSLContext); returns the asyncio Server.
+
+        idle_timeout: this listener's idle timeout in seconds (App Mesh's listener
+        `timeout.tcp.idle`); None keeps the engine's."""
+        return await self.listen_with(self.idle_factory("idle", idle_timeout), host, port, ssl, **kwargs)
+
+    def listener_protocol(self, ssl, factory):
         # asyncio's SSL transport cannot write_eof, so TLS is ours (TlsDownstream).
         if ssl is None:
-            return self.protocol_factory, None
-        return lambda: TlsDownstream(ssl, self.protocol_factory(), _C, self.handshake_timeout), None
+            return factory, None
+        return lambda: TlsDownstream(ssl, factory(), _C, self.handshake_timeout), None
 
     def call_decide(self, head):
         try:
@@ -318,12 +336,10 @@ class TcpEngine(RelayEngine):
             return None
 
     def _sweep(self):
-        if self.idle_timeout <= 0:
-            return
-        period = max(0.05, min(1.0, self.idle_timeout / 4))
-        self.sweeper = self.loop.call_later(period, self._sweep)
-        cut = self.loop.time() - self.idle_timeout
-        for d in [d for d in self.conns if d.last < cut]:
+        # Runs even when the engine's idle timeout is off: a listener or a route may set one.
+        self.sweeper = self.loop.call_later(self.sweep_period(), self._sweep)
+        now = self.loop.time()
+        for d in [d for d in self.conns if d.idle > 0 and now - d.last > d.idle]:
             _C["idle_closed"] += 1
             d._close()
 

@@ -81,6 +81,11 @@ FAILURES = {
     "reset": _failure("reset", C.RESULT_RESET, flag="UR"),
     "timeout": _failure("timeout", C.RESULT_TIMEOUT, TIMEOUTS, "UT"),
     "route_error": _failure("route_error", RELEASE, flag="-"),
+    # Envoy's stream idle timeout (SI): no byte either way for the idle time. Either side
+    # may be the silent one (a client that stopped sending or reading, an upstream that
+    # stopped answering), so the endpoint is not blamed: the decision is released.
+    "idle_timeout": _failure("idle_timeout", RELEASE, TIMEOUTS, "SI"),
+    "request_idle_timeout": _failure("request_idle_timeout", RELEASE, TIMEOUTS, "SI"),
     "draining": _failure("draining", RELEASE, flag="LR"),
 }
 

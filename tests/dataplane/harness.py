@@ -83,6 +83,7 @@ class EchoOrigin:
             "Sleep": h.unary_unary_rpc_method_handler(self.sleep),
             "Fail": h.unary_unary_rpc_method_handler(self.fail),
             "SelfCancel": h.unary_stream_rpc_method_handler(self.self_cancel),
+            "Trickle": h.unary_stream_rpc_method_handler(self.trickle),
         }
         self.server.add_generic_rpc_handlers((h.method_handlers_generic_handler("echo.Echo", handlers),))
         addr = "127.0.0.1:0"
@@ -145,6 +146,23 @@ class EchoOrigin:
         code = grpc.StatusCode[request.decode()]
         context.set_trailing_metadata((("x-why", "asked"), ("x-detail-bin", b"\x01\x02")))
         context.abort(code, "failing as asked: " + request.decode())
+
+    def trickle(self, request, context):
+        # (count, interval_ms, then_ms): count small messages interval_ms apart, then silence
+        # for then_ms before the end; a cancel during the silence sets self.cancelled.
+        self._note(context)
+        count, interval_ms, then_ms = struct.unpack(">III", request)
+        for i in range(count):
+            if i:
+                time.sleep(interval_ms / 1000)
+            yield struct.pack(">I", i)
+        context.add_callback(self._on_done)
+        deadline = time.monotonic() + then_ms / 1000
+        while time.monotonic() < deadline:
+            if not context.is_active():
+                self.cancelled.set()
+                return
+            time.sleep(0.01)
 
     def self_cancel(self, request, context):
         # Send one message, then reset the stream from the server side (RST_STREAM CANCEL).

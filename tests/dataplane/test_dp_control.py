@@ -1,4 +1,5 @@
 """Cancellation both ways, deadlines, refusals, upstream failures and the retry hook."""
+import re
 import socket
 import threading
 import time
@@ -8,8 +9,9 @@ import pytest
 
 from meshd.dataplane import Failure, RequestHead
 from tests.tcp_listener import Blackhole, Listener
+from tests.dataplane.h2client import H2Client
 from tests.dataplane.harness import (
-    EchoOrigin, Refusal, RelayThread, Target, channel, counters, to, unary, wait_for,
+    EchoOrigin, Refusal, RelayThread, Target, channel, counters, frame, to, unary, wait_for,
 )
 
 pytestmark = pytest.mark.dataplane
@@ -47,6 +49,33 @@ def test_grpc_timeout_propagates_reduced(origin, ch):
     assert remaining is not None and 1.5 < remaining < 3.0
 
 
+GRPC_TIMEOUT = re.compile(r"^[0-9]{1,8}[HMSmun]$")   # gRPC over HTTP/2: TimeoutValue TimeoutUnit
+UNIT_NS = {"H": 3600 * 10**9, "M": 60 * 10**9, "S": 10**9, "m": 10**6, "u": 10**3, "n": 1}
+
+
+@pytest.mark.hardening
+@pytest.mark.hardening
+@pytest.mark.parametrize("value", ["7000000H", "99999999H", "123456789S", "99999999999999999999S"])
+def test_overlong_grpc_timeout_is_clamped_not_overflowed(origin, value):
+    """7000000 hours is 2.5e22 ns, beyond int64; more than 8 digits breaks the grammar. Both mean
+    "as long as can be": the call goes through and the next hop gets a valid, huge deadline."""
+    seen = []
+    b = RelayThread(lambda h: seen.append(h.header("grpc-timeout")) or Target("127.0.0.1", origin.port))
+    a = RelayThread(to(b.port))
+    c = H2Client(a.port)
+    try:
+        sid = c.request("/echo.Echo/Unary", frame(b"hi"), grpc=True, headers=[("grpc-timeout", value)])
+        assert c.pump(lambda: c.streams[sid].done, 10)
+        assert c.streams[sid].trailers.get("grpc-status") == "0"
+        assert bytes(c.streams[sid].body) == frame(b"hi")
+        assert len(seen) == 1 and GRPC_TIMEOUT.match(seen[0]), seen
+        assert int(seen[0][:-1]) * UNIT_NS[seen[0][-1]] > 100 * 365 * 86400 * 10**9   # > 100 years
+    finally:
+        c.close()
+        a.stop()
+        b.stop()
+
+
 def test_route_timeout_answers_deadline_exceeded_and_cancels_origin(origin):
     relay = RelayThread(to(origin.port, timeout=0.3))
     try:
@@ -82,6 +111,22 @@ def test_refusal_is_trailers_only_grpc_status():
         assert dict(info.value.trailing_metadata())["x-meshd-reason"] == "no_route"
         assert seen == [("POST", "http", f"127.0.0.1:{relay.port}", "/echo.Echo/Nope", "v", True, 0)]
     finally:
+        relay.stop()
+
+
+def test_h2_answer_before_the_request_body_ended_reaches_the_client():
+    """Our own answer to a request still sending its body (a refusal here, an idle timeout
+    below) arrives complete, and only then is the body stopped (RFC 9113 §8.1)."""
+    relay = RelayThread(lambda h: Refusal(403, reason="not_a_backend"))
+    c = H2Client(relay.port)
+    try:
+        sid = c.request("/upload", b"first bytes", end=False)
+        assert c.pump(lambda: c.streams[sid].done, 10)
+        st = c.streams[sid]
+        assert st.status == 403 and st.headers["x-meshd-reason"] == "not_a_backend"
+        assert c.pump(lambda: st.reset is not None, 5) and st.reset == 0     # NO_ERROR
+    finally:
+        c.close()
         relay.stop()
 
 
