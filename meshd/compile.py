@@ -201,6 +201,13 @@ def compile_node(mesh: str, name: str, spec, trust_domain: str) -> fr.VirtualNod
                           identity=spiffe_id(trust_domain, mesh, name), timeouts=timeouts)
 
 
+def listener_timeouts(spec) -> tuple[float, float]:
+    """(perRequest, idle) in seconds of a virtual node's first listener (0: none), with App
+    Mesh's defaults of 15 s and 300 s: what the node's inbound requests get (the ingress)."""
+    t = compile_node("", "", spec, DEFAULT_TRUST_DOMAIN).timeouts
+    return t.per_request_ms / 1000, t.idle_ms / 1000
+
+
 def compile_mesh(snap: MeshSnapshot, trust_domain: str = DEFAULT_TRUST_DOMAIN) -> Compiled:
     """A mesh snapshot → table + endpoints. Uncompilable resources are left out and reported."""
     problems: list[CompileError] = []

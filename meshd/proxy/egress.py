@@ -291,8 +291,11 @@ class Egress:
             return REFUSALS["no_endpoint"]
         if not via:  # an instance without a meshd: reached directly, in plaintext
             return Target(inst.address, inst.port, strip_prefix=INTERNAL_HEADER_PREFIX,
+                          timeout=d.per_request_timeout_ns / 1e9 if protocol == "http" else 0.0,
+                          idle_timeout=d.idle_timeout_ns / 1e9,
                           retry_statuses=d.retry.http_codes if protocol == "http" and d.retry is not None else None)
-        key = (live.generation, protocol, app.mesh, app.principal, d.target, d.endpoint.id, via)
+        key = (live.generation, protocol, app.mesh, app.principal, d.target, d.endpoint.id, via,
+               d.per_request_timeout_ns, d.idle_timeout_ns)
         t = self._targets.get(key)
         if t is None:
             host, port = split_address(via)
@@ -302,6 +305,7 @@ class Egress:
                        headers=((INSTANCE_HEADER, f"{app.mesh}/{d.target}/{d.endpoint.id}"),
                                 (SERVICE_HEADER, d.service or "")) if protocol == "http" else (),
                        timeout=d.per_request_timeout_ns / 1e9 if protocol == "http" else 0.0,
+                       idle_timeout=d.idle_timeout_ns / 1e9,
                        retry_statuses=d.retry.http_codes if protocol == "http" and d.retry is not None else None,
                        strip_prefix=INTERNAL_HEADER_PREFIX)
             self._remember(key, t)
@@ -315,7 +319,7 @@ class Egress:
         # the engine's request timer enforces the deadline itself.
         per_try_ns = retry.per_try_ns if retry is not None and retry.max_retries else 0
         key = (live.generation, app.mesh, app.principal, d.target, ep.id, ep.address, ep.port,
-               d.per_request_timeout_ns, per_try_ns, d.route, d.service)
+               d.per_request_timeout_ns, d.idle_timeout_ns, per_try_ns, d.route, d.service)
         t = self._targets.get(key)
         if t is not None:
             return t
@@ -327,6 +331,7 @@ class Egress:
         t = Target(ep.address, ep.port, ssl=ssl_ctx, server_hostname=hostname,
                    headers=((INSTANCE_HEADER, f"{app.mesh}/{d.target}/{ep.id}"), (SERVICE_HEADER, d.service or "")),
                    timeout=d.per_request_timeout_ns / 1e9, try_timeout=per_try_ns / 1e9,
+                   idle_timeout=d.idle_timeout_ns / 1e9,
                    retry_statuses=retry.http_codes if retry is not None else None,
                    retry_grpc=retry.grpc_codes if retry is not None else None,
                    strip_prefix=INTERNAL_HEADER_PREFIX)

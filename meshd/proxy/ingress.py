@@ -7,7 +7,7 @@ backend, then delivers to the local instance the request names.
 """
 from __future__ import annotations
 
-from meshd.compile import services_reaching
+from meshd.compile import listener_timeouts, services_reaching
 from meshd.dataplane import Target
 from meshd.gateway import gateway_targets
 from meshd.observe import INGRESS
@@ -88,12 +88,13 @@ class Ingress:
     def tcp_decide_hook(self, app):
         """A TCP app's own ingress port: every connection goes to the app. It is written to
         the app's access log but not counted again (the caller's meshd counts it, direction tcp)."""
-        target = Target(app.address, app.port)
-
         def decide(head):
             x = self.observe.begin(head, INGRESS, app.mesh, app.virtual_node, counted=False)
             x.instance = app.instance_id
-            return self.admit(app, head.peer_cert, None)[1] or target
+            snap = self.view.snapshot(app.mesh)
+            node = snap.nodes.get(app.virtual_node) if snap is not None else None
+            idle = listener_timeouts(node.spec)[1] if node is not None else None
+            return self.admit(app, head.peer_cert, None)[1] or Target(app.address, app.port, idle_timeout=idle)
         return decide
 
     def _admission(self, key: tuple, app, peer_cert: bytes | None, service: str, x) -> _Admission:
@@ -106,12 +107,19 @@ class Ingress:
         x.source = (sid.name if sid.kind == spiffe.GATEWAY else sid.node) if sid is not None else UNKNOWN
         series = self.observe.series(x, service if snap is not None and service in snap.services else UNKNOWN, "",
                                      app.virtual_node)
-        a = _Admission(live, app, x.source, series,
-                       refusal or Target(app.address, app.port, strip_prefix=INTERNAL_HEADER_PREFIX))
+        a = _Admission(live, app, x.source, series, refusal or self._local_target(snap, app))
         if len(self._admissions) >= MAX_BINDINGS:
             self._admissions.clear()
         self._admissions[key] = a
         return a
+
+    @staticmethod
+    def _local_target(snap, app) -> Target:
+        """The local instance, with its node listener's App Mesh timeouts (perRequest, idle)."""
+        node = snap.nodes.get(app.virtual_node) if snap is not None else None
+        per_request, idle = listener_timeouts(node.spec) if node is not None else (0.0, None)
+        return Target(app.address, app.port, timeout=per_request, idle_timeout=idle,
+                      strip_prefix=INTERNAL_HEADER_PREFIX)
 
     def admit(self, app, peer_cert: bytes | None, service: str | None):
         """May this caller reach `app` through the ingress? (caller's SpiffeId or None,
