@@ -5,7 +5,7 @@ with the same API. Both take a `spec.Table` and return decisions; see `spec` for
 input format and `constants` for the integer codes.
 """
 from . import constants
-from ._core import Conditions, Decision, PoolDecision, Pools, RetryDecision, Router
+from ._core import Conditions, Decision, RetryDecision, Router
 from .errors import BadRegex, BadResult, FastrouteError, InvalidTransition, TableError, UnknownHandle, UnknownNode
 from .spec import (
     DEFAULT_RETRY,
@@ -31,7 +31,7 @@ from .spec import (
 __all__ = [
     "BadRegex", "BadResult", "Conditions", "ConnectionPool", "DEFAULT_RETRY", "Decision", "Endpoint", "FastrouteError",
     "GrpcMatch", "HeaderMatch", "HttpMatch", "InvalidTransition", "NO_RETRY", "OutlierDetection",
-    "PoolDecision", "Pools", "QueryMatch", "RetryDecision", "RetryPolicy", "Route", "Router", "Table", "TableError",
+    "QueryMatch", "RetryDecision", "RetryPolicy", "Route", "Router", "Table", "TableError",
     "Target", "TcpMatch", "Timeouts", "UnknownHandle", "UnknownNode", "VirtualNode", "VirtualRouter",
     "VirtualService", "constants",
 ]

@@ -58,14 +58,6 @@ cdef enum:
     PK_PREFIX = 2
     PK_ANY = 3
 
-    POOL_REUSE = 0
-    POOL_CONNECT = 1
-    POOL_QUEUE = 2
-    POOL_CIRCUIT_OPEN = 3
-    LIMIT_NONE = 0
-    LIMIT_MAX_REQUESTS = 1
-    LIMIT_MAX_PENDING = 2
-
     MAX_TARGETS = 10
     BUDGET_WINDOW_S = 10
     N_HTTP_CODES = 600
@@ -251,42 +243,3 @@ cdef class Router:
     cdef EndpointState _pick(self, _Node node, int64_t now_ns, EndpointState avoid)
     cdef void _outlier(self, _Node node, EndpointState ep, bint server_error, int64_t now_ns)
     cdef _Node _node(self, str name)
-
-
-@cython.final
-cdef class PoolDecision:
-    cdef readonly int action
-    cdef readonly object handle
-    cdef readonly object tls_session
-    cdef readonly int limit
-
-    @staticmethod
-    cdef PoolDecision new(int action, object handle, object tls_session, int limit)
-
-
-@cython.final
-cdef class _Conn:
-    cdef object handle
-    cdef tuple key
-    cdef str node
-    cdef int64_t streams, max_streams, last_used, seq
-
-
-@cython.final
-cdef class _NodeCount:
-    cdef int64_t connections, pending, requests
-    cdef int64_t max_connections, max_pending, max_requests
-
-
-@cython.final
-cdef class Pools:
-    cdef Router _router
-    cdef Py_ssize_t _max_idle
-    cdef int64_t _idle_ns
-    cdef dict _nodes      # node name -> _NodeCount
-    cdef dict _conns      # handle -> _Conn
-    cdef dict _by_key     # pool key -> list of _Conn, least recently used first
-    cdef object _sessions  # OrderedDict pool key -> TLS session, LRU
-    cdef int64_t _seq
-    cdef _NodeCount _count(self, str node)
-    cdef _Conn _conn(self, object handle)

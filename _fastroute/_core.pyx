@@ -41,7 +41,6 @@ include "_strings.pxi"
 include "_table.pxi"
 include "_decision.pxi"
 include "_router.pxi"
-include "_pools.pxi"
 
 
 def _enum_values():
@@ -86,12 +85,5 @@ def _enum_values():
         "PK_REGEX": PK_REGEX,
         "PK_PREFIX": PK_PREFIX,
         "PK_ANY": PK_ANY,
-        "POOL_REUSE": POOL_REUSE,
-        "POOL_CONNECT": POOL_CONNECT,
-        "POOL_QUEUE": POOL_QUEUE,
-        "POOL_CIRCUIT_OPEN": POOL_CIRCUIT_OPEN,
-        "LIMIT_NONE": LIMIT_NONE,
-        "LIMIT_MAX_REQUESTS": LIMIT_MAX_REQUESTS,
-        "LIMIT_MAX_PENDING": LIMIT_MAX_PENDING,
         "BUDGET_WINDOW_S": BUDGET_WINDOW_S,
     }

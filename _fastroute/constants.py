@@ -60,18 +60,6 @@ LB_POLICIES = {"round_robin": LB_ROUND_ROBIN, "least_request": LB_LEAST_REQUEST}
 # load on the few left, which would fail them too (a cascading failure).
 PANIC_THRESHOLD_PERCENT = 50
 
-# Pool actions (`Pools.checkout`).
-POOL_REUSE = 0  # send on the returned idle/shared handle
-POOL_CONNECT = 1  # open a new connection (a slot is reserved), then call opened()
-POOL_QUEUE = 2  # wait for a connection; call unqueue() when leaving the queue
-POOL_CIRCUIT_OPEN = 3  # over a connectionPool limit: answer 503 / UNAVAILABLE
-POOL_ACTIONS = ("reuse", "connect", "queue", "circuit_open")
-# Which limit opened the circuit (PoolDecision.reason).
-LIMIT_NONE = 0
-LIMIT_MAX_REQUESTS = 1
-LIMIT_MAX_PENDING = 2
-LIMIT_REASONS = ("none", "max_requests", "max_pending_requests")
-
 # Header/metadata match kinds.
 HM_PRESENT = 0
 HM_EXACT = 1

@@ -38,6 +38,8 @@ class Echo(Handler):
         if self.path == "/ws":
             self._websocket()
             return
+        if self.path == "/slow":
+            time.sleep(0.6)
         if self.path == "/flaky":
             Echo.flaky_calls += 1
             if Echo.flaky_calls % 2:  # every other call fails with 503

@@ -30,10 +30,11 @@ from meshd.dataplane._h2 import (
     seed_trace_ids,
     trace_context,
 )
+from meshd.dataplane._relay import Deferred
 from meshd.dataplane.h1 import H1Engine, H1RequestHead
 from meshd.dataplane.tcp import ConnectionHead, TcpEngine, TcpTarget
 
-__all__ = ["ConnectionHead", "Engine", "FAILURE_RESPONSES", "Failure", "H1Engine", "H1RequestHead",
+__all__ = ["ConnectionHead", "Deferred", "Engine", "FAILURE_RESPONSES", "Failure", "H1Engine", "H1RequestHead",
            "Refusal", "RequestHead", "Target", "TcpEngine", "TcpTarget", "counters", "trace_context"]
 
 seed_trace_ids(os.urandom(8))

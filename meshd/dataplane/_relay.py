@@ -16,8 +16,37 @@ from meshd.dataplane._h2 import FAILURE_RESPONSES, Refusal, Target
 
 _log = logging.getLogger("meshd.dataplane")
 
-__all__ = ["FAILURE_RESPONSES", "Failure", "Refusal", "RelayEngine", "Target", "TargetRewrite",
+__all__ = ["Deferred", "FAILURE_RESPONSES", "Failure", "Refusal", "RelayEngine", "Target", "TargetRewrite",
            "TlsDownstream", "TlsOverBio", "TlsUpstream", "open_upstream", "rewrite_of"]
+
+
+class Deferred:
+    """A routing answer that comes later. The HTTP/1.1 relay's decide hook may return one
+    when the request has to wait (Envoy's pending-request queue of a connection pool); the
+    hook's owner calls `resolve(Target or Refusal)` once, on the loop. An answer for a
+    request that ended meanwhile is dropped by the relay."""
+
+    __slots__ = ("_then", "_answer", "_done")
+
+    def __init__(self):
+        self._then = None
+        self._answer = None
+        self._done = False
+
+    def then(self, fn) -> None:
+        """The relay: call `fn(answer)` when it is known (now, if it is already)."""
+        if self._done:
+            fn(self._answer)
+        else:
+            self._then = fn
+
+    def resolve(self, answer) -> None:
+        if self._done:
+            return
+        self._done, self._answer = True, answer
+        fn, self._then = self._then, None
+        if fn is not None:
+            fn(answer)
 
 
 class Failure:

@@ -23,7 +23,7 @@ import httptools
 
 from meshd.dataplane._h2 import trace_context
 from meshd.dataplane._relay import (
-    FAILURE_RESPONSES, Failure, Refusal, RelayEngine, Target, open_upstream, rewrite_of,
+    Deferred, FAILURE_RESPONSES, Failure, Refusal, RelayEngine, Target, open_upstream, rewrite_of,
 )
 
 _log = logging.getLogger("meshd.dataplane.h1")
@@ -366,6 +366,9 @@ class _Ex:
         except Exception:
             _log.exception("h1 decide failed for %r", self.head)
             r = None
+        if type(r) is Deferred:
+            r.then(self.route)  # queued by the hook: routed when it resolves
+            return
         self.route(r)
 
     def route(self, r):

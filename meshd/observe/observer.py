@@ -24,7 +24,7 @@ class Exchange:
     request costs one record and no table keyed by its head."""
 
     __slots__ = ("direction", "mesh", "source", "local", "series", "target_node", "instance", "retries", "trace",
-                 "log", "counted", "done", "decision", "binding", "fed")
+                 "log", "counted", "done", "decision", "binding", "fed", "waiting")
 
     def __init__(self, direction: str, mesh: str, source: str, local: str, counted: bool):
         self.counted = counted    # False: logged only (the other end counts it)
@@ -41,6 +41,7 @@ class Exchange:
         self.done = False         # its end was recorded
         self.decision = self.binding = None  # the runtime's: the router's Decision, and what it led to
         self.fed = False          # the runtime's: the router has the result of the last attempt
+        self.waiting = None       # the runtime's: queued for a connection (a Deferred), or None
 
 
 class Observer:

@@ -15,11 +15,12 @@ runs on the data-plane loop.
 from __future__ import annotations
 
 import time
+from collections import deque
 import weakref
 
 from _fastroute import constants as C
 from meshd.compile import INGRESS_ATTRIBUTE
-from meshd.dataplane import Refusal, Target, TcpTarget
+from meshd.dataplane import Deferred, Refusal, Target, TcpTarget
 from meshd.observe import EGRESS, TCP
 from meshd.proxy.config import (
     INGRESS_HTTP_ATTRIBUTE, INGRESS_TCP_ATTRIBUTE, INSTANCE_HEADER, INTERNAL_HEADER_PREFIX, SERVICE_HEADER,
@@ -35,13 +36,17 @@ MAX_TARGETS = 16384
 
 
 class _Load:
-    """Requests this meshd has in flight to one (mesh, target node), against the node's
-    connection-pool limit; outlives table generations (their requests end under the next)."""
+    """Requests (or TCP connections) this meshd has in flight to one (mesh, target node),
+    against the node's connection-pool limits, and the HTTP/1.1 requests queued for a
+    connection; outlives table generations (their requests end under the next)."""
 
-    __slots__ = ("n",)
+    __slots__ = ("n", "pending", "limit", "pending_limit")
 
     def __init__(self):
         self.n = 0
+        self.pending: deque = deque()  # Exchanges of queued HTTP/1.1 requests, oldest first
+        self.limit = 0                 # the HTTP/1.1 connection limit the queue drains against
+        self.pending_limit = 0
 
 
 class _Binding:
@@ -161,11 +166,19 @@ class Egress:
             router.release(d)
             return REFUSALS["not_a_backend"]
         load = b.load
+        x.decision, x.binding = d, b
         if load.n >= b.limit:
+            if caller.http and len(load.pending) < load.pending_limit:
+                # App Mesh's http maxConnections: each HTTP/1.1 request holds a connection,
+                # so it waits for one, in a queue of maxPendingRequests (Envoy's pending
+                # requests); past that the circuit is open.
+                x.waiting = Deferred()
+                load.pending.append(x)
+                return x.waiting
+            x.binding = None
             router.release(d)
             return REFUSALS["pool_overflow"]
         load.n += 1
-        x.decision, x.binding = d, b
         return b.target
 
     def retry(self, head, failure):
@@ -204,8 +217,15 @@ class Egress:
         if b is None:
             return
         x.binding = None
-        b.load.n -= 1
         d = x.decision
+        if x.waiting is not None:  # the client left (or the request ended) while queued
+            b.load.pending.remove(x)
+            x.waiting = None
+            b.live.router.release(d)
+            return
+        b.load.n -= 1
+        if b.load.pending:
+            self._admit_queued(b.load)
         if x.fed or d.state != C.ST_IN_FLIGHT:
             return
         # The outcomes table says what the reason tells the router; without a reason the
@@ -221,6 +241,15 @@ class Egress:
         else:
             kind, code = C.RESULT_HTTP, status
         self._feed(x, b, kind, code)
+
+    @staticmethod
+    def _admit_queued(load: _Load) -> None:
+        """A connection's worth of room: the oldest queued HTTP/1.1 requests go on."""
+        while load.pending and load.n < load.limit:
+            x = load.pending.popleft()
+            wait, x.waiting = x.waiting, None
+            load.n += 1
+            wait.resolve(x.binding.target)
 
     def tcp_decide_hook(self, app):
         """The decide hook of `app`'s TCP backend ports: the port names the virtual service."""
@@ -241,9 +270,26 @@ class Egress:
             live.router.result(d, C.RESULT_TCP_DONE, 0, now)
             if not allowed:
                 return REFUSALS["not_a_backend"]
+            # App Mesh's tcp maxConnections: connections this meshd has open to the node.
+            load = self._load(app.mesh, d.target)
+            if load.n >= live.router.node_limits(d.target)[0]:
+                return REFUSALS["pool_overflow"]
             t = self._protocol_target(live, app, d, "tcp")
-            return t if isinstance(t, Refusal) else TcpTarget(t)
+            if isinstance(t, Refusal):
+                return t
+            load.n += 1
+            x.binding = load  # given back by tcp_complete when the connection closes
+            return TcpTarget(t)
         return decide
+
+    def tcp_complete(self, head, target, status, grpc_status, reason, duration_ns) -> None:
+        """The TCP backend ports' completion hook: record it, give the connection back."""
+        self.observe.end(head, target, status, grpc_status, reason, duration_ns)
+        x = head.context
+        load = x.binding if x is not None else None
+        if load is not None:
+            x.binding = None
+            load.n -= 1
 
     # -- bindings and targets --------------------------------------------------------------
     def _bind(self, caller: Caller, live, d, x):
@@ -257,15 +303,27 @@ class Egress:
             if target.__class__ is Refusal:
                 self.observe.routed(x, d.service, d.route, d.target, d.endpoint.id)
                 return target
-        load = self._loads.get((app.mesh, d.target))
-        if load is None:
-            load = self._loads[(app.mesh, d.target)] = _Load()
+        load = self._load(app.mesh, d.target)
+        max_connections, max_pending, max_requests = live.router.node_limits(d.target)
+        if caller.http:
+            # HTTP/1.1 carries one request per connection: maxConnections bounds the requests
+            # in flight as well as maxRequests does, and the rest wait (maxPendingRequests).
+            limit = min(max_connections, max_requests)
+            load.limit, load.pending_limit = limit, max_pending
+        else:
+            limit = max_requests
         b = _Binding(caller, live, allowed, target, self.observe.series(x, d.service, d.route, d.target), load,
-                     live.router.node_limits(d.target)[2])
+                     limit)
         if len(caller.bindings) >= MAX_BINDINGS:
             caller.bindings.clear()
         caller.bindings[(d.service, d.route, d.endpoint)] = b
         return b
+
+    def _load(self, mesh: str, node: str) -> _Load:
+        load = self._loads.get((mesh, node))
+        if load is None:
+            load = self._loads[(mesh, node)] = _Load()
+        return load
 
     def allowed(self, app, service) -> bool:
         """May `app` call `service`? Under the mesh's DROP_ALL egress filter only its backends."""

@@ -204,7 +204,7 @@ class MeshRuntime:
                     app.egress_http, http_backends, f"egress_http:{app.virtual_node}")
             tcp_backends = [b for b in app.backends if b.protocol == "tcp"]
             if tcp_backends:
-                tcp = TcpEngine(self.egress.tcp_decide_hook(app), **opts, complete=self.observe.end)
+                tcp = TcpEngine(self.egress.tcp_decide_hook(app), **opts, complete=self.egress.tcp_complete)
                 for b in tcp_backends:
                     await tcp.listen("127.0.0.1", b.port)
                 self.listeners.add(tcp)

@@ -1,12 +1,11 @@
 """Builders of the router-core suite: both implementations, tables and requests."""
 from __future__ import annotations
 
-from _fastroute import _core, pools, reference
+from _fastroute import _core, reference
 from _fastroute import constants as C
 from _fastroute.spec import Endpoint, HttpMatch, Route, Table, Target, VirtualNode, VirtualRouter, VirtualService
 
 IMPLS = {"cython": _core.Router, "reference": reference.Router}
-POOLS = {_core.Router: _core.Pools, reference.Router: pools.Pools}
 
 
 def http_route(name, prefix="/", *, targets=(("a", 1),), priority=None, **match):
