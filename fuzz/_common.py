@@ -347,3 +347,33 @@ def tls_contexts():
     bundle = certs.cert_to_pem(ca_cert)
     return (tls.server_context(*pem["server"], bundle),
             lambda alpn: tls.client_context(*pem["client"], bundle, alpn=alpn))
+
+
+def watch_llhttp(errors: Errors, expected=()) -> None:
+    """Make exceptions raised inside httptools parser callbacks visible to errors.
+
+    llhttp hands an exception from a callback back as HttpParserCallbackError, with the
+    exception as its __context__, and the HTTP/1.1 engine treats every parse error as the
+    peer's bad message (400, protocol_errors): a bug in the engine's own callbacks would
+    pass for a bad request. Subclasses of the parsers, installed under httptools' names
+    (which the engine looks up per connection), note each such exception that is not one
+    of `expected` (the engine's own stop signal) and re-raise it unchanged.
+    """
+    import httptools
+
+    def watched(base):
+        class Watched(base):
+            def feed_data(self, data):
+                try:
+                    return super().feed_data(data)
+                except httptools.HttpParserCallbackError as err:
+                    cause = err.__context__
+                    if cause is not None and not isinstance(cause, expected):
+                        errors.seen.append("parser callback: " + "".join(traceback.format_exception(cause)))
+                    raise
+
+        Watched.__name__ = Watched.__qualname__ = base.__name__
+        return Watched
+
+    httptools.HttpRequestParser = watched(httptools.HttpRequestParser)
+    httptools.HttpResponseParser = watched(httptools.HttpResponseParser)

@@ -6,8 +6,9 @@ Input: byte 0 chooses how the bytes arrive (_common.drive), the rest is what a c
 sends on one connection. Each input gets a fresh connection to a long-lived H1Engine
 whose decide() routes to a real HTTP/1.1 origin on loopback, to a closed port, or
 refuses, by the request's path. The engine module is pure Python, so atheris traces it
-line by line. A crash is an exception out of the protocol, one the engine caught and
-logged at ERROR or that reached the loop, a connection or upstream still held a second
+line by line. A crash is an exception out of the protocol, one raised in its parser
+callbacks (which llhttp turns into a parse error), one the engine caught and logged at
+ERROR or that reached the loop, a connection or upstream still held a second
 after the client went away, or a libFuzzer -timeout.
 """
 from __future__ import annotations
@@ -21,11 +22,13 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 with atheris.instrument_imports(include=["meshd.dataplane.h1", "meshd.dataplane._relay"]):
     from meshd.dataplane import H1Engine, Refusal, Target
+    from meshd.dataplane.h1 import _Stop
 
-from _common import drive, new_loop, released, run  # noqa: E402
+from _common import drive, new_loop, released, run, watch_llhttp  # noqa: E402
 from _origins import H1Origin, Routes, closed_port, start  # noqa: E402
 
 loop, errors = new_loop()
+watch_llhttp(errors, expected=_Stop)
 _, ORIGIN_PORT = loop.run_until_complete(start(loop, H1Origin))
 DOWN_PORT = loop.run_until_complete(closed_port(loop))
 

@@ -30,12 +30,14 @@ from _common import load_native_h2  # noqa: E402
 NATIVE = load_native_h2()    # None unless MESHD_FUZZ_NATIVE=1
 with atheris.instrument_imports(include=["meshd.dataplane.h1", "meshd.dataplane._relay"]):
     from meshd.dataplane import Engine, H1Engine, Refusal, Target, counters
+    from meshd.dataplane.h1 import _Stop
     from meshd.dataplane.h1 import counters as h1_counters
 
-from _common import Bug, Signals, moved, new_loop, released, run, tls_contexts  # noqa: E402
+from _common import Bug, Signals, moved, new_loop, released, run, tls_contexts, watch_llhttp  # noqa: E402
 from _origins import H1Origin, H2Origin, Routes, closed_port, start  # noqa: E402
 
 loop, errors = new_loop()
+watch_llhttp(errors, expected=_Stop)
 _, H2_ORIGIN = loop.run_until_complete(start(loop, H2Origin))
 _, H1_ORIGIN = loop.run_until_complete(start(loop, H1Origin))
 DOWN_PORT = loop.run_until_complete(closed_port(loop))
