@@ -195,8 +195,9 @@ def close_down(loop, pipe: Pipe, eof: bool) -> None:
 
 
 # The mode byte (byte 0) of a data-plane input: bits 0-1 the read size (whole, 1, 7 or 64
-# bytes per data_received), bit 2 a pause_writing/resume_writing pair around the input,
-# bit 3 FIN before the close, bit 4 wait for the answers before the client leaves.
+# bytes per data_received), bit 2 a pause_writing/resume_writing pair halfway through (a
+# client that stops reading for a moment), bit 3 FIN before the close, bit 4 wait for the
+# answers before the client leaves.
 SIZES = (0, 1, 7, 64)
 
 
@@ -205,11 +206,15 @@ def drive(loop, proto, data: bytes, mode: int, answered) -> Pipe:
     by the mode byte; answered(proto) tells when no request waits for its response."""
     pipe = Pipe(loop, proto)
     proto.connection_made(pipe)
-    if mode & 4:
-        proto.pause_writing()
-    feed(loop, pipe, data, SIZES[mode & 3])
+    half = len(data) // 2 if mode & 4 else len(data)
+    feed(loop, pipe, data[:half], SIZES[mode & 3])
     if mode & 4 and not pipe.lost:
+        # The engine pauses its reading in turn, so the second half waits for the resume,
+        # while answers from upstream arrive and queue up.
+        proto.pause_writing()
+        spin(loop, None, 0.005)
         proto.resume_writing()
+        feed(loop, pipe, data[half:], SIZES[mode & 3])
     if mode & 16:
         spin(loop, lambda: pipe.closed or answered(proto), 0.1)
     close_down(loop, pipe, bool(mode & 8))
