@@ -64,9 +64,11 @@ def load_documents(target: str) -> list[tuple[str, dict]]:
         raise CliError(f"{target}: no such file or directory")
     out = []
     for f in files:
-        text = sys.stdin.read() if str(f) == "-" else f.read_text()
         try:
+            text = sys.stdin.read() if str(f) == "-" else f.read_text()
             docs = list(yaml.safe_load_all(text))  # YAML is a superset of JSON
+        except UnicodeDecodeError as err:  # JSON and YAML are text (RFC 8259 §8.1: UTF-8)
+            raise CliError(f"{f}: not UTF-8 text: {err}") from err
         except yaml.YAMLError as err:
             raise CliError(f"{f}: not valid JSON or YAML: {err}") from err
         for i, doc in enumerate(d for d in docs if d is not None):

@@ -1,0 +1,1 @@
+"""Fuzzing: short runs of the fuzz/ harnesses and replays of what they found."""
