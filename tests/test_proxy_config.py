@@ -51,6 +51,7 @@ drainSeconds: 2
 upstreamIdleSeconds: 30
 connectTimeoutSeconds: 1.5
 pingSeconds: 0
+handshakeTimeoutSeconds: 3
 apps:
   - mesh: shop
     virtualNode: web
@@ -70,7 +71,8 @@ observability:
 """)
     app = cfg.apps[0]
     assert (cfg.ingress_http, cfg.advertise, cfg.drain_seconds, cfg.upstream_idle_seconds,
-            cfg.connect_timeout_seconds, cfg.ping_seconds) == ("0.0.0.0:15444", "10.0.0.1:15443", 2.0, 30.0, 1.5, 0.0)
+            cfg.connect_timeout_seconds, cfg.ping_seconds, cfg.handshake_timeout_seconds) == (
+        "0.0.0.0:15444", "10.0.0.1:15443", 2.0, 30.0, 1.5, 0.0, 3.0)
     assert (app.address, app.instance_id, app.egress_http, app.protocol) == ("127.0.0.2", "web-1", "127.0.0.1:15002",
                                                                             "http")
     assert [(b.port, b.protocol) for b in app.backends] == [(15101, "http2"), (15432, "tcp")]

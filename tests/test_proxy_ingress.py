@@ -54,3 +54,31 @@ def test_meshd_headers_never_reach_an_app(mesh_factory):
     names = seen.split(",")
     assert "x-app" in names
     assert not [n for n in names if n.startswith("x-meshd-")], names
+
+
+def test_a_half_sent_tls_handshake_is_cut_after_the_handshake_timeout(etcd, etcd_prefix, tmp_path):
+    """A client that sends part of a ClientHello and stops held an ingress connection for
+    60 s (asyncio's default); `handshakeTimeoutSeconds` bounds it (found by fuzzing)."""
+    import socket  # noqa: PLC0415
+    import time  # noqa: PLC0415
+
+    from mesh_harness import start_meshd  # noqa: PLC0415
+    from meshd.embedded_etcd import free_port  # noqa: PLC0415
+    from meshd.proxy import LocalApp  # noqa: PLC0415
+    from meshd.security import ClusterKey  # noqa: PLC0415
+
+    ClusterKey.generate(tmp_path / "cluster.key")
+    app = LocalApp(mesh="shop", virtual_node="api-v1", port=free_port())
+    meshd = start_meshd(etcd, etcd_prefix, tmp_path, "host-h", [app], tmp_path / "cluster.key",
+                        handshake_timeout_seconds=1.0)
+    try:
+        for name in ("ingress", "ingress_http"):
+            host, port = meshd.runtime.addresses[name].rsplit(":", 1)
+            with socket.create_connection((host, int(port)), timeout=10) as s:
+                s.sendall(b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03")  # a ClientHello's first bytes
+                t0 = time.monotonic()
+                assert s.recv(100) == b""
+                took = time.monotonic() - t0
+            assert 0.5 < took < 5, (name, took)
+    finally:
+        meshd.stop()

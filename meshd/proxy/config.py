@@ -82,6 +82,9 @@ class RuntimeConfig:
     # long without a byte from the peer, and close (retrying its requests) when the PING is
     # not answered within as long again. 0 turns it off.
     ping_seconds: float = 2.0
+    # A TLS client (at the ingress or a gateway listener) that has not finished its handshake
+    # by then is cut: without it a half-sent ClientHello held a connection for 60 s.
+    handshake_timeout_seconds: float = 10.0
 
     @staticmethod
     def load(path: str) -> "RuntimeConfig":
@@ -104,7 +107,8 @@ class RuntimeConfig:
             drain_seconds=top.number("drainSeconds", 5.0),
             upstream_idle_seconds=top.number("upstreamIdleSeconds", 60.0),
             connect_timeout_seconds=top.number("connectTimeoutSeconds", 5.0),
-            ping_seconds=top.number("pingSeconds", 2.0))
+            ping_seconds=top.number("pingSeconds", 2.0),
+            handshake_timeout_seconds=top.number("handshakeTimeoutSeconds", 10.0))
         top.seen.add("observability")  # read (and checked) by meshd.observe.ObserveConfig
         top.done()
         return cfg

@@ -169,7 +169,8 @@ class GatewayListeners:
                      **({"ping_interval": cfg.ping_seconds, "ping_timeout": cfg.ping_seconds}
                         if cls is Engine else {}))
         try:
-            server = await engine.listen(g.address, port, ssl=ctx)
+            server = await engine.listen(g.address, port, ssl=ctx, **(
+                {"ssl_handshake_timeout": cfg.handshake_timeout_seconds} if ctx is not None else {}))
         except OSError as err:
             engine.close()
             log.warning("gateway listener could not open; retrying", extra={"listener": where, "error": str(err)})

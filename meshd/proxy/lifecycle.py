@@ -176,11 +176,12 @@ class MeshRuntime:
         opts = self._engine_options()
         self.ingress = Engine(self.inbound.decide, **opts, complete=self.inbound.complete)
         ingress_ssl = self.tls.ingress_context()
-        srv = await self.ingress.listen(host, port, ssl=ingress_ssl)
+        tls_opts = {"ssl_handshake_timeout": self.config.handshake_timeout_seconds}
+        srv = await self.ingress.listen(host, port, ssl=ingress_ssl, **tls_opts)
         self.listeners.add(self.ingress, "ingress", f"{host}:{srv.sockets[0].getsockname()[1]}")
         h1_host, h1_port = split_address(self.config.ingress_http) if self.config.ingress_http else (host, 0)
         self.ingress_http = H1Engine(self.inbound.decide, **opts, complete=self.inbound.complete)
-        srv = await self.ingress_http.listen(h1_host, h1_port, ssl=ingress_ssl)
+        srv = await self.ingress_http.listen(h1_host, h1_port, ssl=ingress_ssl, **tls_opts)
         self.listeners.add(self.ingress_http, "ingress_http", f"{h1_host}:{srv.sockets[0].getsockname()[1]}")
         for app in self.config.apps:
             if app.protocol == "tcp":
