@@ -63,6 +63,15 @@ class _Stop(Exception):
     """Raised inside a parser callback to stop parsing; the connection says why in .error."""
 
 
+def _callback_failed(err: Exception, side: str) -> None:
+    """httptools reports an exception raised in one of our own parser callbacks as a parse
+    error: without this the relay's bug would look like a client's malformed request (a 400
+    and a protocol-error count). Say so, with the cause (found by fuzzing)."""
+    cause = err.__context__
+    if isinstance(err, httptools.HttpParserCallbackError) and not isinstance(cause, _Stop):
+        _log.error("HTTP/1.1 relay: a %s parser callback failed", side, exc_info=cause or err)
+
+
 class H1RequestHead:
     """The request as the routing hook sees it: the h2 engine's RequestHead attributes."""
 
@@ -224,7 +233,8 @@ class _Up(asyncio.Protocol):
                 rest = data[u.args[0]:]
                 if rest:
                     ex.down.transport.write(rest)
-        except httptools.HttpParserError:
+        except httptools.HttpParserError as err:
+            _callback_failed(err, "upstream")
             if self.ex is ex and ex.up is self:
                 _C["protocol_errors"] += 1
                 ex.up_failed(self, "reset")
@@ -897,7 +907,8 @@ class _Down(asyncio.Protocol):
                 self.pause(_P_UPGRADE)
             else:
                 self.close()
-        except httptools.HttpParserError:
+        except httptools.HttpParserError as err:
+            _callback_failed(err, "downstream")
             if self.error is None:
                 _C["protocol_errors"] += 1
                 self.error = (400, "bad_request")

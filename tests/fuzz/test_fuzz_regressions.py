@@ -12,3 +12,36 @@ def test_meshctl_apply_of_a_file_that_is_not_utf8_is_an_error_not_a_traceback(tm
     assert meshctl.main(["apply", "-f", str(doc), "--server", "127.0.0.1:9"]) == 1
     err = capsys.readouterr().err
     assert "not UTF-8 text" in err and str(doc) in err
+
+
+def test_a_failing_http1_parser_callback_is_logged_as_the_relays_error(caplog):
+    """httptools turns an exception in a callback into a parse error; the relay says which
+    it was (fuzzing found such bugs invisible: a 400 and a protocol-error count)."""
+    import logging  # noqa: PLC0415
+
+    import httptools  # noqa: PLC0415
+
+    from meshd.dataplane.h1 import _callback_failed, _Stop  # noqa: PLC0415
+
+    class Broken:
+        def on_url(self, url):
+            raise ValueError("relay bug")
+
+    class Stopping:  # the relay's own way of stopping the parser: not an error
+        def on_url(self, url):
+            raise _Stop()
+
+    caplog.set_level(logging.ERROR, logger="meshd.dataplane")
+    for data, proto, broken in ((b"GET / HTTP/1.1\r\n\r\n", Broken, True),
+                                (b"GET / HTTP/1.1\r\n\r\n", Stopping, False),
+                                (b"\x00garbage\r\n\r\n", Broken, False)):
+        caplog.clear()
+        try:
+            httptools.HttpRequestParser(proto()).feed_data(data)
+        except httptools.HttpParserError as err:
+            _callback_failed(err, "downstream")
+        errors = [r for r in caplog.records if r.levelno >= logging.ERROR]
+        if broken:
+            assert errors and isinstance(errors[0].exc_info[1], ValueError), errors
+        else:
+            assert not errors  # a client's garbage stays a client error
