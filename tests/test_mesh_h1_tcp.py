@@ -33,6 +33,7 @@ class Echo(Handler):
     """The origin behind `web-api`; /ws is the data-plane tests' RFC 6455 echo."""
 
     flaky_calls = 0
+    hold_closed: list = []  # seconds each /hold waited before its connection closed
 
     def do_GET(self):  # noqa: N802 - http.server's naming
         if self.path == "/ws":
@@ -40,6 +41,15 @@ class Echo(Handler):
             return
         if self.path == "/slow":
             time.sleep(0.6)
+        if self.path == "/hold":  # never answers: waits until its caller's connection closes
+            self.connection.settimeout(20)
+            t0 = time.monotonic()
+            try:
+                self.connection.recv(1)
+            except OSError:
+                pass
+            Echo.hold_closed.append(time.monotonic() - t0)
+            return
         if self.path == "/flaky":
             Echo.flaky_calls += 1
             if Echo.flaky_calls % 2:  # every other call fails with 503

@@ -11,6 +11,7 @@ import grpc
 import pytest
 
 from mesh_harness import Origin
+from test_mesh_h1_tcp import h1_tcp_mesh  # noqa: F401 - the fixture
 
 pytestmark = [pytest.mark.hardening, pytest.mark.dataplane, pytest.mark.etcd]
 
@@ -121,3 +122,30 @@ def test_the_outcomes_table_covers_every_reason_the_engines_answer_with():
     for reason in ("reset", "pool_overflow", "not_a_backend", "identity_refused", "no_endpoint", "draining",
                    "stream_idle_timeout"):
         assert O.FEEDBACK[reason] == O.RELEASE, reason
+
+
+def test_an_http1_client_that_goes_away_closes_the_upstream_connection_at_once(h1_tcp_mesh):
+    """HTTP/1.1 has no stream reset: a client that leaves mid-request closes its connection,
+    and meshd closes the upstream one at once, through both meshds, so the origin stops."""
+    import socket  # noqa: PLC0415
+
+    from test_mesh_h1_tcp import Echo, _until  # noqa: PLC0415
+
+    a, _, _ = h1_tcp_mesh
+    host, port = a.runtime.addresses["egress_http:web"].rsplit(":", 1)
+
+    def warm():
+        with socket.create_connection((host, int(port)), timeout=5) as s:
+            s.sendall(b"GET /warm HTTP/1.1\r\nHost: api.shop.local\r\n\r\n")
+            assert s.recv(100).startswith(b"HTTP/1.1 200")
+    _until(warm)
+    Echo.hold_closed.clear()
+    s = socket.create_connection((host, int(port)), timeout=5)
+    s.sendall(b"GET /hold HTTP/1.1\r\nHost: api.shop.local\r\n\r\n")
+    time.sleep(0.5)
+    s.close()
+    deadline = time.monotonic() + 3
+    while not Echo.hold_closed and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert Echo.hold_closed and Echo.hold_closed[0] < 1.5, Echo.hold_closed
+    assert a.runtime.in_flight().get("shop/web-api", 0) == 0

@@ -962,8 +962,11 @@ class _Down(asyncio.Protocol):
             return self.tunnel_eof(self)
         if self.upgrading:
             return True             # passed on when the tunnel opens
-        # A client that half-closes after its request still gets the response.
-        return bool(self.queue)
+        # A client's FIN while a request is open is the client going away, as Envoy (no
+        # half-close on HTTP connections) and nginx (499) read it: HTTP/1.1 has no other
+        # way to cancel, and a client that closed its socket can no longer take the
+        # answer. Returning False closes the connection, and with it the upstream one.
+        return False
 
     def tunnel_eof(self, side):
         """One side of a tunnel sent FIN: pass it on, keep the other direction (half-close)."""
