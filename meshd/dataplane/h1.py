@@ -198,22 +198,30 @@ class _Up(asyncio.Protocol):
         self.transport = transport
         transport.set_write_buffer_limits(self.engine.high_water)
 
-    # parser callbacks: forwarded to the exchange being served
+    # parser callbacks: forwarded to the exchange being served. One feed_data may run
+    # several; when one of them ends the exchange (its client left, so the connection is
+    # closing), the rest have no exchange and stop the parser (found by fuzzing).
+    def _served(self):
+        ex = self.ex
+        if ex is None:
+            raise _Stop()
+        return ex
+
     def on_status(self, phrase):
-        self.ex.resp_phrase = phrase
+        self._served().resp_phrase = phrase
 
     def on_header(self, name, value):
-        self.ex.resp_header(name.lower(), value)
+        self._served().resp_header(name.lower(), value)
 
     def on_headers_complete(self):
-        self.ex.resp_headers_complete(self.parser.get_status_code(), self.parser)
+        self._served().resp_headers_complete(self.parser.get_status_code(), self.parser)
 
     def on_body(self, data):
-        self.ex.resp_body(data)
+        self._served().resp_body(data)
 
     def on_message_complete(self):
         if not self.tunnel:
-            self.ex.resp_complete()
+            self._served().resp_complete()
 
     def data_received(self, data):
         ex = self.ex

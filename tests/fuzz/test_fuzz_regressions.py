@@ -45,3 +45,22 @@ def test_a_failing_http1_parser_callback_is_logged_as_the_relays_error(caplog):
             assert errors and isinstance(errors[0].exc_info[1], ValueError), errors
         else:
             assert not errors  # a client's garbage stays a client error
+
+
+def test_a_response_parsed_after_its_client_left_stops_the_upstream_parser(tmp_path):
+    """fuzz_h1.py (mode 0x19: one-byte reads, FIN, then wait): a chunked HEAD whose client
+    sent FIN. The client's FIN ends the exchange while the upstream's response is being
+    parsed; the parser's later callbacks found no exchange (AttributeError, which llhttp
+    turned into a parse error). They now stop the parser. Replayed through the harness."""
+    import base64  # noqa: PLC0415
+    import subprocess  # noqa: PLC0415
+    import sys  # noqa: PLC0415
+    from pathlib import Path  # noqa: PLC0415
+
+    case = tmp_path / "crash-h1-up-after-close"
+    case.write_bytes(base64.b64decode(
+        "GUhFQUQgLyBIVFRQLzEuMQ0KaG9zdDogYQ0KdHJhbnNmZXItZW5jb2Rpbmc6IGNodW5rZWQNCg0KNQ0KaGVsbG8NCjANCngtdDogMQ0KDQo="))
+    harness = Path(__file__).resolve().parents[2] / "fuzz" / "fuzz_h1.py"
+    run = subprocess.run([sys.executable, str(harness), str(case)], capture_output=True, text=True, timeout=120,
+                         cwd=tmp_path)
+    assert run.returncode == 0, run.stderr[-4000:]
