@@ -233,7 +233,7 @@ cdef class Engine:
 
     cdef void check_idle(self, ServerConn s, int64_t now) except *:
         # A scan of the connection's streams per sweep, instead of a timer per stream re-armed
-        # on every frame (what Envoy's resetIdleTimer does, and its TODO suggests replacing).
+        # on every frame (Envoy's resetIdleTimer): no timer work on the per-frame path.
         cdef Exchange x
         cdef list expired = None
         for x in s.streams.values():

@@ -88,13 +88,18 @@ class Ingress:
     def tcp_decide_hook(self, app):
         """A TCP app's own ingress port: every connection goes to the app. It is written to
         the app's access log but not counted again (the caller's meshd counts it, direction tcp)."""
+        made = [None, None]  # (the live table, the app's Target under it): one per generation
+
         def decide(head):
             x = self.observe.begin(head, INGRESS, app.mesh, app.virtual_node, counted=False)
             x.instance = app.instance_id
-            snap = self.view.snapshot(app.mesh)
-            node = snap.nodes.get(app.virtual_node) if snap is not None else None
-            idle = listener_timeouts(node.spec)[1] if node is not None else None
-            return self.admit(app, head.peer_cert, None)[1] or Target(app.address, app.port, idle_timeout=idle)
+            live = self.view.live(app.mesh)
+            if made[0] is not live:
+                snap = self.view.snapshot(app.mesh)
+                node = snap.nodes.get(app.virtual_node) if snap is not None else None
+                idle = listener_timeouts(node.spec)[1] if node is not None else None
+                made[:] = live, Target(app.address, app.port, idle_timeout=idle)
+            return self.admit(app, head.peer_cert, None)[1] or made[1]
         return decide
 
     def _admission(self, key: tuple, app, peer_cert: bytes | None, service: str, x) -> _Admission:

@@ -30,7 +30,7 @@ from meshd.observe import Metrics, Observer
 from meshd.proxy.config import (
     INGRESS_HTTP_ATTRIBUTE, INGRESS_TCP_ATTRIBUTE, BackendPort, LocalApp, RuntimeConfig, split_address,
 )
-from meshd.proxy.egress import Caller, Egress
+from meshd.proxy.egress import Egress
 from meshd.proxy.gateway import GatewayListeners
 from meshd.proxy.ingress import Ingress
 from meshd.proxy.listeners import Listeners
@@ -462,8 +462,3 @@ class MeshRuntime:
     def in_flight(self) -> dict[str, int]:
         """Requests routed and not yet completed, per "mesh/target node"."""
         return self.egress.in_flight()
-
-    def caller(self, app, http: bool) -> Caller:
-        """The routing state of one listener calling as `app` (a LocalApp, or a gateway's
-        GatewayConfig), for `Egress.route`; its bindings follow certificate renewals."""
-        return self.egress.caller(app, http)
