@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import concurrent.futures
-import ctypes
 import logging
 import os
 import queue
@@ -25,29 +24,25 @@ class EtcdError(Exception):
     """The embedded etcd could not be found or started."""
 
 
-# prctl(2) from <linux/prctl.h>. Resolved at import, so the child after fork only calls an
-# already-bound C function (no import, no dlsym) before it execs etcd.
-_PR_SET_PDEATHSIG = 1
-_libc = ctypes.CDLL(None, use_errno=True)
-_prctl = _libc.prctl
-_prctl.argtypes = (ctypes.c_int, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong)
-_prctl.restype = ctypes.c_int
-
-
-def _die_with_parent(parent_pid: int):
-    """A preexec_fn making the child get SIGKILL when its parent dies, even by SIGKILL.
+def _die_with_parent(args: list[str], parent_pid: int) -> list[str]:
+    """`args` wrapped so the child gets SIGKILL when its parent dies, even by SIGKILL.
 
     SIGKILL, not SIGTERM: etcd acknowledges a write only after its WAL is fsynced, so
-    killing it loses nothing acknowledged, and it cannot ignore or stall on it. If the
-    parent died between fork and prctl, no signal will ever come: the child finds itself
-    reparented (getppid changed) and ends itself.
+    killing it loses nothing acknowledged, and it cannot ignore or stall on it.
+
+    util-linux's setpriv sets PR_SET_PDEATHSIG and execs; the setting survives exec. It is
+    done there and not in a preexec_fn on purpose: meshd forks while gRPC's threads run,
+    and Python code between fork and exec in such a process can die by SIGABRT/SIGSEGV
+    (gRPC's fork handlers). Without a preexec_fn no Python runs in the child. If the parent
+    died between fork and prctl no signal will ever come, so the shell checks it still has
+    the parent that spawned it before it becomes the program.
     """
-    def preexec() -> None:
-        if _prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0) != 0:
-            raise OSError(ctypes.get_errno(), "prctl(PR_SET_PDEATHSIG) failed")
-        if os.getppid() != parent_pid:
-            os.kill(os.getpid(), signal.SIGKILL)
-    return preexec
+    setpriv = shutil.which("setpriv")
+    if setpriv is None:
+        log.warning("setpriv (util-linux) not found: children will not die with a SIGKILLed meshd")
+        return list(args)
+    check = f'[ "$PPID" = "{parent_pid}" ] || exit 70; exec "$@"'
+    return [setpriv, "--pdeathsig", "KILL", "--", "/bin/sh", "-c", check, "meshd-spawn", *args]
 
 
 class _Spawner:
@@ -81,7 +76,7 @@ class _Spawner:
         while True:
             done, args, kwargs = jobs.get()
             try:
-                done.set_result(subprocess.Popen(args, preexec_fn=_die_with_parent(os.getpid()), **kwargs))
+                done.set_result(subprocess.Popen(_die_with_parent(args, os.getpid()), **kwargs))
             except BaseException as err:  # noqa: BLE001 - handed to the caller, which raises it
                 done.set_exception(err)
 

@@ -180,3 +180,49 @@ def test_embedded_etcd_outlives_the_thread_that_started_it(tmp_path):
         server.wait_ready(timeout=5)
     finally:
         server.stop()
+
+
+@pytest.mark.hardening
+def test_children_spawned_while_grpc_threads_are_busy_reach_exec():
+    """meshd restarts etcd while its admin API serves calls. A child that runs Python between
+    fork and exec in such a process can die before exec (gRPC's fork handlers: SIGABRT or
+    SIGSEGV), and an etcd restart after an outage then fails. Spawn under gRPC load, bounded
+    in count and time, and every child must run the program it was given."""
+    from concurrent import futures
+
+    from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+
+    from meshd.embedded_etcd import _spawner
+
+    server = grpc.server(futures.ThreadPoolExecutor(8))
+    health_pb2_grpc.add_HealthServicer_to_server(health.HealthServicer(), server)
+    port = server.add_insecure_port("127.0.0.1:0")
+    server.start()
+    stop = threading.Event()
+
+    def hammer():
+        with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
+            stub = health_pb2_grpc.HealthStub(channel)
+            while not stop.is_set():
+                stub.Check(health_pb2.HealthCheckRequest(), timeout=5)
+
+    callers = [threading.Thread(target=hammer, daemon=True) for _ in range(4)]
+    for t in callers:
+        t.start()
+    codes: dict[int, int] = {}
+    try:
+        deadline = time.monotonic() + 12
+        spawned = 0
+        while spawned < 1500 and time.monotonic() < deadline:
+            child = _spawner.popen(["/bin/sh", "-c", "exit 7"], stdin=subprocess.DEVNULL,
+                                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+            code = child.wait(10)
+            codes[code] = codes.get(code, 0) + 1
+            spawned += 1
+    finally:
+        stop.set()
+        for t in callers:
+            t.join(10)
+        server.stop(None)
+    assert spawned >= 200, f"only {spawned} spawns in the time bound"
+    assert codes == {7: spawned}, f"exit codes of {spawned} children: {codes}"
