@@ -1,7 +1,7 @@
 """The surface of the compiled router core that Python sees (see _core.pxd for all of it)."""
 from collections.abc import Iterable
 
-from .spec import Endpoint, LHeader, Table
+from .spec import Endpoint, LHeader, Lowered, Table
 
 class CompiledRetry:
     max_retries: int
@@ -51,7 +51,7 @@ class RetryDecision:
 
 class Router:
     matches_headers: bool  # a route has header conditions: decide needs the headers
-    def __init__(self, table: Table, seed: int = 1) -> None: ...
+    def __init__(self, table: Table | Lowered, seed: int = 1) -> None: ...
     def decide(self, protocol: int, authority: str | bytes, port: int, method: str | bytes,
                scheme: str | bytes, path: str | bytes, headers: dict[str, str | bytes] | None,
                now_ns: int) -> Decision: ...

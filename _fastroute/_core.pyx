@@ -18,7 +18,7 @@ from collections import OrderedDict
 
 from . import constants as _C
 from .errors import BadResult, InvalidTransition, UnknownHandle, UnknownNode
-from .spec import lower
+from .spec import Lowered, lower
 
 cdef extern from *:
     Py_ssize_t PY_SSIZE_T_MAX

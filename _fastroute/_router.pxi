@@ -83,7 +83,8 @@ cdef class Router:
     """The router core: `decide` per request, `result` per attempt, endpoint updates."""
 
     def __init__(self, table, seed=1):
-        low = lower(table)
+        # A `spec.Lowered` is a table `lower` already validated (meshd's compile has one).
+        low = table if isinstance(table, Lowered) else lower(table)
         self._low = low
         self.rng.state = (<uint64_t>(seed & MASK64)) or RNG_ZERO_SEED
         self._nodes = [_compile_node(n) for n in low.nodes]

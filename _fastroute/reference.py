@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from . import constants as C
 from .errors import BadResult, InvalidTransition, UnknownNode
-from .spec import Endpoint, Table, lower
+from .spec import Endpoint, Lowered, Table, lower
 
 _EXACT, _PREFIX, _SUFFIX, _REGEX, _RANGE = C.HM_EXACT, C.HM_PREFIX, C.HM_SUFFIX, C.HM_REGEX, C.HM_RANGE
 
@@ -193,8 +193,9 @@ def _query_ok(name, exact, path, q) -> bool:
 class Router:
     """The router core: `decide` per request, `result` per attempt, endpoint updates."""
 
-    def __init__(self, table: Table, seed: int = 1) -> None:
-        low = lower(table)
+    def __init__(self, table: Table | Lowered, seed: int = 1) -> None:
+        # A `Lowered` is a table `lower` already validated (meshd's compile has one).
+        low = table if isinstance(table, Lowered) else lower(table)
         self._low = low
         self._rng = Rng(seed)
         self._nodes = [NodeState(n) for n in low.nodes]

@@ -53,11 +53,47 @@ class MeshSnapshot:
 
 @dataclass(frozen=True)
 class Compiled:
-    """A compiled mesh: the table, endpoints per node, and what had to be left out."""
+    """A compiled mesh: the table, endpoints per node, and what had to be left out.
+
+    `lowered` is the table as `_fastroute.spec.lower` validated it: `fr.Router(lowered)`
+    builds on it without lowering the table a second time."""
 
     table: fr.Table
     endpoints: dict[str, tuple[fr.Endpoint, ...]]
     problems: tuple[CompileError, ...]
+    lowered: fr.spec.Lowered | None = None
+
+
+class RouteCache:
+    """compile_route's results kept across compiles of one mesh, by (router, route).
+
+    A snapshot replaces a route's message when the route changes and never mutates it, so
+    an entry made from the very same message object is still the route's compiled form
+    (or its error). Each compile keeps only the routes it saw: the cache never outgrows
+    the mesh. Not thread-safe: one compiling thread owns it."""
+
+    def __init__(self):
+        self._entries: dict[tuple[str, str], tuple[object, fr.Route | CompileError]] = {}
+        self._next: dict[tuple[str, str], tuple[object, fr.Route | CompileError]] = {}
+
+    def route(self, router: str, name: str, data) -> fr.Route:
+        key = (router, name)
+        hit = self._entries.get(key)
+        if hit is not None and hit[0] is data:
+            result = hit[1]
+        else:
+            try:
+                result = compile_route(router, name, data.spec)
+            except CompileError as err:
+                result = err
+        self._next[key] = (data, result)
+        if isinstance(result, CompileError):
+            raise result
+        return result
+
+    def done(self) -> None:
+        """End of one compile: forget the routes it did not see."""
+        self._entries, self._next = self._next, {}
 
 
 def duration_ms(d, default: int) -> int:
@@ -208,8 +244,10 @@ def listener_timeouts(spec) -> tuple[float, float]:
     return t.per_request_ms / 1000, t.idle_ms / 1000
 
 
-def compile_mesh(snap: MeshSnapshot, trust_domain: str = DEFAULT_TRUST_DOMAIN) -> Compiled:
-    """A mesh snapshot → table + endpoints. Uncompilable resources are left out and reported."""
+def compile_mesh(snap: MeshSnapshot, trust_domain: str = DEFAULT_TRUST_DOMAIN,
+                 cache: RouteCache | None = None) -> Compiled:
+    """A mesh snapshot → table + endpoints. Uncompilable resources are left out and reported.
+    With `cache` (kept by the caller for this mesh), unchanged routes are not compiled again."""
     problems: list[CompileError] = []
     nodes = []
     for name, data in sorted(snap.nodes.items()):
@@ -222,7 +260,7 @@ def compile_mesh(snap: MeshSnapshot, trust_domain: str = DEFAULT_TRUST_DOMAIN) -
     for (router, name), data in sorted(snap.routes.items()):
         resource = f"routes/{snap.name}/{router}/{name}"
         try:
-            route = compile_route(router, name, data.spec)
+            route = cache.route(router, name, data) if cache is not None else compile_route(router, name, data.spec)
             missing = [t.node for t in route.targets if t.node not in node_names]
             if missing:
                 raise CompileError(resource, "spec", f"targets unknown virtual nodes {missing}")
@@ -249,12 +287,14 @@ def compile_mesh(snap: MeshSnapshot, trust_domain: str = DEFAULT_TRUST_DOMAIN) -
         # App Mesh allows a service without a provider: it exists but routes nowhere, so
         # calls to it are answered "no service" like an unknown name.
     table = fr.Table(services=tuple(services), routers=routers, nodes=tuple(nodes))
-    table = _drop_invalid(table, problems, snap.name)
+    if cache is not None:
+        cache.done()
+    table, lowered = _drop_invalid(table, problems, snap.name)
     endpoints = {node: tuple(live_endpoints(insts)) for node, insts in snap.instances.items() if node in node_names}
     for err in problems:
         log.warning("resource left out of the route table", extra={"resource": err.resource, "field": err.field,
                                                                    "reason": err.reason})
-    return Compiled(table, endpoints, tuple(problems))
+    return Compiled(table, endpoints, tuple(problems), lowered)
 
 
 def live_endpoints(instances: dict[str, admin_pb2.Instance]) -> list[fr.Endpoint]:
@@ -276,12 +316,12 @@ def live_endpoints(instances: dict[str, admin_pb2.Instance]) -> list[fr.Endpoint
 _ROUTE_PATH = re.compile(r"^routers\[(\d+)\]\.routes\[(\d+)\]")
 
 
-def _drop_invalid(table: fr.Table, problems: list[CompileError], mesh: str) -> fr.Table:
-    """Let `_fastroute` validate the table; drop each route it rejects, then try again."""
+def _drop_invalid(table: fr.Table, problems: list[CompileError], mesh: str) -> tuple[fr.Table, fr.spec.Lowered]:
+    """Let `_fastroute` validate the table; drop each route it rejects, then try again.
+    Returns the table and its lowered form."""
     for _ in range(64):
         try:
-            fr.spec.lower(table)
-            return table
+            return table, fr.spec.lower(table)
         except fr.TableError as err:
             m = _ROUTE_PATH.match(err.path)
             if not m:

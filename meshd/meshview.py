@@ -21,7 +21,7 @@ from dataclasses import dataclass, replace
 from typing import Callable
 
 import _fastroute as fr
-from meshd.compile import DEFAULT_TRUST_DOMAIN, Compiled, MeshSnapshot, compile_mesh, live_endpoints
+from meshd.compile import DEFAULT_TRUST_DOMAIN, Compiled, MeshSnapshot, RouteCache, compile_mesh, live_endpoints
 from meshd.v1 import admin_pb2
 
 log = logging.getLogger("meshd.meshview")
@@ -52,6 +52,7 @@ class MeshView:
         self._snaps: dict[str, MeshSnapshot] = {}   # working snapshots (config side)
         self._live: dict[str, LiveMesh] = {}        # published generations (loop side)
         self._dirty: set[str] = set()
+        self._route_caches: dict[str, RouteCache] = {}  # config side: per mesh, across compiles
         self._lock = threading.Lock()
         self.revision = 0
         self.generations = 0
@@ -144,11 +145,12 @@ class MeshView:
         prepared = []
         for mesh, snap in sorted(snaps.items()):
             if snap is None:
+                self._route_caches.pop(mesh, None)
                 prepared.append((mesh, None))
                 continue
             t0 = time.perf_counter()
-            compiled = compile_mesh(snap, self.trust_domain)
-            router = fr.Router(compiled.table, seed=self.seed)
+            compiled = compile_mesh(snap, self.trust_domain, self._route_caches.setdefault(mesh, RouteCache()))
+            router = fr.Router(compiled.lowered, seed=self.seed)
             for node, eps in compiled.endpoints.items():
                 router.set_endpoints(node, list(eps))
             self.generations += 1
