@@ -79,6 +79,18 @@ cdef EndpointState _new_endpoint(object ep, str identity):
 
 
 @cython.final
+# A table is built on a compile thread while the data-plane loop serves on another. C
+# loops never reach the interpreter's switch points, so a 1,000-route build would hold the
+# GIL throughout; it is handed over every YIELD_EVERY routes and after each router's indexes.
+cdef Py_ssize_t YIELD_EVERY = 32
+
+
+cdef inline void _let_others_run():
+    """Release and retake the GIL: a thread that asked for it (the loop) gets it now."""
+    with nogil:
+        pass
+
+
 cdef class Router:
     """The router core: `decide` per request, `result` per attempt, endpoint updates."""
 
@@ -92,9 +104,18 @@ cdef class Router:
         retries = {}
         self._default_retry = _compile_retry(low.default_retry)
         retries[id(low.default_retry)] = self._default_retry
-        self._routes = [_compile_route(r, self._nodes, retries) for r in low.routes]
+        routes = []
+        for lr in low.routes:
+            routes.append(_compile_route(lr, self._nodes, retries))
+            if len(routes) % YIELD_EVERY == 0:
+                _let_others_run()
+        self._routes = routes
         self.matches_headers = any(len((<_Route>r).headers) for r in self._routes)
-        self._indexes = [[_compile_index(ix, self._routes) for ix in per_router] for per_router in low.indexes]
+        indexes = []
+        for per_router in low.indexes:
+            indexes.append([_compile_index(ix, self._routes) for ix in per_router])
+            _let_others_run()
+        self._indexes = indexes
         cdef _Service s
         services = []
         for si, name in enumerate(low.services):
