@@ -11,10 +11,12 @@ pytestmark = [pytest.mark.dataplane, pytest.mark.slow]
 MAX_RATIO = {"one-at-a-time": 2.0, "saturation": 4.0}
 
 
-def test_meshd_cpu_per_request_against_haproxy():
+def test_meshd_cpu_per_request_against_haproxy(gate_figure):
     results = run(seconds=2, runs=1)
     assert {(r.path, r.load) for r in results} == {(p, l) for p in ("direct", "haproxy", "meshd") for l in LOADS}
     assert all(r.requests > 100 for r in results), results
     got = ratios(results)
+    for load, bound in MAX_RATIO.items():
+        gate_figure(f"relay_cpu_{load}_vs_haproxy", got[load], bound)
     for load, bound in MAX_RATIO.items():
         assert got[load] <= bound, (load, got, [r.row() for r in results])
