@@ -78,7 +78,6 @@ cdef EndpointState _new_endpoint(object ep, str identity):
     return e
 
 
-@cython.final
 # A table is built on a compile thread while the data-plane loop serves on another. C
 # loops never reach the interpreter's switch points, so a 1,000-route build would hold the
 # GIL throughout; it is handed over every YIELD_EVERY routes and after each router's indexes.
@@ -91,6 +90,7 @@ cdef inline void _let_others_run():
         pass
 
 
+@cython.final
 cdef class Router:
     """The router core: `decide` per request, `result` per attempt, endpoint updates."""
 

@@ -61,7 +61,7 @@ class Compiled:
     table: fr.Table
     endpoints: dict[str, tuple[fr.Endpoint, ...]]
     problems: tuple[CompileError, ...]
-    lowered: fr.spec.Lowered | None = None
+    lowered: fr.spec.Lowered
 
 
 class RouteCache:
@@ -248,6 +248,7 @@ def compile_mesh(snap: MeshSnapshot, trust_domain: str = DEFAULT_TRUST_DOMAIN,
                  cache: RouteCache | None = None) -> Compiled:
     """A mesh snapshot → table + endpoints. Uncompilable resources are left out and reported.
     With `cache` (kept by the caller for this mesh), unchanged routes are not compiled again."""
+    cache = cache if cache is not None else RouteCache()
     problems: list[CompileError] = []
     nodes = []
     for name, data in sorted(snap.nodes.items()):
@@ -260,7 +261,7 @@ def compile_mesh(snap: MeshSnapshot, trust_domain: str = DEFAULT_TRUST_DOMAIN,
     for (router, name), data in sorted(snap.routes.items()):
         resource = f"routes/{snap.name}/{router}/{name}"
         try:
-            route = cache.route(router, name, data) if cache is not None else compile_route(router, name, data.spec)
+            route = cache.route(router, name, data)
             missing = [t.node for t in route.targets if t.node not in node_names]
             if missing:
                 raise CompileError(resource, "spec", f"targets unknown virtual nodes {missing}")
@@ -287,8 +288,7 @@ def compile_mesh(snap: MeshSnapshot, trust_domain: str = DEFAULT_TRUST_DOMAIN,
         # App Mesh allows a service without a provider: it exists but routes nowhere, so
         # calls to it are answered "no service" like an unknown name.
     table = fr.Table(services=tuple(services), routers=routers, nodes=tuple(nodes))
-    if cache is not None:
-        cache.done()
+    cache.done()
     table, lowered = _drop_invalid(table, problems, snap.name)
     endpoints = {node: tuple(live_endpoints(insts)) for node, insts in snap.instances.items() if node in node_names}
     for err in problems:
