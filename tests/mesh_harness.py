@@ -2,6 +2,10 @@
 gRPC origins registered as instances, and gRPC clients calling through the egress."""
 from __future__ import annotations
 
+import os
+import signal
+import subprocess
+import sys
 import threading
 import time
 from concurrent import futures
@@ -55,6 +59,36 @@ class Origin:
 
     def stop(self):
         self.server.stop(0)
+
+
+class ProcessOrigin:
+    """An Origin in a process of its own, so that a test can SIGKILL it: the kernel then
+    closes its sockets mid-call, as when an instance crashes or is OOM-killed. (An
+    in-process grpcio server cannot die that way; `server.stop(0)` still answers every
+    call in flight, with CANCELLED.)"""
+
+    def __init__(self, name: str):
+        self.name = name
+        code = ("import sys, mesh_harness; o = mesh_harness.Origin(sys.argv[1]); "
+                "print(o.port, flush=True); sys.stdin.read()")
+        env = {**os.environ, "PYTHONPATH": os.pathsep.join([os.path.dirname(__file__), *sys.path])}
+        self.proc = subprocess.Popen([sys.executable, "-c", code, name], stdin=subprocess.PIPE,
+                                     stdout=subprocess.PIPE, env=env, text=True)
+        line = self.proc.stdout.readline()  # the origin prints its port once it serves
+        if not line.strip().isdigit():
+            self.stop()
+            raise RuntimeError(f"origin {name} did not start: {line!r}, exit {self.proc.poll()}")
+        self.port = int(line)
+
+    def kill(self) -> None:
+        self.proc.send_signal(signal.SIGKILL)
+        self.proc.wait(10)
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.kill()
+        self.proc.stdin.close()
+        self.proc.stdout.close()
 
 
 def start_meshd(etcd, prefix, tmp_path, name, apps, key_path, observe=None, **runtime) -> Meshd:

@@ -3,6 +3,7 @@ instance that dies under load costs no call when the retry policy covers the fai
 retries stay bounded when every endpoint fails (issue 12, items 8 and 9)."""
 from __future__ import annotations
 
+import signal
 import statistics
 import threading
 import time
@@ -10,7 +11,7 @@ import time
 import grpc
 import pytest
 
-from mesh_harness import Origin
+from mesh_harness import Origin, ProcessOrigin
 from meshd.dataplane import counters
 
 pytestmark = [pytest.mark.hardening, pytest.mark.dataplane, pytest.mark.etcd]
@@ -95,7 +96,9 @@ def _load(call, seconds, workers=4):
 
 
 def test_killing_one_instance_of_a_node_fails_no_call(mesh_factory):
-    a1, a2, b = Origin("a1"), Origin("a2"), Origin("b")
+    """Instance a1 is SIGKILLed under load: its connections close under calls in flight and
+    new ones are refused, and every one of those calls is retried elsewhere."""
+    a1, a2, b = ProcessOrigin("a1"), Origin("a2"), Origin("b")
     m = mesh_factory({"i-a1": a1, "i-a2": a2, "i-b": b}, {"i-a1": "api-v1", "i-a2": "api-v1", "i-b": "api-v2"},
              targets={"api-v1": 50, "api-v2": 50}, retry=RETRY)
     call = m.client()
@@ -103,11 +106,11 @@ def test_killing_one_instance_of_a_node_fails_no_call(mesh_factory):
     ok, errors = _load(call, 1.0)
     assert ok > 50 and not errors, errors
     done = []
-    killer = threading.Timer(0.5, lambda: (a1.server.stop(0), done.append(a1.calls)))
+    killer = threading.Timer(0.5, lambda: (a1.kill(), done.append(a1.proc.returncode)))
     killer.start()
     ok, errors = _load(call, 4.0)
     killer.join()
-    assert done, "the instance was stopped"
+    assert done == [-signal.SIGKILL], "the instance was killed"
     assert ok > 200, ok
     assert not errors, f"{len(errors)} of {ok + len(errors)} calls failed: {errors[:5]}"
     assert a2.calls > 0 and b.calls > 0
