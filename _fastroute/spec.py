@@ -587,8 +587,63 @@ def _unique(path, items, what):
     return seen
 
 
-def lower(table: Table) -> Lowered:
-    """Validate `table` and build the indexes both routers use; raise TableError."""
+class LowerMemo:
+    """Lowered routes kept across `lower` calls for one changing table, by the identity of
+    each `Route` (frozen: an identical object lowers to the same thing) under the same
+    lowering context (the node indexes and the table's defaults). A table that keeps most
+    of its Route objects, as a recompile after a few route changes does, re-validates only
+    the new ones. Each call keeps only the routes it saw, so the memo never outgrows the
+    table. Not thread-safe: one compiling thread owns it."""
+
+    __slots__ = ("_context", "_default_retry", "_entries", "_next", "hits")
+
+    def __init__(self):
+        self.hits = 0  # routes the last call took from the memo
+        self._context = None
+        self._default_retry = None
+        self._entries: dict[int, tuple[Route, LRoute]] = {}
+        self._next: dict[int, tuple[Route, LRoute]] = {}
+
+    def begin(self, context: tuple, default_retry):
+        """Start a call; returns the lowered default retry policy to use: the one the kept
+        routes hold when the context is unchanged, so that they still share it."""
+        if context != self._context:
+            self._context, self._default_retry, self._entries = context, default_retry, {}
+        self._next = {}
+        self.hits = 0
+        return self._default_retry
+
+    def lower_route(self, path, route, ridx, nodes_by_name, default_retry, default_timeouts) -> LRoute:
+        hit = self._entries.get(id(route))
+        if hit is not None and hit[0] is route:
+            r = _copy_route(hit[1])
+            r.router = ridx
+            self.hits += 1
+        else:
+            r = _lower_route(path, route, ridx, nodes_by_name, default_retry, default_timeouts)
+            hit = (route, _copy_route(r))  # a copy: the table's own LRoute gets its places set
+        self._next[id(route)] = hit
+        return r
+
+    def end(self) -> None:
+        self._entries, self._next = self._next, {}
+
+
+def _copy_route(r: LRoute) -> LRoute:
+    """What `_lower_route` sets, copied: a kept template, or a fresh one from it, whose
+    places in a table (index, rank, router_name) the table's lowering sets."""
+    c = LRoute.__new__(LRoute)
+    c.name, c.router, c.protocol, c.path_kind, c.path, c.regex = r.name, r.router, r.protocol, r.path_kind, r.path, r.regex
+    c.method, c.scheme, c.port, c.headers, c.query = r.method, r.scheme, r.port, r.headers, r.query
+    c.nodes, c.weights, c.cum, c.total, c.target_ports = r.nodes, r.weights, r.cum, r.total, r.target_ports
+    c.retry, c.per_request_ns, c.idle_ns, c.key = r.retry, r.per_request_ns, r.idle_ns, r.key
+    return c
+
+
+def lower(table: Table, memo: LowerMemo | None = None) -> Lowered:
+    """Validate `table` and build the indexes both routers use; raise TableError. With a
+    `memo` (kept by the caller for this table), Route objects seen by its last call are
+    not validated and lowered again."""
     if not isinstance(table, Table):
         _fail("table", "bad_type", table)
     for fname in ("services", "routers", "nodes"):
@@ -603,6 +658,11 @@ def lower(table: Table) -> Lowered:
     low.default_per_request_ns, low.default_idle_ns = defaults
     router_by_name = _unique("routers", table.routers, "router")
     low.routers = [r.name for r in table.routers]
+    lower_route = _lower_route
+    if memo is not None:
+        low.default_retry = memo.begin((tuple(node_by_name.items()), table.default_retry, table.default_timeouts),
+                                       low.default_retry)
+        lower_route = memo.lower_route
     low.routes, low.indexes = [], []
     for ri, vr in enumerate(table.routers):
         if not isinstance(vr, VirtualRouter):
@@ -611,7 +671,7 @@ def lower(table: Table) -> Lowered:
             _fail(f"routers[{ri}].routes", "bad_type", vr.routes)
         _unique(f"routers[{ri}].routes", vr.routes, "route")
         lowered = [
-            _lower_route(f"routers[{ri}].routes[{i}]", rt, ri, node_by_name, low.default_retry, defaults)
+            lower_route(f"routers[{ri}].routes[{i}]", rt, ri, node_by_name, low.default_retry, defaults)
             for i, rt in enumerate(vr.routes)
         ]
         for r in lowered:
@@ -645,6 +705,8 @@ def lower(table: Table) -> Lowered:
             if p in low.ports:
                 _fail(f"{path}.local_ports[{j}]", "duplicate_port", p)
             low.ports[p] = si
+    if memo is not None:
+        memo.end()
     return low
 
 

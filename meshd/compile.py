@@ -70,9 +70,13 @@ class RouteCache:
     A snapshot replaces a route's message when the route changes and never mutates it, so
     an entry made from the very same message object is still the route's compiled form
     (or its error). Each compile keeps only the routes it saw: the cache never outgrows
-    the mesh. Not thread-safe: one compiling thread owns it."""
+    the mesh. Not thread-safe: one compiling thread owns it.
+
+    `lowering` carries the same reuse one step further: the table's unchanged routes are
+    not validated and lowered again (`_fastroute.spec.lower`)."""
 
     def __init__(self):
+        self.lowering = fr.spec.LowerMemo()
         self._entries: dict[tuple[str, str], tuple[object, fr.Route | CompileError]] = {}
         self._next: dict[tuple[str, str], tuple[object, fr.Route | CompileError]] = {}
 
@@ -289,7 +293,7 @@ def compile_mesh(snap: MeshSnapshot, trust_domain: str = DEFAULT_TRUST_DOMAIN,
         # calls to it are answered "no service" like an unknown name.
     table = fr.Table(services=tuple(services), routers=routers, nodes=tuple(nodes))
     cache.done()
-    table, lowered = _drop_invalid(table, problems, snap.name)
+    table, lowered = _drop_invalid(table, problems, snap.name, cache.lowering)
     endpoints = {node: tuple(live_endpoints(insts)) for node, insts in snap.instances.items() if node in node_names}
     for err in problems:
         log.warning("resource left out of the route table", extra={"resource": err.resource, "field": err.field,
@@ -316,12 +320,13 @@ def live_endpoints(instances: dict[str, admin_pb2.Instance]) -> list[fr.Endpoint
 _ROUTE_PATH = re.compile(r"^routers\[(\d+)\]\.routes\[(\d+)\]")
 
 
-def _drop_invalid(table: fr.Table, problems: list[CompileError], mesh: str) -> tuple[fr.Table, fr.spec.Lowered]:
+def _drop_invalid(table: fr.Table, problems: list[CompileError], mesh: str,
+                  memo: fr.spec.LowerMemo) -> tuple[fr.Table, fr.spec.Lowered]:
     """Let `_fastroute` validate the table; drop each route it rejects, then try again.
     Returns the table and its lowered form."""
     for _ in range(64):
         try:
-            return table, fr.spec.lower(table)
+            return table, fr.spec.lower(table, memo)
         except fr.TableError as err:
             m = _ROUTE_PATH.match(err.path)
             if not m:
