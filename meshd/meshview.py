@@ -73,8 +73,10 @@ class MeshView:
     # -- the config side -------------------------------------------------------------
     def apply(self, resp: admin_pb2.WatchResponse) -> list[tuple[str, str, dict]]:
         """Fold one WatchResponse in: configuration changes mark meshes dirty (`prepare`
-        compiles them); returns the instance changes of meshes that are live and not dirty,
-        as (mesh, node, instances), for `push_endpoints` on the loop."""
+        compiles them); returns the instance changes of meshes that are not dirty, as (mesh,
+        node, instances), for `push_endpoints` on the loop. A dirty mesh's next generation
+        has them. A mesh that is not dirty is either live, or compiled with its publish
+        still queued on the loop ahead of this push, which then reaches the new router."""
         with self._lock:
             if resp.reset:
                 self._snaps.clear()
@@ -88,7 +90,7 @@ class MeshView:
             out = []
             for mesh, node in sorted(endpoint_changes):
                 snap = self._snaps.get(mesh)
-                if mesh in self._live and mesh not in self._dirty and snap is not None:
+                if mesh not in self._dirty and snap is not None:
                     out.append((mesh, node, dict(snap.instances.get(node, {}))))
             return out
 

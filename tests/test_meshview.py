@@ -69,3 +69,34 @@ def test_config_change_publishes_and_instances_update_in_place(admin, fed_view):
         new.router.result(d, C.RESULT_HTTP, 200, 10 + i)
     # The old generation is untouched: in-flight requests keep their table.
     assert [r.routes[0].targets for r in live.compiled.table.routers if r.name == "api-router"][0][0].weight == 90
+
+
+def test_an_instance_folded_while_the_first_generation_waits_for_the_loop_reaches_it(admin):
+    """The config thread compiles a mesh's first generation and hands it to the loop; an
+    instance event folded before the loop has published it must still reach that router
+    (it used to be dropped as "not live yet", and with no config change coming, the node
+    answered "no healthy endpoint" until one did)."""
+    s = admin.stub
+    shop(s)
+    view = MeshView(seed=3)
+    stream = s.Watch(pb.WatchRequest(), timeout=20)
+    try:
+        for resp in stream:  # the snapshot: every resource of shop(), no instance yet
+            assert not view.apply(resp)
+            if resp.snapshot_done:
+                break
+        prepared = view.prepare()  # compiled on the config thread, not yet published
+        assert view.live("shop") is None and not view.dirty
+        s.RegisterInstance(pb.RegisterInstanceRequest(mesh_name="shop", virtual_node_name="api-v1", instance_id="a",
+                                                      address="127.0.0.1", port=9001))
+        changes = []
+        for resp in stream:
+            changes += view.apply(resp)
+            if any(ev.path.startswith("instances/") for ev in resp.events):
+                break
+        assert not view.dirty, "no recompile is coming: the instance must travel with the push"
+        view.publish(prepared)  # the loop runs the publish, then the push queued after it
+        view.push_endpoints(changes)
+        assert [e.port for e in view.live("shop").router.endpoints("api-v1")] == [9001]
+    finally:
+        stream.cancel()
