@@ -633,7 +633,8 @@ def _copy_route(r: LRoute) -> LRoute:
     """What `_lower_route` sets, copied: a kept template, or a fresh one from it, whose
     places in a table (index, rank, router_name) the table's lowering sets."""
     c = LRoute.__new__(LRoute)
-    c.name, c.router, c.protocol, c.path_kind, c.path, c.regex = r.name, r.router, r.protocol, r.path_kind, r.path, r.regex
+    c.name, c.router, c.protocol = r.name, r.router, r.protocol
+    c.path_kind, c.path, c.regex = r.path_kind, r.path, r.regex
     c.method, c.scheme, c.port, c.headers, c.query = r.method, r.scheme, r.port, r.headers, r.query
     c.nodes, c.weights, c.cum, c.total, c.target_ports = r.nodes, r.weights, r.cum, r.total, r.target_ports
     c.retry, c.per_request_ns, c.idle_ns, c.key = r.retry, r.per_request_ns, r.idle_ns, r.key

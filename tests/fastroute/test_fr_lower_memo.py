@@ -11,8 +11,8 @@ from hypothesis import strategies as st
 
 from _fastroute import _core, reference
 from _fastroute._re2 import Regex
-from _fastroute.spec import (HttpMatch, LHeader, LIndex, LNode, LowerMemo, LRetry, LRoute, Route, Table, Target, Timeouts,
-                             VirtualNode, VirtualRouter, VirtualService, lower)
+from _fastroute.spec import (HttpMatch, LHeader, LIndex, LNode, LowerMemo, LRetry, LRoute, Route, Table, Target,
+                             Timeouts, VirtualNode, VirtualRouter, VirtualService, lower)
 
 from .differential import tables
 from .helpers import endpoints, http, summary
