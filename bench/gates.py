@@ -12,6 +12,7 @@ import gc
 import sys
 import time
 import tracemalloc
+from contextlib import contextmanager
 
 from _fastroute import _core, reference
 from bench.tables import grpc_request, make_router, request
@@ -60,6 +61,24 @@ def measure(quick: bool = False) -> dict[str, float]:
     return best
 
 
+@contextmanager
+def this_thread_only(interval_s: float = 0.25):
+    """Keep the GIL through a short measurement window. tracemalloc and
+    sys.getallocatedblocks count the whole process: another thread's Python (a pool thread
+    finishing, a log writer) would allocate or free inside the window, and the figure would
+    be that thread's. With a long switch interval no other thread takes the GIL from this
+    one within the window, which must not block (a blocking call still releases it)."""
+    old = sys.getswitchinterval()
+    sys.setswitchinterval(interval_s)
+    # Hand the GIL round once: a thread already waiting on the old, short interval would
+    # otherwise still take it inside the window; afterwards every waiter waits the long one.
+    time.sleep(0)
+    try:
+        yield
+    finally:
+        sys.setswitchinterval(old)
+
+
 def transient_bytes(rounds: int = 100) -> int:
     """The most bytes one compiled decide() allocated besides its Decision (0 = none)."""
     r = make_router(_core.Router, 1000)
@@ -71,9 +90,10 @@ def transient_bytes(rounds: int = 100) -> int:
         tracemalloc.start()
         try:
             for _ in range(rounds):
-                tracemalloc.reset_peak()
-                d = decide(p, a, port, m, s, path, h, now)
-                current, peak = tracemalloc.get_traced_memory()
+                with this_thread_only():
+                    tracemalloc.reset_peak()
+                    d = decide(p, a, port, m, s, path, h, now)
+                    current, peak = tracemalloc.get_traced_memory()
                 del d
                 worst = max(worst, peak - current)
         finally:

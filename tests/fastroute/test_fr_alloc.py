@@ -3,11 +3,14 @@ from __future__ import annotations
 
 import gc
 import sys
+import threading
+import time
 import tracemalloc
 
 import pytest
 
 from _fastroute import _core, reference
+from bench.gates import this_thread_only
 from bench.tables import grpc_request, make_router, request
 
 pytestmark = pytest.mark.fastroute
@@ -20,9 +23,10 @@ def _transient_bytes(fn, args):
     before returning, lifts the peak above the memory still held afterwards. Peak
     and current are read together, before the reading itself allocates.
     """
-    tracemalloc.reset_peak()
-    result = fn(*args)
-    current, peak = tracemalloc.get_traced_memory()
+    with this_thread_only():
+        tracemalloc.reset_peak()
+        result = fn(*args)
+        current, peak = tracemalloc.get_traced_memory()
     del result
     return peak - current
 
@@ -52,10 +56,11 @@ def _raw_blocks_held(fn, n):
     gc.collect()
     gc.disable()  # a collection mid-loop would free unrelated garbage
     try:
-        before = sys.getallocatedblocks()
-        for i in range(n):
-            keep[i] = fn()
-        return sys.getallocatedblocks() - before
+        with this_thread_only():  # and no other thread's objects come or go meanwhile
+            before = sys.getallocatedblocks()
+            for i in range(n):
+                keep[i] = fn()
+            return sys.getallocatedblocks() - before
     finally:
         gc.enable()
 
@@ -85,6 +90,32 @@ def test_probe_sees_a_transient_allocation():
 
     assert all(e > 0 for e in _measure(leaky, (1,), rounds=20))
     assert _blocks_held(lambda: [1]) == 4_000  # a list is two blocks: object and items
+
+
+def test_probe_counts_only_its_own_thread():
+    """Another thread that makes and drops objects while the probe runs (in the suite:
+    threads left finishing by earlier tests) must not move its count: counted over the
+    whole process, 22 of 60 probes here read 1949 or 2052 blocks for 2000."""
+    stop = threading.Event()
+
+    def churn():
+        while not stop.is_set():
+            held = [object() for _ in range(50)]
+            time.sleep(0)  # lets the probe's thread run while these are alive
+            del held
+            time.sleep(0)
+    interval = sys.getswitchinterval()
+    sys.setswitchinterval(0.0005)  # as an in-process meshd leaves it (its data-plane setting)
+    t = threading.Thread(target=churn, daemon=True)
+    t.start()
+    try:
+        x = 1.5
+        counts = [_blocks_held(lambda: x * 2) for _ in range(60)]  # one new float per call
+    finally:
+        stop.set()
+        t.join(5)
+        sys.setswitchinterval(interval)
+    assert counts == [2_000] * 60, counts
 
 
 def test_reference_is_not_allocation_free():
