@@ -172,6 +172,7 @@ cdef class Exchange:
         x.head.local_port = down.local_port
         x.head.peer_cert = down.peer_cert
         x.head.remote_address = down.remote_address
+        x.head.original_dst = down.original_dst
         x.req_buf = bytearray()
         x.resp_buf = bytearray()
         x.resp_head = []

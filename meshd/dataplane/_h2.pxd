@@ -85,6 +85,9 @@ cdef class RequestHead:
     cdef readonly object local_port
     cdef readonly object peer_cert
     cdef readonly object remote_address  # the downstream peer, "host:port"
+    # (host, port) the client dialled before an iptables REDIRECT brought it here (transparent
+    # interception); None on a listener the client dialled itself.
+    cdef readonly object original_dst
     # Per-request rewrites, set by the routing hook (None: send the request's own).
     cdef bytes _up_path
     cdef bytes _up_authority
@@ -210,6 +213,7 @@ cdef class ServerConn(Conn):
     cdef int64_t stream_idle_ns   # the listener's stream idle timeout (0: none)
     cdef object peer_cert     # the TLS client's certificate (DER), None without TLS
     cdef object remote_address
+    cdef public object original_dst  # set by an intercepting listener before connection_made
 
     cdef void start_drain(self, bint final) except *
 

@@ -76,10 +76,11 @@ class H1RequestHead:
     """The request as the routing hook sees it: the h2 engine's RequestHead attributes."""
 
     __slots__ = ("method", "scheme", "authority", "path", "raw_headers", "grpc", "attempt",
-                 "local_port", "peer_cert", "remote_address", "_dict", "_up_path", "_up_authority",
+                 "local_port", "peer_cert", "remote_address", "original_dst", "_dict", "_up_path", "_up_authority",
                  "_up_set", "bytes_received", "bytes_sent", "_resp_raw", "context", "backoff")
 
-    def __init__(self, method, scheme, authority, path, raw, local_port, peer_cert=None, remote_address=""):
+    def __init__(self, method, scheme, authority, path, raw, local_port, peer_cert=None, remote_address="",
+                 original_dst=None):
         self.method = method
         self.scheme = scheme
         self.authority = authority
@@ -90,6 +91,7 @@ class H1RequestHead:
         self.local_port = local_port
         self.peer_cert = peer_cert      # the TLS client's certificate (DER), as on the h2 head
         self.remote_address = remote_address
+        self.original_dst = original_dst  # (host, port) dialled before an iptables REDIRECT, or None
         self._dict = None
         self._up_path = self._up_authority = self._up_set = self._resp_raw = None
         self.context = None             # the hooks' own per-request record; never read here
@@ -789,6 +791,7 @@ class _Down(asyncio.Protocol):
         self.scheme = "http"
         self.local_port = None
         self.remote_address = ""
+        self.original_dst = None  # set by an intercepting listener before connection_made
         self.stream_idle = engine.stream_idle_timeout     # the listener's (see H1Engine.listen)
 
     def connection_made(self, transport):
@@ -877,7 +880,7 @@ class _Down(asyncio.Protocol):
             x.url = url
         x.head = H1RequestHead(x.method.decode("latin-1"), self.scheme,
                                (host or b"").decode("latin-1"), url.decode("latin-1"),
-                               x.raw, self.local_port, self.peer_cert, self.remote_address)
+                               x.raw, self.local_port, self.peer_cert, self.remote_address, self.original_dst)
         self.queue.append(x)
         if len(self.queue) == 1:
             x.start()

@@ -63,7 +63,7 @@ class ConnectionHead:
     """The accepted connection as the routing hook sees it."""
 
     __slots__ = ("local_port", "peer", "attempt", "sni", "peer_cert", "bytes_received", "bytes_sent",
-                 "remote_address", "context")
+                 "remote_address", "original_dst", "context")
     # What an HTTP request head has and a connection has not, for code that reads both.
     method = scheme = authority = path = ""
     grpc = False
@@ -78,6 +78,7 @@ class ConnectionHead:
         self.bytes_received = 0     # from the client
         self.bytes_sent = 0         # to the client
         self.context = None         # the hooks' own per-connection record; never read here
+        self.original_dst = None    # (host, port) dialled before an iptables REDIRECT, or None
         self.remote_address = f"{peer[0]}:{peer[1]}" if isinstance(peer, tuple) and len(peer) >= 2 else ""
 
     def header(self, name):
@@ -145,6 +146,7 @@ class _Down(asyncio.Protocol):
         self.last = 0.0
         self.early = []         # bytes that arrived before the upstream was connected
         self.head = None
+        self.original_dst = None  # set by an intercepting listener before connection_made
         self.target = None      # the Target connected to
         self.reason = ""        # why it ended without relaying: refused, upstream_connect_failure
         self.idle = engine.idle_timeout     # seconds without a byte either way (0: never)
@@ -170,6 +172,7 @@ class _Down(asyncio.Protocol):
         self.head = ConnectionHead(sock[1] if sock else None, transport.get_extra_info("peername"),
                                    *((sslobj.server_hostname, sslobj.getpeercert(True)) if sslobj is not None
                                      else (None, None)))
+        self.head.original_dst = self.original_dst
         self.task = e.loop.create_task(self._route(e.call_decide(self.head)))
 
     async def _route(self, r):
