@@ -256,31 +256,35 @@ class Egress:
         backend_ports = {b.port: b.virtual_service for b in app.backends if b.protocol == "tcp"}
 
         def decide(head):
-            x = self.observe.begin(head, TCP, app.mesh, app.virtual_node)
-            live = self.view.live(app.mesh)
-            if live is None:
-                return REFUSALS["no_config"]
-            service = backend_ports.get(head.local_port, "")
-            now = time.monotonic_ns()
-            d = live.router.decide(C.PROTO_TCP, service, 0, "", "", "", None, now)
-            if d.status != C.ROUTED:
-                return REFUSALS[d.reason]
-            self.observe.routed(x, d.service, d.route, d.target)
-            allowed = self.allowed(app, d.service)
-            live.router.result(d, C.RESULT_TCP_DONE, 0, now)
-            if not allowed:
-                return REFUSALS["not_a_backend"]
-            # App Mesh's tcp maxConnections: connections this meshd has open to the node.
-            load = self._load(app.mesh, d.target)
-            if load.n >= live.router.node_limits(d.target)[0]:
-                return REFUSALS["pool_overflow"]
-            t = self._protocol_target(live, app, d, "tcp")
-            if isinstance(t, Refusal):
-                return t
-            load.n += 1
-            x.binding = load  # given back by tcp_complete when the connection closes
-            return TcpTarget(t)
+            return self.tcp_route(head, app, backend_ports.get(head.local_port, ""))
         return decide
+
+    def tcp_route(self, head, app, service: str):
+        """Route one TCP connection of `app` to virtual service `service`: a TcpTarget at the
+        chosen instance's meshd, or the Refusal."""
+        x = self.observe.begin(head, TCP, app.mesh, app.virtual_node)
+        live = self.view.live(app.mesh)
+        if live is None:
+            return REFUSALS["no_config"]
+        now = time.monotonic_ns()
+        d = live.router.decide(C.PROTO_TCP, service, 0, "", "", "", None, now)
+        if d.status != C.ROUTED:
+            return REFUSALS[d.reason]
+        self.observe.routed(x, d.service, d.route, d.target)
+        allowed = self.allowed(app, d.service)
+        live.router.result(d, C.RESULT_TCP_DONE, 0, now)
+        if not allowed:
+            return REFUSALS["not_a_backend"]
+        # App Mesh's tcp maxConnections: connections this meshd has open to the node.
+        load = self._load(app.mesh, d.target)
+        if load.n >= live.router.node_limits(d.target)[0]:
+            return REFUSALS["pool_overflow"]
+        t = self._protocol_target(live, app, d, "tcp")
+        if isinstance(t, Refusal):
+            return t
+        load.n += 1
+        x.binding = load  # given back by tcp_complete when the connection closes
+        return TcpTarget(t)
 
     def tcp_complete(self, head, target, status, grpc_status, reason, duration_ns) -> None:
         """The TCP backend ports' completion hook: record it, give the connection back."""
