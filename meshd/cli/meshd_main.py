@@ -80,6 +80,11 @@ def _parser() -> argparse.ArgumentParser:
     _run_args(run)
     join = sub.add_parser("join", help="run the daemon, joining the cluster with a bootstrap token")
     _run_args(join)
+    pi = sub.add_parser("proxy-init", help="set up the iptables rules that send an app's traffic through meshd "
+                                           "(App Mesh's APPMESH_* route-manager environment)")
+    what = pi.add_mutually_exclusive_group()
+    what.add_argument("--clean", action="store_true", help="remove the rules instead")
+    what.add_argument("--show", action="store_true", help="print the rules with their packet counters")
     ga = sub.add_parser("grant-admin", help="bootstrap an operator: a cluster-admin API token, written "
                                              "straight to etcd (whoever can write etcd is cluster admin anyway)")
     ga.add_argument("--principal", required=True)
@@ -105,6 +110,25 @@ def cmd_grant_admin(args) -> int:
     return 0
 
 
+def cmd_proxy_init(args) -> int:
+    from meshd import proxyinit  # noqa: PLC0415 - only this subcommand runs iptables
+
+    try:
+        cfg = proxyinit.InitConfig.from_env()
+        if args.show:
+            proxyinit.show(cfg)
+        elif args.clean:
+            proxyinit.clean(cfg)
+        elif not cfg.enabled:
+            print("APPMESH_START_ENABLED is not 1: no rules set up")
+        else:
+            proxyinit.setup(cfg)
+    except proxyinit.InitError as err:
+        print(f"meshd proxy-init: {err}", file=sys.stderr)
+        return 1
+    return 0
+
+
 def cmd_init(args) -> int:
     try:
         key = ClusterKey.generate(args.cluster_key)
@@ -121,6 +145,8 @@ def main(argv: list[str] | None = None) -> int:
         return cmd_init(args)
     if args.command == "grant-admin":
         return cmd_grant_admin(args)
+    if args.command == "proxy-init":
+        return cmd_proxy_init(args)
     if args.command == "join" and not args.join_token:
         print("meshd join: --join-token is required", file=sys.stderr)
         return 2

@@ -26,8 +26,9 @@ SCRIPT = REPO / "deploy" / "netns" / "cluster.sh"
 RETRYABLE = (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED, grpc.StatusCode.CANCELLED)
 
 
-def free_subnet() -> str:
-    """A /24 in 10.213.0.0/16 that no route in the root namespace touches yet."""
+def free_octet(template: str, slots: int = 250) -> int:
+    """The first k (from a start that depends on this process) for which the network
+    `template.format(k)` overlaps no route in the root namespace yet."""
     out = subprocess.run(["ip", "-4", "route", "show"], capture_output=True, text=True, check=True).stdout
     taken = []
     for line in out.splitlines():
@@ -36,11 +37,16 @@ def free_subnet() -> str:
         except ValueError:
             continue
     start = os.getpid() % 200
-    for i in range(250):
-        net = ipaddress.ip_network(f"10.213.{(start + i) % 250}.0/24")
-        if not any(net.overlaps(t) for t in taken):
-            return str(net)
-    raise RuntimeError("no free /24 in 10.213.0.0/16")
+    for i in range(slots):
+        k = (start + i) % slots
+        if not any(ipaddress.ip_network(template.format(k)).overlaps(t) for t in taken):
+            return k
+    raise RuntimeError(f"no free network of the form {template}")
+
+
+def free_subnet() -> str:
+    """A /24 in 10.213.0.0/16 that no route in the root namespace touches yet."""
+    return f"10.213.{free_octet('10.213.{}.0/24')}.0/24"
 
 
 class NetnsCluster:
