@@ -107,7 +107,11 @@ class Metrics:
                                           "or write failed).", registry=r)
         Info("meshd", "This meshd's version and host.", registry=r).info({"version": version, "host": host})
         self._active: dict[tuple, Active] = {}
+        # Redirected connections and requests (meshd.proxy.intercept), by (mesh, source node,
+        # protocol, outcome): plain integers the loop bumps, read at scrape time.
+        self.intercepted: dict[tuple[str, str, str, str], int] = {}
         r.register(_RequestFigures(self))
+        r.register(_InterceptFigures(self.intercepted))
         r.register(_EngineCounters(counters, open_connections))
 
     def series(self, direction: str, mesh: str, source: str, service: str, route: str, target: str) -> Series:
@@ -175,6 +179,26 @@ class _RequestFigures:
         for (direction, mesh, target), a in active:
             gauge.add_metric([direction, mesh, target], a.n)
         yield gauge
+
+
+class _InterceptFigures:
+    """meshd_intercepted_total, from Metrics.intercepted at scrape time."""
+
+    def __init__(self, counts: dict):
+        self.counts = counts
+
+    def describe(self):
+        return []
+
+    def collect(self):
+        family = CounterMetricFamily(
+            "meshd_intercepted", "Transparently intercepted traffic: connections (tcp, tls) and requests "
+            "(http, http2), by outcome: routed in the mesh, passthrough to the original destination "
+            "(ALLOW_ALL), refused (DROP_ALL, or nothing to route to), direct (not redirected, not HTTP).",
+            labels=["mesh", "source_node", "protocol", "outcome"])
+        for labels, n in list(self.counts.items()):
+            family.add_metric(list(labels), n)
+        yield family
 
 
 class _EngineCounters:

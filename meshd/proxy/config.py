@@ -43,6 +43,12 @@ class LocalApp:
     egress_http: str = ""  # HOST:PORT of this app's HTTP/1.1 egress listener
     backends: list[BackendPort] = field(default_factory=list)
     protocol: str = "http2"  # how the app itself speaks: http2 (and gRPC), http or tcp
+    # The port (on 127.0.0.1 and ::1) or HOST:PORT where the app's redirected outbound
+    # connections arrive (`meshd proxy-init`, App Mesh's APPMESH_ENVOY_EGRESS_PORT).
+    intercept_egress: str = ""
+    # The port (on every address) or HOST:PORT where redirected inbound connections to the
+    # app's ports arrive (App Mesh's APPMESH_ENVOY_INGRESS_PORT).
+    intercept_ingress: str = ""
 
     @property
     def principal(self) -> tuple[str, str]:
@@ -85,6 +91,9 @@ class RuntimeConfig:
     # A TLS client (at the ingress or a gateway listener) that has not finished its handshake
     # by then is cut: without it a half-sent ClientHello held a connection for 60 s.
     handshake_timeout_seconds: float = 10.0
+    # The DNS responder for virtual service names (meshd.proxy.dns): a port (on 127.0.0.1
+    # and ::1) or HOST:PORT; "" for none.
+    dns: str = ""
 
     @staticmethod
     def load(path: str) -> "RuntimeConfig":
@@ -108,7 +117,8 @@ class RuntimeConfig:
             upstream_idle_seconds=top.number("upstreamIdleSeconds", 60.0),
             connect_timeout_seconds=top.number("connectTimeoutSeconds", 5.0),
             ping_seconds=top.number("pingSeconds", 2.0),
-            handshake_timeout_seconds=top.number("handshakeTimeoutSeconds", 10.0))
+            handshake_timeout_seconds=top.number("handshakeTimeoutSeconds", 10.0),
+            dns=top.listen_address("dns"))
         top.seen.add("observability")  # read (and checked) by meshd.observe.ObserveConfig
         top.done()
         return cfg
@@ -124,7 +134,8 @@ def _app(a: "_Doc") -> LocalApp:
                    port=a.integer("port", required=True), address=a.text("address", "127.0.0.1"),
                    instance_id=a.text("instanceId", ""), egress=a.text("egress", ""),
                    egress_http=a.text("egressHttp", ""), protocol=a.choice("protocol", ("http2", "http", "tcp"), "http2"),
-                   backends=backends)
+                   backends=backends, intercept_egress=a.listen_address("interceptEgress"),
+                   intercept_ingress=a.listen_address("interceptIngress"))
     a.done()
     return app
 
@@ -177,6 +188,19 @@ class _Doc:
         if isinstance(v, bool) or not isinstance(v, int) or not 0 <= v <= 65535:
             raise ConfigError(self._at(key), f"must be a port number (0-65535), got {v!r}")
         return v
+
+    def listen_address(self, key: str) -> str:
+        """A port number, or "HOST:PORT"; "" when absent."""
+        v = self._get(key, False)
+        if v is None:
+            return ""
+        if isinstance(v, int) and not isinstance(v, bool) and 0 < v <= 65535:
+            return str(v)
+        if isinstance(v, str) and ":" in v:
+            host, _, port = v.rpartition(":")
+            if host and port.isdigit() and 0 <= int(port) <= 65535:
+                return v
+        raise ConfigError(self._at(key), f"must be a port number or HOST:PORT, got {v!r}")
 
     def number(self, key: str, default: float) -> float:
         v = self._get(key, False)

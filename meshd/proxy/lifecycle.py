@@ -33,6 +33,8 @@ from meshd.proxy.config import (
 from meshd.proxy.egress import Egress
 from meshd.proxy.gateway import GatewayListeners
 from meshd.proxy.ingress import Ingress
+from meshd.proxy.dns import DnsResponder, MeshResolver, resolv_conf_nameservers
+from meshd.proxy.intercept import InboundInterceptor, Interceptor, listen_addresses
 from meshd.proxy.listeners import Listeners
 from meshd.proxy.tls import ProxyTls, WorkloadCerts
 from meshd.v1 import admin_pb2
@@ -87,6 +89,7 @@ class MeshRuntime:
         self.inbound = Ingress(view, self.observe, self.tls, on_unreachable=self._unreachable)
         self._down: set[str] = set()  # local instances found not listening, until they answer
         self._revivals: set[asyncio.Task] = set()
+        self._dns: list = []  # DnsResponders (meshd.proxy.dns), when the config asks for one
         self._active = True
         self._stopping = threading.Event()
         self._config_changed = threading.Event()  # a new configuration was applied
@@ -210,6 +213,11 @@ class MeshRuntime:
                     H1Engine(self.egress.decide_hook(app, http=True), self.egress.retry, **opts,
                              complete=self.egress.complete, upstream_idle_timeout=self.config.upstream_idle_seconds),
                     app.egress_http, http_backends, f"egress_http:{app.virtual_node}")
+            if app.intercept_egress:
+                await self._intercepting_listener(app, opts, Interceptor, app.intercept_egress, "intercept")
+            if app.intercept_ingress:
+                await self._intercepting_listener(app, opts, InboundInterceptor, app.intercept_ingress,
+                                                  "intercept_in")
             tcp_backends = [b for b in app.backends if b.protocol == "tcp"]
             if tcp_backends:
                 tcp = TcpEngine(self.egress.tcp_decide_hook(app), **opts, complete=self.egress.tcp_complete)
@@ -217,6 +225,42 @@ class MeshRuntime:
                     await tcp.listen("127.0.0.1", b.port)
                 self.listeners.add(tcp)
         await self.gateways.sync()
+        if self.config.dns:
+            self._start_dns()
+
+    def _start_dns(self) -> None:
+        """The DNS responder: the virtual service names of this host's meshes (meshd.proxy.dns)."""
+        meshes = sorted({a.mesh for a in self.config.apps} | {g.mesh for g in self.config.gateways})
+
+        def names():
+            out = []
+            for m in meshes:
+                snap = self.view.snapshot(m)
+                if snap is not None:
+                    out.extend(snap.services)
+            return out
+        resolver = MeshResolver(names, resolv_conf_nameservers)
+        for host, port in listen_addresses(self.config.dns):
+            d = DnsResponder(resolver, host, port).start()
+            self._dns.append(d)
+            self.listeners.addresses.setdefault("dns", d.address)
+
+    async def _intercepting_listener(self, app: LocalApp, opts: dict, kind, spec: str, name: str) -> None:
+        """Where `app`'s redirected outbound (or inbound) connections arrive
+        (meshd.proxy.intercept): engines of their own, whose hooks read each connection's
+        original destination."""
+        timeouts = {"upstream_idle_timeout": self.config.upstream_idle_seconds}
+        icpt = kind(app, loop=self.loop, view=self.view, egress=self.egress, observe=self.observe,
+                           h2=None, h1=None, tcp=None)
+        icpt.h2 = Engine(icpt.http_decide_hook(http=False), self.egress.retry, **opts, complete=self.egress.complete,
+                         **timeouts, ping_interval=self.config.ping_seconds, ping_timeout=self.config.ping_seconds)
+        icpt.h1 = H1Engine(icpt.http_decide_hook(http=True), self.egress.retry, **opts,
+                           complete=self.egress.complete, **timeouts)
+        icpt.tcp = TcpEngine(icpt.tcp_decide_hook(), **opts, complete=self.egress.tcp_complete)
+        for host, port in listen_addresses(spec, inbound=kind is InboundInterceptor):
+            bound = await icpt.listen(host, port)
+            self.listeners.addresses.setdefault(f"{name}:{app.virtual_node}", f"{host}:{bound}")
+        self.listeners.add(icpt)
 
     # -- certificates -----------------------------------------------------------------
     def _cert_period(self) -> float:
@@ -454,6 +498,8 @@ class MeshRuntime:
             await asyncio.gather(*(e.drain(grace) for e in self.engines), return_exceptions=True)
             for e in self.engines:
                 e.close()
+        for d in self._dns:
+            d.stop()
         try:
             self._call(drain(), timeout=grace + 10)
         finally:
