@@ -1,0 +1,138 @@
+"""The unmodified apps of the sidecar tests, run inside a pod: each dials a plain name
+through the system resolver and knows nothing of meshd. Prints one JSON line of results.
+
+    python apps.py grpc catalog.shop.local:9080 5000   # unary echo.Echo/Say calls
+    python apps.py http http://pages.shop.local:8000/hello 50
+    python apps.py tcp echo.shop.local 7000 65536        # byte-exact echo of random bytes
+    python apps.py tcp6 echo.shop.local 7000 65536       # the same over IPv6
+    python apps.py dns catalog.shop.local A              # one query to resolv.conf's resolver
+    python apps.py serve 8080                            # the pod's own HTTP app
+"""
+from __future__ import annotations
+
+import json
+import os
+import socket
+import sys
+import threading
+import urllib.error
+import urllib.request
+from collections import Counter
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+
+def grpc_calls(target: str, n: int, workers: int = 4) -> dict:
+    import grpc
+
+    answers, failures = Counter(), Counter()
+    lock = threading.Lock()
+    with grpc.insecure_channel(target) as ch:
+        say = ch.unary_unary("/echo.Echo/Say")
+
+        def work(k: int) -> None:
+            for i in range(k):
+                try:
+                    who = say(b"hi", timeout=10).split(b":", 1)[0].decode()
+                    with lock:
+                        answers[who] += 1
+                except grpc.RpcError as err:
+                    with lock:
+                        failures[f"{err.code().name}: {err.details()}"] += 1
+        share = [n // workers + (1 if i < n % workers else 0) for i in range(workers)]
+        threads = [threading.Thread(target=work, args=(k,)) for k in share]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+    return {"answers": dict(answers), "failures": dict(failures)}
+
+
+def http_calls(url: str, n: int) -> dict:
+    bodies, failures = Counter(), Counter()
+    for _ in range(n):
+        try:
+            with urllib.request.urlopen(url, timeout=10) as r:
+                bodies[r.read().decode()] += 1
+        except urllib.error.HTTPError as err:
+            failures[f"{err.code} {err.headers.get('x-meshd-reason', '')}"] += 1
+        except OSError as err:
+            failures[type(err).__name__] += 1
+    return {"bodies": dict(bodies), "failures": dict(failures)}
+
+
+def tcp_echo(host: str, port: int, size: int, family: int = 0) -> dict:
+    data = os.urandom(size)
+    got = bytearray()
+    try:
+        fam, kind, proto, _, addr = socket.getaddrinfo(host, port, family, socket.SOCK_STREAM)[0]
+        with socket.socket(fam, kind, proto) as s:
+            s.settimeout(10)
+            s.connect(addr)
+            s.sendall(data)
+            s.shutdown(socket.SHUT_WR)
+            while True:
+                chunk = s.recv(65536)
+                if not chunk:
+                    break
+                got += chunk
+    except OSError as err:
+        return {"echoed": False, "received": len(got), "error": f"{type(err).__name__}: {err}"}
+    return {"echoed": bytes(got) == data, "received": len(got), "error": "", "address": addr[0]}
+
+
+def dns_query(name: str, qtype: str) -> dict:
+    """One query to the first resolver of /etc/resolv.conf, as a stub resolver sends it."""
+    from dnslib import RCODE, DNSRecord
+
+    server = next(line.split()[1] for line in open("/etc/resolv.conf") if line.startswith("nameserver"))
+    reply = DNSRecord.parse(DNSRecord.question(name, qtype).send(server, 53, timeout=5))
+    return {"rcode": RCODE[reply.header.rcode], "answers": sorted(str(r.rdata) for r in reply.rr)}
+
+
+class AppHandler(BaseHTTPRequestHandler):
+    """An HTTP app answering, as JSON, its name, the path and Host it got, and any x-meshd-*
+    header that reached it (none should)."""
+
+    name = "web"
+
+    def do_GET(self):  # noqa: N802 - http.server's naming
+        internal = sorted(k.lower() for k in self.headers if k.lower().startswith("x-meshd-"))
+        body = json.dumps({"app": self.name, "path": self.path, "host": self.headers["Host"],
+                           "internal": internal}).encode()
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args):
+        pass
+
+
+def serve(port: int) -> None:
+    """The pod's own app, on all addresses."""
+    ThreadingHTTPServer(("", port), AppHandler).serve_forever()
+
+
+def main(argv: list[str]) -> int:
+    kind = argv[0]
+    if kind == "grpc":
+        out = grpc_calls(argv[1], int(argv[2]))
+    elif kind == "http":
+        out = http_calls(argv[1], int(argv[2]))
+    elif kind == "tcp":
+        out = tcp_echo(argv[1], int(argv[2]), int(argv[3]))
+    elif kind == "tcp6":
+        out = tcp_echo(argv[1], int(argv[2]), int(argv[3]), socket.AF_INET6)
+    elif kind == "serve":
+        serve(int(argv[1]))
+        return 0
+    elif kind == "dns":
+        out = dns_query(argv[1], argv[2])
+    else:
+        raise SystemExit(f"unknown app {kind}")
+    print(json.dumps(out))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

@@ -1,0 +1,144 @@
+"""The pieces of interception on their own: protocol sniffing, the port table, the DNS
+responder's allocation and answers (real UDP and TCP sockets on loopback), the original
+destination of a connection that was not redirected, and the config keys."""
+from __future__ import annotations
+
+import socket
+
+import pytest
+from dnslib import RCODE, DNSRecord
+from hypothesis import given
+from hypothesis import strategies as st
+
+from meshd.compile import MeshSnapshot
+from meshd.proxy.config import ConfigError, RuntimeConfig
+from meshd.proxy.dns import DnsResponder, MeshResolver, allocate, domains
+from meshd.proxy.intercept import H2_PREFACE, PortTable, original_dst, sniff
+from meshd.v1 import admin_pb2 as pb
+from meshd.api.validate import parse_json
+
+pytestmark = [pytest.mark.sidecar]
+
+
+@pytest.mark.parametrize("data,protocol", [
+    (H2_PREFACE, "http2"), (H2_PREFACE[:3], None), (b"GET / HTTP/1.1\r\n", "http"), (b"GE", None),
+    (b"POST http://x/ HTTP/1.1", "http"), (b"GET ht", None), (b"OPTIONS * HTTP/1.1", "http"),
+    (b"CONNECT db:5432 HTTP/1.1", "http"), (b"\x16\x03\x01\x02\x00", "tls"), (b"\x00\x00\x00\x08", "tcp"),
+    (b"SET key value\r\n", "tcp"), (b"hello world", "tcp"), (b"SSH-2.0-OpenSSH_9.2\r\n", "tcp"),
+    (b"*1\r\n$4\r\nPING\r\n", "tcp"),
+])
+def test_sniff_names_the_protocol_of_the_first_bytes(data, protocol):
+    assert sniff(data) == protocol
+
+
+@given(st.binary(min_size=1, max_size=64))
+def test_sniff_never_changes_its_mind_once_it_has_decided(data):
+    """More bytes never turn a verdict into another: what the engine later reads agrees."""
+    verdict = sniff(data)
+    for n in range(1, len(data)):
+        early = sniff(data[:n])
+        assert early is None or early == verdict
+
+
+def _snap(egress_filter="ALLOW_ALL") -> MeshSnapshot:
+    def data(cls, doc):
+        return parse_json(cls, doc)
+    snap = MeshSnapshot(name="shop", mesh=data(pb.MeshData, {"spec": {"egressFilter": {"type": egress_filter}}}))
+    for name, port, proto in (("db-a", 5432, "tcp"), ("db-b", 5432, "tcp"), ("api", 9080, "grpc"), ("kv", 6379, "tcp")):
+        snap.nodes[name] = data(pb.VirtualNodeData, {"spec": {"listeners": [
+            {"portMapping": {"port": port, "protocol": proto}}]}})
+        snap.services[f"{name}.shop.local"] = data(pb.VirtualServiceData, {"spec": {"provider": {
+            "virtualNode": {"virtualNodeName": name}}}})
+    return snap
+
+
+def test_port_table_knows_tcp_and_http_ports_and_prefers_the_callers_backends():
+    t = PortTable(_snap(), frozenset({"db-b.shop.local"}))
+    assert t.tcp_service(5432) == "db-b.shop.local"  # two on the port: the caller's backend
+    assert PortTable(_snap(), frozenset()).tcp_service(5432) == "db-a.shop.local"  # else by name, stably
+    assert t.tcp_service(6379) == "kv.shop.local"
+    assert t.tcp_service(9080) is None and 9080 in t.http
+    assert t.tcp_service(1234) is None and 1234 not in t.http
+
+
+def test_allocation_is_a_function_of_the_names_and_stays_in_the_reserved_ranges():
+    names = [f"svc-{i}.shop.local" for i in range(500)]
+    a, b = allocate(names), allocate(list(reversed(names)))
+    assert a == b
+    v4 = {x for x, _ in a.values()}
+    v6 = {y for _, y in a.values()}
+    assert len(v4) == len(v6) == 500  # distinct, collisions probed away
+    assert all(x.startswith("240.240.") for x in v4) and all(y.startswith("2001:2::") for y in v6)
+    assert domains(["a.shop.local", "b.ns.svc.cluster.local", "single"]) == {"shop.local", "ns.svc.cluster.local"}
+
+
+@pytest.fixture
+def upstream():
+    """A resolver on loopback that knows example.test."""
+    from dnslib import QTYPE, RR, A  # noqa: PLC0415
+
+    class Known:
+        def resolve(self, request, handler):
+            reply = request.reply()
+            if str(request.q.qname) == "example.test.":
+                reply.add_answer(RR(request.q.qname, QTYPE.A, rdata=A("192.0.2.7"), ttl=5))
+            else:
+                reply.header.rcode = RCODE.NXDOMAIN
+            return reply
+    d = DnsResponder(Known(), "127.0.0.1", 0).start()
+    yield ("127.0.0.1", d.port)
+    d.stop()
+
+
+@pytest.mark.parametrize("tcp", [False, True])
+def test_responder_answers_mesh_names_forwards_others_and_refuses_unknown_mesh_names(upstream, tcp):
+    names = ["catalog.shop.local", "pages.shop.local"]
+    d = DnsResponder(MeshResolver(lambda: names, lambda: [upstream], timeout=1), "127.0.0.1", 0).start()
+    try:
+        def ask(name, qtype):
+            reply = DNSRecord.parse(DNSRecord.question(name, qtype).send("127.0.0.1", d.port, tcp=tcp, timeout=5))
+            return RCODE[reply.header.rcode], [str(r.rdata) for r in reply.rr]
+        v4, v6 = allocate(names)["catalog.shop.local"]
+        assert ask("catalog.shop.local", "A") == ("NOERROR", [v4])
+        assert ask("CATALOG.shop.local.", "AAAA") == ("NOERROR", [v6])
+        assert ask("catalog.shop.local", "MX") == ("NOERROR", [])  # the name exists: no data
+        assert ask("example.test", "A") == ("NOERROR", ["192.0.2.7"])  # forwarded
+        assert ask("nope.shop.local", "A") == ("NXDOMAIN", [])
+        assert ask("unknown.test", "A") == ("NXDOMAIN", [])  # the upstream's own answer
+    finally:
+        d.stop()
+
+
+def test_upstream_down_gives_nxdomain_for_mesh_looking_names_and_servfail_for_others():
+    dead = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    dead.bind(("127.0.0.1", 0))  # bound, never answers
+    r = MeshResolver(lambda: ["catalog.shop.local"], lambda: [dead.getsockname()], timeout=0.3)
+    d = DnsResponder(r, "127.0.0.1", 0).start()
+    try:
+        for name, rcode in (("nope.shop.local", "NXDOMAIN"), ("example.test", "SERVFAIL")):
+            reply = DNSRecord.parse(DNSRecord.question(name, "A").send("127.0.0.1", d.port, timeout=5))
+            assert RCODE[reply.header.rcode] == rcode
+    finally:
+        d.stop()
+        dead.close()
+
+
+def test_a_connection_that_was_not_redirected_has_no_original_destination():
+    srv = socket.create_server(("127.0.0.1", 0))
+    c = socket.create_connection(srv.getsockname())
+    conn, _ = srv.accept()
+    try:
+        assert original_dst(conn) is None
+    finally:
+        for s in (c, conn, srv):
+            s.close()
+
+
+def test_config_keys_for_interception_and_dns():
+    cfg = RuntimeConfig.from_dict({"apps": [{"mesh": "m", "virtualNode": "n", "port": 8080,
+                                             "interceptEgress": 15001}], "dns": "127.0.0.1:15053"})
+    assert cfg.apps[0].intercept_egress == "15001" and cfg.dns == "127.0.0.1:15053"
+    with pytest.raises(ConfigError, match=r"apps\[0\]\.interceptEgress"):
+        RuntimeConfig.from_dict({"apps": [{"mesh": "m", "virtualNode": "n", "port": 8080, "interceptEgress": "x"}]})
+    with pytest.raises(ConfigError, match="dns"):
+        RuntimeConfig.from_dict({"dns": 70000})

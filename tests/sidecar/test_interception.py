@@ -1,0 +1,351 @@
+"""Transparent interception (issue 13): apps in a pod dial plain names; `meshd proxy-init`'s
+iptables rules redirect their connections to the pod's meshd, which routes them across hosts
+over mTLS with nothing changed in the apps.
+
+The world (one per module): pod `a` (a network namespace) holds the calling apps and their
+meshd sidecar, run with the group proxy-init ignores; the test host (the root namespace)
+runs etcd, meshd B in this process, and the origins meshd B serves:
+
+    catalog.shop.local:9080 (gRPC)  router, 80 % catalog-v1 (two instances, one always
+                                     failing UNAVAILABLE; outlier detection), 20 %
+                                     catalog-v2; retries
+    pages.shop.local:8000 (HTTP)     node pages (an HTTP/1.1 origin)
+    echo.shop.local:7000 (TCP)       node echo (a byte-exact TCP echo)
+
+The pod's resolver is a test DNS server on the host (it knows only `outside.test`, a TCP
+echo outside the mesh); proxy-init sends the apps' queries to the sidecar's DNS responder,
+which answers the mesh's names and forwards the rest there.
+"""
+from __future__ import annotations
+
+import json
+import re
+import socket
+import socketserver
+import threading
+import time
+import urllib.request
+from http.server import ThreadingHTTPServer
+
+import pytest
+import yaml
+from prometheus_client import generate_latest
+from prometheus_client.parser import text_string_to_metric_families
+
+from mesh_harness import Origin
+from meshd.api import kinds as K
+from meshd.api.validate import parse_json
+from meshd.app import Meshd, MeshdConfig
+from meshd.embedded_etcd import EmbeddedEtcd, free_port
+from meshd.proxy import LocalApp, RuntimeConfig
+from meshd.security import ClusterKey
+from meshd.v1 import admin_pb2 as pb
+
+from .apps import AppHandler
+from .pods import PYTHON, SIDECAR_GID, Pod, free_index, sweep_orphans
+
+pytestmark = [pytest.mark.sidecar, pytest.mark.dataplane, pytest.mark.etcd]
+
+PREFIX = "/meshd-sidecar/v1/"
+NAMES = ("catalog.shop.local", "pages.shop.local", "echo.shop.local")
+APPS = ["tests/sidecar/apps.py"]
+METRICS_PORT = 9901
+PROXY_ENV = {"APPMESH_START_ENABLED": "1", "APPMESH_IGNORE_UID": "1337", "APPMESH_IGNORE_GID": str(SIDECAR_GID),
+             "APPMESH_APP_PORTS": "8080", "APPMESH_ENVOY_INGRESS_PORT": "15000",
+             "APPMESH_ENVOY_EGRESS_PORT": "15001", "APPMESH_EGRESS_IGNORED_IP": "169.254.169.254,169.254.170.2",
+             "APPMESH_ENABLE_IPV6": "1", "MESHD_DNS_PORT": "15053"}
+
+
+class _Pages(AppHandler):
+    name = "pages"
+
+
+class _Echo(socketserver.BaseRequestHandler):
+    def handle(self):
+        while True:
+            data = self.request.recv(65536)
+            if not data:
+                self.request.shutdown(socket.SHUT_WR)
+                return
+            self.request.sendall(data)
+
+
+class _Servers(socketserver.ThreadingTCPServer):
+    daemon_threads = True
+    allow_reuse_address = True
+
+
+def _serve(server) -> None:
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+
+
+def _mesh(resources, egress_filter: str) -> None:
+    def mk(kind, title, doc):
+        resources.create(kind, parse_json(getattr(pb, f"Create{title}Request"), doc))
+
+    def node(name, port, protocol, backends=(), **listener):
+        mk(K.VIRTUAL_NODE, "VirtualNode", {"meshName": "shop", "virtualNodeName": name, "spec": {
+            "listeners": [{"portMapping": {"port": port, "protocol": protocol}, **listener}],
+            "serviceDiscovery": {"dns": {"hostname": f"{name}.shop.local"}},
+            "backends": [{"virtualService": {"virtualServiceName": b}} for b in backends]}})
+    mk(K.MESH, "Mesh", {"meshName": "shop", "spec": {"egressFilter": {"type": egress_filter}}})
+    node("web", 8080, "http", NAMES)
+    # A failing instance is ejected after five errors (App Mesh's outlier detection); until
+    # then the route's retries take its calls elsewhere.
+    node("catalog-v1", 9080, "grpc", outlierDetection={
+        "maxServerErrors": 5, "interval": {"unit": "s", "value": 10},
+        "baseEjectionDuration": {"unit": "s", "value": 60}, "maxEjectionPercent": 50})
+    node("catalog-v2", 9080, "grpc")
+    node("pages", 8000, "http")
+    node("echo", 7000, "tcp")
+    mk(K.VIRTUAL_ROUTER, "VirtualRouter", {"meshName": "shop", "virtualRouterName": "catalog", "spec": {
+        "listeners": [{"portMapping": {"port": 9080, "protocol": "grpc"}}]}})
+    mk(K.ROUTE, "Route", {"meshName": "shop", "virtualRouterName": "catalog", "routeName": "canary", "spec": {
+        "grpcRoute": {"match": {"serviceName": "echo.Echo"},
+                      "action": {"weightedTargets": [{"virtualNode": "catalog-v1", "weight": 80},
+                                                     {"virtualNode": "catalog-v2", "weight": 20}]},
+                      "retryPolicy": {"maxRetries": 3, "perRetryTimeout": {"unit": "s", "value": 5},
+                                      "grpcRetryEvents": ["unavailable"], "tcpRetryEvents": ["connection-error"]}}}})
+    mk(K.VIRTUAL_SERVICE, "VirtualService", {"meshName": "shop", "virtualServiceName": "catalog.shop.local",
+                                             "spec": {"provider": {"virtualRouter": {"virtualRouterName": "catalog"}}}})
+    for name, n in (("pages.shop.local", "pages"), ("echo.shop.local", "echo")):
+        mk(K.VIRTUAL_SERVICE, "VirtualService", {"meshName": "shop", "virtualServiceName": name,
+                                                 "spec": {"provider": {"virtualNode": {"virtualNodeName": n}}}})
+
+
+class _Upstream:
+    """The pod's own resolver (dnslib's resolver interface): outside.test only."""
+
+    def __init__(self, address: str):
+        self.address = address
+
+    def resolve(self, request, handler):
+        from dnslib import QTYPE, RCODE, RR, A  # noqa: PLC0415
+
+        reply = request.reply()
+        if str(request.q.qname).rstrip(".") == "outside.test" and request.q.qtype == QTYPE.A:
+            reply.add_answer(RR(request.q.qname, QTYPE.A, rdata=A(self.address), ttl=5))
+        elif str(request.q.qname).rstrip(".") != "outside.test":
+            reply.header.rcode = RCODE.NXDOMAIN
+        return reply
+
+
+class World:
+    def __init__(self, tmp):
+        sweep_orphans()
+        self.pod = Pod("a", free_index())
+        self.tmp = tmp
+        self.closers = [self.pod.close]
+        try:
+            self._start()
+        except BaseException:
+            self.close()
+            raise
+
+    def _start(self):
+        tmp, pod = self.tmp, self.pod
+        from dnslib.server import DNSServer  # noqa: PLC0415
+
+        from meshd.proxy.dns import _QuietLogger  # noqa: PLC0415
+        for tcp in (False, True):
+            dns = DNSServer(_Upstream(pod.host_ip), address=pod.host_ip, port=53, tcp=tcp, logger=_QuietLogger())
+            dns.start_thread()
+            self.closers.insert(0, dns.server.server_close)
+            self.closers.insert(0, dns.server.shutdown)
+        self.etcd = EmbeddedEtcd(tmp / "etcd", host=pod.host_ip, supervise=False).start()
+        self.closers.insert(0, self.etcd.stop)
+        key = tmp / "cluster.key"
+        ClusterKey.generate(key)
+        self.origins = {"catalog-v1a": Origin("catalog-v1a"), "catalog-v1b": Origin("catalog-v1b"),
+                        "catalog-v2": Origin("catalog-v2")}
+        self.origins["catalog-v1b"].fail_every = 1  # every call: UNAVAILABLE
+        for o in self.origins.values():
+            self.closers.insert(0, o.stop)
+        pages = ThreadingHTTPServer(("127.0.0.1", 0), _Pages)
+        echo = _Servers(("127.0.0.1", 0), _Echo)
+        # Not in the mesh: reached only by passing through (ALLOW_ALL).
+        self.outside = _Servers((pod.host_ip, 0), _Echo)
+        for s in (pages, echo, self.outside):
+            _serve(s)
+            self.closers.insert(0, s.shutdown)
+        apps = [LocalApp(mesh="shop", virtual_node="catalog-v1", port=self.origins["catalog-v1a"].port,
+                         instance_id="v1a"),
+                LocalApp(mesh="shop", virtual_node="catalog-v1", port=self.origins["catalog-v1b"].port,
+                         instance_id="v1b"),
+                LocalApp(mesh="shop", virtual_node="catalog-v2", port=self.origins["catalog-v2"].port,
+                         instance_id="v2"),
+                LocalApp(mesh="shop", virtual_node="pages", port=pages.server_address[1], instance_id="pages",
+                         protocol="http"),
+                LocalApp(mesh="shop", virtual_node="echo", port=echo.server_address[1], instance_id="echo",
+                         protocol="tcp")]
+        self.b = Meshd(MeshdConfig(
+            admin=f"127.0.0.1:{free_port()}", etcd=[self.etcd.url], etcd_prefix=PREFIX, state_dir=str(tmp / "b"),
+            host_name="host-b", cluster_key=str(key), lease_ttl=5,
+            runtime=RuntimeConfig(apps=apps, ingress=f"{pod.host_ip}:0", drain_seconds=0.5))).start()
+        self.closers.insert(0, self.b.stop)
+        _mesh(self.b.resources, "ALLOW_ALL")
+        cfg = tmp / "sidecar.yaml"
+        cfg.write_text(yaml.safe_dump({
+            "apps": [{"mesh": "shop", "virtualNode": "web", "port": 8080, "address": pod.ip, "instanceId": "web-a",
+                      "interceptEgress": 15001, "interceptIngress": 15000}],
+            "ingress": f"{pod.ip}:15443", "drainSeconds": 0.5, "dns": 15053}))
+        pod.popen([PYTHON, *APPS, "serve", "8080"], log=tmp / "web.log")  # the pod's app, on APPMESH_APP_PORTS
+        self.init = pod.run([PYTHON, "-m", "meshd.cli.meshd_main", "proxy-init"], env=PROXY_ENV).stdout
+        self.log = tmp / "sidecar.log"
+        self.a = pod.popen([PYTHON, "-m", "meshd.cli.meshd_main", "run", "--config", str(cfg),
+                            "--etcd", self.etcd.url, "--etcd-prefix", PREFIX, "--cluster-key", str(key),
+                            "--state-dir", str(tmp / "a"), "--host-name", "pod-a", "--insecure-local",
+                            "--admin", "127.0.0.1:9900", "--metrics", f"{pod.ip}:{METRICS_PORT}"],
+                           log=self.log, gid=SIDECAR_GID)
+        deadline = time.monotonic() + 60
+        while True:  # routable: the sidecar has its table and meshd B's instances
+            r = self.app("grpc", "catalog.shop.local:9080", "1", check=False)
+            if r.get("answers"):
+                break
+            if self.a.poll() is not None or time.monotonic() > deadline:
+                raise AssertionError(f"the sidecar never routed: {r}\n{self.log.read_text()[-3000:]}")
+            time.sleep(0.5)
+
+    def app(self, *args: str, check: bool = True) -> dict:
+        """Run an unmodified app in the pod (uid 0, group 0: intercepted); its JSON result."""
+        p = self.pod.run([PYTHON, *APPS, *args], timeout=240, check=check)
+        try:
+            return json.loads(p.stdout.strip().splitlines()[-1])
+        except (IndexError, ValueError):
+            if check:
+                raise AssertionError(f"app {args} printed no result: {p.stdout}\n{p.stderr}") from None
+            return {"error": p.stderr[-2000:]}
+
+    def metrics(self) -> str:
+        with urllib.request.urlopen(f"http://{self.pod.ip}:{METRICS_PORT}/metrics", timeout=10) as r:
+            return r.read().decode()
+
+    def intercepted(self, protocol: str, outcome: str) -> float:
+        return _total(self.metrics(), "meshd_intercepted_total", protocol=protocol, outcome=outcome)
+
+    def close(self):
+        for c in self.closers:
+            try:
+                c()
+            except Exception:  # noqa: BLE001 - teardown goes on
+                pass
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory):
+    w = World(tmp_path_factory.mktemp("sidecar"))
+    yield w
+    w.close()
+
+
+def _total(text: str, name: str, **labels) -> float:
+    """The sum of a metric's samples whose labels include `labels`, from exposition text."""
+    return sum(s.value for fam in text_string_to_metric_families(text) for s in fam.samples
+               if s.name == name and all(s.labels.get(k) == v for k, v in labels.items()))
+
+
+def _egress_filter(world, kind: str) -> None:
+    world.b.resources.update(K.MESH, parse_json(pb.UpdateMeshRequest, {
+        "meshName": "shop", "spec": {"egressFilter": {"type": kind}}}))
+
+
+def _redirected(world, family: int = 4) -> int:
+    """Connections the pod's REDIRECT rule sent to meshd (nat rules see a connection's first packet)."""
+    out = world.pod.iptables("-t", "nat", "-L", "MESHD_EGRESS", "-n", "-v", "-x", family=family)
+    return sum(int(line.split()[0]) for line in out.splitlines() if "REDIRECT" in line)
+
+
+def test_grpc_app_dialling_a_plain_name_gets_the_canary_split_retries_and_mtls(world):
+    r = world.app("grpc", "catalog.shop.local:9080", "5000")
+    assert r["failures"] == {}, r  # the failing v1 instance is retried away
+    answers = r["answers"]
+    assert set(answers) <= {"catalog-v1a", "catalog-v2"}, answers  # v1b never answers OK
+    v2 = answers.get("catalog-v2", 0) / 5000
+    assert abs(v2 - 0.20) <= 0.02, answers
+    # Across hosts over mTLS: meshd B's ingress counted the calls under the caller's verified
+    # identity (source_node comes from the client certificate's SPIFFE ID).
+    scraped = generate_latest(world.b.runtime.observe.metrics.registry).decode()
+    seen = sum(float(m.group(1)) for m in re.finditer(
+        r'^meshd_requests_total\{[^}]*direction="ingress"[^}]*source_node="web"[^}]*\} (\S+)$', scraped, re.M))
+    assert seen >= 5000, scraped[-3000:]
+    assert world.intercepted("http2", "routed") >= 5000
+
+
+def test_http1_app_with_a_plain_url_is_routed_by_host(world):
+    r = world.app("http", "http://pages.shop.local:8000/hello", "20")
+    body = json.dumps({"app": "pages", "path": "/hello", "host": "pages.shop.local:8000", "internal": []})
+    assert r == {"bodies": {body: 20}, "failures": {}}, r
+    assert world.intercepted("http", "routed") >= 20
+
+
+def test_tcp_app_gets_a_byte_exact_echo_on_the_service_port(world):
+    r = world.app("tcp", "echo.shop.local", "7000", "300000")
+    assert r.pop("address").startswith("240.240."), r  # the responder's address for the name
+    assert r == {"echoed": True, "received": 300000, "error": ""}, r
+    r6 = world.app("tcp6", "echo.shop.local", "7000", "70000")  # the same name, dialled over IPv6
+    assert r6.pop("address").startswith("2001:2::"), r6
+    assert r6 == {"echoed": True, "received": 70000, "error": ""}, r6
+    assert _redirected(world, family=6) >= 1
+
+
+def test_non_mesh_destination_passes_through_under_allow_all_and_is_refused_under_drop_all(world):
+    port = world.outside.server_address[1]
+    before = world.intercepted("tcp", "passthrough")
+    r = world.app("tcp", "outside.test", str(port), "5000")  # the pod's resolver's answer
+    assert r == {"echoed": True, "received": 5000, "error": "", "address": world.pod.host_ip}, r
+    assert world.intercepted("tcp", "passthrough") == before + 1
+    _egress_filter(world, "DROP_ALL")
+    try:
+        refused = world.intercepted("tcp", "refused")
+        deadline = time.monotonic() + 15
+        while True:
+            r = world.app("tcp", "outside.test", str(port), "5000")
+            if not r["echoed"]:
+                break
+            assert time.monotonic() < deadline, "DROP_ALL never reached the sidecar"
+            time.sleep(0.3)
+        assert r["received"] == 0, r
+        assert world.intercepted("tcp", "refused") > refused
+        # Mesh services still route under DROP_ALL: they are the node's backends.
+        assert world.app("tcp", "echo.shop.local", "7000", "1000")["echoed"]
+    finally:
+        _egress_filter(world, "ALLOW_ALL")
+
+
+def test_dns_answers_mesh_names_forwards_others_and_refuses_unknown_mesh_names(world):
+    a = world.app("dns", "catalog.shop.local", "A")
+    assert a["rcode"] == "NOERROR" and len(a["answers"]) == 1 and a["answers"][0].startswith("240.240."), a
+    aaaa = world.app("dns", "catalog.shop.local", "AAAA")
+    assert aaaa["rcode"] == "NOERROR" and aaaa["answers"][0].startswith("2001:2::"), aaaa
+    assert world.app("dns", "outside.test", "A") == {"rcode": "NOERROR", "answers": [world.pod.host_ip]}
+    assert world.app("dns", "nope.shop.local", "A") == {"rcode": "NXDOMAIN", "answers": []}
+    assert world.app("dns", "pages.shop.local", "A")["answers"] != a["answers"]  # one address per name
+
+
+def test_callers_from_outside_the_mesh_reach_the_app_through_the_sidecar(world):
+    """Inbound: a connection from the host to the app's port is redirected to the sidecar,
+    which delivers it to the app with meshd's internal headers dropped."""
+    def in_redirected():
+        out = world.pod.iptables("-t", "nat", "-L", "MESHD_INGRESS", "-n", "-v", "-x")
+        return sum(int(line.split()[0]) for line in out.splitlines() if "REDIRECT" in line)
+    n0, i0 = in_redirected(), world.intercepted("http", "inbound")
+    req = urllib.request.Request(f"http://{world.pod.ip}:8080/orders?id=7",
+                                 headers={"x-meshd-service": "catalog.shop.local", "x-meshd-instance": "x/y/z"})
+    with urllib.request.urlopen(req, timeout=10) as r:
+        assert json.loads(r.read()) == {"app": "web", "path": "/orders?id=7", "host": f"{world.pod.ip}:8080",
+                                        "internal": []}
+    assert in_redirected() == n0 + 1
+    assert world.intercepted("http", "inbound") == i0 + 1
+
+
+def test_meshd_own_connections_are_never_redirected(world):
+    """Every redirected connection is an app's: the REDIRECT rule's count grows by exactly
+    the connections the apps made, while the sidecar keeps its own (etcd, meshd B's
+    ingress) under the ignored group's RETURN rule."""
+    n0 = _redirected(world)
+    for _ in range(5):
+        assert world.app("tcp", "echo.shop.local", "7000", "100")["echoed"]
+    assert _redirected(world) - n0 == 5
+    out = world.pod.iptables("-t", "nat", "-L", "MESHD_EGRESS", "-n", "-v", "-x")
+    own = [line for line in out.splitlines() if f"owner GID match {SIDECAR_GID}" in line]
+    assert own and int(own[0].split()[0]) > 0, out
