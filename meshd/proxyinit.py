@@ -93,13 +93,18 @@ def _id(env, name: str) -> int | None:
     return int(v)
 
 
-def _port(env, name: str, default: int) -> int:
+def env_port(env, name: str, default: int, error=None) -> int:
+    """A port number from environment variable `name` (`default` when unset); anything else
+    raises `error` (InitError) naming the variable."""
     v = env.get(name, "").strip()
     if not v:
         return default
     if not v.isdigit() or not 0 < int(v) <= 65535:
-        raise InitError(f"{name}: a port number (1-65535) is required, got {v!r}")
+        raise (error or InitError)(f"{name}: a port number (1-65535) is required, got {v!r}")
     return int(v)
+
+
+_port = env_port
 
 
 def _ports(env, name: str) -> list[int]:

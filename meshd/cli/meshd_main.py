@@ -85,6 +85,8 @@ def _parser() -> argparse.ArgumentParser:
     what = pi.add_mutually_exclusive_group()
     what.add_argument("--clean", action="store_true", help="remove the rules instead")
     what.add_argument("--show", action="store_true", help="print the rules with their packet counters")
+    sub.add_parser("sidecar", help="run in place of App Mesh's Envoy sidecar, configured by its environment "
+                                   "(APPMESH_RESOURCE_ARN, ENVOY_ADMIN_ACCESS_PORT, ...; see meshd/sidecar.py)")
     ga = sub.add_parser("grant-admin", help="bootstrap an operator: a cluster-admin API token, written "
                                              "straight to etcd (whoever can write etcd is cluster admin anyway)")
     ga.add_argument("--principal", required=True)
@@ -147,6 +149,9 @@ def main(argv: list[str] | None = None) -> int:
         return cmd_grant_admin(args)
     if args.command == "proxy-init":
         return cmd_proxy_init(args)
+    if args.command == "sidecar":
+        from meshd import sidecar  # noqa: PLC0415
+        return sidecar.run()
     if args.command == "join" and not args.join_token:
         print("meshd join: --join-token is required", file=sys.stderr)
         return 2

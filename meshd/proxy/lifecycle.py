@@ -508,6 +508,12 @@ class MeshRuntime:
                 self._thread.join(5)
 
     # -- reads ------------------------------------------------------------------------
+    def ready(self) -> bool:
+        """Serving: every local instance registered, every mesh of this host's apps and
+        gateways with a published route table (a sidecar's LIVE)."""
+        meshes = {a.mesh for a in self.config.apps} | {g.mesh for g in self.config.gateways}
+        return not self._unregistered and all(self.view.live(m) is not None for m in meshes)
+
     def open_connections(self) -> int:
         """Downstream connections open on every listener of this data plane."""
         return self.listeners.open_connections()
