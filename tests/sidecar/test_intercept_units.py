@@ -3,6 +3,7 @@ responder's allocation and answers (real UDP and TCP sockets on loopback), the o
 destination of a connection that was not redirected, and the config keys."""
 from __future__ import annotations
 
+import re
 import socket
 
 import pytest
@@ -14,6 +15,9 @@ from meshd.compile import MeshSnapshot
 from meshd.proxy.config import ConfigError, RuntimeConfig
 from meshd.proxy.dns import DnsResponder, MeshResolver, allocate, domains
 from meshd.proxy.intercept import H2_PREFACE, PortTable, original_dst, sniff
+from meshd.sidecar import (
+    INSTEAD, MeshResource, SidecarError, SidecarSettings, instance_address, instance_id, log_unacted,
+)
 from meshd.v1 import admin_pb2 as pb
 from meshd.api.validate import parse_json
 
@@ -142,3 +146,75 @@ def test_config_keys_for_interception_and_dns():
         RuntimeConfig.from_dict({"apps": [{"mesh": "m", "virtualNode": "n", "port": 8080, "interceptEgress": "x"}]})
     with pytest.raises(ConfigError, match="dns"):
         RuntimeConfig.from_dict({"dns": 70000})
+
+
+@pytest.mark.parametrize("value,want", [
+    ("arn:aws:appmesh:us-west-2:111122223333:mesh/shop/virtualNode/web",
+     MeshResource("shop", "virtualNode", "web", "111122223333")),
+    ("mesh/shop/virtualNode/web", MeshResource("shop", "virtualNode", "web")),
+    ("mesh/shop@444455556666/virtualNode/web", MeshResource("shop", "virtualNode", "web", "444455556666")),
+    ("arn:aws:appmesh:eu-west-1:111122223333:mesh/shop@444455556666/virtualGateway/edge",
+     MeshResource("shop", "virtualGateway", "edge", "444455556666")),
+])
+def test_resource_arn_long_and_short_forms(value, want):
+    assert MeshResource.parse(value) == want
+
+
+@pytest.mark.parametrize("env,says", [
+    ({"MESHD_ETCD": "http://e:2379"}, "APPMESH_RESOURCE_ARN is required"),
+    ({"APPMESH_RESOURCE_ARN": "mesh/shop/virtualService/x", "MESHD_ETCD": "http://e:2379"},
+     "APPMESH_RESOURCE_ARN: expected mesh/<mesh>"),
+    ({"APPMESH_RESOURCE_ARN": "arn:aws:s3:::bucket", "MESHD_ETCD": "http://e:2379"}, "not an App Mesh ARN"),
+    ({"APPMESH_RESOURCE_ARN": "mesh/shop/virtualNode/web"}, "MESHD_ETCD is required"),
+    ({"APPMESH_RESOURCE_ARN": "mesh/shop/virtualNode/web", "MESHD_ETCD": "http://e:2379", "ENVOY_LOG_LEVEL": "loud"},
+     "ENVOY_LOG_LEVEL: one of"),
+    ({"APPMESH_RESOURCE_ARN": "mesh/shop/virtualNode/web", "MESHD_ETCD": "http://e:2379",
+      "ENVOY_ADMIN_ACCESS_PORT": "99999"}, "ENVOY_ADMIN_ACCESS_PORT: a port number"),
+])
+def test_sidecar_settings_refused_by_name(env, says):
+    with pytest.raises(SidecarError, match=re.escape(says)):
+        SidecarSettings.from_env(env)
+
+
+def test_sidecar_settings_follow_envoys_variables():
+    s = SidecarSettings.from_env({"APPMESH_VIRTUAL_NODE_NAME": "mesh/shop/virtualNode/web", "ENVOY_LOG_LEVEL": "trace",
+                                  "ENVOY_ADMIN_ACCESS_PORT": "9911", "MESHD_ETCD": "http://a:2379,http://b:2379"})
+    assert (s.resource.name, s.log_level, s.admin_port, s.ingress_port, s.egress_port, s.etcd) == (
+        "web", "debug", 9911, 15000, 15001, ["http://a:2379", "http://b:2379"])
+    said = []
+    log_unacted({"ENABLE_ENVOY_XRAY_TRACING": "1", "ENVOY_SOMETHING_NEW": "x", "APPMESH_RESOURCE_ARN": "y",
+                 "PATH": "/bin"}, said.append)
+    assert said == ["ENABLE_ENVOY_XRAY_TRACING is not acted on: " + INSTEAD["ENABLE_ENVOY_XRAY_TRACING"],
+                    "ENVOY_SOMETHING_NEW is not known to meshd; ignored"]
+
+
+def test_instance_address_and_id_from_the_ecs_task_metadata_endpoint():
+    """ECS_CONTAINER_METADATA_URI_V4 served by a real HTTP server, in the shape ECS serves."""
+    import json  # noqa: PLC0415
+    import threading  # noqa: PLC0415
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer  # noqa: PLC0415
+
+    class Meta(BaseHTTPRequestHandler):
+        def do_GET(self):  # noqa: N802
+            task = {"TaskARN": "arn:aws:ecs:us-west-2:111122223333:task/default/0f1e2d3c4b5a"}
+            doc = task if self.path.endswith("/task") else {
+                "Networks": [{"NetworkMode": "awsvpc", "IPv4Addresses": ["10.0.2.106"]}]}
+            body = json.dumps(doc).encode()
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *a):
+            pass
+    srv = ThreadingHTTPServer(("127.0.0.1", 0), Meta)
+    threading.Thread(target=srv.serve_forever, daemon=True).start()
+    try:
+        env = {"ECS_CONTAINER_METADATA_URI_V4": f"http://127.0.0.1:{srv.server_address[1]}/v4/abc"}
+        assert instance_address(env) == "10.0.2.106"
+        assert instance_id(env) == "0f1e2d3c4b5a"
+        assert instance_address({**env, "POD_IP": "10.1.1.1"}) == "10.1.1.1"
+        assert instance_id({"HOSTNAME": "web-7d9f"}) == "web-7d9f"
+    finally:
+        srv.shutdown()
+        srv.server_close()

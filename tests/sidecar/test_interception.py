@@ -28,7 +28,6 @@ import urllib.request
 from http.server import ThreadingHTTPServer
 
 import pytest
-import yaml
 from prometheus_client import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -42,18 +41,34 @@ from meshd.security import ClusterKey
 from meshd.v1 import admin_pb2 as pb
 
 from .apps import AppHandler
-from .pods import PYTHON, SIDECAR_GID, Pod, free_index, sweep_orphans
+from .pods import PYTHON, REPO, SIDECAR_GID, Pod, free_index, sweep_orphans
 
 pytestmark = [pytest.mark.sidecar, pytest.mark.dataplane, pytest.mark.etcd]
 
 PREFIX = "/meshd-sidecar/v1/"
 NAMES = ("catalog.shop.local", "pages.shop.local", "echo.shop.local")
 APPS = ["tests/sidecar/apps.py"]
-METRICS_PORT = 9901
-PROXY_ENV = {"APPMESH_START_ENABLED": "1", "APPMESH_IGNORE_UID": "1337", "APPMESH_IGNORE_GID": str(SIDECAR_GID),
-             "APPMESH_APP_PORTS": "8080", "APPMESH_ENVOY_INGRESS_PORT": "15000",
-             "APPMESH_ENVOY_EGRESS_PORT": "15001", "APPMESH_EGRESS_IGNORED_IP": "169.254.169.254,169.254.170.2",
-             "APPMESH_ENABLE_IPV6": "1", "MESHD_DNS_PORT": "15053"}
+ADMIN_PORT = 9901
+TASK_DEFINITION = REPO / "deploy" / "ecs" / "task-definition.json"
+# ECS's proxyConfiguration properties -> the route manager's environment.
+ECS_PROPERTIES = {"IgnoredUID": "APPMESH_IGNORE_UID", "IgnoredGID": "APPMESH_IGNORE_GID",
+                  "ProxyIngressPort": "APPMESH_ENVOY_INGRESS_PORT", "ProxyEgressPort": "APPMESH_ENVOY_EGRESS_PORT",
+                  "AppPorts": "APPMESH_APP_PORTS", "EgressIgnoredIPs": "APPMESH_EGRESS_IGNORED_IP",
+                  "EgressIgnoredPorts": "APPMESH_EGRESS_IGNORED_PORTS"}
+
+
+def task_definition_env() -> dict[str, str]:
+    """The environment of the example task definition's `envoy` container, verbatim."""
+    td = json.loads(TASK_DEFINITION.read_text())
+    envoy = next(c for c in td["containerDefinitions"] if c["name"] == td["proxyConfiguration"]["containerName"])
+    return {e["name"]: e["value"] for e in envoy["environment"]}
+
+
+def proxy_init_env() -> dict[str, str]:
+    td = json.loads(TASK_DEFINITION.read_text())
+    env = {ECS_PROPERTIES[p["name"]]: p["value"] for p in td["proxyConfiguration"]["properties"]}
+    return {**env, "APPMESH_START_ENABLED": "1", "APPMESH_IGNORE_GID": str(SIDECAR_GID), "APPMESH_ENABLE_IPV6": "1",
+            "MESHD_DNS_PORT": "15053"}
 
 
 class _Pages(AppHandler):
@@ -184,19 +199,20 @@ class World:
             runtime=RuntimeConfig(apps=apps, ingress=f"{pod.host_ip}:0", drain_seconds=0.5))).start()
         self.closers.insert(0, self.b.stop)
         _mesh(self.b.resources, "ALLOW_ALL")
-        cfg = tmp / "sidecar.yaml"
-        cfg.write_text(yaml.safe_dump({
-            "apps": [{"mesh": "shop", "virtualNode": "web", "port": 8080, "address": pod.ip, "instanceId": "web-a",
-                      "interceptEgress": 15001, "interceptIngress": 15000}],
-            "ingress": f"{pod.ip}:15443", "drainSeconds": 0.5, "dns": 15053}))
-        pod.popen([PYTHON, *APPS, "serve", "8080"], log=tmp / "web.log")  # the pod's app, on APPMESH_APP_PORTS
-        self.init = pod.run([PYTHON, "-m", "meshd.cli.meshd_main", "proxy-init"], env=PROXY_ENV).stdout
+        pod.popen([PYTHON, *APPS, "serve", "8080"], log=tmp / "web.log")  # the pod's app, on AppPorts
+        # As ECS's agent does with the task definition: proxyConfiguration -> the route
+        # manager's environment (plus the group the test's sidecar runs with, and DNS).
+        self.init = pod.run([PYTHON, "-m", "meshd.cli.meshd_main", "proxy-init"], env=proxy_init_env()).stdout
         self.log = tmp / "sidecar.log"
-        self.a = pod.popen([PYTHON, "-m", "meshd.cli.meshd_main", "run", "--config", str(cfg),
-                            "--etcd", self.etcd.url, "--etcd-prefix", PREFIX, "--cluster-key", str(key),
-                            "--state-dir", str(tmp / "a"), "--host-name", "pod-a", "--insecure-local",
-                            "--admin", "127.0.0.1:9900", "--metrics", f"{pod.ip}:{METRICS_PORT}"],
-                           log=self.log, gid=SIDECAR_GID)
+        # The `envoy` container of the example task definition, its environment verbatim;
+        # what the test's cluster differs in (etcd address, the cluster key for the join
+        # token secret, the task's address) is added.
+        self.sidecar_env = {**task_definition_env(), "MESHD_ETCD": self.etcd.url, "MESHD_ETCD_PREFIX": PREFIX,
+                            "MESHD_CLUSTER_KEY": str(key), "MESHD_INSTANCE_ADDRESS": pod.ip,
+                            "MESHD_INSTANCE_ID": "web-a", "MESHD_STATE_DIR": str(tmp / "a"),
+                            "MESHD_INGRESS": f"{pod.ip}:15443", "MESHD_DRAIN_SECONDS": "1"}
+        self.a = pod.popen([PYTHON, "-m", "meshd.cli.meshd_main", "sidecar"], log=self.log, gid=SIDECAR_GID,
+                           env=self.sidecar_env)
         deadline = time.monotonic() + 60
         while True:  # routable: the sidecar has its table and meshd B's instances
             r = self.app("grpc", "catalog.shop.local:9080", "1", check=False)
@@ -217,7 +233,7 @@ class World:
             return {"error": p.stderr[-2000:]}
 
     def metrics(self) -> str:
-        with urllib.request.urlopen(f"http://{self.pod.ip}:{METRICS_PORT}/metrics", timeout=10) as r:
+        with urllib.request.urlopen(f"http://{self.pod.ip}:{ADMIN_PORT}/stats/prometheus", timeout=10) as r:
             return r.read().decode()
 
     def intercepted(self, protocol: str, outcome: str) -> float:
@@ -349,3 +365,82 @@ def test_meshd_own_connections_are_never_redirected(world):
     out = world.pod.iptables("-t", "nat", "-L", "MESHD_EGRESS", "-n", "-v", "-x")
     own = [line for line in out.splitlines() if f"owner GID match {SIDECAR_GID}" in line]
     assert own and int(own[0].split()[0]) > 0, out
+
+
+def test_sidecar_from_the_task_definition_is_live_and_passes_its_health_check(world):
+    admin = f"http://{world.pod.ip}:{ADMIN_PORT}"
+    with urllib.request.urlopen(f"{admin}/server_info", timeout=10) as r:
+        info = json.loads(r.read())
+    assert info["state"] == "LIVE" and info["version"].startswith("meshd/"), info
+    assert info["node"]["cluster"] == "shop/web", info
+    # The task definition's own probe, unchanged, run in the pod as ECS runs it.
+    td = json.loads(TASK_DEFINITION.read_text())
+    check = next(c for c in td["containerDefinitions"] if c["name"] == "envoy")["healthCheck"]["command"]
+    assert check[0] == "CMD-SHELL"
+    assert world.pod.run(["sh", "-c", check[1]], check=False).returncode == 0
+    with urllib.request.urlopen(f"{admin}/ready", timeout=10) as r:
+        assert r.status == 200 and r.read() == b"LIVE\n"
+    with urllib.request.urlopen(f"{admin}/config_dump", timeout=10) as r:
+        dump = json.loads(r.read())
+    assert dump["resource"] == {"mesh": "shop", "kind": "virtualNode", "name": "web", "owner": "111122223333"}
+    assert dump["spec"]["listeners"][0]["portMapping"] == {"port": 8080, "protocol": "http"}
+    assert {"intercept:web", "intercept_in:web", "dns", "ingress"} <= set(dump["listeners"]), dump
+    assert dump["route_table"]["generation"] >= 1
+    with urllib.request.urlopen(f"{admin}/stats", timeout=10) as r:
+        assert b"meshd_intercepted_total" in r.read()
+    # The Envoy variables meshd does not act on are named once each, with what it does instead.
+    log = world.log.read_text()
+    for name in ("ENABLE_ENVOY_STATS_TAGS", "ENABLE_ENVOY_DOG_STATSD", "ENABLE_ENVOY_XRAY_TRACING"):
+        assert log.count(f"{name} is not acted on") == 1, log[-2000:]
+
+
+def test_the_example_task_definition_is_valid_for_ecs():
+    """Offline, against botocore's ECS model: RegisterTaskDefinition's input shape (types,
+    required members) and every enum value; the envoy container is meshd's, nothing else."""
+    import botocore.session  # noqa: PLC0415
+    from botocore.validate import ParamValidator  # noqa: PLC0415
+
+    td = json.loads(TASK_DEFINITION.read_text())
+    ecs = botocore.session.get_session().get_service_model("ecs")
+    shape = ecs.operation_model("RegisterTaskDefinition").input_shape
+    report = ParamValidator().validate(td, shape)
+    assert not report.has_errors(), report.generate_report()
+    bad = _enum_violations(td, shape)
+    assert bad == [], bad
+    assert _enum_violations({**td, "proxyConfiguration": {**td["proxyConfiguration"], "type": "ENVOY"}}, shape)
+    assert td["proxyConfiguration"]["type"] == "APPMESH"
+    envoy = next(c for c in td["containerDefinitions"] if c["name"] == "envoy")
+    assert "meshd" in envoy["image"] and envoy["user"] == "1337"
+
+
+def _enum_violations(value, shape, path="") -> list[str]:
+    """Values outside their shape's enum (botocore's validator checks types, not enums)."""
+    out = []
+    if shape.type_name == "structure" and isinstance(value, dict):
+        for k, v in value.items():
+            if k in shape.members:
+                out += _enum_violations(v, shape.members[k], f"{path}.{k}")
+    elif shape.type_name == "list" and isinstance(value, list):
+        for i, v in enumerate(value):
+            out += _enum_violations(v, shape.member, f"{path}[{i}]")
+    elif shape.type_name == "string" and getattr(shape, "enum", None) and value not in shape.enum:
+        out.append(f"{path}: {value!r} not in {shape.enum}")
+    return out
+
+
+def test_sigterm_drains_the_sidecar_deregistering_first(world):
+    """Last in the module: the sidecar stops. Its instance leaves etcd before it exits, and it
+    exits 0."""
+    from meshd.v1 import admin_pb2  # noqa: PLC0415
+
+    def instances():
+        req = admin_pb2.ListInstancesRequest(mesh_name="shop", virtual_node_name="web")
+        return [i.instance_id for i in world.b.resources.list_instances(req).instances]
+    assert instances() == ["web-a"]
+    world.a.send_signal(15)
+    deadline = time.monotonic() + 20
+    while instances():
+        assert time.monotonic() < deadline, "the sidecar's instance was never deregistered"
+        time.sleep(0.05)
+    assert world.a.poll() is None or world.a.returncode == 0  # deregistered while (or before) draining
+    assert world.a.wait(30) == 0, world.log.read_text()[-2000:]
