@@ -77,8 +77,10 @@ def test_meshd_daemonset_uses_its_account_config_and_cluster_key():
 
 
 def test_sidecar_example_runs_meshd_beside_the_app():
+    """The example is `meshctl inject`'s output (tests/sidecar/test_inject.py keeps it so):
+    proxy-init first, then the app and the sidecar in the controller's container names."""
     pod = _one("Deployment", "api-v1")["spec"]["template"]["spec"]
-    sidecar = pod["initContainers"][0]
-    assert sidecar["name"] == "meshd" and sidecar["restartPolicy"] == "Always"
-    assert "--admin=127.0.0.1:7000" in sidecar["args"]
-    assert [c["name"] for c in pod["containers"]] == ["app"]
+    assert [c["name"] for c in pod["initContainers"]] == ["proxyinit"]
+    assert pod["initContainers"][0]["command"] == ["meshd", "proxy-init"]
+    assert [c["name"] for c in pod["containers"]] == ["app", "envoy"]
+    assert pod["containers"][1]["command"] == ["meshd", "sidecar"]

@@ -395,8 +395,9 @@ def _parser() -> argparse.ArgumentParser:
     ls = isub.add_parser("list", parents=[common])
     ls.add_argument("--node", default="")
     ls.set_defaults(fn=cmd_instance_list)
-    from meshd.cli import backup, meshctl_security, meshctl_views  # noqa: PLC0415 - they build on this module
+    from meshd.cli import backup, inject, meshctl_security, meshctl_views  # noqa: PLC0415 - they build on this module
     backup.add_subcommands(sub, common)
+    inject.add_subcommands(sub, common)
     meshctl_security.add_subcommands(sub, common)
     meshctl_views.add_subcommands(sub, common)
     return p
