@@ -19,6 +19,7 @@ which answers the mesh's names and forwards the rest there.
 from __future__ import annotations
 
 import json
+import os
 import re
 import socket
 import socketserver
@@ -26,6 +27,7 @@ import threading
 import time
 import urllib.request
 from http.server import ThreadingHTTPServer
+from pathlib import Path
 
 import pytest
 from prometheus_client import generate_latest
@@ -41,6 +43,7 @@ from meshd.security import ClusterKey
 from meshd.v1 import admin_pb2 as pb
 
 from .apps import AppHandler
+from .image import runtime
 from .pods import PYTHON, REPO, SIDECAR_GID, Pod, free_index, sweep_orphans
 
 pytestmark = [pytest.mark.sidecar, pytest.mark.dataplane, pytest.mark.etcd]
@@ -211,8 +214,13 @@ class World:
                             "MESHD_CLUSTER_KEY": str(key), "MESHD_INSTANCE_ADDRESS": pod.ip,
                             "MESHD_INSTANCE_ID": "web-a", "MESHD_STATE_DIR": str(tmp / "a"),
                             "MESHD_INGRESS": f"{pod.ip}:15443", "MESHD_DRAIN_SECONDS": "1"}
-        self.a = pod.popen([PYTHON, "-m", "meshd.cli.meshd_main", "sidecar"], log=self.log, gid=SIDECAR_GID,
-                           env=self.sidecar_env)
+        # The image's entrypoint as the image runs it (its ENTRYPOINT, CMD and ENV; this
+        # virtualenv's `meshd` for the image's, and the state directory under the test's tmp).
+        image = runtime()
+        argv = [str(Path(PYTHON).parent / image.entrypoint[0]), *image.entrypoint[1:], *image.cmd]
+        self.sidecar_env = {**image.env, "PATH": f"{Path(PYTHON).parent}:{os.environ['PATH']}",
+                            **self.sidecar_env}
+        self.a = pod.popen(argv, log=self.log, gid=SIDECAR_GID, env=self.sidecar_env)
         deadline = time.monotonic() + 60
         while True:  # routable: the sidecar has its table and meshd B's instances
             r = self.app("grpc", "catalog.shop.local:9080", "1", check=False)
@@ -378,6 +386,9 @@ def test_sidecar_from_the_task_definition_is_live_and_passes_its_health_check(wo
     check = next(c for c in td["containerDefinitions"] if c["name"] == "envoy")["healthCheck"]["command"]
     assert check[0] == "CMD-SHELL"
     assert world.pod.run(["sh", "-c", check[1]], check=False).returncode == 0
+    # And the image's own HEALTHCHECK, the same probe.
+    assert runtime().healthcheck == check[1]
+    assert world.pod.run(["sh", "-c", runtime().healthcheck], check=False).returncode == 0
     with urllib.request.urlopen(f"{admin}/ready", timeout=10) as r:
         assert r.status == 200 and r.read() == b"LIVE\n"
     with urllib.request.urlopen(f"{admin}/config_dump", timeout=10) as r:
