@@ -87,7 +87,8 @@ def inject_one(doc: dict, *, mesh: str, node: str, etcd: str, image: str, join_s
     if "." in node and not mesh:
         node, mesh = node.split(".", 1)
     if not node or not mesh:
-        return doc, "no virtual node named (appmesh.k8s.aws/virtualNode and appmesh.k8s.aws/mesh, or --virtual-node/--mesh)"
+        return doc, ("no virtual node named (appmesh.k8s.aws/virtualNode and appmesh.k8s.aws/mesh, "
+                     "or --virtual-node/--mesh)")
     out = copy.deepcopy(doc)
     template = _template(out)
     spec = template.setdefault("spec", {})

@@ -68,7 +68,7 @@ def test_inject_twice_changes_nothing_and_names_what_it_left():
 
 
 def test_the_committed_example_is_what_meshctl_inject_makes():
-    p = subprocess.run([sys.executable, "-m", "meshd.cli.meshctl", "inject", "-f", str(EXAMPLE)], capture_output=True, text=True, timeout=60,
-                       cwd=REPO)
+    p = subprocess.run([sys.executable, "-m", "meshd.cli.meshctl", "inject", "-f", str(EXAMPLE)],
+                       capture_output=True, text=True, timeout=60, cwd=REPO)
     assert p.returncode == 0, p.stderr
     assert list(yaml.safe_load_all(p.stdout)) == list(yaml.safe_load_all(INJECTED.read_text()))
