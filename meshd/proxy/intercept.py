@@ -319,18 +319,21 @@ class Interceptor:
         mesh, node = app.mesh, app.virtual_node
         proto = HTTP1 if http else HTTP2
         no_service = REFUSALS["no_service"]
+        counts = self._counts
+        routed, refused = (mesh, node, proto, ROUTED), (mesh, node, proto, REFUSED)
 
         def decide(head):
             x = begin(head, EGRESS, mesh, node)
             dst = head.original_dst
             authority = head.authority
-            if dst is not None and authority and not _has_port(authority):
-                authority = f"{authority}:{dst[1]}"
-            r = route(head, caller, authority, 0, head.path, x)
             if dst is None:
-                return r
+                return route(head, caller, authority, 0, head.path, x)
+            if authority and authority.rfind(":") <= authority.rfind("]"):
+                authority = f"{authority}:{dst[1]}"  # no port named: the one dialled
+            r = route(head, caller, authority, 0, head.path, x)
             if r is not no_service:
-                self.count(proto, REFUSED if r.__class__ is Refusal else ROUTED)
+                key = refused if r.__class__ is Refusal else routed
+                counts[key] = counts.get(key, 0) + 1
                 return r
             # Not a mesh name: the original destination, as App Mesh's ALLOW_ALL passes it.
             if not self.allow_all():
@@ -445,12 +448,6 @@ class InboundInterceptor(Interceptor):
             self.count(TCP_PROTO, INBOUND)
             return TcpTarget(self.passthrough_target(head.original_dst))
         return decide
-
-
-def _has_port(authority: str) -> bool:
-    """Does a Host/:authority name a port ("name:80", "[::1]:80"; not "[::1]")?"""
-    tail = authority.rsplit("]", 1)[-1]
-    return ":" in tail
 
 
 def _same_host(a: str, b: str) -> bool:
