@@ -8,6 +8,11 @@ that container read, serving one virtual node (or virtual gateway) of one task o
     ENVOY_LOG_LEVEL          trace, debug, info, warning, error, critical, off
     ENVOY_ADMIN_ACCESS_PORT  the admin port (9901): /server_info, /ready, /stats/prometheus,
                              /stats, /config_dump; ENVOY_ADMIN_ACCESS_ENABLE_IPV6 binds it on ::
+    ENABLE_ENVOY_DOG_STATSD  "1": push the metrics as DogStatsD to STATSD_ADDRESS:STATSD_PORT
+                             (127.0.0.1:8125) or STATSD_SOCKET_PATH (meshd.observe.statsd);
+                             ENABLE_ENVOY_STATS_TAGS=1 tags them appmesh.mesh and
+                             appmesh.virtual_node, APPMESH_METRIC_EXTENSION_VERSION=1 adds App
+                             Mesh's metrics-extension names (envoy.appmesh.RequestCount, ...)
 
 It listens where ECS's `proxyConfiguration` and the EKS controller's `proxyinit` send the
 traffic: 15000 for inbound (callers outside the mesh) and 15001 for outbound (the app's
@@ -64,9 +69,6 @@ INSTEAD = {
     "APPMESH_DUALSTACK_ENDPOINT": "meshd reads the mesh from etcd, not an AWS endpoint",
     "APPMESH_SDS_SOCKET_PATH": "meshd issues workload certificates itself (SPIFFE, per mesh CA)",
     "APPMESH_SET_TRACING_DECISION": "meshd follows the caller's W3C/B3 sampled flag",
-    "ENABLE_ENVOY_DOG_STATSD": "not yet: scrape /stats/prometheus, or push OTLP metrics",
-    "ENABLE_ENVOY_STATS_TAGS": "not yet: every meshd metric carries mesh and node labels already",
-    "APPMESH_METRIC_EXTENSION_VERSION": "not yet: meshd's per-request metrics are always on",
     "ENABLE_ENVOY_XRAY_TRACING": "not yet: meshd exports OpenTelemetry traces (OTEL_EXPORTER_OTLP_ENDPOINT)",
     "ENABLE_ENVOY_DATADOG_TRACING": "meshd exports OpenTelemetry traces (OTEL_EXPORTER_OTLP_ENDPOINT)",
     "ENABLE_ENVOY_JAEGER_TRACING": "meshd exports OpenTelemetry traces (OTEL_EXPORTER_OTLP_ENDPOINT)",
@@ -159,7 +161,8 @@ def log_unacted(env, say=log.warning) -> list[str]:
     known = {"APPMESH_RESOURCE_ARN", "APPMESH_VIRTUAL_NODE_NAME", "ENVOY_LOG_LEVEL", "ENVOY_ADMIN_ACCESS_PORT",
              "ENVOY_ADMIN_ACCESS_ENABLE_IPV6", "APPMESH_ENVOY_INGRESS_PORT", "APPMESH_ENVOY_EGRESS_PORT",
              "APPMESH_IGNORE_UID", "APPMESH_IGNORE_GID", "APPMESH_APP_PORTS", "APPMESH_EGRESS_IGNORED_IP",
-             "APPMESH_EGRESS_IGNORED_PORTS", "APPMESH_ENABLE_IPV6", "APPMESH_START_ENABLED"}
+             "APPMESH_EGRESS_IGNORED_PORTS", "APPMESH_ENABLE_IPV6", "APPMESH_START_ENABLED",
+             "ENABLE_ENVOY_DOG_STATSD", "ENABLE_ENVOY_STATS_TAGS", "APPMESH_METRIC_EXTENSION_VERSION"}
     said = []
     for name in sorted(env):
         if name in INSTEAD:
@@ -305,6 +308,26 @@ __all__ = ["AdminPort", "MeshResource", "SidecarError", "SidecarSettings", "inst
            "log_unacted", "wait_for_resource"]
 
 
+def _statsd(env, daemon, res: MeshResource):
+    """The DogStatsD push the task definition asked for (ENABLE_ENVOY_DOG_STATSD=1), or None."""
+    if env.get("ENABLE_ENVOY_DOG_STATSD", "").strip() not in ("1", "true"):
+        return None
+    from meshd.observe.statsd import StatsdPush  # noqa: PLC0415
+
+    tags = {}
+    if env.get("ENABLE_ENVOY_STATS_TAGS", "").strip() in ("1", "true"):
+        tags = {"appmesh.mesh": res.mesh,
+                "appmesh.virtual_node" if res.kind == "virtualNode" else "appmesh.virtual_gateway": res.name}
+    push = StatsdPush(daemon.observer.metrics.registry, address=env.get("STATSD_ADDRESS", "127.0.0.1"),
+                      port=_port(env, "STATSD_PORT", 8125), socket_path=env.get("STATSD_SOCKET_PATH", ""),
+                      interval=float(env.get("MESHD_STATSD_FLUSH_SECONDS", "5")), tags=tags,
+                      extension=env.get("APPMESH_METRIC_EXTENSION_VERSION", "").strip() == "1",
+                      mesh=res.mesh, node=res.name)
+    log.info("pushing DogStatsD metrics", extra={"to": str(push.dest), "tags": ",".join(push.tags),
+                                                 "extension": push.extension})
+    return push.start()
+
+
 def run(env=None) -> int:
     """`meshd sidecar`: wait for the resource, start meshd for it, serve the admin port, drain
     on SIGTERM. Exit codes: 0 stopped, 1 failed to start, 2 a setting refused."""
@@ -404,6 +427,7 @@ def run(env=None) -> int:
             log.error("meshd sidecar failed to start", extra={"error": str(err)})
             daemon.stop()
             return 1
+        statsd = _statsd(env, daemon, res)
         while not stop.wait(0.1):
             if state["state"] != "LIVE" and daemon.runtime is not None and daemon.runtime.ready():
                 state["state"] = "LIVE"
@@ -411,6 +435,8 @@ def run(env=None) -> int:
                                                 "instance": iid, "address": address})
         state["state"] = "DRAINING"
         daemon.stop()
+        if statsd is not None:
+            statsd.stop()  # the last interval's growth, drained requests included
         return 0
     finally:
         admin.stop()

@@ -7,6 +7,7 @@ through the system resolver and knows nothing of meshd. Prints one JSON line of 
     python apps.py tcp6 echo.shop.local 7000 65536       # the same over IPv6
     python apps.py dns catalog.shop.local A              # one query to resolv.conf's resolver
     python apps.py serve 8080                            # the pod's own HTTP app
+    python apps.py statsd 8125 FILE                      # a DogStatsD daemon's socket, to a file
 """
 from __future__ import annotations
 
@@ -113,6 +114,15 @@ def serve(port: int) -> None:
     ThreadingHTTPServer(("", port), AppHandler).serve_forever()
 
 
+def statsd_sink(port: int, path: str) -> None:
+    """A DogStatsD daemon's socket: each datagram's lines appended to `path`."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s, open(path, "ab", buffering=0) as out:
+        s.bind(("127.0.0.1", port))
+        while True:
+            data, _ = s.recvfrom(65536)
+            out.write(data + b"\n")
+
+
 def main(argv: list[str]) -> int:
     kind = argv[0]
     if kind == "grpc":
@@ -123,6 +133,9 @@ def main(argv: list[str]) -> int:
         out = tcp_echo(argv[1], int(argv[2]), int(argv[3]))
     elif kind == "tcp6":
         out = tcp_echo(argv[1], int(argv[2]), int(argv[3]), socket.AF_INET6)
+    elif kind == "statsd":
+        statsd_sink(int(argv[1]), argv[2])
+        return 0
     elif kind == "serve":
         serve(int(argv[1]))
         return 0

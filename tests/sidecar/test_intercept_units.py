@@ -218,3 +218,60 @@ def test_instance_address_and_id_from_the_ecs_task_metadata_endpoint():
     finally:
         srv.shutdown()
         srv.server_close()
+
+
+def test_dogstatsd_lines_and_datagrams():
+    from meshd.observe.statsd import line, pack  # noqa: PLC0415
+
+    assert line("meshd.requests", 3.0, "c", ["mesh:shop", "code:200"]) == "meshd.requests:3|c|#mesh:shop,code:200"
+    assert line("envoy.appmesh.TargetResponseTime", 1.23456789, "ms", []) == \
+        "envoy.appmesh.TargetResponseTime:1.234568|ms"
+    lines = [f"m{i}:1|c|#t:{'x' * 100}" for i in range(40)]
+    grams = pack(lines)
+    assert all(len(g) <= 1432 for g in grams) and b"\n".join(grams).split(b"\n") == [ln.encode() for ln in lines]
+
+
+def test_statsd_push_sends_growth_with_tags_and_the_extension_over_udp():
+    """A real registry and a real UDP socket: counters go out as their growth per flush."""
+    from prometheus_client import CollectorRegistry, Counter  # noqa: PLC0415
+    from prometheus_client.core import CounterMetricFamily  # noqa: PLC0415
+
+    from meshd.observe.statsd import StatsdPush  # noqa: PLC0415
+
+    reg = CollectorRegistry()
+    counts = {"n": 0}
+
+    class Requests:
+        def collect(self):
+            fam = CounterMetricFamily("meshd_requests", "r", labels=["direction", "mesh", "source_node",
+                                      "virtual_service", "route", "target_node", "code", "grpc_status",
+                                      "response_class"])
+            fam.add_metric(["egress", "shop", "web", "api.shop.local", "r", "api-v1", "200", "0", "2xx"], counts["n"])
+            yield fam
+    reg.register(Requests())
+    Counter("meshd_outlier_ejections", "e", registry=reg)
+    sink = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    sink.bind(("127.0.0.1", 0))
+    sink.settimeout(5)
+    push = StatsdPush(reg, port=sink.getsockname()[1], interval=3600, tags={"appmesh.mesh": "shop"},
+                      extension=True, mesh="shop", node="web")
+    try:
+        counts["n"] = 7
+        push.flush()
+        got = sink.recv(65536).decode().split("\n")
+        assert "meshd.requests:7|c|#code:200,direction:egress,grpc_status:0,mesh:shop,response_class:2xx,route:r," \
+               "source_node:web,target_node:api-v1,virtual_service:api.shop.local,appmesh.mesh:shop" in got, got
+        assert ("envoy.appmesh.RequestCountPerTarget:7|c|#Mesh:shop,VirtualNode:web,appmesh.mesh:shop,"
+                "TargetVirtualService:api.shop.local,TargetVirtualNode:api-v1") in got, got
+        counts["n"] = 10
+        push.flush()
+        got = sink.recv(65536).decode().split("\n")
+        assert any(ln.startswith("meshd.requests:3|c|") for ln in got), got  # the growth, not the total
+        push.flush()  # nothing grew: no counter line
+        with pytest.raises(socket.timeout):
+            sink.settimeout(0.3)
+            while True:
+                assert not any(ln.startswith("meshd.requests:") for ln in sink.recv(65536).decode().split("\n"))
+    finally:
+        push.sock.close()
+        sink.close()

@@ -203,6 +203,8 @@ class World:
         self.closers.insert(0, self.b.stop)
         _mesh(self.b.resources, "ALLOW_ALL")
         pod.popen([PYTHON, *APPS, "serve", "8080"], log=tmp / "web.log")  # the pod's app, on AppPorts
+        self.statsd = tmp / "statsd.lines"  # what a DogStatsD daemon in the task receives
+        pod.popen([PYTHON, *APPS, "statsd", "8125", str(self.statsd)], log=tmp / "statsd.log")
         # As ECS's agent does with the task definition: proxyConfiguration -> the route
         # manager's environment (plus the group the test's sidecar runs with, and DNS).
         self.init = pod.run([PYTHON, "-m", "meshd.cli.meshd_main", "proxy-init"], env=proxy_init_env()).stdout
@@ -213,7 +215,8 @@ class World:
         self.sidecar_env = {**task_definition_env(), "MESHD_ETCD": self.etcd.url, "MESHD_ETCD_PREFIX": PREFIX,
                             "MESHD_CLUSTER_KEY": str(key), "MESHD_INSTANCE_ADDRESS": pod.ip,
                             "MESHD_INSTANCE_ID": "web-a", "MESHD_STATE_DIR": str(tmp / "a"),
-                            "MESHD_INGRESS": f"{pod.ip}:15443", "MESHD_DRAIN_SECONDS": "1"}
+                            "MESHD_INGRESS": f"{pod.ip}:15443", "MESHD_DRAIN_SECONDS": "1",
+                            "MESHD_STATSD_FLUSH_SECONDS": "1"}
         # The image's entrypoint as the image runs it (its ENTRYPOINT, CMD and ENV; this
         # virtualenv's `meshd` for the image's, and the state directory under the test's tmp).
         image = runtime()
@@ -401,8 +404,38 @@ def test_sidecar_from_the_task_definition_is_live_and_passes_its_health_check(wo
         assert b"meshd_intercepted_total" in r.read()
     # The Envoy variables meshd does not act on are named once each, with what it does instead.
     log = world.log.read_text()
-    for name in ("ENABLE_ENVOY_STATS_TAGS", "ENABLE_ENVOY_DOG_STATSD", "ENABLE_ENVOY_XRAY_TRACING"):
-        assert log.count(f"{name} is not acted on") == 1, log[-2000:]
+    assert log.count("ENABLE_ENVOY_XRAY_TRACING is not acted on") == 1, log[-2000:]
+    assert "ENABLE_ENVOY_DOG_STATSD is not" not in log and "ENABLE_ENVOY_STATS_TAGS is not" not in log
+
+
+# DogStatsD's datagram format: <name>:<value>|<type>[|@<rate>][|#<tag>[:<value>],...]
+_TAG = r"[A-Za-z0-9_.:/\-]+"
+DOGSTATSD = re.compile(rf"^[A-Za-z][A-Za-z0-9_.]*:-?[0-9.]+\|(c|g|ms|h|d|s)(\|@[0-9.]+)?(\|#{_TAG}(,{_TAG})*)?$")
+
+
+def test_dogstatsd_lines_carry_app_mesh_tags_and_the_metrics_extension(world):
+    """ENABLE_ENVOY_DOG_STATSD, ENABLE_ENVOY_STATS_TAGS and APPMESH_METRIC_EXTENSION_VERSION from
+    the task definition: what a DogStatsD daemon on 127.0.0.1:8125 in the task receives."""
+    r = world.app("grpc", "catalog.shop.local:9080", "200")
+    assert r["failures"] == {}, r
+    deadline = time.monotonic() + 15
+    per_target = 0.0
+    while time.monotonic() < deadline:
+        time.sleep(1.2)  # a flush interval
+        lines = [ln for ln in world.statsd.read_text().splitlines() if ln]
+        per_target = sum(float(ln.split(":", 1)[1].split("|", 1)[0]) for ln in lines
+                         if ln.startswith("envoy.appmesh.RequestCountPerTarget:")
+                         and "TargetVirtualService:catalog.shop.local" in ln)
+        if per_target >= 200:
+            break
+    bad = [ln for ln in lines if not DOGSTATSD.match(ln)]
+    assert lines and not bad, bad[:5]
+    requests = [ln for ln in lines if ln.startswith("meshd.requests:")]
+    assert requests and all("appmesh.mesh:shop" in ln and "appmesh.virtual_node:web" in ln for ln in requests)
+    assert per_target >= 200, lines[-20:]  # every call this node made to catalog counted once
+    times = [ln for ln in lines if ln.startswith("envoy.appmesh.TargetResponseTime:")]
+    assert times and all("|ms|" in ln and "Mesh:shop" in ln and "VirtualNode:web" in ln for ln in times), times
+    assert any(ln.startswith("envoy.appmesh.HTTPCode_Target_2XX_Count:") for ln in lines)
 
 
 def test_the_example_task_definition_is_valid_for_ecs():
