@@ -8,6 +8,9 @@ that container read, serving one virtual node (or virtual gateway) of one task o
     ENVOY_LOG_LEVEL          trace, debug, info, warning, error, critical, off
     ENVOY_ADMIN_ACCESS_PORT  the admin port (9901): /server_info, /ready, /stats/prometheus,
                              /stats, /config_dump; ENVOY_ADMIN_ACCESS_ENABLE_IPV6 binds it on ::
+    ENABLE_ENVOY_XRAY_TRACING  "1": X-Ray segments to the daemon (127.0.0.1:XRAY_DAEMON_PORT,
+                             2000), new traces sampled at XRAY_SAMPLING_RATE (0.05), named
+                             XRAY_SEGMENT_NAME (<mesh>/<node>); X-Amzn-Trace-Id beside W3C
     ENABLE_ENVOY_DOG_STATSD  "1": push the metrics as DogStatsD to STATSD_ADDRESS:STATSD_PORT
                              (127.0.0.1:8125) or STATSD_SOCKET_PATH (meshd.observe.statsd);
                              ENABLE_ENVOY_STATS_TAGS=1 tags them appmesh.mesh and
@@ -69,7 +72,7 @@ INSTEAD = {
     "APPMESH_DUALSTACK_ENDPOINT": "meshd reads the mesh from etcd, not an AWS endpoint",
     "APPMESH_SDS_SOCKET_PATH": "meshd issues workload certificates itself (SPIFFE, per mesh CA)",
     "APPMESH_SET_TRACING_DECISION": "meshd follows the caller's W3C/B3 sampled flag",
-    "ENABLE_ENVOY_XRAY_TRACING": "not yet: meshd exports OpenTelemetry traces (OTEL_EXPORTER_OTLP_ENDPOINT)",
+    "XRAY_SAMPLING_RULE_MANIFEST": "meshd samples new traces at XRAY_SAMPLING_RATE (default 0.05)",
     "ENABLE_ENVOY_DATADOG_TRACING": "meshd exports OpenTelemetry traces (OTEL_EXPORTER_OTLP_ENDPOINT)",
     "ENABLE_ENVOY_JAEGER_TRACING": "meshd exports OpenTelemetry traces (OTEL_EXPORTER_OTLP_ENDPOINT)",
 }
@@ -162,7 +165,8 @@ def log_unacted(env, say=log.warning) -> list[str]:
              "ENVOY_ADMIN_ACCESS_ENABLE_IPV6", "APPMESH_ENVOY_INGRESS_PORT", "APPMESH_ENVOY_EGRESS_PORT",
              "APPMESH_IGNORE_UID", "APPMESH_IGNORE_GID", "APPMESH_APP_PORTS", "APPMESH_EGRESS_IGNORED_IP",
              "APPMESH_EGRESS_IGNORED_PORTS", "APPMESH_ENABLE_IPV6", "APPMESH_START_ENABLED",
-             "ENABLE_ENVOY_DOG_STATSD", "ENABLE_ENVOY_STATS_TAGS", "APPMESH_METRIC_EXTENSION_VERSION"}
+             "ENABLE_ENVOY_DOG_STATSD", "ENABLE_ENVOY_STATS_TAGS", "APPMESH_METRIC_EXTENSION_VERSION",
+             "ENABLE_ENVOY_XRAY_TRACING"}
     said = []
     for name in sorted(env):
         if name in INSTEAD:
@@ -410,6 +414,12 @@ def run(env=None) -> int:
                                 advertise=env.get("MESHD_ADVERTISE", f"{address}:{MTLS_PORT}"), drain_seconds=drain,
                                 dns=dns)
         observe = ObserveConfig(metrics="")  # served on the admin port's /stats/prometheus
+        if env.get("ENABLE_ENVOY_XRAY_TRACING", "").strip() in ("1", "true"):
+            from meshd.observe.xray import daemon_address  # noqa: PLC0415
+
+            observe.xray_daemon = daemon_address(env)
+            observe.xray_rate = float(env.get("XRAY_SAMPLING_RATE", "0.05"))
+            observe.xray_segment = (env.get("XRAY_SEGMENT_NAME", f"{res.mesh}/{res.name}"), res.mesh, res.name)
         cfg = MeshdConfig(
             admin=env.get("MESHD_ADMIN", "127.0.0.1:9902"), etcd=s.etcd,
             etcd_prefix=env.get("MESHD_ETCD_PREFIX", "/meshd/v1/"),

@@ -37,6 +37,12 @@ class ObserveConfig:
     # OTEL_EXPORTER_OTLP_METRICS_ENDPOINT.
     metrics_otlp_endpoint: str = ""
     metrics_otlp_interval: float = 15.0
+    # AWS X-Ray instead of OTLP traces (the sidecar's ENABLE_ENVOY_XRAY_TRACING): the
+    # daemon's (host, port), the sample rate of new traces, and the segment name and the
+    # mesh and node the segments are of.
+    xray_daemon: tuple[str, int] | None = None
+    xray_rate: float = 0.05
+    xray_segment: tuple[str, str, str] = ("", "", "")  # (segment name, mesh, node)
 
     @staticmethod
     def load(path: str) -> "ObserveConfig":
@@ -90,6 +96,14 @@ def make_metrics_push(config: ObserveConfig, metrics: Metrics, host: str):
 
 def make_tracer(config: ObserveConfig, metrics: Metrics, host: str):
     """The Tracer `config` asks for, or None (tracing off: no per-request cost)."""
+    if config.xray_daemon is not None:
+        from meshd.observe.xray import XRayTracer  # noqa: PLC0415 - only with X-Ray on
+
+        name, mesh, node = config.xray_segment
+        log.info("X-Ray tracing on", extra={"daemon": "%s:%d" % config.xray_daemon, "rate": config.xray_rate,
+                                           "segment": name})
+        return XRayTracer(segment_name=name, mesh=mesh, node=node, address=config.xray_daemon,
+                          rate=config.xray_rate, max_queue=config.span_queue, on_drop=metrics.spans_dropped.inc)
     if not config.tracing_enabled():
         return None
     from meshd.observe.tracing import Tracer, sample_ratio_from_env  # noqa: PLC0415 - only with tracing on

@@ -2,12 +2,12 @@
 through the system resolver and knows nothing of meshd. Prints one JSON line of results.
 
     python apps.py grpc catalog.shop.local:9080 5000   # unary echo.Echo/Say calls
-    python apps.py http http://pages.shop.local:8000/hello 50
+    python apps.py http http://pages.shop.local:8000/hello 50 ["Header: value" ...]
     python apps.py tcp echo.shop.local 7000 65536        # byte-exact echo of random bytes
     python apps.py tcp6 echo.shop.local 7000 65536       # the same over IPv6
     python apps.py dns catalog.shop.local A              # one query to resolv.conf's resolver
     python apps.py serve 8080                            # the pod's own HTTP app
-    python apps.py statsd 8125 FILE                      # a DogStatsD daemon's socket, to a file
+    python apps.py udp 8125 FILE                         # a DogStatsD (or X-Ray) daemon's socket, to a file
 """
 from __future__ import annotations
 
@@ -48,11 +48,11 @@ def grpc_calls(target: str, n: int, workers: int = 4) -> dict:
     return {"answers": dict(answers), "failures": dict(failures)}
 
 
-def http_calls(url: str, n: int) -> dict:
+def http_calls(url: str, n: int, headers: dict | None = None) -> dict:
     bodies, failures = Counter(), Counter()
     for _ in range(n):
         try:
-            with urllib.request.urlopen(url, timeout=10) as r:
+            with urllib.request.urlopen(urllib.request.Request(url, headers=headers or {}), timeout=10) as r:
                 bodies[r.read().decode()] += 1
         except urllib.error.HTTPError as err:
             failures[f"{err.code} {err.headers.get('x-meshd-reason', '')}"] += 1
@@ -98,8 +98,11 @@ class AppHandler(BaseHTTPRequestHandler):
 
     def do_GET(self):  # noqa: N802 - http.server's naming
         internal = sorted(k.lower() for k in self.headers if k.lower().startswith("x-meshd-"))
-        body = json.dumps({"app": self.name, "path": self.path, "host": self.headers["Host"],
-                           "internal": internal}).encode()
+        seen = {"app": self.name, "path": self.path, "host": self.headers["Host"], "internal": internal}
+        for k in ("X-Amzn-Trace-Id", "traceparent"):  # what tracing told this hop, when anything
+            if self.headers.get(k):
+                seen[k.lower()] = self.headers[k]
+        body = json.dumps(seen).encode()
         self.send_response(200)
         self.send_header("Content-Length", str(len(body)))
         self.end_headers()
@@ -114,8 +117,8 @@ def serve(port: int) -> None:
     ThreadingHTTPServer(("", port), AppHandler).serve_forever()
 
 
-def statsd_sink(port: int, path: str) -> None:
-    """A DogStatsD daemon's socket: each datagram's lines appended to `path`."""
+def udp_sink(port: int, path: str) -> None:
+    """A DogStatsD or X-Ray daemon's socket: each datagram appended to `path`, then a newline."""
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s, open(path, "ab", buffering=0) as out:
         s.bind(("127.0.0.1", port))
         while True:
@@ -128,13 +131,13 @@ def main(argv: list[str]) -> int:
     if kind == "grpc":
         out = grpc_calls(argv[1], int(argv[2]))
     elif kind == "http":
-        out = http_calls(argv[1], int(argv[2]))
+        out = http_calls(argv[1], int(argv[2]), dict(h.split(": ", 1) for h in argv[3:]))
     elif kind == "tcp":
         out = tcp_echo(argv[1], int(argv[2]), int(argv[3]))
     elif kind == "tcp6":
         out = tcp_echo(argv[1], int(argv[2]), int(argv[3]), socket.AF_INET6)
-    elif kind == "statsd":
-        statsd_sink(int(argv[1]), argv[2])
+    elif kind == "udp":
+        udp_sink(int(argv[1]), argv[2])
         return 0
     elif kind == "serve":
         serve(int(argv[1]))

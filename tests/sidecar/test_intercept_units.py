@@ -182,9 +182,9 @@ def test_sidecar_settings_follow_envoys_variables():
     assert (s.resource.name, s.log_level, s.admin_port, s.ingress_port, s.egress_port, s.etcd) == (
         "web", "debug", 9911, 15000, 15001, ["http://a:2379", "http://b:2379"])
     said = []
-    log_unacted({"ENABLE_ENVOY_XRAY_TRACING": "1", "ENVOY_SOMETHING_NEW": "x", "APPMESH_RESOURCE_ARN": "y",
-                 "PATH": "/bin"}, said.append)
-    assert said == ["ENABLE_ENVOY_XRAY_TRACING is not acted on: " + INSTEAD["ENABLE_ENVOY_XRAY_TRACING"],
+    log_unacted({"ENVOY_CONCURRENCY": "2", "ENVOY_SOMETHING_NEW": "x", "APPMESH_RESOURCE_ARN": "y",
+                 "ENABLE_ENVOY_XRAY_TRACING": "1", "PATH": "/bin"}, said.append)
+    assert said == ["ENVOY_CONCURRENCY is not acted on: " + INSTEAD["ENVOY_CONCURRENCY"],
                     "ENVOY_SOMETHING_NEW is not known to meshd; ignored"]
 
 
@@ -275,3 +275,41 @@ def test_statsd_push_sends_growth_with_tags_and_the_extension_over_udp():
     finally:
         push.sock.close()
         sink.close()
+
+
+@pytest.mark.parametrize("value,want", [
+    ("Root=1-5759e988-bd862e3fe1be46a994272793;Parent=53995c3f42cd8ad8;Sampled=1",
+     ("1-5759e988-bd862e3fe1be46a994272793", "53995c3f42cd8ad8", True)),
+    ("Root=1-5759e988-bd862e3fe1be46a994272793", ("1-5759e988-bd862e3fe1be46a994272793", "", None)),
+    ("Root=1-5759e988-bd862e3fe1be46a994272793;Sampled=?;Self=1-abc",
+     ("1-5759e988-bd862e3fe1be46a994272793", "", None)),
+    ("Root=1-5759E988-BD862E3FE1BE46A994272793;Parent=nothex;Sampled=0",
+     ("1-5759e988-bd862e3fe1be46a994272793", "", False)),
+    ("Root=2-5759e988-bd862e3fe1be46a994272793", None), ("Parent=53995c3f42cd8ad8", None), ("", None),
+])
+def test_x_amzn_trace_id_parsing(value, want):
+    from meshd.observe.xray import parse_header  # noqa: PLC0415
+
+    assert parse_header(value) == want
+
+
+def test_xray_daemon_address_and_segment_flags():
+    from meshd.observe.xray import XRayTracer, daemon_address  # noqa: PLC0415
+
+    assert daemon_address({}) == ("127.0.0.1", 2000)
+    assert daemon_address({"XRAY_DAEMON_PORT": "2100"}) == ("127.0.0.1", 2100)
+    assert daemon_address({"AWS_XRAY_DAEMON_ADDRESS": "tcp:10.0.0.9:2000 udp:10.0.0.9:2001"}) == ("10.0.0.9", 2001)
+    assert daemon_address({"AWS_XRAY_DAEMON_ADDRESS": "xray.internal:2000"}) == ("xray.internal", 2000)
+    t = XRayTracer(segment_name="shop/web", mesh="shop", node="web", address=("127.0.0.1", 9))
+    try:
+        def doc(status, grpc_status=-1, reason=""):
+            return t.document((("1-5759e988-bd862e3fe1be46a994272793", "53995c3f42cd8ad8", "", "egress"), 1.0, 1.5,
+                               "GET", "http", "api.shop.local", "/x", status, grpc_status, reason, "r", "api-v1"))
+        ok = doc(200)
+        assert not any(k in ok for k in ("error", "fault", "throttle", "parent_id"))
+        assert ok["http"] == {"request": {"method": "GET", "url": "http://api.shop.local/x"},
+                              "response": {"status": 200}}
+        assert doc(404)["error"] is True and doc(429)["throttle"] is True and doc(503)["fault"] is True
+        assert doc(200, grpc_status=14)["fault"] is True and doc(0, reason="upstream_reset")["fault"] is True
+    finally:
+        t.close()

@@ -204,7 +204,9 @@ class World:
         _mesh(self.b.resources, "ALLOW_ALL")
         pod.popen([PYTHON, *APPS, "serve", "8080"], log=tmp / "web.log")  # the pod's app, on AppPorts
         self.statsd = tmp / "statsd.lines"  # what a DogStatsD daemon in the task receives
-        pod.popen([PYTHON, *APPS, "statsd", "8125", str(self.statsd)], log=tmp / "statsd.log")
+        pod.popen([PYTHON, *APPS, "udp", "8125", str(self.statsd)], log=tmp / "statsd.log")
+        self.xray = tmp / "xray.datagrams"  # what the X-Ray daemon in the task receives
+        pod.popen([PYTHON, *APPS, "udp", "2000", str(self.xray)], log=tmp / "xray.log")
         # As ECS's agent does with the task definition: proxyConfiguration -> the route
         # manager's environment (plus the group the test's sidecar runs with, and DNS).
         self.init = pod.run([PYTHON, "-m", "meshd.cli.meshd_main", "proxy-init"], env=proxy_init_env()).stdout
@@ -300,8 +302,13 @@ def test_grpc_app_dialling_a_plain_name_gets_the_canary_split_retries_and_mtls(w
 
 def test_http1_app_with_a_plain_url_is_routed_by_host(world):
     r = world.app("http", "http://pages.shop.local:8000/hello", "20")
-    body = json.dumps({"app": "pages", "path": "/hello", "host": "pages.shop.local:8000", "internal": []})
-    assert r == {"bodies": {body: 20}, "failures": {}}, r
+    assert r["failures"] == {} and sum(r["bodies"].values()) == 20, r
+    for body in r["bodies"]:
+        seen = json.loads(body)
+        # Every request carries the trace headers the sidecar set (X-Ray is on in the task
+        # definition), sampled or not; the rest is the origin's view of the plain call.
+        assert seen.pop("x-amzn-trace-id").startswith("Root=1-") and seen.pop("traceparent").startswith("00-")
+        assert seen == {"app": "pages", "path": "/hello", "host": "pages.shop.local:8000", "internal": []}
     assert world.intercepted("http", "routed") >= 20
 
 
@@ -404,8 +411,8 @@ def test_sidecar_from_the_task_definition_is_live_and_passes_its_health_check(wo
         assert b"meshd_intercepted_total" in r.read()
     # The Envoy variables meshd does not act on are named once each, with what it does instead.
     log = world.log.read_text()
-    assert log.count("ENABLE_ENVOY_XRAY_TRACING is not acted on") == 1, log[-2000:]
-    assert "ENABLE_ENVOY_DOG_STATSD is not" not in log and "ENABLE_ENVOY_STATS_TAGS is not" not in log
+    assert "is not acted on" not in log  # every variable of the example task definition is
+    assert "X-Ray tracing on" in log
 
 
 # DogStatsD's datagram format: <name>:<value>|<type>[|@<rate>][|#<tag>[:<value>],...]
@@ -436,6 +443,47 @@ def test_dogstatsd_lines_carry_app_mesh_tags_and_the_metrics_extension(world):
     times = [ln for ln in lines if ln.startswith("envoy.appmesh.TargetResponseTime:")]
     assert times and all("|ms|" in ln and "Mesh:shop" in ln and "VirtualNode:web" in ln for ln in times), times
     assert any(ln.startswith("envoy.appmesh.HTTPCode_Target_2XX_Count:") for ln in lines)
+
+
+def _segments(world, since: float) -> list[dict]:
+    """The X-Ray segment documents the daemon received (started at or after `since`)."""
+    lines = world.xray.read_text().splitlines()
+    out = []
+    for header, doc in zip(lines, lines[1:]):
+        if header == '{"format": "json", "version": 1}' and doc.startswith("{"):
+            seg = json.loads(doc)
+            if seg["start_time"] >= since:
+                out.append(seg)
+    return out
+
+
+def test_xray_segments_follow_the_sampling_rate_and_the_callers_trace(world):
+    """ENABLE_ENVOY_XRAY_TRACING from the task definition: new traces sampled at App Mesh's
+    default 5%, a caller's X-Amzn-Trace-Id continued (and told to the next hop beside W3C
+    traceparent), segments in X-Ray's document format on the daemon's UDP port."""
+    t0 = time.time()
+    r = world.app("grpc", "catalog.shop.local:9080", "2000")
+    assert r["failures"] == {}, r
+    time.sleep(1.5)
+    sampled = [s for s in _segments(world, t0) if s["http"]["request"]["url"].endswith("/echo.Echo/Say")]
+    assert 60 <= len(sampled) <= 140, len(sampled)  # 5% of 2,000: 100, sd 9.7
+    for s in sampled:
+        assert re.fullmatch(r"1-[0-9a-f]{8}-[0-9a-f]{24}", s["trace_id"]) and re.fullmatch(r"[0-9a-f]{16}", s["id"])
+        assert s["name"] == "shop/web" and s["origin"] == "AWS::AppMesh::Proxy" and s["end_time"] >= s["start_time"]
+        assert s["http"]["response"]["status"] == 200 and "parent_id" not in s and not s.get("fault")
+        assert s["annotations"]["target_node"] in ("catalog-v1", "catalog-v2")
+    root, parent = "1-5759e988-bd862e3fe1be46a994272793", "53995c3f42cd8ad8"
+    t1 = time.time()
+    r = world.app("http", "http://pages.shop.local:8000/traced", "1",
+                  f"X-Amzn-Trace-Id: Root={root};Parent={parent};Sampled=1")
+    seen = json.loads(next(iter(r["bodies"])))
+    fields = dict(p.split("=") for p in seen["x-amzn-trace-id"].split(";"))
+    assert fields["Root"] == root and fields["Sampled"] == "1" and re.fullmatch(r"[0-9a-f]{16}", fields["Parent"])
+    assert seen["traceparent"] == f"00-5759e988bd862e3fe1be46a994272793-{fields['Parent']}-01"
+    time.sleep(1.5)
+    mine = [s for s in _segments(world, t1) if s["trace_id"] == root]
+    assert len(mine) == 1 and mine[0]["id"] == fields["Parent"] and mine[0]["parent_id"] == parent, mine
+    assert mine[0]["http"]["request"] == {"method": "GET", "url": "http://pages.shop.local:8000/traced"}
 
 
 def test_the_example_task_definition_is_valid_for_ecs():
