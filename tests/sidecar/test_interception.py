@@ -520,6 +520,55 @@ def _enum_violations(value, shape, path="") -> list[str]:
     return out
 
 
+def test_a_virtual_gateway_runs_as_a_sidecar_from_its_arn(world, tmp_path):
+    """APPMESH_RESOURCE_ARN naming a virtual gateway: the sidecar serves its listeners in a
+    pod of its own, and a caller from outside the mesh reaches a service through a gateway
+    route, across hosts over mTLS."""
+    res = world.b.resources
+
+    def mk(kind, title, doc):
+        res.create(kind, parse_json(getattr(pb, f"Create{title}Request"), doc))
+    mk(K.VIRTUAL_GATEWAY, "VirtualGateway", {"meshName": "shop", "virtualGatewayName": "edge", "spec": {
+        "listeners": [{"portMapping": {"port": 8088, "protocol": "http"}}]}})
+    mk(K.GATEWAY_ROUTE, "GatewayRoute", {"meshName": "shop", "virtualGatewayName": "edge", "gatewayRouteName": "pages",
+                                         "spec": {"httpRoute": {"match": {"prefix": "/"}, "action": {"target": {
+                                             "virtualService": {"virtualServiceName": "pages.shop.local"}}}}}})
+    gw = Pod("gw", free_index())
+    try:
+        env = {"APPMESH_RESOURCE_ARN": "arn:aws:appmesh:us-west-2:111122223333:mesh/shop/virtualGateway/edge",
+               "ENVOY_LOG_LEVEL": "info", "MESHD_ETCD": world.etcd.url, "MESHD_ETCD_PREFIX": PREFIX,
+               "MESHD_CLUSTER_KEY": world.sidecar_env["MESHD_CLUSTER_KEY"], "MESHD_INSTANCE_ADDRESS": gw.ip,
+               "MESHD_INSTANCE_ID": "edge-1", "MESHD_STATE_DIR": str(tmp_path / "gw"), "MESHD_DRAIN_SECONDS": "1",
+               "MESHD_INGRESS": f"{gw.ip}:15443"}
+        log = tmp_path / "gw.log"
+        image = runtime()
+        proc = gw.popen([str(Path(PYTHON).parent / image.entrypoint[0]), *image.entrypoint[1:], *image.cmd],
+                        log=log, env={**image.env, "PATH": f"{Path(PYTHON).parent}:{os.environ['PATH']}", **env})
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                with urllib.request.urlopen(f"http://{gw.ip}:{ADMIN_PORT}/server_info", timeout=5) as r:
+                    if json.loads(r.read())["state"] == "LIVE":
+                        break
+            except OSError:
+                pass
+            assert proc.poll() is None and time.monotonic() < deadline, log.read_text()[-3000:]
+            time.sleep(0.3)
+        with urllib.request.urlopen(f"http://{gw.ip}:8088/menu", timeout=10) as r:
+            seen = json.loads(r.read())
+        assert {k: seen[k] for k in ("app", "path", "host", "internal")} == {
+            "app": "pages", "path": "/menu", "host": "pages.shop.local", "internal": []}, seen
+        with urllib.request.urlopen(f"http://{gw.ip}:{ADMIN_PORT}/config_dump", timeout=10) as r:
+            dump = json.loads(r.read())
+        assert dump["resource"]["kind"] == "virtualGateway" and "gateway:edge:8088" in dump["listeners"], dump
+    finally:
+        gw.close()
+        res.delete(K.GATEWAY_ROUTE, parse_json(pb.DeleteGatewayRouteRequest, {
+            "meshName": "shop", "virtualGatewayName": "edge", "gatewayRouteName": "pages"}))
+        res.delete(K.VIRTUAL_GATEWAY, parse_json(pb.DeleteVirtualGatewayRequest, {
+            "meshName": "shop", "virtualGatewayName": "edge"}))
+
+
 def test_sigterm_drains_the_sidecar_deregistering_first(world):
     """Last in the module: the sidecar stops. Its instance leaves etcd before it exits, and it
     exits 0."""
