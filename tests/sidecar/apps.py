@@ -7,6 +7,8 @@ through the system resolver and knows nothing of meshd. Prints one JSON line of 
     python apps.py tcp6 echo.shop.local 7000 65536       # the same over IPv6
     python apps.py dns catalog.shop.local A              # one query to resolv.conf's resolver
     python apps.py serve 8080                            # the pod's own HTTP app
+    python apps.py grpc-origin catalog-v1a 7101 0        # an echo.Echo origin (failing every Nth call)
+    python apps.py pages 8000 | echo 7000                # an HTTP origin, a TCP echo
     python apps.py udp 8125 FILE                         # a DogStatsD (or X-Ray) daemon's socket, to a file
 """
 from __future__ import annotations
@@ -126,6 +128,33 @@ def udp_sink(port: int, path: str) -> None:
             out.write(data + b"\n")
 
 
+def grpc_origin(name: str, port: int, fail_every: int) -> None:
+    """mesh_harness's echo.Echo origin on 127.0.0.1:port (failing every `fail_every`th call)."""
+    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    from mesh_harness import Origin
+
+    o = Origin(name, port)
+    o.fail_every = fail_every
+    threading.Event().wait()
+
+
+def tcp_echo_server(port: int) -> None:
+    """A byte-exact TCP echo on 127.0.0.1:port, half-close aware."""
+    import socketserver
+
+    class Echo(socketserver.BaseRequestHandler):
+        def handle(self):
+            while True:
+                data = self.request.recv(65536)
+                if not data:
+                    self.request.shutdown(socket.SHUT_WR)
+                    return
+                self.request.sendall(data)
+    socketserver.ThreadingTCPServer.allow_reuse_address = True
+    socketserver.ThreadingTCPServer.daemon_threads = True
+    socketserver.ThreadingTCPServer(("127.0.0.1", port), Echo).serve_forever()
+
+
 def main(argv: list[str]) -> int:
     kind = argv[0]
     if kind == "grpc":
@@ -136,6 +165,16 @@ def main(argv: list[str]) -> int:
         out = tcp_echo(argv[1], int(argv[2]), int(argv[3]))
     elif kind == "tcp6":
         out = tcp_echo(argv[1], int(argv[2]), int(argv[3]), socket.AF_INET6)
+    elif kind == "grpc-origin":
+        grpc_origin(argv[1], int(argv[2]), int(argv[3]))
+        return 0
+    elif kind == "pages":
+        pages = type("Pages", (AppHandler,), {"name": "pages"})
+        ThreadingHTTPServer(("127.0.0.1", int(argv[1])), pages).serve_forever()
+        return 0
+    elif kind == "echo":
+        tcp_echo_server(int(argv[1]))
+        return 0
     elif kind == "udp":
         udp_sink(int(argv[1]), argv[2])
         return 0

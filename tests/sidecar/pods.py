@@ -45,6 +45,18 @@ def free_index() -> int:
     return free_octet("10.231.{}.0/30", 240)
 
 
+def connect(a: "Pod", b: "Pod", k: int) -> tuple[str, str]:
+    """A direct link between two pods, as two hosts on one network: 10.232.<k>.1 in `a`,
+    10.232.<k>.2 in `b` (their addresses on it, returned)."""
+    ends = (f"l{_PREFIX[2:]}{k}a"[:15], f"l{_PREFIX[2:]}{k}b"[:15])
+    Pod._sh("ip", "link", "add", ends[0], "netns", a.name, "type", "veth", "peer", "name", ends[1], "netns", b.name)
+    addrs = (f"10.232.{k}.1", f"10.232.{k}.2")
+    for pod, end, addr in ((a, ends[0], addrs[0]), (b, ends[1], addrs[1])):
+        Pod._sh("ip", "netns", "exec", pod.name, "ip", "addr", "add", f"{addr}/30", "dev", end)
+        Pod._sh("ip", "netns", "exec", pod.name, "ip", "link", "set", end, "up")
+    return addrs
+
+
 class Pod:
     """A network namespace with a veth link to the root namespace: the host side is
     10.231.<index>.1 (fd00:231:<index>::1), the pod side .2 (::2), the pod's default routes

@@ -2,9 +2,10 @@
 iptables rules redirect their connections to the pod's meshd, which routes them across hosts
 over mTLS with nothing changed in the apps.
 
-The world (one per module): pod `a` (a network namespace) holds the calling apps and their
-meshd sidecar, run with the group proxy-init ignores; the test host (the root namespace)
-runs etcd, meshd B in this process, and the origins meshd B serves:
+The world (one per module), two network-namespace hosts linked as on one network: pod `a`
+holds the calling apps and their meshd sidecar (`meshd sidecar` from the example ECS task
+definition's environment, run with the group proxy-init ignores); host `b` runs meshd B and
+the origins it serves; the test host (the root namespace) runs etcd and the pod's resolver:
 
     catalog.shop.local:9080 (gRPC)  router, 80 % catalog-v1 (two instances, one always
                                      failing UNAVAILABLE; outlier detection), 20 %
@@ -26,25 +27,20 @@ import socketserver
 import threading
 import time
 import urllib.request
-from http.server import ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
-from prometheus_client import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
-from mesh_harness import Origin
 from meshd.api import kinds as K
 from meshd.api.validate import parse_json
-from meshd.app import Meshd, MeshdConfig
-from meshd.embedded_etcd import EmbeddedEtcd, free_port
-from meshd.proxy import LocalApp, RuntimeConfig
+from meshd.embedded_etcd import EmbeddedEtcd
 from meshd.security import ClusterKey
 from meshd.v1 import admin_pb2 as pb
 
-from .apps import AppHandler
 from .image import runtime
-from .pods import PYTHON, REPO, SIDECAR_GID, Pod, free_index, sweep_orphans
+from .pods import PYTHON, REPO, SIDECAR_GID, Pod, connect, free_index, sweep_orphans
+from tests.cluster.harness import free_octet
 
 pytestmark = [pytest.mark.sidecar, pytest.mark.dataplane, pytest.mark.etcd]
 
@@ -72,10 +68,6 @@ def proxy_init_env() -> dict[str, str]:
     env = {ECS_PROPERTIES[p["name"]]: p["value"] for p in td["proxyConfiguration"]["properties"]}
     return {**env, "APPMESH_START_ENABLED": "1", "APPMESH_IGNORE_GID": str(SIDECAR_GID), "APPMESH_ENABLE_IPV6": "1",
             "MESHD_DNS_PORT": "15053"}
-
-
-class _Pages(AppHandler):
-    name = "pages"
 
 
 class _Echo(socketserver.BaseRequestHandler):
@@ -149,22 +141,33 @@ class _Upstream:
 
 
 class World:
+    """Pod `a` (the calling apps and their sidecar) and host `b` (a network namespace of its
+    own: meshd B and the origins), linked directly as two hosts on one network; etcd and
+    the pod's resolver run on the test host, which both reach through their own links."""
+
     def __init__(self, tmp):
         sweep_orphans()
-        self.pod = Pod("a", free_index())
         self.tmp = tmp
-        self.closers = [self.pod.close]
+        self.closers = []
         try:
+            self.pod = Pod("a", free_index())
+            self.closers.append(self.pod.close)
+            self.host_b = Pod("b", free_index())
+            self.closers.append(self.host_b.close)
             self._start()
         except BaseException:
             self.close()
             raise
 
     def _start(self):
-        tmp, pod = self.tmp, self.pod
+        tmp, pod, hb = self.tmp, self.pod, self.host_b
         from dnslib.server import DNSServer  # noqa: PLC0415
 
+        import registry  # noqa: PLC0415
+        from meshd.api.resources import Resources  # noqa: PLC0415
         from meshd.proxy.dns import _QuietLogger  # noqa: PLC0415
+        self.link = free_octet("10.232.{}.0/30", 239)  # links between pods live in the pods: 10.232.<link + n>
+        self.a_ip, self.b_ip = connect(pod, hb, self.link)
         for tcp in (False, True):
             dns = DNSServer(_Upstream(pod.host_ip), address=pod.host_ip, port=53, tcp=tcp, logger=_QuietLogger())
             dns.start_thread()
@@ -172,36 +175,33 @@ class World:
             self.closers.insert(0, dns.server.shutdown)
         self.etcd = EmbeddedEtcd(tmp / "etcd", host=pod.host_ip, supervise=False).start()
         self.closers.insert(0, self.etcd.stop)
+        self.store = registry.Store([self.etcd.url], prefix=PREFIX, timeout=3.0)
+        self.closers.insert(0, self.store.close)
+        self.resources = Resources(self.store, host="test")
         key = tmp / "cluster.key"
         ClusterKey.generate(key)
-        self.origins = {"catalog-v1a": Origin("catalog-v1a"), "catalog-v1b": Origin("catalog-v1b"),
-                        "catalog-v2": Origin("catalog-v2")}
-        self.origins["catalog-v1b"].fail_every = 1  # every call: UNAVAILABLE
-        for o in self.origins.values():
-            self.closers.insert(0, o.stop)
-        pages = ThreadingHTTPServer(("127.0.0.1", 0), _Pages)
-        echo = _Servers(("127.0.0.1", 0), _Echo)
+        # Host b: the origins (one catalog-v1 instance fails every call with UNAVAILABLE) and meshd B.
+        origins = {"v1a": ("catalog-v1", 7101, 0), "v1b": ("catalog-v1", 7102, 1), "v2": ("catalog-v2", 7103, 0)}
+        for iid, (node, port, fail) in origins.items():
+            hb.popen([PYTHON, *APPS, "grpc-origin", f"catalog-{iid}", str(port), str(fail)], log=tmp / f"{iid}.log")
+        hb.popen([PYTHON, *APPS, "pages", "8000"], log=tmp / "pages.log")
+        hb.popen([PYTHON, *APPS, "echo", "7000"], log=tmp / "echo.log")
+        apps = [{"mesh": "shop", "virtualNode": node, "port": port, "instanceId": iid}
+                for iid, (node, port, _) in origins.items()]
+        apps += [{"mesh": "shop", "virtualNode": "pages", "port": 8000, "instanceId": "pages", "protocol": "http"},
+                 {"mesh": "shop", "virtualNode": "echo", "port": 7000, "instanceId": "echo", "protocol": "tcp"}]
+        (tmp / "b.yaml").write_text(json.dumps({"apps": apps, "ingress": f"{self.b_ip}:15443",
+                                                "ingressHttp": f"{self.b_ip}:15444", "drainSeconds": 0.5}))
+        self.b_log = tmp / "meshd-b.log"
+        hb.popen([PYTHON, "-m", "meshd.cli.meshd_main", "run", "--config", str(tmp / "b.yaml"), "--etcd",
+                  self.etcd.url, "--etcd-prefix", PREFIX, "--cluster-key", str(key), "--state-dir", str(tmp / "b"),
+                  "--host-name", "host-b", "--insecure-local", "--admin", "127.0.0.1:9902",
+                  "--metrics", f"{hb.ip}:9464", "--lease-ttl", "5"], log=self.b_log)
+        _mesh(self.resources, "ALLOW_ALL")
         # Not in the mesh: reached only by passing through (ALLOW_ALL).
         self.outside = _Servers((pod.host_ip, 0), _Echo)
-        for s in (pages, echo, self.outside):
-            _serve(s)
-            self.closers.insert(0, s.shutdown)
-        apps = [LocalApp(mesh="shop", virtual_node="catalog-v1", port=self.origins["catalog-v1a"].port,
-                         instance_id="v1a"),
-                LocalApp(mesh="shop", virtual_node="catalog-v1", port=self.origins["catalog-v1b"].port,
-                         instance_id="v1b"),
-                LocalApp(mesh="shop", virtual_node="catalog-v2", port=self.origins["catalog-v2"].port,
-                         instance_id="v2"),
-                LocalApp(mesh="shop", virtual_node="pages", port=pages.server_address[1], instance_id="pages",
-                         protocol="http"),
-                LocalApp(mesh="shop", virtual_node="echo", port=echo.server_address[1], instance_id="echo",
-                         protocol="tcp")]
-        self.b = Meshd(MeshdConfig(
-            admin=f"127.0.0.1:{free_port()}", etcd=[self.etcd.url], etcd_prefix=PREFIX, state_dir=str(tmp / "b"),
-            host_name="host-b", cluster_key=str(key), lease_ttl=5,
-            runtime=RuntimeConfig(apps=apps, ingress=f"{pod.host_ip}:0", drain_seconds=0.5))).start()
-        self.closers.insert(0, self.b.stop)
-        _mesh(self.b.resources, "ALLOW_ALL")
+        _serve(self.outside)
+        self.closers.insert(0, self.outside.shutdown)
         pod.popen([PYTHON, *APPS, "serve", "8080"], log=tmp / "web.log")  # the pod's app, on AppPorts
         self.statsd = tmp / "statsd.lines"  # what a DogStatsD daemon in the task receives
         pod.popen([PYTHON, *APPS, "udp", "8125", str(self.statsd)], log=tmp / "statsd.log")
@@ -215,9 +215,9 @@ class World:
         # what the test's cluster differs in (etcd address, the cluster key for the join
         # token secret, the task's address) is added.
         self.sidecar_env = {**task_definition_env(), "MESHD_ETCD": self.etcd.url, "MESHD_ETCD_PREFIX": PREFIX,
-                            "MESHD_CLUSTER_KEY": str(key), "MESHD_INSTANCE_ADDRESS": pod.ip,
+                            "MESHD_CLUSTER_KEY": str(key), "MESHD_INSTANCE_ADDRESS": self.a_ip,
                             "MESHD_INSTANCE_ID": "web-a", "MESHD_STATE_DIR": str(tmp / "a"),
-                            "MESHD_INGRESS": f"{pod.ip}:15443", "MESHD_DRAIN_SECONDS": "1",
+                            "MESHD_INGRESS": f"{self.a_ip}:15443", "MESHD_DRAIN_SECONDS": "1",
                             "MESHD_STATSD_FLUSH_SECONDS": "1"}
         # The image's entrypoint as the image runs it (its ENTRYPOINT, CMD and ENV; this
         # virtualenv's `meshd` for the image's, and the state directory under the test's tmp).
@@ -227,13 +227,18 @@ class World:
                             **self.sidecar_env}
         self.a = pod.popen(argv, log=self.log, gid=SIDECAR_GID, env=self.sidecar_env)
         deadline = time.monotonic() + 60
-        while True:  # routable: the sidecar has its table and meshd B's instances
+        while True:  # routable: the sidecar has its table and host b's instances
             r = self.app("grpc", "catalog.shop.local:9080", "1", check=False)
             if r.get("answers"):
                 break
             if self.a.poll() is not None or time.monotonic() > deadline:
-                raise AssertionError(f"the sidecar never routed: {r}\n{self.log.read_text()[-3000:]}")
+                raise AssertionError(f"the sidecar never routed: {r}\n{self.log.read_text()[-3000:]}\n"
+                                     f"{self.b_log.read_text()[-2000:]}")
             time.sleep(0.5)
+
+    def b_metrics(self) -> str:
+        with urllib.request.urlopen(f"http://{self.host_b.ip}:9464/metrics", timeout=10) as r:
+            return r.read().decode()
 
     def app(self, *args: str, check: bool = True) -> dict:
         """Run an unmodified app in the pod (uid 0, group 0: intercepted); its JSON result."""
@@ -274,7 +279,7 @@ def _total(text: str, name: str, **labels) -> float:
 
 
 def _egress_filter(world, kind: str) -> None:
-    world.b.resources.update(K.MESH, parse_json(pb.UpdateMeshRequest, {
+    world.resources.update(K.MESH, parse_json(pb.UpdateMeshRequest, {
         "meshName": "shop", "spec": {"egressFilter": {"type": kind}}}))
 
 
@@ -293,7 +298,7 @@ def test_grpc_app_dialling_a_plain_name_gets_the_canary_split_retries_and_mtls(w
     assert abs(v2 - 0.20) <= 0.02, answers
     # Across hosts over mTLS: meshd B's ingress counted the calls under the caller's verified
     # identity (source_node comes from the client certificate's SPIFFE ID).
-    scraped = generate_latest(world.b.runtime.observe.metrics.registry).decode()
+    scraped = world.b_metrics()
     seen = sum(float(m.group(1)) for m in re.finditer(
         r'^meshd_requests_total\{[^}]*direction="ingress"[^}]*source_node="web"[^}]*\} (\S+)$', scraped, re.M))
     assert seen >= 5000, scraped[-3000:]
@@ -524,7 +529,7 @@ def test_a_virtual_gateway_runs_as_a_sidecar_from_its_arn(world, tmp_path):
     """APPMESH_RESOURCE_ARN naming a virtual gateway: the sidecar serves its listeners in a
     pod of its own, and a caller from outside the mesh reaches a service through a gateway
     route, across hosts over mTLS."""
-    res = world.b.resources
+    res = world.resources
 
     def mk(kind, title, doc):
         res.create(kind, parse_json(getattr(pb, f"Create{title}Request"), doc))
@@ -535,6 +540,9 @@ def test_a_virtual_gateway_runs_as_a_sidecar_from_its_arn(world, tmp_path):
                                              "virtualService": {"virtualServiceName": "pages.shop.local"}}}}}})
     gw = Pod("gw", free_index())
     try:
+        # The gateway's host and host b on one network; meshd B's ingress is reached over it.
+        _, b_side = connect(gw, world.host_b, world.link + 1)
+        gw.run(["ip", "route", "add", f"{world.b_ip}/32", "via", b_side])
         env = {"APPMESH_RESOURCE_ARN": "arn:aws:appmesh:us-west-2:111122223333:mesh/shop/virtualGateway/edge",
                "ENVOY_LOG_LEVEL": "info", "MESHD_ETCD": world.etcd.url, "MESHD_ETCD_PREFIX": PREFIX,
                "MESHD_CLUSTER_KEY": world.sidecar_env["MESHD_CLUSTER_KEY"], "MESHD_INSTANCE_ADDRESS": gw.ip,
@@ -576,7 +584,7 @@ def test_sigterm_drains_the_sidecar_deregistering_first(world):
 
     def instances():
         req = admin_pb2.ListInstancesRequest(mesh_name="shop", virtual_node_name="web")
-        return [i.instance_id for i in world.b.resources.list_instances(req).instances]
+        return [i.instance_id for i in world.resources.list_instances(req).instances]
     assert instances() == ["web-a"]
     world.a.send_signal(15)
     deadline = time.monotonic() + 20
