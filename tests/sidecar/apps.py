@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 import os
 import socket
+import socketserver
 import sys
 import threading
 import urllib.error
@@ -138,21 +139,25 @@ def grpc_origin(name: str, port: int, fail_every: int) -> None:
     threading.Event().wait()
 
 
-def tcp_echo_server(port: int) -> None:
-    """A byte-exact TCP echo on 127.0.0.1:port, half-close aware."""
-    import socketserver
+class EchoHandler(socketserver.BaseRequestHandler):
+    """A byte-exact TCP echo, half-close aware: what came, until the client's FIN."""
 
-    class Echo(socketserver.BaseRequestHandler):
-        def handle(self):
-            while True:
-                data = self.request.recv(65536)
-                if not data:
-                    self.request.shutdown(socket.SHUT_WR)
-                    return
-                self.request.sendall(data)
-    socketserver.ThreadingTCPServer.allow_reuse_address = True
-    socketserver.ThreadingTCPServer.daemon_threads = True
-    socketserver.ThreadingTCPServer(("127.0.0.1", port), Echo).serve_forever()
+    def handle(self):
+        while True:
+            data = self.request.recv(65536)
+            if not data:
+                self.request.shutdown(socket.SHUT_WR)
+                return
+            self.request.sendall(data)
+
+
+class EchoServer(socketserver.ThreadingTCPServer):
+    allow_reuse_address = True
+    daemon_threads = True
+
+
+def tcp_echo_server(port: int) -> None:
+    EchoServer(("127.0.0.1", port), EchoHandler).serve_forever()
 
 
 def main(argv: list[str]) -> int:

@@ -22,8 +22,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import socket
-import socketserver
 import threading
 import time
 import urllib.request
@@ -38,6 +36,7 @@ from meshd.embedded_etcd import EmbeddedEtcd
 from meshd.security import ClusterKey
 from meshd.v1 import admin_pb2 as pb
 
+from .apps import EchoHandler, EchoServer
 from .image import runtime
 from .pods import PYTHON, REPO, SIDECAR_GID, Pod, connect, free_index, sweep_orphans
 from tests.cluster.harness import free_octet
@@ -68,21 +67,6 @@ def proxy_init_env() -> dict[str, str]:
     env = {ECS_PROPERTIES[p["name"]]: p["value"] for p in td["proxyConfiguration"]["properties"]}
     return {**env, "APPMESH_START_ENABLED": "1", "APPMESH_IGNORE_GID": str(SIDECAR_GID), "APPMESH_ENABLE_IPV6": "1",
             "MESHD_DNS_PORT": "15053"}
-
-
-class _Echo(socketserver.BaseRequestHandler):
-    def handle(self):
-        while True:
-            data = self.request.recv(65536)
-            if not data:
-                self.request.shutdown(socket.SHUT_WR)
-                return
-            self.request.sendall(data)
-
-
-class _Servers(socketserver.ThreadingTCPServer):
-    daemon_threads = True
-    allow_reuse_address = True
 
 
 def _serve(server) -> None:
@@ -199,7 +183,7 @@ class World:
                   "--metrics", f"{hb.ip}:9464", "--lease-ttl", "5"], log=self.b_log)
         _mesh(self.resources, "ALLOW_ALL")
         # Not in the mesh: reached only by passing through (ALLOW_ALL).
-        self.outside = _Servers((pod.host_ip, 0), _Echo)
+        self.outside = EchoServer((pod.host_ip, 0), EchoHandler)
         _serve(self.outside)
         self.closers.insert(0, self.outside.shutdown)
         pod.popen([PYTHON, *APPS, "serve", "8080"], log=tmp / "web.log")  # the pod's app, on AppPorts
