@@ -92,6 +92,19 @@ def original_dst(sock: socket.socket) -> tuple[str, int] | None:
     return socket.inet_ntop(socket.AF_INET, raw[4:8]), port
 
 
+def redirected_dst(sock: socket.socket) -> tuple[str, int] | None:
+    """The original destination of a connection REDIRECT brought here, or None when it came
+    straight to this port. (Conntrack answers SO_ORIGINAL_DST for connections it did not
+    rewrite too, with this socket's own address: delivering to that would loop.)"""
+    dst = original_dst(sock)
+    if dst is None:
+        return None
+    here = sock.getsockname()[:2]
+    if dst[1] == here[1] and _same_host(dst[0], here[0]):
+        return None
+    return dst
+
+
 def sniff(data: bytes) -> str | None:
     """The protocol the first bytes of a connection speak: HTTP2 (the client preface), HTTP1
     (a request line: method, space, and a request-target of RFC 9112 §3.2's forms), TLS (a
@@ -243,10 +256,7 @@ class Interceptor:
     async def _dispatch(self, conn: socket.socket) -> None:
         try:
             conn.setblocking(False)
-            dst = original_dst(conn)
-            here = conn.getsockname()[:2]
-            if dst is not None and dst[1] == here[1] and _same_host(dst[0], here[0]):
-                dst = None  # dialled this very port: no redirect happened
+            dst = redirected_dst(conn)
             table = self._table()
             if dst is not None and table is not None:
                 service = table.tcp_service(dst[1])
@@ -410,7 +420,7 @@ class InboundInterceptor(Interceptor):
     async def _dispatch(self, conn: socket.socket) -> None:
         try:
             conn.setblocking(False)
-            dst = original_dst(conn)
+            dst = redirected_dst(conn)
             if dst is None:  # dialled the ingress port itself: not a redirected connection
                 self.count(TCP_PROTO, DIRECT)
                 conn.close()

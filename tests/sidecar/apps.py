@@ -7,6 +7,7 @@ through the system resolver and knows nothing of meshd. Prints one JSON line of 
     python apps.py tcp6 echo.shop.local 7000 65536       # the same over IPv6
     python apps.py dns catalog.shop.local A              # one query to resolv.conf's resolver
     python apps.py serve 8080                            # the pod's own HTTP app
+    python apps.py garbage 127.0.0.1 15001 tcp           # random bytes at a listener (tcp or udp)
     python apps.py grpc-origin catalog-v1a 7101 0        # an echo.Echo origin (failing every Nth call)
     python apps.py pages 8000 | echo 7000                # an HTTP origin, a TCP echo
     python apps.py udp 8125 FILE                         # a DogStatsD (or X-Ray) daemon's socket, to a file
@@ -160,6 +161,32 @@ def tcp_echo_server(port: int) -> None:
     EchoServer(("127.0.0.1", port), EchoHandler).serve_forever()
 
 
+def garbage(host: str, port: int, proto: str) -> dict:
+    """Random bytes at a listener (TCP: then read what comes back until it closes; UDP: one
+    datagram, then a valid DNS query on the same port)."""
+    data = os.urandom(4096)
+    if proto == "udp":
+        from dnslib import RCODE, DNSRecord
+
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+            s.sendto(data, (host, port))
+        reply = DNSRecord.parse(DNSRecord.question("catalog.shop.local", "A").send(host, port, timeout=5))
+        return {"after": RCODE[reply.header.rcode], "answers": [str(r.rdata) for r in reply.rr]}
+    got = b""
+    try:
+        with socket.create_connection((host, port), timeout=15) as s:
+            s.sendall(data)
+            while True:
+                chunk = s.recv(65536)
+                if not chunk:
+                    break
+                got += chunk
+        closed = True
+    except OSError as err:
+        closed = isinstance(err, ConnectionResetError)
+    return {"closed": closed, "received": len(got)}
+
+
 def main(argv: list[str]) -> int:
     kind = argv[0]
     if kind == "grpc":
@@ -170,6 +197,8 @@ def main(argv: list[str]) -> int:
         out = tcp_echo(argv[1], int(argv[2]), int(argv[3]))
     elif kind == "tcp6":
         out = tcp_echo(argv[1], int(argv[2]), int(argv[3]), socket.AF_INET6)
+    elif kind == "garbage":
+        out = garbage(argv[1], int(argv[2]), argv[3])
     elif kind == "grpc-origin":
         grpc_origin(argv[1], int(argv[2]), int(argv[3]))
         return 0

@@ -361,6 +361,22 @@ def test_callers_from_outside_the_mesh_reach_the_app_through_the_sidecar(world):
     assert world.intercepted("http", "inbound") == i0 + 1
 
 
+def test_garbage_at_the_sidecars_listeners_is_refused_and_nothing_else_is_lost(world):
+    """Random bytes dialled straight at the intercepting listener (not redirected: served as
+    an explicit egress, which takes HTTP only), at the inbound one, and at the DNS
+    responder: each connection is closed (or the datagram dropped), counted, and the
+    sidecar goes on routing."""
+    direct = world.intercepted("tcp", "direct")
+    assert world.app("garbage", "127.0.0.1", "15001", "tcp") == {"closed": True, "received": 0}
+    assert world.intercepted("tcp", "direct") == direct + 1
+    assert world.app("garbage", world.a_ip, "15000", "tcp") == {"closed": True, "received": 0}
+    dns = world.app("garbage", "127.0.0.1", "15053", "udp")
+    assert dns["after"] == "NOERROR" and dns["answers"][0].startswith("240.240."), dns
+    r = world.app("grpc", "catalog.shop.local:9080", "20")
+    assert r["failures"] == {} and sum(r["answers"].values()) == 20, r
+    assert world.a.poll() is None
+
+
 def test_meshd_own_connections_are_never_redirected(world):
     """Every redirected connection is an app's: the REDIRECT rule's count grows by exactly
     the connections the apps made, while the sidecar keeps its own (etcd, meshd B's
