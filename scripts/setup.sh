@@ -7,7 +7,7 @@
 #     nghttp2-client/-server (h2load, nghttp, nghttpd), haproxy (side-by-side benchmarks) and
 #     iproute2 (network-namespace cluster tests), systemd (systemd-analyze verify of the units),
 #     graphviz (meshctl graph --png), iptables (the sidecar tests' interception rules, made by
-#     meshd proxy-init in network namespaces) and prometheus (the observability tests scrape meshd with
+#     meshd proxy-init in network namespaces), curl (the ECS health check they run) and prometheus (the observability tests scrape meshd with
 #     it; its promtool checks the dashboard's queries and the scrape config);
 #   - a virtualenv at $MESHD_VENV (default ./.venv) with meshd installed from this checkout.
 # Safe to run again: each step is skipped when already done. Usage: scripts/setup.sh [--test]
@@ -33,6 +33,7 @@ if [ -n "$EXTRAS" ]; then
   command -v systemd-analyze >/dev/null 2>&1 || need_apt+=(systemd)
   command -v dot >/dev/null 2>&1 || need_apt+=(graphviz)
   { command -v iptables && command -v ip6tables; } >/dev/null 2>&1 || [ -x /usr/sbin/iptables ] || need_apt+=(iptables)
+  command -v curl >/dev/null 2>&1 || need_apt+=(curl)  # the sidecar tests run the task definition's health check
   { command -v prometheus && command -v promtool; } >/dev/null 2>&1 || need_apt+=(prometheus)
 fi
 if [ ${#need_apt[@]} -gt 0 ]; then
