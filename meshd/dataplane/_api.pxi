@@ -360,22 +360,26 @@ cdef int64_t _parse_grpc_timeout(const uint8_t *v, size_t n) noexcept:
 
 
 cdef bytes _format_grpc_timeout(int64_t ns):
-    # The finest unit that keeps the value within the grammar's 8 digits, rounding up to
-    # stay >= 1 (u below 0.1 s, m below 27 h, then S, M, H).
+    # What is left, in the finest unit that keeps the value within the grammar's 8 digits
+    # (n below 0.1 s, u below 100 s, m below 27.7 h, then S, M, H), rounded down: the next
+    # hop never gets more time than remains (rounding up to whole milliseconds gave it up to
+    # 1 ms more). At least 1 n.
     cdef int64_t v
     if ns < 1:
         ns = 1
-    if ns < 100000000:
-        return b"%du" % ((ns + 999) // 1000)
-    if ns < <int64_t>99999999 * 1000000:
-        return b"%dm" % ((ns + 999999) // 1000000)
-    v = (ns + 999999999) // 1000000000
+    if ns <= 99999999:
+        return b"%dn" % ns
+    if ns // 1000 <= 99999999:
+        return b"%du" % (ns // 1000)
+    if ns // 1000000 <= 99999999:
+        return b"%dm" % (ns // 1000000)
+    v = ns // 1000000000
     if v <= 99999999:
         return b"%dS" % v
-    v = (v + 59) // 60
+    v //= 60
     if v <= 99999999:
         return b"%dM" % v
-    return b"%dH" % min((v + 59) // 60, 99999999)
+    return b"%dH" % min(v // 60, 99999999)
 
 
 # -- W3C trace context: the tracer's per-request work, done here in C ----------------------
