@@ -163,14 +163,22 @@ class DnsResponder:
         v6 = ":" in host
         logger = _QuietLogger()
         self.resolver = resolver
-        self.servers = [
-            DNSServer(resolver, address=host, port=port, tcp=False, logger=logger, handler=DNSHandler,
-                      server=_UDP6 if v6 else None),
-        ]
-        # The TCP server on the port the UDP one got (port 0: any free port).
-        self.port = self.servers[0].server.server_address[1]
-        self.servers.append(DNSServer(resolver, address=host, port=self.port, tcp=True, logger=logger,
-                                      handler=DNSHandler, server=_TCP6 if v6 else None))
+        # UDP and TCP on one port. With port 0 the UDP server picks it, and the TCP one may
+        # find that port taken by another TCP socket: then both try again.
+        for attempt in range(20):
+            udp = DNSServer(resolver, address=host, port=port, tcp=False, logger=logger, handler=DNSHandler,
+                            server=_UDP6 if v6 else None)
+            chosen = udp.server.server_address[1]
+            try:
+                tcp = DNSServer(resolver, address=host, port=chosen, tcp=True, logger=logger, handler=DNSHandler,
+                                server=_TCP6 if v6 else None)
+                break
+            except OSError:
+                udp.server.server_close()
+                if port != 0 or attempt == 19:
+                    raise
+        self.servers = [udp, tcp]
+        self.port = chosen
         self.address = f"[{host}]:{self.port}" if v6 else f"{host}:{self.port}"
 
     def start(self) -> "DnsResponder":
