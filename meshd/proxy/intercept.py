@@ -235,10 +235,12 @@ class Interceptor:
         return self._tables[1]
 
     def allow_all(self) -> bool:
-        """Is the mesh's egress filter ALLOW_ALL (App Mesh's default)?"""
+        """Is the mesh's egress filter ALLOW_ALL (App Mesh's default)? False while the mesh is
+        not known (no configuration yet, or deleted): nothing passes through unseen, as
+        Envoy has no listener before its first configuration."""
         snap = self.view.snapshot(self.app.mesh)
         mesh = snap.mesh if snap is not None else None
-        return mesh is None or mesh.spec.egress_filter.type != "DROP_ALL"
+        return mesh is not None and mesh.spec.egress_filter.type != "DROP_ALL"
 
     def count(self, protocol: str, outcome: str) -> None:
         key = (self.app.mesh, self.app.virtual_node, protocol, outcome)

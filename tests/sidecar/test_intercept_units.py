@@ -313,3 +313,17 @@ def test_xray_daemon_address_and_segment_flags():
         assert doc(200, grpc_status=14)["fault"] is True and doc(0, reason="upstream_reset")["fault"] is True
     finally:
         t.close()
+
+
+def test_nothing_passes_through_before_the_mesh_is_known():
+    """An intercepting listener whose mesh has no snapshot yet (or whose mesh was deleted)
+    refuses to pass connections through: DROP_ALL or not is unknown, so it fails closed."""
+    from meshd.meshview import MeshView  # noqa: PLC0415
+    from meshd.observe import Metrics, Observer  # noqa: PLC0415
+    from meshd.proxy import LocalApp  # noqa: PLC0415
+    from meshd.proxy.intercept import Interceptor  # noqa: PLC0415
+
+    view = MeshView()
+    icpt = Interceptor(LocalApp(mesh="shop", virtual_node="web", port=8080), loop=None, view=view, egress=None,
+                       observe=Observer(Metrics(version="t", host="h")), h2=None, h1=None, tcp=None)
+    assert view.snapshot("shop") is None and icpt.allow_all() is False
