@@ -72,12 +72,12 @@ class InitConfig:
             enabled=env.get("APPMESH_START_ENABLED", "1").strip() == "1",
             ignore_uid=_id(env, "APPMESH_IGNORE_UID"), ignore_gid=_id(env, "APPMESH_IGNORE_GID"),
             app_ports=_ports(env, "APPMESH_APP_PORTS"),
-            ingress_port=_port(env, "APPMESH_ENVOY_INGRESS_PORT", DEFAULT_INGRESS_PORT),
-            egress_port=_port(env, "APPMESH_ENVOY_EGRESS_PORT", DEFAULT_EGRESS_PORT),
+            ingress_port=env_port(env, "APPMESH_ENVOY_INGRESS_PORT", DEFAULT_INGRESS_PORT),
+            egress_port=env_port(env, "APPMESH_ENVOY_EGRESS_PORT", DEFAULT_EGRESS_PORT),
             egress_ignored_ips=_addresses(env, "APPMESH_EGRESS_IGNORED_IP"),
             egress_ignored_ports=_ports(env, "APPMESH_EGRESS_IGNORED_PORTS"),
             ipv6=env.get("APPMESH_ENABLE_IPV6", "0").strip() == "1",
-            dns_port=_port(env, "MESHD_DNS_PORT", 0) or None)
+            dns_port=env_port(env, "MESHD_DNS_PORT", 0) or None)
 
 
 def _values(env, name: str) -> list[str]:
@@ -102,9 +102,6 @@ def env_port(env, name: str, default: int, error=None) -> int:
     if not v.isdigit() or not 0 < int(v) <= 65535:
         raise (error or InitError)(f"{name}: a port number (1-65535) is required, got {v!r}")
     return int(v)
-
-
-_port = env_port
 
 
 def _ports(env, name: str) -> list[int]:

@@ -53,27 +53,34 @@ GRPC_TIMEOUT = re.compile(r"^[0-9]{1,8}[HMSmun]$")   # gRPC over HTTP/2: Timeout
 UNIT_NS = {"H": 3600 * 10**9, "M": 60 * 10**9, "S": 10**9, "m": 10**6, "u": 10**3, "n": 1}
 
 
-@pytest.mark.parametrize("sent", ["3S", "3000m", "2500000u", "90S"])
-def test_the_next_hop_never_gets_more_time_than_is_left(origin, sent):
-    """The grpc-timeout a relay forwards, read as the next hop's routing hook sees it (not
-    through a gRPC server's clock): what was left of the caller's, never more. Rounding the
-    remainder up to whole milliseconds handed the next hop up to 1 ms more than remained."""
+def _forward_grpc_timeout(origin, value: str):
+    """A unary call with `grpc-timeout: value` through relay a to relay b to the origin:
+    (the call's stream, the grpc-timeout values b's routing hook saw)."""
     seen = []
     b = RelayThread(lambda h: seen.append(h.header("grpc-timeout")) or Target("127.0.0.1", origin.port))
     a = RelayThread(to(b.port))
     c = H2Client(a.port)
     try:
-        sid = c.request("/echo.Echo/Unary", frame(b"hi"), grpc=True, headers=[("grpc-timeout", sent)])
+        sid = c.request("/echo.Echo/Unary", frame(b"hi"), grpc=True, headers=[("grpc-timeout", value)])
         assert c.pump(lambda: c.streams[sid].done, 10)
-        assert c.streams[sid].trailers.get("grpc-status") == "0"
-        assert len(seen) == 1 and GRPC_TIMEOUT.match(seen[0]), seen
-        forwarded = int(seen[0][:-1]) * UNIT_NS[seen[0][-1]]
-        original = int(sent[:-1]) * UNIT_NS[sent[-1]]
-        assert original - 1_000_000_000 < forwarded < original, (sent, seen)
+        return c.streams[sid], seen
     finally:
         c.close()
         a.stop()
         b.stop()
+
+
+@pytest.mark.parametrize("sent", ["3S", "3000m", "2500000u", "90S"])
+def test_the_next_hop_never_gets_more_time_than_is_left(origin, sent):
+    """The grpc-timeout a relay forwards, read as the next hop's routing hook sees it (not
+    through a gRPC server's clock): what was left of the caller's, never more. Rounding the
+    remainder up to whole milliseconds handed the next hop up to 1 ms more than remained."""
+    stream, seen = _forward_grpc_timeout(origin, sent)
+    assert stream.trailers.get("grpc-status") == "0"
+    assert len(seen) == 1 and GRPC_TIMEOUT.match(seen[0]), seen
+    forwarded = int(seen[0][:-1]) * UNIT_NS[seen[0][-1]]
+    original = int(sent[:-1]) * UNIT_NS[sent[-1]]
+    assert original - 1_000_000_000 < forwarded < original, (sent, seen)
 
 
 @pytest.mark.hardening
@@ -82,21 +89,11 @@ def test_the_next_hop_never_gets_more_time_than_is_left(origin, sent):
 def test_overlong_grpc_timeout_is_clamped_not_overflowed(origin, value):
     """7000000 hours is 2.5e22 ns, beyond int64; more than 8 digits breaks the grammar. Both mean
     "as long as can be": the call goes through and the next hop gets a valid, huge deadline."""
-    seen = []
-    b = RelayThread(lambda h: seen.append(h.header("grpc-timeout")) or Target("127.0.0.1", origin.port))
-    a = RelayThread(to(b.port))
-    c = H2Client(a.port)
-    try:
-        sid = c.request("/echo.Echo/Unary", frame(b"hi"), grpc=True, headers=[("grpc-timeout", value)])
-        assert c.pump(lambda: c.streams[sid].done, 10)
-        assert c.streams[sid].trailers.get("grpc-status") == "0"
-        assert bytes(c.streams[sid].body) == frame(b"hi")
-        assert len(seen) == 1 and GRPC_TIMEOUT.match(seen[0]), seen
-        assert int(seen[0][:-1]) * UNIT_NS[seen[0][-1]] > 100 * 365 * 86400 * 10**9   # > 100 years
-    finally:
-        c.close()
-        a.stop()
-        b.stop()
+    stream, seen = _forward_grpc_timeout(origin, value)
+    assert stream.trailers.get("grpc-status") == "0"
+    assert bytes(stream.body) == frame(b"hi")
+    assert len(seen) == 1 and GRPC_TIMEOUT.match(seen[0]), seen
+    assert int(seen[0][:-1]) * UNIT_NS[seen[0][-1]] > 100 * 365 * 86400 * 10**9   # > 100 years
 
 
 def test_route_timeout_answers_deadline_exceeded_and_cancels_origin(origin):
