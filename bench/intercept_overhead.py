@@ -21,7 +21,6 @@ from __future__ import annotations
 import argparse
 import re
 import shutil
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -30,7 +29,8 @@ import grpc
 import yaml
 
 from bench.dataplane import compare
-from bench.dataplane.compare import HAPROXY_COMMON, cpu_seconds, free_port, wait_port
+from bench.dataplane.compare import HAPROXY_COMMON, cpu_seconds, free_port
+from bench.mesh_compare import Bench
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
@@ -62,10 +62,11 @@ def _docs() -> list[tuple[str, dict]]:
     ]
 
 
-class Setup:
+class Setup(Bench):
+    """The processes (Bench's process handling) and the pod."""
+
     def __init__(self, tmp: Path):
-        self.tmp = tmp
-        self.procs: list[subprocess.Popen] = []
+        super().__init__(tmp)
         self.etcd = None
         sweep_orphans()
         self.pod = Pod("bench", free_index())
@@ -83,8 +84,7 @@ frontend origin
     bind 127.0.0.1:{origin} proto h2
     http-request return status 200 content-type application/grpc string "ok"
 """)
-        self._spawn(["haproxy", "-db", "-f", str(t / "origin.cfg")], "origin")
-        wait_port(origin)
+        self._start(["haproxy", "-db", "-f", str(t / "origin.cfg")], origin, "origin")
         self.etcd = EmbeddedEtcd(t / "etcd", host=pod.host_ip, supervise=False).start()
         key = t / "cluster.key"
         ClusterKey.generate(key)
@@ -93,9 +93,9 @@ frontend origin
                   "--log-level", "warning"]
         (t / "b.yaml").write_text(yaml.safe_dump({"apps": [{"mesh": "bench", "virtualNode": "fast", "port": origin}],
                                                   "ingress": f"{pod.host_ip}:0", "drainSeconds": 0.5}))
-        self._spawn([PYTHON, "-m", "meshd.cli.meshd_main", "run", "--config", str(t / "b.yaml"), "--admin",
-                     f"127.0.0.1:{admin_b}", "--state-dir", str(t / "b"), "--host-name", "bench-b", *common], "meshd-b")
-        wait_port(admin_b, timeout=30)
+        self._start([PYTHON, "-m", "meshd.cli.meshd_main", "run", "--config", str(t / "b.yaml"), "--admin",
+                     f"127.0.0.1:{admin_b}", "--state-dir", str(t / "b"), "--host-name", "bench-b", *common],
+                    admin_b, "meshd-b", cwd=REPO)
         with grpc.insecure_channel(f"127.0.0.1:{admin_b}") as ch:
             stub = admin_pb2_grpc.MeshAdminStub(ch)
             for title, doc in _docs():
@@ -111,11 +111,6 @@ frontend origin
                             "127.0.0.1:9902", "--state-dir", str(t / "a"), "--host-name", "bench-a", *common],
                            log=t / "meshd-a.log", gid=SIDECAR_GID)
         return self
-
-    def _spawn(self, cmd: list[str], name: str) -> None:
-        log = open(self.tmp / f"{name}.log", "wb")
-        self.procs.append(subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, cwd=REPO))
-        log.close()
 
     def h2load(self, mode: str, seconds: float, body: Path, load=LOAD) -> int:
         """Requests that succeeded in one run of `mode`."""
@@ -135,15 +130,7 @@ frontend origin
 
     def stop(self) -> None:
         self.pod.close()
-        for p in reversed(self.procs):
-            p.terminate()
-        for p in reversed(self.procs):
-            try:
-                p.wait(10)
-            except subprocess.TimeoutExpired:
-                p.kill()
-        if self.etcd is not None:
-            self.etcd.stop()
+        super().stop()
 
 
 def measure(seconds: float = 3.0, runs: int = 6) -> dict:
