@@ -70,6 +70,9 @@ class MeshdConfig:
     # Embedded (several meshds in one process, as in tests) /metrics takes any free port;
     # `meshd run` defaults to DEFAULT_METRICS. Meshd.metrics_address tells which.
     observe: ObserveConfig = field(default_factory=lambda: ObserveConfig(metrics="127.0.0.1:0"))
+    # App Mesh's REST-JSON API with SigV4 (meshd.awsapi), HOST:PORT; empty: not served.
+    aws_api: str = ""
+    aws_api_rate: float = 100.0  # requests/s per access key (bursts of twice that); 0: unlimited
 
 
 def instance_on_lease(value: bytes, lease_id: int) -> bytes:
@@ -106,6 +109,7 @@ class Meshd:
         self.observer: Observer | None = None
         self.metrics_server: MetricsServer | None = None
         self.metrics_push = None
+        self.aws_api = None
         self._stopped = threading.Event()
 
     def start(self) -> "Meshd":
@@ -139,7 +143,8 @@ class Meshd:
                               host_lease=self.lease, on_create=[give_mesh_a_ca])
         self.resources = resources
         self.identity = HostIdentity(ca, cfg.host_name, cfg.state_dir,
-                                     ip_addresses=tuple(_listen_ip(cfg.admin) + _listen_ip(cfg.admin_token)),
+                                     ip_addresses=tuple(_listen_ip(cfg.admin) + _listen_ip(cfg.admin_token)
+                                                        + _listen_ip(cfg.aws_api)),
                                      join_token=cfg.join_token, join_server=cfg.join_server, signer=cfg.signer)
         creds = self.identity.obtain()
         if creds is None and not cfg.insecure_local:
@@ -157,6 +162,8 @@ class Meshd:
             resources, listeners, security=Security(self.store, ca, tokens, roles, audit), access=access,
             tls=self.identity.grpc_server_credentials if creds is not None else None)
         self.admin.start()
+        if cfg.aws_api:
+            self.aws_api = self._start_aws_api(cfg, resources, access, KeyRef(cfg.cluster_key))
         self.observer = self._observer(cfg)
         if cfg.runtime is not None and (cfg.runtime.apps or cfg.runtime.gateways):
             self.runtime = self._start_runtime(cfg, ca, resources)
@@ -170,6 +177,33 @@ class Meshd:
                                          "listeners": ",".join(f"{m}={a}" for m, a in self.admin.addresses.items()),
                                          "identity": self.identity.identity if creds else ""})
         return self
+
+    def _start_aws_api(self, cfg: MeshdConfig, resources: Resources, access: Access, key: KeyRef):
+        """App Mesh's REST API on cfg.aws_api: TLS with the host certificate, or plaintext on
+        loopback with --insecure-local, as the gRPC admin listener."""
+        # Imported here: botocore and aiohttp load only on the meshds that serve this API.
+        from meshd.awsapi.server import AwsApi, AwsApiServer, RotatingTLS  # noqa: PLC0415
+        from meshd.awsapi.sigv4 import Verifier  # noqa: PLC0415
+        from meshd.security.accesskeys import AccessKeys  # noqa: PLC0415
+        from meshd.security.errors import UnknownAccessKey  # noqa: PLC0415
+
+        keys = self._access_keys = AccessKeys(self.store, key)
+
+        def lookup(key_id: str):
+            try:
+                return keys.lookup(key_id)
+            except UnknownAccessKey:
+                return None
+        tls = None
+        if not cfg.insecure_local:
+            if self.identity.credentials is None:
+                raise IdentityError(f"--aws-api {cfg.aws_api} needs a host certificate "
+                                    "(or --insecure-local on loopback)")
+            creds, where = self.identity.credentials, self.identity.dir
+            tls = RotatingTLS(lambda: (creds.generation, str(where / "host.crt"), str(where / "host.key")))
+        verifier = Verifier(lookup, region=getattr(resources.config, "region", "us-east-1"))
+        api = AwsApi(resources, access, verifier, rate=cfg.aws_api_rate)
+        return AwsApiServer(api, cfg.aws_api, tls=tls).start()
 
     def _observer(self, cfg: MeshdConfig) -> Observer:
         """Metrics (served on cfg.observe.metrics unless it is empty); traces when configured."""
@@ -276,6 +310,9 @@ class Meshd:
             self.metrics_push.stop()
         if self.metrics_server:
             self.metrics_server.stop()
+        if self.aws_api:
+            self.aws_api.stop()
+            self._access_keys.close()
         if self.admin:
             self.admin.stop()
         if self.identity:

@@ -24,6 +24,13 @@ def _run_args(run: argparse.ArgumentParser) -> None:
                      help=f"admin API address HOST:PORT, mTLS unless --insecure-local (default {DEFAULT_ADMIN})")
     run.add_argument("--admin-token", default=env("MESHD_ADMIN_TOKEN", ""),
                      help="a second admin listener, TLS with bearer API tokens (default: none)")
+    run.add_argument("--aws-api", default=env("MESHD_AWS_API", ""),
+                     help="serve App Mesh's REST API (AWS CLI, SDKs, Terraform; SigV4 with meshctl access keys) "
+                          "on HOST:PORT, TLS with the host certificate (plaintext on loopback with "
+                          "--insecure-local); default: not served")
+    run.add_argument("--aws-api-rate", type=float, default=float(env("MESHD_AWS_API_RATE", "100")),
+                     help="App Mesh API requests/s per access key, bursts of twice that; beyond it "
+                          "TooManyRequestsException (0: unlimited; default 100)")
     run.add_argument("--insecure-local", action="store_true", default=env("MESHD_INSECURE_LOCAL") == "1",
                      help="serve --admin as plaintext; refused unless it is a loopback address")
     run.add_argument("--etcd", default=env("MESHD_ETCD", ""),
@@ -173,6 +180,7 @@ def main(argv: list[str] | None = None) -> int:
         join_server=args.join_server, signer=args.signer,
         runtime=runtime,
         egress=args.egress, ingress=args.ingress, advertise=args.advertise,
+        aws_api=args.aws_api, aws_api_rate=args.aws_api_rate,
     )
     if args.host_name:
         cfg.host_name = args.host_name
