@@ -17,7 +17,7 @@ from meshd.api import kinds as K
 from meshd.api.auth import Access, build_rules
 from meshd.api.resources import ApiConfig, Resources
 from meshd.api.security_service import Security
-from meshd.api.server import AdminServer, Listener
+from meshd.api.server import AdminServer, Listener, ListenerError, is_loopback
 from meshd.embedded_etcd import EmbeddedEtcd
 from meshd.hostrecord import HostRecord
 from meshd.identity import HostIdentity, IdentityError
@@ -114,6 +114,10 @@ class Meshd:
 
     def start(self) -> "Meshd":
         cfg = self.config
+        if cfg.aws_api and cfg.insecure_local and not is_loopback(cfg.aws_api):
+            # Refused before anything starts, as the plaintext admin listener is.
+            raise ListenerError(f"plaintext App Mesh API refused on {cfg.aws_api}: --insecure-local binds "
+                                "loopback only; serve it with TLS (a host certificate) elsewhere")
         endpoints = list(cfg.etcd)
         if not endpoints:
             data = Path(cfg.state_dir) / "etcd"

@@ -160,7 +160,7 @@ for _name in security_pb2.DESCRIPTOR.services_by_name["MeshSecurity"].methods_by
     setattr(SecurityServicer, _name, _sec_handler)
 
 
-def _is_loopback(address: str) -> bool:
+def is_loopback(address: str) -> bool:
     host = address.rsplit(":", 1)[0].strip("[]")
     if host == "localhost":
         return True
@@ -199,7 +199,7 @@ class AdminServer:
         self.addresses: dict[str, str] = {}
         for lst in listeners:
             if lst.mode == "local":
-                if not _is_loopback(lst.address):
+                if not is_loopback(lst.address):
                     raise ListenerError(f"plaintext admin API refused on {lst.address}: --insecure-local "
                                         "binds loopback only; use mTLS or tokens elsewhere")
                 port = self.server.add_insecure_port(lst.address)

@@ -23,7 +23,6 @@ the status the model gives each error shape, so the SDKs raise their modelled cl
 from __future__ import annotations
 
 import asyncio
-import ipaddress
 import json
 import logging
 import ssl
@@ -38,6 +37,7 @@ from aiohttp import web
 
 from meshd.api.auth import Access, Caller
 from meshd.api.errors import to_status
+from meshd.api.server import is_loopback
 from meshd.api.resources import Resources
 from meshd.awsapi import model
 from meshd.awsapi.sigv4 import SignatureError, Verifier
@@ -182,15 +182,6 @@ def _reason(rich) -> str:
     return ""
 
 
-def _is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host.strip("[]")).is_loopback
-    except ValueError:
-        return False
-
-
 class RotatingTLS:
     """A server SSLContext that takes up a renewed host certificate at the next handshake.
 
@@ -230,7 +221,7 @@ class AwsApiServer:
     def __init__(self, api: AwsApi, address: str, *, tls: RotatingTLS | None, max_workers: int = 16):
         host, _, port = address.rpartition(":")
         host = host.strip("[]")
-        if tls is None and not _is_loopback(host):
+        if tls is None and not is_loopback(address):
             raise ValueError(f"plaintext App Mesh API refused on {address}: plaintext binds loopback only; "
                              "serve TLS (a host certificate) elsewhere")
         self.api = api

@@ -11,6 +11,7 @@ import threading
 import time
 from datetime import datetime, timedelta, timezone
 
+import boto3
 import botocore.exceptions
 import pytest
 from botocore.auth import SigV4Auth
@@ -449,3 +450,23 @@ def test_unknown_paths_and_bad_bodies(aws_mesh):
     assert (status, code) == (400, "BadRequestException") and "limit" in doc["message"]
     status, code, doc = _signed(m, "GET", "/v20190125/meshes?limit=101", b"")
     assert (status, code) == (400, "BadRequestException") and "limit" in doc["message"]
+
+
+def test_plaintext_only_on_loopback_and_still_signed(etcd, tmp_path):
+    from meshd.api.server import ListenerError
+    from tests.awsapi.harness import start_aws_mesh, stop_aws_mesh
+
+    with pytest.raises(ListenerError, match="loopback only"):
+        start_aws_mesh(etcd, tmp_path / "a", insecure_local=True, aws_api="0.0.0.0:0")
+    m = start_aws_mesh(etcd, tmp_path / "b", insecure_local=True)
+    try:
+        plain = m.endpoint.replace("https://", "http://")
+        c = boto3.client("appmesh", endpoint_url=plain, region_name=m.region, aws_access_key_id=m.root.access_key_id,
+                         aws_secret_access_key=m.root.secret)
+        assert c.create_mesh(meshName="plain")["mesh"]["meshName"] == "plain"
+        bad = boto3.client("appmesh", endpoint_url=plain, region_name=m.region, aws_access_key_id=m.root.access_key_id,
+                           aws_secret_access_key="y" * 40)
+        with pytest.raises(botocore.exceptions.ClientError, match="InvalidSignatureException"):
+            bad.list_meshes()
+    finally:
+        stop_aws_mesh(m)
