@@ -1,4 +1,4 @@
-"""MeshSecurity: certificates, trust bundles, CAs, tokens, roles and the audit log over gRPC.
+"""MeshSecurity: certificates, trust bundles, CAs, tokens, access keys, roles and the audit log over gRPC.
 
 Each method delegates to `meshd.security`; authentication and the permission check happen
 before (see `meshd.api.auth`), except where a call decides rights itself: SignCertificate
@@ -13,8 +13,9 @@ from google.protobuf import timestamp_pb2
 import registry
 from meshd.api.auth import CLUSTER, Caller
 from meshd.api.errors import BadRequest
-from meshd.security import (AuditFilter, AuditLog, CASource, MeshCA, Roles, Tokens,
+from meshd.security import (AccessKeys, AuditFilter, AuditLog, CASource, MeshCA, Roles, Tokens,
                             authorize_certificate, host_id, renewal, spiffe)
+from meshd.security.accesskeys import PREFIX as ACCESS_KEYS
 from meshd.security.certs import load_certs
 from meshd.v1 import security_pb2 as sec
 
@@ -44,6 +45,11 @@ def _token_msg(t) -> sec.TokenInfo:
                          expires_at=_ts(t.expires_at), used_at=_ts(t.used_at), created_by=t.created_by)
 
 
+def _access_key_msg(k) -> sec.AccessKeyInfo:
+    return sec.AccessKeyInfo(access_key_id=k.access_key_id, principal=k.principal, created_at=_ts(k.created_at),
+                             created_by=k.created_by)
+
+
 def _binding_msg(b) -> sec.RoleBinding:
     return sec.RoleBinding(subject=b.subject, role=b.role.value, mesh_name=b.mesh, granted_by=b.granted_by,
                            granted_at=_ts(b.granted_at))
@@ -52,12 +58,16 @@ def _binding_msg(b) -> sec.RoleBinding:
 class Security:
     """The behaviour of MeshSecurity, given the authenticated caller of each call."""
 
-    def __init__(self, store: registry.Store, ca: MeshCA, tokens: Tokens, roles: Roles, audit: AuditLog):
+    def __init__(self, store: registry.Store, ca: MeshCA, tokens: Tokens, roles: Roles, audit: AuditLog,
+                 access_keys: AccessKeys | None = None):
         self.store = store
         self.ca = ca
         self.tokens = tokens
         self.roles = roles
         self.audit = audit
+        # By default access keys seal with the CA's cluster key (the same KeyRef, so one
+        # load of the key file) and stamp times with its clock.
+        self.access_keys = access_keys or AccessKeys(store, ca._key, clock=ca._clock)
 
     def WhoAmI(self, caller: Caller, req):
         bindings = [] if caller.subject == "local" else self.roles.bindings(subject=caller.subject)
@@ -145,6 +155,20 @@ class Security:
         if not self.tokens.revoke_api_token(req.token_id):
             raise registry.NotFound(f"tokens/api/{req.token_id}")
         return sec.DeleteApiTokenResponse()
+
+    def CreateAccessKey(self, caller, req):
+        issued = self.access_keys.create(req.principal, created_by=caller.subject)
+        return sec.CreateAccessKeyResponse(access_key_id=issued.access_key_id,
+                                           secret_access_key=issued.secret_access_key,
+                                           principal=issued.principal, created_at=_ts(issued.created_at))
+
+    def ListAccessKeys(self, caller, req):
+        return sec.ListAccessKeysResponse(access_keys=[_access_key_msg(k) for k in self.access_keys.list()])
+
+    def DeleteAccessKey(self, caller, req):
+        if not self.access_keys.delete(req.access_key_id):
+            raise registry.NotFound(ACCESS_KEYS + req.access_key_id)
+        return sec.DeleteAccessKeyResponse()
 
     def GrantRole(self, caller, req):
         b = self.roles.grant(req.subject, req.role, req.mesh_name or CLUSTER, granted_by=caller.subject)

@@ -1,8 +1,9 @@
-"""meshctl's identity and access commands: login, whoami, token, apitoken, role, audit, ca, cert."""
+"""meshctl's identity and access commands: login, whoami, token, apitoken, accesskey, role, audit, ca, cert."""
 from __future__ import annotations
 
 import argparse
 import os
+import shlex
 from pathlib import Path
 
 from google.protobuf import json_format
@@ -53,7 +54,8 @@ def cmd_login(client, args) -> int:
     client.channel = ctx.channel()
     who = _call(client, "WhoAmI", sec.WhoAmIRequest())
     path = credentials.save(args.save_as, ctx)
-    print(f"logged in to {args.server} as {who.subject} ({who.authenticated_by}); context {args.save_as!r} saved in {path}")
+    print(f"logged in to {args.server} as {who.subject} ({who.authenticated_by}); "
+          f"context {args.save_as!r} saved in {path}")
     return 0
 
 
@@ -104,6 +106,31 @@ def cmd_apitoken_delete(client, args) -> int:
     return 0
 
 
+def cmd_accesskey_create(client, args) -> int:
+    resp = _call(client, "CreateAccessKey", sec.CreateAccessKeyRequest(principal=args.principal))
+    if args.output != "table":
+        return _out(client, args, resp)
+    print(f"AccessKeyId:     {resp.access_key_id}\n"
+          f"SecretAccessKey: {resp.secret_access_key}\n"
+          f"Principal:       {resp.principal}\n"
+          "The secret is shown only now; meshd cannot show it again. For the AWS CLI:\n"
+          f"  aws configure set aws_access_key_id {resp.access_key_id} --profile meshd\n"
+          f"  aws configure set aws_secret_access_key {shlex.quote(resp.secret_access_key)} --profile meshd")
+    return 0
+
+
+def cmd_accesskey_list(client, args) -> int:
+    resp = _call(client, "ListAccessKeys", sec.ListAccessKeysRequest())
+    rows = [[k.access_key_id, k.principal, k.created_at.ToJsonString(), k.created_by] for k in resp.access_keys]
+    return _out(client, args, resp, rows, ["ID", "PRINCIPAL", "CREATED", "CREATED_BY"])
+
+
+def cmd_accesskey_delete(client, args) -> int:
+    _call(client, "DeleteAccessKey", sec.DeleteAccessKeyRequest(access_key_id=args.id))
+    print(f"access key {args.id} deleted")
+    return 0
+
+
 def cmd_role_grant(client, args) -> int:
     b = _call(client, "GrantRole", sec.GrantRoleRequest(subject=args.subject, role=args.role,
                                                          mesh_name=args.mesh or "*")).binding
@@ -112,7 +139,8 @@ def cmd_role_grant(client, args) -> int:
 
 
 def cmd_role_revoke(client, args) -> int:
-    existed = _call(client, "RevokeRole", sec.RevokeRoleRequest(subject=args.subject, mesh_name=args.mesh or "*")).existed
+    existed = _call(client, "RevokeRole",
+                    sec.RevokeRoleRequest(subject=args.subject, mesh_name=args.mesh or "*")).existed
     print(f"role of {args.subject} revoked" if existed else f"{args.subject} had no role there")
     return 0
 
@@ -132,7 +160,8 @@ def cmd_audit(client, args) -> int:
 
 
 def cmd_ca_list(client, args) -> int:
-    resp = _call(client, "ListCertificateAuthorities", sec.ListCertificateAuthoritiesRequest(mesh_name=args.mesh or "*"))
+    resp = _call(client, "ListCertificateAuthorities",
+                 sec.ListCertificateAuthoritiesRequest(mesh_name=args.mesh or "*"))
     rows = [[a.ca_id, a.mesh_name, a.state, a.origin, "yes" if a.signing else "", a.not_after.ToJsonString()]
             for a in resp.authorities]
     return _out(client, args, resp, rows, ["ID", "MESH", "STATE", "ORIGIN", "SIGNING", "NOT_AFTER"])
@@ -147,9 +176,11 @@ def cmd_ca_rotate(client, args) -> int:
 
 def cmd_ca_import(client, args) -> int:
     a = _call(client, "ImportCertificateAuthority", sec.ImportCertificateAuthorityRequest(
-        mesh_name=args.mesh or "*", certificate_pem=Path(args.cert).read_text(), private_key_pem=Path(args.key).read_text(),
+        mesh_name=args.mesh or "*", certificate_pem=Path(args.cert).read_text(),
+        private_key_pem=Path(args.key).read_text(),
         chain_pem=Path(args.chain).read_text() if args.chain else "")).authority
-    print(f"CA {a.ca_id} imported into {a.mesh_name} ({a.origin}, {'signing' if a.signing else 'trusted, not signing yet'})")
+    state = "signing" if a.signing else "trusted, not signing yet"
+    print(f"CA {a.ca_id} imported into {a.mesh_name} ({a.origin}, {state})")
     return 0
 
 
@@ -217,6 +248,15 @@ def add_subcommands(sub, common: argparse.ArgumentParser) -> None:
     ad = a.add_parser("delete", parents=[common])
     ad.add_argument("id")
     ad.set_defaults(fn=cmd_apitoken_delete)
+
+    k = group("accesskey", "AWS-style access keys (SigV4) for the AWS CLI and SDKs")
+    kc = k.add_parser("create", parents=[common])
+    kc.add_argument("--principal", required=True)
+    kc.set_defaults(fn=cmd_accesskey_create)
+    k.add_parser("list", parents=[common]).set_defaults(fn=cmd_accesskey_list)
+    kd = k.add_parser("delete", parents=[common])
+    kd.add_argument("id")
+    kd.set_defaults(fn=cmd_accesskey_delete)
 
     r = group("role", "grant, revoke and list roles (viewer, editor, admin) per mesh or cluster-wide")
     rg = r.add_parser("grant", parents=[common])

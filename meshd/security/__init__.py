@@ -1,9 +1,10 @@
 """meshd.security: the cluster key, mesh CAs, workload certificates, TLS contexts, tokens,
-roles, the audit log and host authorization — the identity and trust library of meshd.
+access keys, roles, the audit log and host authorization — the identity and trust library of meshd.
 
 It persists through `registry` only, and imports neither the admin API, nor gRPC servers,
 nor the data plane; the composition root wires it in.
 """
+from meshd.security.accesskeys import AccessKeyInfo, AccessKeys, IssuedAccessKey
 from meshd.security.audit import AuditEntry, AuditFilter, AuditLog
 from meshd.security.ca import CLUSTER, CAInfo, CASource, Issued, MeshCA, reseal_keys
 from meshd.security.certs import DEFAULT_TTL, Renewal, make_csr, renewal
@@ -28,9 +29,9 @@ from meshd.security.tls import (
 from meshd.security.tokens import IssuedToken, TokenInfo, Tokens
 
 __all__ = [
-    "AuditEntry", "AuditFilter", "AuditLog", "Binding", "CAInfo", "CASource", "CLUSTER",
+    "AccessKeyInfo", "AccessKeys", "AuditEntry", "AuditFilter", "AuditLog", "Binding", "CAInfo", "CASource", "CLUSTER",
     "ClusterKey", "Credentials", "DEFAULT_TRUST_DOMAIN", "DEFAULT_TTL", "FileCertificate",
-    "FileTrust", "Issued", "IssuedToken", "KeyRef", "MeshCA", "PERMISSIONS", "Permission",
+    "FileTrust", "Issued", "IssuedAccessKey", "IssuedToken", "KeyRef", "MeshCA", "PERMISSIONS", "Permission",
     "PermissionDenied", "Renewal", "Role", "Roles", "SecurityError", "SpiffeId", "TokenInfo",
     "Tokens", "Unauthenticated", "authorize_certificate", "certificate_source", "check_san",
     "client_context", "errors", "host_id", "host_runs_node", "make_csr", "peer_identity", "renewal", "reseal_keys",

@@ -245,6 +245,18 @@ class TokenScopeMismatch(TokenError):
         super().__init__(f"token {token_id} has scope {scope!r}, {wanted!r} is needed")
 
 
+class UnknownAccessKey(Unauthenticated):
+    """A SigV4 request named an access key id that is malformed, unknown or deleted
+    (AWS answers these with UnrecognizedClientException / InvalidClientTokenId)."""
+
+    reason = "UNKNOWN_ACCESS_KEY"
+
+    def __init__(self, access_key_id: str):
+        self.access_key_id = access_key_id
+        # The id comes from the request: only its first characters go into the message.
+        super().__init__(f"access key {access_key_id[:32]!r} is not a key of this cluster")
+
+
 # -- authorization ----------------------------------------------------------------------
 class PermissionDenied(SecurityError):
     """An authenticated subject lacks `permission` in `mesh` ("*" = cluster-wide)."""

@@ -263,6 +263,56 @@ class DeleteApiTokenResponse(_message.Message):
     __slots__ = ()
     def __init__(self) -> None: ...
 
+class AccessKeyInfo(_message.Message):
+    __slots__ = ("access_key_id", "principal", "created_at", "created_by")
+    ACCESS_KEY_ID_FIELD_NUMBER: _ClassVar[int]
+    PRINCIPAL_FIELD_NUMBER: _ClassVar[int]
+    CREATED_AT_FIELD_NUMBER: _ClassVar[int]
+    CREATED_BY_FIELD_NUMBER: _ClassVar[int]
+    access_key_id: str
+    principal: str
+    created_at: _timestamp_pb2.Timestamp
+    created_by: str
+    def __init__(self, access_key_id: _Optional[str] = ..., principal: _Optional[str] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., created_by: _Optional[str] = ...) -> None: ...
+
+class CreateAccessKeyRequest(_message.Message):
+    __slots__ = ("principal",)
+    PRINCIPAL_FIELD_NUMBER: _ClassVar[int]
+    principal: str
+    def __init__(self, principal: _Optional[str] = ...) -> None: ...
+
+class CreateAccessKeyResponse(_message.Message):
+    __slots__ = ("access_key_id", "secret_access_key", "principal", "created_at")
+    ACCESS_KEY_ID_FIELD_NUMBER: _ClassVar[int]
+    SECRET_ACCESS_KEY_FIELD_NUMBER: _ClassVar[int]
+    PRINCIPAL_FIELD_NUMBER: _ClassVar[int]
+    CREATED_AT_FIELD_NUMBER: _ClassVar[int]
+    access_key_id: str
+    secret_access_key: str
+    principal: str
+    created_at: _timestamp_pb2.Timestamp
+    def __init__(self, access_key_id: _Optional[str] = ..., secret_access_key: _Optional[str] = ..., principal: _Optional[str] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+
+class ListAccessKeysRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class ListAccessKeysResponse(_message.Message):
+    __slots__ = ("access_keys",)
+    ACCESS_KEYS_FIELD_NUMBER: _ClassVar[int]
+    access_keys: _containers.RepeatedCompositeFieldContainer[AccessKeyInfo]
+    def __init__(self, access_keys: _Optional[_Iterable[_Union[AccessKeyInfo, _Mapping]]] = ...) -> None: ...
+
+class DeleteAccessKeyRequest(_message.Message):
+    __slots__ = ("access_key_id",)
+    ACCESS_KEY_ID_FIELD_NUMBER: _ClassVar[int]
+    access_key_id: str
+    def __init__(self, access_key_id: _Optional[str] = ...) -> None: ...
+
+class DeleteAccessKeyResponse(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
 class GrantRoleRequest(_message.Message):
     __slots__ = ("subject", "role", "mesh_name")
     SUBJECT_FIELD_NUMBER: _ClassVar[int]

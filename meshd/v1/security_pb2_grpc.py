@@ -111,6 +111,21 @@ class MeshSecurityStub:
                 request_serializer=meshd_dot_v1_dot_security__pb2.DeleteApiTokenRequest.SerializeToString,
                 response_deserializer=meshd_dot_v1_dot_security__pb2.DeleteApiTokenResponse.FromString,
                 _registered_method=True)
+        self.CreateAccessKey = channel.unary_unary(
+                '/meshd.v1.MeshSecurity/CreateAccessKey',
+                request_serializer=meshd_dot_v1_dot_security__pb2.CreateAccessKeyRequest.SerializeToString,
+                response_deserializer=meshd_dot_v1_dot_security__pb2.CreateAccessKeyResponse.FromString,
+                _registered_method=True)
+        self.ListAccessKeys = channel.unary_unary(
+                '/meshd.v1.MeshSecurity/ListAccessKeys',
+                request_serializer=meshd_dot_v1_dot_security__pb2.ListAccessKeysRequest.SerializeToString,
+                response_deserializer=meshd_dot_v1_dot_security__pb2.ListAccessKeysResponse.FromString,
+                _registered_method=True)
+        self.DeleteAccessKey = channel.unary_unary(
+                '/meshd.v1.MeshSecurity/DeleteAccessKey',
+                request_serializer=meshd_dot_v1_dot_security__pb2.DeleteAccessKeyRequest.SerializeToString,
+                response_deserializer=meshd_dot_v1_dot_security__pb2.DeleteAccessKeyResponse.FromString,
+                _registered_method=True)
         self.GrantRole = channel.unary_unary(
                 '/meshd.v1.MeshSecurity/GrantRole',
                 request_serializer=meshd_dot_v1_dot_security__pb2.GrantRoleRequest.SerializeToString,
@@ -236,6 +251,26 @@ class MeshSecurityServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def CreateAccessKey(self, request, context):
+        """AWS-style access keys for SigV4-signed requests (the AWS CLI, boto3). Creating one
+        needs the cluster key on the serving meshd, since the secret is stored sealed under it.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListAccessKeys(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def DeleteAccessKey(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def GrantRole(self, request, context):
         """manage_roles in the binding's mesh
         """
@@ -339,6 +374,21 @@ def add_MeshSecurityServicer_to_server(servicer, server):
                     servicer.DeleteApiToken,
                     request_deserializer=meshd_dot_v1_dot_security__pb2.DeleteApiTokenRequest.FromString,
                     response_serializer=meshd_dot_v1_dot_security__pb2.DeleteApiTokenResponse.SerializeToString,
+            ),
+            'CreateAccessKey': grpc.unary_unary_rpc_method_handler(
+                    servicer.CreateAccessKey,
+                    request_deserializer=meshd_dot_v1_dot_security__pb2.CreateAccessKeyRequest.FromString,
+                    response_serializer=meshd_dot_v1_dot_security__pb2.CreateAccessKeyResponse.SerializeToString,
+            ),
+            'ListAccessKeys': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListAccessKeys,
+                    request_deserializer=meshd_dot_v1_dot_security__pb2.ListAccessKeysRequest.FromString,
+                    response_serializer=meshd_dot_v1_dot_security__pb2.ListAccessKeysResponse.SerializeToString,
+            ),
+            'DeleteAccessKey': grpc.unary_unary_rpc_method_handler(
+                    servicer.DeleteAccessKey,
+                    request_deserializer=meshd_dot_v1_dot_security__pb2.DeleteAccessKeyRequest.FromString,
+                    response_serializer=meshd_dot_v1_dot_security__pb2.DeleteAccessKeyResponse.SerializeToString,
             ),
             'GrantRole': grpc.unary_unary_rpc_method_handler(
                     servicer.GrantRole,
@@ -768,6 +818,87 @@ class MeshSecurity:
             '/meshd.v1.MeshSecurity/DeleteApiToken',
             meshd_dot_v1_dot_security__pb2.DeleteApiTokenRequest.SerializeToString,
             meshd_dot_v1_dot_security__pb2.DeleteApiTokenResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CreateAccessKey(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/meshd.v1.MeshSecurity/CreateAccessKey',
+            meshd_dot_v1_dot_security__pb2.CreateAccessKeyRequest.SerializeToString,
+            meshd_dot_v1_dot_security__pb2.CreateAccessKeyResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListAccessKeys(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/meshd.v1.MeshSecurity/ListAccessKeys',
+            meshd_dot_v1_dot_security__pb2.ListAccessKeysRequest.SerializeToString,
+            meshd_dot_v1_dot_security__pb2.ListAccessKeysResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DeleteAccessKey(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/meshd.v1.MeshSecurity/DeleteAccessKey',
+            meshd_dot_v1_dot_security__pb2.DeleteAccessKeyRequest.SerializeToString,
+            meshd_dot_v1_dot_security__pb2.DeleteAccessKeyResponse.FromString,
             options,
             channel_credentials,
             insecure,
