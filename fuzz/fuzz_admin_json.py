@@ -12,8 +12,8 @@ before it reaches the store, with the project's own functions:
      trip: MessageToDict (meshctl get -o json) parsed and validated again must give the
      same message;
   4. the same document as plain JSON to validate_spec's Mapping form.
-The only exceptions allowed are the declared ones: CliError (meshctl), InvalidSpec
-(validation) and CompileError (the compiler). Anything else escapes and is a crash.
+The only exceptions allowed are the declared ones: CliError (meshctl), InvalidSpec and
+TooManyTags (validation) and CompileError (the compiler). Anything else escapes and is a crash.
 """
 from __future__ import annotations
 
@@ -47,7 +47,8 @@ with atheris.instrument_imports(include=["meshd.api.validate", "meshd.api.kinds"
     from google.protobuf import json_format
 
     from meshd.api import kinds as K
-    from meshd.api.resources import Resources, _validate_tags
+    from meshd.api.errors import TooManyTags
+    from meshd.api.resources import AwsIdentity, Resources, _validate_tags
     from meshd.api.validate import SPEC_TYPES, InvalidSpec, parse_json, validate_spec
     from meshd.cli.meshctl import CliError, _parse_create, kind_of_document, load_documents
     from meshd.compile import CompileError, compile_node, compile_route
@@ -67,7 +68,8 @@ def server_side(kind: K.Kind, req) -> None:
     _validate_tags(req.tags)
     kind.path(ids)
     kind.parent_paths(ids)
-    kind.arn(ids, cluster="fuzz", owner="fuzz")
+    aws = AwsIdentity()
+    kind.arn(ids, partition=aws.partition, region=aws.region, account=aws.account)
     tuple(kind.references(ids[0], req.spec))
     return ids
 
@@ -99,7 +101,7 @@ def one_input(data: bytes) -> None:
             kind = kind_of_document(doc)
             req = _parse_create(kind, doc, "fuzz")
             ids = server_side(kind, req)
-        except (CliError, InvalidSpec):
+        except (CliError, InvalidSpec, TooManyTags):
             continue
         after_validation(kind, ids, req)
     try:

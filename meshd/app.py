@@ -15,7 +15,7 @@ from typing import Callable
 import registry
 from meshd.api import kinds as K
 from meshd.api.auth import Access, build_rules
-from meshd.api.resources import ApiConfig, Resources
+from meshd.api.resources import ApiConfig, ClusterIdentity, Resources
 from meshd.api.security_service import Security
 from meshd.api.server import AdminServer, Listener, ListenerError, is_loopback
 from meshd.embedded_etcd import EmbeddedEtcd
@@ -53,6 +53,14 @@ class MeshdConfig:
     etcd_timeout: float = 3.0
     etcd_prefix: str = registry.store.DEFAULT_PREFIX
     cluster: str = "local"
+    # The cluster's AWS identity in ARNs and owners; "": the one its first meshd recorded
+    # in etcd, else the default (aws, us-east-1, 000000000000). A value that differs from
+    # the recorded one stops this meshd at start (meshd.api.resources.establish_aws_identity).
+    aws_partition: str = ""
+    aws_region: str = ""
+    aws_account: str = ""
+    # App Mesh quota name (meshd.api.resources.QUOTAS) -> the most per parent; absent: unlimited.
+    quotas: dict[str, int] = field(default_factory=dict)
     embedded_etcd_port: int = 2379
     embedded_peer_port: int = 2380
     cluster_key: str = DEFAULT_CLUSTER_KEY
@@ -126,6 +134,14 @@ class Meshd:
             endpoints = [self.etcd.url]
             log.info("embedded etcd ready", extra={"url": self.etcd.url, "data_dir": str(data)})
         self.store = registry.Store(endpoints, prefix=cfg.etcd_prefix, timeout=cfg.etcd_timeout)
+        # Before anything is served: a meshd whose ARNs would differ from its peers' stops here.
+        # With etcd away it starts anyway (as it does without etcd) and reads the identity later.
+        aws = ClusterIdentity(self.store, partition=cfg.aws_partition, region=cfg.aws_region,
+                              account=cfg.aws_account)
+        try:
+            aws.get()
+        except registry.Unavailable as err:
+            log.warning("cluster AWS identity not read yet: etcd is unavailable", extra={"error": str(err)})
         self.lease = HostLease(self.store, ttl=cfg.lease_ttl, rewrite=instance_on_lease)
         self.lease.start()
 
@@ -143,8 +159,8 @@ class Meshd:
                 except SecurityError as err:
                     log.info("mesh CA deferred", extra={"mesh": data.mesh_name, "reason": str(err)})
 
-        resources = Resources(self.store, ApiConfig(cluster=cfg.cluster), host=cfg.host_name,
-                              host_lease=self.lease, on_create=[give_mesh_a_ca])
+        resources = Resources(self.store, ApiConfig(quotas=cfg.quotas), host=cfg.host_name,
+                              host_lease=self.lease, on_create=[give_mesh_a_ca], identity=aws)
         self.resources = resources
         self.identity = HostIdentity(ca, cfg.host_name, cfg.state_dir,
                                      ip_addresses=tuple(_listen_ip(cfg.admin) + _listen_ip(cfg.admin_token)
@@ -205,7 +221,7 @@ class Meshd:
                                     "(or --insecure-local on loopback)")
             creds, where = self.identity.credentials, self.identity.dir
             tls = RotatingTLS(lambda: (creds.generation, str(where / "host.crt"), str(where / "host.key")))
-        verifier = Verifier(lookup, region=getattr(resources.config, "region", "us-east-1"))
+        verifier = Verifier(lookup, region=resources.aws.region)
         api = AwsApi(resources, access, verifier, rate=cfg.aws_api_rate)
         return AwsApiServer(api, cfg.aws_api, tls=tls).start()
 

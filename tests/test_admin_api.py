@@ -71,7 +71,7 @@ def test_crud_every_kind(admin):
         data = getattr(resp, _snake(title[0].lower() + title[1:]))
         assert data.metadata.version == 1
         assert data.status.status == "ACTIVE"
-        assert data.metadata.uid and data.metadata.arn.startswith("arn:meshd:appmesh:")
+        assert data.metadata.uid and data.metadata.arn.startswith("arn:aws:appmesh:us-east-1:000000000000:mesh/m")
         assert data.metadata.created_at.seconds > 0
         for k, v in ids.items():
             assert getattr(data, _snake(k)) == v
@@ -173,7 +173,8 @@ def test_delete_unblocks_once_referrers_are_gone(admin):
     shop(s)
     s.DeleteVirtualService(pb.DeleteVirtualServiceRequest(mesh_name="shop", virtual_service_name="api.shop.local"))
     # The router still has its route.
-    err = rpc_error(s.DeleteVirtualRouter, pb.DeleteVirtualRouterRequest(mesh_name="shop", virtual_router_name="api-router"))
+    err = rpc_error(s.DeleteVirtualRouter,
+                    pb.DeleteVirtualRouterRequest(mesh_name="shop", virtual_router_name="api-router"))
     assert "route api of virtualRouter api-router" in err.details()
     # Moving the route off api-v2 releases api-v2 at once.
     update(s, "Route", meshName="shop", virtualRouterName="api-router", routeName="api", spec=route_spec({"api-v1": 1}))
@@ -202,7 +203,8 @@ def test_stale_version_is_aborted_and_changes_nothing(admin):
     err = rpc_error(update, s, "Route", **ids, spec=route_spec({"api-v1": 1}), expected_version=1)
     assert err.code() == grpc.StatusCode.ABORTED
     assert error_info(err).metadata["actual"] == "2"
-    cur = s.DescribeRoute(pb.DescribeRouteRequest(mesh_name="shop", virtual_router_name="api-router", route_name="api")).route
+    cur = s.DescribeRoute(pb.DescribeRouteRequest(mesh_name="shop", virtual_router_name="api-router",
+                                                  route_name="api")).route
     assert cur.metadata.version == 2
     assert [t.weight for t in cur.spec.http_route.action.weighted_targets] == [50, 50]
     err = rpc_error(s.DeleteRoute, pb.DeleteRouteRequest(mesh_name="shop", virtual_router_name="api-router",
@@ -295,7 +297,7 @@ def test_pagination_over_260_resources_with_concurrent_writes(admin):
     create(s, "Mesh", meshName="big", spec={})
     names = [f"n-{i:03d}" for i in range(260)]
     for n in names:
-        s.CreateVirtualNode(pb.CreateVirtualNodeRequest(mesh_name="big", virtual_node_name=n), timeout=10)
+        create(s, "VirtualNode", meshName="big", virtualNodeName=n, spec=node_spec())
     seen, token, pages = [], "", 0
     while True:
         resp = s.ListVirtualNodes(pb.ListVirtualNodesRequest(mesh_name="big", limit=37, next_token=token))
@@ -305,8 +307,8 @@ def test_pagination_over_260_resources_with_concurrent_writes(admin):
         if pages == 2:
             # Concurrent writes between pages: a new name sorting before the cursor and one
             # after it; a deletion of one not yet listed.
-            s.CreateVirtualNode(pb.CreateVirtualNodeRequest(mesh_name="big", virtual_node_name="a-early"))
-            s.CreateVirtualNode(pb.CreateVirtualNodeRequest(mesh_name="big", virtual_node_name="z-late"))
+            create(s, "VirtualNode", meshName="big", virtualNodeName="a-early", spec=node_spec())
+            create(s, "VirtualNode", meshName="big", virtualNodeName="z-late", spec=node_spec())
             s.DeleteVirtualNode(pb.DeleteVirtualNodeRequest(mesh_name="big", virtual_node_name="n-200"))
         token = resp.next_token
         if not token:

@@ -130,8 +130,8 @@ def _operations(api: Api, mesh: str):
     return {
         "describe": lambda: api.admin.DescribeMesh(pb.DescribeMeshRequest(mesh_name=mesh), timeout=10),
         "list": lambda: api.admin.ListVirtualNodes(pb.ListVirtualNodesRequest(mesh_name=mesh), timeout=10),
-        "create": lambda: api.admin.CreateVirtualNode(pb.CreateVirtualNodeRequest(mesh_name=mesh, virtual_node_name=n), timeout=10),
-        "update": lambda: api.admin.UpdateVirtualNode(pb.UpdateVirtualNodeRequest(mesh_name=mesh, virtual_node_name="fixed"), timeout=10),
+        "create": lambda: api.admin.CreateVirtualNode(pb.CreateVirtualNodeRequest(mesh_name=mesh, virtual_node_name=n, spec={}), timeout=10),
+        "update": lambda: api.admin.UpdateVirtualNode(pb.UpdateVirtualNodeRequest(mesh_name=mesh, virtual_node_name="fixed", spec={}), timeout=10),
         "delete": lambda: api.admin.DeleteVirtualNode(pb.DeleteVirtualNodeRequest(mesh_name=mesh, virtual_node_name="doomed"), timeout=10),
         "manage_ca": lambda: api.sec.ListCertificateAuthorities(sec.ListCertificateAuthoritiesRequest(mesh_name=mesh), timeout=10),
         "manage_roles": lambda: api.sec.ListRoleBindings(sec.ListRoleBindingsRequest(mesh_name=mesh), timeout=10),
@@ -155,7 +155,7 @@ def test_rbac_matrix_every_role_every_permission_two_meshes(cluster):
                 # The update/delete targets exist afresh for each call, so OK means allowed.
                 if perm in ("update", "delete"):
                     name = "fixed" if perm == "update" else "doomed"
-                    root.admin.CreateVirtualNode(pb.CreateVirtualNodeRequest(mesh_name=mesh, virtual_node_name=name), timeout=10) \
+                    root.admin.CreateVirtualNode(pb.CreateVirtualNodeRequest(mesh_name=mesh, virtual_node_name=name, spec={}), timeout=10) \
                         if _code(root.admin.DescribeVirtualNode, pb.DescribeVirtualNodeRequest(mesh_name=mesh, virtual_node_name=name)) != grpc.StatusCode.OK else None
                 try:
                     op()
@@ -187,7 +187,7 @@ def test_unauthenticated_is_never_permission_denied(cluster):
     viewer_tok = root.sec.CreateApiToken(sec.CreateApiTokenRequest(principal="v"), timeout=10).token
     root.sec.GrantRole(sec.GrantRoleRequest(subject="v", role="viewer", mesh_name="m"), timeout=10)
     with pytest.raises(grpc.RpcError) as err:
-        token_api(viewer_tok).admin.CreateVirtualNode(pb.CreateVirtualNodeRequest(mesh_name="m", virtual_node_name="x"), timeout=10)
+        token_api(viewer_tok).admin.CreateVirtualNode(pb.CreateVirtualNodeRequest(mesh_name="m", virtual_node_name="x", spec={}), timeout=10)
     assert err.value.code() == grpc.StatusCode.PERMISSION_DENIED
     assert "lacks permission create in mesh m" in err.value.details()
     info = next(d for d in rpc_status.from_call(err.value).details if d.Is(error_details_pb2.ErrorInfo.DESCRIPTOR))
@@ -205,9 +205,9 @@ def test_every_write_is_audited_with_who_what_result_and_request_id(cluster):
     daemon, root, token_api, _, _ = cluster
     rid = uuid.uuid4().hex
     root.admin.CreateMesh(pb.CreateMeshRequest(mesh_name="aud"), timeout=10, metadata=(("x-request-id", rid),))
-    root.admin.CreateVirtualNode(pb.CreateVirtualNodeRequest(mesh_name="aud", virtual_node_name="n"), timeout=10)
+    root.admin.CreateVirtualNode(pb.CreateVirtualNodeRequest(mesh_name="aud", virtual_node_name="n", spec={}), timeout=10)
     with pytest.raises(grpc.RpcError):
-        root.admin.CreateVirtualNode(pb.CreateVirtualNodeRequest(mesh_name="aud", virtual_node_name="n"), timeout=10)
+        root.admin.CreateVirtualNode(pb.CreateVirtualNodeRequest(mesh_name="aud", virtual_node_name="n", spec={}), timeout=10)
     nobody = token_api(root.sec.CreateApiToken(sec.CreateApiTokenRequest(principal="nobody"), timeout=10).token)
     with pytest.raises(grpc.RpcError):
         nobody.admin.DeleteMesh(pb.DeleteMeshRequest(mesh_name="aud"), timeout=10)
@@ -236,7 +236,7 @@ def test_host_gets_certificates_only_for_nodes_it_runs(cluster):
     daemon, root, _, mtls_api, tmp_path = cluster
     root.admin.CreateMesh(pb.CreateMeshRequest(mesh_name="shop"), timeout=10)
     for n in ("web", "api"):
-        root.admin.CreateVirtualNode(pb.CreateVirtualNodeRequest(mesh_name="shop", virtual_node_name=n), timeout=10)
+        root.admin.CreateVirtualNode(pb.CreateVirtualNodeRequest(mesh_name="shop", virtual_node_name=n, spec={}), timeout=10)
     # An instance of web registered through h1 (held by h1's lease).
     root.admin.RegisterInstance(pb.RegisterInstanceRequest(mesh_name="shop", virtual_node_name="web",
                                                            instance_id="w1", address="127.0.0.1", port=8080), timeout=10)

@@ -78,7 +78,7 @@ def test_registration_of_a_missing_node_backs_off_and_resumes_when_it_is_applied
         # the configuration change.
         r = meshd.resources
         r.create(K.MESH, pb.CreateMeshRequest(mesh_name="ghost"))
-        r.create(K.VIRTUAL_NODE, pb.CreateVirtualNodeRequest(mesh_name="ghost", virtual_node_name="api"))
+        r.create(K.VIRTUAL_NODE, pb.CreateVirtualNodeRequest(mesh_name="ghost", virtual_node_name="api", spec={}))
         backoff_retry = tries[-1] + REGISTER_RETRY_MAX_S
         deadline = time.monotonic() + 30
         while not r.list_instances(pb.ListInstancesRequest(mesh_name="ghost")).instances:

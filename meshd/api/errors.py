@@ -25,6 +25,10 @@ class ApiError(Exception):
     code = grpc.StatusCode.INTERNAL
     reason = "INTERNAL"
 
+    def metadata(self) -> dict[str, str]:
+        """The data of the error, for the ErrorInfo a client acts on."""
+        return {}
+
 
 class VersionConflict(ApiError):
     """An update or delete named an expected version that is no longer current."""
@@ -46,6 +50,75 @@ class BadRequest(ApiError):
     def __init__(self, field: str, description: str):
         self.field, self.description = field, description
         super().__init__(f"{field}: {description}")
+
+
+class Forbidden(ApiError):
+    """A request named a mesh owner other than this cluster's account.
+
+    App Mesh answers ForbiddenException for a mesh of another account that is not shared
+    with the caller's; meshd serves one account per cluster, so no other account's mesh
+    is ever shared. Distinct from RBAC's PermissionDenied (meshd.security), which is about
+    the caller, not the resource.
+    """
+
+    code = grpc.StatusCode.PERMISSION_DENIED
+    reason = "FORBIDDEN"
+
+    def __init__(self, owner: str, account: str, what: str = "mesh owner"):
+        self.owner, self.account = owner, account
+        super().__init__(f"{what} {owner} is not this cluster's account {account}: "
+                         f"meshd serves the meshes of account {account} only")
+
+    def metadata(self) -> dict[str, str]:
+        return {"owner": self.owner, "account": self.account}
+
+
+class TooManyTags(ApiError):
+    """A resource would carry more tags than App Mesh allows (TooManyTagsException)."""
+
+    code = grpc.StatusCode.INVALID_ARGUMENT
+    reason = "TOO_MANY_TAGS"
+
+    def __init__(self, count: int, limit: int):
+        self.count, self.limit = count, limit
+        super().__init__(f"a resource takes at most {limit} tags; this request would give it {count}; "
+                         "none of its tags were applied")
+
+    def metadata(self) -> dict[str, str]:
+        return {"count": str(self.count), "limit": str(self.limit)}
+
+
+class LimitExceeded(ApiError):
+    """A create beyond one of the cluster's quotas (App Mesh's LimitExceededException)."""
+
+    code = grpc.StatusCode.RESOURCE_EXHAUSTED
+    reason = "LIMIT_EXCEEDED"
+
+    def __init__(self, quota: str, limit: int, parent: str):
+        self.quota, self.limit, self.parent = quota, limit, parent
+        where = f" in {describe_path(parent)}" if parent else ""
+        super().__init__(f"quota {quota} is {limit}, and{where} {limit} already exist; "
+                         "delete one, or raise the quota (meshd run --quota)")
+
+    def metadata(self) -> dict[str, str]:
+        return {"quota": self.quota, "limit": str(self.limit), "resource": self.parent}
+
+
+class AwsIdentityMismatch(ApiError):
+    """A meshd was started with a partition, region or account other than the one its
+    cluster recorded when it was first started: its ARNs would name other resources."""
+
+    code = grpc.StatusCode.FAILED_PRECONDITION
+    reason = "AWS_IDENTITY_MISMATCH"
+
+    def __init__(self, field: str, recorded: str, requested: str):
+        self.field, self.recorded, self.requested = field, recorded, requested
+        super().__init__(f"this cluster's AWS {field} is {recorded!r} (recorded in etcd by its first meshd), "
+                         f"but this meshd was started with {requested!r}: start it without the {field}, "
+                         f"or with {recorded!r}")
+
+    def metadata(self) -> dict[str, str]:
+        return {"field": self.field, "recorded": self.recorded, "requested": self.requested}
 
 
 # registry error class -> (gRPC code, reason). The reason strings are part of the API.
@@ -100,6 +173,8 @@ def _message(err: Exception) -> tuple[str, dict[str, str]]:
         return "invalid request: " + "; ".join(f"{v.field}: {v.description}" for v in err.violations), {}
     if isinstance(err, sec.PermissionDenied):
         return str(err), {"subject": err.subject, "permission": err.permission, "mesh": err.mesh}
+    if isinstance(err, ApiError):
+        return str(err), err.metadata()
     return str(err), {}
 
 

@@ -14,11 +14,17 @@ collection of its own so a List is one key-ordered range:
     instances/<mesh>/<node>/<instanceId>
     hosts/<hostName>                    (each meshd's own record, under its host lease)
     tags/<resource path>                refs/<target path>|<referrer path>
+    cluster/aws-identity                (the partition, region and account of every ARN)
+
+ARNs are App Mesh's, computed from a resource's ids whenever it is read:
+
+    arn:<partition>:appmesh:<region>:<account>:mesh/<mesh>/virtualRouter/<router>/route/<route>
 """
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
-from typing import Callable, Iterable
+from typing import Callable, Iterable, NamedTuple
 
 from meshd.v1 import admin_pb2, spec_pb2
 
@@ -40,6 +46,8 @@ class Kind:
     spec_cls: type
     status_cls: type
     arn_segment: str  # App Mesh ARN segment, e.g. "virtualNode"
+    # App Mesh's Create and Update inputs require a spec for every kind but the mesh.
+    spec_required: bool = True
     # Targets this resource's spec refers to, as (store path, role) pairs.
     references: Callable[[str, object], list[str]] = field(default=lambda mesh, spec: [])
 
@@ -66,14 +74,58 @@ class Kind:
             needs.append((parent_kind.path(ids[:2]), parent_kind.name))
         return needs
 
-    def arn(self, ids: tuple[str, ...], *, cluster: str, owner: str) -> str:
-        # App Mesh: arn:aws:appmesh:<region>:<account>:mesh/<mesh>/virtualRouter/<r>/route/<n>
+    @property
+    def quota(self) -> str:
+        """App Mesh's name for the quota on how many of this kind one parent holds:
+        "meshes" (per account), "virtualNodesPerMesh", "routesPerVirtualRouter"..."""
+        if not self.parents:
+            return self.collection
+        return f"{self.collection}Per{BY_ID_FIELD[self.parents[-1]].title}"
+
+    def arn(self, ids: tuple[str, ...], *, partition: str, region: str, account: str) -> str:
+        """App Mesh's ARN: arn:aws:appmesh:<region>:<account>:mesh/<mesh>/virtualRouter/<r>/route/<n>."""
         segs = ["mesh", ids[0]]
         if len(ids) == 3:
             segs += [BY_ID_FIELD[self.parents[1]].arn_segment, ids[1]]
         if self.name != "mesh":
             segs += [self.arn_segment, ids[-1]]
-        return f"arn:meshd:appmesh:{cluster}:{owner}:" + "/".join(segs)
+        return f"arn:{partition}:appmesh:{region}:{account}:" + "/".join(segs)
+
+
+class Arn(NamedTuple):
+    """A parsed App Mesh ARN. `partition` is "meshd" for the form meshd wrote before it
+    used AWS's (arn:meshd:appmesh:<cluster>:<owner>:...), whose region and account are not
+    AWS's and are not checked."""
+
+    partition: str
+    region: str
+    account: str
+    kind: Kind
+    ids: tuple[str, ...]
+
+
+_ARN = re.compile(r"^arn:([^:]+):appmesh:([^:]*):([^:]*):mesh/(.+)$")
+
+
+def parse_arn(arn: str) -> Arn:
+    """Split an App Mesh resource ARN; ValueError says what is wrong with it."""
+    m = _ARN.match(arn or "")
+    if not m:
+        raise ValueError(f"not an App Mesh resource ARN (arn:<partition>:appmesh:<region>:<account>:mesh/...): "
+                         f"{arn!r}")
+    partition, region, account, resource = m.groups()
+    segs = resource.split("/")
+    kind, ids, rest = MESH, [segs[0]], segs[1:]
+    if len(rest) % 2 or len(rest) > 4:
+        raise ValueError(f"malformed resource path in {arn!r}")
+    for i in range(0, len(rest), 2):
+        # The kind under a mesh, then (for routes and gateway routes) under its parent.
+        child = BY_ARN_SEGMENT.get(rest[i])
+        if child is None or child.parents != kind.id_fields:
+            raise ValueError(f"unknown resource type {rest[i]!r} under {kind.name} in {arn!r}")
+        kind = child
+        ids.append(rest[i + 1])
+    return Arn(partition, region, account, kind, tuple(ids))
 
 
 def _get(msg, *names):
@@ -132,7 +184,8 @@ def _kind(name, title, plural, collection, parents, refs=None, arn_segment=None)
         name_field=snake + "_name",
         data_cls=getattr(admin_pb2, title + "Data"), ref_cls=getattr(admin_pb2, title + "Ref"),
         spec_cls=getattr(spec_pb2, title + "Spec"), status_cls=getattr(spec_pb2, title + "Status"),
-        arn_segment=arn_segment or name, references=refs or (lambda mesh, spec: []),
+        arn_segment=arn_segment or name, spec_required=name != "mesh",
+        references=refs or (lambda mesh, spec: []),
     )
 
 
@@ -152,6 +205,7 @@ BY_NAME = {k.name: k for k in KINDS}
 BY_COLLECTION = {k.collection: k for k in KINDS}
 BY_ID_FIELD = {k.name_field: k for k in KINDS}
 BY_TITLE = {k.title: k for k in KINDS}
+BY_ARN_SEGMENT = {k.arn_segment: k for k in KINDS}
 INSTANCES = "instances"
 HOSTS = "hosts"
 

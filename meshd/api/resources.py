@@ -1,8 +1,15 @@
 """The admin API's behaviour, written once for every kind: CRUD, tags, instances, watch.
 
 It speaks protobuf requests and responses and raises typed errors; the gRPC servicer in
-`meshd.api.server` maps them to statuses. Every write is a single registry transaction
-carrying the kind's integrity rules (see `meshd.api.kinds`).
+`meshd.api.server` maps them to statuses, and App Mesh's REST API (`meshd.awsapi`) calls
+the same methods. Every write is a single registry transaction carrying the kind's
+integrity rules (see `meshd.api.kinds`).
+
+Identity is App Mesh's: every ARN is arn:<partition>:appmesh:<region>:<account>:mesh/...,
+and meshOwner and resourceOwner are the account. Each cluster has one AwsIdentity, recorded
+in etcd by its first meshd (`establish_aws_identity`, `ClusterIdentity`). ARNs and owners
+are computed from the ids and that identity on every read, never trusted from storage, so
+resources written before (with arn:meshd:... ARNs) read back in the same form as new ones.
 """
 from __future__ import annotations
 
@@ -15,34 +22,151 @@ import re
 import threading
 import time
 import uuid
-from dataclasses import dataclass
-from typing import Callable, Iterator
+from dataclasses import dataclass, field
+from types import MappingProxyType
+from typing import Callable, Iterator, Mapping
 
 from google.protobuf import timestamp_pb2
 
 import registry
 from meshd.api import kinds as K
-from meshd.api.errors import BadRequest, VersionConflict
+from meshd.api.errors import (AwsIdentityMismatch, BadRequest, Forbidden, LimitExceeded, TooManyTags,
+                              VersionConflict)
 from meshd.api.validate import FieldViolation, InvalidSpec, validate_name, validate_spec
 from meshd.v1 import admin_pb2
 
 log = logging.getLogger("meshd.api")
 
+# App Mesh's limits (botocore's appmesh model; tests/test_appmesh_identity.py checks them
+# against it): List pages of 1-100, ListTagsForResource pages of 1-50, 50 tags per
+# resource, 50 keys per UntagResource.
 MAX_LIMIT = 100
+MAX_TAGS_LIMIT = 50
+MAX_TAGS = 50
+# The cluster's AwsIdentity, written once by the first meshd (create-if-absent).
+AWS_IDENTITY_PATH = "cluster/aws-identity"
+# App Mesh's quota names, one per kind: "meshes", "virtualNodesPerMesh", ...
+QUOTAS: tuple[str, ...] = tuple(k.quota for k in K.KINDS)
 # An update without an expected version re-reads and retries when another writer got in
 # between; bounded so a hot resource cannot keep a request spinning.
 _UPDATE_ATTEMPTS = 16
 _INSTANCE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$")
 _HEALTH = ("HEALTHY", "UNHEALTHY", "UNKNOWN")
 _TOKEN = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+_ACCOUNT = re.compile(r"^[0-9]{12}$")
+# Partitions (aws, aws-cn, aws-us-gov...) and regions (us-east-1, cn-north-1...): lower-case
+# words joined by hyphens, so that neither can break an ARN's colons or slashes.
+_ARN_WORD = re.compile(r"^[a-z0-9]+(-[a-z0-9]+)*$")
+_DNS_NAME = re.compile(r"^(?=.{1,253}$)([A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)"
+                       r"(\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*$")
+
+
+@dataclass(frozen=True)
+class AwsIdentity:
+    """Where this cluster sits in AWS's naming: the partition, region and account of every
+    ARN it issues, and the account that owns its meshes. One per cluster."""
+
+    partition: str = "aws"
+    region: str = "us-east-1"
+    account: str = "000000000000"
+
+    def __post_init__(self):
+        if not (_ARN_WORD.match(self.partition) and len(self.partition) <= 32) or self.partition == "meshd":
+            # "meshd" is the partition of the ARNs meshd issued before it used AWS's form.
+            raise ValueError(f"AWS partition {self.partition!r}: lower-case words joined by hyphens, e.g. aws, aws-cn")
+        if not (_ARN_WORD.match(self.region) and len(self.region) <= 64):
+            raise ValueError(f"AWS region {self.region!r}: lower-case words joined by hyphens, e.g. us-east-1")
+        if not _ACCOUNT.match(self.account):
+            raise ValueError(f"AWS account {self.account!r}: must be 12 digits")
 
 
 @dataclass(frozen=True)
 class ApiConfig:
-    """Identity of this cluster in ARNs and metadata."""
+    """This cluster's AWS identity (its ARNs and owners) and its quotas on creates."""
 
-    cluster: str = "local"
-    owner: str = "meshd"
+    aws: AwsIdentity = AwsIdentity()
+    # Quota name (QUOTAS) -> the most resources of that kind one parent may hold. App Mesh's
+    # quotas are per account and adjustable; a quota not given here is unlimited.
+    quotas: Mapping[str, int] = field(default_factory=dict)
+
+    def __post_init__(self):
+        for name, value in self.quotas.items():
+            if name not in QUOTAS:
+                raise ValueError(f"unknown quota {name!r}; the quotas are {', '.join(QUOTAS)}")
+            if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+                raise ValueError(f"quota {name}: must be a whole number >= 0, got {value!r}")
+        object.__setattr__(self, "quotas", MappingProxyType(dict(self.quotas)))
+
+
+def parse_quota(text: str) -> tuple[str, int]:
+    """NAME=N, as `meshd run --quota` takes it, checked: ("virtualNodesPerMesh", 500)."""
+    name, sep, value = text.partition("=")
+    if not sep or not value.strip().isdigit():
+        raise ValueError(f"quota {text!r}: expected NAME=N with N a whole number, e.g. virtualNodesPerMesh=500")
+    quota = (name.strip(), int(value))
+    ApiConfig(quotas=dict([quota]))
+    return quota
+
+
+def establish_aws_identity(store: registry.Store, *, partition: str = "", region: str = "",
+                           account: str = "") -> AwsIdentity:
+    """The cluster's AwsIdentity, as recorded in etcd; the first meshd records it.
+
+    The values given are this meshd's explicit settings ("" for one not given). With no
+    record yet, they (and the defaults for the rest) are recorded, create-if-absent, so
+    meshds starting together agree on whichever got there first. With a record, it is
+    adopted, and a given value that differs from it raises AwsIdentityMismatch: a meshd
+    issuing other ARNs than its peers would name other resources.
+    """
+    given = {k: v for k, v in (("partition", partition), ("region", region), ("account", account)) if v}
+    wanted = AwsIdentity(**given)  # ValueError for a malformed value, before etcd is touched
+    for _ in range(_UPDATE_ATTEMPTS):
+        item = store.get(AWS_IDENTITY_PATH)
+        if item is None:
+            record = json.dumps({"partition": wanted.partition, "region": wanted.region, "account": wanted.account})
+            try:
+                store.commit(registry.Write(AWS_IDENTITY_PATH, record.encode(), expect_revision=0))
+            except registry.AlreadyExists:
+                continue  # another meshd recorded first: adopt or refuse its identity
+            log.info("cluster AWS identity recorded", extra={"partition": wanted.partition, "region": wanted.region,
+                                                             "account": wanted.account, "key": AWS_IDENTITY_PATH})
+            return wanted
+        try:
+            recorded = AwsIdentity(**json.loads(item.value))
+        except (ValueError, TypeError) as err:
+            raise ValueError(f"etcd key {AWS_IDENTITY_PATH}: not an AWS identity record: {err}") from err
+        for name, value in given.items():
+            if getattr(recorded, name) != value:
+                raise AwsIdentityMismatch(name, getattr(recorded, name), value)
+        return recorded
+    raise registry.Conflict(AWS_IDENTITY_PATH, 0, -1)
+
+
+class ClusterIdentity:
+    """The cluster's AwsIdentity for one meshd, established (`establish_aws_identity`) when
+    first needed and then kept.
+
+    A meshd starts, and serves, while etcd is away (every request then answers UNAVAILABLE),
+    so the identity cannot always be read at start: `get` raises registry.Unavailable until
+    etcd answers, and AwsIdentityMismatch for as long as this meshd's settings contradict
+    the recorded identity.
+    """
+
+    def __init__(self, store: registry.Store, *, partition: str = "", region: str = "", account: str = ""):
+        self._store = store
+        self._given = {"partition": partition, "region": region, "account": account}
+        AwsIdentity(**{k: v for k, v in self._given.items() if v})  # a malformed setting fails now
+        self._value: AwsIdentity | None = None
+        self._lock = threading.Lock()
+
+    def get(self) -> AwsIdentity:
+        value = self._value
+        if value is None:
+            with self._lock:
+                if self._value is None:
+                    self._value = establish_aws_identity(self._store, **self._given)
+                value = self._value
+        return value
 
 
 def _now() -> timestamp_pb2.Timestamp:
@@ -67,11 +191,12 @@ def _decode_token(token: str, prefix: str) -> str | None:
     return after
 
 
-def _limit(value: int) -> int:
+def _limit(value: int, maximum: int = MAX_LIMIT) -> int:
+    """A page size: 1..maximum, where 0 (unset over gRPC) means the maximum."""
     if value == 0:
-        return MAX_LIMIT
-    if not 1 <= value <= MAX_LIMIT:
-        raise BadRequest("limit", f"must be between 1 and {MAX_LIMIT}, got {value}")
+        return maximum
+    if not 1 <= value <= maximum:
+        raise BadRequest("limit", f"must be between 1 and {maximum}, got {value}")
     return value
 
 
@@ -87,9 +212,11 @@ class Resources:
     """CRUD over every kind, plus tags, instances and watch, on one registry store."""
 
     def __init__(self, store: registry.Store, config: ApiConfig = ApiConfig(),
-                 host: str = "", host_lease=None, on_create=()):
+                 host: str = "", host_lease=None, on_create=(), identity: ClusterIdentity | None = None):
+        """`identity`, when given, is the cluster's recorded identity and supersedes config.aws."""
         self.store = store
         self.config = config
+        self._identity = identity
         self.host = host
         # The lease (a meshd.lease.HostLease) that holds instances registered through this
         # meshd without a TTL of their own: they live as long as this meshd does.
@@ -98,6 +225,13 @@ class Resources:
         # Called with (kind, data) after each successful create (the mesh CA hook).
         self._on_create = list(on_create)
         self._lock = threading.Lock()
+
+    @property
+    def aws(self) -> AwsIdentity:
+        """This cluster's AWS identity: its ARNs' partition, region and account. With a
+        ClusterIdentity it is read from etcd on first use (registry.Unavailable until etcd
+        answers); callers in front of this layer (SigV4's region) read it per request."""
+        return self._identity.get() if self._identity is not None else self.config.aws
 
     # -- helpers ----------------------------------------------------------------------
     def _ids(self, kind: K.Kind, request) -> tuple[str, ...]:
@@ -112,10 +246,52 @@ class Resources:
             raise InvalidSpec(violations)
         return ids
 
+    def _stamp(self, kind: K.Kind, data) -> None:
+        """Set the ARN and owners of `data` from its ids and this cluster's identity."""
+        aws = self.aws
+        md = data.metadata
+        md.arn = kind.arn(kind.ids(data), partition=aws.partition, region=aws.region, account=aws.account)
+        md.mesh_owner = md.resource_owner = aws.account
+
     def _decode(self, kind: K.Kind, item: registry.Item):
         data = kind.data_cls()
         data.ParseFromString(item.value)
+        self._stamp(kind, data)
         return data
+
+    def _check_owner(self, request) -> None:
+        """App Mesh's meshOwner: an account id; any account but this cluster's is refused as
+        App Mesh refuses a mesh another account has not shared with the caller."""
+        owner = getattr(request, "mesh_owner", "")
+        if not owner:
+            return
+        if not _ACCOUNT.match(owner):
+            raise BadRequest("meshOwner", f"must be a 12-digit AWS account id, got {owner!r}")
+        if owner != self.aws.account:
+            raise Forbidden(owner, self.aws.account)
+
+    def _check_spec(self, kind: K.Kind, verb: str, request) -> None:
+        if kind.spec_required and not request.HasField("spec"):
+            raise BadRequest("spec", f"required: {verb}{kind.title} takes a spec")
+        validate_spec(kind.name, request.spec)
+
+    def _check_quota(self, kind: K.Kind, ids: tuple[str, ...], path: str) -> None:
+        """Refuse a create that would put more of `kind` under its parent than its quota.
+
+        The count is read before the create's transaction, not inside it: creates racing
+        each other may each see room for one more, so concurrent creates can overshoot a
+        quota by up to their number. Quotas are guard rails, as App Mesh's are, not
+        invariants; a count inside the transaction would serialize every create of a kind.
+        """
+        limit = self.config.quotas.get(kind.quota)
+        if limit is None:
+            return
+        # At most limit+1 keys are read, whatever the number stored.
+        if limit == 0 or len(self.store.list(kind.list_prefix(ids[:-1]), limit=limit).items) >= limit:
+            if self.store.get(path) is not None:
+                return  # a create of an existing name: the commit answers AlreadyExists
+            parent = K.BY_ID_FIELD[kind.parents[-1]].path(ids[:-1]) if kind.parents else ""
+            raise LimitExceeded(kind.quota, limit, parent)
 
     def _read(self, kind: K.Kind, ids) -> tuple[registry.Item, object]:
         item = self.store.get(kind.path(ids))
@@ -149,32 +325,34 @@ class Resources:
             raise registry.IdempotencyMismatch(token)
         resp = getattr(admin_pb2, f"{verb}{kind.title}Response")()
         resp.ParseFromString(body)
+        self._stamp(kind, getattr(resp, kind.field))
         return resp
 
     # -- CRUD -------------------------------------------------------------------------
     def create(self, kind: K.Kind, request):
         ids = self._ids(kind, request)
-        validate_spec(kind.name, request.spec)
+        self._check_owner(request)
+        self._check_spec(kind, "Create", request)
         _validate_tags(request.tags)
         idem, replay = self._idempotent(kind, "Create", request)
         if replay is not None:
             return replay
+        path = kind.path(ids)
+        self._check_quota(kind, ids, path)
         now = _now()
         data = kind.data_cls()
         for f, v in zip(kind.id_fields, ids):
             setattr(data, f, v)
         data.spec.CopyFrom(request.spec)
         md = data.metadata
-        md.arn = kind.arn(ids, cluster=self.config.cluster, owner=self.config.owner)
+        # Stored too, for readers of the raw record (backups, older meshds); reads recompute them.
+        self._stamp(kind, data)
         md.uid = str(uuid.uuid4())
         md.version = 1
         md.created_at.CopyFrom(now)
         md.last_updated_at.CopyFrom(now)
-        md.mesh_owner = self.config.owner
-        md.resource_owner = self.config.owner
         data.status.status = "ACTIVE"
         resp = self._response(kind, "Create", data)
-        path = kind.path(ids)
         refs = tuple(kind.references(ids[0], request.spec))
         puts = ()
         if request.tags:
@@ -193,12 +371,14 @@ class Resources:
 
     def describe(self, kind: K.Kind, request):
         ids = self._ids(kind, request)
+        self._check_owner(request)
         _, data = self._read(kind, ids)
         return self._response(kind, "Describe", data)
 
     def update(self, kind: K.Kind, request):
         ids = self._ids(kind, request)
-        validate_spec(kind.name, request.spec)
+        self._check_owner(request)
+        self._check_spec(kind, "Update", request)
         idem, replay = self._idempotent(kind, "Update", request)
         if replay is not None:
             return replay
@@ -231,6 +411,7 @@ class Resources:
 
     def delete(self, kind: K.Kind, request):
         ids = self._ids(kind, request)
+        self._check_owner(request)
         path = kind.path(ids)
         expected = request.expected_version if request.HasField("expected_version") else None
         for _ in range(_UPDATE_ATTEMPTS):
@@ -254,6 +435,7 @@ class Resources:
         parent_ids = tuple(getattr(request, f) for f in kind.parents)
         for f, v in zip(kind.parents, parent_ids):
             validate_name(_camel(f), v)
+        self._check_owner(request)
         limit = _limit(request.limit)
         prefix = kind.list_prefix(parent_ids)
         after = _decode_token(request.next_token, prefix)
@@ -281,25 +463,30 @@ class Resources:
 
     # -- tags -------------------------------------------------------------------------
     def _path_for_arn(self, arn: str) -> str:
-        """Resolve an ARN issued by this cluster to the store path of its resource."""
-        m = re.match(r"^arn:meshd:appmesh:[^:]*:[^:]*:mesh/(.+)$", arn or "")
-        if not m:
-            raise BadRequest("resourceArn", f"not a meshd resource ARN: {arn!r}")
-        segs = m.group(1).split("/")
-        names = {"mesh": K.MESH}
-        names.update({k.arn_segment: k for k in K.KINDS})
-        kind, ids = K.MESH, [segs[0]]
-        rest = segs[1:]
-        if len(rest) % 2:
-            raise BadRequest("resourceArn", f"malformed resource path in {arn!r}")
-        for i in range(0, len(rest), 2):
-            if rest[i] not in names:
-                raise BadRequest("resourceArn", f"unknown resource type {rest[i]!r}")
-            kind = names[rest[i]]
-            ids.append(rest[i + 1])
-        if len(ids) != len(kind.id_fields):
-            raise BadRequest("resourceArn", f"malformed resource path in {arn!r}")
-        path = kind.path(ids)
+        """Resolve an ARN of this cluster's to the store path of its resource.
+
+        Besides AWS's form, the arn:meshd:appmesh:<cluster>:<owner>:... form meshd issued
+        before is accepted, as callers may have stored such ARNs.
+        """
+        try:
+            parsed = K.parse_arn(arn)
+            for f, v in zip(parsed.kind.id_fields, parsed.ids):
+                validate_name(_camel(f), v)
+        except ValueError as err:
+            raise BadRequest("resourceArn", str(err)) from err
+        except InvalidSpec as err:
+            raise BadRequest("resourceArn", f"{arn!r}: " + "; ".join(
+                f"{v.field}: {v.description}" for v in err.violations)) from err
+        aws = self.aws
+        if parsed.partition != "meshd":
+            for what, got, ours in (("partition", parsed.partition, aws.partition),
+                                    ("region", parsed.region, aws.region)):
+                if got != ours:
+                    raise BadRequest("resourceArn", f"{arn!r} names {what} {got!r}, "
+                                                    f"but this cluster's {what} is {ours!r}")
+            if parsed.account != aws.account:
+                raise Forbidden(parsed.account, aws.account, what="account")
+        path = parsed.kind.path(parsed.ids)
         if self.store.get(path) is None:
             raise registry.NotFound(path)
         return path
@@ -309,6 +496,10 @@ class Resources:
         tags = admin_pb2.TagList()
         if item is not None:
             tags.ParseFromString(item.value)
+        for t in tags.tags:
+            # Written before TagRef.value had presence, an empty value was not stored at all;
+            # App Mesh's TagRef always has one.
+            t.value = t.value
         return item, tags
 
     def _write_tags(self, path: str, mutate: Callable[[dict[str, str]], None]) -> None:
@@ -335,6 +526,14 @@ class Resources:
 
     def untag_resource(self, request):
         path = self._path_for_arn(request.resource_arn)
+        # App Mesh's TagKeyList: at most 50 keys, each 1-128 characters.
+        violations = []
+        if len(request.tag_keys) > MAX_TAGS:
+            violations.append(FieldViolation("tagKeys", f"at most {MAX_TAGS} keys, got {len(request.tag_keys)}"))
+        violations += [FieldViolation(f"tagKeys[{i}]", "must be 1-128 characters")
+                       for i, k in enumerate(request.tag_keys) if not 1 <= len(k) <= 128]
+        if violations:
+            raise InvalidSpec(violations)
 
         def drop(cur):
             for k in request.tag_keys:
@@ -344,7 +543,7 @@ class Resources:
 
     def list_tags(self, request):
         path = self._path_for_arn(request.resource_arn)
-        limit = _limit(request.limit)
+        limit = _limit(request.limit, MAX_TAGS_LIMIT)
         _, tags = self._tags(path)
         start = 0
         if request.next_token:
@@ -367,7 +566,8 @@ class Resources:
             except InvalidSpec as err:
                 violations.extend(err.violations)
         if not _INSTANCE_ID.match(request.instance_id):
-            violations.append(FieldViolation("instanceId", "1-128 letters, digits and . _ : - starting with a letter or digit"))
+            violations.append(FieldViolation("instanceId",
+                                             "1-128 letters, digits and . _ : - starting with a letter or digit"))
         if not _valid_address(request.address):
             violations.append(FieldViolation("address", f"not an IP address or DNS name: {request.address!r}"))
         if not 1 <= request.port <= 65535:
@@ -472,7 +672,9 @@ class Resources:
             return None  # refs, tags, idempotency records: internal
         out.kind = kind.name
         if ev.value:
-            getattr(out.resource, kind.field).ParseFromString(ev.value)
+            data = getattr(out.resource, kind.field)
+            data.ParseFromString(ev.value)
+            self._stamp(kind, data)
         return out
 
     @staticmethod
@@ -553,21 +755,24 @@ def _camel(snake: str) -> str:
 
 
 def _validate_tags(tags) -> None:
-    # App Mesh: up to 50 tags; key 1-128 characters, value 0-256 characters.
+    """App Mesh's TagRef: key 1-128 characters and value 0-256, both required; then at
+    most 50 tags on a resource, else TooManyTags (App Mesh's TooManyTagsException)."""
     violations = []
-    if len(tags) > 50:
-        violations.append(FieldViolation("tags", f"at most 50 tags, got {len(tags)}"))
     seen = set()
     for i, t in enumerate(tags):
         if not 1 <= len(t.key) <= 128:
             violations.append(FieldViolation(f"tags[{i}].key", "must be 1-128 characters"))
-        if len(t.value) > 256:
+        if not t.HasField("value"):
+            violations.append(FieldViolation(f"tags[{i}].value", "required (it may be empty)"))
+        elif len(t.value) > 256:
             violations.append(FieldViolation(f"tags[{i}].value", "must be at most 256 characters"))
         if t.key in seen:
             violations.append(FieldViolation(f"tags[{i}].key", f"duplicate key {t.key!r}"))
         seen.add(t.key)
     if violations:
         raise InvalidSpec(violations)
+    if len(tags) > MAX_TAGS:
+        raise TooManyTags(len(tags), MAX_TAGS)
 
 
 def _valid_address(address: str) -> bool:
@@ -575,4 +780,4 @@ def _valid_address(address: str) -> bool:
         ipaddress.ip_address(address)
         return True
     except ValueError:
-        return bool(re.match(r"^(?=.{1,253}$)([A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)(\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*$", address))
+        return bool(_DNS_NAME.match(address))

@@ -9,6 +9,7 @@ import sys
 import threading
 
 from meshd import logs
+from meshd.api.resources import QUOTAS, parse_quota
 from meshd.app import DEFAULT_ADMIN, DEFAULT_CLUSTER_KEY, DEFAULT_STATE_DIR, Meshd, MeshdConfig
 from meshd.observe import DEFAULT_METRICS, ObserveConfig
 from meshd.proxy import RuntimeConfig
@@ -16,6 +17,13 @@ from meshd.security import ClusterKey
 from meshd.security.errors import ClusterKeyError
 
 log = logging.getLogger("meshd")
+
+
+def _quota(text: str) -> tuple[str, int]:
+    try:
+        return parse_quota(text)
+    except ValueError as err:
+        raise argparse.ArgumentTypeError(str(err)) from err
 
 
 def _run_args(run: argparse.ArgumentParser) -> None:
@@ -31,6 +39,17 @@ def _run_args(run: argparse.ArgumentParser) -> None:
     run.add_argument("--aws-api-rate", type=float, default=float(env("MESHD_AWS_API_RATE", "100")),
                      help="App Mesh API requests/s per access key, bursts of twice that; beyond it "
                           "TooManyRequestsException (0: unlimited; default 100)")
+    run.add_argument("--aws-partition", default=env("MESHD_AWS_PARTITION", ""),
+                     help="the AWS partition in this cluster's ARNs (default: the cluster's recorded one, else aws)")
+    run.add_argument("--aws-region", default=env("MESHD_AWS_REGION", ""),
+                     help="the AWS region in this cluster's ARNs (default: the cluster's recorded one, else us-east-1)")
+    run.add_argument("--aws-account", default=env("MESHD_AWS_ACCOUNT", ""),
+                     help="the 12-digit account that owns this cluster's meshes, in its ARNs (default: the "
+                          "cluster's recorded one, else 000000000000). The first meshd of a cluster records "
+                          "all three in etcd; a meshd given other values than the recorded ones will not start")
+    run.add_argument("--quota", action="append", type=_quota, default=[], metavar="NAME=N",
+                     help=f"refuse creates beyond N resources (LimitExceeded), with App Mesh's quota names: "
+                          f"{', '.join(QUOTAS)} (repeatable; default: unlimited)")
     run.add_argument("--insecure-local", action="store_true", default=env("MESHD_INSECURE_LOCAL") == "1",
                      help="serve --admin as plaintext; refused unless it is a loopback address")
     run.add_argument("--etcd", default=env("MESHD_ETCD", ""),
@@ -181,6 +200,8 @@ def main(argv: list[str] | None = None) -> int:
         runtime=runtime,
         egress=args.egress, ingress=args.ingress, advertise=args.advertise,
         aws_api=args.aws_api, aws_api_rate=args.aws_api_rate,
+        aws_partition=args.aws_partition, aws_region=args.aws_region, aws_account=args.aws_account,
+        quotas=dict(args.quota),
     )
     if args.host_name:
         cfg.host_name = args.host_name

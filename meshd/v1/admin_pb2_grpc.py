@@ -27,6 +27,9 @@ if _version_not_supported:
 
 class MeshAdminStub:
     """MeshAdmin is served by every meshd; each one is stateless and any of them takes any write.
+    As in App Mesh's model, every Create and Update request but the mesh's requires `spec`
+    (INVALID_ARGUMENT, field "spec", without one), and a Create beyond one of the cluster's
+    quotas (meshd run --quota) is RESOURCE_EXHAUSTED, reason LIMIT_EXCEEDED.
     """
 
     def __init__(self, channel):
@@ -254,6 +257,9 @@ class MeshAdminStub:
 
 class MeshAdminServicer:
     """MeshAdmin is served by every meshd; each one is stateless and any of them takes any write.
+    As in App Mesh's model, every Create and Update request but the mesh's requires `spec`
+    (INVALID_ARGUMENT, field "spec", without one), and a Create beyond one of the cluster's
+    quotas (meshd run --quota) is RESOURCE_EXHAUSTED, reason LIMIT_EXCEEDED.
     """
 
     def CreateMesh(self, request, context):
@@ -746,6 +752,9 @@ def add_MeshAdminServicer_to_server(servicer, server):
  # This class is part of an EXPERIMENTAL API.
 class MeshAdmin:
     """MeshAdmin is served by every meshd; each one is stateless and any of them takes any write.
+    As in App Mesh's model, every Create and Update request but the mesh's requires `spec`
+    (INVALID_ARGUMENT, field "spec", without one), and a Create beyond one of the cluster's
+    quotas (meshd run --quota) is RESOURCE_EXHAUSTED, reason LIMIT_EXCEEDED.
     """
 
     @staticmethod

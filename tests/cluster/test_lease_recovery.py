@@ -13,7 +13,7 @@ pytestmark = pytest.mark.etcd
 
 def _setup(admin) -> pb.Instance:
     admin.stub.CreateMesh(pb.CreateMeshRequest(mesh_name="m"))
-    admin.stub.CreateVirtualNode(pb.CreateVirtualNodeRequest(mesh_name="m", virtual_node_name="n"))
+    admin.stub.CreateVirtualNode(pb.CreateVirtualNodeRequest(mesh_name="m", virtual_node_name="n", spec={}))
     admin.lease.start()
     return admin.stub.RegisterInstance(pb.RegisterInstanceRequest(
         mesh_name="m", virtual_node_name="n", instance_id="i-1", address="10.0.0.5", port=9090)).instance
