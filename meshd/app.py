@@ -27,6 +27,7 @@ from meshd.observe import Metrics, MetricsServer, ObserveConfig, Observer, make_
 from meshd.observe.accesslog import AccessLogs
 from meshd.proxy import MeshRuntime, RuntimeConfig, WorkloadCerts
 from meshd.security import AuditLog, KeyRef, MeshCA, Roles, Tokens, spiffe
+from meshd.security.accesskeys import AccessKeys
 from meshd.security.certs import utcnow
 from meshd.security.hostauth import claim_gateway
 from meshd.security.errors import SecurityError
@@ -118,6 +119,7 @@ class Meshd:
         self.metrics_server: MetricsServer | None = None
         self.metrics_push = None
         self.aws_api = None
+        self.access_keys = None
         self._stopped = threading.Event()
 
     def start(self) -> "Meshd":
@@ -145,10 +147,13 @@ class Meshd:
         self.lease = HostLease(self.store, ttl=cfg.lease_ttl, rewrite=instance_on_lease)
         self.lease.start()
 
-        ca = MeshCA(self.store, KeyRef(cfg.cluster_key), trust_domain=cfg.trust_domain,
+        cluster_key = KeyRef(cfg.cluster_key)
+        ca = MeshCA(self.store, cluster_key, trust_domain=cfg.trust_domain,
                     default_ttl=timedelta(hours=cfg.cert_ttl_hours), clock=self.clock)
         tokens, roles = Tokens(self.store, clock=self.clock), Roles(self.store, clock=self.clock)
         audit = AuditLog(self.store, max_entries=cfg.audit_max_entries, clock=self.clock)
+        # SigV4 access keys: one cache (and its etcd watch) for MeshSecurity and the REST API.
+        self.access_keys = AccessKeys(self.store, cluster_key, clock=self.clock)
 
         def give_mesh_a_ca(kind, data):
             # Each mesh gets its CA when it is created; a meshd without the cluster key
@@ -179,11 +184,12 @@ class Meshd:
             listeners.append(Listener(cfg.admin_token, "token"))
         access = Access(build_rules(K.KINDS), roles, tokens, audit, trust_domain=cfg.trust_domain)
         self.admin = AdminServer(
-            resources, listeners, security=Security(self.store, ca, tokens, roles, audit), access=access,
+            resources, listeners, security=Security(self.store, ca, tokens, roles, audit, access_keys=self.access_keys),
+            access=access,
             tls=self.identity.grpc_server_credentials if creds is not None else None)
         self.admin.start()
         if cfg.aws_api:
-            self.aws_api = self._start_aws_api(cfg, resources, access, KeyRef(cfg.cluster_key))
+            self.aws_api = self._start_aws_api(cfg, resources, access)
         self.observer = self._observer(cfg)
         if cfg.runtime is not None and (cfg.runtime.apps or cfg.runtime.gateways):
             self.runtime = self._start_runtime(cfg, ca, resources)
@@ -198,16 +204,15 @@ class Meshd:
                                          "identity": self.identity.identity if creds else ""})
         return self
 
-    def _start_aws_api(self, cfg: MeshdConfig, resources: Resources, access: Access, key: KeyRef):
+    def _start_aws_api(self, cfg: MeshdConfig, resources: Resources, access: Access):
         """App Mesh's REST API on cfg.aws_api: TLS with the host certificate, or plaintext on
         loopback with --insecure-local, as the gRPC admin listener."""
         # Imported here: botocore and aiohttp load only on the meshds that serve this API.
-        from meshd.awsapi.server import AwsApi, AwsApiServer, RotatingTLS  # noqa: PLC0415
+        from meshd.awsapi.server import AwsApi, AwsApiServer, HostTLS  # noqa: PLC0415
         from meshd.awsapi.sigv4 import Verifier  # noqa: PLC0415
-        from meshd.security.accesskeys import AccessKeys  # noqa: PLC0415
         from meshd.security.errors import UnknownAccessKey  # noqa: PLC0415
 
-        keys = self._access_keys = AccessKeys(self.store, key)
+        keys = self.access_keys
 
         def lookup(key_id: str):
             try:
@@ -219,8 +224,7 @@ class Meshd:
             if self.identity.credentials is None:
                 raise IdentityError(f"--aws-api {cfg.aws_api} needs a host certificate "
                                     "(or --insecure-local on loopback)")
-            creds, where = self.identity.credentials, self.identity.dir
-            tls = RotatingTLS(lambda: (creds.generation, str(where / "host.crt"), str(where / "host.key")))
+            tls = HostTLS(self.identity.credentials)
         verifier = Verifier(lookup, region=resources.aws.region)
         api = AwsApi(resources, access, verifier, rate=cfg.aws_api_rate)
         return AwsApiServer(api, cfg.aws_api, tls=tls).start()
@@ -332,7 +336,8 @@ class Meshd:
             self.metrics_server.stop()
         if self.aws_api:
             self.aws_api.stop()
-            self._access_keys.close()
+        if self.access_keys:
+            self.access_keys.close()
         if self.admin:
             self.admin.stop()
         if self.identity:

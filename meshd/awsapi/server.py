@@ -41,6 +41,7 @@ from meshd.api.server import is_loopback
 from meshd.api.resources import Resources
 from meshd.awsapi import model
 from meshd.awsapi.sigv4 import SignatureError, Verifier
+from meshd.security.tls import Credentials, ServerFront, server_context
 
 log = logging.getLogger("meshd.awsapi")
 
@@ -182,43 +183,31 @@ def _reason(rich) -> str:
     return ""
 
 
-class RotatingTLS:
-    """A server SSLContext that takes up a renewed host certificate at the next handshake.
+class HostTLS:
+    """The REST listener's TLS: the host certificate, no client certificate asked (callers
+    sign with SigV4), following renewals: a `ServerFront` hands each new connection the
+    context of the certificate current at its accept (`meshd.security.tls`)."""
 
-    `current()` gives (generation, chain PEM path, key PEM path); when the generation moves,
-    the SNI callback hands the handshake a context loaded with the new files."""
+    def __init__(self, credentials: Credentials):
+        self._credentials = credentials
+        self._generation = -1
+        self._ctx: ssl.SSLContext | None = None
+        self._lock = threading.Lock()
+        self.context = ServerFront(self._current)
 
-    def __init__(self, current: Callable[[], tuple[int, str, str]]):
-        self._current = current
-        self._generation, self._ctx = self._load()
-        self.context = self._ctx
-        self.context.sni_callback = self._sni
-
-    def _load(self) -> tuple[int, ssl.SSLContext]:
-        generation, chain, key = self._current()
-        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-        ctx.minimum_version = ssl.TLSVersion.TLSv1_2
-        ctx.load_cert_chain(chain, key)
-        ctx.set_alpn_protocols(["http/1.1"])
-        return generation, ctx
-
-    def _sni(self, sslobj, server_name, initial):
-        if self._current()[0] != self._generation:
-            try:
-                self._generation, fresh = self._load()
-                fresh.sni_callback = self._sni
-                self._ctx = fresh
-            except (OSError, ssl.SSLError) as err:
-                log.warning("renewed certificate not loaded; serving the previous one", extra={"error": str(err)})
-        if sslobj.context is not self._ctx:
-            sslobj.context = self._ctx
-        return None
+    def _current(self) -> ssl.SSLContext:
+        c = self._credentials
+        with self._lock:
+            if c.generation != self._generation:
+                self._ctx = server_context(c.cert_chain_pem, c.key_pem, None, alpn=("http/1.1",), client_auth=False)
+                self._generation = c.generation
+            return self._ctx
 
 
 class AwsApiServer:
     """The HTTP listener: aiohttp on its own event loop thread, calls in a thread pool."""
 
-    def __init__(self, api: AwsApi, address: str, *, tls: RotatingTLS | None, max_workers: int = 16):
+    def __init__(self, api: AwsApi, address: str, *, tls: HostTLS | None, max_workers: int = 16):
         host, _, port = address.rpartition(":")
         host = host.strip("[]")
         if tls is None and not is_loopback(address):

@@ -83,10 +83,15 @@ def _load(ctx: ssl.SSLContext, cert_chain_pem: bytes, key_pem: bytes, trust_bund
     return ctx
 
 
-def server_context(cert_chain_pem: bytes, key_pem: bytes, trust_bundle_pem: bytes, *,
-                   alpn: Iterable[str] = ALPN) -> ssl.SSLContext:
+def server_context(cert_chain_pem: bytes, key_pem: bytes, trust_bundle_pem: bytes | None, *,
+                   alpn: Iterable[str] = ALPN, client_auth: bool = True) -> ssl.SSLContext:
     """A server context that presents `cert_chain_pem` and requires a client certificate
-    issued by a CA in `trust_bundle_pem`."""
+    issued by a CA in `trust_bundle_pem`; with `client_auth=False` it asks for none (callers
+    authenticated another way, e.g. SigV4 on the App Mesh REST API)."""
+    if not client_auth:
+        ctx = _base(ssl.PROTOCOL_TLS_SERVER, alpn)
+        ctx.verify_mode = ssl.CERT_NONE
+        return _load(ctx, cert_chain_pem, key_pem, None)
     return _load(_base(ssl.PROTOCOL_TLS_SERVER, alpn), cert_chain_pem, key_pem, trust_bundle_pem)
 
 

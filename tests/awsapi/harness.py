@@ -14,7 +14,7 @@ from botocore.config import Config
 
 from meshd.app import Meshd, MeshdConfig
 from meshd.embedded_etcd import free_port
-from meshd.security import ClusterKey, KeyRef, Roles, Tokens
+from meshd.security import ClusterKey, Roles, Tokens
 from meshd.security.accesskeys import AccessKeys
 from meshd.v1 import admin_pb2_grpc, security_pb2_grpc
 
@@ -79,7 +79,7 @@ def start_aws_mesh(etcd, tmp: Path, *, name: str = "h1", **overrides) -> AwsMesh
     daemon = Meshd(cfg).start()
     bundle = tmp / name / "identity" / "bundle.pem"
     roles = Roles(daemon.store)
-    keys = AccessKeys(daemon.store, KeyRef(str(key_path)))
+    keys = daemon.access_keys  # the meshd's own: the REST API's lookups share its cache
     # The operator's bootstrap, as `meshd grant-admin` does it, then an admin access key.
     roles.grant("root", "admin", "*")
     token = Tokens(daemon.store).create_api_token("root").token
@@ -97,5 +97,4 @@ def start_aws_mesh(etcd, tmp: Path, *, name: str = "h1", **overrides) -> AwsMesh
 def stop_aws_mesh(m: AwsMesh) -> None:
     for ch in m._channels:
         ch.close()
-    m.keys.close()
     m.daemon.stop()
