@@ -225,7 +225,7 @@ class Meshd:
                 raise IdentityError(f"--aws-api {cfg.aws_api} needs a host certificate "
                                     "(or --insecure-local on loopback)")
             tls = HostTLS(self.identity.credentials)
-        verifier = Verifier(lookup, region=resources.aws.region)
+        verifier = Verifier(lookup, region=lambda: resources.aws.region)
         api = AwsApi(resources, access, verifier, rate=cfg.aws_api_rate)
         return AwsApiServer(api, cfg.aws_api, tls=tls).start()
 

@@ -113,10 +113,12 @@ def _amz_time(stamp: str) -> float:
 class Verifier:
     """Checks a request's signature; answers the principal whose key signed it.
 
-    `lookup(access_key_id)` gives (principal, secret), or None for a key meshd does not hold.
+    `lookup(access_key_id)` gives (principal, secret), or None for a key meshd does not hold;
+    `region()` the cluster's region (read per request: it lives in etcd, recorded by the
+    cluster's first meshd).
     """
 
-    def __init__(self, lookup: Callable[[str], tuple[str, str] | None], *, region: str,
+    def __init__(self, lookup: Callable[[str], tuple[str, str] | None], *, region: Callable[[], str],
                  service: str = "appmesh", clock: Callable[[], float] = time.time):
         self.lookup = lookup
         self.region = region
@@ -150,9 +152,10 @@ class Verifier:
         if auth.date != stamp[:8]:
             raise _invalid(f"Credential should be scoped to a valid date: {auth.date} is not the date "
                            f"of X-Amz-Date {stamp}")
-        if auth.region != self.region:
+        region = self.region()
+        if auth.region != region:
             raise _invalid(f"Credential should be scoped to a valid region, not {auth.region!r}: "
-                           f"this cluster's region is {self.region!r}")
+                           f"this cluster's region is {region!r}")
         if auth.service != self.service:
             raise _invalid(f"Credential should be scoped to correct service: {self.service!r}, not {auth.service!r}")
         for name in auth.signed_headers:
@@ -174,7 +177,7 @@ class Verifier:
         request = AWSRequest(method=method, url=("https://" if tls else "http://") + host + raw_target,
                              headers=headers)
         request.context["timestamp"] = stamp
-        signer = _Expected(secret, auth, self.region, self.service, payload_hash)
+        signer = _Expected(secret, auth, region, self.service, payload_hash)
         canonical = signer.canonical_request(request)
         expected = signer.signature(signer.string_to_sign(request, canonical), request)
         # Constant time: how much of a guess matched must not show in the response time.

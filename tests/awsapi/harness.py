@@ -87,7 +87,7 @@ def start_aws_mesh(etcd, tmp: Path, *, name: str = "h1", **overrides) -> AwsMesh
                                                grpc.access_token_call_credentials(token))
     channel = grpc.secure_channel(daemon.admin.addresses["token"], creds)
     issued = keys.create("root", created_by="test")
-    region = getattr(daemon.resources.config, "region", "us-east-1")
+    region = daemon.resources.aws.region
     return AwsMesh(daemon, f"https://{daemon.aws_api.address}", str(bundle), region,
                    Key("root", issued.access_key_id, issued.secret_access_key),
                    admin_pb2_grpc.MeshAdminStub(channel), security_pb2_grpc.MeshSecurityStub(channel),
