@@ -3,20 +3,25 @@
 Two passes, both driven by the protobuf descriptors rather than by code per message:
 
 * `parse_json` checks a JSON document's shape against the message's descriptor (unknown
-  members, wrong JSON types, two members of one union, int32 overflow) before handing it to
-  `json_format.ParseDict`, so every parse error carries an App Mesh field path such as
-  `spec.listeners[0].portMapping.port` instead of protobuf's prose.
+  members, wrong JSON types, two members of one union, integer overflow, a list given
+  empty that App Mesh bounds below) before handing it to `json_format.ParseDict`, so every
+  parse error carries an App Mesh field path such as `spec.listeners[0].portMapping.port`
+  instead of protobuf's prose.
 * `validate_spec` walks a parsed spec and applies `RULES` (per-field limits, keyed by message
   and App Mesh member name) and `CHECKS` (rules that relate several members, such as "a
   listener's timeout is named by its protocol").
 
-The limits are App Mesh's API model (2019-01-25) and API reference; each exception is
-commented where it is made. Every violation is collected before raising, so a client sees
+`to_json` is `parse_json`'s inverse, writing `long`s as numbers as App Mesh does.
+
+The limits are App Mesh's API model (botocore's `appmesh`, 2019-01-25) and API reference.
+Where meshd refuses more than the model, the rule says which part and why (`Rule.stricter`)
+and so does the violation. Every violation is collected before raising, so a client sees
 them all at once.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
@@ -35,6 +40,7 @@ __all__ = [
     "InvalidSpec",
     "SPEC_TYPES",
     "parse_json",
+    "to_json",
     "validate_name",
     "validate_spec",
 ]
@@ -78,7 +84,12 @@ SPEC_TYPES: Mapping[str, type[Message]] = {
 @dataclass(frozen=True)
 class Rule:
     """The limits on one member. For a list, `count` bounds its length and `each` applies
-    to its scalar items; `required` on a list means at least one item."""
+    to its scalar items; `required` on a list means at least one item.
+
+    `stricter` names the parts of the rule ("required", "between", "length", "choices",
+    "pattern", "count") that refuse more than App Mesh's API model does, each with the
+    reason; a violation of such a part says so. Every other part is the model's own limit
+    (tests/test_appmesh_model_limits.py compares them with botocore's `appmesh` model)."""
 
     required: bool = False
     between: tuple[int, int | None] | None = None  # inclusive; None: no upper bound
@@ -89,6 +100,16 @@ class Rule:
     count: tuple[int, int] | None = None
     each: Rule | None = None
     unsupported: str | None = None
+    stricter: Mapping[str, str] | None = dataclasses.field(default=None, hash=False)
+
+
+STRICTER = "meshd is stricter than App Mesh here"
+
+
+def _said(rule: Rule, part: str, description: str) -> str:
+    """A violation's description, with the reason when `part` is stricter than App Mesh."""
+    why = (rule.stricter or {}).get(part)
+    return f"{description}; {STRICTER}: {why}" if why else description
 
 
 REQUIRED = Rule(required=True)
@@ -100,30 +121,61 @@ FILE_PATH = Rule(required=True, length=(1, 255))
 # and underscores"; virtual service names are DNS names, so dots too. A name is also an
 # etcd key component here, which is another reason to keep `/` and spaces out.
 NAME_PATTERN = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]*")
+_NAME_WHY = {
+    "pattern": "its model takes any 1-255 characters, but a name is an etcd key component and a DNS "
+    "name here, so '/', spaces and other punctuation stay out",
+}
 NAME = Rule(
     required=True,
     length=(1, 255),
     pattern=(NAME_PATTERN, "letters, digits, '-', '_' and '.', not starting with '-' or '.'"),
+    stricter=_NAME_WHY,
+)
+# VirtualServiceBackend.virtualServiceName is a bare string in the model, but it names a
+# virtual service, whose name is a ResourceName.
+SERVICE_NAME = Rule(
+    required=True,
+    length=NAME.length,
+    pattern=NAME.pattern,
+    stricter=_NAME_WHY | {"length": "it names a virtual service, whose name is 1-255 characters"},
 )
 # CR and LF end an HTTP/1.1 request line or header field and NUL is never valid in one
 # (RFC 9112 section 2.2, RFC 9110 section 5.5). A path, rewrite or health-check path is
 # written into a request line as given, so one of them there would split the request and
 # inject headers; in a match value it could only match a request no client may send. So
-# they are refused wherever a path, a rewrite or a value to match is given.
+# they are refused wherever a path, a rewrite or a value to match is given. App Mesh's
+# model puts no pattern on any of these strings.
 _NO_CONTROL = r"[^\r\n\x00]*"
 NO_CONTROL = (re.compile(_NO_CONTROL), "must not contain CR, LF or NUL")
 PATH_START = (re.compile("/" + _NO_CONTROL), "must start with / and not contain CR, LF or NUL")
-CLEAN = Rule(pattern=NO_CONTROL)
+_CONTROL_WHY = {"pattern": "CR, LF or NUL would split or forge an HTTP/1.1 request (RFC 9112 section 2.2)"}
+# App Mesh's API reference says a route prefix "must always start with /"; its model
+# checks neither that nor the same of a path or a rewrite, which are request paths too.
+_PATH_WHY = {
+    "pattern": "a request path starts with / (RFC 9112 section 3.2.1; App Mesh's API reference says so "
+    "of a prefix, its model checks nothing) and CR, LF or NUL would split the request",
+}
+CLEAN = Rule(pattern=NO_CONTROL, stricter=_CONTROL_WHY)
+PATH = Rule(length=(1, 255), pattern=PATH_START, stricter=_PATH_WHY)  # HttpPathExact: 1-255
+PREFIX = Rule(pattern=PATH_START, stricter=_PATH_WHY)
 # App Mesh HeaderMatch / HttpPathExact / HttpPathRegex: 1-255 characters.
-HEADER_VALUE = Rule(length=(1, 255), pattern=NO_CONTROL)
-HEADER_REGEX = Rule(length=(1, 255), pattern=NO_CONTROL, regex=True)
+HEADER_VALUE = Rule(length=(1, 255), pattern=NO_CONTROL, stricter=_CONTROL_WHY)
+HEADER_REGEX = Rule(length=(1, 255), pattern=NO_CONTROL, regex=True, stricter=_CONTROL_WHY)
 # App Mesh HeaderName and MethodName: 1-50 characters.
 HEADER_NAME = Rule(required=True, length=(1, 50))
-# HttpRouteHeaders, GrpcRouteMetadataList, HttpQueryParameters: 1-10 items.
+# HttpRouteHeaders, GrpcRouteMetadataList, HttpQueryParameters and their gateway route
+# copies: 1-10 items. Over the protobuf wire an empty list is no list, which App Mesh
+# accepts; in JSON an empty one is refused as App Mesh refuses it (see _shape_violations).
 UP_TO_10 = Rule(count=(1, 10))
 # App Mesh's default quotas are 50 backends per virtual node. The API model gives no
 # listener limit (multiple listeners arrived in 2022); 50 is meshd's own bound.
-UP_TO_50 = Rule(count=(0, 50))
+_FIFTY_WHY = "its model sets no limit; meshd bounds the work one spec can cause at App Mesh's default quota of 50"
+UP_TO_50 = Rule(count=(0, 50), stricter={"count": _FIFTY_WHY})
+# The model marks these lists required but gives no minimum, so `[]` would pass it. Over
+# the protobuf wire an empty list cannot be told from an absent one, which the model
+# refuses, so meshd asks for at least one item.
+_EMPTY_IS_ABSENT = "an empty list is the same as none over the protobuf wire, and the list is required"
+_NO_DURATION = "its model leaves both members of a Duration optional, but one without a unit or a value means nothing"
 
 PROTOCOLS = ("http", "http2", "grpc", "tcp")
 GATEWAY_PROTOCOLS = ("http", "http2", "grpc")
@@ -138,15 +190,30 @@ TCP_RETRY_EVENTS = ("connection-error",)
 # sources; ACM and SDS are AWS/Envoy services it has no counterpart for.
 NOT_HERE = Rule(unsupported="not supported here, use file or the mesh CA")
 
-# Cloud Map attribute key/value patterns (AwsCloudMapInstanceAttributeKey/Value): printable
-# ASCII; a value may hold inner spaces.
+# Cloud Map attribute key/value patterns, as the model writes them
+# (AwsCloudMapInstanceAttributeKey `^[a-zA-Z0-9!-~]+$`, ...Value
+# `^([a-zA-Z0-9!-~][  a-zA-Z0-9!-~]*){0,1}[a-zA-Z0-9!-~]{0,1}$`; `!-~` is all of printable
+# ASCII). A value may not start with a space but may end with one.
 CLOUD_MAP_KEY = (re.compile(r"[!-~]+"), "printable ASCII without spaces")
-CLOUD_MAP_VALUE = (re.compile(r"[!-~]([ !-~]*[!-~])?"), "printable ASCII, no leading or trailing space")
+CLOUD_MAP_VALUE = (re.compile(r"([!-~][ !-~]*)?[!-~]?"), "printable ASCII, not starting with a space")
 
+# Retry events. The model types each list (HttpRetryPolicyEvents 1-25 items,
+# GrpcRetryPolicyEvents 1-5, TcpRetryPolicyEvents 1-1) and enumerates the gRPC and TCP
+# events, but leaves an HTTP event a free string of 1-25 characters. App Mesh's API
+# reference (HttpRetryPolicy) lists the only HTTP events it defines, the App Mesh
+# controller for Kubernetes enumerates the same four, and they are the events meshd's
+# router retries on (_fastroute.spec.HTTP_EVENTS); any other string has no meaning here,
+# so meshd takes exactly those four and says it is stricter than the model when refusing.
+HTTP_RETRY_EVENT = Rule(
+    length=(1, 25),
+    choices=HTTP_RETRY_EVENTS,
+    stricter={"choices": "its model takes any 1-25 characters, but only these events are defined "
+              "(App Mesh API reference, HttpRetryPolicy) and they are what meshd retries on"},
+)
 HTTP_RETRY_RULES = {
     "maxRetries": Rule(required=True, between=(0, None)),
     "perRetryTimeout": REQUIRED,
-    "httpRetryEvents": Rule(count=(1, 25), each=Rule(choices=HTTP_RETRY_EVENTS)),
+    "httpRetryEvents": Rule(count=(1, 25), each=HTTP_RETRY_EVENT),
     "tcpRetryEvents": Rule(count=(1, 1), each=Rule(choices=TCP_RETRY_EVENTS)),
 }
 
@@ -154,9 +221,10 @@ HTTP_RETRY_RULES = {
 RULES: dict[str, dict[str, Rule]] = {
     "Duration": {
         # Both members are optional in App Mesh's model, but a duration without a unit or
-        # a value has no meaning; App Mesh's service rejects them.
-        "unit": Rule(required=True, choices=("ms", "s")),
-        "value": Rule(required=True, between=(0, None)),
+        # a value has no meaning; App Mesh's service rejects them. DurationValue is a
+        # `long` with min 0 (int64 in spec.proto).
+        "unit": Rule(required=True, choices=("ms", "s"), stricter={"required": _NO_DURATION}),
+        "value": Rule(required=True, between=(0, None), stricter={"required": _NO_DURATION}),
     },
     "PortMapping": {"port": REQUIRED_PORT, "protocol": Rule(required=True, choices=PROTOCOLS)},
     "MatchRange": {"start": REQUIRED, "end": REQUIRED},
@@ -168,7 +236,7 @@ RULES: dict[str, dict[str, Rule]] = {
     },
     "HttpRouteHeader": {"name": HEADER_NAME},
     "GrpcRouteMetadata": {"name": HEADER_NAME},
-    "HttpPathMatch": {"exact": Rule(length=(1, 255), pattern=PATH_START), "regex": HEADER_REGEX},
+    "HttpPathMatch": {"exact": PATH, "regex": HEADER_REGEX},
     "HttpQueryParameter": {"name": REQUIRED},
     "QueryParameterMatch": {"exact": CLEAN},
     # TLS
@@ -180,7 +248,9 @@ RULES: dict[str, dict[str, Rule]] = {
     "TlsValidationContextAcmTrust": {"certificateAuthorityArns": Rule(required=True, count=(1, 3))},
     "TlsValidationContextFileTrust": {"certificateChain": FILE_PATH},
     "TlsValidationContextSdsTrust": {"secretName": REQUIRED},
-    "SubjectAlternativeNameMatchers": {"exact": Rule(required=True, each=Rule(length=(1, 254)))},
+    "SubjectAlternativeNameMatchers": {
+        "exact": Rule(required=True, each=Rule(length=(1, 254)), stricter={"required": _EMPTY_IS_ABSENT}),
+    },
     "SubjectAlternativeNames": {"match": REQUIRED},
     "TlsValidationContextTrust": {"acm": NOT_HERE, "sds": NOT_HERE},
     "TlsValidationContext": {"trust": REQUIRED},
@@ -237,7 +307,7 @@ RULES: dict[str, dict[str, Rule]] = {
         "serviceName": Rule(required=True, length=(1, 1024)),
         "ipPreference": Rule(choices=IP_PREFERENCES),
     },
-    "VirtualServiceBackend": {"virtualServiceName": NAME},
+    "VirtualServiceBackend": {"virtualServiceName": SERVICE_NAME},
     "VirtualNodeSpec": {"listeners": UP_TO_50, "backends": UP_TO_50},
     # Virtual service
     "VirtualNodeServiceProvider": {"virtualNodeName": NAME},
@@ -248,7 +318,7 @@ RULES: dict[str, dict[str, Rule]] = {
     "WeightedTarget": {"virtualNode": NAME, "weight": Rule(required=True, between=(0, 100)), "port": PORT},
     "RouteAction": {"weightedTargets": Rule(required=True, count=(1, 10))},
     "HttpRouteMatch": {
-        "prefix": Rule(pattern=PATH_START),
+        "prefix": PREFIX,
         "headers": UP_TO_10,
         "queryParameters": UP_TO_10,
         "method": Rule(choices=HTTP_METHODS),
@@ -264,7 +334,7 @@ RULES: dict[str, dict[str, Rule]] = {
     # A gRPC service and method name are the request's :path ("/<service>/<method>").
     "GrpcRouteMatch": {
         "serviceName": CLEAN,
-        "methodName": Rule(length=(1, 50), pattern=NO_CONTROL),
+        "methodName": Rule(length=(1, 50), pattern=NO_CONTROL, stricter=_CONTROL_WHY),
         "metadata": UP_TO_10,
         "port": PORT,
     },
@@ -274,22 +344,34 @@ RULES: dict[str, dict[str, Rule]] = {
     "RouteSpec": {"priority": Rule(between=(0, 1000))},
     # Virtual gateway and gateway route
     "VirtualGatewayListener": {"portMapping": REQUIRED},
-    "VirtualGatewaySpec": {"listeners": Rule(required=True, count=(1, 50))},
+    # VirtualGatewayListeners is required with no bounds in the model.
+    "VirtualGatewaySpec": {
+        "listeners": Rule(required=True, count=(1, 50), stricter={"required": _EMPTY_IS_ABSENT, "count": _FIFTY_WHY}),
+    },
     "GatewayRouteVirtualService": {"virtualServiceName": NAME},
     "GatewayRouteTarget": {"virtualService": REQUIRED, "port": PORT},
     "GatewayRouteHostnameMatch": {
-        "exact": Rule(length=(1, 253), pattern=NO_CONTROL),
-        "suffix": Rule(length=(1, 253), pattern=NO_CONTROL),
+        "exact": Rule(length=(1, 253), pattern=NO_CONTROL, stricter=_CONTROL_WHY),
+        "suffix": Rule(length=(1, 253), pattern=NO_CONTROL, stricter=_CONTROL_WHY),
     },
     "GatewayRouteHostnameRewrite": {"defaultTargetHostname": Rule(choices=ENABLED_DISABLED)},
     "HttpGatewayRoutePrefixRewrite": {
         "defaultPrefix": Rule(choices=ENABLED_DISABLED),
-        "value": Rule(length=(1, 255), pattern=PATH_START),
+        "value": PATH,  # HttpGatewayRoutePrefix: 1-255
     },
-    "HttpGatewayRoutePathRewrite": {"exact": Rule(required=True, length=(1, 255), pattern=PATH_START)},
+    # The model leaves `exact` optional, but a path rewrite without a path has nothing to
+    # rewrite to.
+    "HttpGatewayRoutePathRewrite": {
+        "exact": Rule(
+            required=True,
+            length=PATH.length,
+            pattern=PATH.pattern,
+            stricter=_PATH_WHY | {"required": "its model leaves it optional, but a path rewrite needs a path"},
+        ),
+    },
     "HttpGatewayRouteAction": {"target": REQUIRED},
     "HttpGatewayRouteMatch": {
-        "prefix": Rule(pattern=PATH_START),
+        "prefix": PREFIX,
         "headers": UP_TO_10,
         "queryParameters": UP_TO_10,
         "method": Rule(choices=HTTP_METHODS),
@@ -308,15 +390,15 @@ def _scalar_violations(rule: Rule, value, path: str) -> Iterator[FieldViolation]
         lo, hi = rule.between
         if value < lo or (hi is not None and value > hi):
             bound = f"between {lo} and {hi}" if hi is not None else f"at least {lo}"
-            yield FieldViolation(path, f"must be {bound}, got {value}")
+            yield FieldViolation(path, _said(rule, "between", f"must be {bound}, got {value}"))
     if rule.length is not None and not rule.length[0] <= len(value) <= rule.length[1]:
         lo, hi = rule.length
-        yield FieldViolation(path, f"length must be between {lo} and {hi}, got {len(value)}")
+        yield FieldViolation(path, _said(rule, "length", f"length must be between {lo} and {hi}, got {len(value)}"))
         return  # what the value says is moot when its length is wrong
     if rule.choices is not None and value not in rule.choices:
-        yield FieldViolation(path, f"must be one of {', '.join(rule.choices)}; got {value!r}")
+        yield FieldViolation(path, _said(rule, "choices", f"must be one of {', '.join(rule.choices)}; got {value!r}"))
     if rule.pattern is not None and not rule.pattern[0].fullmatch(value):
-        yield FieldViolation(path, f"{rule.pattern[1]}; got {value!r}")
+        yield FieldViolation(path, _said(rule, "pattern", f"{rule.pattern[1]}; got {value!r}"))
     if rule.regex:
         # App Mesh's Envoy matches with RE2, which refuses backreferences and lookaround.
         try:
@@ -343,9 +425,11 @@ def _walk(msg: Message, path: str) -> Iterator[FieldViolation]:
         if field.is_repeated:
             items = getattr(msg, field.name)
             if rule.required and not items:
-                yield FieldViolation(where, "required")
+                yield FieldViolation(where, _said(rule, "required", "required"))
+            # The lower bound is checked on the JSON (_shape_violations): a message cannot
+            # tell an empty list from an absent one.
             if rule.count is not None and len(items) > rule.count[1]:
-                yield FieldViolation(where, f"at most {rule.count[1]} items, got {len(items)}")
+                yield FieldViolation(where, _said(rule, "count", f"at most {rule.count[1]} items, got {len(items)}"))
             for i, item in enumerate(items):
                 if field.message_type is not None:
                     yield from _walk(item, f"{where}[{i}]")
@@ -353,7 +437,7 @@ def _walk(msg: Message, path: str) -> Iterator[FieldViolation]:
                     yield from _scalar_violations(rule.each, item, f"{where}[{i}]")
         elif not msg.HasField(field.name):
             if rule.required:
-                yield FieldViolation(where, "required")
+                yield FieldViolation(where, _said(rule, "required", "required"))
         elif rule.unsupported:
             yield FieldViolation(where, rule.unsupported)
         elif field.message_type is not None:
@@ -478,8 +562,13 @@ def _logging_format(fmt, path: str) -> Iterator[FieldViolation]:
 
 def _range_order(match_range, path: str) -> Iterator[FieldViolation]:
     # App Mesh MatchRange: start inclusive, end exclusive; an empty range matches nothing.
+    # The model does not relate the two.
     if match_range.HasField("start") and match_range.HasField("end") and match_range.end <= match_range.start:
-        yield FieldViolation(f"{path}.end", f"must be greater than start ({match_range.start})")
+        yield FieldViolation(
+            f"{path}.end",
+            f"must be greater than start ({match_range.start}); {STRICTER}: its model does not relate "
+            "start and end, but end is exclusive, so such a range matches no value",
+        )
 
 
 def _gateway_rewrite(route, path: str) -> Iterator[FieldViolation]:
@@ -552,6 +641,39 @@ def parse_json(message_cls: type[Message], doc: Mapping, root: str = ""):
         return json_format.ParseDict(doc, message_cls(), ignore_unknown_fields=False)
     except json_format.ParseError as err:  # a case the shape check does not foresee
         raise InvalidSpec([FieldViolation(root or message_cls.DESCRIPTOR.name, str(err))]) from err
+
+
+def to_json(message: Message) -> dict:
+    """App Mesh JSON of a message, the inverse of `parse_json`: protobuf's JSON mapping,
+    except that 64-bit integers are JSON numbers, as App Mesh writes its `long`s (proto3
+    JSON writes them as strings, which `parse_json` also reads)."""
+    doc = json_format.MessageToDict(message)
+    _wide_as_numbers(message.DESCRIPTOR, doc)
+    return doc
+
+
+def _wide_as_numbers(desc: Descriptor, doc: dict) -> None:
+    if desc.full_name.startswith("google.protobuf."):
+        return  # well-known types keep their own JSON forms
+    for f in desc.fields:
+        if f.json_name not in doc:
+            continue
+        if f.message_type is not None and f.message_type.GetOptions().map_entry:
+            value_field = f.message_type.fields_by_name["value"]
+            entries = doc[f.json_name]
+            for key, item in entries.items():
+                entries[key] = _wide_as_number(value_field, item)
+        elif f.is_repeated:
+            doc[f.json_name] = [_wide_as_number(f, item) for item in doc[f.json_name]]
+        else:
+            doc[f.json_name] = _wide_as_number(f, doc[f.json_name])
+
+
+def _wide_as_number(f: FieldDescriptor, value):
+    if f.message_type is not None:
+        _wide_as_numbers(f.message_type, value)
+        return value
+    return int(value) if f.type in _WIDE else value
 
 
 def _json_kind(value) -> str:
@@ -641,10 +763,24 @@ def _shape_violations(desc: Descriptor, doc, path: str) -> Iterator[FieldViolati
             if not isinstance(value, list):
                 yield FieldViolation(where, f"must be a list, got {_json_kind(value)}")
                 continue
+            yield from _empty_list(desc, field, value, where)
             for i, item in enumerate(value):
                 yield from _value_shape(field, item, f"{where}[{i}]")
         else:
             yield from _value_shape(field, value, where)
+
+
+def _empty_list(desc: Descriptor, field: FieldDescriptor, value: list, path: str) -> Iterator[FieldViolation]:
+    """A list App Mesh's model bounds below (HttpRouteHeaders, HttpQueryParameters,
+    GrpcRouteMetadataList, the retry event lists: min 1) may be left out but not given
+    empty. Only JSON can say "empty": in a message an empty list is an absent one, which
+    App Mesh accepts. Required lists are reported as missing by `_walk` instead."""
+    rule = RULES.get(desc.name, {}).get(field.json_name)
+    if rule is None or rule.required or rule.count is None or len(value) >= rule.count[0]:
+        return
+    lo, hi = rule.count
+    yield FieldViolation(path, f"must have at least {lo} item{'s' if lo > 1 else ''} when given "
+                               f"(App Mesh: {lo} to {hi}); leave it out instead")
 
 
 def _value_shape(field: FieldDescriptor, value, path: str) -> Iterator[FieldViolation]:
