@@ -98,7 +98,7 @@ def test_apply_updates_and_diff_shows_changes(admin, tmp_path):
     assert "virtualNode/m/n updated (version 2)" in out.stdout
     got = meshctl(admin, "get", "vn", "n", "--mesh", "m", "-o", "json")
     data = json.loads(got.stdout)
-    assert data["spec"]["listeners"][0]["portMapping"]["port"] == 9090 and data["metadata"]["version"] == "2"
+    assert data["spec"]["listeners"][0]["portMapping"]["port"] == 9090 and data["metadata"]["version"] == 2
     table = meshctl(admin, "get", "virtualnodes", "--mesh", "m")
     assert table.stdout.splitlines()[0].split() == ["NAME", "MESH", "VERSION", "AGE", "UPDATED"]
     assert table.stdout.splitlines()[1].split()[:3] == ["n", "m", "2"]

@@ -9,8 +9,8 @@ it, so the REST front end cannot drift from what the clients send.
 Two converters run per request, both driven by the model's shapes and the protobuf
 descriptors of `meshd.v1` (whose fields are App Mesh's members in snake_case):
 - `to_request`: path, query and JSON body → the MeshAdmin request message. The body goes
-  through protobuf's JSON mapping (`json_format.ParseDict`), which is how gRPC clients'
-  JSON reaches meshd too, so both protocols parse one way.
+  through `meshd.api.validate.parse_json`, as meshctl's App Mesh JSON does, so both
+  protocols parse one way.
 - `to_output`: the response message → the output JSON, member by member as the model
   lists them (timestamps as epoch seconds, `long`s as numbers, required members always
   present), leaving out anything the model does not have.
@@ -24,10 +24,10 @@ from typing import Callable
 from urllib.parse import unquote
 
 import botocore.loaders
-from google.protobuf import json_format
 
 from meshd.api import kinds as K
 from meshd.api.resources import Resources
+from meshd.api.validate import parse_json
 from meshd.v1 import admin_pb2
 
 SERVICE = "appmesh"
@@ -152,10 +152,9 @@ def to_request(op: Operation, labels: dict[str, str], query, body: dict | None):
         unknown = sorted(set(body) - op.body_members)
         if unknown:
             raise RequestError(unknown[0], f"not a member of {op.name}'s input")
-        try:
-            json_format.ParseDict(body, req)
-        except json_format.ParseError as err:
-            raise RequestError("body", str(err)) from None
+        # App Mesh JSON, parsed as meshctl's and gRPC's JSON is (meshd.api.validate): unknown
+        # members, types and the model's non-empty lists are refused with their paths.
+        req = parse_json(op.request_cls, body)
     for member in op.required_body:
         if not body or body.get(member) is None:
             raise RequestError(member, f"required by {op.name}")

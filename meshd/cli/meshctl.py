@@ -12,13 +12,12 @@ from pathlib import Path
 
 import grpc
 import yaml
-from google.protobuf import json_format
 from google.rpc import error_details_pb2
 from grpc_status import rpc_status
 
 from meshd.api import kinds as K
 from meshd.cli import credentials
-from meshd.api.validate import InvalidSpec, parse_json
+from meshd.api.validate import InvalidSpec, parse_json, to_json
 from meshd.v1 import admin_pb2, admin_pb2_grpc
 
 DEFAULT_SERVER = "127.0.0.1:7000"
@@ -117,7 +116,8 @@ def format_rpc_error(err: grpc.RpcError, server: str) -> str:
 
 
 def _to_dict(msg) -> dict:
-    return json_format.MessageToDict(msg)
+    """App Mesh JSON, as the AWS CLI prints it: 64-bit numbers as numbers."""
+    return to_json(msg)
 
 
 def _print(obj, fmt: str, table_rows=None, headers=None) -> None:

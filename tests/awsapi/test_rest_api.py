@@ -19,6 +19,7 @@ from botocore.awsrequest import AWSRequest
 from botocore.credentials import Credentials
 from google.protobuf import json_format
 
+from meshd.api.validate import to_json
 from meshd.v1 import admin_pb2 as pb
 from meshd.v1 import security_pb2 as sec
 
@@ -388,7 +389,8 @@ def test_rest_writes_are_audited_like_grpc_writes(aws_mesh):
 
 # -- one resource layer, two protocols -----------------------------------------------------
 def _grpc_json(msg) -> dict:
-    return json_format.MessageToDict(msg)
+    # App Mesh JSON: `long`s (int64 in meshd.v1) as numbers, where protobuf's mapping writes strings.
+    return to_json(msg)
 
 
 def test_rest_writes_read_back_identically_over_grpc_and_the_other_way(aws_mesh):
@@ -470,3 +472,52 @@ def test_plaintext_only_on_loopback_and_still_signed(etcd, tmp_path):
             bad.list_meshes()
     finally:
         stop_aws_mesh(m)
+
+
+def test_cluster_identity_forbidden_owner_tags_and_quotas(etcd, tmp_path):
+    """A cluster configured as account 123456789012 in eu-west-1: its ARNs and owners, the
+    region SigV4 scopes must name, ForbiddenException for another owner's mesh,
+    TooManyTagsException and LimitExceededException (a --quota), through boto3."""
+    from tests.awsapi.harness import start_aws_mesh, stop_aws_mesh
+
+    m = start_aws_mesh(etcd, tmp_path, aws_region="eu-west-1", aws_account="123456789012",
+                       quotas={"virtualNodesPerMesh": 2})
+    try:
+        assert m.region == "eu-west-1"
+        c = m.client()
+        mesh = c.create_mesh(meshName="acct")["mesh"]
+        assert mesh["metadata"]["arn"] == "arn:aws:appmesh:eu-west-1:123456789012:mesh/acct"
+        assert mesh["metadata"]["meshOwner"] == mesh["metadata"]["resourceOwner"] == "123456789012"
+        assert c.describe_mesh(meshName="acct", meshOwner="123456789012")["mesh"]["meshName"] == "acct"
+        with pytest.raises(c.exceptions.ForbiddenException, match="111122223333"):
+            c.describe_mesh(meshName="acct", meshOwner="111122223333")
+        # boto3 checks these two before sending; raw signed requests reach meshd's own checks.
+        status, code, doc = _signed(m, "GET", "/v20190125/meshes/acct/virtualNodes?meshOwner=12345", b"")
+        assert (status, code) == (400, "BadRequestException") and "meshOwner" in doc["message"]
+        body = json.dumps({"virtualServiceName": "nospec.local"}).encode()
+        status, code, doc = _signed(m, "PUT", "/v20190125/meshes/acct/virtualServices", body)
+        assert (status, code) == (400, "BadRequestException") and "spec" in doc["message"]
+        wrong_region = boto3.client("appmesh", endpoint_url=m.endpoint, region_name="us-east-1", verify=m.bundle,
+                                    aws_access_key_id=m.root.access_key_id, aws_secret_access_key=m.root.secret)
+        with pytest.raises(botocore.exceptions.ClientError, match="InvalidSignatureException"):
+            wrong_region.list_meshes()
+        arn = mesh["metadata"]["arn"]
+        c.tag_resource(resourceArn=arn, tags=[{"key": f"k{i}", "value": "v"} for i in range(49)])
+        with pytest.raises(c.exceptions.TooManyTagsException):
+            c.tag_resource(resourceArn=arn, tags=[{"key": "x1", "value": "v"}, {"key": "x2", "value": "v"}])
+        assert len(c.list_tags_for_resource(resourceArn=arn, limit=50)["tags"]) == 49
+        for n in ("q1", "q2"):
+            c.create_virtual_node(meshName="acct", virtualNodeName=n, spec=NODE_SPEC)
+        with pytest.raises(c.exceptions.LimitExceededException, match="virtualNodesPerMesh"):
+            c.create_virtual_node(meshName="acct", virtualNodeName="q3", spec=NODE_SPEC)
+    finally:
+        stop_aws_mesh(m)
+
+
+def test_an_empty_list_the_model_requires_non_empty_is_refused_with_its_path(aws_mesh):
+    body = json.dumps({"routeName": "r1", "spec": {"httpRoute": {
+        "match": {"prefix": "/", "headers": []},
+        "action": {"weightedTargets": [{"virtualNode": "n", "weight": 1}]}}}}).encode()
+    status, code, doc = _signed(aws_mesh, "PUT", "/v20190125/meshes/m/virtualRouter/r/routes", body)
+    assert (status, code) == (400, "BadRequestException")
+    assert "spec.httpRoute.match.headers" in doc["message"], doc
