@@ -229,10 +229,10 @@ def test_service_unavailable_when_etcd_is_down_and_nothing_is_lost(own_etcd, tmp
         c.create_mesh(meshName="kept")
         m.keys.lookup(m.root.access_key_id)  # the key is cached, as on a meshd that has served it
         own_etcd.stop()
-        err = _error(c.create_mesh, meshName="lost")
-        assert err.response["Error"]["Code"] == "ServiceUnavailableException", err.response
-        assert err.response["ResponseMetadata"]["HTTPStatusCode"] == 503
-        assert "etcd is unavailable" in err.response["Error"]["Message"]
+        with pytest.raises(c.exceptions.ServiceUnavailableException) as info:
+            c.create_mesh(meshName="lost")
+        assert info.value.response["ResponseMetadata"]["HTTPStatusCode"] == 503
+        assert "etcd is unavailable" in info.value.response["Error"]["Message"]
         own_etcd.start()
         deadline = time.monotonic() + 30
         while True:
@@ -252,9 +252,9 @@ def test_internal_error_for_a_corrupt_record(aws_mesh):
     c = aws_mesh.client()
     c.create_mesh(meshName="corrupt")
     aws_mesh.daemon.store.put("virtualNodes/corrupt/broken", b"\xff\xfe not a protobuf \x00\x01")
-    err = _error(c.describe_virtual_node, meshName="corrupt", virtualNodeName="broken")
-    assert err.response["Error"]["Code"] == "InternalServerErrorException"
-    assert err.response["ResponseMetadata"]["HTTPStatusCode"] == 500
+    with pytest.raises(c.exceptions.InternalServerErrorException) as info:
+        c.describe_virtual_node(meshName="corrupt", virtualNodeName="broken")
+    assert info.value.response["ResponseMetadata"]["HTTPStatusCode"] == 500
     assert c.describe_mesh(meshName="corrupt")["mesh"]["meshName"] == "corrupt"  # and the daemon serves on
 
 
