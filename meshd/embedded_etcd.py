@@ -5,6 +5,7 @@ import concurrent.futures
 import logging
 import os
 import queue
+import random
 import shutil
 import signal
 import socket
@@ -99,7 +100,41 @@ def find_etcd() -> str:
                     "(`apt-get install etcd-server`) or set MESHD_ETCD_BIN")
 
 
+_handed_out: set[int] = set()
+_handed_lock = threading.Lock()
+
+
+def _ephemeral_range() -> tuple[int, int]:
+    try:
+        lo, hi = Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()
+        return int(lo), int(hi)
+    except (OSError, ValueError):
+        return 32768, 60999  # Linux's default
+
+
 def free_port(host: str = "127.0.0.1") -> int:
+    """A port free on `host` now, for a listener that binds it a moment later.
+
+    Chosen below the kernel's ephemeral range, where no outgoing connection is ever given a
+    port, so nothing can take it in between; and never the same one twice in a process
+    (binding port 0 may hand the same port to two callers in turn). Falls back to port 0's
+    choice when the range below is too small to pick from."""
+    lo, _ = _ephemeral_range()
+    first = 10000
+    if lo - first >= 1000:
+        rng = random.SystemRandom()
+        with _handed_lock:
+            for _ in range(200):
+                port = rng.randrange(first, lo)
+                if port in _handed_out:
+                    continue
+                with socket.socket() as s:
+                    try:
+                        s.bind((host, port))
+                    except OSError:
+                        continue
+                _handed_out.add(port)
+                return port
     with socket.socket() as s:
         s.bind((host, 0))
         return s.getsockname()[1]

@@ -18,6 +18,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from meshd.embedded_etcd import free_port
 from meshd.health import (HEALTHY, UNHEALTHY, UNKNOWN, CheckSpec, HealthChecker, InvalidCheckSpec,
                           Track, advance)
 
@@ -81,12 +82,6 @@ async def watch(seen, port, check, transitions):
     await checker.start()
     await seen.until(transitions)
     await checker.stop()
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def wait_listening(port, limit=5.0):

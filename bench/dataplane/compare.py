@@ -21,6 +21,7 @@ import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from meshd.embedded_etcd import free_port
 
 HZ = os.sysconf("SC_CLK_TCK")
 LOADS = {"one-at-a-time": ["-c", "1", "-m", "1"], "saturation": ["-c", "8", "-m", "16"]}
@@ -35,12 +36,6 @@ defaults
     timeout server 60s
     http-reuse always
 """
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def wait_port(port: int, timeout: float = 10.0) -> None:

@@ -10,17 +10,12 @@ import pytest
 from meshd.dataplane import Failure, RequestHead
 from tests.tcp_listener import Blackhole, Listener
 from tests.dataplane.h2client import H2Client
+from meshd.embedded_etcd import free_port
 from tests.dataplane.harness import (
     EchoOrigin, Refusal, RelayThread, Target, channel, counters, frame, to, unary, wait_for,
 )
 
 pytestmark = pytest.mark.dataplane
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def test_client_cancel_reaches_origin(origin, ch):
@@ -43,10 +38,14 @@ def test_origin_reset_reaches_client(ch):
     assert counters()["resets_from_upstream"] > before
 
 
-def test_grpc_timeout_propagates_reduced(origin, ch):
+def test_grpc_timeout_propagates(origin, ch):
+    """The caller's deadline reaches the origin. That the next hop never gets more time than
+    is left is checked exactly, on the grpc-timeout header itself, by
+    test_the_next_hop_never_gets_more_time_than_is_left: grpcio's time_remaining() here reads
+    a clock that can be several ms stale under load (it read 3.009 s of a 3 s deadline)."""
     assert unary(ch)(b"x", timeout=3.0) == b"x"
     remaining = origin.time_remaining[-1]
-    assert remaining is not None and 1.5 < remaining < 3.0
+    assert remaining is not None and 1.5 < remaining
 
 
 GRPC_TIMEOUT = re.compile(r"^[0-9]{1,8}[HMSmun]$")   # gRPC over HTTP/2: TimeoutValue TimeoutUnit
@@ -348,7 +347,6 @@ def test_drain_lets_in_flight_finish_and_refuses_new(origin):
             socket.create_connection(("127.0.0.1", relay.port), timeout=1).close()
     finally:
         relay.stop()
-
 
 
 def test_upstream_goaway_retires_the_pooled_connection(origin):
