@@ -6,6 +6,7 @@ import argparse
 import difflib
 import json
 import os
+import re
 import sys
 import time
 from pathlib import Path
@@ -52,8 +53,13 @@ def kind_of_document(doc: dict) -> K.Kind:
     raise CliError("cannot tell the kind of a document without a name key (meshName, virtualNodeName, ...)")
 
 
-def load_documents(target: str) -> list[tuple[str, dict]]:
-    """(source, document) pairs from a JSON/YAML file or every such file in a directory."""
+def load_documents(target: str, params: dict[str, str] | None = None) -> list[tuple[str, dict]]:
+    """(source, App Mesh CLI-input document) pairs from a JSON/YAML file, or every such file
+    in a directory. Besides App Mesh's own documents, a file may be a CloudFormation template
+    (its `AWS::AppMesh::*` resources, `params` settling its parameters) or Kubernetes
+    manifests of the App Mesh controller (`appmesh.k8s.aws`, references resolved across all
+    the files given); both are converted (`meshd.migrate`), and what is not App Mesh is
+    listed on stderr as skipped."""
     path = Path(target)
     if path.is_dir():
         files = sorted(p for p in path.rglob("*") if p.suffix.lower() in (".json", ".yaml", ".yml"))
@@ -61,22 +67,82 @@ def load_documents(target: str) -> list[tuple[str, dict]]:
         files = [path]
     else:
         raise CliError(f"{target}: no such file or directory")
-    out = []
+    out: list[tuple[str, dict]] = []
+    manifests: list[tuple[str, dict]] = []
     for f in files:
         try:
             text = sys.stdin.read() if str(f) == "-" else f.read_text()
-            docs = list(yaml.safe_load_all(text))  # YAML is a superset of JSON
         except UnicodeDecodeError as err:  # JSON and YAML are text (RFC 8259 §8.1: UTF-8)
             raise CliError(f"{f}: not UTF-8 text: {err}") from err
-        except yaml.YAMLError as err:
-            raise CliError(f"{f}: not valid JSON or YAML: {err}") from err
-        for i, doc in enumerate(d for d in docs if d is not None):
-            items = doc if isinstance(doc, list) else [doc]
-            for j, item in enumerate(items):
-                if not isinstance(item, dict):
-                    raise CliError(f"{f}: document {i + 1} is not an object")
-                out.append((f"{f}" + (f"#{i + 1}" if len(docs) > 1 else "") + (f"[{j}]" if isinstance(doc, list) else ""), item))
+        if _CFN_TYPE.search(text) and _CFN_RESOURCES.search(text):
+            out += _from_cloudformation(str(f), text, params or {})
+            continue
+        items = _yaml_items(f, text)
+        if any(_is_manifest(item) for _, item in items):
+            manifests += items  # the whole file: its other kinds are listed as skipped
+        else:
+            out += items
+    if manifests:
+        out += _from_kubernetes(manifests)
     return out
+
+
+_CFN_TYPE = re.compile(r"AWS::[A-Za-z0-9]+::[A-Za-z0-9]+")
+_CFN_RESOURCES = re.compile(r"""^\s*["']?Resources["']?\s*:|"Resources"\s*:""", re.M)
+
+
+def _yaml_items(f, text: str) -> list[tuple[str, dict]]:
+    try:
+        docs = list(yaml.safe_load_all(text))  # YAML is a superset of JSON
+    except yaml.YAMLError as err:
+        raise CliError(f"{f}: not valid JSON or YAML: {err}") from err
+    out = []
+    for i, doc in enumerate(d for d in docs if d is not None):
+        items = doc if isinstance(doc, list) else [doc]
+        for j, item in enumerate(items):
+            if not isinstance(item, dict):
+                raise CliError(f"{f}: document {i + 1} is not an object")
+            suffix = (f"#{i + 1}" if len(docs) > 1 else "") + (f"[{j}]" if isinstance(doc, list) else "")
+            out.append((f"{f}{suffix}", item))
+    return out
+
+
+def _is_manifest(doc: dict) -> bool:
+    return isinstance(doc.get("apiVersion"), str) and "kind" in doc and isinstance(doc.get("metadata"), dict)
+
+
+def _skipped(source: str, skipped) -> None:
+    for what, name in skipped:
+        print(f"skipped: {source}: {what} {name} (not App Mesh)", file=sys.stderr)
+
+
+def _from_cloudformation(source: str, text: str, params: dict[str, str]) -> list[tuple[str, dict]]:
+    from meshd.migrate import cfn  # noqa: PLC0415 - only for templates
+
+    try:
+        conv = cfn.convert(cfn.load(text), params=params, source=source)
+    except cfn.ConversionError as err:
+        raise CliError(f"{source}: {err}") from err
+    # (logical id, type) pairs: say the type first, as CloudFormation lists them.
+    _skipped(source, [(typ, logical) for logical, typ in conv.skipped])
+    return [(f"{source}#{kind}/{_doc_name(doc)}", doc) for kind, doc in conv.documents]
+
+
+def _from_kubernetes(items: list[tuple[str, dict]]) -> list[tuple[str, dict]]:
+    from meshd.migrate import k8s  # noqa: PLC0415 - only for manifests
+
+    source = ", ".join(dict.fromkeys(src.split("#")[0] for src, _ in items))
+    try:
+        conv = k8s.convert([doc for _, doc in items], source=source)
+    except k8s.ConversionError as err:
+        raise CliError(f"{source}: {err}") from err
+    _skipped(source, conv.skipped)
+    return [(f"{source}#{kind}/{_doc_name(doc)}", doc) for kind, doc in conv.documents]
+
+
+def _doc_name(doc: dict) -> str:
+    return "/".join(str(doc[k]) for k in ("meshName", "virtualRouterName", "virtualGatewayName", "virtualNodeName",
+                                          "virtualServiceName", "routeName", "gatewayRouteName") if k in doc)
 
 
 class Client:
@@ -200,8 +266,31 @@ def _label(kind: K.Kind, req) -> str:
     return f"{kind.name}/" + "/".join(getattr(req, f) for f in kind.id_fields)
 
 
+def _params(args) -> dict[str, str]:
+    """--param Name=Value, for a CloudFormation template's parameters."""
+    out = {}
+    for item in getattr(args, "param", None) or ():
+        name, eq, value = item.partition("=")
+        if not eq or not name:
+            raise CliError(f"--param {item!r}: expected Name=Value")
+        out[name] = value
+    return out
+
+
+def cmd_convert(client: "Client | None", args) -> int:
+    """Print the App Mesh CLI-input documents a file holds or converts to, in apply's order,
+    without applying them (no server is needed)."""
+    docs = [doc for _, doc in sorted(load_documents(args.file, _params(args)),
+                                     key=lambda sd: APPLY_ORDER.index(kind_of_document(sd[1])))]
+    if args.output == "json":
+        print(json.dumps(docs, indent=2))
+    else:
+        print(yaml.safe_dump_all(docs, sort_keys=False), end="")
+    return 0
+
+
 def cmd_apply(client: Client, args) -> int:
-    for source, kind, req, current in _plan(client, load_documents(args.file)):
+    for source, kind, req, current in _plan(client, load_documents(args.file, _params(args))):
         label = _label(kind, req)
         if current is None:
             client.call(f"Create{kind.title}", req)
@@ -219,7 +308,7 @@ def cmd_apply(client: Client, args) -> int:
 
 def cmd_diff(client: Client, args) -> int:
     changes = 0
-    for source, kind, req, current in _plan(client, load_documents(args.file)):
+    for source, kind, req, current in _plan(client, load_documents(args.file, _params(args))):
         label = _label(kind, req)
         new = yaml.safe_dump(_to_dict(req.spec), sort_keys=True).splitlines()
         if current is None:
@@ -236,6 +325,88 @@ def cmd_diff(client: Client, args) -> int:
                 print("    " + line)
     # Like `diff` and `kubectl diff`: exit 1 when there are differences.
     return 1 if changes and args.exit_code else 0
+
+
+def _list_all(client: Client, kind: K.Kind, **ids) -> list:
+    items, token = [], ""
+    while True:
+        resp = client.call(f"List{kind.plural_title}",
+                           getattr(admin_pb2, f"List{kind.plural_title}Request")(**ids, next_token=token))
+        items.extend(getattr(resp, kind.list_field))
+        token = resp.next_token
+        if not token:
+            return items
+
+
+def export_documents(client: Client, mesh: str) -> list[tuple[str, dict]]:
+    """(kind title, App Mesh CLI-input document) for every resource of `mesh`, with its
+    tags, in apply's order: what `meshctl apply` (or `aws appmesh create-*
+    --cli-input-json`) takes to make the same mesh again."""
+    out = []
+
+    def add(kind: K.Kind, ids: dict) -> None:
+        data = getattr(client.call(f"Describe{kind.title}", getattr(admin_pb2, f"Describe{kind.title}Request")(**ids)),
+                       kind.field)
+        doc = {_camel(f): getattr(data, f) for f in kind.id_fields}
+        doc["spec"] = to_json(data.spec)
+        tags = client.call("ListTagsForResource", admin_pb2.ListTagsForResourceRequest(
+            resource_arn=data.metadata.arn, limit=50)).tags
+        if tags:
+            doc["tags"] = [{"key": t.key, "value": t.value} for t in tags]
+        out.append((kind.title, doc))
+    add(K.MESH, {"mesh_name": mesh})
+    for kind in APPLY_ORDER[1:]:
+        if len(kind.parents) == 1:
+            for ref in _list_all(client, kind, mesh_name=mesh):
+                add(kind, {"mesh_name": mesh, kind.name_field: getattr(ref, kind.name_field)})
+        else:
+            parent = K.BY_ID_FIELD[kind.parents[1]]
+            for pref in _list_all(client, parent, mesh_name=mesh):
+                pid = {"mesh_name": mesh, parent.name_field: getattr(pref, parent.name_field)}
+                for ref in _list_all(client, kind, **pid):
+                    add(kind, {**pid, kind.name_field: getattr(ref, kind.name_field)})
+    return out
+
+
+def _camel(snake: str) -> str:
+    head, *rest = snake.split("_")
+    return head + "".join(w.title() for w in rest)
+
+
+def cmd_export(client: Client, args) -> int:
+    """The mesh as App Mesh CLI input (`cli`), a CloudFormation template or App Mesh
+    controller manifests, to stdout or as files in --dir."""
+    if not args.mesh:
+        raise CliError("export needs --mesh")
+    docs = export_documents(client, args.mesh)
+    form = "cli" if args.output in ("table", "cli") else args.output
+    if form not in ("cli", "cloudformation", "k8s"):
+        raise CliError(f"export -o {args.output}: choose cli, cloudformation or k8s")
+    if form == "cli":
+        if args.dir:
+            d = Path(args.dir)
+            d.mkdir(parents=True, exist_ok=True)
+            for i, (kind, doc) in enumerate(docs):
+                name = f"{i:03d}-{kind}-{_doc_name(doc).replace('/', '-')}.json"
+                (d / name).write_text(json.dumps(doc, indent=2) + "\n")
+        else:
+            print(yaml.safe_dump_all([doc for _, doc in docs], sort_keys=False), end="")
+        return 0
+    if form == "cloudformation":
+        from meshd.migrate import cfn  # noqa: PLC0415
+
+        out, name = yaml.safe_dump(cfn.export(docs, mesh=args.mesh), sort_keys=False), f"{args.mesh}.cfn.yaml"
+    else:
+        from meshd.migrate import k8s  # noqa: PLC0415
+
+        out = yaml.safe_dump_all(k8s.export(docs, mesh=args.mesh, namespace=args.namespace), sort_keys=False)
+        name = f"{args.mesh}.k8s.yaml"
+    if args.dir:
+        Path(args.dir).mkdir(parents=True, exist_ok=True)
+        (Path(args.dir) / name).write_text(out)
+    else:
+        print(out, end="")
+    return 0
 
 
 def cmd_get(client: Client, args) -> int:
@@ -336,7 +507,7 @@ def _kind(name: str) -> K.Kind:
     return kind
 
 
-def _common(suppress: bool) -> argparse.ArgumentParser:
+def _common(suppress: bool, outputs: tuple[str, ...] = ("table", "json", "yaml")) -> argparse.ArgumentParser:
     """Options accepted before and after the subcommand. After it they default to SUPPRESS,
     so a value given before the subcommand is not overwritten by the subparser's default."""
     def d(value):
@@ -344,7 +515,7 @@ def _common(suppress: bool) -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--server", "-s", default=d(os.environ.get("MESHCTL_SERVER", DEFAULT_SERVER)),
                         help=f"meshd admin API address (default $MESHCTL_SERVER or {DEFAULT_SERVER})")
-    common.add_argument("-o", "--output", choices=("table", "json", "yaml"), default=d("table"))
+    common.add_argument("-o", "--output", choices=outputs, default=d("table"))
     common.add_argument("--mesh", "-m", default=d(os.environ.get("MESHCTL_MESH", "")))
     common.add_argument("--router", default=d(""), help="virtual router of a route")
     common.add_argument("--gateway", default=d(""), help="virtual gateway of a gateway route")
@@ -360,12 +531,26 @@ def _parser() -> argparse.ArgumentParser:
                                 description="meshctl: manage a meshd service mesh through its admin API.")
     sub = p.add_subparsers(dest="command", required=True)
     a = sub.add_parser("apply", parents=[common], help="create or update from App Mesh JSON/YAML")
-    a.add_argument("-f", "--file", required=True, help="a file, a directory, or - for stdin")
+    a.add_argument("-f", "--file", required=True, help="a file, a directory, or - for stdin: App Mesh JSON/YAML, "
+                   "a CloudFormation template, or App Mesh controller manifests (appmesh.k8s.aws)")
+    a.add_argument("--param", action="append", metavar="NAME=VALUE", help="a CloudFormation template parameter")
     a.set_defaults(fn=cmd_apply)
+    cv = sub.add_parser("convert", parents=[common], help="print the App Mesh documents a CloudFormation template "
+                        "or App Mesh controller manifests convert to, without applying them")
+    cv.add_argument("-f", "--file", required=True)
+    cv.add_argument("--param", action="append", metavar="NAME=VALUE", help="a CloudFormation template parameter")
+    cv.set_defaults(fn=cmd_convert, offline=True)
     d = sub.add_parser("diff", parents=[common], help="show what apply would change (dry run)")
     d.add_argument("-f", "--file", required=True)
     d.add_argument("--exit-code", action="store_true", help="exit 1 when there are changes")
+    d.add_argument("--param", action="append", metavar="NAME=VALUE", help="a CloudFormation template parameter")
     d.set_defaults(fn=cmd_diff)
+    ex = sub.add_parser("export", parents=[_common(True, outputs=("cli", "cloudformation", "k8s", "table"))],
+                        help="write a mesh as App Mesh CLI input (-o cli, the default), a CloudFormation template "
+                             "(-o cloudformation) or App Mesh controller manifests (-o k8s); apply takes each back")
+    ex.add_argument("--dir", default="", help="write files here instead of to stdout")
+    ex.add_argument("--namespace", default="default", help="the Kubernetes namespace of the k8s form")
+    ex.set_defaults(fn=cmd_export)
     g = sub.add_parser("get", parents=[common], help="list a kind, or show one resource")
     g.add_argument("kind")
     g.add_argument("name", nargs="?")
@@ -405,6 +590,12 @@ def _parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    if getattr(args, "offline", False):
+        try:
+            return args.fn(None, args)
+        except CliError as err:
+            print(f"error: {err}", file=sys.stderr)
+            return 1
     # An explicit --server without a context means that server as given (plaintext, the
     # --insecure-local listener); otherwise the saved context supplies server and credentials.
     ctx = credentials.load(args.use_context or None)
