@@ -1,0 +1,218 @@
+"""App Mesh controller for Kubernetes manifests (v1beta2 and v1beta1) convert to the App Mesh
+documents the controller would have written, named as its webhooks name them; the documents
+apply through the real admin API on a real etcd and read back equal."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from meshd.api import kinds as K
+from meshd.api.validate import parse_json, to_json
+from meshd.migrate.k8s import ConversionError, convert, load
+from meshd.v1 import admin_pb2 as pb
+
+HERE = Path(__file__).parent / "k8s"
+CASES = ["v1beta2-howto", "v1beta1-colorapp"]
+
+pytestmark = pytest.mark.migration
+
+
+def _expected(case: str) -> list[tuple[str, dict]]:
+    return [(d["kind"], d["document"]) for d in json.loads((HERE / "expected" / f"{case}.json").read_text())]
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_manifests_convert_to_the_documents_the_controller_writes(case):
+    out = convert(load(HERE / f"{case}.yaml"))
+    assert out.documents == _expected(case)
+    assert out.notes == []
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_every_document_parses_as_its_create_request(case):
+    for kind, doc in convert(load(HERE / f"{case}.yaml")).documents:
+        req = parse_json(getattr(pb, f"Create{kind}Request"), doc)
+        assert to_json(req) == doc
+
+
+def test_other_kinds_are_listed_as_skipped_and_pod_selectors_kept():
+    out = convert(load(HERE / "v1beta2-howto.yaml"))
+    assert out.skipped == [("Namespace", "howto-k8s"), ("Namespace", "shared"),
+                           ("Deployment", "howto-k8s/front"), ("Service", "howto-k8s/front")]
+    assert out.pod_selectors == {
+        ("howto-mesh", "front_howto-k8s"): {"matchLabels": {"app": "front"}},
+        ("howto-mesh", "blue_howto-k8s"): {"matchLabels": {"app": "color", "version": "blue"}},
+        ("howto-mesh", "color-red"): {"matchLabels": {"app": "color", "version": "red"}},
+        ("howto-mesh", "catalog_shared"): {"matchLabels": {"app": "catalog"}},
+    }
+    assert out.gateway_pod_selectors == {("howto-mesh", "ingress-gw_howto-k8s"): {"matchLabels": {"app": "ingress-gw"}}}
+    v1 = convert(load(HERE / "v1beta1-colorapp.yaml"))
+    assert v1.skipped == [("ServiceAccount", "appmesh-demo/colorteller"), ("Namespace", "appmesh-demo")]
+
+
+@pytest.mark.etcd
+@pytest.mark.parametrize("case", CASES)
+def test_documents_apply_through_the_admin_api_and_read_back_equal(admin, case):
+    docs = convert(load(HERE / f"{case}.yaml")).documents
+    for kind_title, doc in docs:
+        getattr(admin.stub, f"Create{kind_title}")(parse_json(getattr(pb, f"Create{kind_title}Request"), doc))
+    for kind_title, doc in docs:
+        kind = K.BY_TITLE[kind_title]
+        ids = {f: doc[_camel(f)] for f in kind.id_fields}
+        got = getattr(getattr(admin.stub, f"Describe{kind_title}")(
+            getattr(pb, f"Describe{kind_title}Request")(**ids)), kind.field)
+        assert to_json(got.spec) == doc["spec"], (kind_title, ids)
+
+
+def _camel(snake: str) -> str:
+    head, *rest = snake.split("_")
+    return head + "".join(p.title() for p in rest)
+
+
+MESH = """
+apiVersion: appmesh.k8s.aws/v1beta2
+kind: Mesh
+metadata: {name: m1}
+spec:
+  namespaceSelector: {matchLabels: {mesh: m1}}
+"""
+
+
+def test_an_unresolvable_reference_names_the_object_and_field():
+    text = MESH + """
+---
+apiVersion: appmesh.k8s.aws/v1beta2
+kind: VirtualNode
+metadata: {name: front, namespace: apps}
+spec:
+  meshRef: {name: m1}
+  backends:
+    - virtualService: {virtualServiceRef: {name: color}}
+    - virtualService: {virtualServiceRef: {name: ghost, namespace: other}}
+---
+apiVersion: appmesh.k8s.aws/v1beta2
+kind: VirtualService
+metadata: {name: color, namespace: apps}
+spec: {meshRef: {name: m1}}
+"""
+    with pytest.raises(ConversionError) as err:
+        convert(load(text), source="apps.yaml")
+    assert err.value.path == "apps.yaml: VirtualNode apps/front spec.backends[1].virtualService.virtualServiceRef"
+    assert err.value.message == "VirtualService other/ghost is not in the input"
+
+
+@pytest.mark.parametrize("spec, path, message", [
+    ("{meshRef: {name: nope}}", "VirtualNode apps/n spec.meshRef", "Mesh nope is not in the input"),
+    ("{meshRef: {name: m1}, listeners: [], backends: [{virtualService: {virtualServiceARN: 'arn:aws:s3:::b'}}]}",
+     "VirtualNode apps/n spec.backends[0].virtualService.virtualServiceARN",
+     "'arn:aws:s3:::b' is not an App Mesh virtualService ARN"),
+])
+def test_bad_references_fail_precisely(spec, path, message):
+    text = MESH + f"""
+---
+apiVersion: appmesh.k8s.aws/v1beta2
+kind: VirtualNode
+metadata: {{name: n, namespace: apps}}
+spec: {spec}
+"""
+    with pytest.raises(ConversionError) as err:
+        convert(load(text))
+    assert (err.value.path, err.value.message) == (path, message)
+
+
+NODE = """
+---
+apiVersion: appmesh.k8s.aws/v1beta2
+kind: VirtualNode
+metadata: {name: n, namespace: apps}
+spec: {}
+"""
+NAMESPACE = """
+---
+apiVersion: v1
+kind: Namespace
+metadata: {name: apps, labels: {mesh: LABEL}}
+"""
+MESH2 = MESH.replace("m1", "m2")
+
+
+def test_namespace_labels_choose_the_mesh():
+    out = convert(load(MESH + "---" + MESH2 + NODE + NAMESPACE.replace("LABEL", "m2")))
+    assert [d for k, d in out.documents if k == "VirtualNode"] == [
+        {"meshName": "m2", "virtualNodeName": "n_apps", "spec": {}}]
+    assert out.notes == []
+
+
+def test_two_meshes_selecting_a_namespace_is_an_error():
+    both = MESH2.replace("matchLabels: {mesh: m2}", "matchExpressions: [{key: mesh, operator: Exists}]")
+    with pytest.raises(ConversionError) as err:
+        convert(load(MESH + "---" + both + NODE + NAMESPACE.replace("LABEL", "m1")))
+    assert err.value.path == "VirtualNode apps/n spec.meshRef"
+    assert err.value.message == "namespace apps is selected by more than one mesh: m1, m2"
+
+
+def test_no_selector_deciding_uses_the_only_mesh_and_says_so():
+    out = convert(load(MESH + NODE))
+    assert out.documents[1] == ("VirtualNode", {"meshName": "m1", "virtualNodeName": "n_apps", "spec": {}})
+    assert out.notes == ["namespace apps: no Namespace object in the input; its objects join the only mesh, m1"]
+    with pytest.raises(ConversionError) as err:
+        convert(load(MESH + "---" + MESH2 + NODE))
+    assert err.value.message == "no mesh selects namespace apps; set spec.meshRef"
+
+
+def test_gateway_routes_join_the_gateway_that_selects_them():
+    gw = MESH + NAMESPACE.replace("LABEL", "m1") + """
+---
+apiVersion: appmesh.k8s.aws/v1beta2
+kind: VirtualGateway
+metadata: {name: gw, namespace: apps}
+spec:
+  awsName: edge
+  namespaceSelector: {matchLabels: {mesh: m1}}
+  gatewayRouteSelector: {matchLabels: {gateway: edge}}
+  listeners: [{portMapping: {port: 8080, protocol: http}}]
+---
+apiVersion: appmesh.k8s.aws/v1beta2
+kind: VirtualService
+metadata: {name: s, namespace: apps}
+spec: {}
+---
+apiVersion: appmesh.k8s.aws/v1beta2
+kind: GatewayRoute
+metadata: {name: r, namespace: apps, labels: {gateway: LABEL}}
+spec:
+  httpRoute:
+    match: {prefix: /}
+    action: {target: {virtualService: {virtualServiceRef: {name: s}}}}
+"""
+    out = convert(load(gw.replace("LABEL", "edge")))
+    assert out.documents[-1] == ("GatewayRoute", {
+        "meshName": "m1", "virtualGatewayName": "edge", "gatewayRouteName": "r_apps",
+        "spec": {"httpRoute": {"match": {"prefix": "/"},
+                               "action": {"target": {"virtualService": {"virtualServiceName": "s.apps"}}}}}})
+    with pytest.raises(ConversionError) as err:
+        convert(load(gw.replace("LABEL", "other")))
+    assert (err.value.path, err.value.message) == ("GatewayRoute apps/r spec.virtualGatewayRef",
+                                                   "no VirtualGateway selects this route")
+
+
+def test_v1beta1_mesh_name_must_be_in_the_input():
+    text = """
+apiVersion: appmesh.k8s.aws/v1beta1
+kind: VirtualNode
+metadata: {name: n, namespace: apps}
+spec: {meshName: absent}
+"""
+    with pytest.raises(ConversionError) as err:
+        convert(load(text))
+    assert (err.value.path, err.value.message) == ("VirtualNode apps/n spec.meshName",
+                                                   "Mesh absent is not in the input")
+
+
+def test_load_reads_files_directories_text_and_lists():
+    assert len(load(HERE)) == len(load(HERE / "v1beta2-howto.yaml")) + len(load(HERE / "v1beta1-colorapp.yaml"))
+    listed = load("apiVersion: v1\nkind: List\nitems:\n- {kind: Namespace, apiVersion: v1, metadata: {name: a}}\n"
+                  "---\n---\n{kind: Namespace, apiVersion: v1, metadata: {name: b}}\n")
+    assert [o["metadata"]["name"] for o in listed] == ["a", "b"]
