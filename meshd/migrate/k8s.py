@@ -404,3 +404,80 @@ def convert(objects: list[dict], *, source: str = "") -> Conversion:
         if source:
             raise ConversionError(f"{source}: {err.path}", err.message) from None
         raise
+
+
+# -- export --------------------------------------------------------------------------------
+
+_UNRENAMES = {v: k for k, v in _RENAMES.items()}
+_NAME_KEYS = {"VirtualNode": "virtualNodeName", "VirtualService": "virtualServiceName",
+              "VirtualRouter": "virtualRouterName", "VirtualGateway": "virtualGatewayName",
+              "GatewayRoute": "gatewayRouteName"}
+
+
+def export(documents: list[tuple[str, dict]], *, mesh: str, namespace: str) -> list[dict]:
+    """`appmesh.k8s.aws/v1beta2` manifests for the documents of `mesh`, all in `namespace`.
+    Every object carries `awsName`, so `convert` gives the same documents back; names
+    become references to the exported objects (an ARN for a virtual service outside them).
+    The Mesh selects the namespace by its `kubernetes.io/metadata.name` label."""
+    docs = [(k, d) for k, d in documents if d.get("meshName") == mesh]
+    k8s_names: dict[tuple[str, str], str] = {}
+    taken: set[tuple[str, str]] = set()
+    for kind, doc in docs:
+        if kind in _NAME_KEYS:
+            base = re.sub(r"[^a-z0-9.-]+", "-", doc[_NAME_KEYS[kind]].lower()).strip("-.")[:240] or "x"
+            name, n = base, 1
+            while (kind, name) in taken:
+                n += 1
+                name = f"{base}-{n}"
+            taken.add((kind, name))
+            k8s_names[(kind, doc[_NAME_KEYS[kind]])] = name
+
+    def ref(kind: str, aws: str) -> dict:
+        if (kind, aws) in k8s_names:
+            return {f"{kind[0].lower()}{kind[1:]}Ref": {"name": k8s_names[(kind, aws)]}}
+        segment = f"{kind[0].lower()}{kind[1:]}"
+        return {f"{segment}ARN": f"arn:aws:appmesh:::mesh/{mesh}/{segment}/{aws}"}
+
+    def walk(value, in_target: bool = False):
+        if isinstance(value, list):
+            return [walk(v, in_target) for v in value]
+        if not isinstance(value, dict):
+            return value
+        out = {}
+        for key, v in value.items():
+            if key == "virtualServiceName":
+                out.update(ref("VirtualService", v))
+            elif key == "virtualNodeName" or (key == "virtualNode" and in_target):
+                out.update(ref("VirtualNode", v))
+            elif key == "virtualRouterName":
+                out.update(ref("VirtualRouter", v))
+            else:
+                out[_UNRENAMES.get(key, key)] = walk(v, key == "weightedTargets")
+        return out
+
+    def obj(kind: str, name: str, spec: dict, ns: str | None = namespace) -> dict:
+        meta = {"name": name} if ns is None else {"name": name, "namespace": ns}
+        return {"apiVersion": f"{GROUP}/v1beta2", "kind": kind, "metadata": meta, "spec": spec}
+
+    selector = {"matchLabels": {"kubernetes.io/metadata.name": namespace}}
+    out: list[dict] = []
+    routers: dict[str, dict] = {}
+    for kind, doc in docs:
+        spec = walk(copy.deepcopy(doc.get("spec") or {}))
+        if kind == "Mesh":
+            out.append(obj("Mesh", re.sub(r"[^a-z0-9.-]+", "-", mesh.lower()).strip("-.") or "mesh",
+                           {"awsName": mesh, "namespaceSelector": selector, **spec}, ns=None))
+        elif kind == "Route":
+            router = routers[doc["virtualRouterName"]]
+            router["spec"].setdefault("routes", []).append({"name": doc["routeName"], **spec})
+        elif kind == "GatewayRoute":
+            gateway = k8s_names[("VirtualGateway", doc["virtualGatewayName"])]
+            out.append(obj(kind, k8s_names[(kind, doc["gatewayRouteName"])],
+                           {"awsName": doc["gatewayRouteName"], "virtualGatewayRef": {"name": gateway}, **spec}))
+        else:
+            aws = doc[_NAME_KEYS[kind]]
+            extra = {"namespaceSelector": selector} if kind == "VirtualGateway" else {}
+            out.append(obj(kind, k8s_names[(kind, aws)], {"awsName": aws, **extra, **spec}))
+            if kind == "VirtualRouter":
+                routers[aws] = out[-1]
+    return out

@@ -10,7 +10,7 @@ import pytest
 
 from meshd.api import kinds as K
 from meshd.api.validate import parse_json, to_json
-from meshd.migrate.k8s import ConversionError, convert, load
+from meshd.migrate.k8s import ConversionError, convert, export, load
 from meshd.v1 import admin_pb2 as pb
 
 HERE = Path(__file__).parent / "k8s"
@@ -216,3 +216,30 @@ def test_load_reads_files_directories_text_and_lists():
     listed = load("apiVersion: v1\nkind: List\nitems:\n- {kind: Namespace, apiVersion: v1, metadata: {name: a}}\n"
                   "---\n---\n{kind: Namespace, apiVersion: v1, metadata: {name: b}}\n")
     assert [o["metadata"]["name"] for o in listed] == ["a", "b"]
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_export_round_trips_through_convert(case):
+    docs = _expected(case)
+    mesh = docs[0][1]["meshName"]
+    manifests = export(docs, mesh=mesh, namespace="migrated")
+    assert {m["apiVersion"] for m in manifests} == {"appmesh.k8s.aws/v1beta2"}
+    assert all(m["spec"].get("awsName") for m in manifests)
+    assert convert(manifests).documents == docs
+    if case == "v1beta2-howto":  # the CRD's spelling of ARN fields, as the controller's schema has it
+        gateway = next(m for m in manifests if m["kind"] == "VirtualGateway")
+        assert gateway["spec"]["backendDefaults"]["clientPolicy"]["tls"]["validation"]["trust"] == {
+            "acm": {"certificateAuthorityARNs": [
+                "arn:aws:acm-pca:us-west-2:111122223333:certificate-authority/0c0d1e2f-1111-2222-3333-444455556666"]}}
+
+
+def test_export_refers_to_a_service_outside_the_export_by_arn():
+    docs = [("Mesh", {"meshName": "Shop_1", "spec": {}}),
+            ("VirtualNode", {"meshName": "Shop_1", "virtualNodeName": "web_v1", "spec": {
+                "backends": [{"virtualService": {"virtualServiceName": "ledger.other.local"}}]}}),
+            ("VirtualNode", {"meshName": "elsewhere", "virtualNodeName": "x", "spec": {}})]
+    manifests = export(docs, mesh="Shop_1", namespace="shop")
+    assert [m["metadata"]["name"] for m in manifests] == ["shop-1", "web-v1"]
+    assert manifests[1]["spec"]["backends"] == [{"virtualService": {
+        "virtualServiceARN": "arn:aws:appmesh:::mesh/Shop_1/virtualService/ledger.other.local"}}]
+    assert convert(manifests).documents == docs[:2]
