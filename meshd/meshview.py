@@ -53,6 +53,9 @@ class MeshView:
         self._live: dict[str, LiveMesh] = {}        # published generations (loop side)
         self._dirty: set[str] = set()
         self._route_caches: dict[str, RouteCache] = {}  # config side: per mesh, across compiles
+        # loop side: instances this meshd found itself (DNS service discovery), mesh → node →
+        # {instance id: Instance}; merged into the live snapshots' instances, never in etcd
+        self._discovered: dict[str, dict[str, dict]] = {}
         self._lock = threading.Lock()
         self.revision = 0
         self.generations = 0
@@ -170,6 +173,8 @@ class MeshView:
             if live is None:
                 self._live.pop(mesh, None)
                 continue
+            for node, found in self._discovered.get(mesh, {}).items():
+                self._set_instances(live, node, {**live.snapshot.instances.get(node, {}), **found})
             if old is not None:
                 live.router.adopt(old.router)
             self._live[mesh] = live  # the atomic swap: one dict store
@@ -189,11 +194,29 @@ class MeshView:
             live = self._live.get(mesh)
             if live is None:
                 continue  # the next generation has them
-            live.snapshot.instances[node] = insts
-            try:
-                live.router.set_endpoints(node, live_endpoints(insts))
-            except fr.UnknownNode:
-                pass  # instances of a node the table does not know yet; the next compile has them
+            self._set_instances(live, node, {**insts, **self._discovered.get(mesh, {}).get(node, {})})
+
+    def set_discovered(self, mesh: str, node: str, found: dict) -> None:
+        """On the loop: the instances this meshd discovered for `node` (meshd.proxy.discovery),
+        in place of the ones it discovered before; they join the registered ones, no rebuild."""
+        nodes = self._discovered.setdefault(mesh, {})
+        before = nodes.pop(node, {})
+        if found:
+            nodes[node] = dict(found)
+        elif not nodes:
+            self._discovered.pop(mesh, None)
+        live = self._live.get(mesh)
+        if live is not None:
+            registered = {k: v for k, v in live.snapshot.instances.get(node, {}).items() if k not in before}
+            self._set_instances(live, node, {**registered, **found})
+
+    @staticmethod
+    def _set_instances(live: LiveMesh, node: str, insts: dict) -> None:
+        live.snapshot.instances[node] = insts
+        try:
+            live.router.set_endpoints(node, live_endpoints(insts))
+        except fr.UnknownNode:
+            pass  # instances of a node the table does not know yet; the next compile has them
 
     def flush(self) -> list[LiveMesh]:
         """`prepare` and `publish` in this thread (when one thread owns the view)."""

@@ -33,6 +33,7 @@ from meshd.proxy.config import (
 from meshd.proxy.egress import Egress
 from meshd.proxy.gateway import GatewayListeners
 from meshd.proxy.ingress import Ingress
+from meshd.proxy.discovery import DnsDiscovery, targets as dns_targets
 from meshd.proxy.dns import DnsResponder, MeshResolver, resolv_conf_nameservers
 from meshd.proxy.intercept import InboundInterceptor, Interceptor, listen_addresses
 from meshd.proxy.listeners import Listeners
@@ -90,6 +91,9 @@ class MeshRuntime:
         self._down: set[str] = set()  # local instances found not listening, until they answer
         self._revivals: set[asyncio.Task] = set()
         self._dns: list = []  # DnsResponders (meshd.proxy.dns), when the config asks for one
+        # App Mesh DNS service discovery of the nodes of this host's meshes (meshd.proxy.discovery)
+        self.discovery = DnsDiscovery(lambda mesh, node, found: self.loop.call_soon_threadsafe(
+            self.view.set_discovered, mesh, node, found))
         self._active = True
         self._stopping = threading.Event()
         self._config_changed = threading.Event()  # a new configuration was applied
@@ -121,6 +125,7 @@ class MeshRuntime:
         self._thread = threading.Thread(target=self.loop.run_forever, name="dataplane", daemon=True)
         self._thread.start()
         self.loop.call_soon_threadsafe(self._watch_lag)
+        self.discovery.start()
         # The local nodes' first certificates, here rather than on the loop: signing may wait
         # on etcd or a remote signer, and the ingress needs them before it listens.
         for app in self.config.apps:
@@ -405,9 +410,19 @@ class MeshRuntime:
             self._sync_health_checks()
             self.gateways.changed()
             self._config_changed.set()
+            self._discover()
         self.observe.applied(resp, published, self.view)
         if synced:
             self._synced.set()
+
+    def _discover(self) -> None:
+        """Tell DNS discovery which nodes of this host's meshes name a hostname (as published)."""
+        wanted = {}
+        for mesh in sorted({a.mesh for a in self.config.apps} | {g.mesh for g in self.config.gateways}):
+            snap = self.view.snapshot(mesh)
+            if snap is not None:
+                wanted.update(((mesh, node), t) for node, t in dns_targets(snap).items())
+        self.discovery.update(wanted)
 
     def _sync_health_checks(self) -> None:
         """Run each local instance's App Mesh listener healthCheck; stop checks that went away."""
@@ -500,6 +515,7 @@ class MeshRuntime:
                 e.close()
         for d in self._dns:
             d.stop()
+        self.discovery.stop()
         try:
             self._call(drain(), timeout=grace + 10)
         finally:
