@@ -1,0 +1,1 @@
+"""Migration into meshd: CloudFormation and Kubernetes imports, export."""
