@@ -29,6 +29,10 @@ from pathlib import Path
 
 import yaml
 
+# One error for every importer, so a caller catches one class. Here `path` names the object
+# and the field: "VirtualNode apps/front spec.backends[1].virtualService.virtualServiceRef".
+from meshd.migrate.cfn import ConversionError
+
 GROUP = "appmesh.k8s.aws"
 VERSIONS = ("v1beta1", "v1beta2")
 ORDER = ("Mesh", "VirtualNode", "VirtualRouter", "Route", "VirtualService", "VirtualGateway", "GatewayRoute")
@@ -39,15 +43,6 @@ _RENAMES = {"certificateARN": "certificateArn", "certificateAuthorityARNs": "cer
 _K8S_ONLY = ("awsName", "meshRef", "podSelector", "namespaceSelector", "gatewayRouteSelector",
              "virtualGatewayRef", "routes")
 _ARN = re.compile(r"^arn:[^:]+:appmesh:[^:]*:[^:]*:mesh/[^/]+/(virtualNode|virtualService|virtualRouter)/([^/]+)$")
-
-
-class ConversionError(ValueError):
-    """A manifest that cannot be converted; `path` names the object and the field."""
-
-    def __init__(self, path: str, message: str):
-        super().__init__(f"{path}: {message}")
-        self.path = path
-        self.message = message
 
 
 @dataclass
@@ -309,26 +304,37 @@ class _Converter:
         if self._v1(obj):
             self._fail(obj, "apiVersion", "GatewayRoute is v1beta2 only")
         gateway = self._gateway_of(obj, spec)
+        mesh = self.mesh_of(obj)
+        if self.mesh_of(gateway) != mesh:  # as the controller's webhook refuses it
+            self._fail(obj, "spec.virtualGatewayRef", f"VirtualGateway {self._ns(gateway)}/"
+                       f"{gateway['metadata']['name']} is in mesh {self.mesh_of(gateway)}, not {mesh}")
         body = self._spec(obj, {k: v for k, v in spec.items() if k not in _K8S_ONLY}, "spec")
-        self._emit(obj, "GatewayRoute", {"meshName": self.mesh_of(gateway), "virtualGatewayName":
-                                         self.aws_name(gateway), "gatewayRouteName": self.aws_name(obj),
-                                         "spec": body})
+        self._emit(obj, "GatewayRoute", {"meshName": mesh, "virtualGatewayName": self.aws_name(gateway),
+                                         "gatewayRouteName": self.aws_name(obj), "spec": body})
 
     def _gateway_of(self, obj, spec):
-        """virtualGatewayRef; else the gateway whose namespaceSelector and gatewayRouteSelector
-        (absent: every route) select this route, as the controller's membership designator."""
+        """virtualGatewayRef; else, as the controller's membership designator, the one gateway
+        whose namespaceSelector selects the route's namespace and whose gatewayRouteSelector
+        (absent: every route) selects the route. Without the Namespace in the input, the
+        gatewayRouteSelector alone decides (said in notes)."""
         if spec.get("virtualGatewayRef") is not None:
             return self._ref(obj, "VirtualGateway", spec["virtualGatewayRef"], "spec.virtualGatewayRef")
-        ns_labels = self.namespaces.get(self._ns(obj))
-        labels = (obj["metadata"].get("labels") or {})
-        chosen = [g for g in self.objects if g["kind"] == "VirtualGateway" and ns_labels is not None
-                  and _matches((g.get("spec") or {}).get("namespaceSelector"), ns_labels)
-                  and ((g.get("spec") or {}).get("gatewayRouteSelector") is None
-                       or _matches(g["spec"]["gatewayRouteSelector"], labels))]
+        ns = self._ns(obj)
+        ns_labels = self.namespaces.get(ns)
+        labels = obj["metadata"].get("labels") or {}
+        gateways = [g for g in self.objects if g["kind"] == "VirtualGateway" and not self._v1(g)
+                    and (ns_labels is None or _matches((g.get("spec") or {}).get("namespaceSelector"), ns_labels))]
+        chosen = [g for g in gateways if (g.get("spec") or {}).get("gatewayRouteSelector") is None
+                  or _matches(g["spec"]["gatewayRouteSelector"], labels)]
         if len(chosen) != 1:
-            self._fail(obj, "spec.virtualGatewayRef", "no VirtualGateway selects this route" if not chosen else
-                       "more than one VirtualGateway selects this route: "
+            self._fail(obj, "spec.virtualGatewayRef", f"no VirtualGateway selects this route (namespace {ns}, "
+                       f"labels {labels})" if not chosen else "more than one VirtualGateway selects this route: "
                        + ", ".join(f"{self._ns(g)}/{g['metadata']['name']}" for g in chosen))
+        if ns_labels is None:
+            note = (f"GatewayRoute {ns}/{obj['metadata']['name']}: no Namespace object in the input; "
+                    f"the gatewayRouteSelector of VirtualGateway {self._ns(chosen[0])}/"
+                    f"{chosen[0]['metadata']['name']} alone selects it")
+            self.out.notes.append(note)
         return chosen[0]
 
     # -- v1beta1 ---------------------------------------------------------------------------
@@ -409,6 +415,7 @@ def convert(objects: list[dict], *, source: str = "") -> Conversion:
 # -- export --------------------------------------------------------------------------------
 
 _UNRENAMES = {v: k for k, v in _RENAMES.items()}
+_GATEWAY_LABEL = "virtual-gateway"  # exported GatewayRoutes' label naming their gateway
 _NAME_KEYS = {"VirtualNode": "virtualNodeName", "VirtualService": "virtualServiceName",
               "VirtualRouter": "virtualRouterName", "VirtualGateway": "virtualGatewayName",
               "GatewayRoute": "gatewayRouteName"}
@@ -418,7 +425,9 @@ def export(documents: list[tuple[str, dict]], *, mesh: str, namespace: str) -> l
     """`appmesh.k8s.aws/v1beta2` manifests for the documents of `mesh`, all in `namespace`.
     Every object carries `awsName`, so `convert` gives the same documents back; names
     become references to the exported objects (an ARN for a virtual service outside them).
-    The Mesh selects the namespace by its `kubernetes.io/metadata.name` label."""
+    The Mesh and VirtualGateways select the namespace by its `kubernetes.io/metadata.name`
+    label; a GatewayRoute joins its gateway by the gateway's gatewayRouteSelector, since the
+    controller's webhook refuses a GatewayRoute created with `virtualGatewayRef` (read-only)."""
     docs = [(k, d) for k, d in documents if d.get("meshName") == mesh]
     k8s_names: dict[tuple[str, str], str] = {}
     taken: set[tuple[str, str]] = set()
@@ -471,12 +480,13 @@ def export(documents: list[tuple[str, dict]], *, mesh: str, namespace: str) -> l
             router = routers[doc["virtualRouterName"]]
             router["spec"].setdefault("routes", []).append({"name": doc["routeName"], **spec})
         elif kind == "GatewayRoute":
-            gateway = k8s_names[("VirtualGateway", doc["virtualGatewayName"])]
-            out.append(obj(kind, k8s_names[(kind, doc["gatewayRouteName"])],
-                           {"awsName": doc["gatewayRouteName"], "virtualGatewayRef": {"name": gateway}, **spec}))
+            out.append(obj(kind, k8s_names[(kind, doc["gatewayRouteName"])], {"awsName": doc["gatewayRouteName"],
+                                                                              **spec}))
+            out[-1]["metadata"]["labels"] = {_GATEWAY_LABEL: k8s_names[("VirtualGateway", doc["virtualGatewayName"])]}
         else:
             aws = doc[_NAME_KEYS[kind]]
-            extra = {"namespaceSelector": selector} if kind == "VirtualGateway" else {}
+            extra = {"namespaceSelector": selector, "gatewayRouteSelector": {"matchLabels": {
+                _GATEWAY_LABEL: k8s_names[(kind, aws)]}}} if kind == "VirtualGateway" else {}
             out.append(obj(kind, k8s_names[(kind, aws)], {"awsName": aws, **extra, **spec}))
             if kind == "VirtualRouter":
                 routers[aws] = out[-1]

@@ -187,15 +187,58 @@ spec:
     match: {prefix: /}
     action: {target: {virtualService: {virtualServiceRef: {name: s}}}}
 """
-    out = convert(load(gw.replace("LABEL", "edge")))
+    # A gateway for other namespaces, taking every route there: its namespaceSelector leaves this one out.
+    other = """
+---
+apiVersion: appmesh.k8s.aws/v1beta2
+kind: VirtualGateway
+metadata: {name: gw2, namespace: apps}
+spec:
+  namespaceSelector: {matchLabels: {mesh: elsewhere}}
+  listeners: [{portMapping: {port: 8081, protocol: http}}]
+"""
+    out = convert(load(gw.replace("LABEL", "edge") + other))
     assert out.documents[-1] == ("GatewayRoute", {
         "meshName": "m1", "virtualGatewayName": "edge", "gatewayRouteName": "r_apps",
         "spec": {"httpRoute": {"match": {"prefix": "/"},
                                "action": {"target": {"virtualService": {"virtualServiceName": "s.apps"}}}}}})
     with pytest.raises(ConversionError) as err:
         convert(load(gw.replace("LABEL", "other")))
+    assert (err.value.path, err.value.message) == (
+        "GatewayRoute apps/r spec.virtualGatewayRef",
+        "no VirtualGateway selects this route (namespace apps, labels {'gateway': 'other'})")
+    # Without the Namespace object, the gatewayRouteSelector alone decides, and the notes say so.
+    out = convert(load(gw.replace("LABEL", "edge").replace(NAMESPACE.replace("LABEL", "m1"), "")))
+    assert out.documents[-1][1]["virtualGatewayName"] == "edge"
+    assert out.notes[-1] == ("GatewayRoute apps/r: no Namespace object in the input; the gatewayRouteSelector "
+                             "of VirtualGateway apps/gw alone selects it")
+
+
+def test_a_gateway_route_in_another_mesh_than_its_gateway_is_refused():
+    text = MESH + "---" + MESH2 + NAMESPACE.replace("LABEL", "m1") + """
+---
+apiVersion: appmesh.k8s.aws/v1beta2
+kind: VirtualGateway
+metadata: {name: gw, namespace: edge}
+spec:
+  meshRef: {name: m2, uid: 5e1c5f7a-0d8e-4a53-9c4b-2b7c6a1f0e11}
+  listeners: [{portMapping: {port: 8080, protocol: http}}]
+---
+apiVersion: appmesh.k8s.aws/v1beta2
+kind: GatewayRoute
+metadata: {name: r, namespace: apps}
+spec:
+  virtualGatewayRef: {name: gw, namespace: edge}
+  httpRoute:
+    match: {prefix: /}
+    action:
+      target:
+        virtualService: {virtualServiceARN: "arn:aws:appmesh:eu-west-1:111122223333:mesh/m1/virtualService/s"}
+"""
+    with pytest.raises(ConversionError) as err:
+        convert(load(text))
     assert (err.value.path, err.value.message) == ("GatewayRoute apps/r spec.virtualGatewayRef",
-                                                   "no VirtualGateway selects this route")
+                                                   "VirtualGateway edge/gw is in mesh m2, not m1")
 
 
 def test_v1beta1_mesh_name_must_be_in_the_input():
@@ -226,6 +269,8 @@ def test_export_round_trips_through_convert(case):
     assert {m["apiVersion"] for m in manifests} == {"appmesh.k8s.aws/v1beta2"}
     assert all(m["spec"].get("awsName") for m in manifests)
     assert convert(manifests).documents == docs
+    for route in (m for m in manifests if m["kind"] == "GatewayRoute"):  # read-only for the webhook
+        assert "virtualGatewayRef" not in route["spec"] and route["metadata"]["labels"]
     if case == "v1beta2-howto":  # the CRD's spelling of ARN fields, as the controller's schema has it
         gateway = next(m for m in manifests if m["kind"] == "VirtualGateway")
         assert gateway["spec"]["backendDefaults"]["clientPolicy"]["tls"]["validation"]["trust"] == {
