@@ -28,6 +28,7 @@ from meshd.observe.accesslog import AccessLogs
 from meshd.proxy import MeshRuntime, RuntimeConfig, WorkloadCerts
 from meshd.security import AuditLog, KeyRef, MeshCA, Roles, Tokens, spiffe
 from meshd.security.accesskeys import AccessKeys
+from meshd.security.acm import AcmCache, read_material
 from meshd.security.certs import utcnow
 from meshd.security.hostauth import claim_gateway
 from meshd.security.errors import SecurityError
@@ -306,7 +307,7 @@ class Meshd:
             register=register, deregister=deregister,
             watch=lambda active: resources.watch(admin_pb2.WatchRequest(), active), host_name=cfg.host_name,
             claim_gateway=lambda mesh, gw: claim_gateway(self.store, self.lease, cfg.host_name, mesh, gw),
-            observe=self.observer)
+            observe=self.observer, acm=AcmCache(lambda: read_material(self.store, ca._key)))
         runtime.start()
         if self.metrics_server:
             runtime.addresses["metrics"] = self.metrics_server.address

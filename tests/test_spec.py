@@ -125,13 +125,12 @@ def test_corpus_references_resolve_in_file_order():
 
 # Fields that meshd parses but rejects ("use file or the mesh CA"): they are covered by the
 # invalid corpus instead, and must be.
-REJECTED_SOURCES = {
-    ("ListenerTlsCertificate", "acm"), ("ListenerTlsCertificate", "sds"),
+REJECTED_SOURCES = {  # ACM sources are served from `meshctl certificate import` / `trust import`
+    ("ListenerTlsCertificate", "sds"),
     ("ClientTlsCertificate", "sds"),
-    ("TlsValidationContextTrust", "acm"), ("TlsValidationContextTrust", "sds"),
+    ("TlsValidationContextTrust", "sds"),
     ("ListenerTlsValidationContextTrust", "sds"),
-    ("ListenerTlsAcmCertificate", "certificate_arn"), ("ListenerTlsSdsCertificate", "secret_name"),
-    ("TlsValidationContextAcmTrust", "certificate_authority_arns"),
+    ("ListenerTlsSdsCertificate", "secret_name"),
     ("TlsValidationContextSdsTrust", "secret_name"),
 }
 
@@ -335,11 +334,13 @@ def test_tls_modes(mode):
     assert ("spec.listeners[0].tls.mode" in found) == (mode not in ("STRICT", "PERMISSIVE", "DISABLED"))
 
 
-def test_acm_and_sds_sources_are_refused_with_advice():
-    spec = node(tls={"mode": "STRICT", "certificate": {"acm": {"certificateArn": "arn:aws:acm:x"}}})
+def test_acm_sources_are_accepted_and_sds_refused_with_advice():
+    acm = node(tls={"mode": "STRICT", "certificate": {"acm": {"certificateArn": "arn:aws:acm:x"}}})
+    assert violations("virtualNode", acm) == []
+    spec = node(tls={"mode": "STRICT", "certificate": {"sds": {"secretName": "s"}}})
     (found,) = violations("virtualNode", spec)
-    assert found == FieldViolation("spec.listeners[0].tls.certificate.acm",
-                                   "not supported here, use file or the mesh CA")
+    assert found.field == "spec.listeners[0].tls.certificate.sds"
+    assert "mesh CA" in found.description and "file" in found.description
 
 
 def test_listener_members_follow_its_protocol():

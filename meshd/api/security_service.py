@@ -6,6 +6,7 @@ before (see `meshd.api.auth`), except where a call decides rights itself: SignCe
 """
 from __future__ import annotations
 
+import contextlib
 from datetime import datetime, timedelta, timezone
 
 from google.protobuf import timestamp_pb2
@@ -16,6 +17,7 @@ from meshd.api.errors import BadRequest
 from meshd.security import (AccessKeys, AuditFilter, AuditLog, CASource, MeshCA, Roles, Tokens,
                             authorize_certificate, host_id, renewal, spiffe)
 from meshd.security.accesskeys import PREFIX as ACCESS_KEYS
+from meshd.security.acm import AcmInvalid, AcmStore, certificate_path, trust_path
 from meshd.security.certs import load_certs
 from meshd.v1 import security_pb2 as sec
 
@@ -50,6 +52,25 @@ def _access_key_msg(k) -> sec.AccessKeyInfo:
                              created_by=k.created_by)
 
 
+def _acm_cert_msg(c) -> sec.AcmCertificate:
+    return sec.AcmCertificate(arn=c.arn, subject=c.subject, dns_names=list(c.dns_names), serial=c.serial,
+                              not_after=_ts(c.not_after), imported_at=_ts(c.imported_at), imported_by=c.imported_by)
+
+
+def _acm_trust_msg(t) -> sec.AcmTrustAnchor:
+    return sec.AcmTrustAnchor(arn=t.arn, subject=t.subject, not_after=_ts(t.not_after),
+                              imported_at=_ts(t.imported_at), imported_by=t.imported_by, certificates=t.certificates)
+
+
+@contextlib.contextmanager
+def _acm_input():
+    """An ACM import refused for its input (ARN shape, PEM, key match) is the caller's error."""
+    try:
+        yield
+    except AcmInvalid as err:
+        raise BadRequest(err.field, err.detail) from err
+
+
 def _binding_msg(b) -> sec.RoleBinding:
     return sec.RoleBinding(subject=b.subject, role=b.role.value, mesh_name=b.mesh, granted_by=b.granted_by,
                            granted_at=_ts(b.granted_at))
@@ -68,6 +89,7 @@ class Security:
         # By default access keys seal with the CA's cluster key (the same KeyRef, so one
         # load of the key file) and stamp times with its clock.
         self.access_keys = access_keys or AccessKeys(store, ca._key, clock=ca._clock)
+        self.acm = AcmStore(store, ca._key, clock=ca._clock)
 
     def WhoAmI(self, caller: Caller, req):
         bindings = [] if caller.subject == "local" else self.roles.bindings(subject=caller.subject)
@@ -169,6 +191,35 @@ class Security:
         if not self.access_keys.delete(req.access_key_id):
             raise registry.NotFound(ACCESS_KEYS + req.access_key_id)
         return sec.DeleteAccessKeyResponse()
+
+    def ImportAcmCertificate(self, caller, req):
+        with _acm_input():
+            info = self.acm.import_certificate(req.arn, req.certificate_pem.encode(), req.private_key_pem.encode(),
+                                               req.chain_pem.encode(), imported_by=caller.subject)
+        return sec.ImportAcmCertificateResponse(certificate=_acm_cert_msg(info))
+
+    def ListAcmCertificates(self, caller, req):
+        return sec.ListAcmCertificatesResponse(certificates=[_acm_cert_msg(c) for c in self.acm.certificates()])
+
+    def DeleteAcmCertificate(self, caller, req):
+        with _acm_input():
+            if not self.acm.delete_certificate(req.arn):
+                raise registry.NotFound(certificate_path(req.arn))
+        return sec.DeleteAcmCertificateResponse()
+
+    def ImportAcmTrust(self, caller, req):
+        with _acm_input():
+            info = self.acm.import_trust(req.arn, req.certificate_pem.encode(), imported_by=caller.subject)
+        return sec.ImportAcmTrustResponse(anchor=_acm_trust_msg(info))
+
+    def ListAcmTrust(self, caller, req):
+        return sec.ListAcmTrustResponse(anchors=[_acm_trust_msg(t) for t in self.acm.trust()])
+
+    def DeleteAcmTrust(self, caller, req):
+        with _acm_input():
+            if not self.acm.delete_trust(req.arn):
+                raise registry.NotFound(trust_path(req.arn))
+        return sec.DeleteAcmTrustResponse()
 
     def GrantRole(self, caller, req):
         b = self.roles.grant(req.subject, req.role, req.mesh_name or CLUSTER, granted_by=caller.subject)

@@ -186,9 +186,11 @@ HTTP_RETRY_EVENTS = ("server-error", "gateway-error", "client-error", "stream-er
 GRPC_RETRY_EVENTS = ("cancelled", "deadline-exceeded", "internal", "resource-exhausted", "unavailable")
 TCP_RETRY_EVENTS = ("connection-error",)
 
-# meshd issues workload certificates from its own mesh CA and reads App Mesh `file`
-# sources; ACM and SDS are AWS/Envoy services it has no counterpart for.
-NOT_HERE = Rule(unsupported="not supported here, use file or the mesh CA")
+# meshd issues workload certificates from its own mesh CA, reads App Mesh `file` sources,
+# and serves `acm` ones from what `meshctl certificate import` / `meshctl trust import`
+# stored under the ARN (meshd.security.acm). SDS is Envoy's secret service: no counterpart.
+NOT_HERE = Rule(unsupported="sds is not supported here: leave tls.certificate out for the mesh CA's certificate, "
+                            "or use a file source")
 
 # Cloud Map attribute key/value patterns, as the model writes them
 # (AwsCloudMapInstanceAttributeKey `^[a-zA-Z0-9!-~]+$`, ...Value
@@ -243,7 +245,7 @@ RULES: dict[str, dict[str, Rule]] = {
     "ListenerTlsAcmCertificate": {"certificateArn": REQUIRED},
     "ListenerTlsFileCertificate": {"certificateChain": FILE_PATH, "privateKey": FILE_PATH},
     "ListenerTlsSdsCertificate": {"secretName": REQUIRED},
-    "ListenerTlsCertificate": {"acm": NOT_HERE, "sds": NOT_HERE},
+    "ListenerTlsCertificate": {"sds": NOT_HERE},
     "ClientTlsCertificate": {"sds": NOT_HERE},
     "TlsValidationContextAcmTrust": {"certificateAuthorityArns": Rule(required=True, count=(1, 3))},
     "TlsValidationContextFileTrust": {"certificateChain": FILE_PATH},
@@ -252,7 +254,7 @@ RULES: dict[str, dict[str, Rule]] = {
         "exact": Rule(required=True, each=Rule(length=(1, 254)), stricter={"required": _EMPTY_IS_ABSENT}),
     },
     "SubjectAlternativeNames": {"match": REQUIRED},
-    "TlsValidationContextTrust": {"acm": NOT_HERE, "sds": NOT_HERE},
+    "TlsValidationContextTrust": {"sds": NOT_HERE},
     "TlsValidationContext": {"trust": REQUIRED},
     "ListenerTlsValidationContextTrust": {"sds": NOT_HERE},
     "ListenerTlsValidationContext": {"trust": REQUIRED},

@@ -1,4 +1,5 @@
-"""meshctl's identity and access commands: login, whoami, token, apitoken, accesskey, role, audit, ca, cert."""
+"""meshctl's identity and access commands: login, whoami, token, apitoken, accesskey, role, audit, ca, cert,
+and the ACM stand-ins: certificate and trust."""
 from __future__ import annotations
 
 import argparse
@@ -198,6 +199,101 @@ def cmd_ca_retire(client, args) -> int:
     return 0
 
 
+def _pem(path: str, what: str) -> str:
+    from meshd.cli.meshctl import CliError  # noqa: PLC0415
+
+    try:
+        return Path(path).read_text()
+    except (OSError, UnicodeDecodeError) as err:
+        raise CliError(f"cannot read the {what} {path}: {getattr(err, 'strerror', None) or err}") from err
+
+
+def cmd_certificate_import(client, args) -> int:
+    c = _call(client, "ImportAcmCertificate", sec.ImportAcmCertificateRequest(
+        arn=args.arn, certificate_pem=_pem(args.cert, "certificate"), private_key_pem=_pem(args.key, "private key"),
+        chain_pem=_pem(args.chain, "chain") if args.chain else "")).certificate
+    print(f"certificate {c.arn} imported ({c.subject}, until {c.not_after.ToJsonString()}); "
+          "listeners naming it serve it from their next connection")
+    return 0
+
+
+def cmd_certificate_list(client, args) -> int:
+    resp = _call(client, "ListAcmCertificates", sec.ListAcmCertificatesRequest())
+    rows = [[c.arn, c.subject, ",".join(c.dns_names), c.not_after.ToJsonString(), c.imported_by]
+            for c in resp.certificates]
+    return _out(client, args, resp, rows, ["ARN", "SUBJECT", "DNS_NAMES", "NOT_AFTER", "IMPORTED_BY"])
+
+
+def cmd_certificate_delete(client, args) -> int:
+    _call(client, "DeleteAcmCertificate", sec.DeleteAcmCertificateRequest(arn=args.arn))
+    print(f"certificate {args.arn} deleted")
+    return 0
+
+
+def cmd_trust_import(client, args) -> int:
+    a = _call(client, "ImportAcmTrust", sec.ImportAcmTrustRequest(
+        arn=args.arn, certificate_pem=_pem(args.cert, "CA certificate"))).anchor
+    print(f"trust anchor {a.arn} imported ({a.subject}, until {a.not_after.ToJsonString()})")
+    return 0
+
+
+def cmd_trust_list(client, args) -> int:
+    resp = _call(client, "ListAcmTrust", sec.ListAcmTrustRequest())
+    rows = [[a.arn, a.subject, a.not_after.ToJsonString(), a.imported_by] for a in resp.anchors]
+    return _out(client, args, resp, rows, ["ARN", "SUBJECT", "NOT_AFTER", "IMPORTED_BY"])
+
+
+def cmd_trust_delete(client, args) -> int:
+    _call(client, "DeleteAcmTrust", sec.DeleteAcmTrustRequest(arn=args.arn))
+    print(f"trust anchor {args.arn} deleted")
+    return 0
+
+
+def _acm_refs(spec) -> list[tuple[str, str, str]]:
+    """(where, kind, ARN) of every ACM reference in a virtual node's or gateway's spec;
+    kind is "certificate" (a listener's) or "trust" (a client policy's PCA authority)."""
+    out = []
+    for lst in spec.listeners:
+        if lst.HasField("tls") and lst.tls.certificate.HasField("acm"):
+            out.append((f"listener {lst.port_mapping.port}", "certificate", lst.tls.certificate.acm.certificate_arn))
+    policies = [("backendDefaults", spec.backend_defaults.client_policy)] if spec.HasField("backend_defaults") else []
+    policies += [(f"backend {b.virtual_service.virtual_service_name}", b.virtual_service.client_policy)
+                 for b in getattr(spec, "backends", ())]
+    for where, policy in policies:
+        if policy.tls.validation.trust.HasField("acm"):
+            out += [(where, "trust", arn) for arn in policy.tls.validation.trust.acm.certificate_authority_arns]
+    return out
+
+
+def acm_problems(client, meshes, pages) -> list[tuple[str, str, str, str]]:
+    """(mesh, resource and part, ARN, problem) for each ACM reference in the meshes' specs
+    that nothing was imported for; [] when the caller may not list imports (no MANAGE_CA)."""
+    import grpc  # noqa: PLC0415
+    from meshd.v1 import admin_pb2  # noqa: PLC0415
+
+    stub = _sec(client)
+    try:
+        certs = {c.arn for c in stub.ListAcmCertificates(sec.ListAcmCertificatesRequest(),
+                                                         timeout=client.timeout).certificates}
+        anchors = {a.arn for a in stub.ListAcmTrust(sec.ListAcmTrustRequest(), timeout=client.timeout).anchors}
+    except grpc.RpcError:
+        return []
+    out = []
+    for mesh in meshes:
+        for title, field in (("VirtualNode", "virtual_node"), ("VirtualGateway", "virtual_gateway")):
+            refs = pages(client, f"List{title}s", getattr(admin_pb2, f"List{title}sRequest")(mesh_name=mesh),
+                         f"{field}s")
+            for ref in refs:
+                name = getattr(ref, f"{field}_name")
+                data = getattr(client.call(f"Describe{title}", getattr(admin_pb2, f"Describe{title}Request")(
+                    mesh_name=mesh, **{f"{field}_name": name})), field)
+                for where, kind, arn in _acm_refs(data.spec):
+                    if arn not in (certs if kind == "certificate" else anchors):
+                        problem = "certificate not imported" if kind == "certificate" else "trust anchor not imported"
+                        out.append((mesh, f"{title[0].lower()}{title[1:]} {name} {where}", arn, problem))
+    return out
+
+
 def cmd_cert_issue(client, args) -> int:
     """Make a key and CSR here, have the cluster sign it, write key, chain and bundle."""
     key_pem, csr_pem = make_csr(args.identity)
@@ -295,3 +391,25 @@ def add_subcommands(sub, common: argparse.ArgumentParser) -> None:
     cs.add_argument("--ttl", default="")
     cs.add_argument("--out", required=True, help="directory for tls.key, tls.crt and ca.pem")
     cs.set_defaults(fn=cmd_cert_issue)
+
+    cm = group("certificate", "certificates App Mesh specs name by ACM ARN (listener tls.certificate.acm)")
+    cmi = cm.add_parser("import", parents=[common])
+    cmi.add_argument("--arn", required=True, help="arn:aws:acm:<region>:<account>:certificate/<id>")
+    cmi.add_argument("--cert", required=True, help="PEM: the certificate, optionally followed by intermediates")
+    cmi.add_argument("--key", required=True, help="PEM: its private key (sealed under the cluster key)")
+    cmi.add_argument("--chain", default="", help="PEM: intermediates, if not in --cert")
+    cmi.set_defaults(fn=cmd_certificate_import)
+    cm.add_parser("list", parents=[common]).set_defaults(fn=cmd_certificate_list)
+    cmd = cm.add_parser("delete", parents=[common])
+    cmd.add_argument("--arn", required=True)
+    cmd.set_defaults(fn=cmd_certificate_delete)
+
+    tr = group("trust", "trust anchors App Mesh specs name by ACM PCA ARN (validation.trust.acm)")
+    tri = tr.add_parser("import", parents=[common])
+    tri.add_argument("--arn", required=True, help="arn:aws:acm-pca:<region>:<account>:certificate-authority/<id>")
+    tri.add_argument("--cert", required=True, help="PEM: the CA certificate(s)")
+    tri.set_defaults(fn=cmd_trust_import)
+    tr.add_parser("list", parents=[common]).set_defaults(fn=cmd_trust_list)
+    trd = tr.add_parser("delete", parents=[common])
+    trd.add_argument("--arn", required=True)
+    trd.set_defaults(fn=cmd_trust_delete)

@@ -297,10 +297,13 @@ def cmd_status(client: Client, args) -> int:
         client, "ListMeshes", admin_pb2.ListMeshesRequest(), "meshes")]
     instances = {m: _pages(client, "ListInstances", admin_pb2.ListInstancesRequest(mesh_name=m), "instances")
                  for m in meshes}
+    from meshd.cli.meshctl_security import acm_problems  # noqa: PLC0415
+    acm = acm_problems(client, meshes, _pages)  # specs naming ACM ARNs nothing was imported for
     if args.output != "table":
         _print({"revision": hosts.revision, "configRevision": hosts.config_revision,
                 "hosts": [{**_to_dict(h), "state": _host_state(h, hosts.config_revision)} for h in hosts.hosts],
-                "meshes": [{"meshName": m, "instances": [_to_dict(i) for i in instances[m]]} for m in meshes]},
+                "meshes": [{"meshName": m, "instances": [_to_dict(i) for i in instances[m]]} for m in meshes],
+                "acm": [{"meshName": m, "where": w, "arn": a, "problem": p} for m, w, a, p in acm]},
                args.output)
         return 0
     print(f"HOSTS  (etcd revision {hosts.revision}, newest config change at revision {hosts.config_revision})")
@@ -319,6 +322,10 @@ def cmd_status(client: Client, args) -> int:
             _print(None, "table", [[i.virtual_node_name, i.instance_id, f"{i.address}:{i.port}", i.host or "-",
                                     i.health or "UNKNOWN"] for i in insts],
                    ["NODE", "INSTANCE", "ADDRESS", "HOST", "HEALTH"])
+    if acm:
+        print("\nACM REFERENCES  (refused TLS until imported: meshctl certificate import / meshctl trust import)")
+        for m, where, arn, problem in acm:
+            print(f"  {m}: {where}: {arn}: {problem}")
     return 0
 
 

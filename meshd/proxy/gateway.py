@@ -20,6 +20,7 @@ import asyncio
 import logging
 import ssl
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Callable
 
 from meshd.dataplane import Engine, H1Engine
@@ -27,7 +28,7 @@ from meshd.gateway import GatewayTable, compile_gateway
 from meshd.observe import GATEWAY
 from meshd.proxy.config import GatewayConfig, RuntimeConfig
 from meshd.proxy.outcomes import REFUSALS
-from meshd.proxy.tls import all_sans
+from meshd.proxy.tls import AcmListenerCredentials, all_sans
 from meshd.security import Credentials, spiffe
 from meshd.security.errors import TlsConfigError
 
@@ -67,8 +68,10 @@ class GatewayListeners:
     """
 
     def __init__(self, gateways: list[GatewayConfig], *, loop, view, egress, observe, certs,
-                 config: RuntimeConfig, listeners, active: Callable[[], bool], claim: Callable[[str, str], None]):
+                 config: RuntimeConfig, listeners, active: Callable[[], bool], claim: Callable[[str, str], None],
+                 acm=None):
         self.loop, self.view, self.egress, self.observe, self.certs = loop, view, egress, observe, certs
+        self.acm = acm  # meshd.security.acm.AcmCache: certificates named by ACM ARN
         self.config, self.listeners, self.active = config, listeners, active
         self.gateways = list(gateways)
         self.claim = claim
@@ -152,7 +155,8 @@ class GatewayListeners:
             log.warning("gateway listener protocol not served", extra={"listener": where, "protocol": protocol})
             return
         try:
-            creds = listener_credentials(lst, protocol)
+            creds = listener_credentials(lst, protocol, self.acm,
+                                         where=f"listener {port} of virtualGateway {g.virtual_gateway}")
             ctx = creds.server_front() if creds is not None else None
         except ListenerTlsError as err:
             log.warning("gateway listener TLS not supported", extra={"listener": where, "error": str(err)})
@@ -247,7 +251,7 @@ def listener_ssl(lst, protocol: str) -> ssl.SSLContext | None:
     return creds.server_front() if creds is not None else None
 
 
-def listener_credentials(lst, protocol: str) -> Credentials | None:
+def listener_credentials(lst, protocol: str, acm=None, where: str = "listener") -> Credentials | None:
     """A virtual gateway listener's App Mesh `tls` as credentials read from its files; None
     for plaintext. `refresh_files` follows the files when the operator replaces them.
 
@@ -265,15 +269,20 @@ def listener_credentials(lst, protocol: str) -> Credentials | None:
         return None
     if mode not in ("STRICT", "PERMISSIVE"):
         raise ListenerTlsError("tls.mode", f"must be STRICT, PERMISSIVE or DISABLED, got {mode!r}")
-    if not tls.certificate.HasField("file"):
-        raise ListenerTlsError("tls.certificate", "only a file certificate source is supported")
+    is_acm = tls.certificate.HasField("acm") and acm is not None
+    if not (tls.certificate.HasField("file") or is_acm):
+        raise ListenerTlsError("tls.certificate", "only a file or acm certificate source is supported")
     if mode == "PERMISSIVE":
         log.warning("gateway listener tls PERMISSIVE is served as TLS only (no plaintext on the same port)")
     trust = (tls.validation.trust.file.certificate_chain
              if tls.HasField("validation") and tls.validation.trust.HasField("file") else "")
+    alpn = ("http/1.1",) if protocol == "http" else ("h2",)
+    if is_acm:  # ACM: the certificate imported under the ARN, followed as imports arrive
+        bundle = Path(trust).read_bytes() if trust else b""
+        return AcmListenerCredentials(acm, tls.certificate.acm.certificate_arn, where, bundle, alpn=alpn)
     try:
         return Credentials.from_files(tls.certificate.file.certificate_chain, tls.certificate.file.private_key,
-                                      trust, alpn=("http/1.1",) if protocol == "http" else ("h2",))
+                                      trust, alpn=alpn)
     except TlsConfigError as err:
         # Not usable (yet): the listener stays closed and is tried again, as for any OSError.
         raise OSError(str(err)) from err

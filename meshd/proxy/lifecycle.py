@@ -64,6 +64,8 @@ REVIVE_PROBE_SECONDS = 0.5
 # every twelfth of the shortest certificate life, if shorter) to poll `file` sources.
 CERT_CHECK_SECONDS = 30.0
 CERT_CHECK_MIN_SECONDS = 0.5
+# How often the data plane re-reads `acm/` for imported certificates and trust anchors.
+ACM_POLL_SECONDS = 1.0
 
 
 class MeshRuntime:
@@ -73,8 +75,11 @@ class MeshRuntime:
                  register: Callable[..., admin_pb2.Instance], deregister: Callable[[str, str, str], None],
                  watch: Callable[[Callable[[], bool]], Iterator[admin_pb2.WatchResponse]], host_name: str,
                  claim_gateway: Callable[[str, str], None] = lambda mesh, gateway: None,
-                 observe: Observer | None = None):
+                 observe: Observer | None = None, acm=None):
         self.config = config
+        # meshd.security.acm.AcmCache: ACM-named certificates and trust, re-read every
+        # ACM_POLL_SECONDS off the loop (None: specs naming ACM ARNs are not served).
+        self.acm = acm
         self.observe = observe or Observer(Metrics(version="", host=host_name))
         self.view = view
         self.certs = certs
@@ -85,7 +90,7 @@ class MeshRuntime:
         self.loop = uvloop.new_event_loop()
         self.listeners = Listeners()
         self.ingress: Engine | None = None
-        self.tls = ProxyTls(certs, view, config.apps)
+        self.tls = ProxyTls(certs, view, config.apps, acm=acm)
         self.egress = Egress(view, self.observe, self.tls)
         self.inbound = Ingress(view, self.observe, self.tls, on_unreachable=self._unreachable)
         self._down: set[str] = set()  # local instances found not listening, until they answer
@@ -103,7 +108,7 @@ class MeshRuntime:
         self._responses: queue.Queue = queue.Queue()
         self.gateways = GatewayListeners(
             config.gateways, loop=self.loop, view=view, egress=self.egress, observe=self.observe, certs=certs,
-            config=config, listeners=self.listeners, active=lambda: self._active, claim=claim_gateway)
+            config=config, listeners=self.listeners, active=lambda: self._active, claim=claim_gateway, acm=acm)
 
     @property
     def addresses(self) -> dict[str, str]:
@@ -140,6 +145,8 @@ class MeshRuntime:
         if not self._synced.wait(FIRST_SNAPSHOT_WAIT_SECONDS):
             log.warning("no configuration snapshot yet; serving without one",
                         extra={"waited_s": FIRST_SNAPSHOT_WAIT_SECONDS})
+        if self.acm is not None:
+            self._acm_refresh()  # before the listeners: an imported certificate is served at once
         self._call(self._start_listeners())
         # What start-up made (modules, the first tables, TLS contexts) lives as long as the
         # process: moved out of the collector's reach, a full collection no longer walks it.
@@ -156,6 +163,8 @@ class MeshRuntime:
         self.health = HealthChecker(self._health_changed)
         self._call(self.health.start())
         self._cert_thread = supervised("cert-renewal", self._cert_loop, self._stopping)
+        if self.acm is not None:
+            self._acm_thread = supervised("acm-refresh", self._acm_loop, self._stopping)
         self._unregistered = list(self.config.apps)
         self._register_pending()
         self._registrar = supervised("registrar", self._registrar_loop, self._stopping)
@@ -280,6 +289,20 @@ class MeshRuntime:
             if self._stopping.wait(wait):
                 return
             self.renew_certs()
+
+    def _acm_refresh(self) -> bool:
+        try:
+            return self.acm.refresh()
+        except Exception as err:  # noqa: BLE001 - e.g. etcd unavailable: keep what was read
+            log.warning("ACM certificates not re-read; keeping the current ones", extra={"error": str(err)})
+            return False
+
+    def _acm_loop(self) -> None:
+        """Re-read the imported ACM certificates and anchors (one etcd range read of `acm/`)
+        every ACM_POLL_SECONDS; listeners pick up a change on their next connection."""
+        while not self._stopping.wait(ACM_POLL_SECONDS):
+            if self._acm_refresh():
+                self.renew_certs()  # log each listener's new state now, not at its next handshake
 
     def renew_certs(self) -> bool:
         """Renew due workload certificates (a failure keeps the current one and retries with

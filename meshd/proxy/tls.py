@@ -12,13 +12,16 @@ import logging
 import ssl
 import threading
 import time
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
 from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
 
 from meshd.security import Credentials, make_csr, spiffe
 from meshd.security.tls import ServerFront, file_stamp, sni_front
+
+if TYPE_CHECKING:  # the cache is made by the composition root
+    from meshd.security.acm import AcmCache
 
 log = logging.getLogger("meshd.proxy.tls")
 
@@ -215,8 +218,9 @@ class _FileCredentials:
     credentials (its certificate when only a `file` trust is given; its bundle always, so
     the mesh's own callers keep working beside the operator's PKI)."""
 
-    def __init__(self, base: Credentials, cert: tuple[str, str] | None, trust: str | None, **kwargs):
-        self.base, self.cert, self.trust = base, cert, trust
+    def __init__(self, base: Credentials, cert: tuple[str, str] | None, trust: str | None,
+                 acm_trust: Callable[[], bytes] | None = None, **kwargs):
+        self.base, self.cert, self.trust, self.acm_trust = base, cert, trust, acm_trust
         self.paths = (*(cert or ()), *((trust,) if trust else ()))
         self.stamp = file_stamp(self.paths)
         self.blobs = _read_all(self.paths)
@@ -226,6 +230,8 @@ class _FileCredentials:
         blobs = list(self.blobs)
         chain, key = (blobs.pop(0), blobs.pop(0)) if self.cert else (self.base.cert_chain_pem, self.base.key_pem)
         bundle = (blobs.pop(0) + b"\n" + self.base.bundle_pem) if self.trust else self.base.bundle_pem
+        if self.acm_trust is not None:  # the ACM PCA anchors imported so far (none: the mesh CA only)
+            bundle = self.acm_trust() + b"\n" + bundle
         return chain, key, bundle
 
     def refresh(self) -> bool:
@@ -240,12 +246,83 @@ class _FileCredentials:
         return self.creds.generation != before
 
 
+class AcmListenerCredentials:
+    """A listener whose App Mesh certificate is `acm`: it presents what `meshctl certificate
+    import` stored under the ARN, as the `AcmCache` holds it now. Before an import (or on a
+    host that cannot open the sealed key) every handshake is refused with unrecognized_name;
+    from the first connection after the cache learns of an import it is served, no restart.
+    The state is logged once per change. Duck-types the `Credentials` a listener keeps."""
+
+    files: tuple[str, ...] = ()
+
+    def __init__(self, acm: AcmCache, arn: str, where: str, bundle: bytes = b"", *, alpn=("h2", "http/1.1")):
+        self.acm, self.arn, self.where, self.bundle, self.alpn = acm, arn, where, bundle, tuple(alpn)
+        self._lock = threading.Lock()
+        self._material = None
+        self._creds: Credentials | None = None
+        self._said: str | None = None
+        self._refuse = sni_front(lambda _obj, _name: None, alpn=self.alpn)
+        self.current()
+
+    @property
+    def problem(self) -> str:
+        """Why the listener refuses TLS now ("" when it serves)."""
+        if self._creds is not None:
+            return ""
+        why = self.acm.material.unreadable.get(self.arn)
+        return f"not usable on this host ({why})" if why else "certificate not imported"
+
+    def current(self) -> Credentials | None:
+        """The credentials for the ARN's current material (built once per change)."""
+        m = self.acm.certificate(self.arn)
+        if m is not self._material:
+            with self._lock:
+                if m is not self._material:
+                    creds = None
+                    if m is not None:
+                        try:
+                            creds = Credentials(m[0], m[1], self.bundle, alpn=self.alpn)
+                        except Exception as err:  # noqa: BLE001 - a bad import must not break the loop
+                            log.error("ACM certificate not usable", extra={"arn": self.arn, "error": str(err)})
+                    self._creds, self._material = creds, m
+        self._log_state()
+        return self._creds
+
+    def _log_state(self) -> None:
+        problem = self.problem
+        if problem == self._said:
+            return
+        self._said = problem
+        if not problem:
+            log.info(f"{self.where}: ACM certificate {self.arn} served", extra={"arn": self.arn,
+                                                                                "serial": self._creds.serial})
+        elif problem == "certificate not imported":
+            log.warning(f"{self.where}: ACM certificate {self.arn} not imported (meshctl certificate import)",
+                        extra={"arn": self.arn})
+        else:
+            log.error(f"{self.where}: ACM certificate {self.arn} {problem}", extra={"arn": self.arn})
+
+    def server_front(self) -> ssl.SSLContext:
+        return ServerFront(lambda: c.server if (c := self.current()) is not None else self._refuse)
+
+    def refresh_files(self) -> bool:
+        """Follow the cache (the listener hands each new connection the current context)."""
+        self.current()
+        return False
+
+    @property
+    def serial(self) -> int | None:
+        return self._creds.serial if self._creds is not None else None
+
+
 class ProxyTls:
     """Every TLS context the data plane uses, built from the mesh's view and the workload
     certificates; the ingress, egress and gateways ask here and keep nothing of their own."""
 
-    def __init__(self, certs: WorkloadCerts, view, apps, *, session_tickets: bool = True):
+    def __init__(self, certs: WorkloadCerts, view, apps, *, session_tickets: bool = True, acm: AcmCache | None = None):
         self.certs = certs
+        self.acm = acm  # ACM PCA anchors by ARN, for client policies whose trust is `acm`
+        self._acm_missing: dict[tuple, tuple[str, ...]] = {}  # what was last logged as not imported
         self.view = view
         self.apps = apps  # the local apps (LocalApp) whose nodes the ingress serves
         # False: the ingress issues no TLS session tickets, so every connection to it runs
@@ -315,17 +392,33 @@ class ProxyTls:
             return base
         return self._file_creds(("server", mesh, node), base, cert, trust, alpn=("h2", "http/1.1"))
 
-    def _file_creds(self, key: tuple, base, cert, trust, **kwargs) -> Credentials:
-        """The `file`-sourced credentials for `key` and these paths, made on first use."""
+    def _file_creds(self, key: tuple, base, cert, trust, acm_arns: tuple[str, ...] = (), **kwargs) -> Credentials:
+        """The `file`- (and `acm` trust-) sourced credentials for `key` and these sources,
+        made on first use."""
         paths = ((cert.certificate_chain, cert.private_key) if cert else None,
                  trust.certificate_chain if trust else None)
-        key = (*key, paths)
+        key = (*key, paths, acm_arns)
         f = self._files.get(key)
         if f is None:
             # First use reads the files here (on the loop, as before); changes are picked
             # up by `refresh` on the renewal thread.
-            f = self._files[key] = _FileCredentials(base, *paths, **kwargs)
+            acm_trust = (lambda: self._acm_anchors(key, acm_arns)) if acm_arns else None
+            f = self._files[key] = _FileCredentials(base, *paths, acm_trust, **kwargs)
         return f.creds
+
+    def _acm_anchors(self, key: tuple, arns: tuple[str, ...]) -> bytes:
+        """The imported anchors of `arns`; logs which are not imported, once per change."""
+        if self.acm is None:
+            bundle, missing = b"", list(arns)
+        else:
+            bundle, missing = self.acm.anchors(arns)
+        if tuple(missing) != self._acm_missing.get(key, ()):
+            self._acm_missing[key] = tuple(missing)
+            if missing:
+                log.warning(f"client policy trust: ACM certificate authorities {', '.join(missing)} not imported "
+                            "(meshctl trust import); upstreams they sign are refused",
+                            extra={"arns": ",".join(missing)})
+        return bundle
 
     def _file_cert_owner(self, server_name: str):
         """The local node whose App Mesh `file` listener certificate carries `server_name`
@@ -392,12 +485,15 @@ class ProxyTls:
         cert = policy.certificate.file if policy is not None and policy.certificate.HasField("file") else None
         trust = (policy.validation.trust.file if policy is not None and policy.HasField("validation")
                  and policy.validation.trust.HasField("file") else None)
-        if cert is None and trust is None:
+        acm_arns = (tuple(policy.validation.trust.acm.certificate_authority_arns)
+                    if policy is not None and policy.HasField("validation")
+                    and policy.validation.trust.HasField("acm") else ())
+        if cert is None and trust is None and not acm_arns:
             return base.client_for(alpn), dns
         sans = [n for n in policy.validation.subject_alternative_names.match.exact] if policy.HasField("validation") else []
         name = next((n for n in sans if not n.startswith("spiffe://")), None)
         creds = self._file_creds(("client", alpn, app.mesh, app.principal, service, name), base, cert, trust,
-                                 alpn=alpn, check_hostname=name is not None)
+                                 acm_arns, alpn=alpn, check_hostname=name is not None)
         return creds.client, (name or dns)
 
     # -- callers ----------------------------------------------------------------------------

@@ -390,16 +390,37 @@ class FileTrust:
     certificate_chain: str
 
 
-def certificate_source(kind: str, *, certificate_chain: str = "", private_key: str = "",
-                       field: str = "certificate") -> FileCertificate:
-    """Resolve an App Mesh listener/client certificate source: `file` only."""
-    if kind != "file":
-        raise UnsupportedSource(kind, field)
-    return FileCertificate(certificate_chain, private_key)
+@dataclass(frozen=True)
+class AcmCertificate:
+    """App Mesh `acm` certificate source: served with what `meshctl certificate import`
+    stored under the ARN (meshd.security.acm)."""
+
+    certificate_arn: str
 
 
-def trust_source(kind: str, *, certificate_chain: str = "", field: str = "validation.trust") -> FileTrust:
-    """Resolve an App Mesh validation-context trust: `file` only."""
-    if kind != "file":
-        raise UnsupportedSource(kind, field)
-    return FileTrust(certificate_chain)
+@dataclass(frozen=True)
+class AcmTrust:
+    """App Mesh `acm` validation trust: the anchors `meshctl trust import` stored under
+    these ACM PCA ARNs."""
+
+    certificate_authority_arns: tuple[str, ...]
+
+
+def certificate_source(kind: str, *, certificate_chain: str = "", private_key: str = "", certificate_arn: str = "",
+                       field: str = "certificate") -> FileCertificate | AcmCertificate:
+    """Resolve an App Mesh listener/client certificate source: `file` or `acm` (sds is refused)."""
+    if kind == "file":
+        return FileCertificate(certificate_chain, private_key)
+    if kind == "acm":
+        return AcmCertificate(certificate_arn)
+    raise UnsupportedSource(kind, field)
+
+
+def trust_source(kind: str, *, certificate_chain: str = "", certificate_authority_arns: Iterable[str] = (),
+                 field: str = "validation.trust") -> FileTrust | AcmTrust:
+    """Resolve an App Mesh validation-context trust: `file` or `acm` (sds is refused)."""
+    if kind == "file":
+        return FileTrust(certificate_chain)
+    if kind == "acm":
+        return AcmTrust(tuple(certificate_authority_arns))
+    raise UnsupportedSource(kind, field)

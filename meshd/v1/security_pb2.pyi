@@ -409,3 +409,109 @@ class ListAuditEntriesResponse(_message.Message):
     entries: _containers.RepeatedCompositeFieldContainer[AuditEntry]
     next_before_seq: int
     def __init__(self, entries: _Optional[_Iterable[_Union[AuditEntry, _Mapping]]] = ..., next_before_seq: _Optional[int] = ...) -> None: ...
+
+class AcmCertificate(_message.Message):
+    __slots__ = ("arn", "subject", "dns_names", "serial", "not_after", "imported_at", "imported_by")
+    ARN_FIELD_NUMBER: _ClassVar[int]
+    SUBJECT_FIELD_NUMBER: _ClassVar[int]
+    DNS_NAMES_FIELD_NUMBER: _ClassVar[int]
+    SERIAL_FIELD_NUMBER: _ClassVar[int]
+    NOT_AFTER_FIELD_NUMBER: _ClassVar[int]
+    IMPORTED_AT_FIELD_NUMBER: _ClassVar[int]
+    IMPORTED_BY_FIELD_NUMBER: _ClassVar[int]
+    arn: str
+    subject: str
+    dns_names: _containers.RepeatedScalarFieldContainer[str]
+    serial: str
+    not_after: _timestamp_pb2.Timestamp
+    imported_at: _timestamp_pb2.Timestamp
+    imported_by: str
+    def __init__(self, arn: _Optional[str] = ..., subject: _Optional[str] = ..., dns_names: _Optional[_Iterable[str]] = ..., serial: _Optional[str] = ..., not_after: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., imported_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., imported_by: _Optional[str] = ...) -> None: ...
+
+class ImportAcmCertificateRequest(_message.Message):
+    __slots__ = ("arn", "certificate_pem", "private_key_pem", "chain_pem")
+    ARN_FIELD_NUMBER: _ClassVar[int]
+    CERTIFICATE_PEM_FIELD_NUMBER: _ClassVar[int]
+    PRIVATE_KEY_PEM_FIELD_NUMBER: _ClassVar[int]
+    CHAIN_PEM_FIELD_NUMBER: _ClassVar[int]
+    arn: str
+    certificate_pem: str
+    private_key_pem: str
+    chain_pem: str
+    def __init__(self, arn: _Optional[str] = ..., certificate_pem: _Optional[str] = ..., private_key_pem: _Optional[str] = ..., chain_pem: _Optional[str] = ...) -> None: ...
+
+class ImportAcmCertificateResponse(_message.Message):
+    __slots__ = ("certificate",)
+    CERTIFICATE_FIELD_NUMBER: _ClassVar[int]
+    certificate: AcmCertificate
+    def __init__(self, certificate: _Optional[_Union[AcmCertificate, _Mapping]] = ...) -> None: ...
+
+class ListAcmCertificatesRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class ListAcmCertificatesResponse(_message.Message):
+    __slots__ = ("certificates",)
+    CERTIFICATES_FIELD_NUMBER: _ClassVar[int]
+    certificates: _containers.RepeatedCompositeFieldContainer[AcmCertificate]
+    def __init__(self, certificates: _Optional[_Iterable[_Union[AcmCertificate, _Mapping]]] = ...) -> None: ...
+
+class DeleteAcmCertificateRequest(_message.Message):
+    __slots__ = ("arn",)
+    ARN_FIELD_NUMBER: _ClassVar[int]
+    arn: str
+    def __init__(self, arn: _Optional[str] = ...) -> None: ...
+
+class DeleteAcmCertificateResponse(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class AcmTrustAnchor(_message.Message):
+    __slots__ = ("arn", "subject", "not_after", "imported_at", "imported_by", "certificates")
+    ARN_FIELD_NUMBER: _ClassVar[int]
+    SUBJECT_FIELD_NUMBER: _ClassVar[int]
+    NOT_AFTER_FIELD_NUMBER: _ClassVar[int]
+    IMPORTED_AT_FIELD_NUMBER: _ClassVar[int]
+    IMPORTED_BY_FIELD_NUMBER: _ClassVar[int]
+    CERTIFICATES_FIELD_NUMBER: _ClassVar[int]
+    arn: str
+    subject: str
+    not_after: _timestamp_pb2.Timestamp
+    imported_at: _timestamp_pb2.Timestamp
+    imported_by: str
+    certificates: int
+    def __init__(self, arn: _Optional[str] = ..., subject: _Optional[str] = ..., not_after: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., imported_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., imported_by: _Optional[str] = ..., certificates: _Optional[int] = ...) -> None: ...
+
+class ImportAcmTrustRequest(_message.Message):
+    __slots__ = ("arn", "certificate_pem")
+    ARN_FIELD_NUMBER: _ClassVar[int]
+    CERTIFICATE_PEM_FIELD_NUMBER: _ClassVar[int]
+    arn: str
+    certificate_pem: str
+    def __init__(self, arn: _Optional[str] = ..., certificate_pem: _Optional[str] = ...) -> None: ...
+
+class ImportAcmTrustResponse(_message.Message):
+    __slots__ = ("anchor",)
+    ANCHOR_FIELD_NUMBER: _ClassVar[int]
+    anchor: AcmTrustAnchor
+    def __init__(self, anchor: _Optional[_Union[AcmTrustAnchor, _Mapping]] = ...) -> None: ...
+
+class ListAcmTrustRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class ListAcmTrustResponse(_message.Message):
+    __slots__ = ("anchors",)
+    ANCHORS_FIELD_NUMBER: _ClassVar[int]
+    anchors: _containers.RepeatedCompositeFieldContainer[AcmTrustAnchor]
+    def __init__(self, anchors: _Optional[_Iterable[_Union[AcmTrustAnchor, _Mapping]]] = ...) -> None: ...
+
+class DeleteAcmTrustRequest(_message.Message):
+    __slots__ = ("arn",)
+    ARN_FIELD_NUMBER: _ClassVar[int]
+    arn: str
+    def __init__(self, arn: _Optional[str] = ...) -> None: ...
+
+class DeleteAcmTrustResponse(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...

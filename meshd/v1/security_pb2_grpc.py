@@ -146,6 +146,36 @@ class MeshSecurityStub:
                 request_serializer=meshd_dot_v1_dot_security__pb2.ListAuditEntriesRequest.SerializeToString,
                 response_deserializer=meshd_dot_v1_dot_security__pb2.ListAuditEntriesResponse.FromString,
                 _registered_method=True)
+        self.ImportAcmCertificate = channel.unary_unary(
+                '/meshd.v1.MeshSecurity/ImportAcmCertificate',
+                request_serializer=meshd_dot_v1_dot_security__pb2.ImportAcmCertificateRequest.SerializeToString,
+                response_deserializer=meshd_dot_v1_dot_security__pb2.ImportAcmCertificateResponse.FromString,
+                _registered_method=True)
+        self.ListAcmCertificates = channel.unary_unary(
+                '/meshd.v1.MeshSecurity/ListAcmCertificates',
+                request_serializer=meshd_dot_v1_dot_security__pb2.ListAcmCertificatesRequest.SerializeToString,
+                response_deserializer=meshd_dot_v1_dot_security__pb2.ListAcmCertificatesResponse.FromString,
+                _registered_method=True)
+        self.DeleteAcmCertificate = channel.unary_unary(
+                '/meshd.v1.MeshSecurity/DeleteAcmCertificate',
+                request_serializer=meshd_dot_v1_dot_security__pb2.DeleteAcmCertificateRequest.SerializeToString,
+                response_deserializer=meshd_dot_v1_dot_security__pb2.DeleteAcmCertificateResponse.FromString,
+                _registered_method=True)
+        self.ImportAcmTrust = channel.unary_unary(
+                '/meshd.v1.MeshSecurity/ImportAcmTrust',
+                request_serializer=meshd_dot_v1_dot_security__pb2.ImportAcmTrustRequest.SerializeToString,
+                response_deserializer=meshd_dot_v1_dot_security__pb2.ImportAcmTrustResponse.FromString,
+                _registered_method=True)
+        self.ListAcmTrust = channel.unary_unary(
+                '/meshd.v1.MeshSecurity/ListAcmTrust',
+                request_serializer=meshd_dot_v1_dot_security__pb2.ListAcmTrustRequest.SerializeToString,
+                response_deserializer=meshd_dot_v1_dot_security__pb2.ListAcmTrustResponse.FromString,
+                _registered_method=True)
+        self.DeleteAcmTrust = channel.unary_unary(
+                '/meshd.v1.MeshSecurity/DeleteAcmTrust',
+                request_serializer=meshd_dot_v1_dot_security__pb2.DeleteAcmTrustRequest.SerializeToString,
+                response_deserializer=meshd_dot_v1_dot_security__pb2.DeleteAcmTrustResponse.FromString,
+                _registered_method=True)
 
 
 class MeshSecurityServicer:
@@ -297,6 +327,44 @@ class MeshSecurityServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ImportAcmCertificate(self, request, context):
+        """App Mesh ACM references resolved locally: certificates stored under their ACM ARN
+        (key sealed under the cluster key) and ACM PCA trust anchors under their PCA ARN.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListAcmCertificates(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def DeleteAcmCertificate(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ImportAcmTrust(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListAcmTrust(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def DeleteAcmTrust(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_MeshSecurityServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -409,6 +477,36 @@ def add_MeshSecurityServicer_to_server(servicer, server):
                     servicer.ListAuditEntries,
                     request_deserializer=meshd_dot_v1_dot_security__pb2.ListAuditEntriesRequest.FromString,
                     response_serializer=meshd_dot_v1_dot_security__pb2.ListAuditEntriesResponse.SerializeToString,
+            ),
+            'ImportAcmCertificate': grpc.unary_unary_rpc_method_handler(
+                    servicer.ImportAcmCertificate,
+                    request_deserializer=meshd_dot_v1_dot_security__pb2.ImportAcmCertificateRequest.FromString,
+                    response_serializer=meshd_dot_v1_dot_security__pb2.ImportAcmCertificateResponse.SerializeToString,
+            ),
+            'ListAcmCertificates': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListAcmCertificates,
+                    request_deserializer=meshd_dot_v1_dot_security__pb2.ListAcmCertificatesRequest.FromString,
+                    response_serializer=meshd_dot_v1_dot_security__pb2.ListAcmCertificatesResponse.SerializeToString,
+            ),
+            'DeleteAcmCertificate': grpc.unary_unary_rpc_method_handler(
+                    servicer.DeleteAcmCertificate,
+                    request_deserializer=meshd_dot_v1_dot_security__pb2.DeleteAcmCertificateRequest.FromString,
+                    response_serializer=meshd_dot_v1_dot_security__pb2.DeleteAcmCertificateResponse.SerializeToString,
+            ),
+            'ImportAcmTrust': grpc.unary_unary_rpc_method_handler(
+                    servicer.ImportAcmTrust,
+                    request_deserializer=meshd_dot_v1_dot_security__pb2.ImportAcmTrustRequest.FromString,
+                    response_serializer=meshd_dot_v1_dot_security__pb2.ImportAcmTrustResponse.SerializeToString,
+            ),
+            'ListAcmTrust': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListAcmTrust,
+                    request_deserializer=meshd_dot_v1_dot_security__pb2.ListAcmTrustRequest.FromString,
+                    response_serializer=meshd_dot_v1_dot_security__pb2.ListAcmTrustResponse.SerializeToString,
+            ),
+            'DeleteAcmTrust': grpc.unary_unary_rpc_method_handler(
+                    servicer.DeleteAcmTrust,
+                    request_deserializer=meshd_dot_v1_dot_security__pb2.DeleteAcmTrustRequest.FromString,
+                    response_serializer=meshd_dot_v1_dot_security__pb2.DeleteAcmTrustResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -1007,6 +1105,168 @@ class MeshSecurity:
             '/meshd.v1.MeshSecurity/ListAuditEntries',
             meshd_dot_v1_dot_security__pb2.ListAuditEntriesRequest.SerializeToString,
             meshd_dot_v1_dot_security__pb2.ListAuditEntriesResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ImportAcmCertificate(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/meshd.v1.MeshSecurity/ImportAcmCertificate',
+            meshd_dot_v1_dot_security__pb2.ImportAcmCertificateRequest.SerializeToString,
+            meshd_dot_v1_dot_security__pb2.ImportAcmCertificateResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListAcmCertificates(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/meshd.v1.MeshSecurity/ListAcmCertificates',
+            meshd_dot_v1_dot_security__pb2.ListAcmCertificatesRequest.SerializeToString,
+            meshd_dot_v1_dot_security__pb2.ListAcmCertificatesResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DeleteAcmCertificate(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/meshd.v1.MeshSecurity/DeleteAcmCertificate',
+            meshd_dot_v1_dot_security__pb2.DeleteAcmCertificateRequest.SerializeToString,
+            meshd_dot_v1_dot_security__pb2.DeleteAcmCertificateResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ImportAcmTrust(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/meshd.v1.MeshSecurity/ImportAcmTrust',
+            meshd_dot_v1_dot_security__pb2.ImportAcmTrustRequest.SerializeToString,
+            meshd_dot_v1_dot_security__pb2.ImportAcmTrustResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListAcmTrust(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/meshd.v1.MeshSecurity/ListAcmTrust',
+            meshd_dot_v1_dot_security__pb2.ListAcmTrustRequest.SerializeToString,
+            meshd_dot_v1_dot_security__pb2.ListAcmTrustResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DeleteAcmTrust(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/meshd.v1.MeshSecurity/DeleteAcmTrust',
+            meshd_dot_v1_dot_security__pb2.DeleteAcmTrustRequest.SerializeToString,
+            meshd_dot_v1_dot_security__pb2.DeleteAcmTrustResponse.FromString,
             options,
             channel_credentials,
             insecure,

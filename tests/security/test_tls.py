@@ -185,8 +185,8 @@ def test_file_sources_are_honoured_as_is(mesh_ca, servers, tmp_path):
     c.close()
 
 
-@pytest.mark.parametrize("kind", ["acm", "sds"])
-def test_acm_and_sds_sources_are_refused_clearly(kind):
+@pytest.mark.parametrize("kind", ["sds"])
+def test_sds_sources_are_refused_clearly(kind):
     with pytest.raises(UnsupportedSource) as err:
         tls.certificate_source(kind, field="spec.listeners[0].tls.certificate")
     assert err.value.source == kind
