@@ -602,3 +602,102 @@ def _order(docs: dict[str, tuple[str, dict]], deps: dict[str, set[str]]) -> list
             placed.add(ready[0])
             pending.remove(ready[0])
     return done
+
+
+# -- Export: App Mesh documents -> a CloudFormation template ---------------------------------
+
+def export(documents: list[tuple[str, dict]], *, mesh: str) -> dict:
+    """A CloudFormation template (long-form intrinsics, so plain JSON or YAML dumps it) with
+    one `AWS::AppMesh::*` resource per (kind title, CLI-input document) of mesh `mesh`.
+    Properties are PascalCase by the same schema mapping as `convert`. A resource's mesh and
+    parent names are `Fn::GetAtt` of the resource in the template that owns them (the mesh
+    name a `MeshName` parameter when the mesh itself is not among the documents), and what a
+    spec refers to by name (route targets, providers, gateway route targets) becomes a
+    `DependsOn`, so CloudFormation creates it first; `convert` reads the template back to
+    the same documents."""
+    logical: dict[tuple[str, ...], str] = {}  # (kind title, *ids) -> logical id
+    used: set[str] = set()
+    items = []
+    for title, doc in documents:
+        if title not in KIND_ORDER:
+            raise ValueError(f"unknown kind {title!r}")
+        names = tuple(doc[_camel(p)] for p in _NAME_PROPS[title])
+        if names[0] != mesh:
+            raise ValueError(f"{title} {'/'.join(names)} is not in mesh {mesh!r}")
+        base = title + "".join(w[:1].upper() + w[1:] for w in re.split(r"[^A-Za-z0-9]+", "-".join(names[1:])) if w)
+        lid, n = base, 2
+        while lid in used:
+            lid, n = f"{base}{n}", n + 1
+        used.add(lid)
+        logical[(title, *names)] = lid
+        items.append((title, doc, names, lid))
+    template: dict = {"AWSTemplateFormatVersion": "2010-09-09",
+                      "Description": f"App Mesh resources of mesh {mesh}, exported by meshd", "Resources": {}}
+    mesh_id = logical.get(("Mesh", mesh))
+    if mesh_id is None:
+        template["Parameters"] = {"MeshName": {"Type": "String", "Default": mesh}}
+    by_path = {K.BY_TITLE[title].path(names): lid for title, _, names, lid in items}
+    for title, doc, names, lid in items:
+        kind = K.BY_TITLE[title]
+        props: dict = {}
+        for i, prop in enumerate(_NAME_PROPS[title]):
+            if i == len(names) - 1:
+                props[prop] = names[i]
+            elif i == 0:
+                props[prop] = {"Fn::GetAtt": [mesh_id, "MeshName"]} if mesh_id and title != "Mesh" else (
+                    names[0] if title == "Mesh" else {"Ref": "MeshName"})
+            else:
+                parent = logical.get((prop[:-len("Name")], *names[:2]))
+                props[prop] = {"Fn::GetAtt": [parent, prop]} if parent else names[i]
+        schema = _resource_schema(title)
+        shape = _appmesh_model()[f"Create{title}Input"]
+        for member, value in doc.items():
+            if member in ("clientToken",) or _camel_prop(member) in _NAME_PROPS[title]:
+                continue
+            prop = _prop_of(schema["properties"], member, f"{title}.{member}")
+            props[prop] = _unmap(schema, schema["properties"][prop], shape["members"][member]["shape"], value,
+                                 f"{title}.{member}")
+        resource: dict = {"Type": _PREFIX + title}
+        spec = _parse_spec(kind, doc.get("spec") or {})
+        depends = [by_path[p] for p in kind.references(mesh, spec) if by_path.get(p) not in (None, lid)]
+        if depends:
+            resource["DependsOn"] = sorted(set(depends), key=depends.index)
+        resource["Properties"] = props
+        template["Resources"][lid] = resource
+    return template
+
+
+def _parse_spec(kind: K.Kind, spec: dict):
+    from meshd.api.validate import parse_json  # noqa: PLC0415 - only export needs the messages
+
+    return parse_json(kind.spec_cls, spec, root="spec")
+
+
+def _camel(prop: str) -> str:
+    return prop[:1].lower() + prop[1:]
+
+
+def _camel_prop(member: str) -> str:
+    return member[:1].upper() + member[1:]
+
+
+def _prop_of(props: dict, member: str, path: str) -> str:
+    for p in props:
+        if p.lower() == member.lower():
+            return p
+    raise ValueError(f"{path}: CloudFormation's schema has no property for App Mesh's {member!r}")
+
+
+def _unmap(schema: dict, node: dict, shape_name: str, value, path: str):
+    shape = _appmesh_model()[shape_name]
+    if shape["type"] == "structure":
+        props = _props(schema, node)
+        out = {}
+        for member, v in value.items():
+            prop = _prop_of(props, member, f"{path}.{member}")
+            out[prop] = _unmap(schema, props[prop], shape["members"][member]["shape"], v, f"{path}.{member}")
+        return out
+    if shape["type"] == "list":
+        item = _schema_def(schema, node).get("items", {})
+        return [_unmap(schema, item, shape["member"]["shape"], v, f"{path}[{i}]") for i, v in enumerate(value)]
+    return value

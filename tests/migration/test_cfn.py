@@ -264,3 +264,61 @@ def test_expected_documents_are_app_mesh_cli_input_files():
             assert title in cfn.KIND_ORDER
             parse_json(getattr(pb, f"Create{title}Request"), doc)
             assert yaml.safe_load(json.dumps(doc)) == doc
+
+
+# -- Export -------------------------------------------------------------------------------
+
+CORPUS = Path(__file__).parent.parent / "corpus" / "valid"
+
+
+def _corpus_by_mesh() -> dict[str, list[tuple[str, dict]]]:
+    from meshd.cli.meshctl import kind_of_document  # noqa: PLC0415
+
+    meshes: dict[str, list[tuple[str, dict]]] = {}
+    for f in sorted(CORPUS.glob("*.json")):
+        doc = {k: v for k, v in json.loads(f.read_text()).items() if k != "clientToken"}
+        meshes.setdefault(doc["meshName"], []).append((kind_of_document(doc).title, doc))
+    return {m: sorted(docs, key=lambda kd: cfn.KIND_ORDER.index(kd[0])) for m, docs in meshes.items()}
+
+
+def _lint_errors(template: dict) -> list[str]:
+    from cfnlint.api import ManualArgs, lint  # noqa: PLC0415
+
+    return [str(m) for m in lint(json.dumps(template), config=ManualArgs(regions=["us-east-1"]))
+            if m.rule.id.startswith("E")]
+
+
+def _mesh_sets():
+    sets = {name: (mesh, [tuple(kd) for kd in json.loads((HERE / exp).read_text())])
+            for name, mesh, exp in (("shop-mesh", "shop", "shop-mesh.expected.json"),
+                                    ("edge", "edge", "edge.expected.json"))}
+    sets.update({f"corpus-{m}": (m, docs) for m, docs in _corpus_by_mesh().items()})
+    return sets
+
+
+@pytest.mark.parametrize("name", ["shop-mesh", "edge", "corpus-shop", "corpus-ledger"])
+def test_export_reads_back_to_the_same_documents(name):
+    mesh, docs = _mesh_sets()[name]
+    template = cfn.export(docs, mesh=mesh)
+    text = yaml.safe_dump(template, sort_keys=False)  # as meshctl export -o cloudformation writes it
+    assert cfn.convert(cfn.load(text)).documents == docs
+    assert _lint_errors(template) == []  # CloudFormation's own schemas accept it
+
+
+def test_export_refers_by_getatt_and_orders_by_dependson():
+    mesh, docs = _mesh_sets()["shop-mesh"]
+    res = cfn.export(docs, mesh=mesh)["Resources"]
+    route = res["RouteApiRouterApiHttp"]
+    assert route["Properties"]["MeshName"] == {"Fn::GetAtt": ["Mesh", "MeshName"]}
+    assert route["Properties"]["VirtualRouterName"] == {"Fn::GetAtt": ["VirtualRouterApiRouter", "VirtualRouterName"]}
+    assert route["DependsOn"] == ["VirtualNodeApiV1", "VirtualNodeApiV2"]
+    assert res["VirtualServiceOrdersDbShopLocal"]["DependsOn"] == ["VirtualNodeOrdersDb"]
+    assert res["GatewayRouteIngressApi"]["DependsOn"] == ["VirtualServiceApiShopLocal"]
+    listener = res["VirtualNodeApiV1"]["Properties"]["Spec"]["Listeners"][0]
+    assert listener["Timeout"]["HTTP"]["PerRequest"] == {"Unit": "s", "Value": 15}
+    # Without the mesh among the documents, its name is a parameter defaulting to it.
+    without = cfn.export([kd for kd in docs if kd[0] != "Mesh"], mesh=mesh)
+    assert without["Parameters"] == {"MeshName": {"Type": "String", "Default": "shop"}}
+    assert without["Resources"]["VirtualNodeApiV1"]["Properties"]["MeshName"] == {"Ref": "MeshName"}
+    with pytest.raises(ValueError, match="not in mesh 'edge'"):
+        cfn.export(docs, mesh="edge")
