@@ -41,7 +41,7 @@ ORDER = ("Mesh", "VirtualNode", "VirtualRouter", "Route", "VirtualService", "Vir
 _RENAMES = {"certificateARN": "certificateArn", "certificateAuthorityARNs": "certificateAuthorityArns"}
 # Kubernetes-only fields, dropped from the App Mesh spec.
 _K8S_ONLY = ("awsName", "meshRef", "podSelector", "namespaceSelector", "gatewayRouteSelector",
-             "virtualGatewayRef", "routes")
+             "virtualGatewayRef", "routes", "backendGroups")
 _ARN = re.compile(r"^arn:[^:]+:appmesh:[^:]*:[^:]*:mesh/[^/]+/(virtualNode|virtualService|virtualRouter)/([^/]+)$")
 
 
@@ -129,6 +129,10 @@ class _Converter:
             if version not in VERSIONS:
                 raise ConversionError(self._label(obj) + " apiVersion",
                                       f"{obj.get('apiVersion')} is not one of {GROUP}/{', '.join(VERSIONS)}")
+            if kind == "BackendGroup" and version == "v1beta2":  # read for VirtualNodes' backendGroups
+                ns = meta.get("namespace") or "default"
+                self.by_key[(kind, ns, meta.get("name", ""))] = obj
+                continue
             if kind not in ORDER or kind == "Route":
                 raise ConversionError(self._label(obj) + " kind", f"{kind!r} is not an App Mesh controller kind")
             if not meta.get("name"):
@@ -172,7 +176,29 @@ class _Converter:
         if target is None:
             where = ref["name"] if kind == "Mesh" else f"{ns}/{ref['name']}"
             self._fail(obj, path, f"{kind} {where} is not in the input")
+        if kind != "Mesh" and self.mesh_of(target) != self.mesh_of(obj):  # as the controller refuses it
+            self._fail(obj, path, f"{kind} {ns}/{ref['name']} is in mesh {self.mesh_of(target)}, "
+                       f"not {self.mesh_of(obj)}")
         return target
+
+    def _backend_groups(self, obj, spec) -> list[str]:
+        """The virtual services a VirtualNode's `backendGroups` add to its backends: each
+        BackendGroup's `virtualservices` (namespace: the group's), or for the name "*" every
+        VirtualService of that namespace in the node's mesh."""
+        names = []
+        for i, group in enumerate(spec.get("backendGroups") or []):
+            path = f"spec.backendGroups[{i}]"
+            ns = group.get("namespace") or self._ns(obj)
+            if group.get("name") == "*":
+                names += [self.aws_name(o) for o in self.objects if o["kind"] == "VirtualService"
+                          and self._ns(o) == ns and not self._v1(o) and self.mesh_of(o) == self.mesh_of(obj)]
+                continue
+            bg = self._ref(obj, "BackendGroup", group, path)
+            for j, ref in enumerate((bg.get("spec") or {}).get("virtualservices") or []):
+                target = self._ref(obj, "VirtualService", {**ref, "namespace": ref.get("namespace") or ns},
+                                   f"{path} ({ns}/{group['name']} spec.virtualservices[{j}])")
+                names.append(self.aws_name(target))
+        return names
 
     def _arn_name(self, obj, arn, segment: str, path: str) -> str:
         m = _ARN.match(arn) if isinstance(arn, str) else None
@@ -269,6 +295,14 @@ class _Converter:
             body = self._v1_node_spec(spec)
         else:
             body = self._spec(obj, {k: v for k, v in spec.items() if k not in _K8S_ONLY}, "spec")
+            backends = body.get("backends") or []
+            seen = {b["virtualService"].get("virtualServiceName") for b in backends}
+            for service in self._backend_groups(obj, spec):
+                if service not in seen:  # the controller keys backends by virtual service
+                    seen.add(service)
+                    backends.append({"virtualService": {"virtualServiceName": service}})
+            if backends:
+                body["backends"] = backends
             if spec.get("podSelector") is not None:
                 self.out.pod_selectors[(mesh, name)] = copy.deepcopy(spec["podSelector"])
         self._emit(obj, "VirtualNode", {"meshName": mesh, "virtualNodeName": name, "spec": body})

@@ -288,3 +288,76 @@ def test_export_refers_to_a_service_outside_the_export_by_arn():
     assert manifests[1]["spec"]["backends"] == [{"virtualService": {
         "virtualServiceARN": "arn:aws:appmesh:::mesh/Shop_1/virtualService/ledger.other.local"}}]
     assert convert(manifests).documents == docs[:2]
+
+
+GROUPS = MESH + NAMESPACE.replace("LABEL", "m1") + NAMESPACE.replace("apps", "shop").replace("LABEL", "m1") + """
+---
+apiVersion: appmesh.k8s.aws/v1beta2
+kind: BackendGroup
+metadata: {name: payments, namespace: shop}
+spec:
+  virtualservices:
+    - name: ledger
+    - name: cards
+      namespace: apps
+---
+apiVersion: appmesh.k8s.aws/v1beta2
+kind: VirtualNode
+metadata: {name: front, namespace: apps}
+spec:
+  backends:
+    - virtualService: {virtualServiceRef: {name: cards}}
+  backendGroups:
+    - {name: payments, namespace: shop}
+    - {name: "*"}
+---
+apiVersion: appmesh.k8s.aws/v1beta2
+kind: VirtualService
+metadata: {name: cards, namespace: apps}
+spec: {}
+---
+apiVersion: appmesh.k8s.aws/v1beta2
+kind: VirtualService
+metadata: {name: search, namespace: apps}
+spec: {}
+---
+apiVersion: appmesh.k8s.aws/v1beta2
+kind: VirtualService
+metadata: {name: ledger, namespace: shop}
+spec: {}
+"""
+
+
+def test_backend_groups_add_their_virtual_services_to_the_node_backends():
+    out = convert(load(GROUPS))
+    node = next(d for k, d in out.documents if k == "VirtualNode")
+    assert node["spec"]["backends"] == [{"virtualService": {"virtualServiceName": n}}
+                                        for n in ("cards.apps", "ledger.shop", "search.apps")]
+    assert ("BackendGroup", "shop/payments") not in out.skipped
+    with pytest.raises(ConversionError) as err:
+        convert(load(GROUPS.replace("- name: ledger", "- name: ghost")))
+    assert (err.value.path, err.value.message) == (
+        "VirtualNode apps/front spec.backendGroups[0] (shop/payments spec.virtualservices[0])",
+        "VirtualService shop/ghost is not in the input")
+
+
+def test_a_reference_into_another_mesh_is_refused():
+    text = MESH + "---" + MESH2 + """
+---
+apiVersion: appmesh.k8s.aws/v1beta2
+kind: VirtualNode
+metadata: {name: n, namespace: apps}
+spec:
+  meshRef: {name: m1}
+  backends: [{virtualService: {virtualServiceRef: {name: s, namespace: other}}}]
+---
+apiVersion: appmesh.k8s.aws/v1beta2
+kind: VirtualService
+metadata: {name: s, namespace: other}
+spec: {meshRef: {name: m2}}
+"""
+    with pytest.raises(ConversionError) as err:
+        convert(load(text))
+    assert (err.value.path, err.value.message) == (
+        "VirtualNode apps/n spec.backends[0].virtualService.virtualServiceRef",
+        "VirtualService other/s is in mesh m2, not m1")
