@@ -71,6 +71,12 @@ def _camel(snake: str) -> str:
     return head + "".join(p.title() for p in rest)
 
 
+def _service(name: str, namespace: str, spec: str = "{}") -> str:
+    """A v1beta2 VirtualService manifest, as the next YAML document."""
+    return (f"---\napiVersion: appmesh.k8s.aws/v1beta2\nkind: VirtualService\n"
+            f"metadata: {{name: {name}, namespace: {namespace}}}\nspec: {spec}\n")
+
+
 MESH = """
 apiVersion: appmesh.k8s.aws/v1beta2
 kind: Mesh
@@ -91,12 +97,7 @@ spec:
   backends:
     - virtualService: {virtualServiceRef: {name: color}}
     - virtualService: {virtualServiceRef: {name: ghost, namespace: other}}
----
-apiVersion: appmesh.k8s.aws/v1beta2
-kind: VirtualService
-metadata: {name: color, namespace: apps}
-spec: {meshRef: {name: m1}}
-"""
+""" + _service("color", "apps", "{meshRef: {name: m1}}")
     with pytest.raises(ConversionError) as err:
         convert(load(text), source="apps.yaml")
     assert err.value.path == "apps.yaml: VirtualNode apps/front spec.backends[1].virtualService.virtualServiceRef"
@@ -173,12 +174,7 @@ spec:
   namespaceSelector: {matchLabels: {mesh: m1}}
   gatewayRouteSelector: {matchLabels: {gateway: edge}}
   listeners: [{portMapping: {port: 8080, protocol: http}}]
----
-apiVersion: appmesh.k8s.aws/v1beta2
-kind: VirtualService
-metadata: {name: s, namespace: apps}
-spec: {}
----
+""" + _service("s", "apps") + """---
 apiVersion: appmesh.k8s.aws/v1beta2
 kind: GatewayRoute
 metadata: {name: r, namespace: apps, labels: {gateway: LABEL}}
@@ -310,22 +306,7 @@ spec:
   backendGroups:
     - {name: payments, namespace: shop}
     - {name: "*"}
----
-apiVersion: appmesh.k8s.aws/v1beta2
-kind: VirtualService
-metadata: {name: cards, namespace: apps}
-spec: {}
----
-apiVersion: appmesh.k8s.aws/v1beta2
-kind: VirtualService
-metadata: {name: search, namespace: apps}
-spec: {}
----
-apiVersion: appmesh.k8s.aws/v1beta2
-kind: VirtualService
-metadata: {name: ledger, namespace: shop}
-spec: {}
-"""
+""" + _service("cards", "apps") + _service("search", "apps") + _service("ledger", "shop")
 
 
 def test_backend_groups_add_their_virtual_services_to_the_node_backends():
@@ -350,12 +331,7 @@ metadata: {name: n, namespace: apps}
 spec:
   meshRef: {name: m1}
   backends: [{virtualService: {virtualServiceRef: {name: s, namespace: other}}}]
----
-apiVersion: appmesh.k8s.aws/v1beta2
-kind: VirtualService
-metadata: {name: s, namespace: other}
-spec: {meshRef: {name: m2}}
-"""
+""" + _service("s", "other", "{meshRef: {name: m2}}")
     with pytest.raises(ConversionError) as err:
         convert(load(text))
     assert (err.value.path, err.value.message) == (
