@@ -15,7 +15,10 @@ controller converts them before it calls App Mesh, so a migrated mesh keeps ever
   referenced object's App Mesh name; `*ARN` forms pass through as the ARN's name.
 - The mesh of an object is its `meshRef`; else the Mesh whose `namespaceSelector` matches
   the labels of the object's Namespace; else, when the input holds exactly one Mesh, that
-  one (said in `Conversion.notes`).
+  one (said in `Conversion.notes`). A reference into another mesh is refused.
+- A GatewayRoute's gateway is its `virtualGatewayRef`, else the one VirtualGateway whose
+  `namespaceSelector` and `gatewayRouteSelector` select it; a VirtualNode's `backendGroups`
+  add their virtual services to its backends.
 
 Pod selectors are no part of App Mesh's model; they are kept for the caller in
 `Conversion.pod_selectors`, keyed by (mesh, virtual node name).
@@ -292,7 +295,7 @@ class _Converter:
     def _VirtualNode(self, obj, spec):
         mesh, name = self.mesh_of(obj), self.aws_name(obj)
         if self._v1(obj):
-            body = self._v1_node_spec(spec)
+            body = self._v1_node_spec(obj, spec)
         else:
             body = self._spec(obj, {k: v for k, v in spec.items() if k not in _K8S_ONLY}, "spec")
             backends = body.get("backends") or []
@@ -373,7 +376,7 @@ class _Converter:
 
     # -- v1beta1 ---------------------------------------------------------------------------
 
-    def _v1_node_spec(self, spec) -> dict:
+    def _v1_node_spec(self, obj, spec) -> dict:
         body = {}
         if spec.get("listeners"):
             body["listeners"] = copy.deepcopy(spec["listeners"])
@@ -382,10 +385,12 @@ class _Converter:
             body["serviceDiscovery"] = {"dns": {"hostname": sd["dns"].get("hostName", sd["dns"].get("hostname"))}}
         elif sd.get("cloudMap"):
             cm = sd["cloudMap"]
-            out = {"namespaceName": cm.get("namespaceName"), "serviceName": cm.get("serviceName")}
-            if cm.get("attributes"):
-                out["attributes"] = [{"key": k, "value": v} for k, v in sorted(cm["attributes"].items())]
-            body["serviceDiscovery"] = {"awsCloudMap": out}
+            # As the v1beta1 controller, which registers each pod with these two attributes too.
+            attributes = {**(cm.get("attributes") or {}), "appmesh.k8s.aws/mesh": spec.get("meshName"),
+                          "appmesh.k8s.aws/virtualNode": self.aws_name(obj)}
+            body["serviceDiscovery"] = {"awsCloudMap": {
+                "namespaceName": cm.get("namespaceName"), "serviceName": cm.get("serviceName"),
+                "attributes": [{"key": k, "value": v} for k, v in sorted(attributes.items())]}}
         if spec.get("backends"):
             body["backends"] = [{"virtualService": {"virtualServiceName": b["virtualService"]["virtualServiceName"]}}
                                 for b in spec["backends"]]
