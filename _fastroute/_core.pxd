@@ -230,11 +230,12 @@ cdef class Router:
     cdef dict _node_by_name
     cdef list _indexes           # per router: list of N_PROTOCOLS _Index
     cdef dict _authority         # str -> _Service
+    cdef dict _authority_port    # str -> int: the port an authority names (0: none)
     cdef dict _ports             # int -> _Service
     cdef CompiledRetry _default_retry
     cdef void _decide(self, Decision d, int protocol, str authority, object port_obj, int port,
                       str method, str scheme, str path, dict headers, int64_t now_ns) except *
-    cdef _Service _service_slow(self, str authority)
+    cdef _Service _service_slow(self, str authority, int *port)
     cdef _Route _match(self, _Index ix, str method, str scheme, int port, str path, dict headers)
     cdef _Route _match_regex(self, _Index ix, _Route best, str method, str scheme, int port, str path,
                              dict headers)

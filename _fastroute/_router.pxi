@@ -128,6 +128,7 @@ cdef class Router:
             services.append(s)
         self._services = services
         self._authority = {k: services[v] for k, v in low.authority.items()}
+        self._authority_port = low.authority_port
         self._ports = {k: services[v] for k, v in low.ports.items()}
 
     # -- endpoints ---------------------------------------------------------------
@@ -274,8 +275,10 @@ cdef class Router:
             p = PyDict_GetItem(self._authority, authority)
             if p != NULL:
                 svc = <_Service>p
+                if port == 0:  # no port of its own: the one its authority names
+                    port = <object>PyDict_GetItem(self._authority_port, authority)
             else:
-                svc = self._service_slow(authority)
+                svc = self._service_slow(authority, &port)
         if svc is None:
             p = PyDict_GetItem(self._ports, port_obj)
             if p == NULL:
@@ -317,15 +320,18 @@ cdef class Router:
             per_try = retry.per_try_ns
         d.per_try_timeout_ns = per_try
 
-    cdef _Service _service_slow(self, str authority):
-        # Case-folded lookup, then without a numeric :port (RFC 9110 section 4.2.3).
+    cdef _Service _service_slow(self, str authority, int *port):
+        # Case-folded lookup, then without a numeric :port (RFC 9110 section 4.2.3); a
+        # `port` of 0 becomes the one the matching key names.
         # Out of line: it allocates, and well-formed clients never reach it.
         host = authority.lower()
         svc = self._authority.get(host)
         if svc is None:
             h, colon, p = host.rpartition(":")
             if colon and p.isascii() and p.isdigit():
-                svc = self._authority.get(h)
+                host, svc = h, self._authority.get(h)
+        if svc is not None and port[0] == 0:
+            port[0] = self._authority_port[host]
         return svc
 
     cdef _Route _match(self, _Index ix, str method, str scheme, int port, str path, dict headers):

@@ -301,9 +301,11 @@ class Router:
                 or not (headers is None or type(headers) is dict)
                 or not (0 <= protocol <= 3 and 0 <= port <= 65535 and 0 <= now_ns <= C.MAX_NOW_NS)):
             return Decision(C.BAD_REQUEST)
-        si = low.authority.get(authority) if authority else None
+        si, key = (low.authority.get(authority), authority) if authority else (None, None)
         if si is None and authority:
-            si = self._authority_slow(authority)
+            si, key = self._authority_slow(authority)
+        if si is not None and port == 0:
+            port = low.authority_port[key]  # no port of its own: the one its authority names
         if si is None:
             si = low.ports.get(port)
             if si is None:
@@ -346,14 +348,15 @@ class Router:
         return d
 
     def _authority_slow(self, authority: str):
-        """Case-folded lookup, then without a numeric :port (RFC 9110 section 4.2.3)."""
+        """Case-folded lookup, then without a numeric :port (RFC 9110 section 4.2.3): the
+        service index and the key that found it."""
         host = authority.lower()
         si = self._low.authority.get(host)
         if si is None:
             h, colon, p = host.rpartition(":")
             if colon and p.isascii() and p.isdigit():
-                si = self._low.authority.get(h)
-        return si
+                host, si = h, self._low.authority.get(h)
+        return si, host
 
     def _match(self, ix, method, scheme, port, path, headers):
         """Best route by precedence among the indexed buckets the path hits."""

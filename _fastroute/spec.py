@@ -206,6 +206,8 @@ class VirtualService:
 
     The authority index holds `name` and `name:port` for each of `ports`; each of
     `local_ports` (dedicated egress listener ports, TCP) maps to this service alone.
+    A request that gives no port of its own arrives on the port its authority names, or
+    on the only one of `ports` when the authority names none (routes matching `port`).
     """
 
     name: str
@@ -316,7 +318,7 @@ class Lowered:
     """The validated table: flat lists plus the lookup indexes."""
 
     __slots__ = (
-        "services", "service_router", "service_node", "authority", "ports",
+        "services", "service_router", "service_node", "authority", "authority_port", "ports",
         "routers", "indexes", "routes", "nodes", "node_by_name",
         "default_retry", "default_per_request_ns", "default_idle_ns",
     )
@@ -431,7 +433,8 @@ def _lower_match(path, proto, m, r):
         if not isinstance(m, HttpMatch):
             _fail(path, "bad_type", m)
         given = [k for k in ("prefix", "path_exact", "path_regex") if getattr(m, k) is not None]
-        if len(given) != 1:
+        # App Mesh accepts a match on the listener port alone: every path on that port.
+        if len(given) > 1 or (not given and m.port is None):
             _fail(path + ".prefix", "missing" if not given else "conflict", tuple(given))
         if m.prefix is not None:
             r.path_kind, r.path = C.PK_PREFIX, _str(path + ".prefix", m.prefix)
@@ -439,7 +442,7 @@ def _lower_match(path, proto, m, r):
                 _fail(path + ".prefix", "bad_value", m.prefix)
         elif m.path_exact is not None:
             r.path_kind, r.path = C.PK_EXACT, _str(path + ".path_exact", m.path_exact)
-        else:
+        elif m.path_regex is not None:
             r.path_kind, r.regex = C.PK_REGEX, _regex(path + ".path_regex", m.path_regex)
         if m.method is not None and m.method not in HTTP_METHODS:
             _fail(path + ".method", "bad_value", m.method)
@@ -683,7 +686,7 @@ def lower(table: Table, memo: LowerMemo | None = None) -> Lowered:
         r.index = i
     _unique("services", table.services, "service")
     low.services, low.service_router, low.service_node = [], [], []
-    low.authority, low.ports = {}, {}
+    low.authority, low.authority_port, low.ports = {}, {}, {}
     for si, s in enumerate(table.services):
         path = f"services[{si}]"
         if not isinstance(s, VirtualService):
@@ -699,8 +702,12 @@ def lower(table: Table, memo: LowerMemo | None = None) -> Lowered:
         low.service_node.append(node_by_name[s.node] if s.node is not None else -1)
         host = s.name.lower()  # DNS names compare case-insensitively (RFC 4343)
         low.authority[host] = si
+        # The port a request names its service by, for routes that match on `port`: the
+        # one in the authority, or the service's only port when the authority has none.
+        low.authority_port[host] = s.ports[0] if len(s.ports) == 1 else 0
         for j, p in enumerate(s.ports):
             low.authority[f"{host}:{_int(f'{path}.ports[{j}]', p, 1, 65535)}"] = si
+            low.authority_port[f"{host}:{p}"] = p
         for j, p in enumerate(s.local_ports):
             _int(f"{path}.local_ports[{j}]", p, 1, 65535)
             if p in low.ports:

@@ -517,14 +517,15 @@ def _node_discovery(spec, path: str) -> Iterator[FieldViolation]:
 
 def _path_or_prefix(required: bool) -> Check:
     """A route matches the path by prefix or by `path`, not both; a virtual router route
-    must use one of them, a gateway route may match on hostname alone."""
+    must use one of them or match on its listener `port` alone (every path arriving on
+    that port, as App Mesh accepts), a gateway route may match on hostname alone."""
 
     def check(match, path: str) -> Iterator[FieldViolation]:
         has_prefix, has_path = match.HasField("prefix"), match.HasField("path")
         if has_prefix and has_path:
             yield FieldViolation(f"{path}.path", "prefix and path exclude each other")
-        elif required and not (has_prefix or has_path):
-            yield FieldViolation(f"{path}.prefix", "one of prefix or path is required")
+        elif required and not (has_prefix or has_path or match.HasField("port")):
+            yield FieldViolation(f"{path}.prefix", "one of prefix, path or port is required")
 
     return check
 

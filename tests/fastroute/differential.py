@@ -122,9 +122,10 @@ def routes(draw, i):
     proto = pick(draw, ["http"] * 3 + ["http2", "grpc", "tcp"])
     port = pick(draw, [None] * 3 + [80, 81])
     if proto in ("http", "http2"):
-        kind = pick(draw, ["prefix", "prefix", "path_exact", "path_regex"])
-        value = draw(path_values[kind])
-        match = HttpMatch(**{kind: value}, method=pick(draw, [None, None, *METHODS[:2]]),
+        # App Mesh's port-only match: no path condition at all.
+        kind = pick(draw, ["prefix", "prefix", "path_exact", "path_regex"] + ([None] if port else []))
+        path_cond = {kind: draw(path_values[kind])} if kind else {}
+        match = HttpMatch(**path_cond, method=pick(draw, [None, None, *METHODS[:2]]),
                           scheme=pick(draw, [None, None, None, "https"]), port=port,
                           headers=draw(header_tuples), query=draw(query_tuples))
     elif proto == "grpc":
@@ -222,7 +223,8 @@ def _path_candidates(route):
         if m.path_exact is not None:
             e = m.path_exact
             return [e], [c for c in (e + "x", e[:-1], e + "/") if c != e]
-        return PATH_REGEXES[m.path_regex]
+        if m.path_regex is not None:
+            return PATH_REGEXES[m.path_regex]
     if isinstance(m, GrpcMatch) and m.service_name is not None:
         if m.method_name is not None:
             return [f"/{m.service_name}/{m.method_name}"], [f"/{m.service_name}/N", f"/{m.service_name}x/M"]
@@ -288,9 +290,11 @@ def route_requests(draw, table):
             headers[h.name.lower()] = v
     if draw(st.integers(0, 3)) == 0:
         headers[pick(draw, HNAMES)] = pick(draw, HVALUES)  # noise; may clash
-    authority = pick(draw, ["svc.local"] * 6 + ["svc.local:80", "SVC.Local", ""])
+    authority = pick(draw, ["svc.local"] * 6 + ["svc.local:80", "SVC.Local", "svc.local:81", ""])
     if authority == "":
         port = 15001  # the router's dedicated egress port
+    elif draw(st.integers(0, 3)) == 0:
+        port = 0  # no port of its own: the one its authority names
     if draw(st.integers(0, 5)) == 0:
         path = path.encode("utf-8")  # bytes: decoded as latin-1 by both
     return (proto, authority, port, method, scheme, path, headers)
