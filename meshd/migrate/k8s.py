@@ -38,6 +38,7 @@ from meshd.migrate.cfn import ConversionError
 
 GROUP = "appmesh.k8s.aws"
 VERSIONS = ("v1beta1", "v1beta2")
+_V1BETA1_KINDS = ("Mesh", "VirtualNode", "VirtualService")  # v1beta1 routers and routes live in services
 ORDER = ("Mesh", "VirtualNode", "VirtualRouter", "Route", "VirtualService", "VirtualGateway", "GatewayRoute")
 
 # CRD spelling -> App Mesh API spelling; everything else in a v1beta2 spec is App Mesh's own.
@@ -131,13 +132,14 @@ class _Converter:
                 continue
             if version not in VERSIONS:
                 raise ConversionError(self._label(obj) + " apiVersion",
-                                      f"{obj.get('apiVersion')} is not one of {GROUP}/{', '.join(VERSIONS)}")
+                                      f"{obj.get('apiVersion')} is not " + " or ".join(f"{GROUP}/{v}" for v in VERSIONS))
             if kind == "BackendGroup" and version == "v1beta2":  # read for VirtualNodes' backendGroups
                 ns = meta.get("namespace") or "default"
                 self.by_key[(kind, ns, meta.get("name", ""))] = obj
                 continue
-            if kind not in ORDER or kind == "Route":
-                raise ConversionError(self._label(obj) + " kind", f"{kind!r} is not an App Mesh controller kind")
+            if kind not in ORDER or kind == "Route" or (version == "v1beta1" and kind not in _V1BETA1_KINDS):
+                raise ConversionError(self._label(obj) + " kind",
+                                      f"{kind!r} is not an App Mesh controller kind of {GROUP}/{version}")
             if not meta.get("name"):
                 raise ConversionError(f"{kind} {ns}/ metadata.name", "is required")
             self.by_key[(kind, ns, meta["name"])] = obj
@@ -329,8 +331,6 @@ class _Converter:
         self._emit(obj, "VirtualService", {"meshName": mesh, "virtualServiceName": name, "spec": body})
 
     def _VirtualGateway(self, obj, spec):
-        if self._v1(obj):
-            self._fail(obj, "apiVersion", "VirtualGateway is v1beta2 only")
         mesh, name = self.mesh_of(obj), self.aws_name(obj)
         if spec.get("podSelector") is not None:
             self.out.gateway_pod_selectors[(mesh, name)] = copy.deepcopy(spec["podSelector"])
@@ -338,8 +338,6 @@ class _Converter:
         self._emit(obj, "VirtualGateway", {"meshName": mesh, "virtualGatewayName": name, "spec": body})
 
     def _GatewayRoute(self, obj, spec):
-        if self._v1(obj):
-            self._fail(obj, "apiVersion", "GatewayRoute is v1beta2 only")
         gateway = self._gateway_of(obj, spec)
         mesh = self.mesh_of(obj)
         if self.mesh_of(gateway) != mesh:  # as the controller's webhook refuses it

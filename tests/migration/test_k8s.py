@@ -337,3 +337,48 @@ spec:
     assert (err.value.path, err.value.message) == (
         "VirtualNode apps/n spec.backends[0].virtualService.virtualServiceRef",
         "VirtualService other/s is in mesh m2, not m1")
+
+
+def test_kubectl_get_output_converts_with_the_fields_the_webhooks_filled_in():
+    """`kubectl get virtualnodes -o yaml`: a List, with meshRef and awsName set by the
+    webhooks, status and server metadata, which play no part."""
+    text = MESH + """
+---
+apiVersion: v1
+kind: List
+metadata: {resourceVersion: ""}
+items:
+  - apiVersion: appmesh.k8s.aws/v1beta2
+    kind: VirtualNode
+    metadata:
+      name: front
+      namespace: apps
+      uid: 0f5b7a8e-6a43-4c8e-a1c2-9d1f8e2b7c55
+      resourceVersion: "48213"
+      finalizers: [finalizers.appmesh.k8s.aws/aws-resources]
+    spec:
+      awsName: front_apps
+      meshRef: {name: m1, uid: 5e1c5f7a-0d8e-4a53-9c4b-2b7c6a1f0e11}
+      podSelector: {matchLabels: {app: front}}
+      listeners: [{portMapping: {port: 8080, protocol: http}}]
+      serviceDiscovery: {dns: {hostname: front.apps.svc.cluster.local}}
+    status:
+      virtualNodeARN: arn:aws:appmesh:us-west-2:111122223333:mesh/m1/virtualNode/front_apps
+      conditions: [{type: VirtualNodeActive, status: "True"}]
+"""
+    out = convert(load(text))
+    assert out.documents[1] == ("VirtualNode", {"meshName": "m1", "virtualNodeName": "front_apps", "spec": {
+        "listeners": [{"portMapping": {"port": 8080, "protocol": "http"}}],
+        "serviceDiscovery": {"dns": {"hostname": "front.apps.svc.cluster.local"}}}})
+    assert out.notes == []
+
+
+def test_kinds_the_api_version_does_not_have_are_refused():
+    with pytest.raises(ConversionError) as err:
+        convert(load("apiVersion: appmesh.k8s.aws/v1beta1\nkind: VirtualRouter\nmetadata: {name: r, namespace: a}\n"))
+    assert (err.value.path, err.value.message) == (
+        "VirtualRouter a/r kind", "'VirtualRouter' is not an App Mesh controller kind of appmesh.k8s.aws/v1beta1")
+    with pytest.raises(ConversionError) as err:
+        convert(load("apiVersion: appmesh.k8s.aws/v1alpha1\nkind: Mesh\nmetadata: {name: m}\n"))
+    assert (err.value.path, err.value.message) == (
+        "Mesh m apiVersion", "appmesh.k8s.aws/v1alpha1 is not appmesh.k8s.aws/v1beta1 or appmesh.k8s.aws/v1beta2")
