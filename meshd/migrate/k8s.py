@@ -131,8 +131,8 @@ class _Converter:
                 self.out.skipped.append((kind, f"{ns}/{meta.get('name', '')}" if ns else meta.get("name", "")))
                 continue
             if version not in VERSIONS:
-                raise ConversionError(self._label(obj) + " apiVersion",
-                                      f"{obj.get('apiVersion')} is not " + " or ".join(f"{GROUP}/{v}" for v in VERSIONS))
+                known = " or ".join(f"{GROUP}/{v}" for v in VERSIONS)
+                raise ConversionError(self._label(obj) + " apiVersion", f"{obj.get('apiVersion')} is not {known}")
             if kind == "BackendGroup" and version == "v1beta2":  # read for VirtualNodes' backendGroups
                 ns = meta.get("namespace") or "default"
                 self.by_key[(kind, ns, meta.get("name", ""))] = obj
