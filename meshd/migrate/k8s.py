@@ -66,7 +66,13 @@ def load(path_or_text: str | Path) -> list[dict]:
         p = Path(path_or_text)
         files = sorted(f for f in p.glob("*") if f.suffix.lower() in (".yaml", ".yml", ".json")) \
             if p.is_dir() else [p]
-        return [obj for f in files for obj in load(f.read_text())]
+        out = []
+        for f in files:
+            try:
+                out += load(f.read_text())
+            except ConversionError as err:
+                raise ConversionError(f"{f}: {err.path}", err.message) from None
+        return out
     out: list[dict] = []
 
     def add(doc, where):
@@ -110,8 +116,7 @@ def _v1beta1_name(name: str, namespace: str) -> str:
 
 
 class _Converter:
-    def __init__(self, objects: list[dict], source: str):
-        self.source = source
+    def __init__(self, objects: list[dict]):
         self.out = Conversion()
         self.namespaces: dict[str, dict] = {}
         self.by_key: dict[tuple[str, str, str], dict] = {}  # (kind, namespace, name) -> object
@@ -442,7 +447,7 @@ def convert(objects: list[dict], *, source: str = "") -> Conversion:
     `objects`; the other objects are listed in `skipped` (Namespaces are read first, for
     their labels). Raises ConversionError naming the object and field it cannot convert."""
     try:
-        return _Converter(objects, source).convert()
+        return _Converter(objects).convert()
     except ConversionError as err:
         if source:
             raise ConversionError(f"{source}: {err.path}", err.message) from None

@@ -250,7 +250,12 @@ spec: {meshName: absent}
                                                    "Mesh absent is not in the input")
 
 
-def test_load_reads_files_directories_text_and_lists():
+def test_load_reads_files_directories_text_and_lists(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("kind: Namespace\n---\n- not an object\n")
+    with pytest.raises(ConversionError) as err:
+        load(bad)
+    assert (err.value.path, err.value.message) == (f"{bad}: document 2", "not a Kubernetes object")
     assert len(load(HERE)) == len(load(HERE / "v1beta2-howto.yaml")) + len(load(HERE / "v1beta1-colorapp.yaml"))
     listed = load("apiVersion: v1\nkind: List\nitems:\n- {kind: Namespace, apiVersion: v1, metadata: {name: a}}\n"
                   "---\n---\n{kind: Namespace, apiVersion: v1, metadata: {name: b}}\n")
