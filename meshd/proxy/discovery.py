@@ -52,6 +52,7 @@ EMPTY_RETRY_SECONDS = 5.0  # NXDOMAIN or no address: Envoy's default dns_refresh
 FAILURE_RETRY_FIRST_SECONDS = 1.0
 FAILURE_RETRY_MAX_SECONDS = 30.0
 QUERY_LIFETIME_SECONDS = 2.0  # one A or AAAA question, retries and TCP fallback included
+STOP_WAIT_SECONDS = 0.5
 
 _QUERIES = {"IPv4_ONLY": (("A",), False), "IPv6_ONLY": (("AAAA",), False),
             "IPv4_PREFERRED": (("A", "AAAA"), True), "IPv6_PREFERRED": (("AAAA", "A"), True)}
@@ -191,7 +192,9 @@ class DnsDiscovery:
         self._stopping.set()
         self._wake.set()
         if self._thread is not None:
-            self._thread.join(QUERY_LIFETIME_SECONDS * 2 + 1)
+            # Not for a query in flight (up to QUERY_LIFETIME_SECONDS): the daemon thread
+            # drops its answer once it sees the stop.
+            self._thread.join(STOP_WAIT_SECONDS)
 
     def _run(self) -> None:
         if self._resolver is None:
@@ -229,6 +232,8 @@ class DnsDiscovery:
         try:
             addresses, ttl = resolve(self._resolver, t.hostname, t.ip_preference)
         except ResolveFailure as err:
+            if self._stopping.is_set():
+                return
             self.failures += 1
             entry.due = time.monotonic() + entry.backoff
             entry.backoff = min(FAILURE_RETRY_MAX_SECONDS, entry.backoff * 2)
@@ -238,6 +243,8 @@ class DnsDiscovery:
                     "mesh": mesh, "virtual_node": node, "hostname": t.hostname, "error": str(err),
                     "endpoints": len(entry.chosen)})
             return
+        if self._stopping.is_set():
+            return  # the loop may be gone
         if entry.failing:
             entry.failing = False
             log.info("DNS discovery answers again", extra={"mesh": mesh, "virtual_node": node,
