@@ -226,3 +226,16 @@ def test_resolution_never_blocks_the_data_plane_loop(world):
     assert world.answers(20) == Counter({"o2": 20})
     assert time.monotonic() - t0 < 1.0
     world.zone.delay = 0.0
+
+
+def test_a_changed_hostname_is_followed_and_nxdomain_empties_the_node(world):
+    """NXDOMAIN is an answer, not a failure (Envoy's resolver reports it as success with no
+    hosts): the name is gone, so are its endpoints."""
+    world.zone.records[HOSTNAME] = [("A", "127.0.0.2")]
+    world.zone.records["other.dns.test"] = [("A", "127.0.0.3")]
+    world.configure({})
+    world.wait_for({"o2"})
+    world.update_api({"hostname": "other.dns.test"})
+    world.wait_for({"o3"})
+    del world.zone.records["other.dns.test"]
+    world.wait_for({"error"}, timeout=TTL + 3)
