@@ -73,3 +73,35 @@ def test_export_then_apply_elsewhere_gives_the_same_mesh(admin, second, tmp_path
 def test_export_names_a_missing_mesh(admin):
     out = meshctl(admin.address, "export", "--mesh", "nowhere")
     assert out.returncode == 1 and "NOT_FOUND" in out.stderr and "mesh nowhere" in out.stderr
+
+
+@pytest.mark.parametrize("form", ["cloudformation", "k8s"])
+def test_export_as_a_template_or_manifests_and_apply_them_elsewhere(admin, second, tmp_path, form):
+    applied = meshctl(admin.address, "apply", "-f", str(CORPUS))
+    assert applied.returncode == 0, applied.stderr
+    out = meshctl(admin.address, "export", "--mesh", "shop", "-o", form, "--dir", str(tmp_path))
+    assert out.returncode == 0, out.stderr
+    (written,) = list(tmp_path.glob("*.yaml"))
+    again = meshctl(second.address, "apply", "-f", str(written))
+    assert again.returncode == 0, again.stderr
+    got, want = _export(second.address, "shop"), _export(admin.address, "shop")
+    if form == "k8s":  # the controller's CRDs have no tags: everything else survives
+        want = [{k: v for k, v in d.items() if k != "tags"} for d in want]
+    assert got == want
+
+
+def test_apply_controller_manifests_with_meshctl(admin):
+    manifests = Path(__file__).parent / "k8s" / "v1beta2-howto.yaml"
+    converted = meshctl(admin.address, "convert", "-f", str(manifests), "-o", "json")
+    assert converted.returncode == 0, converted.stderr
+    docs = yaml.safe_load(converted.stdout)
+    assert "skipped:" in converted.stderr and "Deployment" in converted.stderr
+    out = meshctl(admin.address, "apply", "-f", str(manifests))
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.count(" created") == len(docs)
+    mesh = docs[0]["meshName"]
+    exported = _export(admin.address, mesh)
+    assert sorted(map(_key, exported)) == sorted(map(_key, docs))
+    # The controller's names: <name>_<namespace> for nodes (unless spec.awsName says otherwise).
+    nodes = [d["virtualNodeName"] for d in docs if set(d) == {"meshName", "virtualNodeName", "spec"}]
+    assert "front_howto-k8s" in nodes, nodes
