@@ -8,6 +8,7 @@ takes a whole mesh's routing down.
 """
 from __future__ import annotations
 
+import ipaddress
 import logging
 import re
 from dataclasses import dataclass, field
@@ -295,6 +296,8 @@ def compile_mesh(snap: MeshSnapshot, trust_domain: str = DEFAULT_TRUST_DOMAIN,
     cache.done()
     table, lowered = _drop_invalid(table, problems, snap.name, cache.lowering)
     endpoints = {node: tuple(live_endpoints(insts)) for node, insts in snap.instances.items() if node in node_names}
+    endpoints.update((node, tuple(live_endpoints(node_instances(snap, node))))
+                     for node in node_names if cloud_map_service(snap.nodes[node]) is not None)
     for err in problems:
         log.warning("resource left out of the route table", extra={"resource": err.resource, "field": err.field,
                                                                    "reason": err.reason})
@@ -315,6 +318,76 @@ def live_endpoints(instances: dict[str, admin_pb2.Instance]) -> list[fr.Endpoint
         else:
             out.append(fr.Endpoint(id=i.instance_id, address=i.address, port=i.port, healthy=healthy))
     return out
+
+
+def cloud_map_service(data: admin_pb2.VirtualNodeData) -> tuple[str, str] | None:
+    """(namespaceName, serviceName) of a node discovered through `awsCloudMap`, else None."""
+    spec = data.spec
+    if not spec.HasField("service_discovery") or spec.service_discovery.WhichOneof("discovery") != "aws_cloud_map":
+        return None
+    cm = spec.service_discovery.aws_cloud_map
+    return cm.namespace_name, cm.service_name
+
+
+def sharing_cloud_map(snap: MeshSnapshot, node: str) -> list[str]:
+    """The nodes whose endpoints the instances registered under `node` are part of: itself,
+    and when it is discovered through `awsCloudMap`, every node naming the same service."""
+    data = snap.nodes.get(node)
+    key = cloud_map_service(data) if data is not None else None
+    if key is None:
+        return [node]
+    return sorted(n for n, d in snap.nodes.items() if cloud_map_service(d) == key)
+
+
+def node_instances(snap: MeshSnapshot, node: str) -> dict[str, admin_pb2.Instance]:
+    """The instances `node` routes to. With `awsCloudMap` discovery, as Cloud Map's
+    DiscoverInstances answers it: the instances registered under any node of the mesh that
+    names the same namespace and service, whose attributes hold every key and value of this
+    node's `attributes` filter (no filter: all), and whose address is of the family an
+    `ipPreference` of IPv4_ONLY or IPv6_ONLY demands. An instance of another node whose id
+    this node already has keeps its node's name in its id ("api-v1/i-1").
+
+    Another node's instance behind a meshd ingress is left out: that ingress serves, and
+    proves the identity of, the node the instance is registered under, not this one."""
+    data = snap.nodes.get(node)
+    key = cloud_map_service(data) if data is not None else None
+    if key is None:
+        return snap.instances.get(node, {})
+    cm = data.spec.service_discovery.aws_cloud_map
+    want = [(a.key, a.value) for a in cm.attributes]
+    family = {"IPv4_ONLY": 4, "IPv6_ONLY": 6}.get(cm.ip_preference)
+    out: dict[str, admin_pb2.Instance] = {}
+    for owner in sorted(sharing_cloud_map(snap, node), key=lambda n: n != node):  # its own first
+        for iid, inst in sorted(registered_instances(snap, owner).items()):
+            if any(inst.attributes.get(k) != v for k, v in want) or (
+                    family is not None and _ip_family(inst.address) not in (family, None)) or (
+                    owner != node and any(a.startswith(INGRESS_ATTRIBUTE) for a in inst.attributes)):
+                continue
+            if iid in out:
+                iid, renamed = f"{owner}/{iid}", admin_pb2.Instance()
+                renamed.CopyFrom(inst)
+                renamed.instance_id, inst = iid, renamed
+            out[iid] = inst
+    return out
+
+
+def registered_instances(snap: MeshSnapshot, node: str) -> dict[str, admin_pb2.Instance]:
+    """The instances registered under `node`, without those `routed_instances` added."""
+    return {k: i for k, i in snap.instances.get(node, {}).items() if i.virtual_node_name in ("", node)}
+
+
+def routed_instances(snap: MeshSnapshot, node: str) -> dict[str, admin_pb2.Instance]:
+    """What a published snapshot holds for `node`, where the egress looks up the instance
+    behind each endpoint: those registered under it and those it routes to."""
+    return {**registered_instances(snap, node), **node_instances(snap, node)}
+
+
+def _ip_family(address: str) -> int | None:
+    """4 or 6 for an IP address, None for a host name."""
+    try:
+        return ipaddress.ip_address(address.strip("[]")).version
+    except ValueError:
+        return None
 
 
 _ROUTE_PATH = re.compile(r"^routers\[(\d+)\]\.routes\[(\d+)\]")

@@ -21,7 +21,8 @@ from dataclasses import dataclass, replace
 from typing import Callable
 
 import _fastroute as fr
-from meshd.compile import DEFAULT_TRUST_DOMAIN, Compiled, MeshSnapshot, RouteCache, compile_mesh, live_endpoints
+from meshd.compile import (DEFAULT_TRUST_DOMAIN, Compiled, MeshSnapshot, RouteCache, cloud_map_service, compile_mesh,
+                           live_endpoints, node_instances, routed_instances, sharing_cloud_map)
 from meshd.v1 import admin_pb2
 
 log = logging.getLogger("meshd.meshview")
@@ -155,6 +156,9 @@ class MeshView:
                 continue
             t0 = time.perf_counter()
             compiled = compile_mesh(snap, self.trust_domain, self._route_caches.setdefault(mesh, RouteCache()))
+            # The egress looks up the instance behind an endpoint among its node's instances.
+            snap.instances.update({n: routed_instances(snap, n) for n, data in snap.nodes.items()
+                                   if cloud_map_service(data) is not None})
             router = fr.Router(compiled.lowered, seed=self.seed)
             for node, eps in compiled.endpoints.items():
                 router.set_endpoints(node, list(eps))
@@ -212,11 +216,16 @@ class MeshView:
 
     @staticmethod
     def _set_instances(live: LiveMesh, node: str, insts: dict) -> None:
-        live.snapshot.instances[node] = insts
-        try:
-            live.router.set_endpoints(node, live_endpoints(insts))
-        except fr.UnknownNode:
-            pass  # instances of a node the table does not know yet; the next compile has them
+        snap = live.snapshot
+        snap.instances[node] = insts
+        # With awsCloudMap discovery, every node naming the same service routes to them anew.
+        routed = {each: routed_instances(snap, each) for each in sharing_cloud_map(snap, node)}
+        snap.instances.update(routed)
+        for each in routed:
+            try:
+                live.router.set_endpoints(each, live_endpoints(node_instances(snap, each)))
+            except fr.UnknownNode:
+                pass  # instances of a node the table does not know yet; the next compile has them
 
     def flush(self) -> list[LiveMesh]:
         """`prepare` and `publish` in this thread (when one thread owns the view)."""
