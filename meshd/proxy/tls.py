@@ -255,8 +255,11 @@ class AcmListenerCredentials:
 
     files: tuple[str, ...] = ()
 
-    def __init__(self, acm: AcmCache, arn: str, where: str, bundle: bytes = b"", *, alpn=("h2", "http/1.1")):
-        self.acm, self.arn, self.where, self.bundle, self.alpn = acm, arn, where, bundle, tuple(alpn)
+    def __init__(self, acm: AcmCache, arn: str, where: str, bundle: bytes | Callable[[], bytes] = b"", *,
+                 alpn=("h2", "http/1.1")):
+        self.acm, self.arn, self.where, self.alpn = acm, arn, where, tuple(alpn)
+        # The client trust; a callable follows a changing one (the mesh CA's bundle).
+        self.bundle = bundle if callable(bundle) else (lambda: bundle)
         self._lock = threading.Lock()
         self._material = None
         self._creds: Credentials | None = None
@@ -275,13 +278,14 @@ class AcmListenerCredentials:
     def current(self) -> Credentials | None:
         """The credentials for the ARN's current material (built once per change)."""
         m = self.acm.certificate(self.arn)
-        if m is not self._material:
+        m = m and (*m, self.bundle())
+        if m != self._material:
             with self._lock:
-                if m is not self._material:
+                if m != self._material:
                     creds = None
-                    if m is not None:
+                    if m:
                         try:
-                            creds = Credentials(m[0], m[1], self.bundle, alpn=self.alpn)
+                            creds = Credentials(*m, alpn=self.alpn)
                         except Exception as err:  # noqa: BLE001 - a bad import must not break the loop
                             log.error("ACM certificate not usable", extra={"arn": self.arn, "error": str(err)})
                     self._creds, self._material = creds, m
@@ -323,6 +327,7 @@ class ProxyTls:
         self.certs = certs
         self.acm = acm  # ACM PCA anchors by ARN, for client policies whose trust is `acm`
         self._acm_missing: dict[tuple, tuple[str, ...]] = {}  # what was last logged as not imported
+        self._acm_servers: dict[tuple, AcmListenerCredentials] = {}  # local nodes' `acm` listener certificates
         self.view = view
         self.apps = apps  # the local apps (LocalApp) whose nodes the ingress serves
         # False: the ingress issues no TLS session tickets, so every connection to it runs
@@ -385,12 +390,32 @@ class ProxyTls:
         if base is None:
             return None
         tls = self.listener_tls(mesh, node)
+        if tls is not None and tls.certificate.HasField("acm") and self.acm is not None:
+            return self._acm_server(mesh, node, base, tls).current()
         cert = tls.certificate.file if tls is not None and tls.certificate.HasField("file") else None
         trust = (tls.validation.trust.file if tls is not None and tls.HasField("validation")
                  and tls.validation.trust.HasField("file") else None)
         if cert is None and trust is None:
             return base
         return self._file_creds(("server", mesh, node), base, cert, trust, alpn=("h2", "http/1.1"))
+
+    def _acm_server(self, mesh: str, node: str, base: Credentials, tls) -> AcmListenerCredentials:
+        """The ingress's credentials for a local node whose listener certificate is `acm`:
+        the imported certificate, checking callers against the listener's `file` trust (when
+        set) and the mesh CA, as for a `file` certificate; refused until imported."""
+        arn = tls.certificate.acm.certificate_arn
+        trust = (tls.validation.trust.file.certificate_chain if tls.HasField("validation")
+                 and tls.validation.trust.HasField("file") else "")
+        key = (mesh, node, arn, trust)
+        got = self._acm_servers.get(key)
+        if got is None:
+            spec = self.view.snapshot(mesh).nodes[node].spec
+            port = next(lst.port_mapping.port for lst in spec.listeners if lst.HasField("tls"))
+            extra = _read_all([trust])[0] + b"\n" if trust else b""
+            got = self._acm_servers[key] = AcmListenerCredentials(
+                self.acm, arn, f"listener {port} of virtualNode {node}",
+                lambda: extra + base.bundle_pem, alpn=("h2", "http/1.1"))
+        return got
 
     def _file_creds(self, key: tuple, base, cert, trust, acm_arns: tuple[str, ...] = (), **kwargs) -> Credentials:
         """The `file`- (and `acm` trust-) sourced credentials for `key` and these sources,
@@ -425,7 +450,7 @@ class ProxyTls:
         (a caller verifying the operator's PKI asks for that name, not the mesh's)."""
         for app in self.apps:
             tls = self.listener_tls(app.mesh, app.virtual_node)
-            if tls is None or not tls.certificate.HasField("file"):
+            if tls is None or not (tls.certificate.HasField("file") or tls.certificate.HasField("acm")):
                 continue
             creds = self._server_creds(app.mesh, app.virtual_node)
             if creds is None:
@@ -450,6 +475,9 @@ class ProxyTls:
             except Exception as err:  # noqa: BLE001 - e.g. a file half-written: keep the current one
                 log.warning("TLS file source not reloaded; keeping the current certificate",
                             extra={"files": ",".join(f.paths), "error": str(err)})
+        for a in list(self._acm_servers.values()):  # imports seen by the ACM cache: built here, off the loop
+            before = a._creds
+            changed |= a.current() is not before
         return changed
 
     # -- the egress's client side -----------------------------------------------------------

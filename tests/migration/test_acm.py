@@ -144,72 +144,107 @@ def test_gateway_listener_serves_the_acm_certificate_once_imported(etcd, etcd_pr
         ctl.stop()
 
 
+class Shop:
+    """Host A runs `web` (egress), host B runs `api-v1` (an echo origin); `ctl` is the
+    admin-only meshd the real meshctl talks to."""
+
+    def __init__(self, etcd, prefix, tmp_path, key):
+        from meshd.proxy import LocalApp  # noqa: PLC0415
+        self.ctl = control(etcd, prefix, tmp_path, key)
+        self.origin = Origin("api-v1")
+        self.web = start_meshd(etcd, prefix, tmp_path, "host-a", [LocalApp(
+            mesh="shop", virtual_node="web", port=free_port(), egress="127.0.0.1:0")], key, upstream_idle_seconds=0.3)
+        self.api = start_meshd(etcd, prefix, tmp_path, "host-b", [LocalApp(
+            mesh="shop", virtual_node="api-v1", port=self.origin.port, instance_id="api-v1")], key,
+            upstream_idle_seconds=0.3)
+        self.channel = None
+
+    def configure(self, api_tls: dict, web_policy_tls: dict) -> None:
+        from google.protobuf import json_format  # noqa: PLC0415
+        r = self.ctl.resources
+        shop_config(r, K, pb, targets={"api-v1": 1}, backends=(), node_listener={"tls": api_tls})
+        node = r.describe(K.VIRTUAL_NODE, pb.DescribeVirtualNodeRequest(mesh_name="shop", virtual_node_name="web"))
+        spec = json_format.MessageToDict(node.virtual_node.spec)
+        spec["backends"] = [{"virtualService": {"virtualServiceName": "api.shop.local",
+                                                "clientPolicy": {"tls": web_policy_tls}}}]
+        r.update(K.VIRTUAL_NODE, parse_json(pb.UpdateVirtualNodeRequest, {
+            "meshName": "shop", "virtualNodeName": "web", "spec": spec}))
+        self.channel = grpc.insecure_channel(self.web.runtime.addresses["egress:web"],
+                                             options=[("grpc.default_authority", "api.shop.local:9090"),
+                                                      ("grpc.enable_retries", 0)])
+
+    def works(self) -> bool:
+        """One call web → api-v1 through both meshds, answered by the origin."""
+        try:
+            return self.channel.unary_unary("/echo.Echo/Say")(b"x", timeout=5) == b"api-v1:x"
+        except grpc.RpcError:
+            return False
+
+    def close(self) -> None:
+        if self.channel is not None:
+            self.channel.close()
+        self.web.stop()
+        self.api.stop()
+        self.ctl.stop()
+        self.origin.stop()
+
+
 def test_client_policy_trusts_the_imported_pca_anchor_only(etcd, etcd_prefix, tmp_path):
     key = tmp_path / "cluster.key"
     ClusterKey.generate(key)
     corp, other = CorpPki(tmp_path, "corp"), CorpPki(tmp_path, "other")
     crt, crt_key, _ = corp.leaf("api-v1.example.com")
-    ctl = control(etcd, etcd_prefix, tmp_path, key)
-    origin = Origin("api-v1")
-    web = start_meshd(etcd, etcd_prefix, tmp_path, "host-a", [_web_app()], key, upstream_idle_seconds=0.3)
-    api = start_meshd(etcd, etcd_prefix, tmp_path, "host-b", [_api_app(origin)], key, upstream_idle_seconds=0.3)
-    channels = []
+    shop = Shop(etcd, etcd_prefix, tmp_path, key)
+    ctl = shop.ctl
     try:
         # api-v1 presents the operator's certificate; web trusts the ACM PCA ARN only.
-        shop_config(ctl.resources, K, pb, targets={"api-v1": 1}, backends=(), node_listener={"tls": {
-            "mode": "STRICT", "certificate": {"file": {"certificateChain": crt, "privateKey": crt_key}}}})
-        node = ctl.resources.describe(K.VIRTUAL_NODE, pb.DescribeVirtualNodeRequest(mesh_name="shop",
-                                                                                    virtual_node_name="web"))
-        from google.protobuf import json_format  # noqa: PLC0415
-        spec = json_format.MessageToDict(node.virtual_node.spec)
-        spec["backends"] = [{"virtualService": {"virtualServiceName": "api.shop.local", "clientPolicy": {"tls": {
-            "validation": {"trust": {"acm": {"certificateAuthorityArns": [PCA_ARN]}},
-                           "subjectAlternativeNames": {"match": {"exact": ["api-v1.example.com"]}}}}}}}]
-        ctl.resources.update(K.VIRTUAL_NODE, parse_json(pb.UpdateVirtualNodeRequest, {
-            "meshName": "shop", "virtualNodeName": "web", "spec": spec}))
-        ch = grpc.insecure_channel(web.runtime.addresses["egress:web"],
-                                   options=[("grpc.default_authority", "api.shop.local:9090"),
-                                            ("grpc.enable_retries", 0)])
-        channels.append(ch)
-        call = ch.unary_unary("/echo.Echo/Say")
-
-        def works() -> bool:
-            try:
-                return call(b"x", timeout=5) == b"api-v1:x"
-            except grpc.RpcError:
-                return False
-
+        shop.configure({"mode": "STRICT", "certificate": {"file": {"certificateChain": crt, "privateKey": crt_key}}},
+                       {"validation": {"trust": {"acm": {"certificateAuthorityArns": [PCA_ARN]}},
+                                       "subjectAlternativeNames": {"match": {"exact": ["api-v1.example.com"]}}}})
         time.sleep(2.0)  # configuration applied, instances seen: still refused, nothing trusts corp
-        assert not works()
+        assert not shop.works()
+        status = meshctl(ctl, "status")
+        assert f"virtualNode web backend api.shop.local: {PCA_ARN}: trust anchor not imported" in status.stdout
         # Another CA under the ARN: api-v1's certificate does not chain to it.
         assert meshctl(ctl, "trust", "import", "--arn", PCA_ARN, "--cert", other.ca_file).returncode == 0
         time.sleep(2.5)
-        assert not works()
-        assert origin.calls == 0
+        assert not shop.works()
+        assert shop.origin.calls == 0
         # The right anchor: upstream validated, no restart.
         out = meshctl(ctl, "trust", "import", "--arn", PCA_ARN, "--cert", corp.ca_file)
         assert out.returncode == 0, out.stderr
-        until("a call validated with the imported anchor", works)
-        assert origin.calls >= 1
+        until("a call validated with the imported anchor", shop.works)
+        assert shop.origin.calls >= 1
         listed = json.loads(meshctl(ctl, "trust", "list", "-o", "json").stdout)
         assert [a["arn"] for a in listed["anchors"]] == [PCA_ARN]
+        assert "not imported" not in meshctl(ctl, "status").stdout
     finally:
-        for c in channels:
-            c.close()
-        web.stop()
-        api.stop()
-        ctl.stop()
-        origin.stop()
+        shop.close()
 
 
-def _web_app():
-    from meshd.proxy import LocalApp  # noqa: PLC0415
-    return LocalApp(mesh="shop", virtual_node="web", port=free_port(), egress="127.0.0.1:0")
-
-
-def _api_app(origin):
-    from meshd.proxy import LocalApp  # noqa: PLC0415
-    return LocalApp(mesh="shop", virtual_node="api-v1", port=origin.port, instance_id="api-v1")
+def test_virtual_node_listener_serves_the_acm_certificate_once_imported(etcd, etcd_prefix, tmp_path):
+    key = tmp_path / "cluster.key"
+    ClusterKey.generate(key)
+    corp = CorpPki(tmp_path, "corp")
+    crt, crt_key, serial = corp.leaf("api-v1.example.com")
+    shop = Shop(etcd, etcd_prefix, tmp_path, key)
+    try:
+        # api-v1's listener names an ACM certificate; web checks it against the corp CA file.
+        shop.configure({"mode": "STRICT", "certificate": {"acm": {"certificateArn": CERT_ARN}}},
+                       {"validation": {"trust": {"file": {"certificateChain": corp.ca_file}},
+                                       "subjectAlternativeNames": {"match": {"exact": ["api-v1.example.com"]}}}})
+        ingress = int(shop.api.runtime.addresses["ingress"].rsplit(":", 1)[1])
+        time.sleep(2.0)
+        assert not shop.works()
+        assert refused(ingress, corp.ca_file, "api-v1.example.com") is not None
+        status = meshctl(shop.ctl, "status")
+        assert f"virtualNode api-v1 listener 9090: {CERT_ARN}: certificate not imported" in status.stdout
+        out = meshctl(shop.ctl, "certificate", "import", "--arn", CERT_ARN, "--cert", crt, "--key", crt_key)
+        assert out.returncode == 0, out.stderr
+        until("a call to the listener serving the imported certificate", shop.works)
+        assert handshake(ingress, corp.ca_file, "api-v1.example.com") == serial
+    finally:
+        shop.close()
 
 
 def test_imported_key_is_sealed_and_bound_to_its_path(etcd, etcd_prefix, tmp_path):
