@@ -347,6 +347,10 @@ def node_instances(snap: MeshSnapshot, node: str) -> dict[str, admin_pb2.Instanc
     `ipPreference` of IPv4_ONLY or IPv6_ONLY demands. An instance of another node whose id
     this node already has keeps its node's name in its id ("api-v1/i-1").
 
+    An instance registered under this node itself was declared one of its instances (a
+    meshd registers its local apps with no attributes of their own): it stays unless an
+    attribute it has contradicts the filter.
+
     Another node's instance behind a meshd ingress is left out: that ingress serves, and
     proves the identity of, the node the instance is registered under, not this one."""
     data = snap.nodes.get(node)
@@ -359,9 +363,7 @@ def node_instances(snap: MeshSnapshot, node: str) -> dict[str, admin_pb2.Instanc
     out: dict[str, admin_pb2.Instance] = {}
     for owner in sorted(sharing_cloud_map(snap, node), key=lambda n: n != node):  # its own first
         for iid, inst in sorted(registered_instances(snap, owner).items()):
-            if any(inst.attributes.get(k) != v for k, v in want) or (
-                    family is not None and _ip_family(inst.address) not in (family, None)) or (
-                    owner != node and any(a.startswith(INGRESS_ATTRIBUTE) for a in inst.attributes)):
+            if not _discovered(inst, want, family, own=owner == node):
                 continue
             if iid in out:
                 iid, renamed = f"{owner}/{iid}", admin_pb2.Instance()
@@ -380,6 +382,18 @@ def routed_instances(snap: MeshSnapshot, node: str) -> dict[str, admin_pb2.Insta
     """What a published snapshot holds for `node`, where the egress looks up the instance
     behind each endpoint: those registered under it and those it routes to."""
     return {**registered_instances(snap, node), **node_instances(snap, node)}
+
+
+def _discovered(inst: admin_pb2.Instance, want: list[tuple[str, str]], family: int | None, own: bool) -> bool:
+    """Does a Cloud Map query (attribute filter, address family) find `inst`? `own`: it is
+    registered under the querying node (see node_instances)."""
+    attrs = inst.attributes
+    if own:
+        if any(k in attrs and attrs[k] != v for k, v in want):
+            return False
+    elif any(attrs.get(k) != v for k, v in want) or any(a.startswith(INGRESS_ATTRIBUTE) for a in attrs):
+        return False
+    return family is None or _ip_family(inst.address) in (family, None)
 
 
 def _ip_family(address: str) -> int | None:

@@ -93,10 +93,14 @@ class CloudMapMesh:
 def cloud_map_mesh(etcd, etcd_prefix, admin, tmp_path):
     key = tmp_path / "cluster.key"
     ClusterKey.generate(key)
-    origins = {name: Origin(name) for name in REGISTERED}
+    origins = {name: Origin(name) for name in (*REGISTERED, "o-hosted")}
     web = LocalApp(mesh="shop", virtual_node="web", port=free_port(), egress="127.0.0.1:0",
                    egress_http="127.0.0.1:0")
     a = start_meshd(etcd, etcd_prefix, tmp_path, "host-a", [web], key)
+    # An app of api-v1 run by a meshd on host B: registered by it, with no attributes of its
+    # own, and reached over mTLS through host B's ingress.
+    b = start_meshd(etcd, etcd_prefix, tmp_path, "host-b", [
+        LocalApp(mesh="shop", virtual_node="api-v1", port=origins["o-hosted"].port, instance_id="hosted")], key)
     s = admin.stub
     _create(s, "Mesh", {"meshName": "shop", "spec": {"egressFilter": {"type": "DROP_ALL"}}})
     _create(s, "VirtualNode", {"meshName": "shop", "virtualNodeName": "web", "spec": {
@@ -132,6 +136,7 @@ def cloud_map_mesh(etcd, etcd_prefix, admin, tmp_path):
     yield m
     m.close()
     a.stop()
+    b.stop()
     page.shutdown()
     for o in origins.values():
         o.stop()
@@ -139,19 +144,21 @@ def cloud_map_mesh(etcd, etcd_prefix, admin, tmp_path):
 
 def test_nodes_sharing_a_cloud_map_service_get_only_the_instances_their_attributes_select(cloud_map_mesh):
     m = cloud_map_mesh
-    m.until("v1.shop.local", 20, {"o-v1"})
+    # api-v1's own meshd-hosted instance has no version: declared by its node, it stays.
+    m.until("v1.shop.local", 20, {"o-v1", "o-hosted"})
     m.until("v2.shop.local", 40, {"o-v2", "o-v2b"})
     # The route's 50/50 split: each half goes to its version's origins, and only there.
     got = m.answers("api.shop.local", 400)
-    assert set(got) == {"o-v1", "o-v2", "o-v2b"}, got
-    assert 150 <= got["o-v1"] <= 250, got
+    assert set(got) == {"o-v1", "o-hosted", "o-v2", "o-v2b"}, got
+    assert 150 <= got["o-v1"] + got["o-hosted"] <= 250, got
     assert 150 <= got["o-v2"] + got["o-v2b"] <= 250, got
 
 
 def test_a_node_without_a_filter_gets_every_instance_of_the_service(cloud_map_mesh):
     m = cloud_map_mesh
     # i-1 is registered under api-v1 and under api-v2: both are reached. o-legacy has the
-    # attributes but its node names no Cloud Map service, so it is not among them...
+    # attributes but its node names no Cloud Map service, so it is not among them; nor is
+    # api-v1's app on host B, whose ingress proves api-v1's identity, not api-all's...
     got = m.until("all.shop.local", 60, {"o-v1", "o-v2", "o-v2b"})
     assert min(got.values()) >= 10, got
     # ... and its own node still has it (nodes without Cloud Map discovery are unaffected).
@@ -165,13 +172,13 @@ def test_an_instance_re_registered_with_other_attributes_moves_without_a_rebuild
     m.until("v2.shop.local", 40, {"o-v2", "o-v2b"})
     generation = m.a.runtime.view.live("shop").generation
     _register(m.stub, m.origins["o-v2"].port, "api-v1", "i-2", {"version": "v1"})
-    m.until("v1.shop.local", 40, {"o-v1", "o-v2"}, timeout=3)
+    m.until("v1.shop.local", 40, {"o-v1", "o-v2", "o-hosted"}, timeout=3)
     m.until("v2.shop.local", 20, {"o-v2b"}, timeout=3)
     assert m.until("all.shop.local", 60, {"o-v1", "o-v2", "o-v2b"})
     # Deregistered: it leaves every node of the service.
     m.stub.DeregisterInstance(pb.DeregisterInstanceRequest(mesh_name="shop", virtual_node_name="api-v1",
                                                            instance_id="i-2"), timeout=10)
-    m.until("v1.shop.local", 20, {"o-v1"}, timeout=3)
+    m.until("v1.shop.local", 20, {"o-v1", "o-hosted"}, timeout=3)
     m.until("all.shop.local", 40, {"o-v1", "o-v2b"}, timeout=3)
     assert m.a.runtime.view.live("shop").generation == generation  # endpoints pushed, no recompile
 
