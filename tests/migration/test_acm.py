@@ -26,7 +26,7 @@ from meshd.embedded_etcd import free_port
 from meshd.proxy import GatewayConfig
 from meshd.security import ClusterKey
 from meshd.security import certs as C
-from meshd.security.acm import certificate_path, trust_path
+from meshd.security.acm import certificate_path, read_material, reseal, trust_path
 from meshd.security.errors import DecryptionFailed
 from meshd.v1 import admin_pb2 as pb
 
@@ -272,6 +272,13 @@ def test_imported_key_is_sealed_and_bound_to_its_path(etcd, etcd_prefix, tmp_pat
                 cluster_key.open(certificate_path(CERT_ARN + "-other"), sealed)
             with pytest.raises(DecryptionFailed):
                 cluster_key.open(trust_path(PCA_ARN), sealed)
+            # Cluster key rotation re-seals it; the data plane's read opens it under the new key only.
+            new_key = ClusterKey.generate(tmp_path / "new.key")
+            assert reseal(store, cluster_key, new_key) == 1
+            assert reseal(store, cluster_key, new_key) == 0  # already under the new key: a re-run is a no-op
+            material = read_material(store, new_key)
+            assert material.certificates[CERT_ARN][1] == C.key_to_pem(C.load_key(open(crt_key, "rb").read()))
+            assert CERT_ARN in read_material(store, cluster_key).unreadable
         finally:
             store.close()
     finally:
