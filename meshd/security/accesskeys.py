@@ -26,8 +26,8 @@ from typing import Callable, Iterable
 
 import registry
 from meshd.security.certs import utcnow
-from meshd.security.clusterkey import ClusterKey, KeyRef
-from meshd.security.errors import DecryptionFailed, InvalidIdentity, UnknownAccessKey, WrongClusterKey
+from meshd.security.clusterkey import ClusterKey, KeyRef, reseal_records
+from meshd.security.errors import DecryptionFailed, InvalidIdentity, UnknownAccessKey
 from meshd.security.tokens import PRINCIPAL
 
 log = logging.getLogger("meshd.security.accesskeys")
@@ -235,17 +235,4 @@ def reseal(store: registry.Store, old: ClusterKey, new: ClusterKey) -> int:
     re-sealed. Each record is rewritten conditioned on the revision read, and secrets
     already under `new` are left alone, so an interrupted run can simply be re-run.
     """
-    count = 0
-    items, _ = store.scan(PREFIX)
-    for item in items:
-        doc = json.loads(item.value)
-        sealed = base64.b64decode(doc["sealed_secret"])
-        try:
-            plain = old.open(item.path, sealed)
-        except WrongClusterKey:
-            new.open(item.path, sealed)  # raises unless it is already under the new key
-            continue
-        doc["sealed_secret"] = base64.b64encode(new.seal(item.path, plain)).decode()
-        store.commit(registry.Write(item.path, json.dumps(doc).encode(), expect_revision=item.mod_revision))
-        count += 1
-    return count
+    return reseal_records(store, PREFIX, "sealed_secret", old, new)

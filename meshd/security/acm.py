@@ -27,8 +27,8 @@ from cryptography.hazmat.primitives import serialization
 
 import registry
 from meshd.security import certs as C
-from meshd.security.clusterkey import ClusterKey, KeyRef
-from meshd.security.errors import SecurityError, WrongClusterKey
+from meshd.security.clusterkey import ClusterKey, KeyRef, reseal_records
+from meshd.security.errors import SecurityError
 
 PREFIX = "acm/"
 CERTIFICATES = "acm/certificates/"
@@ -260,17 +260,4 @@ def reseal(store: registry.Store, old: ClusterKey, new: ClusterKey) -> int:
     one (cluster key rotation, beside `ca.reseal_keys` and `accesskeys.reseal`); returns how
     many were re-sealed. Each record is rewritten conditioned on the revision read; keys
     already under `new` are left alone, so an interrupted run can simply be re-run."""
-    count = 0
-    items, _ = store.scan(CERTIFICATES)
-    for item in items:
-        doc = json.loads(item.value)
-        sealed = base64.b64decode(doc["key"])
-        try:
-            plain = old.open(item.path, sealed)
-        except WrongClusterKey:
-            new.open(item.path, sealed)  # raises unless it is already under the new key
-            continue
-        doc["key"] = base64.b64encode(new.seal(item.path, plain)).decode()
-        store.commit(registry.Write(item.path, json.dumps(doc).encode(), expect_revision=item.mod_revision))
-        count += 1
-    return count
+    return reseal_records(store, CERTIFICATES, "key", old, new)
