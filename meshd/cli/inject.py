@@ -14,6 +14,12 @@ names its virtual node gets:
   `kubectl logs -c envoy` expect) running `meshd sidecar` as uid 1337, configured through
   APPMESH_RESOURCE_ARN and the pod's IP and name, probed on its admin port (/ready).
 
+Without those annotations, the App Mesh controller's own objects pick the node, as its
+webhook did: a VirtualNode (or VirtualGateway) of `appmesh.k8s.aws` in the same input, or in
+`--appmesh FILE`, whose `podSelector` matches the pod template's labels in the workload's
+namespace. A workload several of them select is left alone and said so; one none selects
+is not meshed.
+
 Annotations, as the controller read them, on the pod template (or the workload):
 
     appmesh.k8s.aws/sidecarInjectorWebhook: disabled   leave this workload alone
@@ -142,13 +148,55 @@ def inject_one(doc: dict, *, mesh: str, node: str, etcd: str, image: str, join_s
     return out, f"injected {mesh}/{node}"
 
 
-def inject(text: str, **opts) -> tuple[list, list[str]]:
+def _selected(doc: dict, selectors) -> tuple[str, str] | str | None:
+    """The (mesh, node) whose podSelector picks this workload's pods, "" when several do."""
+    template = _template(doc)
+    if template is None or selectors is None:
+        return None
+    from meshd.migrate import k8s  # noqa: PLC0415 - only when controller objects are given
+
+    labels = (template.get("metadata") or {}).get("labels") or {}
+    ns = (doc.get("metadata") or {}).get("namespace") or "default"
+    found = [key for key, sel in selectors.pod_selectors.items()
+             if selectors.selector_namespaces.get(key) == ns and k8s.matches(sel, labels)]
+    if len(found) > 1:
+        return "virtual nodes " + ", ".join(f"{m}/{n}" for m, n in sorted(found)) + " all select it"
+    return found[0] if found else None
+
+
+def _controller_objects(docs: list, extra: str = ""):
+    """The App Mesh controller's selection (meshd.migrate.k8s) of the input's own
+    appmesh.k8s.aws objects and those of `extra` (a file), or None when there are none."""
+    objs = [d for d in docs if isinstance(d, dict) and str(d.get("apiVersion", "")).startswith("appmesh.k8s.aws/")]
+    if extra:
+        from meshd.migrate import k8s  # noqa: PLC0415
+
+        objs += [d for d in k8s.load(extra) if str(d.get("apiVersion", "")).startswith("appmesh.k8s.aws/")]
+    if not objs:
+        return None
+    from meshd.migrate import k8s  # noqa: PLC0415
+
+    try:
+        return k8s.convert(objs)
+    except k8s.ConversionError as err:
+        raise InjectError(f"App Mesh controller objects: {err}") from err
+
+
+def inject(text: str, *, appmesh: str = "", **opts) -> tuple[list, list[str]]:
     """(documents, one line per document saying what was done)."""
     docs, said = [], []
-    for doc in yaml.safe_load_all(text):
-        if doc is None:
-            continue
-        out, what = inject_one(doc, **opts)
+    loaded = [d for d in yaml.safe_load_all(text) if d is not None]
+    selectors = _controller_objects(loaded, appmesh)
+    for doc in loaded:
+        picked = None if opts.get("node") else _selected(doc, selectors)
+        if isinstance(picked, str):
+            out, what = doc, f"unchanged: {picked} (name one with appmesh.k8s.aws/virtualNode)"
+        elif picked is not None and not _annotations(doc, _template(doc)).get("virtualNode"):
+            out, what = inject_one(doc, **{**opts, "mesh": picked[0], "node": picked[1]})
+            if what.startswith("injected"):
+                what += " (selected by its podSelector)"
+        else:
+            out, what = inject_one(doc, **opts)
         docs.append(out)
         meta = doc.get("metadata") or {}
         said.append(f"{doc.get('kind', '?')}/{meta.get('name', '?')}: {what}")
@@ -158,10 +206,13 @@ def inject(text: str, **opts) -> tuple[list, list[str]]:
 def cmd_inject(_client, args) -> int:
     text = sys.stdin.read() if args.file == "-" else open(args.file).read()
     try:
-        docs, said = inject(text, mesh=args.mesh, node=args.virtual_node, etcd=args.etcd, image=args.image,
-                            join_secret=args.join_secret, dns=not args.no_dns)
+        docs, said = inject(text, appmesh=args.appmesh, mesh=args.mesh, node=args.virtual_node, etcd=args.etcd,
+                            image=args.image, join_secret=args.join_secret, dns=not args.no_dns)
     except yaml.YAMLError as err:
         print(f"error: {args.file}: not YAML: {err}", file=sys.stderr)
+        return 1
+    except InjectError as err:
+        print(f"error: {err}", file=sys.stderr)
         return 1
     sys.stdout.write(yaml.safe_dump_all(docs, sort_keys=False))
     for line in said:
@@ -175,6 +226,8 @@ def add_subcommands(sub, common) -> None:
     p.add_argument("-f", "--file", required=True, help="a manifest file, or - for stdin")
     p.add_argument("--virtual-node", default="", help="the virtual node, when the workload's annotations "
                                                       "do not name it")
+    p.add_argument("--appmesh", default="", help="App Mesh controller manifests (appmesh.k8s.aws) whose "
+                   "VirtualNodes' podSelectors pick each workload's node, as the controller's webhook did")
     p.add_argument("--etcd", default="http://etcd-client.meshd-system.svc:2379", help="the cluster's etcd endpoints")
     p.add_argument("--image", default=DEFAULT_IMAGE)
     p.add_argument("--join-secret", default="meshd-join-token",

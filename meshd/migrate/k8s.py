@@ -55,6 +55,8 @@ class Conversion:
     skipped: list[tuple[str, str]] = field(default_factory=list)  # (kind, "namespace/name")
     pod_selectors: dict[tuple[str, str], dict] = field(default_factory=dict)  # (mesh, node) -> selector
     gateway_pod_selectors: dict[tuple[str, str], dict] = field(default_factory=dict)  # (mesh, gateway)
+    # The namespace each selector applies in (the VirtualNode's or VirtualGateway's own).
+    selector_namespaces: dict[tuple[str, str], str] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)  # choices made where the input did not decide
 
 
@@ -91,7 +93,7 @@ def load(path_or_text: str | Path) -> list[dict]:
     return out
 
 
-def _matches(selector: dict | None, labels: dict) -> bool:
+def matches(selector: dict | None, labels: dict) -> bool:
     """Kubernetes LabelSelector semantics; an absent selector matches nothing."""
     if selector is None:
         return False
@@ -230,7 +232,7 @@ class _Converter:
         meshes = [o for o in self.objects if o["kind"] == "Mesh"]
         labels = self.namespaces.get(ns)
         if labels is not None:
-            chosen = [m for m in meshes if _matches((m.get("spec") or {}).get("namespaceSelector"), labels)]
+            chosen = [m for m in meshes if matches((m.get("spec") or {}).get("namespaceSelector"), labels)]
             if len(chosen) > 1:
                 self._fail(obj, "spec.meshRef", f"namespace {ns} is selected by more than one mesh: "
                            + ", ".join(m["metadata"]["name"] for m in chosen))
@@ -315,6 +317,7 @@ class _Converter:
                 body["backends"] = backends
             if spec.get("podSelector") is not None:
                 self.out.pod_selectors[(mesh, name)] = copy.deepcopy(spec["podSelector"])
+                self.out.selector_namespaces[(mesh, name)] = self._ns(obj)
         self._emit(obj, "VirtualNode", {"meshName": mesh, "virtualNodeName": name, "spec": body})
 
     def _VirtualRouter(self, obj, spec):
@@ -339,6 +342,7 @@ class _Converter:
         mesh, name = self.mesh_of(obj), self.aws_name(obj)
         if spec.get("podSelector") is not None:
             self.out.gateway_pod_selectors[(mesh, name)] = copy.deepcopy(spec["podSelector"])
+            self.out.selector_namespaces[(mesh, name)] = self._ns(obj)
         body = self._spec(obj, {k: v for k, v in spec.items() if k not in _K8S_ONLY}, "spec")
         self._emit(obj, "VirtualGateway", {"meshName": mesh, "virtualGatewayName": name, "spec": body})
 
@@ -363,9 +367,9 @@ class _Converter:
         ns_labels = self.namespaces.get(ns)
         labels = obj["metadata"].get("labels") or {}
         gateways = [g for g in self.objects if g["kind"] == "VirtualGateway" and not self._v1(g)
-                    and (ns_labels is None or _matches((g.get("spec") or {}).get("namespaceSelector"), ns_labels))]
+                    and (ns_labels is None or matches((g.get("spec") or {}).get("namespaceSelector"), ns_labels))]
         chosen = [g for g in gateways if (g.get("spec") or {}).get("gatewayRouteSelector") is None
-                  or _matches(g["spec"]["gatewayRouteSelector"], labels)]
+                  or matches(g["spec"]["gatewayRouteSelector"], labels)]
         if len(chosen) != 1:
             self._fail(obj, "spec.virtualGatewayRef", f"no VirtualGateway selects this route (namespace {ns}, "
                        f"labels {labels})" if not chosen else "more than one VirtualGateway selects this route: "
