@@ -2,7 +2,7 @@
 # The main job in one command: install what is needed, start a local mesh on the embedded
 # default (meshd starting its own etcd), apply the sample App Mesh configuration in
 # deploy/quickstart/shop, and show what happens through meshctl.
-# Environment: MESHD_ADMIN (default 127.0.0.1:7000), MESHD_STATE_DIR (default ./.meshd-quickstart),
+# Environment: MESHD_ADMIN (default 127.0.0.1:7000), MESHD_AWS_API (default 127.0.0.1:7443), MESHD_STATE_DIR (default ./.meshd-quickstart),
 # MESHD_ETCD_PORT / MESHD_ETCD_PEER_PORT (default 23790 / 23800), QUICKSTART_WAIT=0|1.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -10,6 +10,7 @@ scripts/setup.sh
 VENV="$(cd "${MESHD_VENV:-.venv}" && pwd)"
 export PATH="$VENV/bin:$PATH"
 ADMIN="${MESHD_ADMIN:-127.0.0.1:7000}"
+AWS_API="${MESHD_AWS_API:-127.0.0.1:7443}"
 STATE="${MESHD_STATE_DIR:-$PWD/.meshd-quickstart}"
 export MESHCTL_SERVER="$ADMIN"
 mkdir -p "$STATE"
@@ -24,7 +25,7 @@ SERVICES_PID=$!
 
 step "starting meshd (admin API on $ADMIN, embedded etcd, data plane from deploy/quickstart/meshd.yaml)"
 meshd run --insecure-local --admin "$ADMIN" --state-dir "$STATE" --host-name quickstart \
-  --cluster-key "$STATE/cluster.key" --config deploy/quickstart/meshd.yaml \
+  --cluster-key "$STATE/cluster.key" --config deploy/quickstart/meshd.yaml --aws-api "$AWS_API" \
   --etcd-port "${MESHD_ETCD_PORT:-23790}" --etcd-peer-port "${MESHD_ETCD_PEER_PORT:-23800}" \
   >"$STATE/meshd.log" 2>&1 &
 MESHD_PID=$!
@@ -86,6 +87,16 @@ show meshctl apply -f "$shifted"
 step "the same traffic after the shift (the new route table was swapped in live)"
 show python deploy/quickstart/demo.py traffic --egress 127.0.0.1:15001 --seconds 4
 
+step "the AWS SDKs and CLI reach meshd: App Mesh's own REST API ($AWS_API), signed with SigV4"
+echo "\$ meshctl accesskey create --principal quickstart -o json > $STATE/accesskey.json"
+meshctl accesskey create --principal quickstart -o json > "$STATE/accesskey.json"
+KEY_ID=$(python -c 'import json,sys; print(json.load(open(sys.argv[1]))["accessKeyId"])' "$STATE/accesskey.json")
+SECRET=$(python -c 'import json,sys; print(json.load(open(sys.argv[1]))["secretAccessKey"])' "$STATE/accesskey.json")
+echo "access key $KEY_ID (principal quickstart; the loopback listener is plaintext, --insecure-local)"
+show meshctl role grant quickstart viewer --mesh shop
+echo "\$ python deploy/quickstart/demo.py appmesh --endpoint http://$AWS_API --key-id $KEY_ID --secret (from accesskey.json)"
+python deploy/quickstart/demo.py appmesh --endpoint "http://$AWS_API" --key-id "$KEY_ID" --secret "$SECRET"
+
 step "bad input gets a precise answer and changes nothing"
 show meshctl delete virtualnode api-v2 --mesh shop || true
 echo '{"meshName":"shop","virtualRouterName":"api-router","routeName":"bad","spec":{"priority":5000,"httpRoute":{"match":{"prefix":"/"},"action":{"weightedTargets":[{"virtualNode":"api-v1","weight":101}]}}}}' > "$STATE/bad-route.json"
@@ -97,6 +108,7 @@ meshd is running: admin API $ADMIN, embedded etcd under $STATE.
 Try: MESHCTL_SERVER=$ADMIN $VENV/bin/meshctl get routes --mesh shop --router api-router -o yaml
 Send your own calls: any gRPC client to 127.0.0.1:15001 with authority api.shop.local,
 e.g. python deploy/quickstart/demo.py traffic --seconds 10
+The AWS CLI: aws appmesh list-meshes --endpoint-url http://$AWS_API (access key in $STATE/accesskey.json)
 MSG
 if [ "${QUICKSTART_WAIT:-$([ -t 0 ] && echo 1 || echo 0)}" = "1" ]; then
   echo "Press Ctrl-C to stop."

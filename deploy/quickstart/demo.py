@@ -123,6 +123,26 @@ def get(url: str) -> int:
         return 1
 
 
+def appmesh(endpoint: str, key_id: str, secret: str, region: str) -> int:
+    """App Mesh's own API, as any AWS SDK calls it (botocore: SigV4-signed REST-JSON)."""
+    import botocore.session
+
+    client = botocore.session.get_session().create_client(
+        "appmesh", endpoint_url=endpoint, region_name=region, aws_access_key_id=key_id,
+        aws_secret_access_key=secret)
+    for ref in client.list_routes(meshName="shop", virtualRouterName="api-router")["routes"]:
+        route = client.describe_route(meshName="shop", virtualRouterName="api-router",
+                                      routeName=ref["routeName"])["route"]
+        targets = route["spec"].get("grpcRoute", route["spec"].get("httpRoute", {}))["action"]["weightedTargets"]
+        print(f"{route['metadata']['arn']}  version {route['metadata']['version']}: "
+              + ", ".join(f"{t['virtualNode']} {t['weight']}" for t in targets))
+    try:
+        client.describe_virtual_node(meshName="shop", virtualNodeName="no-such-node")
+    except client.exceptions.NotFoundException as err:
+        print(f"NotFoundException, as from App Mesh: {err.response['Error']['Message']}")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     sub = p.add_subparsers(dest="cmd", required=True)
@@ -136,7 +156,14 @@ def main(argv: list[str] | None = None) -> int:
     t.add_argument("--workers", type=int, default=4)
     g = sub.add_parser("get", help="one HTTP GET, printing the status and body")
     g.add_argument("url")
+    a = sub.add_parser("appmesh", help="list and describe the routes through App Mesh's API on meshd")
+    a.add_argument("--endpoint", default="http://127.0.0.1:7443")
+    a.add_argument("--key-id", required=True)
+    a.add_argument("--secret", required=True)
+    a.add_argument("--region", default="us-east-1")
     args = p.parse_args(argv)
+    if args.cmd == "appmesh":
+        return appmesh(args.endpoint, args.key_id, args.secret, args.region)
     if args.cmd == "serve":
         return serve(args.specs, args.web)
     if args.cmd == "get":
