@@ -101,11 +101,23 @@ class RouteCache:
         self._entries, self._next = self._next, {}
 
 
+# The router's ranges (`_fastroute.spec`): durations up to 2**40 ms (about 35 years) and at
+# most 1000 retries. App Mesh's `long`s go to 2**63, so a valid App Mesh timeout or retry
+# count can be beyond them: such a value is clamped, which changes nothing a request can
+# tell (a 35-year timeout never fires; the request's own timeout ends retries first), and
+# the route is served rather than refused.
+MAX_DURATION_MS = 2**40
+MAX_RETRIES = 1000
+MAX_SERVER_ERRORS = 2**31  # outlier detection: errors in a row before an ejection
+RANGE_BOUND = 2**62  # header match ranges: values beyond it are not told apart
+
+
 def duration_ms(d, default: int) -> int:
-    """App Mesh Duration ({unit: ms|s, value}) in integer milliseconds; unset → default."""
+    """App Mesh Duration ({unit: ms|s, value}) in integer milliseconds, at most
+    MAX_DURATION_MS; unset → default."""
     if d is None or not d.HasField("value"):
         return default
-    return d.value * (1000 if d.unit == "s" else 1)
+    return min(d.value * (1000 if d.unit == "s" else 1), MAX_DURATION_MS)
 
 
 def spiffe_id(trust_domain: str, mesh: str, node: str) -> str:
@@ -117,7 +129,7 @@ def _header(h, path: str) -> fr.HeaderMatch:
     kind = m.WhichOneof("match") if h.HasField("match") else None
     kwargs = {}
     if kind == "range":
-        kwargs["range"] = (m.range.start, m.range.end)
+        kwargs["range"] = tuple(max(-RANGE_BOUND, min(v, RANGE_BOUND)) for v in (m.range.start, m.range.end))
     elif kind is not None:
         kwargs[kind] = getattr(m, kind)
         if kind == "regex":
@@ -144,7 +156,7 @@ def _retry(policy, grpc: bool) -> fr.RetryPolicy | None:
     if policy is None:
         return None  # the table default: App Mesh's hidden policy
     return fr.RetryPolicy(
-        max_retries=policy.max_retries,
+        max_retries=min(policy.max_retries, MAX_RETRIES),
         per_retry_timeout_ms=duration_ms(policy.per_retry_timeout if policy.HasField("per_retry_timeout") else None,
                                          DEFAULT_PER_REQUEST_MS),
         http_events=tuple(policy.http_retry_events),
@@ -222,7 +234,7 @@ def compile_node(mesh: str, name: str, spec, trust_domain: str) -> fr.VirtualNod
         if lst.HasField("outlier_detection"):
             od = lst.outlier_detection
             outlier = fr.OutlierDetection(
-                max_server_errors=od.max_server_errors,
+                max_server_errors=min(od.max_server_errors, MAX_SERVER_ERRORS),
                 interval_ms=duration_ms(od.interval, 10_000),
                 base_ejection_ms=duration_ms(od.base_ejection_duration, 30_000),
                 max_ejection_percent=od.max_ejection_percent)

@@ -216,3 +216,32 @@ def test_a_route_cache_recompiles_only_replaced_routes_and_forgets_deleted_ones(
         router.set_endpoints("v1", [fr.Endpoint(id="i", address="127.0.0.1", port=1)])
         d = router.decide(C.PROTO_HTTP, "api.m.local:8080", 8080, "GET", "http", "/c/x", None, 1)
         assert d.status == C.ROUTED and d.route == "c", d
+
+
+def test_values_app_mesh_accepts_beyond_the_routers_range_are_clamped_not_dropped():
+    """App Mesh's `long`s reach 2**63; the router holds durations up to 2**40 ms (35 years) and
+    at most 1000 retries. A route with a longer timeout or more retries is a valid App Mesh
+    route and must be served (clamped to what is the same in practice), never left out."""
+    snap = MeshSnapshot("m")
+    snap.nodes = {"v1": _node("v1", timeout={"http": {"perRequest": {"unit": "s", "value": 2**45},
+                                                       "idle": {"unit": "ms", "value": 2**62}}},
+                              outlierDetection={"maxServerErrors": 2**40, "interval": {"unit": "s", "value": 2**41},
+                                                "baseEjectionDuration": {"unit": "s", "value": 30},
+                                                "maxEjectionPercent": 10})}
+    snap.routers = {"r": pb.VirtualRouterData(mesh_name="m", virtual_router_name="r")}
+    spec = parse_json(spec_pb2.RouteSpec, {"httpRoute": {
+        "match": {"prefix": "/", "headers": [{"name": "x-n", "match": {"range": {"start": 0, "end": 2**63 - 1}}}]},
+        "action": {"weightedTargets": [{"virtualNode": "v1", "weight": 1}]},
+        "retryPolicy": {"maxRetries": 5000, "perRetryTimeout": {"unit": "s", "value": 2**50},
+                        "httpRetryEvents": ["server-error"]},
+        "timeout": {"perRequest": {"unit": "ms", "value": 2**60}, "idle": {"unit": "s", "value": 2**40}}}})
+    snap.routes = {("r", "long"): pb.RouteData(route_name="long", spec=spec)}
+    compiled = compile_mesh(snap)
+    assert compiled.problems == ()
+    (route,) = compiled.table.routers[0].routes
+    assert route.retry.max_retries == 1000 and route.retry.per_retry_timeout_ms == 2**40
+    assert route.timeouts.per_request_ms == route.timeouts.idle_ms == 2**40
+    assert route.match.headers[0].range == (0, 2**62)
+    v1 = compiled.table.nodes[0]
+    assert v1.outlier.max_server_errors == 2**31 and v1.outlier.interval_ms == 2**40
+    fr.Router(compiled.table, seed=1)  # and the router takes the table
