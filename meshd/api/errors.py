@@ -178,22 +178,29 @@ def _message(err: Exception) -> tuple[str, dict[str, str]]:
     return str(err), {}
 
 
+def classify(err: Exception) -> tuple[grpc.StatusCode, str]:
+    """An error's gRPC code and its stable reason (the ErrorInfo reason): the one table the
+    gRPC statuses and the App Mesh REST errors (meshd.awsapi) are both chosen by."""
+    if isinstance(err, InvalidSpec):
+        return grpc.StatusCode.INVALID_ARGUMENT, "INVALID_SPEC"
+    if isinstance(err, ApiError):
+        return err.code, err.reason
+    if isinstance(err, sec.SecurityError):
+        return next((c for cls, c in _SECURITY.items() if isinstance(err, cls)), grpc.StatusCode.INTERNAL), err.reason
+    for cls, (c, r) in _REGISTRY.items():
+        if isinstance(err, cls):
+            return c, r
+    return grpc.StatusCode.INTERNAL, "INTERNAL"
+
+
+def error_message(err: Exception) -> str:
+    """The human message of an error, as its status carries it."""
+    return _message(err)[0]
+
+
 def to_status(err: Exception) -> tuple[grpc.StatusCode, str, status_pb2.Status]:
     """The single mapping from an error to (code, message, rich status)."""
-    if isinstance(err, InvalidSpec):
-        code, reason = grpc.StatusCode.INVALID_ARGUMENT, "INVALID_SPEC"
-    elif isinstance(err, ApiError):
-        code, reason = err.code, err.reason
-    elif isinstance(err, sec.SecurityError):
-        code = next((c for cls, c in _SECURITY.items() if isinstance(err, cls)), grpc.StatusCode.INTERNAL)
-        reason = err.reason
-    else:
-        for cls, (c, r) in _REGISTRY.items():
-            if isinstance(err, cls):
-                code, reason = c, r
-                break
-        else:
-            code, reason = grpc.StatusCode.INTERNAL, "INTERNAL"
+    code, reason = classify(err)
     message, meta = _message(err)
     details = []
     info = any_pb2.Any()

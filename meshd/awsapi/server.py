@@ -36,7 +36,7 @@ from typing import Callable
 from aiohttp import web
 
 from meshd.api.auth import Access, Caller
-from meshd.api.errors import to_status
+from meshd.api.errors import classify, error_message
 from meshd.api.server import is_loopback
 from meshd.api.resources import Resources
 from meshd.awsapi import model
@@ -162,25 +162,14 @@ class AwsApi:
             code, message = "BadRequestException", f"invalid request: {err}"
             grpc_name = "INVALID_ARGUMENT"
         else:
-            grpc_code, message, rich = to_status(err)
-            grpc_name = grpc_code.name
-            reason = _reason(rich)
+            grpc_code, reason = classify(err)
+            grpc_name, message = grpc_code.name, error_message(err)
             code = _BY_REASON.get(reason, "InternalServerErrorException")
             if code == "InternalServerErrorException":
                 log.error("internal error", exc_info=err, extra={"operation": op.name if op else ""})
         if rule is not None and request is not None:
             self.access.audit(caller, op.rpc, rule, request, grpc_name, request_id)
         return self.refusal(code, message)
-
-
-def _reason(rich) -> str:
-    from google.rpc import error_details_pb2  # noqa: PLC0415
-
-    for detail in rich.details:
-        info = error_details_pb2.ErrorInfo()
-        if detail.Unpack(info):
-            return info.reason
-    return ""
 
 
 class HostTLS:

@@ -347,7 +347,8 @@ def export_documents(client: Client, mesh: str) -> list[tuple[str, dict]]:
     def add(kind: K.Kind, ids: dict) -> None:
         data = getattr(client.call(f"Describe{kind.title}", getattr(admin_pb2, f"Describe{kind.title}Request")(**ids)),
                        kind.field)
-        doc = {_camel(f): getattr(data, f) for f in kind.id_fields}
+        fields = data.DESCRIPTOR.fields_by_name
+        doc = {fields[f].json_name: getattr(data, f) for f in kind.id_fields}
         doc["spec"] = to_json(data.spec)
         tags = client.call("ListTagsForResource", admin_pb2.ListTagsForResourceRequest(
             resource_arn=data.metadata.arn, limit=50)).tags
@@ -366,11 +367,6 @@ def export_documents(client: Client, mesh: str) -> list[tuple[str, dict]]:
                 for ref in _list_all(client, kind, **pid):
                     add(kind, {**pid, kind.name_field: getattr(ref, kind.name_field)})
     return out
-
-
-def _camel(snake: str) -> str:
-    head, *rest = snake.split("_")
-    return head + "".join(w.title() for w in rest)
 
 
 def cmd_export(client: Client, args) -> int:
