@@ -160,6 +160,65 @@ class ConnectionPool:
 
 
 @dataclass(frozen=True)
+class FaultDelay:
+    """Delay `per_million` of a route's requests by `fixed_ms` + uniform [0, `jitter_ms`)."""
+
+    per_million: int
+    fixed_ms: int
+    jitter_ms: int = 0
+
+
+@dataclass(frozen=True)
+class FaultAbort:
+    """Answer `per_million` of a route's requests at once, without an upstream: with
+    `http_status` (200-599) or `grpc_status` (1-16); exactly one is set."""
+
+    per_million: int
+    http_status: int | None = None
+    grpc_status: int | None = None
+
+
+@dataclass(frozen=True)
+class Fault:
+    """Fault injection on a route (meshd's RoutePolicy): only requests whose headers match
+    every one of `headers` are eligible; the delay and the abort are drawn independently,
+    the delay applied first (Envoy's fault filter)."""
+
+    delay: FaultDelay | None = None
+    abort: FaultAbort | None = None
+    headers: tuple[HeaderMatch, ...] = ()
+
+
+@dataclass(frozen=True)
+class Mirror:
+    """Copy `per_million` of a route's routed requests to `node` (which must be in the
+    table's nodes), at `port` (None: the node's only listener)."""
+
+    node: str
+    per_million: int
+    port: int | None = None
+
+
+@dataclass(frozen=True)
+class RateLimit:
+    """A token bucket: at most `max_tokens`, `tokens_per_fill` added every `fill_interval_ms`
+    (whole intervals only, as Envoy's local rate limit), one taken per request. Starts full."""
+
+    max_tokens: int
+    tokens_per_fill: int
+    fill_interval_ms: int
+
+
+@dataclass(frozen=True)
+class LocalityLb:
+    """Locality-aware balancing of a node's endpoints (Envoy's priority failover by
+    locality distance). `overprovisioning_percent`: Envoy's overprovisioning factor x 100."""
+
+    enabled: bool = True
+    overprovisioning_percent: int = 140
+
+
+@dataclass(frozen=True)
 class Route:
     """A route: a match, weighted targets, retry policy, timeouts, priority.
 
@@ -174,6 +233,10 @@ class Route:
     priority: int | None = None
     retry: RetryPolicy | None = None
     timeouts: Timeouts | None = None
+    # meshd's RoutePolicy (not App Mesh): decided by the router per request.
+    fault: Fault | None = None
+    mirror: Mirror | None = None
+    rate_limit: RateLimit | None = None
 
 
 @dataclass(frozen=True)
@@ -198,6 +261,8 @@ class VirtualNode:
     pool: ConnectionPool = field(default_factory=ConnectionPool)
     identity: str = ""
     timeouts: Timeouts = field(default_factory=Timeouts)
+    # meshd's NodePolicy: locality-aware balancing of the requests sent to this node.
+    locality: LocalityLb = field(default_factory=LocalityLb)
 
 
 @dataclass(frozen=True)
@@ -229,6 +294,9 @@ class Endpoint:
     address: str
     port: int
     healthy: bool = True
+    # (region, zone, sub_zone); empty strings: unknown. Compared with the router's own
+    # locality (Router(..., locality=...)) to give the endpoint its priority.
+    locality: tuple[str, str, str] = ("", "", "")
 
 
 # App Mesh's hidden default: 2 retries on gRPC UNAVAILABLE, HTTP 503 and connection

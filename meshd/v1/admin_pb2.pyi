@@ -1015,8 +1015,18 @@ class TagList(_message.Message):
     tags: _containers.RepeatedCompositeFieldContainer[TagRef]
     def __init__(self, tags: _Optional[_Iterable[_Union[TagRef, _Mapping]]] = ...) -> None: ...
 
+class Locality(_message.Message):
+    __slots__ = ("region", "zone", "sub_zone")
+    REGION_FIELD_NUMBER: _ClassVar[int]
+    ZONE_FIELD_NUMBER: _ClassVar[int]
+    SUB_ZONE_FIELD_NUMBER: _ClassVar[int]
+    region: str
+    zone: str
+    sub_zone: str
+    def __init__(self, region: _Optional[str] = ..., zone: _Optional[str] = ..., sub_zone: _Optional[str] = ...) -> None: ...
+
 class Instance(_message.Message):
-    __slots__ = ("mesh_name", "virtual_node_name", "instance_id", "address", "port", "host", "health", "attributes", "lease_id", "ttl_seconds", "registered_at")
+    __slots__ = ("mesh_name", "virtual_node_name", "instance_id", "address", "port", "host", "health", "attributes", "lease_id", "ttl_seconds", "registered_at", "locality")
     class AttributesEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -1035,6 +1045,7 @@ class Instance(_message.Message):
     LEASE_ID_FIELD_NUMBER: _ClassVar[int]
     TTL_SECONDS_FIELD_NUMBER: _ClassVar[int]
     REGISTERED_AT_FIELD_NUMBER: _ClassVar[int]
+    LOCALITY_FIELD_NUMBER: _ClassVar[int]
     mesh_name: str
     virtual_node_name: str
     instance_id: str
@@ -1046,10 +1057,11 @@ class Instance(_message.Message):
     lease_id: int
     ttl_seconds: int
     registered_at: _timestamp_pb2.Timestamp
-    def __init__(self, mesh_name: _Optional[str] = ..., virtual_node_name: _Optional[str] = ..., instance_id: _Optional[str] = ..., address: _Optional[str] = ..., port: _Optional[int] = ..., host: _Optional[str] = ..., health: _Optional[str] = ..., attributes: _Optional[_Mapping[str, str]] = ..., lease_id: _Optional[int] = ..., ttl_seconds: _Optional[int] = ..., registered_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+    locality: Locality
+    def __init__(self, mesh_name: _Optional[str] = ..., virtual_node_name: _Optional[str] = ..., instance_id: _Optional[str] = ..., address: _Optional[str] = ..., port: _Optional[int] = ..., host: _Optional[str] = ..., health: _Optional[str] = ..., attributes: _Optional[_Mapping[str, str]] = ..., lease_id: _Optional[int] = ..., ttl_seconds: _Optional[int] = ..., registered_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., locality: _Optional[_Union[Locality, _Mapping]] = ...) -> None: ...
 
 class RegisterInstanceRequest(_message.Message):
-    __slots__ = ("mesh_name", "virtual_node_name", "instance_id", "address", "port", "attributes", "ttl_seconds", "health")
+    __slots__ = ("mesh_name", "virtual_node_name", "instance_id", "address", "port", "attributes", "ttl_seconds", "health", "locality")
     class AttributesEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -1065,6 +1077,7 @@ class RegisterInstanceRequest(_message.Message):
     ATTRIBUTES_FIELD_NUMBER: _ClassVar[int]
     TTL_SECONDS_FIELD_NUMBER: _ClassVar[int]
     HEALTH_FIELD_NUMBER: _ClassVar[int]
+    LOCALITY_FIELD_NUMBER: _ClassVar[int]
     mesh_name: str
     virtual_node_name: str
     instance_id: str
@@ -1073,7 +1086,8 @@ class RegisterInstanceRequest(_message.Message):
     attributes: _containers.ScalarMap[str, str]
     ttl_seconds: int
     health: str
-    def __init__(self, mesh_name: _Optional[str] = ..., virtual_node_name: _Optional[str] = ..., instance_id: _Optional[str] = ..., address: _Optional[str] = ..., port: _Optional[int] = ..., attributes: _Optional[_Mapping[str, str]] = ..., ttl_seconds: _Optional[int] = ..., health: _Optional[str] = ...) -> None: ...
+    locality: Locality
+    def __init__(self, mesh_name: _Optional[str] = ..., virtual_node_name: _Optional[str] = ..., instance_id: _Optional[str] = ..., address: _Optional[str] = ..., port: _Optional[int] = ..., attributes: _Optional[_Mapping[str, str]] = ..., ttl_seconds: _Optional[int] = ..., health: _Optional[str] = ..., locality: _Optional[_Union[Locality, _Mapping]] = ...) -> None: ...
 
 class RegisterInstanceResponse(_message.Message):
     __slots__ = ("instance",)
@@ -1224,3 +1238,399 @@ class WatchResponse(_message.Message):
     snapshot_done: bool
     compacted_revision: int
     def __init__(self, revision: _Optional[int] = ..., events: _Optional[_Iterable[_Union[ResourceEvent, _Mapping]]] = ..., reset: _Optional[bool] = ..., snapshot_done: _Optional[bool] = ..., compacted_revision: _Optional[int] = ...) -> None: ...
+
+class RoutePolicyData(_message.Message):
+    __slots__ = ("mesh_name", "route_policy_name", "metadata", "spec", "status")
+    MESH_NAME_FIELD_NUMBER: _ClassVar[int]
+    ROUTE_POLICY_NAME_FIELD_NUMBER: _ClassVar[int]
+    METADATA_FIELD_NUMBER: _ClassVar[int]
+    SPEC_FIELD_NUMBER: _ClassVar[int]
+    STATUS_FIELD_NUMBER: _ClassVar[int]
+    mesh_name: str
+    route_policy_name: str
+    metadata: ResourceMetadata
+    spec: _spec_pb2.RoutePolicySpec
+    status: _spec_pb2.RoutePolicyStatus
+    def __init__(self, mesh_name: _Optional[str] = ..., route_policy_name: _Optional[str] = ..., metadata: _Optional[_Union[ResourceMetadata, _Mapping]] = ..., spec: _Optional[_Union[_spec_pb2.RoutePolicySpec, _Mapping]] = ..., status: _Optional[_Union[_spec_pb2.RoutePolicyStatus, _Mapping]] = ...) -> None: ...
+
+class RoutePolicyRef(_message.Message):
+    __slots__ = ("mesh_name", "route_policy_name", "arn", "created_at", "last_updated_at", "mesh_owner", "resource_owner", "version")
+    MESH_NAME_FIELD_NUMBER: _ClassVar[int]
+    ROUTE_POLICY_NAME_FIELD_NUMBER: _ClassVar[int]
+    ARN_FIELD_NUMBER: _ClassVar[int]
+    CREATED_AT_FIELD_NUMBER: _ClassVar[int]
+    LAST_UPDATED_AT_FIELD_NUMBER: _ClassVar[int]
+    MESH_OWNER_FIELD_NUMBER: _ClassVar[int]
+    RESOURCE_OWNER_FIELD_NUMBER: _ClassVar[int]
+    VERSION_FIELD_NUMBER: _ClassVar[int]
+    mesh_name: str
+    route_policy_name: str
+    arn: str
+    created_at: _timestamp_pb2.Timestamp
+    last_updated_at: _timestamp_pb2.Timestamp
+    mesh_owner: str
+    resource_owner: str
+    version: int
+    def __init__(self, mesh_name: _Optional[str] = ..., route_policy_name: _Optional[str] = ..., arn: _Optional[str] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., last_updated_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., mesh_owner: _Optional[str] = ..., resource_owner: _Optional[str] = ..., version: _Optional[int] = ...) -> None: ...
+
+class CreateRoutePolicyRequest(_message.Message):
+    __slots__ = ("mesh_name", "route_policy_name", "spec", "tags", "client_token", "mesh_owner")
+    MESH_NAME_FIELD_NUMBER: _ClassVar[int]
+    ROUTE_POLICY_NAME_FIELD_NUMBER: _ClassVar[int]
+    SPEC_FIELD_NUMBER: _ClassVar[int]
+    TAGS_FIELD_NUMBER: _ClassVar[int]
+    CLIENT_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    MESH_OWNER_FIELD_NUMBER: _ClassVar[int]
+    mesh_name: str
+    route_policy_name: str
+    spec: _spec_pb2.RoutePolicySpec
+    tags: _containers.RepeatedCompositeFieldContainer[TagRef]
+    client_token: str
+    mesh_owner: str
+    def __init__(self, mesh_name: _Optional[str] = ..., route_policy_name: _Optional[str] = ..., spec: _Optional[_Union[_spec_pb2.RoutePolicySpec, _Mapping]] = ..., tags: _Optional[_Iterable[_Union[TagRef, _Mapping]]] = ..., client_token: _Optional[str] = ..., mesh_owner: _Optional[str] = ...) -> None: ...
+
+class CreateRoutePolicyResponse(_message.Message):
+    __slots__ = ("route_policy",)
+    ROUTE_POLICY_FIELD_NUMBER: _ClassVar[int]
+    route_policy: RoutePolicyData
+    def __init__(self, route_policy: _Optional[_Union[RoutePolicyData, _Mapping]] = ...) -> None: ...
+
+class DescribeRoutePolicyRequest(_message.Message):
+    __slots__ = ("mesh_name", "route_policy_name", "mesh_owner")
+    MESH_NAME_FIELD_NUMBER: _ClassVar[int]
+    ROUTE_POLICY_NAME_FIELD_NUMBER: _ClassVar[int]
+    MESH_OWNER_FIELD_NUMBER: _ClassVar[int]
+    mesh_name: str
+    route_policy_name: str
+    mesh_owner: str
+    def __init__(self, mesh_name: _Optional[str] = ..., route_policy_name: _Optional[str] = ..., mesh_owner: _Optional[str] = ...) -> None: ...
+
+class DescribeRoutePolicyResponse(_message.Message):
+    __slots__ = ("route_policy",)
+    ROUTE_POLICY_FIELD_NUMBER: _ClassVar[int]
+    route_policy: RoutePolicyData
+    def __init__(self, route_policy: _Optional[_Union[RoutePolicyData, _Mapping]] = ...) -> None: ...
+
+class UpdateRoutePolicyRequest(_message.Message):
+    __slots__ = ("mesh_name", "route_policy_name", "spec", "client_token", "mesh_owner", "expected_version")
+    MESH_NAME_FIELD_NUMBER: _ClassVar[int]
+    ROUTE_POLICY_NAME_FIELD_NUMBER: _ClassVar[int]
+    SPEC_FIELD_NUMBER: _ClassVar[int]
+    CLIENT_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    MESH_OWNER_FIELD_NUMBER: _ClassVar[int]
+    EXPECTED_VERSION_FIELD_NUMBER: _ClassVar[int]
+    mesh_name: str
+    route_policy_name: str
+    spec: _spec_pb2.RoutePolicySpec
+    client_token: str
+    mesh_owner: str
+    expected_version: int
+    def __init__(self, mesh_name: _Optional[str] = ..., route_policy_name: _Optional[str] = ..., spec: _Optional[_Union[_spec_pb2.RoutePolicySpec, _Mapping]] = ..., client_token: _Optional[str] = ..., mesh_owner: _Optional[str] = ..., expected_version: _Optional[int] = ...) -> None: ...
+
+class UpdateRoutePolicyResponse(_message.Message):
+    __slots__ = ("route_policy",)
+    ROUTE_POLICY_FIELD_NUMBER: _ClassVar[int]
+    route_policy: RoutePolicyData
+    def __init__(self, route_policy: _Optional[_Union[RoutePolicyData, _Mapping]] = ...) -> None: ...
+
+class DeleteRoutePolicyRequest(_message.Message):
+    __slots__ = ("mesh_name", "route_policy_name", "mesh_owner", "expected_version")
+    MESH_NAME_FIELD_NUMBER: _ClassVar[int]
+    ROUTE_POLICY_NAME_FIELD_NUMBER: _ClassVar[int]
+    MESH_OWNER_FIELD_NUMBER: _ClassVar[int]
+    EXPECTED_VERSION_FIELD_NUMBER: _ClassVar[int]
+    mesh_name: str
+    route_policy_name: str
+    mesh_owner: str
+    expected_version: int
+    def __init__(self, mesh_name: _Optional[str] = ..., route_policy_name: _Optional[str] = ..., mesh_owner: _Optional[str] = ..., expected_version: _Optional[int] = ...) -> None: ...
+
+class DeleteRoutePolicyResponse(_message.Message):
+    __slots__ = ("route_policy",)
+    ROUTE_POLICY_FIELD_NUMBER: _ClassVar[int]
+    route_policy: RoutePolicyData
+    def __init__(self, route_policy: _Optional[_Union[RoutePolicyData, _Mapping]] = ...) -> None: ...
+
+class ListRoutePolicysRequest(_message.Message):
+    __slots__ = ("mesh_name", "limit", "next_token", "mesh_owner")
+    MESH_NAME_FIELD_NUMBER: _ClassVar[int]
+    LIMIT_FIELD_NUMBER: _ClassVar[int]
+    NEXT_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    MESH_OWNER_FIELD_NUMBER: _ClassVar[int]
+    mesh_name: str
+    limit: int
+    next_token: str
+    mesh_owner: str
+    def __init__(self, mesh_name: _Optional[str] = ..., limit: _Optional[int] = ..., next_token: _Optional[str] = ..., mesh_owner: _Optional[str] = ...) -> None: ...
+
+class ListRoutePolicysResponse(_message.Message):
+    __slots__ = ("route_policys", "next_token")
+    ROUTE_POLICYS_FIELD_NUMBER: _ClassVar[int]
+    NEXT_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    route_policys: _containers.RepeatedCompositeFieldContainer[RoutePolicyRef]
+    next_token: str
+    def __init__(self, route_policys: _Optional[_Iterable[_Union[RoutePolicyRef, _Mapping]]] = ..., next_token: _Optional[str] = ...) -> None: ...
+
+class NodePolicyData(_message.Message):
+    __slots__ = ("mesh_name", "node_policy_name", "metadata", "spec", "status")
+    MESH_NAME_FIELD_NUMBER: _ClassVar[int]
+    NODE_POLICY_NAME_FIELD_NUMBER: _ClassVar[int]
+    METADATA_FIELD_NUMBER: _ClassVar[int]
+    SPEC_FIELD_NUMBER: _ClassVar[int]
+    STATUS_FIELD_NUMBER: _ClassVar[int]
+    mesh_name: str
+    node_policy_name: str
+    metadata: ResourceMetadata
+    spec: _spec_pb2.NodePolicySpec
+    status: _spec_pb2.NodePolicyStatus
+    def __init__(self, mesh_name: _Optional[str] = ..., node_policy_name: _Optional[str] = ..., metadata: _Optional[_Union[ResourceMetadata, _Mapping]] = ..., spec: _Optional[_Union[_spec_pb2.NodePolicySpec, _Mapping]] = ..., status: _Optional[_Union[_spec_pb2.NodePolicyStatus, _Mapping]] = ...) -> None: ...
+
+class NodePolicyRef(_message.Message):
+    __slots__ = ("mesh_name", "node_policy_name", "arn", "created_at", "last_updated_at", "mesh_owner", "resource_owner", "version")
+    MESH_NAME_FIELD_NUMBER: _ClassVar[int]
+    NODE_POLICY_NAME_FIELD_NUMBER: _ClassVar[int]
+    ARN_FIELD_NUMBER: _ClassVar[int]
+    CREATED_AT_FIELD_NUMBER: _ClassVar[int]
+    LAST_UPDATED_AT_FIELD_NUMBER: _ClassVar[int]
+    MESH_OWNER_FIELD_NUMBER: _ClassVar[int]
+    RESOURCE_OWNER_FIELD_NUMBER: _ClassVar[int]
+    VERSION_FIELD_NUMBER: _ClassVar[int]
+    mesh_name: str
+    node_policy_name: str
+    arn: str
+    created_at: _timestamp_pb2.Timestamp
+    last_updated_at: _timestamp_pb2.Timestamp
+    mesh_owner: str
+    resource_owner: str
+    version: int
+    def __init__(self, mesh_name: _Optional[str] = ..., node_policy_name: _Optional[str] = ..., arn: _Optional[str] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., last_updated_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., mesh_owner: _Optional[str] = ..., resource_owner: _Optional[str] = ..., version: _Optional[int] = ...) -> None: ...
+
+class CreateNodePolicyRequest(_message.Message):
+    __slots__ = ("mesh_name", "node_policy_name", "spec", "tags", "client_token", "mesh_owner")
+    MESH_NAME_FIELD_NUMBER: _ClassVar[int]
+    NODE_POLICY_NAME_FIELD_NUMBER: _ClassVar[int]
+    SPEC_FIELD_NUMBER: _ClassVar[int]
+    TAGS_FIELD_NUMBER: _ClassVar[int]
+    CLIENT_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    MESH_OWNER_FIELD_NUMBER: _ClassVar[int]
+    mesh_name: str
+    node_policy_name: str
+    spec: _spec_pb2.NodePolicySpec
+    tags: _containers.RepeatedCompositeFieldContainer[TagRef]
+    client_token: str
+    mesh_owner: str
+    def __init__(self, mesh_name: _Optional[str] = ..., node_policy_name: _Optional[str] = ..., spec: _Optional[_Union[_spec_pb2.NodePolicySpec, _Mapping]] = ..., tags: _Optional[_Iterable[_Union[TagRef, _Mapping]]] = ..., client_token: _Optional[str] = ..., mesh_owner: _Optional[str] = ...) -> None: ...
+
+class CreateNodePolicyResponse(_message.Message):
+    __slots__ = ("node_policy",)
+    NODE_POLICY_FIELD_NUMBER: _ClassVar[int]
+    node_policy: NodePolicyData
+    def __init__(self, node_policy: _Optional[_Union[NodePolicyData, _Mapping]] = ...) -> None: ...
+
+class DescribeNodePolicyRequest(_message.Message):
+    __slots__ = ("mesh_name", "node_policy_name", "mesh_owner")
+    MESH_NAME_FIELD_NUMBER: _ClassVar[int]
+    NODE_POLICY_NAME_FIELD_NUMBER: _ClassVar[int]
+    MESH_OWNER_FIELD_NUMBER: _ClassVar[int]
+    mesh_name: str
+    node_policy_name: str
+    mesh_owner: str
+    def __init__(self, mesh_name: _Optional[str] = ..., node_policy_name: _Optional[str] = ..., mesh_owner: _Optional[str] = ...) -> None: ...
+
+class DescribeNodePolicyResponse(_message.Message):
+    __slots__ = ("node_policy",)
+    NODE_POLICY_FIELD_NUMBER: _ClassVar[int]
+    node_policy: NodePolicyData
+    def __init__(self, node_policy: _Optional[_Union[NodePolicyData, _Mapping]] = ...) -> None: ...
+
+class UpdateNodePolicyRequest(_message.Message):
+    __slots__ = ("mesh_name", "node_policy_name", "spec", "client_token", "mesh_owner", "expected_version")
+    MESH_NAME_FIELD_NUMBER: _ClassVar[int]
+    NODE_POLICY_NAME_FIELD_NUMBER: _ClassVar[int]
+    SPEC_FIELD_NUMBER: _ClassVar[int]
+    CLIENT_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    MESH_OWNER_FIELD_NUMBER: _ClassVar[int]
+    EXPECTED_VERSION_FIELD_NUMBER: _ClassVar[int]
+    mesh_name: str
+    node_policy_name: str
+    spec: _spec_pb2.NodePolicySpec
+    client_token: str
+    mesh_owner: str
+    expected_version: int
+    def __init__(self, mesh_name: _Optional[str] = ..., node_policy_name: _Optional[str] = ..., spec: _Optional[_Union[_spec_pb2.NodePolicySpec, _Mapping]] = ..., client_token: _Optional[str] = ..., mesh_owner: _Optional[str] = ..., expected_version: _Optional[int] = ...) -> None: ...
+
+class UpdateNodePolicyResponse(_message.Message):
+    __slots__ = ("node_policy",)
+    NODE_POLICY_FIELD_NUMBER: _ClassVar[int]
+    node_policy: NodePolicyData
+    def __init__(self, node_policy: _Optional[_Union[NodePolicyData, _Mapping]] = ...) -> None: ...
+
+class DeleteNodePolicyRequest(_message.Message):
+    __slots__ = ("mesh_name", "node_policy_name", "mesh_owner", "expected_version")
+    MESH_NAME_FIELD_NUMBER: _ClassVar[int]
+    NODE_POLICY_NAME_FIELD_NUMBER: _ClassVar[int]
+    MESH_OWNER_FIELD_NUMBER: _ClassVar[int]
+    EXPECTED_VERSION_FIELD_NUMBER: _ClassVar[int]
+    mesh_name: str
+    node_policy_name: str
+    mesh_owner: str
+    expected_version: int
+    def __init__(self, mesh_name: _Optional[str] = ..., node_policy_name: _Optional[str] = ..., mesh_owner: _Optional[str] = ..., expected_version: _Optional[int] = ...) -> None: ...
+
+class DeleteNodePolicyResponse(_message.Message):
+    __slots__ = ("node_policy",)
+    NODE_POLICY_FIELD_NUMBER: _ClassVar[int]
+    node_policy: NodePolicyData
+    def __init__(self, node_policy: _Optional[_Union[NodePolicyData, _Mapping]] = ...) -> None: ...
+
+class ListNodePolicysRequest(_message.Message):
+    __slots__ = ("mesh_name", "limit", "next_token", "mesh_owner")
+    MESH_NAME_FIELD_NUMBER: _ClassVar[int]
+    LIMIT_FIELD_NUMBER: _ClassVar[int]
+    NEXT_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    MESH_OWNER_FIELD_NUMBER: _ClassVar[int]
+    mesh_name: str
+    limit: int
+    next_token: str
+    mesh_owner: str
+    def __init__(self, mesh_name: _Optional[str] = ..., limit: _Optional[int] = ..., next_token: _Optional[str] = ..., mesh_owner: _Optional[str] = ...) -> None: ...
+
+class ListNodePolicysResponse(_message.Message):
+    __slots__ = ("node_policys", "next_token")
+    NODE_POLICYS_FIELD_NUMBER: _ClassVar[int]
+    NEXT_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    node_policys: _containers.RepeatedCompositeFieldContainer[NodePolicyRef]
+    next_token: str
+    def __init__(self, node_policys: _Optional[_Iterable[_Union[NodePolicyRef, _Mapping]]] = ..., next_token: _Optional[str] = ...) -> None: ...
+
+class RolloutData(_message.Message):
+    __slots__ = ("mesh_name", "rollout_name", "metadata", "spec", "status")
+    MESH_NAME_FIELD_NUMBER: _ClassVar[int]
+    ROLLOUT_NAME_FIELD_NUMBER: _ClassVar[int]
+    METADATA_FIELD_NUMBER: _ClassVar[int]
+    SPEC_FIELD_NUMBER: _ClassVar[int]
+    STATUS_FIELD_NUMBER: _ClassVar[int]
+    mesh_name: str
+    rollout_name: str
+    metadata: ResourceMetadata
+    spec: _spec_pb2.RolloutSpec
+    status: _spec_pb2.RolloutStatus
+    def __init__(self, mesh_name: _Optional[str] = ..., rollout_name: _Optional[str] = ..., metadata: _Optional[_Union[ResourceMetadata, _Mapping]] = ..., spec: _Optional[_Union[_spec_pb2.RolloutSpec, _Mapping]] = ..., status: _Optional[_Union[_spec_pb2.RolloutStatus, _Mapping]] = ...) -> None: ...
+
+class RolloutRef(_message.Message):
+    __slots__ = ("mesh_name", "rollout_name", "arn", "created_at", "last_updated_at", "mesh_owner", "resource_owner", "version")
+    MESH_NAME_FIELD_NUMBER: _ClassVar[int]
+    ROLLOUT_NAME_FIELD_NUMBER: _ClassVar[int]
+    ARN_FIELD_NUMBER: _ClassVar[int]
+    CREATED_AT_FIELD_NUMBER: _ClassVar[int]
+    LAST_UPDATED_AT_FIELD_NUMBER: _ClassVar[int]
+    MESH_OWNER_FIELD_NUMBER: _ClassVar[int]
+    RESOURCE_OWNER_FIELD_NUMBER: _ClassVar[int]
+    VERSION_FIELD_NUMBER: _ClassVar[int]
+    mesh_name: str
+    rollout_name: str
+    arn: str
+    created_at: _timestamp_pb2.Timestamp
+    last_updated_at: _timestamp_pb2.Timestamp
+    mesh_owner: str
+    resource_owner: str
+    version: int
+    def __init__(self, mesh_name: _Optional[str] = ..., rollout_name: _Optional[str] = ..., arn: _Optional[str] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., last_updated_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., mesh_owner: _Optional[str] = ..., resource_owner: _Optional[str] = ..., version: _Optional[int] = ...) -> None: ...
+
+class CreateRolloutRequest(_message.Message):
+    __slots__ = ("mesh_name", "rollout_name", "spec", "tags", "client_token", "mesh_owner")
+    MESH_NAME_FIELD_NUMBER: _ClassVar[int]
+    ROLLOUT_NAME_FIELD_NUMBER: _ClassVar[int]
+    SPEC_FIELD_NUMBER: _ClassVar[int]
+    TAGS_FIELD_NUMBER: _ClassVar[int]
+    CLIENT_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    MESH_OWNER_FIELD_NUMBER: _ClassVar[int]
+    mesh_name: str
+    rollout_name: str
+    spec: _spec_pb2.RolloutSpec
+    tags: _containers.RepeatedCompositeFieldContainer[TagRef]
+    client_token: str
+    mesh_owner: str
+    def __init__(self, mesh_name: _Optional[str] = ..., rollout_name: _Optional[str] = ..., spec: _Optional[_Union[_spec_pb2.RolloutSpec, _Mapping]] = ..., tags: _Optional[_Iterable[_Union[TagRef, _Mapping]]] = ..., client_token: _Optional[str] = ..., mesh_owner: _Optional[str] = ...) -> None: ...
+
+class CreateRolloutResponse(_message.Message):
+    __slots__ = ("rollout",)
+    ROLLOUT_FIELD_NUMBER: _ClassVar[int]
+    rollout: RolloutData
+    def __init__(self, rollout: _Optional[_Union[RolloutData, _Mapping]] = ...) -> None: ...
+
+class DescribeRolloutRequest(_message.Message):
+    __slots__ = ("mesh_name", "rollout_name", "mesh_owner")
+    MESH_NAME_FIELD_NUMBER: _ClassVar[int]
+    ROLLOUT_NAME_FIELD_NUMBER: _ClassVar[int]
+    MESH_OWNER_FIELD_NUMBER: _ClassVar[int]
+    mesh_name: str
+    rollout_name: str
+    mesh_owner: str
+    def __init__(self, mesh_name: _Optional[str] = ..., rollout_name: _Optional[str] = ..., mesh_owner: _Optional[str] = ...) -> None: ...
+
+class DescribeRolloutResponse(_message.Message):
+    __slots__ = ("rollout",)
+    ROLLOUT_FIELD_NUMBER: _ClassVar[int]
+    rollout: RolloutData
+    def __init__(self, rollout: _Optional[_Union[RolloutData, _Mapping]] = ...) -> None: ...
+
+class UpdateRolloutRequest(_message.Message):
+    __slots__ = ("mesh_name", "rollout_name", "spec", "client_token", "mesh_owner", "expected_version")
+    MESH_NAME_FIELD_NUMBER: _ClassVar[int]
+    ROLLOUT_NAME_FIELD_NUMBER: _ClassVar[int]
+    SPEC_FIELD_NUMBER: _ClassVar[int]
+    CLIENT_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    MESH_OWNER_FIELD_NUMBER: _ClassVar[int]
+    EXPECTED_VERSION_FIELD_NUMBER: _ClassVar[int]
+    mesh_name: str
+    rollout_name: str
+    spec: _spec_pb2.RolloutSpec
+    client_token: str
+    mesh_owner: str
+    expected_version: int
+    def __init__(self, mesh_name: _Optional[str] = ..., rollout_name: _Optional[str] = ..., spec: _Optional[_Union[_spec_pb2.RolloutSpec, _Mapping]] = ..., client_token: _Optional[str] = ..., mesh_owner: _Optional[str] = ..., expected_version: _Optional[int] = ...) -> None: ...
+
+class UpdateRolloutResponse(_message.Message):
+    __slots__ = ("rollout",)
+    ROLLOUT_FIELD_NUMBER: _ClassVar[int]
+    rollout: RolloutData
+    def __init__(self, rollout: _Optional[_Union[RolloutData, _Mapping]] = ...) -> None: ...
+
+class DeleteRolloutRequest(_message.Message):
+    __slots__ = ("mesh_name", "rollout_name", "mesh_owner", "expected_version")
+    MESH_NAME_FIELD_NUMBER: _ClassVar[int]
+    ROLLOUT_NAME_FIELD_NUMBER: _ClassVar[int]
+    MESH_OWNER_FIELD_NUMBER: _ClassVar[int]
+    EXPECTED_VERSION_FIELD_NUMBER: _ClassVar[int]
+    mesh_name: str
+    rollout_name: str
+    mesh_owner: str
+    expected_version: int
+    def __init__(self, mesh_name: _Optional[str] = ..., rollout_name: _Optional[str] = ..., mesh_owner: _Optional[str] = ..., expected_version: _Optional[int] = ...) -> None: ...
+
+class DeleteRolloutResponse(_message.Message):
+    __slots__ = ("rollout",)
+    ROLLOUT_FIELD_NUMBER: _ClassVar[int]
+    rollout: RolloutData
+    def __init__(self, rollout: _Optional[_Union[RolloutData, _Mapping]] = ...) -> None: ...
+
+class ListRolloutsRequest(_message.Message):
+    __slots__ = ("mesh_name", "limit", "next_token", "mesh_owner")
+    MESH_NAME_FIELD_NUMBER: _ClassVar[int]
+    LIMIT_FIELD_NUMBER: _ClassVar[int]
+    NEXT_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    MESH_OWNER_FIELD_NUMBER: _ClassVar[int]
+    mesh_name: str
+    limit: int
+    next_token: str
+    mesh_owner: str
+    def __init__(self, mesh_name: _Optional[str] = ..., limit: _Optional[int] = ..., next_token: _Optional[str] = ..., mesh_owner: _Optional[str] = ...) -> None: ...
+
+class ListRolloutsResponse(_message.Message):
+    __slots__ = ("rollouts", "next_token")
+    ROLLOUTS_FIELD_NUMBER: _ClassVar[int]
+    NEXT_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    rollouts: _containers.RepeatedCompositeFieldContainer[RolloutRef]
+    next_token: str
+    def __init__(self, rollouts: _Optional[_Iterable[_Union[RolloutRef, _Mapping]]] = ..., next_token: _Optional[str] = ...) -> None: ...

@@ -228,6 +228,81 @@ class MeshAdminStub:
                 request_serializer=meshd_dot_v1_dot_admin__pb2.ListTagsForResourceRequest.SerializeToString,
                 response_deserializer=meshd_dot_v1_dot_admin__pb2.ListTagsForResourceResponse.FromString,
                 _registered_method=True)
+        self.CreateRoutePolicy = channel.unary_unary(
+                '/meshd.v1.MeshAdmin/CreateRoutePolicy',
+                request_serializer=meshd_dot_v1_dot_admin__pb2.CreateRoutePolicyRequest.SerializeToString,
+                response_deserializer=meshd_dot_v1_dot_admin__pb2.CreateRoutePolicyResponse.FromString,
+                _registered_method=True)
+        self.DescribeRoutePolicy = channel.unary_unary(
+                '/meshd.v1.MeshAdmin/DescribeRoutePolicy',
+                request_serializer=meshd_dot_v1_dot_admin__pb2.DescribeRoutePolicyRequest.SerializeToString,
+                response_deserializer=meshd_dot_v1_dot_admin__pb2.DescribeRoutePolicyResponse.FromString,
+                _registered_method=True)
+        self.UpdateRoutePolicy = channel.unary_unary(
+                '/meshd.v1.MeshAdmin/UpdateRoutePolicy',
+                request_serializer=meshd_dot_v1_dot_admin__pb2.UpdateRoutePolicyRequest.SerializeToString,
+                response_deserializer=meshd_dot_v1_dot_admin__pb2.UpdateRoutePolicyResponse.FromString,
+                _registered_method=True)
+        self.DeleteRoutePolicy = channel.unary_unary(
+                '/meshd.v1.MeshAdmin/DeleteRoutePolicy',
+                request_serializer=meshd_dot_v1_dot_admin__pb2.DeleteRoutePolicyRequest.SerializeToString,
+                response_deserializer=meshd_dot_v1_dot_admin__pb2.DeleteRoutePolicyResponse.FromString,
+                _registered_method=True)
+        self.ListRoutePolicys = channel.unary_unary(
+                '/meshd.v1.MeshAdmin/ListRoutePolicys',
+                request_serializer=meshd_dot_v1_dot_admin__pb2.ListRoutePolicysRequest.SerializeToString,
+                response_deserializer=meshd_dot_v1_dot_admin__pb2.ListRoutePolicysResponse.FromString,
+                _registered_method=True)
+        self.CreateNodePolicy = channel.unary_unary(
+                '/meshd.v1.MeshAdmin/CreateNodePolicy',
+                request_serializer=meshd_dot_v1_dot_admin__pb2.CreateNodePolicyRequest.SerializeToString,
+                response_deserializer=meshd_dot_v1_dot_admin__pb2.CreateNodePolicyResponse.FromString,
+                _registered_method=True)
+        self.DescribeNodePolicy = channel.unary_unary(
+                '/meshd.v1.MeshAdmin/DescribeNodePolicy',
+                request_serializer=meshd_dot_v1_dot_admin__pb2.DescribeNodePolicyRequest.SerializeToString,
+                response_deserializer=meshd_dot_v1_dot_admin__pb2.DescribeNodePolicyResponse.FromString,
+                _registered_method=True)
+        self.UpdateNodePolicy = channel.unary_unary(
+                '/meshd.v1.MeshAdmin/UpdateNodePolicy',
+                request_serializer=meshd_dot_v1_dot_admin__pb2.UpdateNodePolicyRequest.SerializeToString,
+                response_deserializer=meshd_dot_v1_dot_admin__pb2.UpdateNodePolicyResponse.FromString,
+                _registered_method=True)
+        self.DeleteNodePolicy = channel.unary_unary(
+                '/meshd.v1.MeshAdmin/DeleteNodePolicy',
+                request_serializer=meshd_dot_v1_dot_admin__pb2.DeleteNodePolicyRequest.SerializeToString,
+                response_deserializer=meshd_dot_v1_dot_admin__pb2.DeleteNodePolicyResponse.FromString,
+                _registered_method=True)
+        self.ListNodePolicys = channel.unary_unary(
+                '/meshd.v1.MeshAdmin/ListNodePolicys',
+                request_serializer=meshd_dot_v1_dot_admin__pb2.ListNodePolicysRequest.SerializeToString,
+                response_deserializer=meshd_dot_v1_dot_admin__pb2.ListNodePolicysResponse.FromString,
+                _registered_method=True)
+        self.CreateRollout = channel.unary_unary(
+                '/meshd.v1.MeshAdmin/CreateRollout',
+                request_serializer=meshd_dot_v1_dot_admin__pb2.CreateRolloutRequest.SerializeToString,
+                response_deserializer=meshd_dot_v1_dot_admin__pb2.CreateRolloutResponse.FromString,
+                _registered_method=True)
+        self.DescribeRollout = channel.unary_unary(
+                '/meshd.v1.MeshAdmin/DescribeRollout',
+                request_serializer=meshd_dot_v1_dot_admin__pb2.DescribeRolloutRequest.SerializeToString,
+                response_deserializer=meshd_dot_v1_dot_admin__pb2.DescribeRolloutResponse.FromString,
+                _registered_method=True)
+        self.UpdateRollout = channel.unary_unary(
+                '/meshd.v1.MeshAdmin/UpdateRollout',
+                request_serializer=meshd_dot_v1_dot_admin__pb2.UpdateRolloutRequest.SerializeToString,
+                response_deserializer=meshd_dot_v1_dot_admin__pb2.UpdateRolloutResponse.FromString,
+                _registered_method=True)
+        self.DeleteRollout = channel.unary_unary(
+                '/meshd.v1.MeshAdmin/DeleteRollout',
+                request_serializer=meshd_dot_v1_dot_admin__pb2.DeleteRolloutRequest.SerializeToString,
+                response_deserializer=meshd_dot_v1_dot_admin__pb2.DeleteRolloutResponse.FromString,
+                _registered_method=True)
+        self.ListRollouts = channel.unary_unary(
+                '/meshd.v1.MeshAdmin/ListRollouts',
+                request_serializer=meshd_dot_v1_dot_admin__pb2.ListRolloutsRequest.SerializeToString,
+                response_deserializer=meshd_dot_v1_dot_admin__pb2.ListRolloutsResponse.FromString,
+                _registered_method=True)
         self.RegisterInstance = channel.unary_unary(
                 '/meshd.v1.MeshAdmin/RegisterInstance',
                 request_serializer=meshd_dot_v1_dot_admin__pb2.RegisterInstanceRequest.SerializeToString,
@@ -490,6 +565,98 @@ class MeshAdminServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def CreateRoutePolicy(self, request, context):
+        """meshd.v1 kinds beyond App Mesh (spec.proto): route policies (fault injection,
+        mirroring, rate limits), node policies (listener rate limits, locality) and rollouts.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def DescribeRoutePolicy(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def UpdateRoutePolicy(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def DeleteRoutePolicy(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListRoutePolicys(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def CreateNodePolicy(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def DescribeNodePolicy(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def UpdateNodePolicy(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def DeleteNodePolicy(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListNodePolicys(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def CreateRollout(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def DescribeRollout(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def UpdateRollout(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def DeleteRollout(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListRollouts(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def RegisterInstance(self, request, context):
         """meshd additions: endpoints of virtual nodes (App Mesh delegated these to Cloud Map).
         """
@@ -716,6 +883,81 @@ def add_MeshAdminServicer_to_server(servicer, server):
                     servicer.ListTagsForResource,
                     request_deserializer=meshd_dot_v1_dot_admin__pb2.ListTagsForResourceRequest.FromString,
                     response_serializer=meshd_dot_v1_dot_admin__pb2.ListTagsForResourceResponse.SerializeToString,
+            ),
+            'CreateRoutePolicy': grpc.unary_unary_rpc_method_handler(
+                    servicer.CreateRoutePolicy,
+                    request_deserializer=meshd_dot_v1_dot_admin__pb2.CreateRoutePolicyRequest.FromString,
+                    response_serializer=meshd_dot_v1_dot_admin__pb2.CreateRoutePolicyResponse.SerializeToString,
+            ),
+            'DescribeRoutePolicy': grpc.unary_unary_rpc_method_handler(
+                    servicer.DescribeRoutePolicy,
+                    request_deserializer=meshd_dot_v1_dot_admin__pb2.DescribeRoutePolicyRequest.FromString,
+                    response_serializer=meshd_dot_v1_dot_admin__pb2.DescribeRoutePolicyResponse.SerializeToString,
+            ),
+            'UpdateRoutePolicy': grpc.unary_unary_rpc_method_handler(
+                    servicer.UpdateRoutePolicy,
+                    request_deserializer=meshd_dot_v1_dot_admin__pb2.UpdateRoutePolicyRequest.FromString,
+                    response_serializer=meshd_dot_v1_dot_admin__pb2.UpdateRoutePolicyResponse.SerializeToString,
+            ),
+            'DeleteRoutePolicy': grpc.unary_unary_rpc_method_handler(
+                    servicer.DeleteRoutePolicy,
+                    request_deserializer=meshd_dot_v1_dot_admin__pb2.DeleteRoutePolicyRequest.FromString,
+                    response_serializer=meshd_dot_v1_dot_admin__pb2.DeleteRoutePolicyResponse.SerializeToString,
+            ),
+            'ListRoutePolicys': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListRoutePolicys,
+                    request_deserializer=meshd_dot_v1_dot_admin__pb2.ListRoutePolicysRequest.FromString,
+                    response_serializer=meshd_dot_v1_dot_admin__pb2.ListRoutePolicysResponse.SerializeToString,
+            ),
+            'CreateNodePolicy': grpc.unary_unary_rpc_method_handler(
+                    servicer.CreateNodePolicy,
+                    request_deserializer=meshd_dot_v1_dot_admin__pb2.CreateNodePolicyRequest.FromString,
+                    response_serializer=meshd_dot_v1_dot_admin__pb2.CreateNodePolicyResponse.SerializeToString,
+            ),
+            'DescribeNodePolicy': grpc.unary_unary_rpc_method_handler(
+                    servicer.DescribeNodePolicy,
+                    request_deserializer=meshd_dot_v1_dot_admin__pb2.DescribeNodePolicyRequest.FromString,
+                    response_serializer=meshd_dot_v1_dot_admin__pb2.DescribeNodePolicyResponse.SerializeToString,
+            ),
+            'UpdateNodePolicy': grpc.unary_unary_rpc_method_handler(
+                    servicer.UpdateNodePolicy,
+                    request_deserializer=meshd_dot_v1_dot_admin__pb2.UpdateNodePolicyRequest.FromString,
+                    response_serializer=meshd_dot_v1_dot_admin__pb2.UpdateNodePolicyResponse.SerializeToString,
+            ),
+            'DeleteNodePolicy': grpc.unary_unary_rpc_method_handler(
+                    servicer.DeleteNodePolicy,
+                    request_deserializer=meshd_dot_v1_dot_admin__pb2.DeleteNodePolicyRequest.FromString,
+                    response_serializer=meshd_dot_v1_dot_admin__pb2.DeleteNodePolicyResponse.SerializeToString,
+            ),
+            'ListNodePolicys': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListNodePolicys,
+                    request_deserializer=meshd_dot_v1_dot_admin__pb2.ListNodePolicysRequest.FromString,
+                    response_serializer=meshd_dot_v1_dot_admin__pb2.ListNodePolicysResponse.SerializeToString,
+            ),
+            'CreateRollout': grpc.unary_unary_rpc_method_handler(
+                    servicer.CreateRollout,
+                    request_deserializer=meshd_dot_v1_dot_admin__pb2.CreateRolloutRequest.FromString,
+                    response_serializer=meshd_dot_v1_dot_admin__pb2.CreateRolloutResponse.SerializeToString,
+            ),
+            'DescribeRollout': grpc.unary_unary_rpc_method_handler(
+                    servicer.DescribeRollout,
+                    request_deserializer=meshd_dot_v1_dot_admin__pb2.DescribeRolloutRequest.FromString,
+                    response_serializer=meshd_dot_v1_dot_admin__pb2.DescribeRolloutResponse.SerializeToString,
+            ),
+            'UpdateRollout': grpc.unary_unary_rpc_method_handler(
+                    servicer.UpdateRollout,
+                    request_deserializer=meshd_dot_v1_dot_admin__pb2.UpdateRolloutRequest.FromString,
+                    response_serializer=meshd_dot_v1_dot_admin__pb2.UpdateRolloutResponse.SerializeToString,
+            ),
+            'DeleteRollout': grpc.unary_unary_rpc_method_handler(
+                    servicer.DeleteRollout,
+                    request_deserializer=meshd_dot_v1_dot_admin__pb2.DeleteRolloutRequest.FromString,
+                    response_serializer=meshd_dot_v1_dot_admin__pb2.DeleteRolloutResponse.SerializeToString,
+            ),
+            'ListRollouts': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListRollouts,
+                    request_deserializer=meshd_dot_v1_dot_admin__pb2.ListRolloutsRequest.FromString,
+                    response_serializer=meshd_dot_v1_dot_admin__pb2.ListRolloutsResponse.SerializeToString,
             ),
             'RegisterInstance': grpc.unary_unary_rpc_method_handler(
                     servicer.RegisterInstance,
@@ -1773,6 +2015,411 @@ class MeshAdmin:
             '/meshd.v1.MeshAdmin/ListTagsForResource',
             meshd_dot_v1_dot_admin__pb2.ListTagsForResourceRequest.SerializeToString,
             meshd_dot_v1_dot_admin__pb2.ListTagsForResourceResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CreateRoutePolicy(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/meshd.v1.MeshAdmin/CreateRoutePolicy',
+            meshd_dot_v1_dot_admin__pb2.CreateRoutePolicyRequest.SerializeToString,
+            meshd_dot_v1_dot_admin__pb2.CreateRoutePolicyResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DescribeRoutePolicy(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/meshd.v1.MeshAdmin/DescribeRoutePolicy',
+            meshd_dot_v1_dot_admin__pb2.DescribeRoutePolicyRequest.SerializeToString,
+            meshd_dot_v1_dot_admin__pb2.DescribeRoutePolicyResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def UpdateRoutePolicy(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/meshd.v1.MeshAdmin/UpdateRoutePolicy',
+            meshd_dot_v1_dot_admin__pb2.UpdateRoutePolicyRequest.SerializeToString,
+            meshd_dot_v1_dot_admin__pb2.UpdateRoutePolicyResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DeleteRoutePolicy(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/meshd.v1.MeshAdmin/DeleteRoutePolicy',
+            meshd_dot_v1_dot_admin__pb2.DeleteRoutePolicyRequest.SerializeToString,
+            meshd_dot_v1_dot_admin__pb2.DeleteRoutePolicyResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListRoutePolicys(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/meshd.v1.MeshAdmin/ListRoutePolicys',
+            meshd_dot_v1_dot_admin__pb2.ListRoutePolicysRequest.SerializeToString,
+            meshd_dot_v1_dot_admin__pb2.ListRoutePolicysResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CreateNodePolicy(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/meshd.v1.MeshAdmin/CreateNodePolicy',
+            meshd_dot_v1_dot_admin__pb2.CreateNodePolicyRequest.SerializeToString,
+            meshd_dot_v1_dot_admin__pb2.CreateNodePolicyResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DescribeNodePolicy(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/meshd.v1.MeshAdmin/DescribeNodePolicy',
+            meshd_dot_v1_dot_admin__pb2.DescribeNodePolicyRequest.SerializeToString,
+            meshd_dot_v1_dot_admin__pb2.DescribeNodePolicyResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def UpdateNodePolicy(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/meshd.v1.MeshAdmin/UpdateNodePolicy',
+            meshd_dot_v1_dot_admin__pb2.UpdateNodePolicyRequest.SerializeToString,
+            meshd_dot_v1_dot_admin__pb2.UpdateNodePolicyResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DeleteNodePolicy(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/meshd.v1.MeshAdmin/DeleteNodePolicy',
+            meshd_dot_v1_dot_admin__pb2.DeleteNodePolicyRequest.SerializeToString,
+            meshd_dot_v1_dot_admin__pb2.DeleteNodePolicyResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListNodePolicys(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/meshd.v1.MeshAdmin/ListNodePolicys',
+            meshd_dot_v1_dot_admin__pb2.ListNodePolicysRequest.SerializeToString,
+            meshd_dot_v1_dot_admin__pb2.ListNodePolicysResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CreateRollout(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/meshd.v1.MeshAdmin/CreateRollout',
+            meshd_dot_v1_dot_admin__pb2.CreateRolloutRequest.SerializeToString,
+            meshd_dot_v1_dot_admin__pb2.CreateRolloutResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DescribeRollout(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/meshd.v1.MeshAdmin/DescribeRollout',
+            meshd_dot_v1_dot_admin__pb2.DescribeRolloutRequest.SerializeToString,
+            meshd_dot_v1_dot_admin__pb2.DescribeRolloutResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def UpdateRollout(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/meshd.v1.MeshAdmin/UpdateRollout',
+            meshd_dot_v1_dot_admin__pb2.UpdateRolloutRequest.SerializeToString,
+            meshd_dot_v1_dot_admin__pb2.UpdateRolloutResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DeleteRollout(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/meshd.v1.MeshAdmin/DeleteRollout',
+            meshd_dot_v1_dot_admin__pb2.DeleteRolloutRequest.SerializeToString,
+            meshd_dot_v1_dot_admin__pb2.DeleteRolloutResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListRollouts(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/meshd.v1.MeshAdmin/ListRollouts',
+            meshd_dot_v1_dot_admin__pb2.ListRolloutsRequest.SerializeToString,
+            meshd_dot_v1_dot_admin__pb2.ListRolloutsResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -1,3 +1,6 @@
+import datetime
+
+from google.protobuf import timestamp_pb2 as _timestamp_pb2
 from google.protobuf.internal import containers as _containers
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
@@ -831,3 +834,229 @@ class GatewayRouteStatus(_message.Message):
     STATUS_FIELD_NUMBER: _ClassVar[int]
     status: str
     def __init__(self, status: _Optional[str] = ...) -> None: ...
+
+class RouteReference(_message.Message):
+    __slots__ = ("virtual_router_name", "route_name")
+    VIRTUAL_ROUTER_NAME_FIELD_NUMBER: _ClassVar[int]
+    ROUTE_NAME_FIELD_NUMBER: _ClassVar[int]
+    virtual_router_name: str
+    route_name: str
+    def __init__(self, virtual_router_name: _Optional[str] = ..., route_name: _Optional[str] = ...) -> None: ...
+
+class FaultDelay(_message.Message):
+    __slots__ = ("percentage", "fixed_delay", "jitter")
+    PERCENTAGE_FIELD_NUMBER: _ClassVar[int]
+    FIXED_DELAY_FIELD_NUMBER: _ClassVar[int]
+    JITTER_FIELD_NUMBER: _ClassVar[int]
+    percentage: float
+    fixed_delay: Duration
+    jitter: Duration
+    def __init__(self, percentage: _Optional[float] = ..., fixed_delay: _Optional[_Union[Duration, _Mapping]] = ..., jitter: _Optional[_Union[Duration, _Mapping]] = ...) -> None: ...
+
+class FaultAbort(_message.Message):
+    __slots__ = ("percentage", "http_status", "grpc_status")
+    PERCENTAGE_FIELD_NUMBER: _ClassVar[int]
+    HTTP_STATUS_FIELD_NUMBER: _ClassVar[int]
+    GRPC_STATUS_FIELD_NUMBER: _ClassVar[int]
+    percentage: float
+    http_status: int
+    grpc_status: int
+    def __init__(self, percentage: _Optional[float] = ..., http_status: _Optional[int] = ..., grpc_status: _Optional[int] = ...) -> None: ...
+
+class FaultInjection(_message.Message):
+    __slots__ = ("delay", "abort", "match")
+    DELAY_FIELD_NUMBER: _ClassVar[int]
+    ABORT_FIELD_NUMBER: _ClassVar[int]
+    MATCH_FIELD_NUMBER: _ClassVar[int]
+    delay: FaultDelay
+    abort: FaultAbort
+    match: _containers.RepeatedCompositeFieldContainer[HttpRouteHeader]
+    def __init__(self, delay: _Optional[_Union[FaultDelay, _Mapping]] = ..., abort: _Optional[_Union[FaultAbort, _Mapping]] = ..., match: _Optional[_Iterable[_Union[HttpRouteHeader, _Mapping]]] = ...) -> None: ...
+
+class TrafficMirror(_message.Message):
+    __slots__ = ("virtual_node", "percentage", "port", "max_in_flight", "max_body_bytes")
+    VIRTUAL_NODE_FIELD_NUMBER: _ClassVar[int]
+    PERCENTAGE_FIELD_NUMBER: _ClassVar[int]
+    PORT_FIELD_NUMBER: _ClassVar[int]
+    MAX_IN_FLIGHT_FIELD_NUMBER: _ClassVar[int]
+    MAX_BODY_BYTES_FIELD_NUMBER: _ClassVar[int]
+    virtual_node: str
+    percentage: float
+    port: int
+    max_in_flight: int
+    max_body_bytes: int
+    def __init__(self, virtual_node: _Optional[str] = ..., percentage: _Optional[float] = ..., port: _Optional[int] = ..., max_in_flight: _Optional[int] = ..., max_body_bytes: _Optional[int] = ...) -> None: ...
+
+class RateLimit(_message.Message):
+    __slots__ = ("max_tokens", "tokens_per_fill", "fill_interval")
+    MAX_TOKENS_FIELD_NUMBER: _ClassVar[int]
+    TOKENS_PER_FILL_FIELD_NUMBER: _ClassVar[int]
+    FILL_INTERVAL_FIELD_NUMBER: _ClassVar[int]
+    max_tokens: int
+    tokens_per_fill: int
+    fill_interval: Duration
+    def __init__(self, max_tokens: _Optional[int] = ..., tokens_per_fill: _Optional[int] = ..., fill_interval: _Optional[_Union[Duration, _Mapping]] = ...) -> None: ...
+
+class RoutePolicySpec(_message.Message):
+    __slots__ = ("route", "fault", "mirror", "rate_limit")
+    ROUTE_FIELD_NUMBER: _ClassVar[int]
+    FAULT_FIELD_NUMBER: _ClassVar[int]
+    MIRROR_FIELD_NUMBER: _ClassVar[int]
+    RATE_LIMIT_FIELD_NUMBER: _ClassVar[int]
+    route: RouteReference
+    fault: FaultInjection
+    mirror: TrafficMirror
+    rate_limit: RateLimit
+    def __init__(self, route: _Optional[_Union[RouteReference, _Mapping]] = ..., fault: _Optional[_Union[FaultInjection, _Mapping]] = ..., mirror: _Optional[_Union[TrafficMirror, _Mapping]] = ..., rate_limit: _Optional[_Union[RateLimit, _Mapping]] = ...) -> None: ...
+
+class RoutePolicyStatus(_message.Message):
+    __slots__ = ("status",)
+    STATUS_FIELD_NUMBER: _ClassVar[int]
+    status: str
+    def __init__(self, status: _Optional[str] = ...) -> None: ...
+
+class ListenerRateLimit(_message.Message):
+    __slots__ = ("port", "rate_limit")
+    PORT_FIELD_NUMBER: _ClassVar[int]
+    RATE_LIMIT_FIELD_NUMBER: _ClassVar[int]
+    port: int
+    rate_limit: RateLimit
+    def __init__(self, port: _Optional[int] = ..., rate_limit: _Optional[_Union[RateLimit, _Mapping]] = ...) -> None: ...
+
+class LocalityBalancing(_message.Message):
+    __slots__ = ("enabled", "overprovisioning_factor")
+    ENABLED_FIELD_NUMBER: _ClassVar[int]
+    OVERPROVISIONING_FACTOR_FIELD_NUMBER: _ClassVar[int]
+    enabled: bool
+    overprovisioning_factor: int
+    def __init__(self, enabled: _Optional[bool] = ..., overprovisioning_factor: _Optional[int] = ...) -> None: ...
+
+class NodePolicySpec(_message.Message):
+    __slots__ = ("virtual_node_name", "listener_rate_limits", "locality")
+    VIRTUAL_NODE_NAME_FIELD_NUMBER: _ClassVar[int]
+    LISTENER_RATE_LIMITS_FIELD_NUMBER: _ClassVar[int]
+    LOCALITY_FIELD_NUMBER: _ClassVar[int]
+    virtual_node_name: str
+    listener_rate_limits: _containers.RepeatedCompositeFieldContainer[ListenerRateLimit]
+    locality: LocalityBalancing
+    def __init__(self, virtual_node_name: _Optional[str] = ..., listener_rate_limits: _Optional[_Iterable[_Union[ListenerRateLimit, _Mapping]]] = ..., locality: _Optional[_Union[LocalityBalancing, _Mapping]] = ...) -> None: ...
+
+class NodePolicyStatus(_message.Message):
+    __slots__ = ("status",)
+    STATUS_FIELD_NUMBER: _ClassVar[int]
+    status: str
+    def __init__(self, status: _Optional[str] = ...) -> None: ...
+
+class RolloutTarget(_message.Message):
+    __slots__ = ("virtual_node", "port")
+    VIRTUAL_NODE_FIELD_NUMBER: _ClassVar[int]
+    PORT_FIELD_NUMBER: _ClassVar[int]
+    virtual_node: str
+    port: int
+    def __init__(self, virtual_node: _Optional[str] = ..., port: _Optional[int] = ...) -> None: ...
+
+class RolloutStep(_message.Message):
+    __slots__ = ("weight", "min_duration", "min_requests")
+    WEIGHT_FIELD_NUMBER: _ClassVar[int]
+    MIN_DURATION_FIELD_NUMBER: _ClassVar[int]
+    MIN_REQUESTS_FIELD_NUMBER: _ClassVar[int]
+    weight: int
+    min_duration: Duration
+    min_requests: int
+    def __init__(self, weight: _Optional[int] = ..., min_duration: _Optional[_Union[Duration, _Mapping]] = ..., min_requests: _Optional[int] = ...) -> None: ...
+
+class PrometheusCheck(_message.Message):
+    __slots__ = ("address", "query", "min", "max")
+    ADDRESS_FIELD_NUMBER: _ClassVar[int]
+    QUERY_FIELD_NUMBER: _ClassVar[int]
+    MIN_FIELD_NUMBER: _ClassVar[int]
+    MAX_FIELD_NUMBER: _ClassVar[int]
+    address: str
+    query: str
+    min: float
+    max: float
+    def __init__(self, address: _Optional[str] = ..., query: _Optional[str] = ..., min: _Optional[float] = ..., max: _Optional[float] = ...) -> None: ...
+
+class RolloutAnalysis(_message.Message):
+    __slots__ = ("interval", "min_success_rate", "max_latency_p99", "max_latency_p99_ratio", "prometheus", "min_requests_to_fail")
+    INTERVAL_FIELD_NUMBER: _ClassVar[int]
+    MIN_SUCCESS_RATE_FIELD_NUMBER: _ClassVar[int]
+    MAX_LATENCY_P99_FIELD_NUMBER: _ClassVar[int]
+    MAX_LATENCY_P99_RATIO_FIELD_NUMBER: _ClassVar[int]
+    PROMETHEUS_FIELD_NUMBER: _ClassVar[int]
+    MIN_REQUESTS_TO_FAIL_FIELD_NUMBER: _ClassVar[int]
+    interval: Duration
+    min_success_rate: float
+    max_latency_p99: Duration
+    max_latency_p99_ratio: float
+    prometheus: PrometheusCheck
+    min_requests_to_fail: int
+    def __init__(self, interval: _Optional[_Union[Duration, _Mapping]] = ..., min_success_rate: _Optional[float] = ..., max_latency_p99: _Optional[_Union[Duration, _Mapping]] = ..., max_latency_p99_ratio: _Optional[float] = ..., prometheus: _Optional[_Union[PrometheusCheck, _Mapping]] = ..., min_requests_to_fail: _Optional[int] = ...) -> None: ...
+
+class RolloutSpec(_message.Message):
+    __slots__ = ("route", "stable", "canary", "steps", "analysis", "paused", "abort", "promote")
+    ROUTE_FIELD_NUMBER: _ClassVar[int]
+    STABLE_FIELD_NUMBER: _ClassVar[int]
+    CANARY_FIELD_NUMBER: _ClassVar[int]
+    STEPS_FIELD_NUMBER: _ClassVar[int]
+    ANALYSIS_FIELD_NUMBER: _ClassVar[int]
+    PAUSED_FIELD_NUMBER: _ClassVar[int]
+    ABORT_FIELD_NUMBER: _ClassVar[int]
+    PROMOTE_FIELD_NUMBER: _ClassVar[int]
+    route: RouteReference
+    stable: RolloutTarget
+    canary: RolloutTarget
+    steps: _containers.RepeatedCompositeFieldContainer[RolloutStep]
+    analysis: RolloutAnalysis
+    paused: bool
+    abort: bool
+    promote: bool
+    def __init__(self, route: _Optional[_Union[RouteReference, _Mapping]] = ..., stable: _Optional[_Union[RolloutTarget, _Mapping]] = ..., canary: _Optional[_Union[RolloutTarget, _Mapping]] = ..., steps: _Optional[_Iterable[_Union[RolloutStep, _Mapping]]] = ..., analysis: _Optional[_Union[RolloutAnalysis, _Mapping]] = ..., paused: _Optional[bool] = ..., abort: _Optional[bool] = ..., promote: _Optional[bool] = ...) -> None: ...
+
+class RolloutStepRecord(_message.Message):
+    __slots__ = ("step", "weight", "started_at", "ended_at", "result", "reason", "canary_requests", "canary_success_rate", "canary_p99_ms", "stable_p99_ms", "stable_requests")
+    STEP_FIELD_NUMBER: _ClassVar[int]
+    WEIGHT_FIELD_NUMBER: _ClassVar[int]
+    STARTED_AT_FIELD_NUMBER: _ClassVar[int]
+    ENDED_AT_FIELD_NUMBER: _ClassVar[int]
+    RESULT_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    CANARY_REQUESTS_FIELD_NUMBER: _ClassVar[int]
+    CANARY_SUCCESS_RATE_FIELD_NUMBER: _ClassVar[int]
+    CANARY_P99_MS_FIELD_NUMBER: _ClassVar[int]
+    STABLE_P99_MS_FIELD_NUMBER: _ClassVar[int]
+    STABLE_REQUESTS_FIELD_NUMBER: _ClassVar[int]
+    step: int
+    weight: int
+    started_at: _timestamp_pb2.Timestamp
+    ended_at: _timestamp_pb2.Timestamp
+    result: str
+    reason: str
+    canary_requests: int
+    canary_success_rate: float
+    canary_p99_ms: float
+    stable_p99_ms: float
+    stable_requests: int
+    def __init__(self, step: _Optional[int] = ..., weight: _Optional[int] = ..., started_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., ended_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., result: _Optional[str] = ..., reason: _Optional[str] = ..., canary_requests: _Optional[int] = ..., canary_success_rate: _Optional[float] = ..., canary_p99_ms: _Optional[float] = ..., stable_p99_ms: _Optional[float] = ..., stable_requests: _Optional[int] = ...) -> None: ...
+
+class RolloutStatus(_message.Message):
+    __slots__ = ("status", "phase", "step", "canary_weight", "step_started_at", "message", "controller", "history", "current")
+    STATUS_FIELD_NUMBER: _ClassVar[int]
+    PHASE_FIELD_NUMBER: _ClassVar[int]
+    STEP_FIELD_NUMBER: _ClassVar[int]
+    CANARY_WEIGHT_FIELD_NUMBER: _ClassVar[int]
+    STEP_STARTED_AT_FIELD_NUMBER: _ClassVar[int]
+    MESSAGE_FIELD_NUMBER: _ClassVar[int]
+    CONTROLLER_FIELD_NUMBER: _ClassVar[int]
+    HISTORY_FIELD_NUMBER: _ClassVar[int]
+    CURRENT_FIELD_NUMBER: _ClassVar[int]
+    status: str
+    phase: str
+    step: int
+    canary_weight: int
+    step_started_at: _timestamp_pb2.Timestamp
+    message: str
+    controller: str
+    history: _containers.RepeatedCompositeFieldContainer[RolloutStepRecord]
+    current: RolloutStepRecord
+    def __init__(self, status: _Optional[str] = ..., phase: _Optional[str] = ..., step: _Optional[int] = ..., canary_weight: _Optional[int] = ..., step_started_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., message: _Optional[str] = ..., controller: _Optional[str] = ..., history: _Optional[_Iterable[_Union[RolloutStepRecord, _Mapping]]] = ..., current: _Optional[_Union[RolloutStepRecord, _Mapping]] = ...) -> None: ...
