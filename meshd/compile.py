@@ -11,7 +11,7 @@ from __future__ import annotations
 import ipaddress
 import logging
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import _fastroute as fr
 from _fastroute._re2 import BadRegex, Regex
@@ -50,6 +50,18 @@ class MeshSnapshot:
     gateways: dict[str, admin_pb2.VirtualGatewayData] = field(default_factory=dict)
     gateway_routes: dict[tuple[str, str], admin_pb2.GatewayRouteData] = field(default_factory=dict)
     instances: dict[str, dict[str, admin_pb2.Instance]] = field(default_factory=dict)
+    # meshd.v1 kinds beyond App Mesh, by their names.
+    route_policies: dict[str, admin_pb2.RoutePolicyData] = field(default_factory=dict)
+    node_policies: dict[str, admin_pb2.NodePolicyData] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class MirrorLimits:
+    """What a route's mirror is allowed on each meshd, beyond the router's per-request draw
+    (TrafficMirror): copies outstanding at once, and the largest body copied."""
+
+    max_in_flight: int = 64
+    max_body_bytes: int = 65_536
 
 
 @dataclass(frozen=True)
@@ -57,12 +69,17 @@ class Compiled:
     """A compiled mesh: the table, endpoints per node, and what had to be left out.
 
     `lowered` is the table as `_fastroute.spec.lower` validated it: `fr.Router(lowered)`
-    builds on it without lowering the table a second time."""
+    builds on it without lowering the table a second time. `mirrors` holds the per-meshd
+    bounds of each mirrored route, by (router, route); `listener_limits` the token bucket of
+    each rate-limited virtual node listener, by (node, port) (NodePolicy): the proxy applies
+    both, the router knows neither."""
 
     table: fr.Table
     endpoints: dict[str, tuple[fr.Endpoint, ...]]
     problems: tuple[CompileError, ...]
     lowered: fr.spec.Lowered
+    mirrors: dict[tuple[str, str], MirrorLimits] = field(default_factory=dict)
+    listener_limits: dict[tuple[str, int], fr.spec.RateLimit] = field(default_factory=dict)
 
 
 class RouteCache:
@@ -80,6 +97,9 @@ class RouteCache:
         self.lowering = fr.spec.LowerMemo()
         self._entries: dict[tuple[str, str], tuple[object, fr.Route | CompileError]] = {}
         self._next: dict[tuple[str, str], tuple[object, fr.Route | CompileError]] = {}
+        # (router, route) -> (route, its policy's data, mirror node known, the result)
+        self._policies: dict[tuple[str, str], tuple] = {}
+        self._next_policies: dict[tuple[str, str], tuple] = {}
 
     def route(self, router: str, name: str, data) -> fr.Route:
         key = (router, name)
@@ -96,9 +116,29 @@ class RouteCache:
             raise result
         return result
 
+    def with_policy(self, router: str, name: str, route: fr.Route, policy, nodes) -> fr.Route:
+        """`route` with its RoutePolicy (`policy`, a RoutePolicyData) applied; the same Route
+        object while the route, the policy and its mirror node's existence are unchanged
+        (so the lowering memo keeps it too). Raises CompileError naming the policy's field."""
+        mirror_known = policy.spec.mirror.virtual_node in nodes if policy.spec.HasField("mirror") else True
+        key = (router, name)
+        hit = self._policies.get(key)
+        if hit is not None and hit[0] is route and hit[1] is policy and hit[2] == mirror_known:
+            result = hit[3]
+        else:
+            try:
+                result = replace(route, **route_policy(policy.spec, nodes))
+            except CompileError as err:
+                result = err
+        self._next_policies[key] = (route, policy, mirror_known, result)
+        if isinstance(result, CompileError):
+            raise result
+        return result
+
     def done(self) -> None:
-        """End of one compile: forget the routes it did not see."""
+        """End of one compile: forget the routes (and policies) it did not see."""
         self._entries, self._next = self._next, {}
+        self._policies, self._next_policies = self._next_policies, {}
 
 
 # The router's ranges (`_fastroute.spec`): durations up to 2**40 ms (about 35 years) and at
@@ -224,6 +264,94 @@ def compile_route(router: str, name: str, spec) -> fr.Route:
                         DEFAULT_IDLE_MS)))
 
 
+PER_MILLION = 1_000_000
+# TrafficMirror's defaults (meshd.v1 spec.proto).
+DEFAULT_MIRROR = MirrorLimits()
+
+
+def per_million(msg, field_name: str, path: str) -> int:
+    """A meshd.v1 percentage (a double in [0, 100], at most 4 decimals) as an integer count
+    per million, the router's unit: integers end to end past this point (STYLE.md §11).
+    Unset means every request (100%)."""
+    if not msg.HasField(field_name):
+        return PER_MILLION
+    value = getattr(msg, field_name)
+    if not 0 <= value <= 100:
+        raise CompileError("", f"{path}.{_camel(field_name)}", f"must be 0-100, got {value}")
+    return round(value * PER_MILLION / 100)
+
+
+def rate_limit(rl, path: str) -> fr.spec.RateLimit:
+    """A RateLimit message as the router's token bucket: maxTokens and fillInterval are
+    required, tokensPerFill defaults to 1 (as Envoy's TokenBucket)."""
+    if rl.max_tokens <= 0:
+        raise CompileError("", f"{path}.maxTokens", "required, at least 1")
+    if not rl.HasField("fill_interval") or duration_ms(rl.fill_interval, 0) <= 0:
+        raise CompileError("", f"{path}.fillInterval", "required, at least 1 ms")
+    fill = rl.tokens_per_fill if rl.HasField("tokens_per_fill") else 1
+    if fill <= 0:
+        raise CompileError("", f"{path}.tokensPerFill", "must be at least 1")
+    return fr.spec.RateLimit(max_tokens=rl.max_tokens, tokens_per_fill=fill,
+                        fill_interval_ms=duration_ms(rl.fill_interval, 0))
+
+
+def route_policy(spec, nodes) -> dict:
+    """A RoutePolicySpec as the fields of `_fastroute.Route` it sets (fault, mirror,
+    rate_limit); `nodes` are the table's node names, which a mirror must name."""
+    out: dict = {}
+    if spec.HasField("fault"):
+        f, base = spec.fault, "spec.fault"
+        delay = abort = None
+        if f.HasField("delay"):
+            d = f.delay
+            delay = fr.spec.FaultDelay(per_million=per_million(d, "percentage", f"{base}.delay"),
+                                  fixed_ms=duration_ms(d.fixed_delay if d.HasField("fixed_delay") else None, 0),
+                                  jitter_ms=duration_ms(d.jitter if d.HasField("jitter") else None, 0))
+        if f.HasField("abort"):
+            a = f.abort
+            which = a.WhichOneof("status")
+            if which is None:
+                raise CompileError("", f"{base}.abort", "one of httpStatus or grpcStatus is required")
+            abort = fr.spec.FaultAbort(per_million=per_million(a, "percentage", f"{base}.abort"),
+                                  **{which: getattr(a, which)})
+        headers = tuple(_header(h, f"{base}.match[{i}]") for i, h in enumerate(f.match))
+        out["fault"] = fr.spec.Fault(delay=delay, abort=abort, headers=headers)
+    if spec.HasField("mirror"):
+        m = spec.mirror
+        if m.virtual_node not in nodes:
+            raise CompileError("", "spec.mirror.virtualNode", f"unknown virtual node {m.virtual_node!r}")
+        out["mirror"] = fr.spec.Mirror(node=m.virtual_node, per_million=per_million(m, "percentage", "spec.mirror"),
+                                  port=m.port if m.HasField("port") else None)
+    if spec.HasField("rate_limit"):
+        out["rate_limit"] = rate_limit(spec.rate_limit, "spec.rateLimit")
+    return out
+
+
+def mirror_limits(spec) -> MirrorLimits:
+    """The per-meshd bounds of a RoutePolicy's mirror (TrafficMirror's defaults when unset)."""
+    m = spec.mirror
+    return MirrorLimits(
+        max_in_flight=m.max_in_flight if m.HasField("max_in_flight") else DEFAULT_MIRROR.max_in_flight,
+        max_body_bytes=m.max_body_bytes if m.HasField("max_body_bytes") else DEFAULT_MIRROR.max_body_bytes)
+
+
+def node_policy(spec, listener_ports) -> tuple[fr.spec.LocalityLb, dict[int, fr.spec.RateLimit]]:
+    """A NodePolicySpec: the node's locality balancing, and the token bucket of each of its
+    listeners (by port, which must be one of `listener_ports`)."""
+    loc = spec.locality
+    locality = fr.spec.LocalityLb(
+        enabled=loc.enabled if loc.HasField("enabled") else True,
+        overprovisioning_percent=(loc.overprovisioning_factor if loc.HasField("overprovisioning_factor")
+                                  else fr.spec.LocalityLb().overprovisioning_percent))
+    limits = {}
+    for i, lrl in enumerate(spec.listener_rate_limits):
+        path = f"spec.listenerRateLimits[{i}]"
+        if lrl.port not in listener_ports:
+            raise CompileError("", f"{path}.port", f"no listener of the node on port {lrl.port}")
+        limits[lrl.port] = rate_limit(lrl.rate_limit, f"{path}.rateLimit")
+    return locality, limits
+
+
 def compile_node(mesh: str, name: str, spec, trust_domain: str) -> fr.VirtualNode:
     """A virtual node's balancing-side settings, from its first listener (App Mesh
     applies outlier detection, pools and timeouts per listener; meshd's endpoints of a
@@ -267,13 +395,27 @@ def compile_mesh(snap: MeshSnapshot, trust_domain: str = DEFAULT_TRUST_DOMAIN,
     With `cache` (kept by the caller for this mesh), unchanged routes are not compiled again."""
     cache = cache if cache is not None else RouteCache()
     problems: list[CompileError] = []
-    nodes = []
+    node_policies = {p.spec.virtual_node_name: (name, p) for name, p in sorted(snap.node_policies.items())}
+    nodes, listener_limits = [], {}
     for name, data in sorted(snap.nodes.items()):
         try:
-            nodes.append(compile_node(snap.name, name, data.spec, trust_domain))
+            node = compile_node(snap.name, name, data.spec, trust_domain)
         except CompileError as err:
             problems.append(CompileError(f"virtualNodes/{snap.name}/{name}", err.field, err.reason))
+            continue
+        if name in node_policies:
+            pname, policy = node_policies[name]
+            try:
+                locality, limits = node_policy(policy.spec, {lst.port_mapping.port for lst in data.spec.listeners})
+                node = replace(node, locality=locality)
+                listener_limits.update(((name, port), rl) for port, rl in limits.items())
+            except CompileError as err:
+                problems.append(CompileError(f"nodePolicies/{snap.name}/{pname}", err.field, err.reason))
+        nodes.append(node)
     node_names = {n.name for n in nodes}
+    policies = {(p.spec.route.virtual_router_name, p.spec.route.route_name): (name, p)
+                for name, p in sorted(snap.route_policies.items())}
+    mirrors: dict[tuple[str, str], MirrorLimits] = {}
     routes_by_router: dict[str, list[fr.Route]] = {r: [] for r in snap.routers}
     for (router, name), data in sorted(snap.routes.items()):
         resource = f"routes/{snap.name}/{router}/{name}"
@@ -282,10 +424,21 @@ def compile_mesh(snap: MeshSnapshot, trust_domain: str = DEFAULT_TRUST_DOMAIN,
             missing = [t.node for t in route.targets if t.node not in node_names]
             if missing:
                 raise CompileError(resource, "spec", f"targets unknown virtual nodes {missing}")
-            if router in routes_by_router:
-                routes_by_router[router].append(route)
         except CompileError as err:
             problems.append(CompileError(resource, err.field, err.reason))
+            continue
+        if (router, name) in policies:
+            # A policy that cannot be applied is reported and left out: the route itself
+            # still serves, as it did before the policy was written.
+            pname, policy = policies[(router, name)]
+            try:
+                route = cache.with_policy(router, name, route, policy, node_names)
+                if route.mirror is not None:
+                    mirrors[(router, name)] = mirror_limits(policy.spec)
+            except CompileError as err:
+                problems.append(CompileError(f"routePolicies/{snap.name}/{pname}", err.field, err.reason))
+        if router in routes_by_router:
+            routes_by_router[router].append(route)
     routers = tuple(fr.VirtualRouter(name=r, routes=tuple(routes)) for r, routes in sorted(routes_by_router.items()))
     services = []
     for name, data in sorted(snap.services.items()):
@@ -313,22 +466,25 @@ def compile_mesh(snap: MeshSnapshot, trust_domain: str = DEFAULT_TRUST_DOMAIN,
     for err in problems:
         log.warning("resource left out of the route table", extra={"resource": err.resource, "field": err.field,
                                                                    "reason": err.reason})
-    return Compiled(table, endpoints, tuple(problems), lowered)
+    return Compiled(table, endpoints, tuple(problems), lowered, mirrors, listener_limits)
 
 
 def live_endpoints(instances: dict[str, admin_pb2.Instance]) -> list[fr.Endpoint]:
     """The endpoints of a node's instances, each at its meshd's ingress when it has one (the
     ingress delivers to the instance), else itself. An UNHEALTHY one stays in, marked: the
-    router passes it over unless too few are left (its panic threshold)."""
+    router passes it over unless too few are left (its panic threshold). Each carries its
+    instance's locality, which the router compares with its own (locality-aware balancing)."""
     out = []
     for _, i in sorted(instances.items()):
         healthy = i.health != "UNHEALTHY"       # not yet checked counts as healthy
         via = i.attributes.get(INGRESS_ATTRIBUTE)
+        loc = (i.locality.region, i.locality.zone, i.locality.sub_zone)
         if via:
             host, port = via.rsplit(":", 1)
-            out.append(fr.Endpoint(id=i.instance_id, address=host.strip("[]"), port=int(port), healthy=healthy))
+            out.append(fr.Endpoint(id=i.instance_id, address=host.strip("[]"), port=int(port), healthy=healthy,
+                                   locality=loc))
         else:
-            out.append(fr.Endpoint(id=i.instance_id, address=i.address, port=i.port, healthy=healthy))
+            out.append(fr.Endpoint(id=i.instance_id, address=i.address, port=i.port, healthy=healthy, locality=loc))
     return out
 
 
@@ -416,13 +572,14 @@ def _ip_family(address: str) -> int | None:
         return None
 
 
-_ROUTE_PATH = re.compile(r"^routers\[(\d+)\]\.routes\[(\d+)\]")
+_ROUTE_PATH = re.compile(r"^routers\[(\d+)\]\.routes\[(\d+)\](\.(?:fault|mirror|rate_limit)\b)?")
 
 
 def _drop_invalid(table: fr.Table, problems: list[CompileError], mesh: str,
                   memo: fr.spec.LowerMemo) -> tuple[fr.Table, fr.spec.Lowered]:
-    """Let `_fastroute` validate the table; drop each route it rejects, then try again.
-    Returns the table and its lowered form."""
+    """Let `_fastroute` validate the table; drop each route it rejects, then try again (a
+    route rejected for its RoutePolicy's fields loses the policy, not the route). Returns
+    the table and its lowered form."""
     for _ in range(64):
         try:
             return table, fr.spec.lower(table, memo)
@@ -434,7 +591,8 @@ def _drop_invalid(table: fr.Table, problems: list[CompileError], mesh: str,
             router = table.routers[ri]
             bad = router.routes[rj]
             problems.append(CompileError(f"routes/{mesh}/{router.name}/{bad.name}", err.path, str(err)))
-            routes = router.routes[:rj] + router.routes[rj + 1:]
+            kept = (replace(bad, fault=None, mirror=None, rate_limit=None),) if m.group(3) else ()
+            routes = router.routes[:rj] + kept + router.routes[rj + 1:]
             routers = table.routers[:ri] + (fr.VirtualRouter(router.name, routes),) + table.routers[ri + 1:]
             table = fr.Table(services=table.services, routers=routers, nodes=table.nodes,
                              default_retry=table.default_retry, default_timeouts=table.default_timeouts)

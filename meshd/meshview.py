@@ -46,9 +46,13 @@ class MeshView:
     """Applies WatchResponses; publishes a new LiveMesh per configuration change."""
 
     def __init__(self, *, trust_domain: str = DEFAULT_TRUST_DOMAIN, seed: int = 1,
+                 locality: tuple[str, str, str] = ("", "", ""),
                  on_publish: Callable[[LiveMesh], None] = lambda live: None):
+        """`locality` is this meshd's own (region, zone, sub_zone): its routers keep traffic
+        near it (NodePolicy locality balancing)."""
         self.trust_domain = trust_domain
         self.seed = seed
+        self.locality = locality
         self.on_publish = on_publish
         self._snaps: dict[str, MeshSnapshot] = {}   # working snapshots (config side)
         self._live: dict[str, LiveMesh] = {}        # published generations (loop side)
@@ -123,7 +127,9 @@ class MeshView:
                  "virtualRouters": (snap.routers, lambda: r.virtual_router, lambda: parts[2]),
                  "routes": (snap.routes, lambda: r.route, lambda: (parts[2], parts[3])),
                  "virtualGateways": (snap.gateways, lambda: r.virtual_gateway, lambda: parts[2]),
-                 "gatewayRoutes": (snap.gateway_routes, lambda: r.gateway_route, lambda: (parts[2], parts[3]))
+                 "gatewayRoutes": (snap.gateway_routes, lambda: r.gateway_route, lambda: (parts[2], parts[3])),
+                 "routePolicies": (snap.route_policies, lambda: r.route_policy, lambda: parts[2]),
+                 "nodePolicies": (snap.node_policies, lambda: r.node_policy, lambda: parts[2]),
                  }.get(coll)
         if coll == "meshes":
             if put:
@@ -244,4 +250,5 @@ def _frozen(snap: MeshSnapshot | None) -> MeshSnapshot | None:
         return None
     return replace(snap, nodes=dict(snap.nodes), services=dict(snap.services), routers=dict(snap.routers),
                    routes=dict(snap.routes), gateways=dict(snap.gateways), gateway_routes=dict(snap.gateway_routes),
+                   route_policies=dict(snap.route_policies), node_policies=dict(snap.node_policies),
                    instances={n: dict(i) for n, i in snap.instances.items()})
