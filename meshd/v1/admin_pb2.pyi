@@ -1184,7 +1184,7 @@ class WatchRequest(_message.Message):
     def __init__(self, mesh_name: _Optional[str] = ..., resume_revision: _Optional[int] = ...) -> None: ...
 
 class Resource(_message.Message):
-    __slots__ = ("mesh", "virtual_node", "virtual_service", "virtual_router", "route", "virtual_gateway", "gateway_route", "instance")
+    __slots__ = ("mesh", "virtual_node", "virtual_service", "virtual_router", "route", "virtual_gateway", "gateway_route", "instance", "route_policy", "node_policy", "rollout")
     MESH_FIELD_NUMBER: _ClassVar[int]
     VIRTUAL_NODE_FIELD_NUMBER: _ClassVar[int]
     VIRTUAL_SERVICE_FIELD_NUMBER: _ClassVar[int]
@@ -1193,6 +1193,9 @@ class Resource(_message.Message):
     VIRTUAL_GATEWAY_FIELD_NUMBER: _ClassVar[int]
     GATEWAY_ROUTE_FIELD_NUMBER: _ClassVar[int]
     INSTANCE_FIELD_NUMBER: _ClassVar[int]
+    ROUTE_POLICY_FIELD_NUMBER: _ClassVar[int]
+    NODE_POLICY_FIELD_NUMBER: _ClassVar[int]
+    ROLLOUT_FIELD_NUMBER: _ClassVar[int]
     mesh: MeshData
     virtual_node: VirtualNodeData
     virtual_service: VirtualServiceData
@@ -1201,7 +1204,10 @@ class Resource(_message.Message):
     virtual_gateway: VirtualGatewayData
     gateway_route: GatewayRouteData
     instance: Instance
-    def __init__(self, mesh: _Optional[_Union[MeshData, _Mapping]] = ..., virtual_node: _Optional[_Union[VirtualNodeData, _Mapping]] = ..., virtual_service: _Optional[_Union[VirtualServiceData, _Mapping]] = ..., virtual_router: _Optional[_Union[VirtualRouterData, _Mapping]] = ..., route: _Optional[_Union[RouteData, _Mapping]] = ..., virtual_gateway: _Optional[_Union[VirtualGatewayData, _Mapping]] = ..., gateway_route: _Optional[_Union[GatewayRouteData, _Mapping]] = ..., instance: _Optional[_Union[Instance, _Mapping]] = ...) -> None: ...
+    route_policy: RoutePolicyData
+    node_policy: NodePolicyData
+    rollout: RolloutData
+    def __init__(self, mesh: _Optional[_Union[MeshData, _Mapping]] = ..., virtual_node: _Optional[_Union[VirtualNodeData, _Mapping]] = ..., virtual_service: _Optional[_Union[VirtualServiceData, _Mapping]] = ..., virtual_router: _Optional[_Union[VirtualRouterData, _Mapping]] = ..., route: _Optional[_Union[RouteData, _Mapping]] = ..., virtual_gateway: _Optional[_Union[VirtualGatewayData, _Mapping]] = ..., gateway_route: _Optional[_Union[GatewayRouteData, _Mapping]] = ..., instance: _Optional[_Union[Instance, _Mapping]] = ..., route_policy: _Optional[_Union[RoutePolicyData, _Mapping]] = ..., node_policy: _Optional[_Union[NodePolicyData, _Mapping]] = ..., rollout: _Optional[_Union[RolloutData, _Mapping]] = ...) -> None: ...
 
 class ResourceEvent(_message.Message):
     __slots__ = ("type", "kind", "path", "resource", "revision")
