@@ -20,7 +20,7 @@ from datetime import datetime, timezone
 from typing import Callable
 
 # meshd's reason tokens -> Envoy response flags: a column of the outcomes table.
-from meshd.proxy.outcomes import RESPONSE_FLAGS
+from meshd.proxy.outcomes import DELAY_INJECTED_FLAG, RESPONSE_FLAGS
 
 log = logging.getLogger("meshd.observe.accesslog")
 
@@ -93,7 +93,11 @@ def _header(arg: str | None, response: bool, op: str) -> Callable[[Entry], str |
 
 def _flags(e: Entry) -> str:
     f = RESPONSE_FLAGS.get(e.reason, "-") if e.reason else "-"
-    return "URX" if f in _RETRYABLE and e.x.retries else f
+    f = "URX" if f in _RETRYABLE and e.x.retries else f
+    if e.x.injected == "delay":
+        # Envoy lists every flag that applies, comma-separated: DI beside the outcome's own.
+        return DELAY_INJECTED_FLAG if f == "-" else f"{DELAY_INJECTED_FLAG},{f}"
+    return f
 
 
 def _cluster(e: Entry) -> str | None:

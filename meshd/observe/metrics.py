@@ -83,6 +83,17 @@ class Metrics:
                                  ["mesh", "target_node"], registry=r)
         self.overflows = Counter("meshd_overflows", "Requests refused by a connection-pool limit.",
                                  ["direction", "mesh", "target_node"], registry=r)
+        self.fault_injected = Counter(
+            "meshd_fault_injected", "Requests delayed or aborted by their route's fault injection (RoutePolicy), "
+            "by kind: delay or abort.", ["direction", "mesh", "virtual_service", "route", "kind"], registry=r)
+        self.mirror_requests = Counter(
+            "meshd_mirror_requests", "Copies of requests sent to a route's mirror node, by how they ended "
+            "(response class, or the failure); their answers are discarded.",
+            ["mesh", "route", "mirror_node", "result"], registry=r)
+        self.mirror_dropped = Counter(
+            "meshd_mirror_dropped", "Copies not sent to a route's mirror node: too many outstanding on this "
+            "meshd (in_flight) or a body over the policy's limit (body).",
+            ["mesh", "route", "mirror_node", "reason"], registry=r)
         self.authz_denials = Counter("meshd_authz_denials", "Requests refused by authorization.",
                                      ["direction", "mesh", "reason"], registry=r)
         self.config_generation = Gauge("meshd_config_generation", "Generation of the route table in use.",

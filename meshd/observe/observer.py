@@ -24,7 +24,7 @@ class Exchange:
     request costs one record and no table keyed by its head."""
 
     __slots__ = ("direction", "mesh", "source", "local", "series", "target_node", "instance", "retries", "trace",
-                 "log", "counted", "done", "decision", "binding", "fed", "waiting")
+                 "log", "counted", "done", "decision", "binding", "fed", "waiting", "injected")
 
     def __init__(self, direction: str, mesh: str, source: str, local: str, counted: bool):
         self.counted = counted    # False: logged only (the other end counts it)
@@ -42,6 +42,7 @@ class Exchange:
         self.decision = self.binding = None  # the runtime's: the router's Decision, and what it led to
         self.fed = False          # the runtime's: the router has the result of the last attempt
         self.waiting = None       # the runtime's: queued for a connection (a Deferred), or None
+        self.injected = ""        # "delay" or "abort" when the route's fault injection chose it
 
 
 class Observer:
@@ -59,6 +60,9 @@ class Observer:
         self.metrics = metrics
         self.tracer = tracer
         self.access_logs = access_logs
+        # Route name -> meshd.rollout.stats.RouteCounter, for the routes under a rollout: one
+        # lookup per routed request, kept by the rollout statistics publisher.
+        self.rollout_routes: dict = {}
 
     def begin(self, head, direction: str, mesh: str = "", local: str = "", *, counted: bool = True) -> Exchange:
         """A request's head arrived at a listener of `local` (on egress also its caller).
@@ -99,6 +103,22 @@ class Observer:
             r = x.series.retries
             r[reason] = r.get(reason, 0) + 1
 
+    def injected(self, x: Exchange, kind: str, service: str | None, route: str | None) -> None:
+        """The route's fault injection delays ("delay") or aborts ("abort") `x`: labelled in
+        the access log (flags DI, FI) and counted apart from what the upstream did."""
+        if x.injected != "delay":  # a delayed abort keeps "delay": its log line shows DI and FI
+            x.injected = kind
+        self.metrics.fault_injected.labels(x.direction, x.mesh, service or UNKNOWN, route or "", kind).inc()
+
+    def mirrored(self, mesh: str, route: str, node: str, result: str) -> None:
+        """A copy of a request of `route` was sent to mirror `node` and ended with `result`
+        (a status class, or the failure's kind); its answer was discarded."""
+        self.metrics.mirror_requests.labels(mesh, route, node, result).inc()
+
+    def mirror_dropped(self, mesh: str, route: str, node: str, reason: str) -> None:
+        """A copy was not sent: too many outstanding (`in_flight`) or too large (`body`)."""
+        self.metrics.mirror_dropped.labels(mesh, route, node, reason).inc()
+
     def ejected(self, mesh: str, target: str) -> None:
         """Outlier detection ejected an endpoint of `target`."""
         self.metrics.ejections.labels(mesh, target).inc()
@@ -128,6 +148,11 @@ class Observer:
         s.response_bytes += head.bytes_sent
         if reason:
             self._count_reason(x, s, reason)
+        d = x.decision
+        if d is not None:
+            rollout = self.rollout_routes.get(d.route)
+            if rollout is not None:
+                rollout.count(x.mesh, d, status, grpc_status, reason, duration_ns)
         if x.trace is not None:
             self.tracer.end(x, head, target, status, grpc_status, reason, duration_ns)
         if x.log is not None:

@@ -14,6 +14,7 @@ runs on the data-plane loop.
 """
 from __future__ import annotations
 
+import asyncio
 import time
 from collections import deque
 import weakref
@@ -26,7 +27,7 @@ from meshd.proxy.config import (
     INGRESS_HTTP_ATTRIBUTE, INGRESS_TCP_ATTRIBUTE, INSTANCE_HEADER, INTERNAL_HEADER_PREFIX, SERVICE_HEADER,
     split_address,
 )
-from meshd.proxy.outcomes import FAILURE_RESULTS, FEEDBACK, NONE, REFUSALS, RELEASE
+from meshd.proxy.outcomes import FAILURE_RESULTS, FEEDBACK, NONE, REFUSALS, RELEASE, fault_abort
 from meshd.security import spiffe
 
 # Bindings kept per caller and generation: the table's (service, route, endpoint) outcomes
@@ -151,7 +152,7 @@ class Egress:
                           authority, port, head.method, head.scheme, path,
                           head.headers if router.matches_headers else None, now)
         if d.status != C.ROUTED:
-            return REFUSALS[d.reason]
+            return self._not_routed(d, x)
         ep = d.endpoint
         b = caller.bindings.get((d.service, d.route, ep))
         # Refusals made here say nothing of the endpoint: `release`, never `result`
@@ -179,7 +180,35 @@ class Egress:
             router.release(d)
             return REFUSALS["pool_overflow"]
         load.n += 1
+        if d.fault_delay_ns:
+            self.observe.injected(x, "delay", d.service, d.route)
+            return self._later(d.fault_delay_ns, b.target)
         return b.target
+
+    def _not_routed(self, d, x):
+        """The answer to a decision that routes nowhere. The route's own answers (a fault
+        abort, an empty token bucket) are counted under that route; the router has already
+        ended such a decision, so nothing is released or fed (outcomes: RELEASE)."""
+        status = d.status
+        if status == C.FAULT_ABORT:
+            self.observe.routed(x, d.service, d.route, None)
+            answer = fault_abort(d.fault_http_status, d.fault_grpc_status)
+            if d.fault_delay_ns:
+                self.observe.injected(x, "delay", d.service, d.route)
+                self.observe.injected(x, "abort", d.service, d.route)
+                return self._later(d.fault_delay_ns, answer)
+            self.observe.injected(x, "abort", d.service, d.route)
+            return answer
+        if status == C.RATE_LIMITED:
+            self.observe.routed(x, d.service, d.route, None)
+        return REFUSALS[d.reason]
+
+    def _later(self, delay_ns: int, answer) -> Deferred:
+        """`answer` after an injected delay: the engine parks the request meanwhile (a
+        request that ends before, as a caller's reset, drops the late answer)."""
+        later = Deferred()
+        asyncio.get_running_loop().call_later(delay_ns / 1e9, later.resolve, answer)
+        return later
 
     def retry(self, head, failure):
         """The engines' retry hook: feed the failed attempt to the router; another Target

@@ -25,6 +25,11 @@ from meshd.dataplane import FAILURE_RESPONSES, Refusal
 
 # gRPC status codes (grpc/doc/statuscodes.md).
 GRPC_INTERNAL, GRPC_UNAVAILABLE, GRPC_PERMISSION_DENIED, GRPC_UNIMPLEMENTED = 13, 14, 7, 12
+GRPC_RESOURCE_EXHAUSTED = 8
+# A gRPC status as the HTTP status a plain HTTP request is answered with, for a fault abort
+# given as a gRPC status (google.rpc.Code's documented HTTP mappings, as grpc-gateway uses).
+GRPC_TO_HTTP = {1: 499, 2: 500, 3: 400, 4: 504, 5: 404, 6: 409, 7: 403, 8: 429, 9: 400, 10: 409, 11: 400,
+                12: 501, 13: 500, 14: 503, 15: 500, 16: 401}
 
 # Router feedback of an outcome.
 RELEASE = -1  # end the decision with no result: no outlier error, no retry, no budget
@@ -74,6 +79,11 @@ _REFUSALS = (
     _refusal("unknown_instance", 404, GRPC_UNAVAILABLE, "no such instance on this host", flag="NR"),
     _refusal("identity_refused", 403, GRPC_PERMISSION_DENIED, "caller identity not allowed", RELEASE, AUTHZ,
              "UAEX"),
+    # A route's or a node listener's token bucket is empty (local rate limiting, Envoy's RL).
+    _refusal("rate_limited", 429, GRPC_RESOURCE_EXHAUSTED, "local rate limit reached", RELEASE, flag="RL"),
+    # An abort the route's fault injection chose (Envoy's FI); its status is the policy's,
+    # so the engines get it from `fault_abort`, this row's codes are only its defaults.
+    _refusal("fault_abort", 503, GRPC_UNAVAILABLE, "fault injected", RELEASE, flag="FI"),
 )
 
 # Engine failures, by the engine's failure kind (Failure.kind, the retry hook's input).
@@ -120,5 +130,24 @@ def refuse(reason: str) -> Refusal:
     return REFUSALS[reason]
 
 
-__all__ = ["COUNTERS", "DOWNSTREAM_RESET", "FAILURES", "FAILURE_RESULTS", "FEEDBACK", "NONE", "OUTCOMES",
-           "Outcome", "RELEASE", "REFUSALS", "RESPONSE_FLAGS", "refuse"]
+# Envoy's response flag of a request its route's fault injection delayed (then answered
+# however it was answered): the access log adds it to the reason's flag.
+DELAY_INJECTED_FLAG = "DI"
+_ABORTS: dict[tuple[int, int], Refusal] = {}
+
+
+def fault_abort(http_status: int, grpc_status: int) -> Refusal:
+    """The answer of an injected abort: the policy's HTTP status (gRPC callers get gRPC's
+    mapping of it), or its gRPC status (plain HTTP callers get that status's HTTP mapping).
+    One Refusal per status pair, kept: the policies name few."""
+    key = (http_status, grpc_status)
+    r = _ABORTS.get(key)
+    if r is None:
+        row = OUTCOMES["fault_abort"]
+        http = http_status if http_status > 0 else GRPC_TO_HTTP.get(grpc_status, row.http_status)
+        r = _ABORTS[key] = Refusal(http, grpc_status, row.message, row.reason)
+    return r
+
+
+__all__ = ["COUNTERS", "DELAY_INJECTED_FLAG", "DOWNSTREAM_RESET", "FAILURES", "FAILURE_RESULTS", "FEEDBACK", "NONE",
+           "OUTCOMES", "Outcome", "RELEASE", "REFUSALS", "RESPONSE_FLAGS", "fault_abort", "refuse"]
