@@ -26,6 +26,7 @@ from meshd.meshview import MeshView
 from meshd.observe import Metrics, MetricsServer, ObserveConfig, Observer, make_metrics_push, make_tracer
 from meshd.observe.accesslog import AccessLogs
 from meshd.proxy import MeshRuntime, RuntimeConfig, WorkloadCerts
+from meshd.rollout import Controller, RolloutCache, RolloutStats, host_audit
 from meshd.security import AuditLog, KeyRef, MeshCA, Roles, Tokens, spiffe
 from meshd.security.accesskeys import AccessKeys
 from meshd.security.acm import AcmCache, read_material
@@ -51,6 +52,9 @@ class MeshdConfig:
     etcd: list[str] = field(default_factory=list)  # empty: start the embedded etcd
     state_dir: str = DEFAULT_STATE_DIR
     host_name: str = field(default_factory=socket.gethostname)
+    # Where this host runs, (region, zone, sub_zone) (`--locality`): its routers prefer nearby
+    # endpoints and the instances registered through it carry it. Empty: none.
+    locality: tuple[str, str, str] = ("", "", "")
     lease_ttl: int = 10
     etcd_timeout: float = 3.0
     etcd_prefix: str = registry.store.DEFAULT_PREFIX
@@ -83,6 +87,9 @@ class MeshdConfig:
     # App Mesh's REST-JSON API with SigV4 (meshd.awsapi), HOST:PORT; empty: not served.
     aws_api: str = ""
     aws_api_rate: float = 100.0  # requests/s per access key (bursts of twice that); 0: unlimited
+    # Stand for election as rollout controller (meshd.rollout); every meshd with a data plane
+    # publishes its rollout statistics either way.
+    rollout_controller: bool = True
 
 
 def instance_on_lease(value: bytes, lease_id: int) -> bytes:
@@ -121,6 +128,9 @@ class Meshd:
         self.metrics_push = None
         self.aws_api = None
         self.access_keys = None
+        self.rollouts: RolloutCache | None = None
+        self.rollout_stats: RolloutStats | None = None
+        self.rollout_controller: Controller | None = None
         self._stopped = threading.Event()
 
     def start(self) -> "Meshd":
@@ -165,7 +175,7 @@ class Meshd:
                 except SecurityError as err:
                     log.info("mesh CA deferred", extra={"mesh": data.mesh_name, "reason": str(err)})
 
-        resources = Resources(self.store, ApiConfig(quotas=cfg.quotas), host=cfg.host_name,
+        resources = Resources(self.store, ApiConfig(quotas=cfg.quotas, locality=cfg.locality), host=cfg.host_name,
                               host_lease=self.lease, on_create=[give_mesh_a_ca], identity=aws)
         self.resources = resources
         self.identity = HostIdentity(ca, cfg.host_name, cfg.state_dir,
@@ -194,6 +204,7 @@ class Meshd:
         self.observer = self._observer(cfg)
         if cfg.runtime is not None and (cfg.runtime.apps or cfg.runtime.gateways):
             self.runtime = self._start_runtime(cfg, ca, resources)
+        self._start_rollouts(cfg, resources, access, creds)
         # Published last, so a host that is listed is a host that is serving.
         self.host_record = HostRecord(
             self.store, self.lease, host_name=cfg.host_name, admin_address=self.admin.address,
@@ -257,6 +268,19 @@ class Meshd:
         return Observer(metrics, tracer=make_tracer(cfg.observe, metrics, cfg.host_name),
                         access_logs=AccessLogs(metrics.access_log_dropped.inc))
 
+    def _start_rollouts(self, cfg: MeshdConfig, resources: Resources, access: Access, creds) -> None:
+        """Rollouts: the statistics this data plane counts, and the controller, which writes
+        its route updates as this host, audited as the API gate audits."""
+        self.rollouts = RolloutCache(self.store).start()
+        if self.runtime is not None:
+            self.rollout_stats = RolloutStats(self.store, self.lease, self.rollouts, cfg.host_name).start()
+            self.observer.rollout_routes = self.rollout_stats.routes
+        if cfg.rollout_controller:
+            subject = self.identity.identity if creds is not None else cfg.host_name
+            self.rollout_controller = Controller(resources, self.store, self.lease, self.rollouts, cfg.host_name,
+                                                 host_audit(access, subject)).start()
+            self.observer.metrics.registry.register(self.rollout_controller)
+
     @property
     def metrics_address(self) -> str:
         """Where /metrics is served (HOST:PORT, the port chosen when 0 was asked), or ""."""
@@ -303,7 +327,8 @@ class Meshd:
                 mesh_name=mesh, virtual_node_name=node, instance_id=instance_id))
 
         runtime = MeshRuntime(
-            rt, view=MeshView(trust_domain=cfg.trust_domain), certs=WorkloadCerts(cfg.trust_domain, sign),
+            rt, view=MeshView(trust_domain=cfg.trust_domain, locality=cfg.locality),
+            certs=WorkloadCerts(cfg.trust_domain, sign),
             register=register, deregister=deregister,
             watch=lambda active: resources.watch(admin_pb2.WatchRequest(), active), host_name=cfg.host_name,
             claim_gateway=lambda mesh, gw: claim_gateway(self.store, self.lease, cfg.host_name, mesh, gw),
@@ -327,6 +352,9 @@ class Meshd:
         the API, identity renewal, host lease (its instances and host record vanish), store, etcd."""
         if self.host_record:
             self.host_record.stop()
+        for part in (self.rollout_controller, self.rollout_stats, self.rollouts):
+            if part is not None:
+                part.stop()
         if self.runtime:
             self.runtime.stop()
         if self.observer:

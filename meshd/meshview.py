@@ -165,7 +165,7 @@ class MeshView:
             # The egress looks up the instance behind an endpoint among its node's instances.
             snap.instances.update({n: routed_instances(snap, n) for n, data in snap.nodes.items()
                                    if cloud_map_service(data) is not None})
-            router = fr.Router(compiled.lowered, seed=self.seed)
+            router = fr.Router(compiled.lowered, seed=self.seed, locality=self.locality)
             for node, eps in compiled.endpoints.items():
                 router.set_endpoints(node, list(eps))
             self.generations += 1

@@ -31,6 +31,9 @@ meshd's own settings, beside them:
                              the ECS task metadata endpoint (ECS_CONTAINER_METADATA_URI_V4),
                              else the first address of a non-loopback interface
     MESHD_INSTANCE_ID        the instance id; else the ECS task id, else HOSTNAME
+    MESHD_LOCALITY           region/zone[/sub_zone] of this task, for locality-aware balancing;
+                             else the ECS task metadata's AvailabilityZone and the region of its
+                             TaskARN; the sub-zone defaults to the meshd's host name
 
 The app's port and protocol come from the virtual node's first listener, as Envoy's
 listeners came from the node's spec: the sidecar waits for the node to exist. On SIGTERM it
@@ -143,6 +146,27 @@ def instance_address(env) -> str:
             return s.getsockname()[0]
         except OSError:
             return "127.0.0.1"
+
+
+def locality(env, host_name: str) -> tuple[str, str, str]:
+    """(region, zone, sub_zone) of this task or pod (see the module's doc); ("", "", "")
+    when nothing tells. The ECS task metadata v4 `/task` document names the task's
+    AvailabilityZone, and its TaskARN (arn:aws:ecs:<region>:<account>:task/...) the region."""
+    from meshd.proxy.config import parse_locality  # noqa: PLC0415 - the proxy loads with the daemon
+
+    if env.get("MESHD_LOCALITY", "").strip():
+        return parse_locality(env["MESHD_LOCALITY"].strip(), host_name)
+    uri = env.get("ECS_CONTAINER_METADATA_URI_V4")
+    if uri:
+        try:
+            with urllib.request.urlopen(uri.rstrip("/") + "/task", timeout=5) as r:
+                task = json.load(r)
+            zone, arn = task.get("AvailabilityZone", ""), task.get("TaskARN", "").split(":")
+            if zone and len(arn) > 3 and arn[3]:
+                return arn[3], zone, host_name
+        except (OSError, ValueError) as err:
+            log.warning("ECS task metadata unreadable", extra={"uri": uri, "error": str(err)})
+    return "", "", ""
 
 
 def instance_id(env) -> str:
@@ -370,6 +394,12 @@ def run(env=None) -> int:
     res = s.resource
     state = {"state": "PRE_INITIALIZING", "daemon": None, "spec": None}
     address, iid = instance_address(env), instance_id(env)
+    host_name = env.get("MESHD_HOST_NAME", iid)
+    try:
+        where = locality(env, host_name)
+    except ValueError as err:
+        print(f"meshd sidecar: MESHD_LOCALITY: {err}", flush=True)
+        return 2
 
     def registry_of():
         d = state["daemon"]
@@ -424,7 +454,7 @@ def run(env=None) -> int:
             admin=env.get("MESHD_ADMIN", "127.0.0.1:9902"), etcd=s.etcd,
             etcd_prefix=env.get("MESHD_ETCD_PREFIX", "/meshd/v1/"),
             state_dir=env.get("MESHD_STATE_DIR", os.path.join(os.environ.get("TMPDIR", "/tmp"), "meshd-sidecar")),
-            host_name=env.get("MESHD_HOST_NAME", iid),
+            host_name=host_name, locality=where,
             cluster_key=env.get("MESHD_CLUSTER_KEY", "/etc/meshd/cluster.key"),
             trust_domain=env.get("MESHD_TRUST_DOMAIN", "meshd.local"), join_token=env.get("MESHD_JOIN_TOKEN", ""),
             join_server=env.get("MESHD_JOIN_SERVER", ""), signer=env.get("MESHD_SIGNER", ""),

@@ -13,6 +13,7 @@ from meshd.api.resources import QUOTAS, parse_quota
 from meshd.app import DEFAULT_ADMIN, DEFAULT_CLUSTER_KEY, DEFAULT_STATE_DIR, Meshd, MeshdConfig
 from meshd.observe import DEFAULT_METRICS, ObserveConfig
 from meshd.proxy import RuntimeConfig
+from meshd.proxy.config import parse_locality
 from meshd.security import ClusterKey
 from meshd.security.errors import ClusterKeyError
 
@@ -58,6 +59,10 @@ def _run_args(run: argparse.ArgumentParser) -> None:
                      help=f"embedded etcd data and the host identity (default {DEFAULT_STATE_DIR})")
     run.add_argument("--host-name", default=env("MESHD_HOST_NAME") or None,
                      help="this host's name in the mesh (default: the system host name)")
+    run.add_argument("--locality", default=env("MESHD_LOCALITY", ""), metavar="REGION/ZONE[/SUB_ZONE]",
+                     help="where this host runs, for locality-aware balancing: its routers prefer endpoints "
+                          "near it, and the instances it registers carry it (sub-zone default: the host "
+                          "name; default: none)")
     run.add_argument("--cluster-key", default=env("MESHD_CLUSTER_KEY", DEFAULT_CLUSTER_KEY),
                      help=f"the cluster key file; hosts without it cannot sign (default {DEFAULT_CLUSTER_KEY})")
     run.add_argument("--trust-domain", default=env("MESHD_TRUST_DOMAIN", "meshd.local"))
@@ -205,6 +210,11 @@ def main(argv: list[str] | None = None) -> int:
     )
     if args.host_name:
         cfg.host_name = args.host_name
+    try:
+        cfg.locality = parse_locality(args.locality, cfg.host_name)
+    except ValueError as err:
+        print(f"meshd: --locality: {err}", file=sys.stderr)
+        return 2
     cfg.observe = observe
     if args.metrics is not None:
         cfg.observe.metrics = "" if args.metrics == "off" else args.metrics

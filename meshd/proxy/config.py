@@ -224,6 +224,18 @@ class _Doc:
             raise ConfigError(self._at(str(unknown[0])), "unknown key")
 
 
+def parse_locality(text: str, host_name: str) -> tuple[str, str, str]:
+    """`region/zone[/sub_zone]` (`meshd run --locality`, MESHD_LOCALITY) as (region, zone,
+    sub_zone); the sub-zone defaults to this host's name, as Envoy's locality nests a host
+    in a zone in a region. "" is no locality: ("", "", "")."""
+    if not text:
+        return "", "", ""
+    parts = text.split("/")
+    if len(parts) not in (2, 3) or not all(parts):
+        raise ConfigError("locality", f"expected REGION/ZONE[/SUB_ZONE], got {text!r}")
+    return parts[0], parts[1], parts[2] if len(parts) == 3 else host_name
+
+
 def split_address(address: str) -> tuple[str, int]:
     """"HOST:PORT" (or "[v6]:PORT") -> (host, port)."""
     host, port = address.rsplit(":", 1)

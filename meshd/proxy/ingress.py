@@ -7,6 +7,9 @@ backend, then delivers to the local instance the request names.
 """
 from __future__ import annotations
 
+import time
+
+import _fastroute as fr
 from meshd.compile import listener_timeouts, services_reaching
 from meshd.dataplane import Target
 from meshd.gateway import gateway_targets
@@ -21,17 +24,19 @@ from meshd.security import spiffe
 
 class _Admission:
     """The ingress's verdict on one (local instance, caller certificate, service) within one
-    generation of the mesh's table: the caller's name for metrics, the series, and the
-    Refusal or the Target of the local instance. Made by the first such request."""
+    generation of the mesh's table: the caller's name for metrics, the series, the
+    Refusal or the Target of the local instance, and the token bucket of the instance's
+    node listener (NodePolicy) or None. Made by the first such request."""
 
-    __slots__ = ("live", "app", "source", "series", "answer")
+    __slots__ = ("live", "app", "source", "series", "answer", "bucket")
 
-    def __init__(self, live, app, source, series, answer):
+    def __init__(self, live, app, source, series, answer, bucket):
         self.live = live
         self.app = app
         self.source = source
         self.series = series
         self.answer = answer
+        self.bucket = bucket
 
 
 # The engines' completion reason when the upstream could not be connected to (the
@@ -53,6 +58,10 @@ class Ingress:
         self.on_unreachable = on_unreachable
         self.local: dict[str, object] = {}
         self._admissions: dict[tuple, _Admission] = {}
+        # (mesh, node, listener port) -> (its RateLimit, the TokenBucket of this meshd): a
+        # bucket outlives table generations while its limit is unchanged, so a configuration
+        # change elsewhere in the mesh never refills it.
+        self._buckets: dict[tuple[str, str, int], tuple] = {}
         # Per caller, the virtual services its DROP_ALL admission allows; rebuilt per config.
         self._declared: dict[tuple, frozenset[str]] = {}
 
@@ -74,6 +83,8 @@ class Ingress:
             a = self._admission(key, app, head.peer_cert, service, x)
         x.source = a.source
         self.observe.bound(x, a.series, app.virtual_node, app.instance_id)
+        if a.bucket is not None and a.answer.__class__ is Target and not a.bucket.take(time.monotonic_ns()):
+            return REFUSALS["rate_limited"]
         return a.answer
 
     def complete(self, head, target, status, grpc_status, reason, duration_ns) -> None:
@@ -99,7 +110,14 @@ class Ingress:
                 node = snap.nodes.get(app.virtual_node) if snap is not None else None
                 idle = listener_timeouts(node.spec)[1] if node is not None else None
                 made[:] = live, Target(app.address, app.port, idle_timeout=idle)
-            return self.admit(app, head.peer_cert, None)[1] or made[1]
+            refusal = self.admit(app, head.peer_cert, None)[1]
+            if refusal is not None:
+                return refusal
+            # A TCP listener's token bucket counts connections (Envoy's network local rate limit).
+            bucket = self.listener_bucket(app)
+            if bucket is not None and not bucket.take(time.monotonic_ns()):
+                return REFUSALS["rate_limited"]
+            return made[1]
         return decide
 
     def _admission(self, key: tuple, app, peer_cert: bytes | None, service: str, x) -> _Admission:
@@ -112,11 +130,37 @@ class Ingress:
         x.source = (sid.name if sid.kind == spiffe.GATEWAY else sid.node) if sid is not None else UNKNOWN
         series = self.observe.series(x, service if snap is not None and service in snap.services else UNKNOWN, "",
                                      app.virtual_node)
-        a = _Admission(live, app, x.source, series, refusal or self._local_target(snap, app))
+        a = _Admission(live, app, x.source, series, refusal or self._local_target(snap, app),
+                       self.listener_bucket(app))
         if len(self._admissions) >= MAX_BINDINGS:
             self._admissions.clear()
         self._admissions[key] = a
         return a
+
+    def listener_bucket(self, app):
+        """The token bucket of `app`'s node listener on this meshd (NodePolicy
+        listenerRateLimits), or None. The listener is the one on the app's port, or the
+        node's only listener (meshd serves a node's instances on one listener port)."""
+        live = self.view.live(app.mesh)
+        if live is None:
+            return None
+        limits = live.compiled.listener_limits
+        port = app.port
+        if (app.virtual_node, port) not in limits:
+            node = live.snapshot.nodes.get(app.virtual_node) if live.snapshot is not None else None
+            listeners = node.spec.listeners if node is not None else ()
+            if len(listeners) != 1:
+                return None
+            port = listeners[0].port_mapping.port
+        rl = limits.get((app.virtual_node, port))
+        key = (app.mesh, app.virtual_node, port)
+        kept = self._buckets.get(key)
+        if rl is None:
+            self._buckets.pop(key, None)
+            return None
+        if kept is None or kept[0] != rl:
+            kept = self._buckets[key] = (rl, fr.TokenBucket(rl.max_tokens, rl.tokens_per_fill, rl.fill_interval_ms))
+        return kept[1]
 
     @staticmethod
     def _local_target(snap, app) -> Target:
