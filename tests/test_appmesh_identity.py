@@ -421,7 +421,7 @@ def test_limits_agree_with_the_app_mesh_model():
 
     def member(op, name):
         return shapes[shapes[ops[op]["input"]["shape"]]["members"][name]["shape"]]
-    for kind in K.KINDS:
+    for kind in K.APPMESH_KINDS:
         assert member(f"List{kind.plural_title}", "limit")["max"] == R.MAX_LIMIT
         for verb in ("Create", "Update"):
             required = "spec" in shapes[ops[f"{verb}{kind.title}"]["input"]["shape"]].get("required", [])

@@ -121,6 +121,22 @@ class AwsIdentityMismatch(ApiError):
         return {"field": self.field, "recorded": self.recorded, "requested": self.requested}
 
 
+class Claimed(ApiError):
+    """A second resource of a kind that allows one per target: a second RoutePolicy of a
+    route, a second NodePolicy of a node, a second unfinished Rollout of a route."""
+
+    code = grpc.StatusCode.ALREADY_EXISTS
+    reason = "ALREADY_CLAIMED"
+
+    def __init__(self, kind: str, target: str, holder: str):
+        self.kind, self.target, self.holder = kind, target, holder
+        super().__init__(f"{describe_path(target)} already has {describe_path(holder)}: at most one {kind} "
+                         f"may hold it at a time; update or delete that one instead")
+
+    def metadata(self) -> dict[str, str]:
+        return {"resource": self.target, "holder": self.holder, "kind": self.kind}
+
+
 # registry error class -> (gRPC code, reason). The reason strings are part of the API.
 _REGISTRY = {
     registry.NotFound: (grpc.StatusCode.NOT_FOUND, "NOT_FOUND"),

@@ -11,14 +11,22 @@ collection of its own so a List is one key-ordered range:
     virtualNodes/<mesh>/<node>          virtualServices/<mesh>/<service>
     virtualRouters/<mesh>/<router>      routes/<mesh>/<router>/<route>
     virtualGateways/<mesh>/<gateway>    gatewayRoutes/<mesh>/<gateway>/<gatewayRoute>
+    routePolicies/<mesh>/<policy>       nodePolicies/<mesh>/<policy>      (meshd.v1 beyond App Mesh)
+    rollouts/<mesh>/<rollout>
     instances/<mesh>/<node>/<instanceId>
     hosts/<hostName>                    (each meshd's own record, under its host lease)
     tags/<resource path>                refs/<target path>|<referrer path>
+    claims/<collection>/<target path>|<claimant path>   (one claimant per target and kind)
     cluster/aws-identity                (the partition, region and account of every ARN)
 
 ARNs are App Mesh's, computed from a resource's ids whenever it is read:
 
     arn:<partition>:appmesh:<region>:<account>:mesh/<mesh>/virtualRouter/<router>/route/<route>
+
+The kinds meshd adds beyond App Mesh's model (RoutePolicy, NodePolicy, Rollout) follow the
+same conventions, with ARNs of the same form (mesh/<mesh>/routePolicy/<policy>). App Mesh
+has no such kinds, so its REST API, CloudFormation and controller exports leave them out
+(`APPMESH_KINDS`).
 """
 from __future__ import annotations
 
@@ -48,8 +56,11 @@ class Kind:
     arn_segment: str  # App Mesh ARN segment, e.g. "virtualNode"
     # App Mesh's Create and Update inputs require a spec for every kind but the mesh.
     spec_required: bool = True
-    # Targets this resource's spec refers to, as (store path, role) pairs.
+    # Store paths of the resources this resource's spec refers to.
     references: Callable[[str, object], list[str]] = field(default=lambda mesh, spec: [])
+    # Store paths this resource holds exclusively among its kind (RoutePolicy: its route),
+    # from (mesh, data): a Rollout holds its route only while it is not finished.
+    claims: Callable[[str, object], list[str]] = field(default=lambda mesh, data: [])
 
     @property
     def id_fields(self) -> tuple[str, ...]:
@@ -176,7 +187,40 @@ def _gateway_route_refs(mesh: str, spec) -> list[str]:
     return out
 
 
-def _kind(name, title, plural, collection, parents, refs=None, arn_segment=None) -> Kind:
+def route_reference(mesh: str, spec) -> list[str]:
+    """The store path of the route a policy or rollout spec names, if it names one."""
+    router = _get(spec, "route", "virtual_router_name")
+    route = _get(spec, "route", "route_name")
+    return [f"routes/{mesh}/{router}/{route}"] if router and route else []
+
+
+def _node_paths(mesh: str, names) -> list[str]:
+    return list(dict.fromkeys(f"virtualNodes/{mesh}/{n}" for n in names if n))
+
+
+def _route_policy_refs(mesh: str, spec) -> list[str]:
+    return route_reference(mesh, spec) + _node_paths(mesh, [_get(spec, "mirror", "virtual_node")])
+
+
+def _node_policy_refs(mesh: str, spec) -> list[str]:
+    return _node_paths(mesh, [_get(spec, "virtual_node_name")])
+
+
+def _rollout_refs(mesh: str, spec) -> list[str]:
+    return route_reference(mesh, spec) + _node_paths(
+        mesh, [_get(spec, "stable", "virtual_node"), _get(spec, "canary", "virtual_node")])
+
+
+# A rollout in one of these phases is over: its controller no longer writes the route, so
+# another rollout of the same route may start.
+FINISHED_PHASES = ("PROMOTED", "ROLLED_BACK", "ABORTED")
+
+
+def _rollout_claims(mesh: str, data) -> list[str]:
+    return [] if data.status.phase in FINISHED_PHASES else route_reference(mesh, data.spec)
+
+
+def _kind(name, title, plural, collection, parents, refs=None, arn_segment=None, claims=None) -> Kind:
     snake = "".join("_" + c.lower() if c.isupper() else c for c in name)
     return Kind(
         name=name, title=title, plural_title=plural, collection=collection, field=snake,
@@ -185,7 +229,7 @@ def _kind(name, title, plural, collection, parents, refs=None, arn_segment=None)
         data_cls=getattr(admin_pb2, title + "Data"), ref_cls=getattr(admin_pb2, title + "Ref"),
         spec_cls=getattr(spec_pb2, title + "Spec"), status_cls=getattr(spec_pb2, title + "Status"),
         arn_segment=arn_segment or name, spec_required=name != "mesh",
-        references=refs or (lambda mesh, spec: []),
+        references=refs or (lambda mesh, spec: []), claims=claims or (lambda mesh, data: []),
     )
 
 
@@ -199,8 +243,21 @@ VIRTUAL_GATEWAY = _kind("virtualGateway", "VirtualGateway", "VirtualGateways", "
 GATEWAY_ROUTE = _kind("gatewayRoute", "GatewayRoute", "GatewayRoutes", "gatewayRoutes",
                       ("mesh_name", "virtual_gateway_name"), _gateway_route_refs)
 
-KINDS: tuple[Kind, ...] = (MESH, VIRTUAL_NODE, VIRTUAL_SERVICE, VIRTUAL_ROUTER, ROUTE,
-                           VIRTUAL_GATEWAY, GATEWAY_ROUTE)
+# meshd.v1 kinds beyond App Mesh. "Policys" is the RPC names' spelling (ListRoutePolicys).
+# At most one RoutePolicy per route and one NodePolicy per node: two would leave the router
+# to pick between their faults or limits.
+ROUTE_POLICY = _kind("routePolicy", "RoutePolicy", "RoutePolicys", "routePolicies", ("mesh_name",),
+                     _route_policy_refs, claims=lambda mesh, data: route_reference(mesh, data.spec))
+NODE_POLICY = _kind("nodePolicy", "NodePolicy", "NodePolicys", "nodePolicies", ("mesh_name",),
+                    _node_policy_refs, claims=lambda mesh, data: _node_policy_refs(mesh, data.spec))
+ROLLOUT = _kind("rollout", "Rollout", "Rollouts", "rollouts", ("mesh_name",), _rollout_refs,
+                claims=_rollout_claims)
+
+APPMESH_KINDS: tuple[Kind, ...] = (MESH, VIRTUAL_NODE, VIRTUAL_SERVICE, VIRTUAL_ROUTER, ROUTE,
+                                   VIRTUAL_GATEWAY, GATEWAY_ROUTE)
+BEYOND_KINDS: tuple[Kind, ...] = (ROUTE_POLICY, NODE_POLICY, ROLLOUT)
+# Every kind the admin API serves, watches, snapshots and authorizes.
+KINDS: tuple[Kind, ...] = APPMESH_KINDS + BEYOND_KINDS
 BY_NAME = {k.name: k for k in KINDS}
 BY_COLLECTION = {k.collection: k for k in KINDS}
 BY_ID_FIELD = {k.name_field: k for k in KINDS}
@@ -208,6 +265,16 @@ BY_TITLE = {k.title: k for k in KINDS}
 BY_ARN_SEGMENT = {k.arn_segment: k for k in KINDS}
 INSTANCES = "instances"
 HOSTS = "hosts"
+CLAIMS = "claims"
+
+
+def claim_prefix(kind: Kind, target: str) -> str:
+    """The keys under which resources of `kind` claim `target`; at most one holds it."""
+    return f"{CLAIMS}/{kind.collection}/{target}|"
+
+
+def claim_key(kind: Kind, target: str, claimant: str) -> str:
+    return claim_prefix(kind, target) + claimant
 
 
 def children_of(kind: Kind, ids: tuple[str, ...]) -> list[str]:

@@ -30,7 +30,7 @@ from google.protobuf import timestamp_pb2
 
 import registry
 from meshd.api import kinds as K
-from meshd.api.errors import (AwsIdentityMismatch, BadRequest, Forbidden, LimitExceeded, TooManyTags,
+from meshd.api.errors import (AwsIdentityMismatch, BadRequest, Claimed, Forbidden, LimitExceeded, TooManyTags,
                               VersionConflict)
 from meshd.api.validate import FieldViolation, InvalidSpec, validate_name, validate_spec
 from meshd.v1 import admin_pb2
@@ -45,12 +45,16 @@ MAX_TAGS_LIMIT = 50
 MAX_TAGS = 50
 # The cluster's AwsIdentity, written once by the first meshd (create-if-absent).
 AWS_IDENTITY_PATH = "cluster/aws-identity"
-# App Mesh's quota names, one per kind: "meshes", "virtualNodesPerMesh", ...
-QUOTAS: tuple[str, ...] = tuple(k.quota for k in K.KINDS)
+# App Mesh's quota names, one per kind of its model: "meshes", "virtualNodesPerMesh", ...
+QUOTAS: tuple[str, ...] = tuple(k.quota for k in K.APPMESH_KINDS)
 # An update without an expected version re-reads and retries when another writer got in
 # between; bounded so a hot resource cannot keep a request spinning.
 _UPDATE_ATTEMPTS = 16
 _INSTANCE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$")
+# A locality's region, zone or sub-zone: a cloud's name for it (us-east-1, us-east-1a) or a
+# host name; "/" stays out, as `meshd run --locality region/zone/sub_zone` splits on it.
+_LOCALITY_PART = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$")
+LOCALITY_PARTS = ("region", "zone", "sub_zone")
 _HEALTH = ("HEALTHY", "UNHEALTHY", "UNKNOWN")
 _TOKEN = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 _ACCOUNT = re.compile(r"^[0-9]{12}$")
@@ -88,8 +92,14 @@ class ApiConfig:
     # Quota name (QUOTAS) -> the most resources of that kind one parent may hold. App Mesh's
     # quotas are per account and adjustable; a quota not given here is unlimited.
     quotas: Mapping[str, int] = field(default_factory=dict)
+    # This meshd's own (region, zone, sub_zone): the locality of the instances registered
+    # through it without one of their own. ("", "", "") when it has none.
+    locality: tuple[str, str, str] = ("", "", "")
 
     def __post_init__(self):
+        if len(self.locality) != 3 or locality_violations(*self.locality, field="locality"):
+            raise ValueError(f"locality {self.locality!r}: expected (region, zone, sub_zone), each empty or "
+                             "letters, digits and . _ : -, a zone only with a region, a sub-zone only with a zone")
         for name, value in self.quotas.items():
             if name not in QUOTAS:
                 raise ValueError(f"unknown quota {name!r}; the quotas are {', '.join(QUOTAS)}")
@@ -106,6 +116,22 @@ def parse_quota(text: str) -> tuple[str, int]:
     quota = (name.strip(), int(value))
     ApiConfig(quotas=dict([quota]))
     return quota
+
+
+def locality_violations(region: str, zone: str, sub_zone: str, *, field: str) -> list[FieldViolation]:
+    """What is wrong with a locality. Envoy's localities nest: a zone lies in a region and a
+    sub-zone in a zone, so an inner part without its outer one has no place."""
+    out = []
+    parts = (region, zone, sub_zone)
+    for name, value in zip(LOCALITY_PARTS, parts):
+        if value and not _LOCALITY_PART.match(value):
+            out.append(FieldViolation(f"{field}.{_camel(name)}", "1-128 letters, digits and . _ : - starting with "
+                                      f"a letter or digit; got {value!r}"))
+    for outer, inner in ((0, 1), (1, 2)):
+        if parts[inner] and not parts[outer]:
+            out.append(FieldViolation(f"{field}.{_camel(LOCALITY_PARTS[outer])}",
+                                      f"required when {_camel(LOCALITY_PARTS[inner])} is given"))
+    return out
 
 
 def establish_aws_identity(store: registry.Store, *, partition: str = "", region: str = "",
@@ -299,6 +325,13 @@ class Resources:
             raise registry.NotFound(kind.path(ids))
         return item, self._decode(kind, item)
 
+    def _read_version(self, kind: K.Kind, ids, expected: int | None) -> tuple[registry.Item, object]:
+        """The resource, or VersionConflict when `expected` is given and is not its version."""
+        item, data = self._read(kind, ids)
+        if expected is not None and data.metadata.version != expected:
+            raise VersionConflict(K.describe_path(kind.path(ids)), expected, data.metadata.version)
+        return item, data
+
     def _response(self, kind: K.Kind, verb: str, data):
         resp = getattr(admin_pb2, f"{verb}{kind.title}Response")()
         getattr(resp, kind.field).CopyFrom(data)
@@ -328,6 +361,63 @@ class Resources:
         self._stamp(kind, getattr(resp, kind.field))
         return resp
 
+    def _claim_changes(self, kind: K.Kind, ids: tuple[str, ...], old, new) -> dict:
+        """The Write arguments that move `kind`'s claims from `old` data (None on create) to
+        `new` (None on delete): a claim taken needs its target's claim range empty, which
+        etcd checks in the write's own transaction, so two racing creates cannot both win."""
+        path = kind.path(ids)
+        before = kind.claims(ids[0], old) if old is not None else []
+        after = kind.claims(ids[0], new) if new is not None else []
+        taken = [t for t in after if t not in before]
+        return {
+            "require_empty": tuple(K.claim_prefix(kind, t) for t in taken),
+            "puts": tuple((K.claim_key(kind, t, path), b"") for t in taken),
+            "deletes": tuple(K.claim_key(kind, t, path) for t in before if t not in after),
+        }
+
+    def _commit(self, kind: K.Kind, write: registry.Write) -> registry.Committed:
+        """Commit, turning a taken claim (the registry's "range not empty") into Claimed."""
+        try:
+            return self.store.commit(write)
+        except registry.InUse as err:
+            prefix = f"{K.CLAIMS}/{kind.collection}/"
+            held = [r for r in err.referrers if r.startswith(prefix)]
+            if err.path != write.path or not held:
+                raise
+            target, _, holder = held[0][len(prefix):].partition("|")
+            raise Claimed(kind.name, target, holder) from err
+
+    def _check_rollout_targets(self, kind: K.Kind, ids: tuple[str, ...], spec) -> None:
+        """A Rollout moves weight between two of its route's weighted targets, so both must
+        be among them (with the same port, when the rollout gives one). The route is read
+        before the write's transaction: a route changed in between is the controller's to
+        find, as it is when the route changes later. A missing route is left to the write,
+        which reports it as every missing reference is reported."""
+        if kind is not K.ROLLOUT:
+            return
+        route = K.route_reference(ids[0], spec)
+        item = self.store.get(route[0]) if route else None
+        if item is None:
+            return
+        data = K.ROUTE.data_cls()
+        data.ParseFromString(item.value)
+        targets = [(t.virtual_node, t.port if t.HasField("port") else None)
+                   for rk in K.ROUTE_KINDS for t in getattr(data.spec, rk).action.weighted_targets]
+        violations = []
+        for member in ("stable", "canary"):
+            want = getattr(spec, member)
+            port = want.port if want.HasField("port") else None
+            if not want.HasField("virtual_node") or any(
+                    n == want.virtual_node and (port is None or p == port) for n, p in targets):
+                continue
+            named = want.virtual_node + (f" port {port}" if port is not None else "")
+            listed = ", ".join(n + (f":{p}" if p is not None else "") for n, p in targets) or "none"
+            violations.append(FieldViolation(
+                f"spec.{member}.virtualNode",
+                f"{named} is not a weighted target of {K.describe_path(route[0])} (its targets: {listed})"))
+        if violations:
+            raise InvalidSpec(violations)
+
     # -- CRUD -------------------------------------------------------------------------
     def create(self, kind: K.Kind, request):
         ids = self._ids(kind, request)
@@ -352,15 +442,21 @@ class Resources:
         md.created_at.CopyFrom(now)
         md.last_updated_at.CopyFrom(now)
         data.status.status = "ACTIVE"
+        if kind is K.ROLLOUT:
+            # The status is the controller's from here on (update_status); it starts before
+            # the first step, all traffic still on the stable target.
+            data.status.phase, data.status.step, data.status.canary_weight = "PROGRESSING", -1, 0
+        self._check_rollout_targets(kind, ids, request.spec)
         resp = self._response(kind, "Create", data)
         refs = tuple(kind.references(ids[0], request.spec))
-        puts = ()
+        claims = self._claim_changes(kind, ids, None, data)
+        puts = claims["puts"]
         if request.tags:
-            puts = ((f"tags/{path}", admin_pb2.TagList(tags=request.tags).SerializeToString()),)
-        done = self.store.commit(registry.Write(
+            puts += ((f"tags/{path}", admin_pb2.TagList(tags=request.tags).SerializeToString()),)
+        done = self._commit(kind, registry.Write(
             path, data.SerializeToString(deterministic=True), expect_revision=0,
             require=tuple(kind.parent_paths(ids)) + tuple((r, "reference") for r in refs),
-            refs_add=refs, puts=puts,
+            require_empty=claims["require_empty"], refs_add=refs, puts=puts,
             idempotency=(idem[0], idem[1] + b"\n" + resp.SerializeToString()) if idem else None,
         ))
         if done.replay is not None:
@@ -383,24 +479,28 @@ class Resources:
         if replay is not None:
             return replay
         path = kind.path(ids)
+        self._check_rollout_targets(kind, ids, request.spec)
         expected = request.expected_version if request.HasField("expected_version") else None
         for _ in range(_UPDATE_ATTEMPTS):
-            item, data = self._read(kind, ids)
-            if expected is not None and data.metadata.version != expected:
-                raise VersionConflict(K.describe_path(path), expected, data.metadata.version)
+            item, data = self._read_version(kind, ids, expected)
+            old = kind.data_cls()
+            old.CopyFrom(data)
             old_refs = set(kind.references(ids[0], data.spec))
             new_refs = kind.references(ids[0], request.spec)
+            # The spec only: a status is the server's (a Rollout's is its controller's).
             data.spec.CopyFrom(request.spec)
             data.metadata.version += 1
             data.metadata.last_updated_at.CopyFrom(_now())
             resp = self._response(kind, "Update", data)
+            claims = self._claim_changes(kind, ids, old, data)
             try:
-                done = self.store.commit(registry.Write(
+                done = self._commit(kind, registry.Write(
                     path, data.SerializeToString(deterministic=True), expect_revision=item.mod_revision,
                     require=tuple(kind.parent_paths(ids)) + tuple((r, "reference") for r in new_refs),
                     refs_add=tuple(r for r in new_refs if r not in old_refs),
                     refs_remove=tuple(r for r in old_refs if r not in new_refs),
                     idempotency=(idem[0], idem[1] + b"\n" + resp.SerializeToString()) if idem else None,
+                    **claims,
                 ))
             except registry.Conflict:
                 continue  # someone else wrote in between: re-read, and re-check `expected`
@@ -415,20 +515,42 @@ class Resources:
         path = kind.path(ids)
         expected = request.expected_version if request.HasField("expected_version") else None
         for _ in range(_UPDATE_ATTEMPTS):
-            item, data = self._read(kind, ids)
-            if expected is not None and data.metadata.version != expected:
-                raise VersionConflict(K.describe_path(path), expected, data.metadata.version)
+            item, data = self._read_version(kind, ids, expected)
             try:
                 self.store.commit(registry.Write(
                     path, None, expect_revision=item.mod_revision,
                     check_referrers=True, require_empty=tuple(K.children_of(kind, ids)),
                     refs_remove=tuple(kind.references(ids[0], data.spec)),
-                    deletes=(f"tags/{path}",),
+                    deletes=(f"tags/{path}", *self._claim_changes(kind, ids, data, None)["deletes"]),
                 ))
             except registry.Conflict:
                 continue
             data.status.status = "DELETED"
             return self._response(kind, "Delete", data)
+        raise registry.Conflict(path, 0, -1)
+
+    def update_status(self, kind: K.Kind, ids: tuple[str, ...], status, expected_version: int | None = None):
+        """Replace the status of the resource at `ids` (its spec untouched), bumping its
+        version; with `expected_version`, only if its version is still that one, else
+        VersionConflict. For the server's own writers (the rollout controller): user Create
+        and Update never write a status. A Watch sees the write as any other. A Rollout that
+        reaches a finished phase releases its route, so another rollout may start there.
+        Returns the resource's data as written."""
+        path = kind.path(ids)
+        for _ in range(_UPDATE_ATTEMPTS):
+            item, data = self._read_version(kind, ids, expected_version)
+            old = kind.data_cls()
+            old.CopyFrom(data)
+            data.status.CopyFrom(status)
+            data.metadata.version += 1
+            data.metadata.last_updated_at.CopyFrom(_now())
+            try:
+                self._commit(kind, registry.Write(
+                    path, data.SerializeToString(deterministic=True), expect_revision=item.mod_revision,
+                    **self._claim_changes(kind, ids, old, data)))
+            except registry.Conflict:
+                continue  # another writer got in between: re-read, and re-check the version
+            return data
         raise registry.Conflict(path, 0, -1)
 
     def list(self, kind: K.Kind, request):
@@ -576,6 +698,12 @@ class Resources:
             violations.append(FieldViolation("ttlSeconds", "must be 0 (host lease) or 1-86400"))
         if request.health and request.health not in _HEALTH:
             violations.append(FieldViolation("health", f"must be one of {', '.join(_HEALTH)}"))
+        locality = admin_pb2.Locality()
+        locality.CopyFrom(request.locality)
+        if not any(getattr(locality, p) for p in LOCALITY_PARTS):
+            # Registered without one: the instance runs where this meshd does.
+            locality = admin_pb2.Locality(**dict(zip(LOCALITY_PARTS, self.config.locality)))
+        violations += locality_violations(*(getattr(locality, p) for p in LOCALITY_PARTS), field="locality")
         if violations:
             raise InvalidSpec(violations)
         path = f"{K.INSTANCES}/{request.mesh_name}/{request.virtual_node_name}/{request.instance_id}"
@@ -589,7 +717,7 @@ class Resources:
             mesh_name=request.mesh_name, virtual_node_name=request.virtual_node_name,
             instance_id=request.instance_id, address=request.address, port=request.port,
             host=self.host, health=request.health or "UNKNOWN", attributes=request.attributes,
-            lease_id=lease, ttl_seconds=request.ttl_seconds)
+            lease_id=lease, ttl_seconds=request.ttl_seconds, locality=locality)
         inst.registered_at.CopyFrom(_now())
         value = inst.SerializeToString(deterministic=True)
         self.store.commit(registry.Write(

@@ -39,6 +39,7 @@ __all__ = [
     "FieldViolation",
     "InvalidSpec",
     "SPEC_TYPES",
+    "BEYOND_SPEC_TYPES",
     "parse_json",
     "to_json",
     "validate_name",
@@ -74,6 +75,13 @@ SPEC_TYPES: Mapping[str, type[Message]] = {
     "route": spec_pb2.RouteSpec,
     "virtualGateway": spec_pb2.VirtualGatewaySpec,
     "gatewayRoute": spec_pb2.GatewayRouteSpec,
+}
+# The spec message of each meshd.v1 kind beyond App Mesh's model; their limits are meshd's
+# own (see "meshd.v1 kinds beyond App Mesh" in RULES and CHECKS).
+BEYOND_SPEC_TYPES: Mapping[str, type[Message]] = {
+    "routePolicy": spec_pb2.RoutePolicySpec,
+    "nodePolicy": spec_pb2.NodePolicySpec,
+    "rollout": spec_pb2.RolloutSpec,
 }
 
 # ---------------------------------------------------------------------------------------
@@ -613,7 +621,7 @@ def validate_spec(kind: str, spec: Message | Mapping) -> None:
     """Check `spec` (a parsed spec message, or its App Mesh JSON) of resource `kind` against
     App Mesh's limits; raise InvalidSpec listing every violation, under `spec.`."""
     try:
-        spec_type = SPEC_TYPES[kind]
+        spec_type = SPEC_TYPES.get(kind) or BEYOND_SPEC_TYPES[kind]
     except KeyError:
         raise ValueError(f"unknown resource kind {kind!r}") from None
     if isinstance(spec, Mapping):

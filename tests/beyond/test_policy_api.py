@@ -1,0 +1,363 @@
+"""The admin API of the meshd.v1 kinds beyond App Mesh (RoutePolicy, NodePolicy, Rollout)
+against a real etcd, through a real gRPC server and client, and through meshctl as a user
+runs it: CRUD with versions, client tokens and pages, Watch, references both ways, one
+policy per route or node, one unfinished rollout per route, a server-owned rollout status,
+validation with field paths, RBAC and audit, instance localities."""
+from __future__ import annotations
+
+import threading
+
+import grpc
+import pytest
+from google.rpc import error_details_pb2
+from grpc_status import rpc_status
+
+from builders import create, node_spec, route_spec, shop, update
+from meshd.api import kinds as K
+from meshd.api.resources import ApiConfig, Resources
+from meshd.api.server import AdminServer
+from meshd.v1 import admin_pb2 as pb
+from meshd.v1 import admin_pb2_grpc, spec_pb2
+
+pytestmark = [pytest.mark.beyond, pytest.mark.etcd]
+
+ROUTE = {"virtualRouterName": "api-router", "routeName": "api"}
+
+
+def route_policy(**extra) -> dict:
+    return {"route": ROUTE, "rateLimit": {"maxTokens": 100, "tokensPerFill": 10,
+                                          "fillInterval": {"unit": "ms", "value": 100}}} | extra
+
+
+def node_policy(node: str = "api-v1", **extra) -> dict:
+    return {"virtualNodeName": node, "locality": {"enabled": True, "overprovisioningFactor": 140}} | extra
+
+
+def rollout(stable: str = "api-v1", canary: str = "api-v2", **extra) -> dict:
+    return {"route": ROUTE, "stable": {"virtualNode": stable}, "canary": {"virtualNode": canary},
+            "steps": [{"weight": w, "minDuration": {"unit": "s", "value": 30}} for w in (5, 25, 50, 100)],
+            "analysis": {"minSuccessRate": 99.0, "maxLatencyP99Ratio": 1.5}} | extra
+
+
+def refused(fn, *args, **kwargs) -> grpc.RpcError:
+    with pytest.raises(grpc.RpcError) as info:
+        fn(*args, **kwargs)
+    return info.value
+
+
+def details(err: grpc.RpcError) -> tuple[str, dict, list[str]]:
+    """(ErrorInfo reason, its metadata, the BadRequest violations as 'field: description')."""
+    reason, meta, violations = "", {}, []
+    for d in rpc_status.from_call(err).details:
+        if d.Is(error_details_pb2.ErrorInfo.DESCRIPTOR):
+            info = error_details_pb2.ErrorInfo()
+            d.Unpack(info)
+            reason, meta = info.reason, dict(info.metadata)
+        elif d.Is(error_details_pb2.BadRequest.DESCRIPTOR):
+            br = error_details_pb2.BadRequest()
+            d.Unpack(br)
+            violations += [f"{v.field}: {v.description}" for v in br.field_violations]
+    return reason, meta, violations
+
+
+def fields(err: grpc.RpcError) -> list[str]:
+    return [v.split(":", 1)[0] for v in details(err)[2]]
+
+
+def describe(stub, title: str, **ids):
+    kind = K.BY_TITLE[title]
+    req = getattr(pb, f"Describe{title}Request")(**ids)
+    return getattr(getattr(stub, f"Describe{title}")(req, timeout=10), kind.field)
+
+
+def delete(stub, title: str, expected_version=None, **ids):
+    req = getattr(pb, f"Delete{title}Request")(**ids)
+    if expected_version is not None:
+        req.expected_version = expected_version
+    return getattr(stub, f"Delete{title}")(req, timeout=10)
+
+
+@pytest.fixture
+def shop_api(admin):
+    shop(admin.stub)
+    return admin
+
+
+# -- CRUD, versions, tokens, pages ---------------------------------------------------------
+CASES = [
+    ("RoutePolicy", "routePolicyName", route_policy(), route_policy(mirror={"virtualNode": "web", "percentage": 5})),
+    ("NodePolicy", "nodePolicyName", node_policy(), node_policy(listenerRateLimits=[
+        {"port": 8080, "rateLimit": {"maxTokens": 5, "tokensPerFill": 5, "fillInterval": {"unit": "s", "value": 1}}}])),
+    ("Rollout", "rolloutName", rollout(), rollout(paused=True)),
+]
+
+
+@pytest.mark.parametrize("title,name_key,spec,new_spec", CASES, ids=[c[0] for c in CASES])
+def test_crud_versions_arn_and_tags(shop_api, title, name_key, spec, new_spec):
+    s = shop_api.stub
+    kind = K.BY_TITLE[title]
+    made = getattr(create(s, title, meshName="shop", **{name_key: "p1"}, spec=spec,
+                          tags=[{"key": "team", "value": "payments"}]), kind.field)
+    assert made.metadata.version == 1 and made.status.status == "ACTIVE"
+    assert made.metadata.arn == f"arn:aws:appmesh:us-east-1:000000000000:mesh/shop/{kind.name}/p1"
+    got = describe(s, title, mesh_name="shop", **{kind.name_field: "p1"})
+    assert got.spec == made.spec and got.metadata.uid == made.metadata.uid
+    # Tags by ARN, as for every kind.
+    tags = s.ListTagsForResource(pb.ListTagsForResourceRequest(resource_arn=made.metadata.arn), timeout=10).tags
+    assert [(t.key, t.value) for t in tags] == [("team", "payments")]
+    # Update with the right expected version; a stale one is ABORTED, naming both versions.
+    upd = getattr(update(s, title, expected_version=1, meshName="shop", **{name_key: "p1"}, spec=new_spec),
+                  kind.field)
+    assert upd.metadata.version == 2 and upd.spec != made.spec
+    err = refused(update, s, title, expected_version=1, meshName="shop", **{name_key: "p1"}, spec=spec)
+    assert err.code() == grpc.StatusCode.ABORTED
+    assert details(err)[:2] == ("VERSION_CONFLICT", {"expected": "1", "actual": "2"})
+    # Delete with a stale version is refused too; with the current one it goes, tags with it.
+    err = refused(delete, s, title, expected_version=1, mesh_name="shop", **{kind.name_field: "p1"})
+    assert err.code() == grpc.StatusCode.ABORTED
+    gone = getattr(delete(s, title, expected_version=2, mesh_name="shop", **{kind.name_field: "p1"}), kind.field)
+    assert gone.status.status == "DELETED"
+    assert refused(describe, s, title, mesh_name="shop", **{kind.name_field: "p1"}).code() == grpc.StatusCode.NOT_FOUND
+    assert shop_api.store.get(f"tags/{kind.path(('shop', 'p1'))}") is None
+
+
+def test_client_token_replays_and_refuses_another_body(shop_api):
+    s = shop_api.stub
+    first = create(s, "RoutePolicy", meshName="shop", routePolicyName="p", spec=route_policy(), clientToken="t-1")
+    again = create(s, "RoutePolicy", meshName="shop", routePolicyName="p", spec=route_policy(), clientToken="t-1")
+    assert again == first
+    other = route_policy(fault={"abort": {"percentage": 10, "httpStatus": 503}})
+    err = refused(create, s, "RoutePolicy", meshName="shop", routePolicyName="p", spec=other, clientToken="t-1")
+    assert details(err)[0] == "IDEMPOTENT_PARAMETER_MISMATCH"
+    # Without the token, the second create of the name is ALREADY_EXISTS, as for App Mesh's kinds.
+    err = refused(create, s, "RoutePolicy", meshName="shop", routePolicyName="p", spec=route_policy())
+    assert err.code() == grpc.StatusCode.ALREADY_EXISTS and details(err)[0] == "ALREADY_EXISTS"
+
+
+def test_list_pages(shop_api):
+    s = shop_api.stub
+    # One node policy per node: make nodes for them to name.
+    for i in range(5):
+        create(s, "VirtualNode", meshName="shop", virtualNodeName=f"n{i}", spec=node_spec())
+        create(s, "NodePolicy", meshName="shop", nodePolicyName=f"np{i}", spec=node_policy(f"n{i}"))
+    names, token, pages = [], "", 0
+    while True:
+        resp = s.ListNodePolicys(pb.ListNodePolicysRequest(mesh_name="shop", limit=2, next_token=token), timeout=10)
+        names += [r.node_policy_name for r in resp.node_policys]
+        assert all(r.version == 1 and r.arn.endswith(f"nodePolicy/{r.node_policy_name}") for r in resp.node_policys)
+        pages += 1
+        token = resp.next_token
+        if not token:
+            break
+    assert names == [f"np{i}" for i in range(5)] and pages == 3
+    err = refused(s.ListNodePolicys, pb.ListNodePolicysRequest(mesh_name="nowhere"), timeout=10)
+    assert err.code() == grpc.StatusCode.NOT_FOUND
+
+
+def test_watch_streams_policy_events(shop_api):
+    s = shop_api.stub
+    stream = s.Watch(pb.WatchRequest(mesh_name="shop"), timeout=30)
+    seen = []
+    first = next(stream)
+    assert first.reset and {e.kind for e in first.events} >= {"route", "virtualNode"}
+    create(s, "RoutePolicy", meshName="shop", routePolicyName="p", spec=route_policy())
+    create(s, "Rollout", meshName="shop", rolloutName="ro", spec=rollout())
+    delete(s, "RoutePolicy", mesh_name="shop", route_policy_name="p")
+    for resp in stream:
+        seen += [(e.kind, e.type, e.path) for e in resp.events]
+        if len(seen) >= 3:
+            break
+    stream.cancel()
+    put, delete_ = pb.ResourceEvent.PUT, pb.ResourceEvent.DELETE
+    assert seen == [("routePolicy", put, "routePolicies/shop/p"), ("rollout", put, "rollouts/shop/ro"),
+                    ("routePolicy", delete_, "routePolicies/shop/p")]
+    # Claims and references are internal: no event carries them.
+    snap = next(s.Watch(pb.WatchRequest(mesh_name="shop"), timeout=30))
+    assert [e.resource.rollout.status.phase for e in snap.events if e.kind == "rollout"] == ["PROGRESSING"]
+
+
+# -- references ----------------------------------------------------------------------------
+def test_references_must_exist_and_hold_their_targets(shop_api):
+    s = shop_api.stub
+    err = refused(create, s, "RoutePolicy", meshName="shop", routePolicyName="p",
+                  spec=route_policy(route={"virtualRouterName": "api-router", "routeName": "nope"}))
+    assert err.code() == grpc.StatusCode.NOT_FOUND
+    assert details(err)[1] == {"resource": "routes/shop/api-router/nope", "role": "reference"}
+    err = refused(create, s, "RoutePolicy", meshName="shop", routePolicyName="p",
+                  spec=route_policy(mirror={"virtualNode": "ghost", "percentage": 1}))
+    assert details(err)[1]["resource"] == "virtualNodes/shop/ghost"
+    err = refused(create, s, "NodePolicy", meshName="shop", nodePolicyName="np", spec=node_policy("ghost"))
+    assert err.code() == grpc.StatusCode.NOT_FOUND
+    err = refused(create, s, "Rollout", meshName="shop", rolloutName="ro", spec=rollout(canary="ghost"))
+    assert err.code() == grpc.StatusCode.INVALID_ARGUMENT  # ghost is not a target of the route
+    create(s, "RoutePolicy", meshName="shop", routePolicyName="p", spec=route_policy(
+        mirror={"virtualNode": "web", "percentage": 1}))
+    create(s, "NodePolicy", meshName="shop", nodePolicyName="np", spec=node_policy("api-v1"))
+    # A named route or node cannot go while a policy names it; the error names the policy.
+    err = refused(s.DeleteRoute, pb.DeleteRouteRequest(mesh_name="shop", virtual_router_name="api-router",
+                                                       route_name="api"), timeout=10)
+    assert err.code() == grpc.StatusCode.FAILED_PRECONDITION
+    assert details(err)[0] == "RESOURCE_IN_USE" and "routePolicy p in mesh shop" in err.details()
+    err = refused(s.DeleteVirtualNode, pb.DeleteVirtualNodeRequest(mesh_name="shop", virtual_node_name="web"),
+                  timeout=10)
+    assert "routePolicy p" in err.details()
+    # Not the mesh either, while its policies exist (App Mesh: a mesh goes when it is empty).
+    err = refused(s.DeleteMesh, pb.DeleteMeshRequest(mesh_name="shop"), timeout=10)
+    assert err.code() == grpc.StatusCode.FAILED_PRECONDITION
+    # Moving the mirror elsewhere releases web; deleting the policy releases the route.
+    update(s, "RoutePolicy", meshName="shop", routePolicyName="p", spec=route_policy())
+    s.DeleteVirtualService(pb.DeleteVirtualServiceRequest(mesh_name="shop", virtual_service_name="web.shop.local"),
+                           timeout=10)
+    s.DeleteVirtualNode(pb.DeleteVirtualNodeRequest(mesh_name="shop", virtual_node_name="web"), timeout=10)
+    delete(s, "RoutePolicy", mesh_name="shop", route_policy_name="p")
+    s.DeleteRoute(pb.DeleteRouteRequest(mesh_name="shop", virtual_router_name="api-router", route_name="api"),
+                  timeout=10)
+    err = refused(s.DeleteVirtualNode, pb.DeleteVirtualNodeRequest(mesh_name="shop", virtual_node_name="api-v1"),
+                  timeout=10)
+    assert "nodePolicy np" in err.details()
+
+
+def test_rollout_targets_must_be_the_routes_weighted_targets(shop_api):
+    s = shop_api.stub
+    create(s, "VirtualNode", meshName="shop", virtualNodeName="api-v3", spec=node_spec())
+    err = refused(create, s, "Rollout", meshName="shop", rolloutName="ro", spec=rollout(canary="api-v3"))
+    assert err.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert details(err)[2] == ["spec.canary.virtualNode: api-v3 is not a weighted target of route api of "
+                               "virtualRouter api-router in mesh shop (its targets: api-v1, api-v2)"]
+    err = refused(create, s, "Rollout", meshName="shop", rolloutName="ro",
+                  spec=rollout() | {"stable": {"virtualNode": "api-v1", "port": 9999}})
+    assert fields(err) == ["spec.stable.virtualNode"]
+    create(s, "Rollout", meshName="shop", rolloutName="ro", spec=rollout())
+    err = refused(update, s, "Rollout", meshName="shop", rolloutName="ro", spec=rollout(stable="api-v3"))
+    assert fields(err) == ["spec.stable.virtualNode"]
+    # The route, stable and canary nodes are all held.
+    for node in ("api-v1", "api-v2"):
+        err = refused(s.DeleteVirtualNode, pb.DeleteVirtualNodeRequest(mesh_name="shop", virtual_node_name=node),
+                      timeout=10)
+        assert "rollout ro in mesh shop" in err.details()
+
+
+# -- one per target ------------------------------------------------------------------------
+def test_one_policy_per_route_and_per_node(shop_api):
+    s = shop_api.stub
+    create(s, "RoutePolicy", meshName="shop", routePolicyName="first", spec=route_policy())
+    err = refused(create, s, "RoutePolicy", meshName="shop", routePolicyName="second", spec=route_policy())
+    assert err.code() == grpc.StatusCode.ALREADY_EXISTS
+    reason, meta, _ = details(err)
+    assert reason == "ALREADY_CLAIMED"
+    assert meta == {"resource": "routes/shop/api-router/api", "holder": "routePolicies/shop/first",
+                    "kind": "routePolicy"}
+    assert "already has routePolicy first in mesh shop" in err.details()
+    # A policy of another route may be moved onto it neither.
+    create(s, "Route", meshName="shop", virtualRouterName="api-router", routeName="other",
+           spec=route_spec({"api-v1": 1}, prefix="/other"))
+    other = route_policy(route={"virtualRouterName": "api-router", "routeName": "other"})
+    create(s, "RoutePolicy", meshName="shop", routePolicyName="second", spec=other)
+    err = refused(update, s, "RoutePolicy", meshName="shop", routePolicyName="second", spec=route_policy())
+    assert details(err)[0] == "ALREADY_CLAIMED"
+    # Updating a policy in place keeps its own claim; deleting it frees the route.
+    update(s, "RoutePolicy", meshName="shop", routePolicyName="first", spec=route_policy(
+        fault={"delay": {"percentage": 1, "fixedDelay": {"unit": "ms", "value": 5}}}))
+    delete(s, "RoutePolicy", mesh_name="shop", route_policy_name="first")
+    update(s, "RoutePolicy", meshName="shop", routePolicyName="second", spec=route_policy())
+    create(s, "NodePolicy", meshName="shop", nodePolicyName="a", spec=node_policy("web"))
+    err = refused(create, s, "NodePolicy", meshName="shop", nodePolicyName="b", spec=node_policy("web"))
+    assert details(err)[1]["holder"] == "nodePolicies/shop/a"
+
+
+def test_racing_creates_of_one_route_leave_one_policy(shop_api):
+    """The claim is checked inside the write's transaction: of creates racing for one route,
+    exactly one wins."""
+    s = shop_api.stub
+    results = []
+
+    def attempt(i):
+        try:
+            create(s, "RoutePolicy", meshName="shop", routePolicyName=f"p{i}", spec=route_policy())
+            results.append("ok")
+        except grpc.RpcError as err:
+            results.append(details(err)[0])
+    threads = [threading.Thread(target=attempt, args=(i,)) for i in range(6)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(30)
+    assert sorted(results) == ["ALREADY_CLAIMED"] * 5 + ["ok"]
+    assert len(s.ListRoutePolicys(pb.ListRoutePolicysRequest(mesh_name="shop"), timeout=10).route_policys) == 1
+
+
+# -- the rollout status is the server's ----------------------------------------------------
+def test_rollout_status_is_kept_by_update_and_written_by_update_status(shop_api):
+    s, resources = shop_api.stub, shop_api.resources
+    made = create(s, "Rollout", meshName="shop", rolloutName="ro", spec=rollout()).rollout
+    assert (made.status.status, made.status.phase, made.status.step, made.status.canary_weight) == (
+        "ACTIVE", "PROGRESSING", -1, 0)
+    # The controller moves it on; a user's Update changes the spec only.
+    status = spec_pb2.RolloutStatus(status="ACTIVE", phase="PROGRESSING", step=1, canary_weight=25,
+                                    controller="h1", message="step 1")
+    status.history.add(step=0, weight=5, result="PASSED", canary_requests=120, canary_success_rate=100.0)
+    written = resources.update_status(K.ROLLOUT, ("shop", "ro"), status, expected_version=1)
+    assert written.metadata.version == 2 and written.status == status
+    upd = update(s, "Rollout", expected_version=2, meshName="shop", rolloutName="ro", spec=rollout(paused=True)).rollout
+    assert upd.metadata.version == 3 and upd.status == status and upd.spec.paused
+    # A status write based on a stale version is refused, and changes nothing.
+    with pytest.raises(Exception) as info:
+        resources.update_status(K.ROLLOUT, ("shop", "ro"), spec_pb2.RolloutStatus(phase="ABORTED"),
+                                expected_version=2)
+    assert type(info.value).__name__ == "VersionConflict" and (info.value.expected, info.value.actual) == (2, 3)
+    assert describe(s, "Rollout", mesh_name="shop", rollout_name="ro").status == status
+
+
+def test_one_unfinished_rollout_per_route(shop_api):
+    """A second rollout of a route waits for the first to finish: two controllers writing
+    one route's weights would undo each other's steps. A finished one stays, as history,
+    and still holds its route and nodes as references."""
+    s, resources = shop_api.stub, shop_api.resources
+    create(s, "Rollout", meshName="shop", rolloutName="one", spec=rollout())
+    err = refused(create, s, "Rollout", meshName="shop", rolloutName="two", spec=rollout())
+    assert err.code() == grpc.StatusCode.ALREADY_EXISTS
+    assert details(err)[1]["holder"] == "rollouts/shop/one"
+    done = spec_pb2.RolloutStatus(status="ACTIVE", phase="PROMOTED", step=3, canary_weight=100)
+    resources.update_status(K.ROLLOUT, ("shop", "one"), done)
+    two = create(s, "Rollout", meshName="shop", rolloutName="two", spec=rollout(stable="api-v2", canary="api-v1"))
+    assert two.rollout.status.phase == "PROGRESSING"
+    # A finished rollout coming back to life would need the route again: refused while two runs.
+    with pytest.raises(Exception) as info:
+        resources.update_status(K.ROLLOUT, ("shop", "one"), spec_pb2.RolloutStatus(phase="PROGRESSING"))
+    assert type(info.value).__name__ == "Claimed"
+    err = refused(s.DeleteRoute, pb.DeleteRouteRequest(mesh_name="shop", virtual_router_name="api-router",
+                                                       route_name="api"), timeout=10)
+    assert "rollout one in mesh shop" in err.details() and "rollout two in mesh shop" in err.details()
+
+
+# -- instance locality ---------------------------------------------------------------------
+def test_instance_locality_given_or_the_meshds_own(store):
+    from meshd.lease import HostLease  # noqa: PLC0415
+
+    lease = HostLease(store, ttl=5)
+    resources = Resources(store, ApiConfig(locality=("eu-west-1", "eu-west-1a", "h1")), host="h1", host_lease=lease)
+    server = AdminServer(resources, "127.0.0.1:0")
+    server.start()
+    channel = grpc.insecure_channel(server.address)
+    try:
+        s = admin_pb2_grpc.MeshAdminStub(channel)
+        shop(s)
+        own = s.RegisterInstance(pb.RegisterInstanceRequest(
+            mesh_name="shop", virtual_node_name="web", instance_id="a", address="10.0.0.1", port=80), timeout=10)
+        assert own.instance.locality == pb.Locality(region="eu-west-1", zone="eu-west-1a", sub_zone="h1")
+        given = pb.Locality(region="eu-west-1", zone="eu-west-1b")
+        s.RegisterInstance(pb.RegisterInstanceRequest(
+            mesh_name="shop", virtual_node_name="web", instance_id="b", address="10.0.0.2", port=80,
+            locality=given), timeout=10)
+        listed = s.ListInstances(pb.ListInstancesRequest(mesh_name="shop"), timeout=10).instances
+        assert {i.instance_id: i.locality for i in listed} == {"a": own.instance.locality, "b": given}
+        err = refused(s.RegisterInstance, pb.RegisterInstanceRequest(
+            mesh_name="shop", virtual_node_name="web", instance_id="c", address="10.0.0.3", port=80,
+            locality=pb.Locality(zone="z/1")), timeout=10)
+        assert fields(err) == ["locality.zone", "locality.region"]
+    finally:
+        channel.close()
+        server.stop(grace=1)
+        lease.stop(revoke=True)
+    with pytest.raises(ValueError):
+        ApiConfig(locality=("", "zone-only", ""))
