@@ -5,18 +5,24 @@ with the same API. Both take a `spec.Table` and return decisions; see `spec` for
 input format and `constants` for the integer codes.
 """
 from . import constants
-from ._core import Conditions, Decision, RetryDecision, Router
+from ._core import Conditions, Decision, RetryDecision, Router, TokenBucket
 from .errors import BadRegex, BadResult, FastrouteError, InvalidTransition, TableError, UnknownHandle, UnknownNode
 from .spec import (
     DEFAULT_RETRY,
     NO_RETRY,
     ConnectionPool,
     Endpoint,
+    Fault,
+    FaultAbort,
+    FaultDelay,
     GrpcMatch,
     HeaderMatch,
     HttpMatch,
+    LocalityLb,
+    Mirror,
     OutlierDetection,
     QueryMatch,
+    RateLimit,
     RetryPolicy,
     Route,
     Table,
@@ -30,8 +36,8 @@ from .spec import (
 
 __all__ = [
     "BadRegex", "BadResult", "Conditions", "ConnectionPool", "DEFAULT_RETRY", "Decision", "Endpoint", "FastrouteError",
-    "GrpcMatch", "HeaderMatch", "HttpMatch", "InvalidTransition", "NO_RETRY", "OutlierDetection",
-    "QueryMatch", "RetryDecision", "RetryPolicy", "Route", "Router", "Table", "TableError",
-    "Target", "TcpMatch", "Timeouts", "UnknownHandle", "UnknownNode", "VirtualNode", "VirtualRouter",
-    "VirtualService", "constants",
+    "Fault", "FaultAbort", "FaultDelay", "GrpcMatch", "HeaderMatch", "HttpMatch", "InvalidTransition", "LocalityLb",
+    "Mirror", "NO_RETRY", "OutlierDetection", "QueryMatch", "RateLimit", "RetryDecision", "RetryPolicy", "Route",
+    "Router", "Table", "TableError", "Target", "TcpMatch", "Timeouts", "TokenBucket", "UnknownHandle", "UnknownNode",
+    "VirtualNode", "VirtualRouter", "VirtualService", "constants",
 ]

@@ -18,6 +18,8 @@ cdef enum:
     NO_ROUTE = 2
     NO_ENDPOINT = 3
     BAD_REQUEST = 4
+    FAULT_ABORT = 5
+    RATE_LIMITED = 6
 
     RESULT_HTTP = 0
     RESULT_GRPC = 1
@@ -61,6 +63,7 @@ cdef enum:
     MAX_TARGETS = 10
     BUDGET_WINDOW_S = 10
     N_HTTP_CODES = 600
+    N_PRIORITIES = 4
 
 
 cdef struct Rng:
@@ -98,6 +101,16 @@ cdef class _Budget:
 
 
 @cython.final
+cdef class TokenBucket:
+    # Envoy's local rate limit: starts full; every whole fill interval since `last_fill_ns`
+    # adds tokens_per_fill, up to max_tokens. The first take sets the interval grid.
+    cdef readonly int64_t max_tokens, tokens_per_fill, fill_interval_ns
+    cdef readonly int64_t tokens
+    cdef int64_t last_fill_ns        # -1: never taken
+    cdef bint _take(self, int64_t now_ns) noexcept
+
+
+@cython.final
 cdef class EndpointState:
     cdef readonly str id
     cdef readonly str address
@@ -109,6 +122,7 @@ cdef class EndpointState:
     cdef readonly int64_t first_error_ns
     cdef readonly int64_t ejected_until_ns
     cdef readonly int64_t times_ejected
+    cdef readonly int priority       # locality distance from the router, 0 (same sub-zone) to 3
 
 
 @cython.final
@@ -123,6 +137,11 @@ cdef class _Node:
     cdef list endpoints
     cdef Py_ssize_t healthy          # endpoints whose health check passes
     cdef int64_t ejected_until_ns    # no endpoint is ejected from then on
+    cdef bint locality               # locality-aware balancing is on (NodePolicy)
+    cdef int64_t overprovisioning    # Envoy's overprovisioning factor, in percent
+    cdef Py_ssize_t per_priority[N_PRIORITIES]          # endpoints of each priority
+    cdef Py_ssize_t healthy_per_priority[N_PRIORITIES]  # of which health-checked healthy
+    cdef bint by_priority            # locality is on and more than one priority is present
     cdef void recount(self)
 
 
@@ -146,6 +165,15 @@ cdef class _Route:
     cdef CompiledRetry retry
     cdef int64_t per_request_ns, idle_ns
     cdef _Budget budget
+    cdef TokenBucket bucket          # the route's rate limit, else None
+    cdef bint fault                  # fault injection is on: fault_headers, then the draws
+    cdef tuple fault_headers
+    cdef int64_t delay_pm, delay_fixed_ns, delay_jitter_ns  # delay_pm < 0: no delay
+    cdef int64_t abort_pm            # < 0: no abort
+    cdef int abort_http, abort_grpc  # the abort's answer: 0 / -1 when not that kind
+    cdef _Node mirror                # the mirror's node, else None
+    cdef int64_t mirror_pm
+    cdef int mirror_port
 
 
 @cython.final
@@ -200,6 +228,13 @@ cdef class Decision:
     cdef readonly int64_t deadline_ns
     cdef readonly int attempt
     cdef readonly int state
+    cdef readonly object router              # the matched route's virtual router
+    cdef readonly int64_t fault_delay_ns     # injected delay before forwarding (or aborting)
+    cdef readonly int fault_http_status      # FAULT_ABORT's answer (0: none)
+    cdef readonly int fault_grpc_status      # FAULT_ABORT's answer (-1: none)
+    cdef readonly object mirror              # node a copy of the request goes to, else None
+    cdef readonly EndpointState mirror_endpoint
+    cdef readonly int mirror_port
     cdef _Node _node
     cdef _Budget _budget
 
@@ -224,6 +259,7 @@ cdef class Router:
     cdef readonly bint matches_headers  # a route has header conditions: decide needs the headers
     cdef list _services          # _Service per low.services entry
     cdef Rng rng
+    cdef readonly tuple locality     # (region, zone, sub_zone) of this router's host
     cdef object _low
     cdef list _routes
     cdef list _nodes
@@ -242,5 +278,7 @@ cdef class Router:
     cdef _Route _scan(self, list bucket, _Route best, str method, str scheme, int port, str path,
                       dict headers)
     cdef EndpointState _pick(self, _Node node, int64_t now_ns, EndpointState avoid)
+    cdef EndpointState _pick_priority(self, _Node node, int64_t now_ns, EndpointState avoid)
+    cdef bint _fault(self, Decision d, _Route route, dict headers) except -1
     cdef void _outlier(self, _Node node, EndpointState ep, bint server_error, int64_t now_ns)
     cdef _Node _node(self, str name)

@@ -12,6 +12,14 @@ class CompiledRetry:
     @property
     def grpc_codes(self) -> frozenset[int]: ...
 
+class TokenBucket:
+    max_tokens: int
+    tokens_per_fill: int
+    fill_interval_ns: int
+    tokens: int
+    def __init__(self, max_tokens: int, tokens_per_fill: int, fill_interval_ms: int) -> None: ...
+    def take(self, now_ns: int) -> bool: ...
+
 class EndpointState:
     id: str
     address: str
@@ -23,6 +31,7 @@ class EndpointState:
     first_error_ns: int
     ejected_until_ns: int
     times_ejected: int
+    priority: int  # locality distance from the router: 0 (same sub-zone) to 3 (another region)
 
 class Decision:
     status: int
@@ -41,6 +50,13 @@ class Decision:
     deadline_ns: int
     attempt: int
     state: int
+    router: str | None  # the matched route's virtual router
+    fault_delay_ns: int  # 0: none; deadline_ns counts from after it
+    fault_http_status: int  # FAULT_ABORT's HTTP answer, 0: none
+    fault_grpc_status: int  # FAULT_ABORT's gRPC answer, -1: none
+    mirror: str | None  # the node a copy of this request goes to
+    mirror_endpoint: EndpointState | None
+    mirror_port: int  # -1: the node's only listener
 
 class RetryDecision:
     action: int
@@ -51,7 +67,9 @@ class RetryDecision:
 
 class Router:
     matches_headers: bool  # a route has header conditions: decide needs the headers
-    def __init__(self, table: Table | Lowered, seed: int = 1) -> None: ...
+    locality: tuple[str, str, str]
+    def __init__(self, table: Table | Lowered, seed: int = 1,
+                 locality: tuple[str, str, str] = ("", "", "")) -> None: ...
     def decide(self, protocol: int, authority: str | bytes, port: int, method: str | bytes,
                scheme: str | bytes, path: str | bytes, headers: dict[str, str | bytes] | None,
                now_ns: int) -> Decision: ...

@@ -18,7 +18,7 @@ from collections import OrderedDict
 
 from . import constants as _C
 from .errors import BadResult, InvalidTransition, UnknownHandle, UnknownNode
-from .spec import Lowered, lower
+from .spec import Lowered, RateLimit, check_locality, locality_priority, lower, lower_rate_limit
 
 cdef extern from *:
     Py_ssize_t PY_SSIZE_T_MAX
@@ -35,6 +35,8 @@ cdef int64_t BUDGET_PERCENT = _C.BUDGET_PERCENT
 cdef int64_t BUDGET_MIN_PER_S = _C.BUDGET_MIN_PER_S
 cdef int64_t MAX_NOW_NS = _C.MAX_NOW_NS
 cdef Py_ssize_t PANIC_THRESHOLD_PERCENT = _C.PANIC_THRESHOLD_PERCENT
+cdef uint64_t PER_MILLION = _C.PER_MILLION
+cdef int64_t PRIORITY_LOAD_TOTAL = _C.PRIORITY_LOAD_TOTAL
 cdef uint32_t GRPC_SERVER_ERRORS_MASK = sum(1 << c for c in _C.GRPC_SERVER_ERRORS)
 
 include "_strings.pxi"
@@ -55,6 +57,9 @@ def _enum_values():
         "NO_ROUTE": NO_ROUTE,
         "NO_ENDPOINT": NO_ENDPOINT,
         "BAD_REQUEST": BAD_REQUEST,
+        "FAULT_ABORT": FAULT_ABORT,
+        "RATE_LIMITED": RATE_LIMITED,
+        "N_PRIORITIES": N_PRIORITIES,
         "RESULT_HTTP": RESULT_HTTP,
         "RESULT_GRPC": RESULT_GRPC,
         "RESULT_RESET": RESULT_RESET,

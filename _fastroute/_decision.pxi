@@ -1,7 +1,7 @@
 # Per-request result objects (built with `new`, skipping __init__) and the retry
 # state table.
 
-cdef tuple STATUS_REASONS = ("routed", "no_service", "no_route", "no_endpoint", "bad_request")
+cdef tuple STATUS_REASONS = _C.STATUS_REASONS
 
 # The retry state table: (state, input) -> (action, next state), inputs being WHY_*
 # codes; -1 marks a pair with no row, which is an InvalidTransition (h2-style).
@@ -41,6 +41,8 @@ cdef class Decision:
         d.reason = <str>STATUS_REASONS[status]
         d.protocol = -1
         d.target_port = -1
+        d.fault_grpc_status = -1
+        d.mirror_port = -1
         d.state = ST_DONE if status else ST_IN_FLIGHT
         return d
 

@@ -46,6 +46,18 @@ cdef inline bint _usable(EndpointState e, int64_t now_ns, EndpointState avoid, b
     return (panic or (e.healthy and e.ejected_until_ns <= now_ns)) and e is not avoid
 
 
+cdef inline EndpointState _least_of_two(EndpointState ea, EndpointState eb, int64_t now_ns, EndpointState avoid,
+                                       bint panic):
+    # Least request's choice between two drawn endpoints: the usable one with fewer
+    # active requests (the first on a tie), or None when neither is usable.
+    cdef bint ua = _usable(ea, now_ns, avoid, panic), ub = _usable(eb, now_ns, avoid, panic)
+    if ua and ub:
+        return eb if eb.active < ea.active else ea
+    if ua:
+        return ea
+    return eb if ub else None
+
+
 cdef inline bint _panic(_Node node, int64_t now_ns) noexcept:
     # Fewer than PANIC_THRESHOLD_PERCENT of the node's endpoints are available (healthy,
     # not ejected): Envoy's healthy panic threshold, compared in integers. The scan
@@ -70,12 +82,23 @@ cdef Py_ssize_t _fallback(list eps, Py_ssize_t start, int64_t now_ns, bint panic
     return start
 
 
-cdef EndpointState _new_endpoint(object ep, str identity):
+cdef EndpointState _new_endpoint(object ep, str identity, tuple own):
     cdef EndpointState e = EndpointState.__new__(EndpointState)
     e.id, e.address, e.port = ep.id, ep.address, ep.port
     e.pool_key = (e.id, identity)
     e.healthy = ep.healthy
+    e.priority = locality_priority(own, check_locality("endpoint.locality", ep.locality))
     return e
+
+
+cdef bint _same_limit(TokenBucket a, TokenBucket b) noexcept:
+    return (b is not None and a.max_tokens == b.max_tokens and a.tokens_per_fill == b.tokens_per_fill
+            and a.fill_interval_ns == b.fill_interval_ns)
+
+
+cdef inline bint _per_million(Rng *rng, int64_t per_million) noexcept nogil:
+    # One draw: true for `per_million` of a million equally likely outcomes.
+    return <int64_t>(rng_next(rng) % PER_MILLION) < per_million
 
 
 # A table is built on a compile thread while the data-plane loop serves on another. C
@@ -94,8 +117,11 @@ cdef inline void _let_others_run():
 cdef class Router:
     """The router core: `decide` per request, `result` per attempt, endpoint updates."""
 
-    def __init__(self, table, seed=1):
+    def __init__(self, table, seed=1, locality=("", "", "")):
         # A `spec.Lowered` is a table `lower` already validated (meshd's compile has one).
+        # `locality` is this router's host's (region, zone, sub_zone), which endpoints'
+        # priorities are counted from.
+        self.locality = check_locality("locality", locality)
         low = table if isinstance(table, Lowered) else lower(table)
         self._low = low
         self.rng.state = (<uint64_t>(seed & MASK64)) or RNG_ZERO_SEED
@@ -149,9 +175,10 @@ cdef class Router:
         for ep in endpoints:
             e = old.get(ep.id)
             if e is None or e.address != ep.address or e.port != ep.port:
-                e = _new_endpoint(ep, n.identity)
+                e = _new_endpoint(ep, n.identity, self.locality)
             else:
                 e.healthy = ep.healthy      # a health check's verdict, on the kept state
+                e.priority = locality_priority(self.locality, check_locality("endpoint.locality", ep.locality))
             eps.append(e)
         n.endpoints = eps
         n.recount()
@@ -161,9 +188,10 @@ cdef class Router:
         exists in both: endpoints (same node, id, address, port and identity) are the very
         EndpointState objects of `old`, so ejections, consecutive errors and in-flight
         counts continue, and requests still finishing on `old` give their counts back to
-        the endpoints this router balances over; round-robin positions and retry budgets
-        (per route, by virtual router and name; per service) continue too. The instance
-        health in this table wins. Call it before publishing this router."""
+        the endpoints this router balances over; round-robin positions, retry budgets
+        (per route, by virtual router and name; per service) and route rate limits (when
+        the limit is unchanged) continue too. The instance health and locality priority
+        in this table win. Call it before publishing this router."""
         cdef _Node n, o
         cdef EndpointState e, p
         cdef _Route r
@@ -177,7 +205,7 @@ cdef class Router:
             for e in n.endpoints:
                 p = prev.get(e.id)
                 if p is not None and p.address == e.address and p.port == e.port and p.pool_key == e.pool_key:
-                    p.healthy = e.healthy
+                    p.healthy, p.priority = e.healthy, e.priority
                     e = p
                 eps.append(e)
             n.endpoints = eps
@@ -185,11 +213,13 @@ cdef class Router:
             n.rr = o.rr
             if o.ejected_until_ns > n.ejected_until_ns:
                 n.ejected_until_ns = o.ejected_until_ns
-        budgets = {(r.router, r.name): r.budget for r in old._routes}
+        old_routes = {(r.router, r.name): r for r in old._routes}
         for r in self._routes:
-            b = budgets.get((r.router, r.name))
-            if b is not None:
-                r.budget = b
+            o_r = old_routes.get((r.router, r.name))
+            if o_r is not None:
+                r.budget = (<_Route>o_r).budget
+                if r.bucket is not None and _same_limit(r.bucket, (<_Route>o_r).bucket):
+                    r.bucket = (<_Route>o_r).bucket
         by_service = {s.name: s.budget for s in old._services}
         for s in self._services:
             b = by_service.get(s.name)
@@ -200,7 +230,7 @@ cdef class Router:
     def add_endpoint(self, str node, endpoint):
         """An instance joins (or is replaced, keeping its place)."""
         cdef _Node n = self._node(node)
-        new = _new_endpoint(endpoint, n.identity)
+        new = _new_endpoint(endpoint, n.identity, self.locality)
         for i, e in enumerate(n.endpoints):
             if (<EndpointState>e).id == endpoint.id:
                 n.endpoints[i] = new
@@ -291,6 +321,15 @@ cdef class Router:
             if route is None:
                 d.status, d.reason, d.state = NO_ROUTE, <str>STATUS_REASONS[NO_ROUTE], ST_DONE
                 return
+            d.route, d.router = route.name, route.router
+            # The route's policy, before any target is drawn: its token bucket, then the
+            # fault draws. Refusals end here, with nothing to release or feed back.
+            if route.bucket is not None and not route.bucket._take(now_ns):
+                d.status, d.reason, d.state = RATE_LIMITED, <str>STATUS_REASONS[RATE_LIMITED], ST_DONE
+                return
+            if route.fault and self._fault(d, route, headers):
+                d.status, d.reason, d.state = FAULT_ABORT, <str>STATUS_REASONS[FAULT_ABORT], ST_DONE
+                return
             if route.n_targets > 1:
                 # Integer weights: a uniform draw in [0, total) falls in exactly one
                 # target's cumulative range; a zero weight owns an empty range.
@@ -300,7 +339,6 @@ cdef class Router:
             node = <_Node>route.nodes[t]
             retry, per_request, idle = route.retry, route.per_request_ns, route.idle_ns
             budget, tport = route.budget, route.target_ports[t]
-            d.route = route.name
         else:
             node = svc.node
             retry, per_request, idle = self._default_retry, node.per_request_ns, node.idle_ns
@@ -314,11 +352,36 @@ cdef class Router:
         ep.active += 1
         budget.request(now_ns)
         d.endpoint, d.pool_key, d._node, d._budget = ep, ep.pool_key, node, budget
-        d.deadline_ns = now_ns + per_request if per_request else 0
+        # An injected delay comes before the request leaves: its timeout starts after it.
+        d.deadline_ns = now_ns + d.fault_delay_ns + per_request if per_request else 0
         per_try = per_request
         if retry is not None and (per_try == 0 or retry.per_try_ns < per_try):
             per_try = retry.per_try_ns
         d.per_try_timeout_ns = per_try
+        if route is not None and route.mirror is not None and _per_million(&self.rng, route.mirror_pm):
+            # A shadow copy: balanced like any request to its node, but it takes no active
+            # count and its answer is never fed back, so it cannot move the original's
+            # balancing, outlier detection or budget.
+            ep = self._pick(route.mirror, now_ns, None)
+            if ep is not None:
+                d.mirror, d.mirror_endpoint, d.mirror_port = route.mirror.name, ep, route.mirror_port
+
+    cdef bint _fault(self, Decision d, _Route route, dict headers) except -1:
+        """The route's fault injection for one request (Envoy's fault filter): when its
+        header conditions hold, the delay and the abort are drawn independently, delay
+        first; True when the request is aborted."""
+        cdef _Header h
+        for h in route.fault_headers:
+            if not header_ok(h, headers):
+                return False
+        if route.delay_pm >= 0 and _per_million(&self.rng, route.delay_pm):
+            d.fault_delay_ns = route.delay_fixed_ns
+            if route.delay_jitter_ns:
+                d.fault_delay_ns += <int64_t>(rng_next(&self.rng) % <uint64_t>route.delay_jitter_ns)
+        if route.abort_pm >= 0 and _per_million(&self.rng, route.abort_pm):
+            d.fault_http_status, d.fault_grpc_status = route.abort_http, route.abort_grpc
+            return True
+        return False
 
     cdef _Service _service_slow(self, str authority, int *port):
         # Case-folded lookup, then without a numeric :port (RFC 9110 section 4.2.3); a
@@ -411,11 +474,15 @@ cdef class Router:
         panic mode), avoiding `avoid`."""
         cdef list eps = node.endpoints
         cdef Py_ssize_t n = len(eps), start, k, i, chosen = -1, a, b
-        cdef EndpointState e, ea, eb
-        cdef bint ua, ub, panic
+        cdef EndpointState e
+        cdef bint panic
         if n == 0:
             return None
         panic = _panic(node, now_ns)
+        if node.by_priority and not panic:
+            e = self._pick_priority(node, now_ns, avoid)
+            if e is not None:
+                return e
         if node.lb == LB_ROUND_ROBIN:
             start = node.rr % n
             for k in range(n):
@@ -433,19 +500,101 @@ cdef class Router:
         # choice_count 2): two distinct random endpoints, the one with fewer active wins.
         a = <Py_ssize_t>(rng_next(&self.rng) % <uint64_t>n)
         b = (a + 1 + <Py_ssize_t>(rng_next(&self.rng) % <uint64_t>(n - 1))) % n
-        ea, eb = <EndpointState>eps[a], <EndpointState>eps[b]
-        ua, ub = _usable(ea, now_ns, avoid, panic), _usable(eb, now_ns, avoid, panic)
-        if ua and ub:
-            return eb if eb.active < ea.active else ea
-        if ua:
-            return ea
-        if ub:
-            return eb
+        e = _least_of_two(<EndpointState>eps[a], <EndpointState>eps[b], now_ns, avoid, panic)
+        if e is not None:
+            return e
         for k in range(n):
             e = <EndpointState>eps[(a + k) % n]
             if _usable(e, now_ns, avoid, panic):
                 return e
         return <EndpointState>eps[_fallback(eps, a, now_ns, panic)]
+
+    cdef EndpointState _pick_priority(self, _Node node, int64_t now_ns, EndpointState avoid):
+        """Locality-aware pick (Envoy's priority load): choose a priority, then balance
+        within it. None when no priority has an available endpoint besides `avoid`.
+
+        health_P = min(100, overprovisioning% x available_P / endpoints_P); priority 0
+        takes min(100, health_0) of the load, each next one min(what is left, health_P);
+        when the healths sum below 100 each is scaled by 100 / that sum (Envoy's
+        normalized total health), the rounding rest going to the first healthy priority.
+        The avoided endpoint (a retry's last one) counts as unavailable, so a retry
+        leaves a priority it was the only available endpoint of.
+        """
+        cdef list eps = node.endpoints
+        cdef Py_ssize_t avail[N_PRIORITIES]
+        cdef int64_t health[N_PRIORITIES]
+        cdef int64_t load[N_PRIORITIES]
+        cdef int64_t total = 0, left = PRIORITY_LOAD_TOTAL, x
+        cdef int p, chosen = -1, first = -1
+        cdef Py_ssize_t n = len(eps), m, k, i, start, a, b, ia = -1
+        cdef EndpointState e, ea = None, eb = None
+        for p in range(N_PRIORITIES):
+            avail[p] = node.healthy_per_priority[p]
+        if node.ejected_until_ns > now_ns:
+            for p in range(N_PRIORITIES):
+                avail[p] = 0
+            for e in eps:
+                if e.healthy and e.ejected_until_ns <= now_ns:
+                    avail[e.priority] += 1
+        if avoid is not None and avoid.healthy and avoid.ejected_until_ns <= now_ns:
+            for e in eps:
+                if e is avoid:
+                    avail[e.priority] -= 1
+                    break
+        for p in range(N_PRIORITIES):
+            health[p] = 0
+            if node.per_priority[p]:
+                health[p] = min(PRIORITY_LOAD_TOTAL, node.overprovisioning * avail[p] // node.per_priority[p])
+            total += health[p]
+            if first < 0 and health[p] > 0:
+                first = p
+        if total == 0:
+            return None
+        if total > PRIORITY_LOAD_TOTAL:
+            total = PRIORITY_LOAD_TOTAL
+        for p in range(N_PRIORITIES):
+            load[p] = min(left, health[p] * PRIORITY_LOAD_TOTAL // total)
+            left -= load[p]
+        load[first] += left
+        x = <int64_t>(rng_next(&self.rng) % <uint64_t>PRIORITY_LOAD_TOTAL)
+        for p in range(N_PRIORITIES):
+            if x < load[p]:
+                chosen = p
+                break
+            x -= load[p]
+        # Within the priority: the node's own policy over its members only.
+        if node.lb == LB_ROUND_ROBIN:
+            start = node.rr % n
+            for k in range(n):
+                i = (start + k) % n
+                e = <EndpointState>eps[i]
+                if e.priority == chosen and _usable(e, now_ns, avoid, False):
+                    node.rr = i + 1
+                    return e
+            return None  # unreachable: the chosen priority has an available endpoint
+        m = node.per_priority[chosen]
+        if m == 1:
+            a = b = 0
+        else:
+            a = <Py_ssize_t>(rng_next(&self.rng) % <uint64_t>m)
+            b = (a + 1 + <Py_ssize_t>(rng_next(&self.rng) % <uint64_t>(m - 1))) % m
+        k = 0
+        for i in range(n):
+            e = <EndpointState>eps[i]
+            if e.priority == chosen:
+                if k == a:
+                    ea, ia = e, i
+                if k == b:
+                    eb = e
+                k += 1
+        e = _least_of_two(ea, eb, now_ns, avoid, False)
+        if e is not None:
+            return e
+        for k in range(n):
+            e = <EndpointState>eps[(ia + k) % n]
+            if e.priority == chosen and _usable(e, now_ns, avoid, False):
+                return e
+        return None  # unreachable, as above
 
     # -- results, retries, outlier detection --------------------------------------
 

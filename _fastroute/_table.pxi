@@ -56,6 +56,48 @@ cdef class _Budget:
 
 
 @cython.final
+cdef class TokenBucket:
+    """A token bucket with Envoy's local rate limit semantics: it starts full, and every
+    whole `fill_interval_ms` adds `tokens_per_fill` tokens, never above `max_tokens`;
+    each request takes one. Integer arithmetic on `now_ns`; the first take sets the grid
+    of fill times. A route's rate limit, and the data plane's per-listener limits."""
+
+    def __init__(self, max_tokens, tokens_per_fill, fill_interval_ms):
+        self.max_tokens, self.tokens_per_fill, self.fill_interval_ns = lower_rate_limit(
+            "rate_limit", RateLimit(max_tokens, tokens_per_fill, fill_interval_ms))
+        self.tokens = self.max_tokens
+        self.last_fill_ns = -1
+
+    def take(self, now_ns):
+        """Take one token at `now_ns`: True if there was one."""
+        cdef int64_t now = now_ns
+        if not 0 <= now <= MAX_NOW_NS:
+            raise ValueError(now_ns)
+        return self._take(now)
+
+    cdef bint _take(self, int64_t now_ns) noexcept:
+        cdef int64_t k, need
+        if self.last_fill_ns < 0:
+            self.last_fill_ns = now_ns
+        elif now_ns - self.last_fill_ns >= self.fill_interval_ns:
+            k = (now_ns - self.last_fill_ns) // self.fill_interval_ns
+            self.last_fill_ns += k * self.fill_interval_ns
+            need = self.max_tokens - self.tokens
+            # Compared before multiplying: k fills may be far more than the bucket holds.
+            if k >= (need + self.tokens_per_fill - 1) // self.tokens_per_fill:
+                self.tokens = self.max_tokens
+            else:
+                self.tokens += k * self.tokens_per_fill
+        if self.tokens == 0:
+            return False
+        self.tokens -= 1
+        return True
+
+    def __repr__(self):
+        return f"TokenBucket({self.max_tokens}, {self.tokens_per_fill}, {self.fill_interval_ns // 1_000_000})"
+
+
+@cython.final
 cdef class EndpointState:
     """One instance of a virtual node with its balancing and outlier state."""
 
@@ -68,12 +110,23 @@ cdef class _Node:
     """A target node's endpoints, round-robin cursor and policies (see the .pxd)."""
 
     cdef void recount(self):
-        # After the endpoint list changed: count the healthy ones again.
+        # After the endpoint list changed: count the healthy ones again, in all and per
+        # priority, so that a pick reads counts instead of scanning.
         cdef Py_ssize_t healthy = 0
+        cdef int p, levels = 0
+        cdef EndpointState e
+        for p in range(N_PRIORITIES):
+            self.per_priority[p] = self.healthy_per_priority[p] = 0
         for e in self.endpoints:
-            if (<EndpointState>e).healthy:
+            self.per_priority[e.priority] += 1
+            if e.healthy:
                 healthy += 1
+                self.healthy_per_priority[e.priority] += 1
         self.healthy = healthy
+        for p in range(N_PRIORITIES):
+            if self.per_priority[p]:
+                levels += 1
+        self.by_priority = self.locality and levels > 1
 
 
 @cython.final
@@ -173,8 +226,10 @@ cdef _Node _compile_node(object ln):
     n.base_ejection_ns, n.max_ejection_percent = ln.base_ejection_ns, ln.max_ejection_percent
     n.max_connections, n.max_pending, n.max_requests = ln.max_connections, ln.max_pending, ln.max_requests
     n.per_request_ns, n.idle_ns = ln.per_request_ns, ln.idle_ns
+    n.locality, n.overprovisioning = ln.locality, ln.overprovisioning
     n.endpoints = []
-    n.healthy, n.ejected_until_ns = 0, 0
+    n.ejected_until_ns = 0
+    n.recount()
     return n
 
 
@@ -205,7 +260,22 @@ cdef _Route _compile_route(object lr, list nodes, dict retries):
     r.retry = retries[key]
     r.per_request_ns, r.idle_ns = lr.per_request_ns, lr.idle_ns
     r.budget = _Budget()
+    r.bucket = None if lr.rate_limit is None else _new_bucket(lr.rate_limit)
+    r.fault = lr.fault
+    r.fault_headers = tuple(_compile_header(h) for h in lr.fault_headers)
+    r.delay_pm, r.delay_fixed_ns, r.delay_jitter_ns = lr.delay_pm, lr.delay_fixed_ns, lr.delay_jitter_ns
+    r.abort_pm, r.abort_http, r.abort_grpc = lr.abort_pm, lr.abort_http, lr.abort_grpc
+    r.mirror = None if lr.mirror_node < 0 else nodes[lr.mirror_node]
+    r.mirror_pm, r.mirror_port = lr.mirror_pm, lr.mirror_port
     return r
+
+
+cdef TokenBucket _new_bucket(tuple lowered):
+    # From `lower_rate_limit`'s validated (max_tokens, tokens_per_fill, fill_interval_ns).
+    cdef TokenBucket b = TokenBucket.__new__(TokenBucket)
+    b.max_tokens, b.tokens_per_fill, b.fill_interval_ns = lowered
+    b.tokens, b.last_fill_ns = b.max_tokens, -1
+    return b
 
 
 cdef _Index _compile_index(object li, list routes):

@@ -19,7 +19,10 @@ NO_SERVICE = 1  # authority and port name no virtual service
 NO_ROUTE = 2  # the provider is a router and no route matched
 NO_ENDPOINT = 3  # the chosen target node has no live instance
 BAD_REQUEST = 4  # an argument of the wrong type (never raised, answered)
-STATUS_REASONS = ("routed", "no_service", "no_route", "no_endpoint", "bad_request")
+FAULT_ABORT = 5  # the route's fault injection answers the request itself (Decision.fault_*_status)
+RATE_LIMITED = 6  # the route's token bucket is empty
+STATUS_REASONS = ("routed", "no_service", "no_route", "no_endpoint", "bad_request", "fault_abort",
+                  "rate_limited")
 
 # Result kinds fed back after each attempt (`Router.result`).
 RESULT_HTTP = 0  # code = HTTP status
@@ -100,6 +103,16 @@ GRPC_SERVER_ERRORS = frozenset({2, 4, 12, 13, 14, 15})
 RNG_ZERO_SEED = 0x9E3779B97F4A7C15
 RNG_MULT = 0x2545F4914F6CDD1D
 MASK64 = (1 << 64) - 1
+
+# Fault injection and mirroring draw `rng % PER_MILLION < per_million`: percentages as
+# integer parts per million, never floats.
+PER_MILLION = 1_000_000
+
+# Locality-aware balancing (Envoy's priority failover): an endpoint's priority is its
+# locality distance from the router, 0 (same region, zone and sub-zone) to 3 (another
+# region). Priority loads are integer percentages of a draw in [0, 100).
+N_PRIORITIES = 4
+PRIORITY_LOAD_TOTAL = 100
 
 # Largest `now_ns` accepted: keeps now + timeouts inside a signed 64-bit integer.
 MAX_NOW_NS = 2**62

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from . import constants as C
 from .errors import BadResult, InvalidTransition, UnknownNode
-from .spec import Endpoint, Lowered, Table, lower
+from .spec import Endpoint, Lowered, RateLimit, Table, check_locality, locality_priority, lower, lower_rate_limit
 
 _EXACT, _PREFIX, _SUFFIX, _REGEX, _RANGE = C.HM_EXACT, C.HM_PREFIX, C.HM_SUFFIX, C.HM_REGEX, C.HM_RANGE
 
@@ -47,14 +47,19 @@ class EndpointState:
     """One instance with its health, balancing and outlier-detection state."""
 
     __slots__ = ("id", "address", "port", "pool_key", "healthy", "active", "errors", "first_error_ns",
-                 "ejected_until_ns", "times_ejected")
+                 "ejected_until_ns", "times_ejected", "priority")
 
-    def __init__(self, ep: Endpoint, identity: str) -> None:
+    def __init__(self, ep: Endpoint, identity: str, own: tuple[str, str, str]) -> None:
         self.id, self.address, self.port = ep.id, ep.address, ep.port
         self.pool_key = (ep.id, identity)
         self.healthy = bool(ep.healthy)
         self.active = self.errors = self.first_error_ns = 0
         self.ejected_until_ns = self.times_ejected = 0
+        self.priority = _priority(own, ep)
+
+
+def _priority(own, ep: Endpoint) -> int:
+    return locality_priority(own, check_locality("endpoint.locality", ep.locality))
 
 
 class NodeState:
@@ -62,17 +67,65 @@ class NodeState:
 
     `healthy` counts the health-checked healthy endpoints; no endpoint is ejected at or
     after `ejected_until_ns`, so the panic check scans only while an ejection may last.
+    `per_priority` / `healthy_per_priority` count them by locality priority; `by_priority`:
+    locality-aware balancing is on and more than one priority is present.
     """
 
-    __slots__ = ("low", "endpoints", "rr", "healthy", "ejected_until_ns")
+    __slots__ = ("low", "endpoints", "rr", "healthy", "ejected_until_ns", "per_priority", "healthy_per_priority",
+                 "by_priority")
 
     def __init__(self, low) -> None:
         self.low, self.endpoints, self.rr = low, [], 0
-        self.healthy = self.ejected_until_ns = 0
+        self.ejected_until_ns = 0
+        self.recount()
 
     def recount(self) -> None:
-        """After the endpoint list changed: count the healthy ones again."""
+        """After the endpoint list changed: count the healthy ones again, in all and per priority."""
         self.healthy = sum(1 for e in self.endpoints if e.healthy)
+        self.per_priority = [0] * C.N_PRIORITIES
+        self.healthy_per_priority = [0] * C.N_PRIORITIES
+        for e in self.endpoints:
+            self.per_priority[e.priority] += 1
+            self.healthy_per_priority[e.priority] += e.healthy
+        self.by_priority = self.low.locality and sum(1 for c in self.per_priority if c) > 1
+
+
+class TokenBucket:
+    """Envoy's local rate limit bucket (see the core's `TokenBucket`): starts full, whole
+    fill intervals add tokens_per_fill up to max_tokens, one token per request."""
+
+    __slots__ = ("max_tokens", "tokens_per_fill", "fill_interval_ns", "tokens", "last_fill_ns")
+
+    def __init__(self, max_tokens: int, tokens_per_fill: int, fill_interval_ms: int) -> None:
+        self.max_tokens, self.tokens_per_fill, self.fill_interval_ns = lower_rate_limit(
+            "rate_limit", RateLimit(max_tokens, tokens_per_fill, fill_interval_ms))
+        self.tokens, self.last_fill_ns = self.max_tokens, -1
+
+    @classmethod
+    def lowered(cls, limit: tuple[int, int, int]) -> "TokenBucket":
+        """A bucket from `lower_rate_limit`'s (max_tokens, tokens_per_fill, fill_interval_ns)."""
+        b = cls.__new__(cls)
+        b.max_tokens, b.tokens_per_fill, b.fill_interval_ns = limit
+        b.tokens, b.last_fill_ns = b.max_tokens, -1
+        return b
+
+    def limit(self) -> tuple[int, int, int]:
+        return (self.max_tokens, self.tokens_per_fill, self.fill_interval_ns)
+
+    def take(self, now_ns: int) -> bool:
+        """Take one token at `now_ns`: True if there was one."""
+        if not 0 <= now_ns <= C.MAX_NOW_NS:
+            raise ValueError(now_ns)
+        if self.last_fill_ns < 0:
+            self.last_fill_ns = now_ns
+        elif now_ns - self.last_fill_ns >= self.fill_interval_ns:
+            k = (now_ns - self.last_fill_ns) // self.fill_interval_ns
+            self.last_fill_ns += k * self.fill_interval_ns
+            self.tokens = min(self.max_tokens, self.tokens + k * self.tokens_per_fill)
+        if self.tokens == 0:
+            return False
+        self.tokens -= 1
+        return True
 
 
 class Budget:
@@ -116,7 +169,9 @@ class Decision:
 
     __slots__ = ("status", "reason", "protocol", "service", "route", "target", "target_port",
                  "endpoint", "pool_key", "retry", "per_request_timeout_ns", "idle_timeout_ns",
-                 "per_try_timeout_ns", "deadline_ns", "attempt", "state", "_node", "_budget")
+                 "per_try_timeout_ns", "deadline_ns", "attempt", "state", "router", "fault_delay_ns",
+                 "fault_http_status", "fault_grpc_status", "mirror", "mirror_endpoint", "mirror_port",
+                 "_node", "_budget")
 
     def __init__(self, status: int) -> None:
         self.status, self.reason = status, C.STATUS_REASONS[status]
@@ -127,6 +182,9 @@ class Decision:
         self.per_request_timeout_ns = self.idle_timeout_ns = self.per_try_timeout_ns = 0
         self.deadline_ns = self.attempt = 0
         self.state = C.ST_DONE if status else C.ST_IN_FLIGHT
+        self.router = self.mirror = self.mirror_endpoint = None
+        self.fault_delay_ns = self.fault_http_status = 0
+        self.fault_grpc_status = self.mirror_port = -1
 
 
 class RetryDecision:
@@ -193,14 +251,17 @@ def _query_ok(name, exact, path, q) -> bool:
 class Router:
     """The router core: `decide` per request, `result` per attempt, endpoint updates."""
 
-    def __init__(self, table: Table | Lowered, seed: int = 1) -> None:
+    def __init__(self, table: Table | Lowered, seed: int = 1,
+                 locality: tuple[str, str, str] = ("", "", "")) -> None:
         # A `Lowered` is a table `lower` already validated (meshd's compile has one).
+        self.locality = check_locality("locality", locality)
         low = table if isinstance(table, Lowered) else lower(table)
         self._low = low
         self._rng = Rng(seed)
         self._nodes = [NodeState(n) for n in low.nodes]
         self._node_by_name = {n.name: s for n, s in zip(low.nodes, self._nodes)}
         self._budgets = [Budget() for _ in low.routes]
+        self._buckets = [None if r.rate_limit is None else TokenBucket.lowered(r.rate_limit) for r in low.routes]
         # A route has header conditions: decide needs the headers (without, None will do).
         self.matches_headers = any(r.headers for r in low.routes)
         self._service_budgets = [Budget() for _ in low.services]
@@ -222,16 +283,18 @@ class Router:
         for ep in endpoints:
             e = old.get(ep.id)
             if e is None or e.address != ep.address or e.port != ep.port:
-                e = EndpointState(ep, ns.low.identity)
+                e = EndpointState(ep, ns.low.identity, self.locality)
             else:
                 e.healthy = bool(ep.healthy)     # a health check's verdict, on the kept state
+                e.priority = _priority(self.locality, ep)
             eps.append(e)
         ns.endpoints = eps
         ns.recount()
 
     def adopt(self, old: "Router") -> None:
         """Carry the previous generation's live state into this one (see the core's
-        `Router.adopt`): shared endpoint states, round-robin positions, retry budgets."""
+        `Router.adopt`): shared endpoint states, round-robin positions, retry budgets,
+        unchanged route rate limits."""
         for ns in self._nodes:
             o = old._node_by_name.get(ns.low.name)
             if o is None:
@@ -241,18 +304,21 @@ class Router:
             for e in ns.endpoints:
                 p = prev.get(e.id)
                 if p is not None and (p.address, p.port, p.pool_key) == (e.address, e.port, e.pool_key):
-                    p.healthy = e.healthy
+                    p.healthy, p.priority = e.healthy, e.priority
                     e = p
                 eps.append(e)
             ns.endpoints = eps
             ns.recount()
             ns.rr = o.rr
             ns.ejected_until_ns = max(ns.ejected_until_ns, o.ejected_until_ns)
-        budgets = {(r.router_name, r.name): b for r, b in zip(old._low.routes, old._budgets)}
+        old_routes = {(r.router_name, r.name): i for i, r in enumerate(old._low.routes)}
         for i, r in enumerate(self._low.routes):
-            b = budgets.get((r.router_name, r.name))
-            if b is not None:
-                self._budgets[i] = b
+            j = old_routes.get((r.router_name, r.name))
+            if j is not None:
+                self._budgets[i] = old._budgets[j]
+                bucket = old._buckets[j]
+                if self._buckets[i] is not None and bucket is not None and bucket.limit() == self._buckets[i].limit():
+                    self._buckets[i] = bucket
         by_service = dict(zip(old._low.services, old._service_budgets))
         for i, name in enumerate(self._low.services):
             if name in by_service:
@@ -262,7 +328,7 @@ class Router:
     def add_endpoint(self, node: str, endpoint: Endpoint) -> None:
         """An instance joins (or is replaced, keeping its place)."""
         ns = self._node(node)
-        new = EndpointState(endpoint, ns.low.identity)
+        new = EndpointState(endpoint, ns.low.identity, self.locality)
         for i, e in enumerate(ns.endpoints):
             if e.id == endpoint.id:
                 ns.endpoints[i] = new
@@ -317,6 +383,18 @@ class Router:
                 d = Decision(C.NO_ROUTE)
                 d.service, d.protocol = low.services[si], protocol
                 return d
+            # The route's policy, before any target is drawn: its token bucket, then the
+            # fault draws.
+            bucket = self._buckets[route.index]
+            delay = 0
+            if bucket is not None and not bucket.take(now_ns):
+                return self._refused(C.RATE_LIMITED, protocol, si, route)
+            if route.fault:
+                delay, abort = self._fault(route, headers)
+                if abort is not None:
+                    d = self._refused(C.FAULT_ABORT, protocol, si, route)
+                    d.fault_delay_ns, (d.fault_http_status, d.fault_grpc_status) = delay, abort
+                    return d
             if len(route.nodes) == 1:
                 t = 0
             else:
@@ -331,21 +409,55 @@ class Router:
             ns = self._nodes[low.service_node[si]]
             retry, per_request, idle = low.default_retry, ns.low.per_request_ns, ns.low.idle_ns
             budget, route_name, tport = self._service_budgets[si], None, -1
+            route, delay = None, 0
         ep = self._pick(ns, now_ns, None)
         d = Decision(C.ROUTED if ep is not None else C.NO_ENDPOINT)
-        d.protocol, d.service, d.route, d.target, d.target_port = protocol, low.services[si], route_name, ns.low.name, tport
+        d.protocol, d.service, d.route = protocol, low.services[si], route_name
+        d.target, d.target_port = ns.low.name, tport
         d.retry, d.per_request_timeout_ns, d.idle_timeout_ns = retry, per_request, idle
+        d.router, d.fault_delay_ns = None if route is None else route.router_name, delay
         if ep is None:
             return d
         ep.active += 1
         budget.request(now_ns)
         d.endpoint, d.pool_key, d._node, d._budget = ep, ep.pool_key, ns, budget
-        d.deadline_ns = now_ns + per_request if per_request else 0
+        # An injected delay comes before the request leaves: its timeout starts after it.
+        d.deadline_ns = now_ns + delay + per_request if per_request else 0
         per_try = per_request
         if retry is not None and (per_try == 0 or retry.per_try_ns < per_try):
             per_try = retry.per_try_ns
         d.per_try_timeout_ns = per_try
+        if route is not None and route.mirror_node >= 0 and self._per_million(route.mirror_pm):
+            # A shadow copy: balanced like any request to its node, no active count, no feedback.
+            mirror = self._nodes[route.mirror_node]
+            mep = self._pick(mirror, now_ns, None)
+            if mep is not None:
+                d.mirror, d.mirror_endpoint, d.mirror_port = mirror.low.name, mep, route.mirror_port
         return d
+
+    def _refused(self, status, protocol, si, route) -> Decision:
+        """A decision the route's policy answers itself: nothing to release or feed back."""
+        d = Decision(status)
+        d.service, d.protocol, d.route, d.router = self._low.services[si], protocol, route.name, route.router_name
+        return d
+
+    def _per_million(self, per_million: int) -> bool:
+        return self._rng.next() % C.PER_MILLION < per_million
+
+    def _fault(self, route, headers):
+        """Envoy's fault filter on one request whose route has a fault: (delay_ns, abort),
+        abort being (http_status, grpc_status) or None. Delay and abort are drawn
+        independently, delay first, only when the fault's header conditions hold."""
+        if not all(_header_ok(h, headers) for h in route.fault_headers):
+            return 0, None
+        delay = 0
+        if route.delay_pm >= 0 and self._per_million(route.delay_pm):
+            delay = route.delay_fixed_ns
+            if route.delay_jitter_ns:
+                delay += self._rng.next() % route.delay_jitter_ns
+        if route.abort_pm >= 0 and self._per_million(route.abort_pm):
+            return delay, (route.abort_http, route.abort_grpc)
+        return delay, None
 
     def _authority_slow(self, authority: str):
         """Case-folded lookup, then without a numeric :port (RFC 9110 section 4.2.3): the
@@ -421,6 +533,10 @@ class Router:
         if n == 0:
             return None
         panic = _panic(ns, now_ns)
+        if ns.by_priority and not panic:
+            e = self._pick_priority(ns, now_ns, avoid)
+            if e is not None:
+                return e
         if ns.low.lb == C.LB_ROUND_ROBIN:
             start = ns.rr % n
             chosen = -1
@@ -439,19 +555,68 @@ class Router:
         # choice_count 2): two distinct random endpoints, the one with fewer active wins.
         a = self._rng.next() % n
         b = (a + 1 + self._rng.next() % (n - 1)) % n
-        ea, eb = eps[a], eps[b]
-        ua, ub = _usable(ea, now_ns, avoid, panic), _usable(eb, now_ns, avoid, panic)
-        if ua and ub:
-            return eb if eb.active < ea.active else ea
-        if ua:
-            return ea
-        if ub:
-            return eb
+        e = _least_of_two(eps[a], eps[b], now_ns, avoid, panic)
+        if e is not None:
+            return e
         for k in range(n):
             e = eps[(a + k) % n]
             if _usable(e, now_ns, avoid, panic):
                 return e
         return eps[self._fallback(eps, a, now_ns, panic)]
+
+    def _pick_priority(self, ns: NodeState, now_ns: int, avoid):
+        """Locality-aware pick by Envoy's priority load (see the core's `_pick_priority`):
+        a priority drawn by load, then the node's policy among its members."""
+        eps = ns.endpoints
+        n = len(eps)
+        avail = list(ns.healthy_per_priority)
+        if ns.ejected_until_ns > now_ns:
+            avail = [0] * C.N_PRIORITIES
+            for e in eps:
+                if e.healthy and e.ejected_until_ns <= now_ns:
+                    avail[e.priority] += 1
+        if avoid is not None and avoid.healthy and avoid.ejected_until_ns <= now_ns and any(e is avoid for e in eps):
+            avail[avoid.priority] -= 1
+        over = ns.low.overprovisioning
+        health = [min(C.PRIORITY_LOAD_TOTAL, over * a // t) if t else 0 for a, t in zip(avail, ns.per_priority)]
+        total = min(C.PRIORITY_LOAD_TOTAL, sum(health))
+        if total == 0:
+            return None
+        left = C.PRIORITY_LOAD_TOTAL
+        load = []
+        for h in health:
+            share = min(left, h * C.PRIORITY_LOAD_TOTAL // total)
+            left -= share
+            load.append(share)
+        load[next(p for p, h in enumerate(health) if h > 0)] += left
+        x = self._rng.next() % C.PRIORITY_LOAD_TOTAL
+        chosen = 0
+        while x >= load[chosen]:
+            x -= load[chosen]
+            chosen += 1
+        if ns.low.lb == C.LB_ROUND_ROBIN:
+            start = ns.rr % n
+            for k in range(n):
+                i = (start + k) % n
+                if eps[i].priority == chosen and _usable(eps[i], now_ns, avoid, False):
+                    ns.rr = i + 1
+                    return eps[i]
+            return None
+        members = [i for i, e in enumerate(eps) if e.priority == chosen]
+        m = len(members)
+        if m == 1:
+            a = b = 0
+        else:
+            a = self._rng.next() % m
+            b = (a + 1 + self._rng.next() % (m - 1)) % m
+        e = _least_of_two(eps[members[a]], eps[members[b]], now_ns, avoid, False)
+        if e is not None:
+            return e
+        for k in range(n):
+            e = eps[(members[a] + k) % n]
+            if e.priority == chosen and _usable(e, now_ns, avoid, False):
+                return e
+        return None
 
     @staticmethod
     def _fallback(eps, start, now_ns, panic) -> int:
@@ -570,6 +735,17 @@ class Router:
 
 def _usable(e: EndpointState, now_ns: int, avoid, panic: bool) -> bool:
     return (panic or (e.healthy and e.ejected_until_ns <= now_ns)) and e is not avoid
+
+
+def _least_of_two(ea, eb, now_ns: int, avoid, panic: bool):
+    """Least request's choice between two drawn endpoints: the usable one with fewer
+    active requests (the first on a tie), or None when neither is usable."""
+    ua, ub = _usable(ea, now_ns, avoid, panic), _usable(eb, now_ns, avoid, panic)
+    if ua and ub:
+        return eb if eb.active < ea.active else ea
+    if ua:
+        return ea
+    return eb if ub else None
 
 
 def _panic(ns: NodeState, now_ns: int) -> bool:

@@ -356,6 +356,9 @@ class LRoute:
         "name", "index", "rank", "router", "router_name", "protocol", "path_kind", "path", "regex",
         "method", "scheme", "port", "headers", "query", "nodes", "weights", "cum",
         "total", "target_ports", "retry", "per_request_ns", "idle_ns", "key",
+        # meshd's RoutePolicy: see `_lower_policy`.
+        "fault", "fault_headers", "delay_pm", "delay_fixed_ns", "delay_jitter_ns", "abort_pm", "abort_http",
+        "abort_grpc", "mirror_node", "mirror_pm", "mirror_port", "rate_limit",
     )
 
 
@@ -365,7 +368,7 @@ class LNode:
     __slots__ = (
         "name", "index", "lb", "max_errors", "interval_ns", "base_ejection_ns",
         "max_ejection_percent", "max_connections", "max_pending", "max_requests",
-        "identity", "per_request_ns", "idle_ns",
+        "identity", "per_request_ns", "idle_ns", "locality", "overprovisioning",
     )
 
 
@@ -555,6 +558,94 @@ def _lower_match(path, proto, m, r):
     return port
 
 
+def lower_rate_limit(path, rl) -> tuple[int, int, int]:
+    """A RateLimit validated: (max_tokens, tokens_per_fill, fill_interval_ns)."""
+    if not isinstance(rl, RateLimit):
+        _fail(path, "bad_type", rl)
+    return (_int(path + ".max_tokens", rl.max_tokens, 1, 2**40),
+            _int(path + ".tokens_per_fill", rl.tokens_per_fill, 1, 2**40),
+            _int(path + ".fill_interval_ms", rl.fill_interval_ms, 1, 2**40) * NS_PER_MS)
+
+
+def _lower_fault(path, f, r):
+    """Fill the fault fields of `r`: a per-million of -1 means that fault is absent, so
+    the router draws (and consumes random numbers) only for the faults that exist."""
+    r.fault, r.fault_headers = False, ()
+    r.delay_pm, r.delay_fixed_ns, r.delay_jitter_ns = -1, 0, 0
+    r.abort_pm, r.abort_http, r.abort_grpc = -1, 0, -1
+    if f is None:
+        return
+    if not isinstance(f, Fault):
+        _fail(path, "bad_type", f)
+    if f.delay is None and f.abort is None:
+        _fail(path, "missing", f)
+    if not isinstance(f.headers, tuple):
+        _fail(path + ".headers", "bad_type", f.headers)
+    if r.protocol == C.PROTO_TCP and f.headers:
+        _fail(path + ".headers", "bad_value", f.headers)  # a TCP connection has no headers
+    r.fault = True
+    r.fault_headers = tuple(lower_header(f"{path}.headers[{i}]", h) for i, h in enumerate(f.headers))
+    if f.delay is not None:
+        d = f.delay
+        if not isinstance(d, FaultDelay):
+            _fail(path + ".delay", "bad_type", d)
+        r.delay_pm = _int(path + ".delay.per_million", d.per_million, 0, C.PER_MILLION)
+        r.delay_fixed_ns = _int(path + ".delay.fixed_ms", d.fixed_ms, 0, 2**40) * NS_PER_MS
+        r.delay_jitter_ns = _int(path + ".delay.jitter_ms", d.jitter_ms, 0, 2**40) * NS_PER_MS
+    if f.abort is not None:
+        a = f.abort
+        if not isinstance(a, FaultAbort):
+            _fail(path + ".abort", "bad_type", a)
+        if r.protocol == C.PROTO_TCP:
+            _fail(path + ".abort", "bad_value", a)  # no status to answer a TCP connection with
+        r.abort_pm = _int(path + ".abort.per_million", a.per_million, 0, C.PER_MILLION)
+        if (a.http_status is None) == (a.grpc_status is None):
+            _fail(path + ".abort.http_status", "missing" if a.http_status is None else "conflict",
+                  (a.http_status, a.grpc_status))
+        if a.http_status is not None:
+            r.abort_http = _int(path + ".abort.http_status", a.http_status, 200, 599)
+        else:
+            r.abort_grpc = _int(path + ".abort.grpc_status", a.grpc_status, 1, 16)
+
+
+def _lower_policy(path, route, r, nodes_by_name):
+    """meshd's RoutePolicy fields of a route: fault, mirror and rate limit."""
+    _lower_fault(path + ".fault", route.fault, r)
+    m = route.mirror
+    r.mirror_node, r.mirror_pm, r.mirror_port = -1, 0, -1
+    if m is not None:
+        if not isinstance(m, Mirror):
+            _fail(path + ".mirror", "bad_type", m)
+        if r.protocol == C.PROTO_TCP:
+            _fail(path + ".mirror", "bad_value", m)  # copies are of requests, which TCP has not
+        if m.node not in nodes_by_name:
+            _fail(path + ".mirror.node", "unknown_node", m.node)
+        r.mirror_node = nodes_by_name[m.node]
+        r.mirror_pm = _int(path + ".mirror.per_million", m.per_million, 0, C.PER_MILLION)
+        r.mirror_port = -1 if m.port is None else _int(path + ".mirror.port", m.port, 1, 65535)
+    r.rate_limit = None if route.rate_limit is None else lower_rate_limit(path + ".rate_limit", route.rate_limit)
+
+
+def check_locality(path, loc) -> tuple[str, str, str]:
+    """A locality (region, zone, sub_zone): a tuple of three str, any of them empty."""
+    if type(loc) is not tuple or len(loc) != 3 or not all(type(x) is str for x in loc):
+        _fail(path, "bad_type", loc)
+    return loc
+
+
+def locality_priority(own, theirs) -> int:
+    """An endpoint's priority from the router's locality `own`: 0 when region, zone and
+    sub-zone are the same, 1 when region and zone are, 2 when the region is, 3 otherwise;
+    0 when either side has no locality at all (no locality: nothing to prefer)."""
+    if not any(own) or not any(theirs):
+        return 0
+    if own[0] != theirs[0]:
+        return 3
+    if own[1] != theirs[1]:
+        return 2
+    return 0 if own[2] == theirs[2] else 1
+
+
 def _lower_route(path, route, ridx, nodes_by_name, default_retry, default_timeouts):
     if not isinstance(route, Route):
         _fail(path, "bad_type", route)
@@ -597,6 +688,7 @@ def _lower_route(path, route, ridx, nodes_by_name, default_retry, default_timeou
         r.per_request_ns, r.idle_ns = default_timeouts
     else:
         r.per_request_ns, r.idle_ns = _lower_timeouts(path + ".timeouts", route.timeouts)
+    _lower_policy(path, route, r, nodes_by_name)
     n_conditions = len(r.headers) + len(r.query) + sum(x is not None for x in (r.method, r.scheme, port))
     path_len = len(r.path) if r.path_kind in (C.PK_PREFIX, C.PK_EXACT) else 0
     # Precedence summary; see `precedence_key` for the rule it encodes.
@@ -645,6 +737,14 @@ def _lower_node(path, n, idx):
     ln.max_requests = _int(path + ".pool.max_requests", pool.max_requests, 1, 2**31)
     ln.identity = _str(path + ".identity", n.identity, True)
     ln.per_request_ns, ln.idle_ns = _lower_timeouts(path + ".timeouts", n.timeouts)
+    loc = n.locality
+    if not isinstance(loc, LocalityLb):
+        _fail(path + ".locality", "bad_type", loc)
+    if type(loc.enabled) is not bool:
+        _fail(path + ".locality.enabled", "bad_type", loc.enabled)
+    ln.locality = loc.enabled
+    # Envoy's overprovisioning factor: 1.0 (spill at the first loss) to 10.0.
+    ln.overprovisioning = _int(path + ".locality.overprovisioning_percent", loc.overprovisioning_percent, 100, 1000)
     return ln
 
 
@@ -709,6 +809,10 @@ def _copy_route(r: LRoute) -> LRoute:
     c.method, c.scheme, c.port, c.headers, c.query = r.method, r.scheme, r.port, r.headers, r.query
     c.nodes, c.weights, c.cum, c.total, c.target_ports = r.nodes, r.weights, r.cum, r.total, r.target_ports
     c.retry, c.per_request_ns, c.idle_ns, c.key = r.retry, r.per_request_ns, r.idle_ns, r.key
+    c.fault, c.fault_headers, c.delay_pm = r.fault, r.fault_headers, r.delay_pm
+    c.delay_fixed_ns, c.delay_jitter_ns = r.delay_fixed_ns, r.delay_jitter_ns
+    c.abort_pm, c.abort_http, c.abort_grpc = r.abort_pm, r.abort_http, r.abort_grpc
+    c.mirror_node, c.mirror_pm, c.mirror_port, c.rate_limit = r.mirror_node, r.mirror_pm, r.mirror_port, r.rate_limit
     return c
 
 

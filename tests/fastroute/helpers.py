@@ -57,4 +57,6 @@ def summary(d):
     return (d.status, d.reason, d.protocol, d.service, d.route, d.target, d.target_port,
             None if ep is None else ep.id, d.pool_key, d.per_request_timeout_ns, d.idle_timeout_ns,
             d.per_try_timeout_ns, d.deadline_ns, d.attempt, d.state,
-            None if d.retry is None else (d.retry.max_retries, d.retry.per_try_ns))
+            None if d.retry is None else (d.retry.max_retries, d.retry.per_try_ns),
+            d.router, d.fault_delay_ns, d.fault_http_status, d.fault_grpc_status, d.mirror,
+            None if d.mirror_endpoint is None else d.mirror_endpoint.id, d.mirror_port)
