@@ -22,9 +22,11 @@ them all at once.
 from __future__ import annotations
 
 import dataclasses
+import math
 import re
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
+from urllib.parse import urlsplit
 
 from google.protobuf import json_format
 from google.protobuf.descriptor import Descriptor, FieldDescriptor
@@ -106,6 +108,7 @@ class Rule:
     pattern: tuple[re.Pattern[str], str] | None = None  # (regex, what it means)
     regex: bool = False  # the value is itself a regular expression
     count: tuple[int, int] | None = None
+    decimals: int | None = None  # at most this many decimal places (percentages)
     each: Rule | None = None
     unsupported: str | None = None
     stricter: Mapping[str, str] | None = dataclasses.field(default=None, hash=False)
@@ -121,6 +124,10 @@ def _said(rule: Rule, part: str, description: str) -> str:
 
 
 REQUIRED = Rule(required=True)
+# meshd.v1's percentages (spec.proto): 0-100 in steps of 0.0001, what the router's parts
+# per million can hold exactly.
+PERCENT = Rule(between=(0, 100), decimals=4)
+REQUIRED_PERCENT = Rule(required=True, between=(0, 100), decimals=4)
 PORT = Rule(between=(1, 65535))
 REQUIRED_PORT = Rule(required=True, between=(1, 65535))
 # App Mesh FilePath: 1-255 characters.
@@ -392,10 +399,48 @@ RULES: dict[str, dict[str, Rule]] = {
     "GrpcGatewayRouteMatch": {"serviceName": CLEAN, "metadata": UP_TO_10, "port": PORT},
     "GrpcGatewayRoute": {"match": REQUIRED, "action": REQUIRED},
     "GatewayRouteSpec": {"priority": Rule(between=(0, 1000))},
+    # -- meshd.v1 kinds beyond App Mesh: meshd's own limits ----------------------------
+    "RouteReference": {"virtualRouterName": NAME, "routeName": NAME},
+    "FaultInjection": {"match": UP_TO_10},
+    "FaultDelay": {"percentage": REQUIRED_PERCENT, "fixedDelay": REQUIRED},
+    "FaultAbort": {"percentage": REQUIRED_PERCENT, "httpStatus": Rule(between=(200, 599)),
+                   "grpcStatus": Rule(between=(1, 16))},
+    "TrafficMirror": {
+        "virtualNode": NAME,
+        "percentage": REQUIRED_PERCENT,
+        "port": PORT,
+        "maxInFlight": Rule(between=(1, 10000)),
+        "maxBodyBytes": Rule(between=(0, 16 << 20)),
+    },
+    "RateLimit": {
+        "maxTokens": Rule(required=True, between=(1, None)),
+        "tokensPerFill": Rule(required=True, between=(1, None)),
+        "fillInterval": REQUIRED,
+    },
+    "RoutePolicySpec": {"route": REQUIRED},
+    "ListenerRateLimit": {"port": REQUIRED_PORT, "rateLimit": REQUIRED},
+    "LocalityBalancing": {"overprovisioningFactor": Rule(between=(100, 1000))},
+    "NodePolicySpec": {"virtualNodeName": NAME, "listenerRateLimits": Rule(count=(0, 50))},
+    "RolloutTarget": {"virtualNode": NAME, "port": PORT},
+    "RolloutStep": {"weight": Rule(required=True, between=(0, 100)), "minRequests": Rule(between=(0, None))},
+    "PrometheusCheck": {"address": Rule(required=True, length=(1, 2048)),
+                        "query": Rule(required=True, length=(1, 4096))},
+    "RolloutAnalysis": {
+        "minSuccessRate": PERCENT,
+        "maxLatencyP99Ratio": Rule(between=(1, None)),
+        "minRequestsToFail": Rule(between=(1, None)),
+    },
+    "RolloutSpec": {"route": REQUIRED, "stable": REQUIRED, "canary": REQUIRED,
+                    "steps": Rule(required=True, count=(1, 20))},
 }
 
 
 def _scalar_violations(rule: Rule, value, path: str) -> Iterator[FieldViolation]:
+    if isinstance(value, float) and not math.isfinite(value):
+        yield FieldViolation(path, f"must be a finite number, got {value}")
+        return
+    if rule.decimals is not None and abs(value * 10**rule.decimals - round(value * 10**rule.decimals)) > 1e-6:
+        yield FieldViolation(path, f"at most {rule.decimals} decimal places, got {value}")
     if rule.between is not None:
         lo, hi = rule.between
         if value < lo or (hi is not None and value > hi):
@@ -595,6 +640,83 @@ def _gateway_rewrite(route, path: str) -> Iterator[FieldViolation]:
         yield FieldViolation(f"{where}.path", "requires match.path.exact")
 
 
+_UNIT_MS = {"ms": 1, "s": 1000}
+_HOUR_MS = 3_600_000
+_DAY_MS = 86_400_000
+
+
+def _ms(d) -> int | None:
+    """A Duration in milliseconds; None when its unit or value is missing or unknown (the
+    Duration rules report that)."""
+    if d.unit not in _UNIT_MS or not d.HasField("value"):
+        return None
+    return d.value * _UNIT_MS[d.unit]
+
+
+def _duration_within(member: str, lo_ms: int, hi_ms: int) -> Check:
+    """A Duration member between lo_ms and hi_ms milliseconds, inclusive."""
+
+    def check(msg, path: str) -> Iterator[FieldViolation]:
+        ms = _ms(getattr(msg, member)) if msg.HasField(member) else None
+        if ms is not None and not lo_ms <= ms <= hi_ms:
+            d = getattr(msg, member)
+            yield FieldViolation(f"{path}.{msg.DESCRIPTOR.fields_by_name[member].json_name}",
+                                 f"must be between {lo_ms} ms and {hi_ms} ms, got {d.value} {d.unit}")
+
+    return check
+
+
+def _fault_kind(fault, path: str) -> Iterator[FieldViolation]:
+    if not (fault.HasField("delay") or fault.HasField("abort")):
+        yield FieldViolation(path, "at least one of delay, abort is required")
+
+
+def _delay_total(delay, path: str) -> Iterator[FieldViolation]:
+    """A delay holds a request and its connection: over an hour it is a hang, not a fault."""
+    parts = [_ms(getattr(delay, m)) for m in ("fixed_delay", "jitter") if delay.HasField(m)]
+    if None not in parts and sum(parts) > _HOUR_MS:
+        yield FieldViolation(f"{path}.fixedDelay",
+                             f"fixedDelay plus jitter must be at most 1 hour, got {sum(parts)} ms")
+
+
+def _unique_rate_limit_ports(spec, path: str) -> Iterator[FieldViolation]:
+    """A listener has one bucket: two limits for one port would leave it to pick one."""
+    seen = set()
+    for i, limit in enumerate(spec.listener_rate_limits):
+        if limit.HasField("port") and limit.port in seen:
+            yield FieldViolation(f"{path}.listenerRateLimits[{i}].port", f"duplicate port {limit.port}")
+        seen.add(limit.port)
+
+
+def _rollout_shape(spec, path: str) -> Iterator[FieldViolation]:
+    """Each step moves the canary forward, so weights strictly increase. The last may be
+    below 100: as in Argo Rollouts and Flagger, a rollout whose steps all pass is promoted
+    (100% canary) anyway, so steps such as 5, 25, 50 are a complete rollout. Stable and
+    canary are two different targets, or there is nothing to move between."""
+    weights = [(i, s.weight) for i, s in enumerate(spec.steps) if s.HasField("weight")]
+    for (_, before), (i, weight) in zip(weights, weights[1:]):
+        if weight <= before:
+            yield FieldViolation(f"{path}.steps[{i}].weight",
+                                 f"weights must strictly increase; {weight} follows {before}")
+    def target(t):
+        return (t.virtual_node, t.port if t.HasField("port") else None)
+    if spec.stable.HasField("virtual_node") and target(spec.stable) == target(spec.canary):
+        yield FieldViolation(f"{path}.canary", "must be another target than stable")
+
+
+def _prometheus(check, path: str) -> Iterator[FieldViolation]:
+    if check.HasField("address"):
+        url = urlsplit(check.address)
+        if url.scheme not in ("http", "https") or not url.netloc or re.search(r"[\s\x00-\x1f]", check.address):
+            yield FieldViolation(f"{path}.address",
+                                 f"must be an http:// or https:// URL such as http://prometheus:9090, "
+                                 f"got {check.address!r}")
+    if not (check.HasField("min") or check.HasField("max")):
+        yield FieldViolation(path, "at least one of min, max is required: the query's value is compared with them")
+    elif check.HasField("min") and check.HasField("max") and check.min > check.max:
+        yield FieldViolation(f"{path}.max", f"must be at least min ({check.min}), got {check.max}")
+
+
 CHECKS: dict[str, tuple[Check, ...]] = {
     "Listener": (_listener_protocols,),
     "VirtualGatewayListener": (_gateway_listener,),
@@ -610,6 +732,14 @@ CHECKS: dict[str, tuple[Check, ...]] = {
     "LoggingFormat": (_logging_format,),
     "MatchRange": (_range_order,),
     "HttpGatewayRoute": (_gateway_rewrite,),
+    # meshd.v1 kinds beyond App Mesh
+    "FaultInjection": (_fault_kind,),
+    "FaultDelay": (_delay_total,),
+    "RateLimit": (_duration_within("fill_interval", 1, _DAY_MS),),
+    "NodePolicySpec": (_unique_rate_limit_ports,),
+    "RolloutSpec": (_rollout_shape,),
+    "RolloutAnalysis": (_duration_within("interval", 1000, _HOUR_MS), _duration_within("max_latency_p99", 1, _HOUR_MS)),
+    "PrometheusCheck": (_prometheus,),
 }
 
 # ---------------------------------------------------------------------------------------

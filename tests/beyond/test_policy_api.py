@@ -16,6 +16,7 @@ from builders import create, node_spec, route_spec, shop, update
 from meshd.api import kinds as K
 from meshd.api.resources import ApiConfig, Resources
 from meshd.api.server import AdminServer
+from meshd.api.validate import InvalidSpec, validate_spec
 from meshd.v1 import admin_pb2 as pb
 from meshd.v1 import admin_pb2_grpc, spec_pb2
 
@@ -361,3 +362,102 @@ def test_instance_locality_given_or_the_meshds_own(store):
         lease.stop(revoke=True)
     with pytest.raises(ValueError):
         ApiConfig(locality=("", "zone-only", ""))
+
+
+# -- validation ----------------------------------------------------------------------------
+def _violations(stub, title: str, spec: dict) -> dict[str, str]:
+    kind = K.BY_TITLE[title]
+    err = refused(create, stub, title, meshName="shop", **{_camel(kind.name_field): "bad"}, spec=spec)
+    assert err.code() == grpc.StatusCode.INVALID_ARGUMENT and details(err)[0] == "INVALID_SPEC"
+    return dict(v.split(": ", 1) for v in details(err)[2])
+
+
+def _camel(snake: str) -> str:
+    head, *rest = snake.split("_")
+    return head + "".join(p.title() for p in rest)
+
+
+def test_route_policy_validation_names_each_field(shop_api):
+    s = shop_api.stub
+    got = _violations(s, "RoutePolicy", {
+        "route": {"virtualRouterName": "api-router"},
+        "fault": {"delay": {"percentage": 10.00001, "fixedDelay": {"unit": "s", "value": 3000},
+                            "jitter": {"unit": "s", "value": 601}},
+                  "abort": {"percentage": 101, "httpStatus": 600}},
+        "mirror": {"maxInFlight": 0, "maxBodyBytes": 16 * 1024 * 1024 + 1},
+        "rateLimit": {"maxTokens": 0, "fillInterval": {"unit": "s", "value": 86401}},
+    })
+    assert got == {
+        "spec.route.routeName": "required",
+        "spec.fault.delay.percentage": "at most 4 decimal places, got 10.00001",
+        "spec.fault.delay.fixedDelay": "fixedDelay plus jitter must be at most 1 hour, got 3601000 ms",
+        "spec.fault.abort.percentage": "must be between 0 and 100, got 101.0",
+        "spec.fault.abort.httpStatus": "must be between 200 and 599, got 600",
+        "spec.mirror.virtualNode": "required",
+        "spec.mirror.percentage": "required",
+        "spec.mirror.maxInFlight": "must be between 1 and 10000, got 0",
+        "spec.mirror.maxBodyBytes": "must be between 0 and 16777216, got 16777217",
+        "spec.rateLimit.maxTokens": "must be at least 1, got 0",
+        "spec.rateLimit.tokensPerFill": "required",
+        "spec.rateLimit.fillInterval": "must be between 1 ms and 86400000 ms, got 86401 s",
+    }
+    got = _violations(s, "RoutePolicy", {"route": ROUTE, "fault": {"match": [{"name": "x-test"}]}})
+    assert got == {"spec.fault": "at least one of delay, abort is required"}
+    got = _violations(s, "RoutePolicy", {"route": ROUTE, "fault": {"abort": {"percentage": 5}}})
+    assert got == {"spec.fault.abort": "exactly one of httpStatus, grpcStatus is required"}
+    got = _violations(s, "RoutePolicy", {"route": ROUTE, "fault": {"abort": {"percentage": 5, "grpcStatus": 17}}})
+    assert got == {"spec.fault.abort.grpcStatus": "must be between 1 and 16, got 17"}
+    assert _violations(s, "RoutePolicy", {"fault": {"abort": {"percentage": 5, "grpcStatus": 14}}}) == {
+        "spec.route": "required"}
+    # Both statuses at once is refused by the document's shape, with the field named.
+    with pytest.raises(InvalidSpec) as info:
+        validate_spec("routePolicy", {"route": ROUTE, "fault": {"abort": {
+            "percentage": 5, "httpStatus": 503, "grpcStatus": 14}}})
+    assert [v.field for v in info.value.violations] == ["spec.fault.abort.grpcStatus"]
+    # 4 decimals are fine: 0.0001% is one request in a million.
+    create(s, "RoutePolicy", meshName="shop", routePolicyName="ok", spec=route_policy(
+        fault={"abort": {"percentage": 0.0001, "grpcStatus": 14}, "match": [{"name": "x-chaos"}]}))
+
+
+def test_node_policy_and_rollout_validation_names_each_field(shop_api):
+    s = shop_api.stub
+    limit = {"maxTokens": 1, "tokensPerFill": 1, "fillInterval": {"unit": "ms", "value": 0}}
+    got = _violations(s, "NodePolicy", {
+        "listenerRateLimits": [{"port": 8080, "rateLimit": limit}, {"port": 8080}],
+        "locality": {"overprovisioningFactor": 99},
+    })
+    assert got == {
+        "spec.virtualNodeName": "required",
+        "spec.listenerRateLimits[0].rateLimit.fillInterval": "must be between 1 ms and 86400000 ms, got 0 ms",
+        "spec.listenerRateLimits[1].rateLimit": "required",
+        "spec.listenerRateLimits[1].port": "duplicate port 8080",
+        "spec.locality.overprovisioningFactor": "must be between 100 and 1000, got 99",
+    }
+    got = _violations(s, "Rollout", {
+        "route": ROUTE, "stable": {"virtualNode": "api-v1"}, "canary": {"virtualNode": "api-v1"},
+        "steps": [{"weight": 10}, {"weight": 10}, {"weight": 101, "minDuration": {"unit": "s", "value": -1}}],
+        "analysis": {"interval": {"unit": "ms", "value": 10}, "minSuccessRate": 100.5, "maxLatencyP99Ratio": 0.5,
+                     "prometheus": {"address": "prometheus:9090", "query": ""}},
+    })
+    assert got == {
+        "spec.steps[2].weight": "must be between 0 and 100, got 101",
+        "spec.steps[2].minDuration.value": "must be at least 0, got -1",
+        "spec.analysis.interval": "must be between 1000 ms and 3600000 ms, got 10 ms",
+        "spec.analysis.minSuccessRate": "must be between 0 and 100, got 100.5",
+        "spec.analysis.maxLatencyP99Ratio": "must be at least 1, got 0.5",
+        "spec.analysis.prometheus.query": "length must be between 1 and 4096, got 0",
+        "spec.analysis.prometheus.address": "must be an http:// or https:// URL such as http://prometheus:9090, "
+                                            "got 'prometheus:9090'",
+        "spec.analysis.prometheus": "at least one of min, max is required: the query's value is compared with them",
+        "spec.steps[1].weight": "weights must strictly increase; 10 follows 10",
+        "spec.canary": "must be another target than stable",
+    }
+    got = _violations(s, "Rollout", {"steps": [{"weight": w} for w in range(21)]})
+    assert got == {"spec.route": "required", "spec.stable": "required", "spec.canary": "required",
+                   "spec.steps": "at most 20 items, got 21"}
+    assert _violations(s, "Rollout", rollout(steps=[]))["spec.steps"] == "required"
+    # The last step may stay below 100: a rollout whose steps all pass is promoted anyway.
+    made = create(s, "Rollout", meshName="shop", rolloutName="short", spec=rollout(
+        steps=[{"weight": 10}, {"weight": 50}], analysis={"prometheus": {
+            "address": "https://prom.example:9090", "query": "sum(rate(x[1m]))", "max": 0.5}}))
+    assert [st.weight for st in made.rollout.spec.steps] == [10, 50]
