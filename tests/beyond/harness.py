@@ -1,0 +1,140 @@
+"""Helpers for the issue-16 data-plane tests: policies written through the real admin API
+(`Resources`, as meshctl's gRPC calls reach it), a bounded load of gRPC calls through a
+meshd's egress, and readings of a meshd's Prometheus registry."""
+from __future__ import annotations
+
+import threading
+import time
+from concurrent import futures
+from dataclasses import dataclass, field
+
+import grpc
+
+from meshd.api import kinds as K
+from meshd.api.validate import parse_json
+from meshd.v1 import admin_pb2 as pb
+
+ROUTE = {"virtualRouterName": "api-router", "routeName": "api"}
+REASON = "x-meshd-reason"
+
+
+def put_policy(resources, title: str, name: str, spec: dict, mesh: str = "shop", *, create: bool = True) -> None:
+    """Create (or with create=False, replace) the RoutePolicy or NodePolicy `name` of `mesh`."""
+    kind = K.BY_TITLE[title]
+    doc = {"meshName": mesh, f"{kind.name}Name": name, "spec": spec}
+    verb = "Create" if create else "Update"
+    getattr(resources, verb.lower())(kind, parse_json(getattr(pb, f"{verb}{title}Request"), doc))
+
+
+def wait_policy(meshd, mesh: str, router: str, route: str, field_name: str, present: bool = True,
+                timeout: float = 10.0) -> None:
+    """Until `meshd`'s live table has (or no longer has) the route's policy field."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        live = meshd.runtime.view.live(mesh)
+        if live is not None:
+            for vr in live.compiled.table.routers:
+                for r in vr.routes if vr.name == router else ():
+                    if r.name == route and (getattr(r, field_name) is not None) == present:
+                        return
+        time.sleep(0.05)
+    raise AssertionError(f"{mesh}/{router}/{route}: {field_name} not {'in' if present else 'out of'} the table")
+
+
+@dataclass
+class Outcome:
+    """One call: its gRPC code, the x-meshd-reason it carried, its latency in seconds."""
+
+    code: grpc.StatusCode
+    reason: str
+    seconds: float
+    sent_at: float
+
+
+@dataclass
+class Load:
+    """The outcomes of a bounded run of calls."""
+
+    outcomes: list[Outcome] = field(default_factory=list)
+    started: float = 0.0
+    last_sent: float = 0.0
+
+    def count(self, code: grpc.StatusCode, reason: str | None = None) -> int:
+        return sum(1 for o in self.outcomes if o.code == code and (reason is None or o.reason == reason))
+
+    def latencies(self, ok_only: bool = True) -> list[float]:
+        return sorted(o.seconds for o in self.outcomes if not ok_only or o.code == grpc.StatusCode.OK)
+
+
+def percentile(values: list[float], p: float) -> float:
+    """The p-th percentile (0-100) of sorted `values`, nearest rank."""
+    if not values:
+        raise ValueError("no values")
+    return values[min(len(values) - 1, max(0, round(p / 100 * len(values)) - 1))]
+
+
+def _reason(err_or_call) -> str:
+    for md in (err_or_call.initial_metadata() or (), err_or_call.trailing_metadata() or ()):
+        for k, v in md:
+            if k == REASON:
+                return v
+    return ""
+
+
+def run_load(call, n: int, *, rate: float = 0.0, concurrency: int = 32, metadata=(), timeout: float = 10.0,
+             budget: float = 120.0) -> Load:
+    """`n` unary calls of `call`, at most `concurrency` in flight, paced at `rate` per second
+    when given (else as fast as they complete); stops sending after `budget` seconds."""
+    load = Load(started=time.monotonic())
+    lock = threading.Lock()
+    slots = threading.Semaphore(concurrency)
+
+    def done(fut, t0):
+        seconds = time.monotonic() - t0
+        try:
+            fut.result()
+            code, reason = grpc.StatusCode.OK, _reason(fut)
+        except grpc.RpcError as err:
+            code, reason = err.code(), _reason(err)
+        except futures.CancelledError:
+            code, reason = grpc.StatusCode.CANCELLED, ""
+        with lock:
+            load.outcomes.append(Outcome(code, reason, seconds, t0))
+        slots.release()
+
+    sent = []
+    for i in range(n):
+        if rate:
+            due = load.started + i / rate
+            wait = due - time.monotonic()
+            if wait > 0:
+                time.sleep(wait)
+        if time.monotonic() - load.started > budget or not slots.acquire(timeout=timeout + 5):
+            break
+        t0 = time.monotonic()
+        fut = call.future(b"x", timeout=timeout, metadata=metadata)
+        fut.add_done_callback(lambda f, t0=t0: done(f, t0))
+        sent.append(fut)
+        load.last_sent = t0
+    deadline = time.monotonic() + timeout + 5
+    while time.monotonic() < deadline:
+        with lock:
+            if len(load.outcomes) == len(sent):
+                break
+        time.sleep(0.01)
+    with lock:
+        assert len(load.outcomes) == len(sent), f"{len(sent) - len(load.outcomes)} calls never ended"
+    return load
+
+
+def sample(meshd, name: str, **labels) -> float:
+    """A sample of `meshd`'s Prometheus registry summed over the label values not given."""
+    total = 0.0
+    for family in meshd.observer.metrics.registry.collect():
+        for s in family.samples:
+            if s.name == name and all(s.labels.get(k) == v for k, v in labels.items()):
+                total += s.value
+    return total
+
+
+__all__ = ["Load", "Outcome", "REASON", "ROUTE", "percentile", "put_policy", "run_load", "sample", "wait_policy"]

@@ -1,0 +1,71 @@
+"""Fault injection (RoutePolicy.fault) through real meshds: gRPC calls from an app through
+host A's egress to origins behind host B's ingress, with the policy written through the
+admin API into the real etcd and compiled from the watch like any route change."""
+from __future__ import annotations
+
+import math
+
+import grpc
+import pytest
+
+from beyond.harness import ROUTE, percentile, put_policy, run_load, sample, wait_policy
+from mesh_harness import Origin
+
+pytestmark = [pytest.mark.beyond, pytest.mark.dataplane, pytest.mark.etcd]
+
+# Outlier detection that a few consecutive server errors would trip: were injected aborts
+# fed to it, some endpoint would be ejected within the run.
+OUTLIER = {"outlierDetection": {"maxServerErrors": 3, "interval": {"unit": "s", "value": 10},
+                                "baseEjectionDuration": {"unit": "s", "value": 30}, "maxEjectionPercent": 100}}
+
+
+@pytest.fixture
+def mesh(mesh_factory):
+    origins = {"o1": Origin("o1"), "o2": Origin("o2")}
+    m = mesh_factory(origins, nodes={"o1": "api-v1", "o2": "api-v1"}, targets={"api-v1": 100},
+                     node_listener=OUTLIER)
+    m.wait_routable(m.client())
+    return m
+
+
+def test_abort_share_and_outlier_detection_untouched(mesh):
+    calls, share = 5000, 0.10
+    put_policy(mesh.a.resources, "RoutePolicy", "chaos", {
+        "route": ROUTE, "fault": {"abort": {"percentage": share * 100, "grpcStatus": 13}}})
+    wait_policy(mesh.a, "shop", "api-router", "api", "fault")
+    served_before = sum(o.calls for o in mesh.origins.values())
+
+    load = run_load(mesh.client(), calls)
+
+    assert len(load.outcomes) == calls
+    aborted = load.count(grpc.StatusCode.INTERNAL, "fault_abort")
+    # The issue's bound: the aborted share within 2 points of the policy's, over 5,000 calls
+    # (4.7 standard deviations of a binomial draw at 10%: a correct router never misses it).
+    assert abs(aborted - share * calls) <= 0.02 * calls, aborted
+    assert 4.7 * math.sqrt(calls * share * (1 - share)) <= 0.02 * calls
+    assert load.count(grpc.StatusCode.OK) == calls - aborted, "every call not aborted reached an origin"
+    assert sum(o.calls for o in mesh.origins.values()) - served_before == calls - aborted
+    # Labelled as injected, and never fed to outlier detection.
+    assert sample(mesh.a, "meshd_fault_injected_total", kind="abort", route="api") == aborted
+    assert sample(mesh.a, "meshd_outlier_ejections_total") == 0
+    router = mesh.a.runtime.view.live("shop").router
+    assert all(ep.times_ejected == 0 for ep in router.endpoints("api-v1"))
+
+
+def test_delay_shows_in_p50_of_matching_calls_only(mesh):
+    delay_ms = 150
+    put_policy(mesh.a.resources, "RoutePolicy", "chaos", {
+        "route": ROUTE, "fault": {"delay": {"percentage": 100, "fixedDelay": {"unit": "ms", "value": delay_ms}},
+                                  "match": [{"name": "x-chaos", "match": {"exact": "on"}}]}})
+    wait_policy(mesh.a, "shop", "api-router", "api", "fault")
+    call, n = mesh.client(), 200
+
+    delayed = run_load(call, n, metadata=(("x-chaos", "on"),))
+    plain = run_load(call, n)
+
+    assert delayed.count(grpc.StatusCode.OK) == plain.count(grpc.StatusCode.OK) == n
+    p50_delayed, p50_plain = percentile(delayed.latencies(), 50), percentile(plain.latencies(), 50)
+    assert p50_delayed >= delay_ms / 1000, p50_delayed
+    assert p50_plain < delay_ms / 1000 / 2, p50_plain
+    assert sample(mesh.a, "meshd_fault_injected_total", kind="delay", route="api") == n
+    assert sample(mesh.a, "meshd_outlier_ejections_total") == 0
