@@ -1,0 +1,168 @@
+"""Rollouts with real traffic through real meshds: a good canary is promoted through its
+steps, a failing or slow one is rolled back within an analysis window, and a controller
+SIGKILLed mid-rollout is replaced without a step skipped or repeated (the audit log shows
+each step's route write once)."""
+from __future__ import annotations
+
+import math
+import time
+
+import grpc
+import pytest
+
+from meshd.rollout.controller import TICK
+from meshd.rollout.stats import PUBLISH_INTERVAL
+from meshd.security import AuditFilter, AuditLog
+from tests.beyond.rollout_harness import CANARY, STABLE, RolloutMesh, SlowOrigin, Traffic, wait_for
+from mesh_harness import Origin
+
+pytestmark = [pytest.mark.beyond, pytest.mark.etcd, pytest.mark.dataplane]
+
+ROUTE_PATH = "routes/shop/api-router/api"
+
+
+def _steps(weights, seconds: float, requests: int = 20) -> list[dict]:
+    return [{"weight": w, "minDuration": {"unit": "ms", "value": int(seconds * 1000)}, "minRequests": requests}
+            for w in weights]
+
+
+def _route_writes(m: RolloutMesh) -> list:
+    """The audited route updates, oldest first."""
+    entries = AuditLog(m.a.store).query(AuditFilter(action="UpdateRoute", resource_prefix=ROUTE_PATH), limit=100)
+    return sorted(entries, key=lambda e: e.seq)
+
+
+@pytest.fixture
+def rollout_mesh(etcd, etcd_prefix, tmp_path):
+    made = []
+
+    def make(canary=None, **kw) -> RolloutMesh:
+        m = RolloutMesh(etcd, etcd_prefix, tmp_path, canary or Origin(CANARY), **kw)
+        made.append(m)
+        m.wait_routable()
+        return m
+    yield make
+    for m in made:
+        m.close()
+
+
+def test_good_canary_is_promoted_through_its_steps(rollout_mesh):
+    m = rollout_mesh()
+    traffic = Traffic(m.call, rate=120)
+    try:
+        m.create_rollout(_steps([20, 50, 100], 1.5), {
+            "interval": {"unit": "s", "value": 1}, "minSuccessRate": 99.0,
+            "maxLatencyP99": {"unit": "ms", "value": 500}, "minRequestsToFail": 20})
+        r, _ = wait_for(m, lambda r: r.status.phase in ("PROMOTED", "ROLLED_BACK", "ABORTED"), 40)
+    finally:
+        calls = traffic.stop()
+    st = r.status
+    assert st.phase == "PROMOTED", st
+    assert st.canary_weight == 100
+    assert [(h.step, h.weight, h.result) for h in st.history] == [(0, 20, "PASSED"), (1, 50, "PASSED"),
+                                                                  (2, 100, "PASSED")]
+    for h in st.history:
+        assert h.canary_requests >= 20 and h.canary_success_rate == 100.0, h
+        assert (h.ended_at.ToMilliseconds() - h.started_at.ToMilliseconds()) >= 1500
+    assert m.weights() == {STABLE: 0, CANARY: 100}
+    # One audited route write per step, by a meshd's host identity, with the step's weights.
+    writes = _route_writes(m)
+    assert len(writes) == 3, writes
+    assert all(w.who.startswith("spiffe://") and "/host/" in w.who and w.result == "OK" for w in writes), writes
+    assert not [c for c in calls if not c.who], "a healthy canary's rollout failed calls"
+    # Traffic followed the weights: after promotion every call reaches the canary.
+    assert {c.who for c in calls[-50:]} == {CANARY}
+
+
+def test_failing_canary_rolls_back_within_one_window(rollout_mesh):
+    canary = Origin(CANARY)
+    # INTERNAL: an error the route's default retry policy (gRPC unavailable) does not hide.
+    canary.fail_code = grpc.StatusCode.INTERNAL
+    m = rollout_mesh(canary)
+    interval, rate, error_rate = 1.0, 150.0, 0.05
+    traffic = Traffic(m.call, rate=rate)
+    try:
+        m.create_rollout(_steps([10, 25, 50, 100], 2.0), {
+            "interval": {"unit": "ms", "value": int(interval * 1000)}, "minSuccessRate": 99.0,
+            "minRequestsToFail": 20})
+        r, _ = wait_for(m, lambda r: r.status.step >= 1 or r.status.phase != "PROGRESSING", 30, poll=0.01)
+        assert r.status.step == 1 and r.status.phase == "PROGRESSING", r.status
+        canary.fail_every = round(1 / error_rate)  # 5% errors from step 2 on
+        failing_from = time.monotonic()
+        weight = r.status.canary_weight
+        r, rolled_back_at = wait_for(m, lambda r: r.status.phase != "PROGRESSING", 30, poll=0.01)
+        time.sleep(1.0)  # calls after the rollback: none may fail
+    finally:
+        calls = traffic.stop()
+    st = r.status
+    assert st.phase == "ROLLED_BACK", st
+    assert st.canary_weight == 0 and m.weights() == {STABLE: 100, CANARY: 0}
+    assert [h.result for h in st.history] == ["PASSED", "FAILED"], st.history
+    assert "success rate" in st.history[-1].reason and "success rate" in st.message
+    # Within one analysis window: the interval, plus the publishers' period (the counts it
+    # reads are at most that old), plus a controller tick and etcd round trips.
+    window = interval + PUBLISH_INTERVAL + TICK + 0.5
+    assert rolled_back_at - failing_from <= window, rolled_back_at - failing_from
+    # Failed calls are bounded by canary weight x error rate x the calls of one window (with
+    # three binomial standard deviations for the canary's share of them).
+    n = rate * window
+    p = weight / 100
+    bound = math.ceil(error_rate * (p * n + 3 * math.sqrt(n * p * (1 - p))))
+    failed = [c for c in calls if not c.who]
+    assert 0 < len(failed) <= bound, (len(failed), bound)
+    assert all(failing_from <= c.at < rolled_back_at for c in failed), "a call failed outside the window"
+    assert all(c.code == "INTERNAL" for c in failed)
+
+
+def test_slow_canary_is_rolled_back_on_the_latency_slo(rollout_mesh):
+    canary = SlowOrigin(CANARY)
+    canary.slow_every, canary.slow_by = 20, 0.2  # +200 ms on 5% of calls: the p99
+    m = rollout_mesh(canary)
+    traffic = Traffic(m.call, rate=150)
+    try:
+        m.create_rollout(_steps([25, 50, 100], 3.0), {
+            "interval": {"unit": "ms", "value": 1000}, "minSuccessRate": 99.0,
+            "maxLatencyP99": {"unit": "ms", "value": 100}, "minRequestsToFail": 20})
+        r, _ = wait_for(m, lambda r: r.status.phase != "PROGRESSING", 30)
+    finally:
+        calls = traffic.stop()
+    st = r.status
+    assert st.phase == "ROLLED_BACK", st
+    h = st.history[-1]
+    assert (h.step, h.result) == (0, "FAILED"), st.history
+    assert "p99" in h.reason, h.reason
+    # The histogram's p99 is within 5% of the 200 ms the canary adds (plus the mesh's hop).
+    assert 190 <= h.canary_p99_ms <= 240, h
+    assert h.stable_p99_ms < 100, h
+    assert m.weights() == {STABLE: 100, CANARY: 0}
+    assert not [c for c in calls if not c.who], "slow calls are not failed calls"
+
+
+@pytest.mark.cluster
+def test_controller_killed_mid_rollout_is_replaced_without_skip_or_repeat(rollout_mesh):
+    m = rollout_mesh(controllers=False)
+    for name in ("ctl-1", "ctl-2"):
+        m.start_controller(name)
+    traffic = Traffic(m.call, rate=100)
+    try:
+        m.create_rollout(_steps([10, 30, 60, 100], 3.0), {
+            "interval": {"unit": "s", "value": 1}, "minSuccessRate": 99.0, "minRequestsToFail": 20})
+        r, _ = wait_for(m, lambda r: r.status.step == 1 and r.status.controller, 40)
+        first = r.status.controller
+        assert first in ("ctl-1", "ctl-2")
+        m.kill(first)
+        r, _ = wait_for(m, lambda r: r.status.phase != "PROGRESSING", 60)
+    finally:
+        calls = traffic.stop()
+    st = r.status
+    assert st.phase == "PROMOTED", st
+    assert st.controller == ({"ctl-1", "ctl-2"} - {first}).pop()
+    assert [(h.step, h.result) for h in st.history] == [(0, "PASSED"), (1, "PASSED"), (2, "PASSED"),
+                                                        (3, "PASSED")], st.history
+    # Each step's weights written once, in order, by the controller of the moment.
+    writes = _route_writes(m)
+    assert len(writes) == 4, [(w.who, w.time) for w in writes]
+    hosts = [w.who.rsplit("/", 1)[-1] for w in writes]
+    assert hosts[0] == first and hosts[-1] != first, hosts
+    assert m.weights() == {STABLE: 0, CANARY: 100}
+    assert not [c for c in calls if not c.who]
