@@ -26,19 +26,24 @@ def put_policy(resources, title: str, name: str, spec: dict, mesh: str = "shop",
     getattr(resources, verb.lower())(kind, parse_json(getattr(pb, f"{verb}{title}Request"), doc))
 
 
+def wait_until(what: str, predicate, timeout: float = 10.0) -> None:
+    """Poll `predicate` every 50 ms until it holds; fail naming `what` after `timeout` s."""
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"not within {timeout}s: {what}")
+        time.sleep(0.05)
+
+
 def wait_policy(meshd, mesh: str, router: str, route: str, field_name: str, present: bool = True,
                 timeout: float = 10.0) -> None:
     """Until `meshd`'s live table has (or no longer has) the route's policy field."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
+    def holds():
         live = meshd.runtime.view.live(mesh)
-        if live is not None:
-            for vr in live.compiled.table.routers:
-                for r in vr.routes if vr.name == router else ():
-                    if r.name == route and (getattr(r, field_name) is not None) == present:
-                        return
-        time.sleep(0.05)
-    raise AssertionError(f"{mesh}/{router}/{route}: {field_name} not {'in' if present else 'out of'} the table")
+        routes = [r for vr in live.compiled.table.routers if vr.name == router
+                  for r in vr.routes if r.name == route] if live is not None else []
+        return any((getattr(r, field_name) is not None) == present for r in routes)
+    wait_until(f"{mesh}/{router}/{route}: {field_name} {'in' if present else 'out of'} the table", holds, timeout)
 
 
 @dataclass
@@ -137,4 +142,5 @@ def sample(meshd, name: str, **labels) -> float:
     return total
 
 
-__all__ = ["Load", "Outcome", "REASON", "ROUTE", "percentile", "put_policy", "run_load", "sample", "wait_policy"]
+__all__ = ["Load", "Outcome", "REASON", "ROUTE", "percentile", "put_policy", "run_load", "sample", "wait_policy",
+           "wait_until"]
