@@ -136,7 +136,8 @@ cdef class Router:
             if len(routes) % YIELD_EVERY == 0:
                 _let_others_run()
         self._routes = routes
-        self.matches_headers = any(len((<_Route>r).headers) for r in self._routes)
+        # Fault injection's header conditions need the headers as much as a route match does.
+        self.matches_headers = any(len((<_Route>r).headers) or len((<_Route>r).fault_headers) for r in self._routes)
         indexes = []
         for per_router in low.indexes:
             indexes.append([_compile_index(ix, self._routes) for ix in per_router])

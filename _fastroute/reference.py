@@ -262,8 +262,9 @@ class Router:
         self._node_by_name = {n.name: s for n, s in zip(low.nodes, self._nodes)}
         self._budgets = [Budget() for _ in low.routes]
         self._buckets = [None if r.rate_limit is None else TokenBucket.lowered(r.rate_limit) for r in low.routes]
-        # A route has header conditions: decide needs the headers (without, None will do).
-        self.matches_headers = any(r.headers for r in low.routes)
+        # A route (or its fault injection) has header conditions: decide needs the headers
+        # (without, None will do).
+        self.matches_headers = any(r.headers or r.fault_headers for r in low.routes)
         self._service_budgets = [Budget() for _ in low.services]
 
     # -- endpoints ---------------------------------------------------------------
