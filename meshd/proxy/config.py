@@ -94,6 +94,9 @@ class RuntimeConfig:
     # The DNS responder for virtual service names (meshd.proxy.dns): a port (on 127.0.0.1
     # and ::1) or HOST:PORT; "" for none.
     dns: str = ""
+    # Where this host runs, REGION/ZONE[/SUB_ZONE], when `meshd run --locality` says nothing
+    # (a per-host file is where a fleet's hosts differ); "" for none.
+    locality: str = ""
 
     @staticmethod
     def load(path: str) -> "RuntimeConfig":
@@ -118,7 +121,11 @@ class RuntimeConfig:
             connect_timeout_seconds=top.number("connectTimeoutSeconds", 5.0),
             ping_seconds=top.number("pingSeconds", 2.0),
             handshake_timeout_seconds=top.number("handshakeTimeoutSeconds", 10.0),
-            dns=top.listen_address("dns"))
+            dns=top.listen_address("dns"), locality=top.text("locality", ""))
+        try:
+            parse_locality(cfg.locality, "")
+        except ConfigError as err:
+            raise ConfigError("locality", err.reason) from err
         top.seen.add("observability")  # read (and checked) by meshd.observe.ObserveConfig
         top.done()
         return cfg
