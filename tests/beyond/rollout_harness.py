@@ -48,7 +48,7 @@ class SlowOrigin(Origin):
 def _meshd(etcd, prefix, tmp_path, name, apps, key, controller: bool) -> Meshd:
     cfg = MeshdConfig(admin=f"127.0.0.1:{free_port()}", etcd=[etcd.url], etcd_prefix=prefix,
                       state_dir=str(tmp_path / name), host_name=name, cluster_key=str(key), lease_ttl=5,
-                      rollout_controller=controller,
+                      rollout_controller=controller, insecure_local=True,
                       runtime=RuntimeConfig(apps=apps, ingress="127.0.0.1:0", drain_seconds=1.0))
     return Meshd(cfg).start()
 

@@ -9,7 +9,9 @@ import time
 
 import grpc
 import pytest
+import yaml
 
+from meshd.cli.meshctl import main as meshctl_main
 from meshd.rollout.controller import TICK
 from meshd.rollout.stats import PUBLISH_INTERVAL
 from meshd.security import AuditFilter, AuditLog
@@ -165,4 +167,54 @@ def test_controller_killed_mid_rollout_is_replaced_without_skip_or_repeat(rollou
     hosts = [w.who.rsplit("/", 1)[-1] for w in writes]
     assert hosts[0] == first and hosts[-1] != first, hosts
     assert m.weights() == {STABLE: 0, CANARY: 100}
+    assert not [c for c in calls if not c.who]
+
+
+def test_meshctl_rollout_start_pause_resume_promote_restart_abort(rollout_mesh, tmp_path, capsys):
+    m = rollout_mesh()
+    server = ["--server", m.a.admin.address, "--mesh", "shop"]
+
+    def meshctl(*argv) -> str:
+        capsys.readouterr()
+        assert meshctl_main([*argv, *server]) == 0
+        return capsys.readouterr().out
+    doc = tmp_path / "rollout.yaml"
+    doc.write_text(yaml.safe_dump({
+        "kind": "Rollout", "meshName": "shop", "rolloutName": "api", "spec": {
+            "route": {"virtualRouterName": "api-router", "routeName": "api"},
+            "stable": {"virtualNode": STABLE}, "canary": {"virtualNode": CANARY},
+            "steps": _steps([20, 50], 1.0, 10),
+            "analysis": {"interval": {"unit": "s", "value": 1}, "minSuccessRate": 99.0,
+                         "maxLatencyP99": {"unit": "ms", "value": 500}}}}))
+    traffic = Traffic(m.call, rate=100)
+    try:
+        assert meshctl("rollout", "start", "-f", str(doc)).strip() == "rollout/api started"
+        wait_for(m, lambda r: r.status.step == 0, 10)
+        assert "pause requested" in meshctl("rollout", "pause", "api")
+        wait_for(m, lambda r: r.status.phase == "PAUSED", 10)
+        time.sleep(2.5)  # past the step's minimum duration: a paused rollout holds
+        r = m.rollout()
+        assert (r.status.phase, r.status.step) == ("PAUSED", 0) and m.weights() == {STABLE: 80, CANARY: 20}
+        out = meshctl("rollout", "status", "api")
+        assert "PAUSED" in out and "step 1/2" in out and f"{CANARY} 20%" in out, out
+        assert "success rate" in out and "min 99%" in out and "max 500ms" in out, out
+        meshctl("rollout", "resume", "api")
+        wait_for(m, lambda r: r.status.step == 1 and r.status.phase == "PROGRESSING", 15)
+        meshctl("rollout", "promote", "api")
+        out = meshctl("rollout", "status", "api", "--watch", "--interval", "0.2", "--max-wait", "20")
+        assert "PROMOTED" in out and "history" in out, out
+        r = m.rollout()
+        assert [(h.step, h.result) for h in r.status.history] == [(0, "PASSED"), (1, "PROMOTED")]
+        assert m.weights() == {STABLE: 0, CANARY: 100}
+        # A finished rollout starts again from its first step; abort puts everything back.
+        assert meshctl("rollout", "start", "-f", str(doc)).strip() == "rollout/api restarted"
+        wait_for(m, lambda r: r.status.step == 0 and r.status.phase == "PROGRESSING", 10)
+        assert m.weights() == {STABLE: 80, CANARY: 20}
+        meshctl("rollout", "abort", "api")
+        r, _ = wait_for(m, lambda r: r.status.phase == "ABORTED", 10)
+        assert m.weights() == {STABLE: 100, CANARY: 0}
+        assert [h.result for h in r.status.history] == ["ABORTED"]
+        assert meshctl_main(["rollout", "pause", "api", *server]) == 1  # finished: nothing to pause
+    finally:
+        calls = traffic.stop()
     assert not [c for c in calls if not c.who]
