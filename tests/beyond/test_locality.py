@@ -1,0 +1,109 @@
+"""Locality-aware balancing across netns hosts (deploy/netns/cluster.py): h1 (zone a) calls
+api-v1, which has one instance on h2 (zone a) and one on h3 (zone b). Each host's meshd
+takes its locality from its own data-plane config, and registers its instances with it.
+
+Traffic from h1 stays in zone a; when h2's instance dies it fails over to h3 with no failed
+call (the route retries UNAVAILABLE and connection errors); when h2's instance is back,
+traffic returns to it."""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import time
+
+import pytest
+
+from cluster.harness import NetnsCluster, free_subnet
+from cluster.traffic import REPO, SAMPLE, Traffic
+
+pytestmark = [pytest.mark.beyond, pytest.mark.cluster, pytest.mark.dataplane, pytest.mark.etcd,
+              pytest.mark.timeout(240)]
+
+ZONES = {"h1": "r1/za", "h2": "r1/za", "h3": "r1/zb"}
+APP_PORT = 9101
+RPS = 200
+
+
+def _host_config(host: str) -> str:
+    apps = [{"mesh": "shop", "virtualNode": "web", "port": 8080, "instanceId": f"{host}-web",
+             "egress": "127.0.0.1:15001"}] if host == "h1" else [
+        {"mesh": "shop", "virtualNode": "api-v1", "port": APP_PORT, "instanceId": f"{host}-api-v1"}]
+    return json.dumps({"ingress": "${HOST_IP}:15443", "advertise": "${HOST_IP}:15443", "drainSeconds": 2,
+                       "locality": ZONES[host], "apps": apps}, indent=1)
+
+
+@pytest.fixture
+def zoned(tmp_path):
+    if os.geteuid() != 0:
+        pytest.fail("the netns hosts need root (network namespaces); CI runs as root")
+    apps = tmp_path / "apps"
+    apps.mkdir()
+    for host in ZONES:  # JSON is YAML: the cluster script fills in ${HOST_IP} per host
+        (apps / f"{host}.yaml").write_text(_host_config(host))
+    c = NetnsCluster(tmp_path / "netns", prefix=f"ml{os.getpid()}", subnet=free_subnet(), lease_ttl=10, apps=apps)
+    try:
+        c.up(3)
+        yield c
+    finally:
+        c.down()
+
+
+def _serve(cluster: NetnsCluster, host: str, python: str) -> int:
+    out = cluster.run("bg", host, f"api-{time.monotonic_ns()}", "--", python,
+                      str(REPO / "deploy" / "quickstart" / "demo.py"), "serve", f"{APP_PORT}={host}/api-v1").stdout
+    return int(out.split()[-1])
+
+
+def _answered(traffic: Traffic, seconds: float = 1.0):
+    return traffic.load("h1", rps=RPS, seconds=seconds, deadline=5.0).stop(signal_it=False)
+
+
+def _wait_answers(traffic: Traffic, who: str, timeout: float = 60.0):
+    """Until a one-second run from h1 is answered by `who` alone, with no failure."""
+    deadline = time.monotonic() + timeout
+    while True:
+        r = _answered(traffic)
+        if not r.failed and set(r.summary["by"]) == {who}:
+            return
+        assert time.monotonic() < deadline, f"not answered by {who} alone within {timeout}s: {r.brief()}"
+        time.sleep(0.5)
+
+
+def test_stays_in_zone_fails_over_and_returns(zoned, tmp_path):
+    traffic = Traffic(zoned)
+    h2_app = _serve(zoned, "h2", traffic.python)
+    _serve(zoned, "h3", traffic.python)
+    mesh = tmp_path / "mesh"
+    mesh.mkdir()
+    for doc in sorted(SAMPLE.glob("mesh/*.json")):
+        if "api-v2" not in doc.name:
+            (mesh / doc.name).write_text(doc.read_text())
+    route = json.loads((SAMPLE / "mesh" / "30-route-api.json").read_text())
+    route["spec"]["grpcRoute"]["action"]["weightedTargets"] = [{"virtualNode": "api-v1", "weight": 100}]
+    (mesh / "30-route-api.json").write_text(json.dumps(route))
+    traffic.meshctl("apply", "-f", str(mesh))
+
+    # In zone: every call from h1 is answered by h2's instance, none by h3's.
+    _wait_answers(traffic, "h2/api-v1")
+    steady = _answered(traffic, seconds=3.0)
+    steady.check()
+    assert steady.summary["by"] == {"h2/api-v1": steady.summary["ok"]}, steady.summary["by"]
+
+    # The zone's instance dies mid-load: the calls go to zone b, none fails.
+    run = traffic.load("h1", rps=RPS, seconds=6.0, deadline=5.0)
+    time.sleep(2.0)
+    killed_at = time.monotonic()
+    os.kill(h2_app, signal.SIGKILL)
+    failover = run.stop(signal_it=False)
+    failover.check()
+    after = failover.answered_by(since=killed_at + 1.0)
+    assert after and set(after) == {"h3/api-v1"}, after
+    assert failover.answered_by(until=killed_at - 1.0).keys() == {"h2/api-v1"}
+
+    # Back: once h2's meshd sees its instance listen again, traffic returns to zone a.
+    _serve(zoned, "h2", traffic.python)
+    _wait_answers(traffic, "h2/api-v1")
+    back = _answered(traffic, seconds=3.0)
+    back.check()
+    assert back.summary["by"] == {"h2/api-v1": back.summary["ok"]}, back.summary["by"]
