@@ -5,8 +5,19 @@ Contract, in one place (see Engine's docstring for options):
     engine = Engine(decide, retry=None)
     server = await engine.listen("127.0.0.1", 15001, ssl=None)   # or ssl=ctx with ALPN h2
 
-    decide(head: RequestHead) -> Target | Refusal        # exactly once per request
+    decide(head: RequestHead) -> Target | Refusal | Deferred    # exactly once per request
     retry(head: RequestHead, failure: Failure) -> Target | Refusal | None
+
+Deferred (both HTTP engines): the answer comes later. The hook returns `d = Deferred()` and
+calls `d.resolve(Target or Refusal)` once, on the engine's loop (a fault delay resolves it
+from `loop.call_later`, a queued request when a connection frees up). Meanwhile the request
+is parked: nothing goes upstream, its body is held within the stream's flow-control window
+(HTTP/2) or the high-water mark (HTTP/1.1). The listener's stream idle timeout and the
+caller's grpc-timeout keep running; the route's timeout (Target.timeout) counts from the
+resolution, as Envoy's router timer starts after the fault filter. A client that resets or
+leaves while parked completes the request (the completion hook, target None, reason
+"reset"); the later resolution is then ignored. A Target answered directly costs nothing
+extra.
 
 ``head`` has method, scheme, authority, path (str), headers ({name: value}), raw_headers,
 grpc (content-type application/grpc*), attempt, local_port. Nothing else from Python runs
@@ -21,6 +32,7 @@ import os
 
 from meshd.dataplane._h2 import (
     FAILURE_RESPONSES,
+    Deferred,
     Engine,
     Failure,
     Refusal,
@@ -30,7 +42,6 @@ from meshd.dataplane._h2 import (
     seed_trace_ids,
     trace_context,
 )
-from meshd.dataplane._relay import Deferred
 from meshd.dataplane.h1 import H1Engine, H1RequestHead
 from meshd.dataplane.tcp import ConnectionHead, TcpEngine, TcpTarget
 

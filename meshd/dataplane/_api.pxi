@@ -145,6 +145,44 @@ cdef class Refusal:
 
 
 @cython.final
+cdef class Deferred:
+    """A routing answer that comes later: the decide hook returns one when the request has to
+    wait (a fault delay, Envoy's pending-request queue of a connection pool), and its owner
+    calls `resolve(Target or Refusal)` once, on the loop. Both engines park the request
+    meanwhile; an answer for a request that ended in the meantime (client reset, timeout) is
+    dropped. A second `resolve` is ignored."""
+
+    def __init__(self):
+        self._then = None
+        self._answer = None
+        self._done = False
+
+    def then(self, fn):
+        """The engine: call `fn(answer)` when it is known (now, if it is already)."""
+        if self._done:
+            fn(self._answer)
+        else:
+            self._then = fn
+
+    def resolve(self, answer):
+        """Give the answer (a Target or a Refusal); runs the engine's continuation now."""
+        if self._done:
+            return
+        self._done, self._answer = True, answer
+        fn, self._then = self._then, None
+        if fn is not None:
+            fn(answer)
+
+    @property
+    def resolved(self):
+        """Whether resolve() has been called."""
+        return self._done
+
+    def __repr__(self):
+        return f"Deferred({self._answer!r})" if self._done else "Deferred(pending)"
+
+
+@cython.final
 cdef class Failure:
     """Why an attempt failed, as handed to the retry hook.
 

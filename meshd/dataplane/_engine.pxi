@@ -42,8 +42,9 @@ cdef class Pool:
 cdef class Engine:
     """The HTTP/2 forwarding engine: listeners call decide(head) once per request and relay to pools.
 
-    decide(head: RequestHead) -> Target | Refusal, called exactly once per request when its
-    headers are complete. retry(head, failure: Failure) -> Target | Refusal | None, called only
+    decide(head: RequestHead) -> Target | Refusal | Deferred, called exactly once per request
+    when its headers are complete; a Deferred parks the stream until it resolves (see
+    Exchange.park in _exchange.pxi). retry(head, failure: Failure) -> Target | Refusal | None, called only
     when an attempt failed before any response byte went downstream and the request body
     (at most retry_buffer bytes) is still held; None gives up with the default response.
     Both run on the event loop and must not block.

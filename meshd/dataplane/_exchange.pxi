@@ -206,17 +206,59 @@ cdef class Exchange:
                 if self.grpc_timeout_ns > 0 and (limit == 0 or self.grpc_timeout_ns < limit):
                     limit = self.grpc_timeout_ns
                 if limit > 0:
-                    self.deadline_ns = self.start_ns + limit
-                    self.timer = self.engine.loop.call_later(
-                        max(0.0, (self.deadline_ns - now_ns()) / 1e9), self._on_timeout)
+                    self.arm_deadline(self.start_ns + limit)
             self.start_attempt()
         elif type(answer) is Refusal:
             r = <Refusal>answer
             self.respond(r.http_status, r.grpc_status if r.grpc_status >= 0 else _grpc_from_http(r.http_status),
                          r.message or r.reason, r.reason)
+        elif type(answer) is Deferred:
+            self.park(<Deferred>answer)
         else:
             _log.error("routing hook returned %r for %r", answer, self.head)
             self.respond_kind("route_error")
+
+    cdef void arm_deadline(self, int64_t deadline_ns) except *:
+        """End the request at deadline_ns (monotonic): 504 / DEADLINE_EXCEEDED, or a reset
+        once the response has started (_on_timeout)."""
+        if self.timer is not None:
+            self.timer.cancel()
+        self.deadline_ns = deadline_ns
+        self.timer = self.engine.loop.call_later(max(0.0, (deadline_ns - now_ns()) / 1e9), self._on_timeout)
+
+    # -- parked requests (the routing hook answered with a Deferred) --------------------
+    # The stream waits with no upstream: request DATA collects in req_buf as usual, and
+    # since only an upstream read credits the stream window (_read_request_body), the
+    # client can send at most one stream window meanwhile. The stream idle timeout and the
+    # caller's grpc-timeout run as for any stream; the route's timeout starts when the
+    # answer comes. Whatever ends the stream first (a reset, a timeout, the client's
+    # connection) clears `parked`, and the answer that comes later is dropped.
+
+    cdef void park(self, Deferred d) except *:
+        self.parked = True
+        if d._done:
+            self.resume(d._answer)      # answered inside the hook
+            return
+        if self.grpc_timeout_ns > 0 and self.timer is None:
+            self.arm_deadline(self.start_ns + self.grpc_timeout_ns)
+        d._then = self._deferred_answer
+
+    def _deferred_answer(self, answer):
+        self.resume(answer)
+        _flush_dirty(self.engine)
+
+    cdef void resume(self, object answer) except *:
+        cdef int64_t end
+        if not self.parked:
+            return
+        self.parked = False
+        if type(answer) is Target and (<Target>answer).timeout > 0 and self.head.attempt == 0:
+            # Envoy's router starts the route timeout when the request reaches it, after
+            # the fault filter's delay: counted from now, within the caller's deadline.
+            end = now_ns() + <int64_t>((<Target>answer).timeout * 1e9)
+            if self.deadline_ns == 0 or end < self.deadline_ns:
+                self.arm_deadline(end)
+        self.routed(answer)
 
     cdef void respond_kind(self, str kind) except *:
         http, grpc, reason = FAILURE_RESPONSES[kind]
@@ -429,6 +471,7 @@ cdef class Exchange:
             self.timer.cancel()
             self.timer = None
         self.cancel_try_timer()
+        self.parked = False
         self.resp_started = True
         self.resp_eof = True
         self.out_status = 200 if self.head.grpc else http_status
@@ -514,7 +557,8 @@ cdef class Exchange:
             self.completed = True
             if self.out_reason == "" and self.out_grpc < 0:
                 self.out_grpc = self.resp_grpc
-            if code != NGHTTP2_NO_ERROR and self.out_reason == "":
+            if (code != NGHTTP2_NO_ERROR or not self.resp_started) and self.out_reason == "":
+                # A client's RST_STREAM, even with NO_ERROR, before any answer is its leaving.
                 self.out_reason = "reset"
             if self.engine.complete_cb is not None:
                 try:
@@ -523,6 +567,7 @@ cdef class Exchange:
                 except BaseException:
                     _log.exception("completion hook failed for %r", self.head)
         self.down_closed = True
+        self.parked = False
         C.active_streams -= 1
         self.cancel_try_timer()
         if self.timer is not None:

@@ -60,6 +60,13 @@ cdef class Refusal:
 
 
 @cython.final
+cdef class Deferred:
+    cdef object _then       # the engine's continuation, until resolved
+    cdef object _answer
+    cdef bint _done
+
+
+@cython.final
 cdef class Failure:
     cdef readonly str kind
     cdef readonly int http_status
@@ -145,6 +152,8 @@ cdef class Exchange:
     cdef int64_t deadline_ns
     cdef object timer
     cdef object try_timer
+    # the routing hook answered with a Deferred that has not resolved yet (see park)
+    cdef bint parked
     # stream idle timeout: the engine's sweeper compares active_ns, the last time a byte of
     # this stream moved either way, with idle_ns (0: none); no timer per stream
     cdef int64_t idle_ns
@@ -158,6 +167,9 @@ cdef class Exchange:
     @staticmethod
     cdef Exchange new(Engine engine, ServerConn down, int32_t sid)
     cdef void routed(self, object answer) except *
+    cdef void arm_deadline(self, int64_t deadline_ns) except *
+    cdef void park(self, Deferred d) except *
+    cdef void resume(self, object answer) except *
     cdef void start_attempt(self) except *
     cdef void begin_attempt(self) except *
     cdef void cancel_try_timer(self) except *

@@ -41,6 +41,12 @@ class Refusal:
     def __init__(self, http_status: int, grpc_status: int = ..., message: str = ...,
                  reason: str = ...) -> None: ...
 
+class Deferred:
+    resolved: bool
+    def __init__(self) -> None: ...
+    def then(self, fn: Callable[[Union[Target, Refusal]], None]) -> None: ...
+    def resolve(self, answer: Union[Target, Refusal]) -> None: ...
+
 class Failure:
     kind: str
     http_status: int
@@ -72,7 +78,7 @@ class RequestHead:
     def rewrite_authority(self, authority: str) -> None: ...
     def set_header(self, name: str, value: str) -> None: ...
 
-Decide = Callable[[RequestHead], Union[Target, Refusal]]
+Decide = Callable[[RequestHead], Union[Target, Refusal, Deferred]]
 Retry = Callable[[RequestHead, Failure], Union[Target, Refusal, None]]
 
 class Pool:

@@ -3,7 +3,8 @@
 The routing-hook contract is the HTTP/2 engine's (meshd.dataplane._h2): decide(head) returns a
 Target or a Refusal, retry(head, failure) returns a Target, a Refusal or None. The h2 engine's
 RequestHead and Failure are built in C and cannot be made from Python, so this module has
-look-alikes with the same attributes; Target, Refusal and FAILURE_RESPONSES are the h2 ones.
+look-alikes with the same attributes; Target, Refusal, Deferred and FAILURE_RESPONSES are the
+h2 ones.
 """
 from __future__ import annotations
 
@@ -12,41 +13,12 @@ import asyncio
 import logging
 import ssl as _ssl
 
-from meshd.dataplane._h2 import FAILURE_RESPONSES, Refusal, Target
+from meshd.dataplane._h2 import FAILURE_RESPONSES, Deferred, Refusal, Target
 
 _log = logging.getLogger("meshd.dataplane")
 
 __all__ = ["Deferred", "FAILURE_RESPONSES", "Failure", "Refusal", "RelayEngine", "Target", "TargetRewrite",
            "TlsDownstream", "TlsOverBio", "TlsUpstream", "open_upstream", "rewrite_of"]
-
-
-class Deferred:
-    """A routing answer that comes later. The HTTP/1.1 relay's decide hook may return one
-    when the request has to wait (Envoy's pending-request queue of a connection pool); the
-    hook's owner calls `resolve(Target or Refusal)` once, on the loop. An answer for a
-    request that ended meanwhile is dropped by the relay."""
-
-    __slots__ = ("_then", "_answer", "_done")
-
-    def __init__(self):
-        self._then = None
-        self._answer = None
-        self._done = False
-
-    def then(self, fn) -> None:
-        """The relay: call `fn(answer)` when it is known (now, if it is already)."""
-        if self._done:
-            fn(self._answer)
-        else:
-            self._then = fn
-
-    def resolve(self, answer) -> None:
-        if self._done:
-            return
-        self._done, self._answer = True, answer
-        fn, self._then = self._then, None
-        if fn is not None:
-            fn(answer)
 
 
 class Failure:

@@ -131,10 +131,15 @@ class H2Client:
 class H2Origin:
     """An HTTP/2 origin on its own thread. POST /stall* is accepted and never read: its stream
     window is never credited and it is never answered. Anything else is answered 200 with the
-    request body's length once the request ends."""
+    request body's length once the request ends, `delay` seconds later. Every request is
+    counted when its headers arrive (`opened`) and recorded whole when it ends (`requests`:
+    (headers dict, body bytes))."""
 
-    def __init__(self):
+    def __init__(self, delay=0.0):
         self.loop = asyncio.new_event_loop()
+        self.delay = delay
+        self.opened = 0
+        self.requests = []
         self.stalled = 0            # /stall streams opened
         self.answered = 0
         self.resets = 0             # RST_STREAM frames received
@@ -163,6 +168,8 @@ class _OriginProtocol(asyncio.Protocol):
         self.conn = h2.connection.H2Connection(h2.config.H2Configuration(client_side=False, header_encoding="latin-1"))
         self.paths = {}
         self.sizes = {}
+        self.heads = {}
+        self.bodies = {}
 
     def connection_made(self, transport):
         self.transport = transport
@@ -178,27 +185,48 @@ class _OriginProtocol(asyncio.Protocol):
         for ev in events:
             if isinstance(ev, h2.events.RequestReceived):
                 path = dict(ev.headers)[":path"]
+                self.origin.opened += 1
                 self.paths[ev.stream_id] = path
+                self.heads[ev.stream_id] = dict(ev.headers)
+                self.bodies[ev.stream_id] = bytearray()
                 self.sizes[ev.stream_id] = 0
                 if path.startswith("/stall"):
                     self.origin.stalled += 1
             elif isinstance(ev, h2.events.DataReceived):
                 self.sizes[ev.stream_id] = self.sizes.get(ev.stream_id, 0) + len(ev.data)
+                self.bodies.setdefault(ev.stream_id, bytearray()).extend(ev.data)
                 if not self.paths.get(ev.stream_id, "").startswith("/stall"):
                     self.conn.acknowledge_received_data(ev.flow_controlled_length, ev.stream_id)
                 else:
                     self.conn.increment_flow_control_window(ev.flow_controlled_length)
             elif isinstance(ev, h2.events.StreamEnded):
-                self._answer(ev.stream_id)
+                self.origin.requests.append((self.heads.get(ev.stream_id, {}),
+                                             bytes(self.bodies.get(ev.stream_id, b""))))
+                if self.origin.delay > 0:
+                    self.origin.loop.call_later(self.origin.delay, self._answer, ev.stream_id)
+                else:
+                    self._answer(ev.stream_id)
             elif isinstance(ev, h2.events.StreamReset):
                 self.origin.resets += 1
+        self._flush()
+
+    def _flush(self):
         out = self.conn.data_to_send()
-        if out:
+        if out and not self.transport.is_closing():
             self.transport.write(out)
 
     def _answer(self, sid):
         if self.paths.get(sid, "").startswith("/stall"):
             return
+        if self.conn.state_machine.state == h2.connection.ConnectionState.CLOSED:
+            return
+        try:
+            self._send_answer(sid)
+        except h2.exceptions.StreamClosedError:
+            return              # the relay gave up on it meanwhile (a reset)
+        self._flush()
+
+    def _send_answer(self, sid):
         body = b"%d" % self.sizes.get(sid, 0)
         self.conn.send_headers(sid, [(":status", "200"), ("content-length", str(len(body)))])
         self.conn.send_data(sid, body, end_stream=True)
