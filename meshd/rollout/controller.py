@@ -32,7 +32,7 @@ from meshd.api.errors import VersionConflict, to_status
 from meshd.loops import supervised
 from meshd.rollout.analysis import FAIL, PASS, Verdict, interval_ms, judge, query_prometheus
 from meshd.rollout.state import ABORTED, FINISHED, PAUSED, PROGRESSING, PROMOTED, ROLLED_BACK
-from meshd.rollout.stats import read_window, rollout_prefix, window_id
+from meshd.rollout.stats import read_window, window_id
 from meshd.v1 import admin_pb2, spec_pb2
 
 log = logging.getLogger("meshd.rollout")
@@ -196,15 +196,14 @@ class Controller:
         return mine
 
     def _resign(self, key: tuple[str, str]) -> None:
-        """The rollout finished or is gone: its key and the statistics records go."""
+        """The rollout finished or is gone: its election key goes (each publisher deletes its
+        own statistics record when the window closes)."""
         path = f"{ELECTION}/{key[0]}/{key[1]}"
         item = self.store.get(path)
         if item is not None and item.value == self.host.encode():
             self.store.commit(registry.Write(path, None, expect_revision=item.mod_revision))
         self._leading.discard(key)
         self._analysed.pop(key, None)
-        if self.rollouts.get(*key) is None:
-            self.store.delete(rollout_prefix(*key))
 
     # -- transitions -----------------------------------------------------------------------
     def drive(self, r) -> None:

@@ -49,10 +49,6 @@ def window_prefix(mesh: str, rollout: str, window: str) -> str:
     return f"{STATS}/{mesh}/{rollout}/{window}/"
 
 
-def rollout_prefix(mesh: str, rollout: str) -> str:
-    return f"{STATS}/{mesh}/{rollout}/"
-
-
 class Counts:
     """One target's requests in one window on this meshd: plain integers only the data-plane
     loop writes (the publisher reads them between two requests)."""

@@ -10,10 +10,11 @@ import time
 import grpc
 import pytest
 import yaml
+from prometheus_client import generate_latest
 
 from meshd.cli.meshctl import main as meshctl_main
 from meshd.rollout.controller import TICK
-from meshd.rollout.stats import PUBLISH_INTERVAL
+from meshd.rollout.stats import BOUNDS_NS, PUBLISH_INTERVAL, Counts, Figures
 from meshd.security import AuditFilter, AuditLog
 from tests.beyond.rollout_harness import CANARY, STABLE, RolloutMesh, SlowOrigin, Traffic, wait_for
 from mesh_harness import Origin
@@ -21,6 +22,22 @@ from mesh_harness import Origin
 pytestmark = [pytest.mark.beyond, pytest.mark.etcd, pytest.mark.dataplane]
 
 ROUTE_PATH = "routes/shop/api-router/api"
+
+
+def test_histogram_quantiles_are_within_five_percent():
+    """The p99 the controller decides on, from the published histogram, against the exact one."""
+    import random
+    rng = random.Random(7)
+    for scale_ms in (0.3, 4.0, 75.0, 2000.0):
+        durations = sorted(int(rng.lognormvariate(0, 0.6) * scale_ms * 1e6) for _ in range(5000))
+        c = Counts()
+        for ns in durations:
+            c.add(200, -1, "", ns)
+        f = Figures()
+        f.merge(c.record())
+        exact = durations[int(0.99 * len(durations)) - 1] / 1e6
+        assert abs(f.p99_ms - exact) <= 0.05 * exact, (scale_ms, f.p99_ms, exact)
+    assert len(BOUNDS_NS) < 160  # a bucket index is a bisect of a short tuple per request
 
 
 def _steps(weights, seconds: float, requests: int = 20) -> list[dict]:
@@ -74,6 +91,14 @@ def test_good_canary_is_promoted_through_its_steps(rollout_mesh):
     assert not [c for c in calls if not c.who], "a healthy canary's rollout failed calls"
     # Traffic followed the weights: after promotion every call reaches the canary.
     assert {c.who for c in calls[-50:]} == {CANARY}
+    # The controlling meshd's gauges show the finished rollout.
+    text = "".join(generate_latest(d.observer.metrics.registry).decode() for d in (m.a, m.b))
+    ids = 'mesh="shop",rollout="api"'
+    assert 'meshd_rollout_phase{mesh="shop",phase="PROMOTED",rollout="api"} 1.0' in text, text
+    assert 'meshd_rollout_phase{mesh="shop",phase="PROGRESSING",rollout="api"} 0.0' in text
+    assert f"meshd_rollout_canary_weight{{{ids}}} 100.0" in text
+    assert f"meshd_rollout_success_rate{{{ids}}} 100.0" in text
+    assert text.count("meshd_rollout_step{") == 1, "one meshd reports the rollout it controls"
 
 
 def test_failing_canary_rolls_back_within_one_window(rollout_mesh):
