@@ -3,6 +3,7 @@
 meshd's egress, and readings of a meshd's Prometheus registry."""
 from __future__ import annotations
 
+import json
 import threading
 import time
 from concurrent import futures
@@ -13,6 +14,7 @@ import grpc
 from meshd.api import kinds as K
 from meshd.api.validate import parse_json
 from meshd.v1 import admin_pb2 as pb
+from meshd.v1 import spec_pb2
 
 ROUTE = {"virtualRouterName": "api-router", "routeName": "api"}
 REASON = "x-meshd-reason"
@@ -44,6 +46,39 @@ def wait_policy(meshd, mesh: str, router: str, route: str, field_name: str, pres
                   for r in vr.routes if r.name == route] if live is not None else []
         return any((getattr(r, field_name) is not None) == present for r in routes)
     wait_until(f"{mesh}/{router}/{route}: {field_name} {'in' if present else 'out of'} the table", holds, timeout)
+
+
+def access_log(resources, node: str, path, mesh: str = "shop") -> None:
+    """Give `node` an App Mesh JSON access log at `path` (its response flags and reason),
+    through the admin API: an update of the node's spec."""
+    kind = K.VIRTUAL_NODE
+    cur = resources.describe(kind, pb.DescribeVirtualNodeRequest(mesh_name=mesh, virtual_node_name=node))
+    req = pb.UpdateVirtualNodeRequest(mesh_name=mesh, virtual_node_name=node)
+    req.spec.CopyFrom(cur.virtual_node.spec)
+    req.spec.logging.access_log.file.CopyFrom(parse_json(spec_pb2.FileAccessLog, {"path": str(path), "format": {
+        "json": [{"key": "flags", "value": "%RESPONSE_FLAGS%"}, {"key": "code", "value": "%GRPC_STATUS%"}]}}))
+    resources.update(kind, req)
+
+
+def fresh_log(path, send, timeout: float = 10.0) -> None:
+    """Call `send` until the log at `path` has a line (the node's logging reached the
+    meshd), let its writer go idle, then empty it for what the test sends next."""
+    wait_until(f"a line in {path}", lambda: (send(), path.exists() and path.read_text())[1], timeout)
+    size = -1
+    while size != path.stat().st_size:  # nothing written for 0.3 s: the writer is idle
+        size = path.stat().st_size
+        time.sleep(0.3)
+    path.write_text("")
+
+
+def log_entries(path, n: int, timeout: float = 10.0) -> list[dict]:
+    """The JSON lines of an access log once it holds `n` (bounded wait for its writer)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        got = [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
+        if len(got) >= n or time.monotonic() > deadline:
+            return got
+        time.sleep(0.05)
 
 
 @dataclass
@@ -142,5 +177,5 @@ def sample(meshd, name: str, **labels) -> float:
     return total
 
 
-__all__ = ["Load", "Outcome", "REASON", "ROUTE", "percentile", "put_policy", "run_load", "sample", "wait_policy",
-           "wait_until"]
+__all__ = ["Load", "Outcome", "REASON", "ROUTE", "access_log", "fresh_log", "log_entries", "percentile", "put_policy",
+           "run_load", "sample", "wait_policy", "wait_until"]

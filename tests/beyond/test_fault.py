@@ -8,7 +8,8 @@ import math
 import grpc
 import pytest
 
-from beyond.harness import ROUTE, percentile, put_policy, run_load, sample, wait_policy
+from beyond.harness import (ROUTE, access_log, fresh_log, log_entries, percentile, put_policy, run_load, sample,
+                            wait_policy)
 from mesh_harness import Origin
 
 pytestmark = [pytest.mark.beyond, pytest.mark.dataplane, pytest.mark.etcd]
@@ -28,8 +29,11 @@ def mesh(mesh_factory):
     return m
 
 
-def test_abort_share_and_outlier_detection_untouched(mesh):
+def test_abort_share_and_outlier_detection_untouched(mesh, tmp_path):
     calls, share = 5000, 0.10
+    log = tmp_path / "web.log"
+    access_log(mesh.a.resources, "web", log)
+    fresh_log(log, lambda: mesh.client()(b"warm", timeout=5))
     put_policy(mesh.a.resources, "RoutePolicy", "chaos", {
         "route": ROUTE, "fault": {"abort": {"percentage": share * 100, "grpcStatus": 13}}})
     wait_policy(mesh.a, "shop", "api-router", "api", "fault")
@@ -47,13 +51,18 @@ def test_abort_share_and_outlier_detection_untouched(mesh):
     assert sum(o.calls for o in mesh.origins.values()) - served_before == calls - aborted
     # Labelled as injected, and never fed to outlier detection.
     assert sample(mesh.a, "meshd_fault_injected_total", kind="abort", route="api") == aborted
+    flags = [e["flags"] for e in log_entries(log, calls)]
+    assert len(flags) == calls and flags.count("FI") == aborted and flags.count("-") == calls - aborted
     assert sample(mesh.a, "meshd_outlier_ejections_total") == 0
     router = mesh.a.runtime.view.live("shop").router
     assert all(ep.times_ejected == 0 for ep in router.endpoints("api-v1"))
 
 
-def test_delay_shows_in_p50_of_matching_calls_only(mesh):
+def test_delay_shows_in_p50_of_matching_calls_only(mesh, tmp_path):
     delay_ms = 150
+    log = tmp_path / "web.log"
+    access_log(mesh.a.resources, "web", log)
+    fresh_log(log, lambda: mesh.client()(b"warm", timeout=5))
     put_policy(mesh.a.resources, "RoutePolicy", "chaos", {
         "route": ROUTE, "fault": {"delay": {"percentage": 100, "fixedDelay": {"unit": "ms", "value": delay_ms}},
                                   "match": [{"name": "x-chaos", "match": {"exact": "on"}}]}})
@@ -68,4 +77,6 @@ def test_delay_shows_in_p50_of_matching_calls_only(mesh):
     assert p50_delayed >= delay_ms / 1000, p50_delayed
     assert p50_plain < delay_ms / 1000 / 2, p50_plain
     assert sample(mesh.a, "meshd_fault_injected_total", kind="delay", route="api") == n
+    flags = sorted(e["flags"] for e in log_entries(log, 2 * n))
+    assert flags == ["-"] * n + ["DI"] * n
     assert sample(mesh.a, "meshd_outlier_ejections_total") == 0
