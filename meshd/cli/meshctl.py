@@ -1,9 +1,10 @@
 """`meshctl`: the command line over the meshd admin API (apply, get, describe, delete, diff;
-status, top and graph live in `meshctl_views`)."""
+status, top and graph live in `meshctl_views`, other subcommands in SUBCOMMAND_MODULES)."""
 from __future__ import annotations
 
 import argparse
 import difflib
+import importlib
 import json
 import os
 import re
@@ -23,9 +24,13 @@ from meshd.v1 import admin_pb2, admin_pb2_grpc
 
 DEFAULT_SERVER = "127.0.0.1:7000"
 
-# Dependency order for apply: what a document refers to is created before it.
+# Dependency order for apply: what a document refers to is created before it. The meshd.v1
+# kinds beyond App Mesh name routes and nodes, so they come last.
 APPLY_ORDER = [K.MESH, K.VIRTUAL_NODE, K.VIRTUAL_ROUTER, K.ROUTE, K.VIRTUAL_SERVICE,
-               K.VIRTUAL_GATEWAY, K.GATEWAY_ROUTE]
+               K.VIRTUAL_GATEWAY, K.GATEWAY_ROUTE, K.ROUTE_POLICY, K.NODE_POLICY, K.ROLLOUT]
+# Modules whose add_subcommands(sub, common) each add their subcommands to meshctl.
+SUBCOMMAND_MODULES = ("meshd.cli.backup", "meshd.cli.inject", "meshd.cli.meshctl_rollout",
+                      "meshd.cli.meshctl_security", "meshd.cli.meshctl_views")
 
 ALIASES = {
     "mesh": K.MESH, "meshes": K.MESH,
@@ -35,7 +40,16 @@ ALIASES = {
     "route": K.ROUTE, "routes": K.ROUTE,
     "virtualgateway": K.VIRTUAL_GATEWAY, "virtualgateways": K.VIRTUAL_GATEWAY, "vg": K.VIRTUAL_GATEWAY, "gateway": K.VIRTUAL_GATEWAY, "gateways": K.VIRTUAL_GATEWAY,
     "gatewayroute": K.GATEWAY_ROUTE, "gatewayroutes": K.GATEWAY_ROUTE, "gr": K.GATEWAY_ROUTE,
+    "routepolicy": K.ROUTE_POLICY, "routepolicies": K.ROUTE_POLICY, "rp": K.ROUTE_POLICY,
+    "nodepolicy": K.NODE_POLICY, "nodepolicies": K.NODE_POLICY, "np": K.NODE_POLICY,
+    "rollout": K.ROLLOUT, "rollouts": K.ROLLOUT, "ro": K.ROLLOUT,
 }
+# The name keys of documents, most specific first: a route's document has a meshName too.
+NAME_KEYS = (("gatewayRouteName", K.GATEWAY_ROUTE), ("routeName", K.ROUTE),
+             ("routePolicyName", K.ROUTE_POLICY), ("nodePolicyName", K.NODE_POLICY), ("rolloutName", K.ROLLOUT),
+             ("virtualNodeName", K.VIRTUAL_NODE), ("virtualServiceName", K.VIRTUAL_SERVICE),
+             ("virtualGatewayName", K.VIRTUAL_GATEWAY), ("virtualRouterName", K.VIRTUAL_ROUTER),
+             ("meshName", K.MESH))
 
 
 class CliError(Exception):
@@ -43,14 +57,19 @@ class CliError(Exception):
 
 
 def kind_of_document(doc: dict) -> K.Kind:
-    """App Mesh CLI input names its kind by the name keys it carries."""
-    for key, kind in (("gatewayRouteName", K.GATEWAY_ROUTE), ("routeName", K.ROUTE),
-                      ("virtualNodeName", K.VIRTUAL_NODE), ("virtualServiceName", K.VIRTUAL_SERVICE),
-                      ("virtualGatewayName", K.VIRTUAL_GATEWAY), ("virtualRouterName", K.VIRTUAL_ROUTER),
-                      ("meshName", K.MESH)):
-        if key in doc:
-            return kind
-    raise CliError("cannot tell the kind of a document without a name key (meshName, virtualNodeName, ...)")
+    """App Mesh CLI input names its kind by the name keys it carries. meshd's own documents
+    (RoutePolicy, NodePolicy, Rollout) may also say `kind:`, which must then agree."""
+    found = next((kind for key, kind in NAME_KEYS if key in doc), None)
+    said = doc.get("kind")
+    if said is not None:
+        if K.BY_TITLE.get(said) not in K.BEYOND_KINDS:
+            raise CliError(f"kind {said!r}: App Mesh documents carry no kind; meshd's own kinds are "
+                           + ", ".join(k.title for k in K.BEYOND_KINDS))
+        if found is not K.BY_TITLE[said]:
+            raise CliError(f"a {said} document needs {K.BY_TITLE[said].name}Name")
+    if found is None:
+        raise CliError("cannot tell the kind of a document without a name key (meshName, virtualNodeName, ...)")
+    return found
 
 
 def load_documents(target: str, params: dict[str, str] | None = None) -> list[tuple[str, dict]]:
@@ -142,7 +161,8 @@ def _from_kubernetes(items: list[tuple[str, dict]]) -> list[tuple[str, dict]]:
 
 def _doc_name(doc: dict) -> str:
     return "/".join(str(doc[k]) for k in ("meshName", "virtualRouterName", "virtualGatewayName", "virtualNodeName",
-                                          "virtualServiceName", "routeName", "gatewayRouteName") if k in doc)
+                                          "virtualServiceName", "routeName", "gatewayRouteName", "routePolicyName",
+                                          "nodePolicyName", "rolloutName") if k in doc)
 
 
 class Client:
@@ -234,7 +254,7 @@ def _scope_ids(kind: K.Kind, args, name: str | None = None) -> dict:
 def _parse_create(kind: K.Kind, doc: dict, source: str):
     cls = getattr(admin_pb2, f"Create{kind.title}Request")
     try:
-        return parse_json(cls, doc)
+        return parse_json(cls, {k: v for k, v in doc.items() if k != "kind"})
     except InvalidSpec as err:
         raise CliError(f"{source}: invalid {kind.name}:\n" + "\n".join(
             f"  {v.field}: {v.description}" for v in err.violations)) from err
@@ -338,10 +358,11 @@ def _list_all(client: Client, kind: K.Kind, **ids) -> list:
             return items
 
 
-def export_documents(client: Client, mesh: str) -> list[tuple[str, dict]]:
-    """(kind title, App Mesh CLI-input document) for every resource of `mesh`, with its
-    tags, in apply's order: what `meshctl apply` (or `aws appmesh create-*
-    --cli-input-json`) takes to make the same mesh again."""
+def export_documents(client: Client, mesh: str, kinds=K.APPMESH_KINDS) -> list[tuple[str, dict]]:
+    """(kind title, App Mesh CLI-input document) for every resource of `mesh` of `kinds`,
+    with its tags, in apply's order: what `meshctl apply` (or `aws appmesh create-*
+    --cli-input-json`) takes to make the same mesh again. Documents of meshd's own kinds
+    say their `kind:`, as meshctl takes them."""
     out = []
 
     def add(kind: K.Kind, ids: dict) -> None:
@@ -349,6 +370,8 @@ def export_documents(client: Client, mesh: str) -> list[tuple[str, dict]]:
                        kind.field)
         fields = data.DESCRIPTOR.fields_by_name
         doc = {fields[f].json_name: getattr(data, f) for f in kind.id_fields}
+        if kind in K.BEYOND_KINDS:
+            doc = {"kind": kind.title, **doc}
         doc["spec"] = to_json(data.spec)
         tags = client.call("ListTagsForResource", admin_pb2.ListTagsForResourceRequest(
             resource_arn=data.metadata.arn, limit=50)).tags
@@ -356,7 +379,7 @@ def export_documents(client: Client, mesh: str) -> list[tuple[str, dict]]:
             doc["tags"] = [{"key": t.key, "value": t.value} for t in tags]
         out.append((kind.title, doc))
     add(K.MESH, {"mesh_name": mesh})
-    for kind in APPLY_ORDER[1:]:
+    for kind in (k for k in APPLY_ORDER[1:] if k in kinds):
         if len(kind.parents) == 1:
             for ref in _list_all(client, kind, mesh_name=mesh):
                 add(kind, {"mesh_name": mesh, kind.name_field: getattr(ref, kind.name_field)})
@@ -374,10 +397,12 @@ def cmd_export(client: Client, args) -> int:
     controller manifests, to stdout or as files in --dir."""
     if not args.mesh:
         raise CliError("export needs --mesh")
-    docs = export_documents(client, args.mesh)
     form = "cli" if args.output in ("table", "cli") else args.output
     if form not in ("cli", "cloudformation", "k8s"):
         raise CliError(f"export -o {args.output}: choose cli, cloudformation or k8s")
+    # CloudFormation and the App Mesh controller know App Mesh's kinds only; meshctl's own
+    # documents carry meshd's policies and rollouts too.
+    docs = export_documents(client, args.mesh, K.KINDS if form == "cli" else K.APPMESH_KINDS)
     if form == "cli":
         if args.dir:
             d = Path(args.dir)
@@ -488,18 +513,24 @@ def cmd_instance_list(client: Client, args) -> int:
         if not token:
             break
     if args.output == "table":
-        rows = [[i.instance_id, i.virtual_node_name, f"{i.address}:{i.port}", i.host, i.health] for i in items]
-        _print(None, "table", rows, ["ID", "NODE", "ADDRESS", "HOST", "HEALTH"])
+        rows = [[i.instance_id, i.virtual_node_name, f"{i.address}:{i.port}", i.host, locality_text(i.locality),
+                 i.health] for i in items]
+        _print(None, "table", rows, ["ID", "NODE", "ADDRESS", "HOST", "LOCALITY", "HEALTH"])
     else:
         _print({"instances": [_to_dict(i) for i in items]}, args.output)
     return 0
 
 
+def locality_text(locality) -> str:
+    """region/zone/sub-zone, as `meshd run --locality` takes it; "-" for none."""
+    return "/".join(p for p in (locality.region, locality.zone, locality.sub_zone) if p) or "-"
+
+
 def _kind(name: str) -> K.Kind:
     kind = ALIASES.get(name.lower().replace("-", "").replace("_", ""))
     if kind is None:
-        raise CliError(f"unknown kind {name!r}; one of: mesh, virtualnode, virtualservice, "
-                       "virtualrouter, route, virtualgateway, gatewayroute, instance")
+        raise CliError(f"unknown kind {name!r}; one of: mesh, virtualnode, virtualservice, virtualrouter, route, "
+                       "virtualgateway, gatewayroute, routepolicy, nodepolicy, rollout, instance")
     return kind
 
 
@@ -576,11 +607,8 @@ def _parser() -> argparse.ArgumentParser:
     ls = isub.add_parser("list", parents=[common])
     ls.add_argument("--node", default="")
     ls.set_defaults(fn=cmd_instance_list)
-    from meshd.cli import backup, inject, meshctl_security, meshctl_views  # noqa: PLC0415 - they build on this module
-    backup.add_subcommands(sub, common)
-    inject.add_subcommands(sub, common)
-    meshctl_security.add_subcommands(sub, common)
-    meshctl_views.add_subcommands(sub, common)
+    for module in SUBCOMMAND_MODULES:  # imported here: they build on this module
+        importlib.import_module(module).add_subcommands(sub, common)
     return p
 
 

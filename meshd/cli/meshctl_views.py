@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 
 from prometheus_client.parser import text_string_to_metric_families
 
-from meshd.cli.meshctl import CliError, Client, _age, _print, _to_dict
+from meshd.cli.meshctl import CliError, Client, _age, _print, _to_dict, locality_text
 from meshd.v1 import admin_pb2
 
 REQUESTS = "meshd_requests_total"
@@ -320,8 +320,8 @@ def cmd_status(client: Client, args) -> int:
         print(f"\nMESH {m}  ({summary})")
         if insts:
             _print(None, "table", [[i.virtual_node_name, i.instance_id, f"{i.address}:{i.port}", i.host or "-",
-                                    i.health or "UNKNOWN"] for i in insts],
-                   ["NODE", "INSTANCE", "ADDRESS", "HOST", "HEALTH"])
+                                    locality_text(i.locality), i.health or "UNKNOWN"] for i in insts],
+                   ["NODE", "INSTANCE", "ADDRESS", "HOST", "LOCALITY", "HEALTH"])
     if acm:
         print("\nACM REFERENCES  (refused TLS until imported: meshctl certificate import / meshctl trust import)")
         for m, where, arn, problem in acm:
