@@ -79,14 +79,29 @@ class Operation:
         return f"/meshd.v1.MeshAdmin/{self.name}"
 
 
+def _app_mesh_resource(fn: Callable[[Resources, object], object]) -> Callable[[Resources, object], object]:
+    """A tag operation on App Mesh's resources only. meshd's own kinds (RoutePolicy,
+    NodePolicy, Rollout) have ARNs of the same form, but App Mesh has no such resources, so
+    its API does not offer them; meshd's admin API (meshctl) tags them."""
+    def call(r: Resources, req):
+        try:
+            kind = K.parse_arn(req.resource_arn).kind
+        except ValueError:
+            kind = None  # the operation itself refuses a malformed ARN, as for any other
+        if kind in K.BEYOND_KINDS:
+            raise RequestError("resourceArn", f"App Mesh has no {kind.name} resources: {req.resource_arn!r} is "
+                                              "served by meshd's admin API (meshctl), not App Mesh's")
+        return fn(r, req)
+    return call
+
+
 def _call_for(name: str) -> Callable[[Resources, object], object]:
     """The `Resources` method behind an operation: the same one the gRPC servicer calls."""
     special = {"TagResource": Resources.tag_resource, "UntagResource": Resources.untag_resource,
                "ListTagsForResource": Resources.list_tags}
     if name in special:
-        fn = special[name]
-        return lambda r, req: fn(r, req)
-    for kind in K.KINDS:
+        return _app_mesh_resource(special[name])
+    for kind in K.APPMESH_KINDS:
         if name == f"List{kind.plural_title}":
             return lambda r, req, k=kind: r.list(k, req)
         for verb, fn in (("Create", Resources.create), ("Describe", Resources.describe),

@@ -632,3 +632,31 @@ def test_rbac_and_audit_cover_policies(secured):
             (who, "UpdateRoutePolicy", "routePolicies/shop/p", "PERMISSION_DENIED"),
             (who, "CreateRollout", "rollouts/shop/ro", "PERMISSION_DENIED"),
             (who, "DeleteRoutePolicy", "routePolicies/shop/p", "PERMISSION_DENIED"))]
+
+
+# -- App Mesh's REST API -------------------------------------------------------------------
+def test_app_mesh_rest_api_neither_offers_nor_chokes_on_policies(etcd, tmp_path):
+    """boto3's appmesh client sees App Mesh's resources only: a mesh holding policies lists
+    and describes as before, a route a policy names is in use (ResourceInUseException naming
+    the policy), and the tag operations refuse a policy's ARN."""
+    from tests.awsapi.harness import start_aws_mesh, stop_aws_mesh  # noqa: PLC0415
+
+    m = start_aws_mesh(etcd, tmp_path)
+    try:
+        shop(m.grpc_admin)
+        made = create(m.grpc_admin, "RoutePolicy", meshName="shop", routePolicyName="p", spec=route_policy())
+        c = m.client()
+        assert len(c.list_virtual_nodes(meshName="shop")["virtualNodes"]) == 3
+        assert c.describe_route(meshName="shop", virtualRouterName="api-router", routeName="api")["route"]
+        with pytest.raises(c.exceptions.ResourceInUseException, match="routePolicy p in mesh shop"):
+            c.delete_route(meshName="shop", virtualRouterName="api-router", routeName="api")
+        arn = made.route_policy.metadata.arn
+        for call, kwargs in ((c.list_tags_for_resource, {}), (c.tag_resource, {"tags": [{"key": "k", "value": "v"}]}),
+                             (c.untag_resource, {"tagKeys": ["k"]})):
+            with pytest.raises(c.exceptions.BadRequestException, match="App Mesh has no routePolicy resources"):
+                call(resourceArn=arn, **kwargs)
+        # Over meshd's own API the same ARN is tagged as any other.
+        m.grpc_admin.TagResource(pb.TagResourceRequest(resource_arn=arn, tags=[pb.TagRef(key="k", value="v")]),
+                                 timeout=10)
+    finally:
+        stop_aws_mesh(m)
