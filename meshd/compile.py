@@ -606,10 +606,13 @@ def _camel(snake: str) -> str:
 
 def services_reaching(snap: MeshSnapshot, node: str) -> frozenset[str]:
     """The virtual services of `snap` whose traffic can reach virtual node `node`: those it
-    provides directly, and those whose virtual router has a route targeting it. A TCP
-    connection names no service, so the ingress checks a DROP_ALL caller against these."""
+    provides directly, and those whose virtual router has a route targeting it, or whose
+    copies a RoutePolicy mirrors to it. A TCP connection names no service, so the ingress
+    checks a DROP_ALL caller against these."""
     routers = {router for (router, _), data in snap.routes.items()
                if any(t.virtual_node == node for t in _route_targets(data))}
+    routers.update(p.spec.route.virtual_router_name for p in snap.route_policies.values()
+                   if p.spec.HasField("mirror") and p.spec.mirror.virtual_node == node)
     out = set()
     for name, data in snap.services.items():
         p = data.spec.provider

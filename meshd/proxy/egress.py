@@ -20,9 +20,10 @@ from collections import deque
 import weakref
 
 from _fastroute import constants as C
-from meshd.compile import INGRESS_ATTRIBUTE
+from meshd.compile import DEFAULT_MIRROR, INGRESS_ATTRIBUTE
 from meshd.dataplane import Deferred, Refusal, Target, TcpTarget
 from meshd.observe import EGRESS, TCP
+from meshd.observe.metrics import response_class
 from meshd.proxy.config import (
     INGRESS_HTTP_ATTRIBUTE, INGRESS_TCP_ATTRIBUTE, INSTANCE_HEADER, INTERNAL_HEADER_PREFIX, SERVICE_HEADER,
     split_address,
@@ -90,6 +91,9 @@ class Egress:
         self.tls = tls
         self._loads: dict[tuple[str, str], _Load] = {}
         self._targets: dict[tuple, Target] = {}
+        # Copies outstanding per (mesh, router, route) on this meshd, against the route's
+        # mirror maxInFlight; outlives table generations (copies end under the next).
+        self._mirroring: dict[tuple[str, str, str], int] = {}
         self._callers = weakref.WeakSet()  # every Caller made by `caller`
 
     def config_changed(self) -> None:
@@ -180,10 +184,65 @@ class Egress:
             router.release(d)
             return REFUSALS["pool_overflow"]
         load.n += 1
+        if d.mirror_endpoint is not None:
+            self._mirror(head, caller, live, d)
         if d.fault_delay_ns:
             self.observe.injected(x, "delay", d.service, d.route)
             return self._later(d.fault_delay_ns, b.target)
         return b.target
+
+    def _mirror(self, head, caller: Caller, live, d) -> None:
+        """Ask the engine for a copy of this request to the route's mirror endpoint (its
+        answer discarded), unless the route already has maxInFlight copies outstanding on
+        this meshd: then the copy is dropped and counted, and the original goes on as if
+        there were no mirror. A copy never touches outlier detection, loads or budgets."""
+        mesh, route, node = caller.app.mesh, d.route, d.mirror
+        key = (mesh, d.router, route)
+        limits = live.compiled.mirrors.get((d.router, route), DEFAULT_MIRROR)
+        n = self._mirroring.get(key, 0)
+        if n >= limits.max_in_flight:
+            self.observe.mirror_dropped(mesh, route, node, "in_flight")
+            return
+        mirror_to = getattr(head, "mirror_to", None)
+        if mirror_to is None:  # an engine that cannot copy a request (the HTTP/1.1 relay)
+            self.observe.mirror_dropped(mesh, route, node, "unsupported")
+            return
+        target = self._mirror_target(live, caller.app, d)
+        if target is None:
+            self.observe.mirror_dropped(mesh, route, node, "no_endpoint")
+            return
+        self._mirroring[key] = n + 1
+        observe = self.observe
+
+        def done(outcome: str, http_status: int) -> None:
+            self._mirroring[key] -= 1
+            if outcome == "too_large":
+                observe.mirror_dropped(mesh, route, node, "body")
+            else:  # ok (by the mirror's status class), failed, timeout, cancelled
+                observe.mirrored(mesh, route, node, response_class(http_status) if outcome == "ok" else outcome)
+        mirror_to(target, done, max_body_bytes=limits.max_body_bytes)
+
+    def _mirror_target(self, live, app, d) -> Target | None:
+        """The Target of the mirror endpoint: through its meshd's ingress over mTLS (as the
+        mirror node's identity), else directly; None when its instance is gone."""
+        ep, node = d.mirror_endpoint, d.mirror
+        key = ("mirror", live.generation, app.mesh, app.principal, node, ep.id, ep.address, ep.port,
+               d.per_request_timeout_ns, d.service)
+        t = self._targets.get(key)
+        if t is not None:
+            return t
+        snap = self.view.snapshot(app.mesh)
+        inst = (snap.instances.get(node, {}) if snap else {}).get(ep.id)
+        if inst is None:
+            return None
+        via_ingress = INGRESS_ATTRIBUTE in inst.attributes
+        ssl_ctx, hostname = (self.tls.client_context(app, d.service or "", node, ("h2",)) if via_ingress
+                             else (None, None))
+        t = Target(ep.address, ep.port, ssl=ssl_ctx, server_hostname=hostname,
+                   headers=((INSTANCE_HEADER, f"{app.mesh}/{node}/{ep.id}"), (SERVICE_HEADER, d.service or "")),
+                   timeout=d.per_request_timeout_ns / 1e9, strip_prefix=INTERNAL_HEADER_PREFIX)
+        self._remember(key, t)
+        return t
 
     def _not_routed(self, d, x):
         """The answer to a decision that routes nowhere. The route's own answers (a fault
