@@ -4,21 +4,23 @@ takes its locality from its own data-plane config, and registers its instances w
 
 Traffic from h1 stays in zone a; when h2's instance dies it fails over to h3 with no failed
 call (the route retries UNAVAILABLE and connection errors); when h2's instance is back,
-traffic returns to it."""
+traffic returns to it. And a sidecar finds its locality where ECS tells it."""
 from __future__ import annotations
 
 import json
 import os
 import signal
+import threading
 import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
 from cluster.harness import NetnsCluster, free_subnet
 from cluster.traffic import REPO, SAMPLE, Traffic
+from meshd.sidecar import locality
 
-pytestmark = [pytest.mark.beyond, pytest.mark.cluster, pytest.mark.dataplane, pytest.mark.etcd,
-              pytest.mark.timeout(240)]
+pytestmark = [pytest.mark.beyond]
 
 ZONES = {"h1": "r1/za", "h2": "r1/za", "h3": "r1/zb"}
 APP_PORT = 9101
@@ -70,6 +72,10 @@ def _wait_answers(traffic: Traffic, who: str, timeout: float = 60.0):
         time.sleep(0.5)
 
 
+@pytest.mark.cluster
+@pytest.mark.dataplane
+@pytest.mark.etcd
+@pytest.mark.timeout(240)
 def test_stays_in_zone_fails_over_and_returns(zoned, tmp_path):
     traffic = Traffic(zoned)
     h2_app = _serve(zoned, "h2", traffic.python)
@@ -107,3 +113,36 @@ def test_stays_in_zone_fails_over_and_returns(zoned, tmp_path):
     back = _answered(traffic, seconds=3.0)
     back.check()
     assert back.summary["by"] == {"h2/api-v1": back.summary["ok"]}, back.summary["by"]
+
+
+@pytest.fixture
+def task_metadata():
+    """An HTTP server answering as ECS's task metadata endpoint v4 does at <uri>/task."""
+    task = {"TaskARN": "arn:aws:ecs:eu-west-1:123456789012:task/shop/0b69d5c0d35f4d2b9d6e5f0c9a3c6d21",
+            "AvailabilityZone": "eu-west-1b", "Family": "api"}
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self):  # noqa: N802 - http.server's naming
+            body = json.dumps(task).encode()
+            self.send_response(200 if self.path == "/v4/abc/task" else 404)
+            self.send_header("content-type", "application/json")
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args):
+            pass
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield f"http://127.0.0.1:{server.server_address[1]}/v4/abc"
+    server.shutdown()
+    server.server_close()
+
+
+def test_sidecar_locality_from_the_environment(task_metadata):
+    ecs = {"ECS_CONTAINER_METADATA_URI_V4": task_metadata}
+    assert locality(ecs, "task-1") == ("eu-west-1", "eu-west-1b", "task-1")
+    assert locality({**ecs, "MESHD_LOCALITY": "r9/z9/rack-3"}, "task-1") == ("r9", "z9", "rack-3")
+    assert locality({"MESHD_LOCALITY": "r9/z9"}, "task-1") == ("r9", "z9", "task-1")
+    assert locality({}, "task-1") == ("", "", "")
+    with pytest.raises(ValueError):
+        locality({"MESHD_LOCALITY": "r9"}, "task-1")
