@@ -84,6 +84,10 @@ def backup(client: Client, mesh: str = "") -> dict:
             continue
         kind = K.BY_NAME[ev.kind]
         data = getattr(ev.resource, kind.field)
+        if kind is K.ROLLOUT and data.status.phase in K.FINISHED_PHASES:
+            # History, not state: re-created, a finished rollout would start again from its
+            # first step (a status is the server's, never restored) and move its route back.
+            continue
         doc = _document(kind, data)
         tags = _tags(client, data.metadata.arn)
         if tags:
@@ -149,7 +153,8 @@ def restore(client: Client, doc: dict, *, source: str = "backup", overwrite: boo
                 mesh_name=inst["meshName"], virtual_node_name=inst["virtualNodeName"],
                 instance_id=inst["instanceId"], address=inst["address"], port=int(inst["port"]),
                 attributes=inst.get("attributes", {}), ttl_seconds=int(inst.get("ttlSeconds", 0)),
-                health=inst.get("health", ""))
+                health=inst.get("health", ""), locality=json_format.ParseDict(inst.get("locality", {}),
+                                                                              admin_pb2.Locality()))
             client.call("RegisterInstance", req)
             counts["instances"] += 1
         out(f"{len(held)} instances registered through {client.server} (held by its lease now)")

@@ -660,3 +660,34 @@ def test_app_mesh_rest_api_neither_offers_nor_chokes_on_policies(etcd, tmp_path)
                                  timeout=10)
     finally:
         stop_aws_mesh(m)
+
+
+# -- backup and restore --------------------------------------------------------------------
+def test_backup_keeps_running_rollouts_and_instance_localities(shop_api, tmp_path):
+    s = shop_api.stub
+    create(s, "Route", meshName="shop", virtualRouterName="api-router", routeName="old",
+           spec=route_spec({"api-v1": 1, "api-v2": 1}, prefix="/old"))
+    create(s, "Rollout", meshName="shop", rolloutName="running", spec=rollout())
+    create(s, "Rollout", meshName="shop", rolloutName="done", spec=rollout(
+        route={"virtualRouterName": "api-router", "routeName": "old"}))
+    shop_api.resources.update_status(K.ROLLOUT, ("shop", "done"), spec_pb2.RolloutStatus(
+        status="ACTIVE", phase="PROMOTED", step=3, canary_weight=100))
+    create(s, "RoutePolicy", meshName="shop", routePolicyName="p", spec=route_policy())
+    zone = pb.Locality(region="eu-west-1", zone="eu-west-1c", sub_zone="rack-7")
+    s.RegisterInstance(pb.RegisterInstanceRequest(mesh_name="shop", virtual_node_name="web", instance_id="w1",
+                                                  address="10.0.0.9", port=80, locality=zone), timeout=10)
+    f = tmp_path / "backup.yaml"
+    out = meshctl(shop_api, "backup", "-f", str(f), "--mesh", "shop")
+    assert out.returncode == 0, out.stderr
+    saved = yaml.safe_load(f.read_text())
+    names = [d.get("rolloutName") or d.get("routePolicyName") for d in saved["resources"]
+             if "rolloutName" in d or "routePolicyName" in d]
+    # A finished rollout is history: restored, it would start over and move its route back.
+    assert names == ["p", "running"]
+    s.DeregisterInstance(pb.DeregisterInstanceRequest(mesh_name="shop", virtual_node_name="web", instance_id="w1"),
+                         timeout=10)
+    out = meshctl(shop_api, "restore", "-f", str(f), "--instances")
+    assert out.returncode == 0, out.stderr
+    assert "rollout/shop/running unchanged" in out.stdout and "routePolicy/shop/p unchanged" in out.stdout
+    listed = s.ListInstances(pb.ListInstancesRequest(mesh_name="shop"), timeout=10).instances
+    assert [(i.instance_id, i.locality) for i in listed] == [("w1", zone)]
