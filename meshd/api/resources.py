@@ -387,20 +387,40 @@ class Resources:
             target, _, holder = held[0][len(prefix):].partition("|")
             raise Claimed(kind.name, target, holder) from err
 
-    def _check_rollout_targets(self, kind: K.Kind, ids: tuple[str, ...], spec) -> None:
-        """A Rollout moves weight between two of its route's weighted targets, so both must
-        be among them (with the same port, when the rollout gives one). The route is read
-        before the write's transaction: a route changed in between is the controller's to
-        find, as it is when the route changes later. A missing route is left to the write,
-        which reports it as every missing reference is reported."""
-        if kind is not K.ROLLOUT:
-            return
-        route = K.route_reference(ids[0], spec)
-        item = self.store.get(route[0]) if route else None
+    def _check_named_parts(self, kind: K.Kind, ids: tuple[str, ...], spec) -> None:
+        """What a spec names inside the resources it refers to must be there: a rollout's
+        stable and canary among its route's weighted targets (a rollout moves weight between
+        two of them), a node policy's listener ports and a mirror's port among the node's
+        listeners. The resources are read before the write's transaction: one changed in
+        between (or later) is the data plane's and the controller's to find. A missing one
+        is left to the write, which reports it as every missing reference is reported."""
+        mesh = ids[0]
+        if kind is K.ROLLOUT:
+            violations = self._target_violations(mesh, spec)
+        elif kind is K.NODE_POLICY:
+            violations = self._port_violations(mesh, spec.virtual_node_name, [
+                (f"spec.listenerRateLimits[{i}].port", limit.port)
+                for i, limit in enumerate(spec.listener_rate_limits) if limit.HasField("port")])
+        elif kind is K.ROUTE_POLICY and spec.mirror.HasField("port"):
+            violations = self._port_violations(mesh, spec.mirror.virtual_node, [("spec.mirror.port", spec.mirror.port)])
+        else:
+            violations = []
+        if violations:
+            raise InvalidSpec(violations)
+
+    def _stored(self, kind: K.Kind, path: str):
+        item = self.store.get(path)
         if item is None:
-            return
-        data = K.ROUTE.data_cls()
+            return None
+        data = kind.data_cls()
         data.ParseFromString(item.value)
+        return data
+
+    def _target_violations(self, mesh: str, spec) -> list[FieldViolation]:
+        route = K.route_reference(mesh, spec)
+        data = self._stored(K.ROUTE, route[0]) if route else None
+        if data is None:
+            return []
         targets = [(t.virtual_node, t.port if t.HasField("port") else None)
                    for rk in K.ROUTE_KINDS for t in getattr(data.spec, rk).action.weighted_targets]
         violations = []
@@ -415,8 +435,16 @@ class Resources:
             violations.append(FieldViolation(
                 f"spec.{member}.virtualNode",
                 f"{named} is not a weighted target of {K.describe_path(route[0])} (its targets: {listed})"))
-        if violations:
-            raise InvalidSpec(violations)
+        return violations
+
+    def _port_violations(self, mesh: str, node: str, ports: list[tuple[str, int]]) -> list[FieldViolation]:
+        data = self._stored(K.VIRTUAL_NODE, K.VIRTUAL_NODE.path((mesh, node))) if node and ports else None
+        if data is None:
+            return []
+        listening = sorted(lst.port_mapping.port for lst in data.spec.listeners)
+        return [FieldViolation(where, f"virtualNode {node} has no listener on port {port} "
+                                      f"(its listeners: {', '.join(map(str, listening)) or 'none'})")
+                for where, port in ports if port not in listening]
 
     # -- CRUD -------------------------------------------------------------------------
     def create(self, kind: K.Kind, request):
@@ -446,7 +474,7 @@ class Resources:
             # The status is the controller's from here on (update_status); it starts before
             # the first step, all traffic still on the stable target.
             data.status.phase, data.status.step, data.status.canary_weight = "PROGRESSING", -1, 0
-        self._check_rollout_targets(kind, ids, request.spec)
+        self._check_named_parts(kind, ids, request.spec)
         resp = self._response(kind, "Create", data)
         refs = tuple(kind.references(ids[0], request.spec))
         claims = self._claim_changes(kind, ids, None, data)
@@ -479,7 +507,7 @@ class Resources:
         if replay is not None:
             return replay
         path = kind.path(ids)
-        self._check_rollout_targets(kind, ids, request.spec)
+        self._check_named_parts(kind, ids, request.spec)
         expected = request.expected_version if request.HasField("expected_version") else None
         for _ in range(_UPDATE_ATTEMPTS):
             item, data = self._read_version(kind, ids, expected)

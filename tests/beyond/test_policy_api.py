@@ -240,6 +240,20 @@ def test_rollout_targets_must_be_the_routes_weighted_targets(shop_api):
         assert "rollout ro in mesh shop" in err.details()
 
 
+def test_ports_named_must_be_the_nodes_listeners(shop_api):
+    s = shop_api.stub
+    limit = {"maxTokens": 5, "tokensPerFill": 5, "fillInterval": {"unit": "s", "value": 1}}
+    err = refused(create, s, "NodePolicy", meshName="shop", nodePolicyName="np", spec=node_policy(
+        "web", listenerRateLimits=[{"port": 8080, "rateLimit": limit}, {"port": 9999, "rateLimit": limit}]))
+    assert details(err)[2] == ["spec.listenerRateLimits[1].port: virtualNode web has no listener on port 9999 "
+                               "(its listeners: 8080)"]
+    err = refused(create, s, "RoutePolicy", meshName="shop", routePolicyName="p", spec=route_policy(
+        mirror={"virtualNode": "web", "percentage": 5, "port": 9999}))
+    assert fields(err) == ["spec.mirror.port"]
+    create(s, "RoutePolicy", meshName="shop", routePolicyName="p", spec=route_policy(
+        mirror={"virtualNode": "web", "percentage": 5, "port": 8080}))
+
+
 # -- one per target ------------------------------------------------------------------------
 def test_one_policy_per_route_and_per_node(shop_api):
     s = shop_api.stub
