@@ -114,10 +114,12 @@ class RolloutMesh:
         return self.resources.describe(K.ROLLOUT, pb.DescribeRolloutRequest(mesh_name="shop",
                                                                             rollout_name=name)).rollout
 
-    def weights(self) -> dict[str, int]:
-        route = self.resources.describe(K.ROUTE, pb.DescribeRouteRequest(
+    def route(self):
+        return self.resources.describe(K.ROUTE, pb.DescribeRouteRequest(
             mesh_name="shop", virtual_router_name="api-router", route_name="api")).route
-        return {t.virtual_node: t.weight for t in route.spec.grpc_route.action.weighted_targets}
+
+    def weights(self) -> dict[str, int]:
+        return {t.virtual_node: t.weight for t in self.route().spec.grpc_route.action.weighted_targets}
 
     def close(self) -> None:
         for name, proc in self.controllers.items():

@@ -18,6 +18,7 @@ from meshd.rollout.stats import BOUNDS_NS, PUBLISH_INTERVAL, Counts, Figures
 from meshd.security import AuditFilter, AuditLog
 from tests.beyond.rollout_harness import CANARY, STABLE, RolloutMesh, SlowOrigin, Traffic, wait_for
 from mesh_harness import Origin
+from prometheus_server import PrometheusServer
 
 pytestmark = [pytest.mark.beyond, pytest.mark.etcd, pytest.mark.dataplane]
 
@@ -192,6 +193,8 @@ def test_controller_killed_mid_rollout_is_replaced_without_skip_or_repeat(rollou
     hosts = [w.who.rsplit("/", 1)[-1] for w in writes]
     assert hosts[0] == first and hosts[-1] != first, hosts
     assert m.weights() == {STABLE: 0, CANARY: 100}
+    # The route itself changed five times in all: created, then once per step.
+    assert m.route().metadata.version == 5
     assert not [c for c in calls if not c.who]
 
 
@@ -243,3 +246,28 @@ def test_meshctl_rollout_start_pause_resume_promote_restart_abort(rollout_mesh, 
     finally:
         calls = traffic.stop()
     assert not [c for c in calls if not c.who]
+
+
+def test_prometheus_check_out_of_bounds_rolls_back(rollout_mesh, tmp_path):
+    """The rollout's Prometheus query, answered by a real Prometheus scraping the calling
+    meshd: the canary's INTERNAL answers counted there break `max: 0`; the mesh's own
+    success-rate check is not configured, so the query alone decides."""
+    canary = Origin(CANARY)
+    canary.fail_every, canary.fail_code = 10, grpc.StatusCode.INTERNAL
+    m = rollout_mesh(canary)
+    query = ('sum(meshd_requests_total{direction="egress",target_node="api-v2",grpc_status="13"}) '
+             'or vector(0)')
+    with PrometheusServer(tmp_path, [m.a.metrics_address]) as prom:
+        traffic = Traffic(m.call, rate=100)
+        try:
+            m.create_rollout(_steps([20, 100], 20.0), {
+                "interval": {"unit": "s", "value": 1}, "minRequestsToFail": 20,
+                "prometheus": {"address": f"http://127.0.0.1:{prom.port}", "query": query, "max": 0}})
+            r, _ = wait_for(m, lambda r: r.status.phase != "PROGRESSING", 40)
+        finally:
+            traffic.stop()
+    st = r.status
+    assert st.phase == "ROLLED_BACK", st
+    h = st.history[-1]
+    assert (h.step, h.result) == (0, "FAILED") and h.reason.startswith("prometheus ") and "> 0" in h.reason, h
+    assert m.weights() == {STABLE: 100, CANARY: 0}
