@@ -234,8 +234,8 @@ class Controller:
         data = self.resources.update_status(K.ROLLOUT, key, status, expected_version=r.metadata.version)
         self.rollouts.offer(data)
         if inp != WAITING or r.status.controller != self.host:
-            log.info("rollout " + (inp if inp != WAITING else "controller"), extra={
-                "rollout": "/".join(key), "phase": status.phase, "step": status.step,
+            log.info("rollout controller took over" if inp == WAITING else "rollout transition", extra={
+                "rollout": "/".join(key), "input": inp, "phase": status.phase, "step": status.step,
                 "canary_weight": status.canary_weight, "message": status.message, "controller": self.host})
 
     def analyse(self, r) -> Verdict:
@@ -357,6 +357,7 @@ class Controller:
         return [phase, step, weight, success, p99]
 
     def describe(self):
+        """The collector protocol's fixed descriptions: none, the series follow the rollouts."""
         return []
 
 

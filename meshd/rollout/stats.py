@@ -4,9 +4,10 @@ how the controller reads it back.
 Each meshd counts the final outcome and latency of every request a rolling-out route sends
 to its stable or canary target, per rollout *window* (one run of one step, named by the
 step and when it started, `window_id`), and publishes the counts under its host lease at
-`rolloutstats/<mesh>/<rollout>/<window>/<host>`. The controller sums every host's record
-of the current window (`Figures.merge`). A meshd that restarts, or a step that changes,
-starts a new record: windows never mix.
+`rolloutstats/<mesh>/<rollout>/<window>/<host>.<incarnation>`. The controller sums every
+record of the current window (`Figures.merge`). A step that changes starts new records, and
+a meshd that restarts writes a record of its own beside its previous life's (which goes
+with that life's lease): windows never mix and no counts are lost.
 
 Latency is a fixed-bucket histogram: bucket bounds grow by 10%, so a p99 read at the
 geometric middle of its bucket is within about 5% of the true value.
@@ -17,6 +18,7 @@ import json
 import logging
 import math
 import threading
+import uuid
 from bisect import bisect_left
 from dataclasses import dataclass, field
 
@@ -167,6 +169,9 @@ class RolloutStats:
         self.lease = lease      # the HostLease: records vanish with this meshd
         self.rollouts = rollouts  # a RolloutCache
         self.host = host
+        # This process's records are its own: a restarted meshd's do not overwrite its
+        # previous life's counts of the same window.
+        self.record_name = f"{host}.{uuid.uuid4().hex[:8]}"
         self.interval = interval
         # Read by the data-plane loop, one lookup per request; replaced entry by entry here.
         self.routes: dict[str, RouteCounter] = {}
@@ -233,7 +238,7 @@ class RolloutStats:
         """The window is over (a new step, or the rollout finished): its record goes, its
         counts were read by the controller when it decided."""
         if self._published.pop(key, None) is not None:
-            self.store.delete(window_prefix(t.mesh, t.name, t.window) + self.host)
+            self.store.delete(window_prefix(t.mesh, t.name, t.window) + self.record_name)
 
     def publish(self) -> None:
         lease = self.lease.current()
@@ -244,5 +249,5 @@ class RolloutStats:
                                 sort_keys=True)
             if self._published.get(key) == (record, lease):
                 continue
-            self.store.put(window_prefix(t.mesh, t.name, t.window) + self.host, record.encode(), lease=lease)
+            self.store.put(window_prefix(t.mesh, t.name, t.window) + self.record_name, record.encode(), lease=lease)
             self._published[key] = (record, lease)
