@@ -52,8 +52,9 @@ QUOTAS: tuple[str, ...] = tuple(k.quota for k in K.APPMESH_KINDS)
 _UPDATE_ATTEMPTS = 16
 _INSTANCE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$")
 # A locality's region, zone or sub-zone: a cloud's name for it (us-east-1, us-east-1a) or a
-# host name; "/" stays out, as `meshd run --locality region/zone/sub_zone` splits on it.
-_LOCALITY_PART = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$")
+# host name (up to a DNS name's 253 characters); "/" stays out, as `meshd run --locality
+# region/zone/sub_zone` splits on it.
+_LOCALITY_PART = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,252}$")
 LOCALITY_PARTS = ("region", "zone", "sub_zone")
 _HEALTH = ("HEALTHY", "UNHEALTHY", "UNKNOWN")
 _TOKEN = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
@@ -125,7 +126,7 @@ def locality_violations(region: str, zone: str, sub_zone: str, *, field: str) ->
     parts = (region, zone, sub_zone)
     for name, value in zip(LOCALITY_PARTS, parts):
         if value and not _LOCALITY_PART.match(value):
-            out.append(FieldViolation(f"{field}.{_camel(name)}", "1-128 letters, digits and . _ : - starting with "
+            out.append(FieldViolation(f"{field}.{_camel(name)}", "1-253 letters, digits and . _ : - starting with "
                                       f"a letter or digit; got {value!r}"))
     for outer, inner in ((0, 1), (1, 2)):
         if parts[inner] and not parts[outer]:
