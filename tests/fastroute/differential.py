@@ -7,6 +7,8 @@ each routing run ends with a deterministic sweep of every such near miss. Script
 play failing calls (5xx, gRPC codes, resets, connect failures, timeouts) at advancing
 `now_ns`, in storms long enough to eject endpoints and exhaust the retry budget, and
 fail endpoints' health checks, enough of them at times to put a node in panic mode.
+Routes carry rate limits, faults (some gated by headers) and mirrors; nodes balance by
+locality, their endpoints placed at every distance from the router's own locality.
 `play` drives both routers with the same script and compares every observable after
 every step. Shared by `test_fr_differential.py` and the manual `mutants.py`.
 """
@@ -21,8 +23,9 @@ from _fastroute import _core, reference
 from _fastroute import constants as C
 from _fastroute.errors import FastrouteError
 from _fastroute.spec import (
-    DEFAULT_RETRY, NO_RETRY, Endpoint, GrpcMatch, HeaderMatch, HttpMatch, OutlierDetection, QueryMatch,
-    RetryPolicy, Route, Table, Target, TcpMatch, Timeouts, VirtualNode, VirtualRouter, VirtualService,
+    DEFAULT_RETRY, NO_RETRY, Endpoint, Fault, FaultAbort, FaultDelay, GrpcMatch, HeaderMatch, HttpMatch, LocalityLb,
+    Mirror, OutlierDetection, QueryMatch, RateLimit, RetryPolicy, Route, Table, Target, TcpMatch, Timeouts,
+    VirtualNode, VirtualRouter, VirtualService,
 )
 
 from .helpers import summary
@@ -47,6 +50,10 @@ HEADER_REGEXES = {
     "v1|ab": (("v1", "ab"), ("v1ab", "V1", "abc")),
 }
 GRPC_SERVICES = ("pkg.S", "pkg.T")
+# Router and endpoint localities: the same host, zone or region as the router, another
+# region, and none at all (priority 0 whatever the other side is).
+ROUTER_LOCALITIES = (("", "", ""), ("r1", "z1", "h1"), ("r1", "z1", "h1"), ("r1", "z2", ""))
+ENDPOINT_LOCALITIES = (("r1", "z1", "h1"), ("r1", "z1", "h2"), ("", "", ""), ("r1", "z2", "h3"), ("r2", "z9", "h4"))
 METHODS = ("GET", "POST", "PUT")
 # Attempt results, failures first: each kind of server error and transport failure.
 FAILURES = (
@@ -114,6 +121,28 @@ query_tuples = _tuple(st.builds(QueryMatch, st.sampled_from(["x", "y"]), st.samp
 path_values = {"prefix": st.sampled_from(PREFIXES), "path_exact": st.sampled_from(EXACTS),
                "path_regex": st.sampled_from(sorted(PATH_REGEXES))}
 weight_lists = st.lists(st.integers(0, 5), min_size=1, max_size=3).filter(any)
+per_millions = st.sampled_from([0, 1, 300_000, 500_000, 999_999, 1_000_000])
+# Fill intervals near the scripts' time steps (1, 2, 20 ms...): buckets run dry and
+# refill between requests, a part of an interval apart as often as whole ones.
+rate_limits = st.one_of(st.none(), st.builds(
+    RateLimit, st.sampled_from([1, 2, 3]), st.sampled_from([1, 2, 3]), st.sampled_from([1, 2, 3, 5, 1_000])))
+delays = st.one_of(st.none(), st.builds(FaultDelay, per_millions, st.sampled_from([0, 5]), st.sampled_from([0, 3])))
+mirrors = st.one_of(st.none(), st.none(), st.builds(Mirror, st.sampled_from(NODES), per_millions,
+                                                    st.sampled_from([None, 9000])))
+locality_policies = st.builds(LocalityLb, st.sampled_from([True, True, False]), st.sampled_from([100, 140, 200]))
+
+
+@st.composite
+def faults(draw, tcp):
+    """None mostly; else a delay and/or an abort, gated by headers at times (TCP: a delay only)."""
+    if draw(st.integers(0, 2)):
+        return None
+    if tcp:
+        return Fault(delay=draw(delays.filter(lambda d: d is not None)))
+    abort = pick(draw, [None, FaultAbort(draw(per_millions), http_status=pick(draw, [503, 429, 200])),
+                        FaultAbort(draw(per_millions), grpc_status=14)])
+    delay = draw(delays) if abort is not None else draw(delays.filter(lambda d: d is not None))
+    return Fault(delay=delay, abort=abort, headers=draw(header_tuples) if draw(st.booleans()) else ())
 
 
 @st.composite
@@ -137,8 +166,10 @@ def routes(draw, i):
     weights = draw(weight_lists)
     targets = tuple(Target(NODES[k], w, port=pick(draw, [None, None, 9090]))
                     for k, w in enumerate(weights))
+    tcp = proto == "tcp"
     return Route(f"r{i}", proto, match, targets, priority=pick(draw, [None, None, None, 0, 3]),
-                 retry=draw(retry_policies), timeouts=draw(timeouts))
+                 retry=draw(retry_policies), timeouts=draw(timeouts), fault=draw(faults(tcp)),
+                 mirror=None if tcp else draw(mirrors), rate_limit=draw(rate_limits))
 
 
 outliers = st.one_of(st.none(), st.builds(
@@ -157,7 +188,8 @@ def tables(draw):
                     Route("all-grpc", "grpc", GrpcMatch(), w), Route("all-tcp", "tcp", TcpMatch(), w))
     nodes = tuple(VirtualNode(name, lb=pick(draw, ["round_robin", "round_robin", "least_request"]),
                               outlier=draw(outliers), identity=pick(draw, ["", f"spiffe://td/{name}"]),
-                              timeouts=pick(draw, [Timeouts(), Timeouts(500, 0)]))
+                              timeouts=pick(draw, [Timeouts(), Timeouts(500, 0)]),
+                              locality=draw(locality_policies))
                   for name in NODES)
     return Table(
         services=(VirtualService("svc.local", router="r", ports=(80,), local_ports=(15001,)),
@@ -327,6 +359,11 @@ def probe_requests(route):
     yield request()
     for p in (*paths, *misses):
         yield request(path=p)
+    # The fault's own header conditions, each met and missed, the route's conditions met.
+    for h in route.fault.headers if route.fault else ():
+        meets, fails = _header_candidates(h)
+        for v in (*meets, *fails, None):
+            yield request(hdrs={**headers, h.name.lower(): v})
     for h in headers_:
         meets, fails = _header_candidates(h)
         for v in (*meets, *fails, None, 7):
@@ -371,6 +408,7 @@ class Scenario:
     endpoints: tuple[int, ...]
     seed: int
     script: tuple
+    locality: tuple[str, str, str] = ("", "", "")
 
 
 @st.composite
@@ -398,7 +436,7 @@ def scenarios(draw):
     )
     script = tuple(draw(st.lists(op, min_size=4, max_size=25)))
     counts = tuple(pick(draw, [0, 1, 2, 3, 3, 4, 5]) for _ in NODES)
-    return Scenario(table, counts, draw(st.integers(0, 2**64 - 1)), script)
+    return Scenario(table, counts, draw(st.integers(0, 2**64 - 1)), script, pick(draw, ROUTER_LOCALITIES))
 
 
 @st.composite
@@ -410,16 +448,22 @@ def routing_scenarios(draw):
                    draw(st.lists(st.tuples(requests(table), small_steps), min_size=3, max_size=15)))
     script += (("probe",),)
     counts = tuple(pick(draw, [1, 2, 3, 3, 4, 5]) for _ in NODES)
-    return Scenario(table, counts, draw(st.integers(0, 2**64 - 1)), script)
+    return Scenario(table, counts, draw(st.integers(0, 2**64 - 1)), script, pick(draw, ROUTER_LOCALITIES))
 
 
 # ---------------------------------------------------------------------------------
 # The lockstep player
 
 
+def _place(node, k):
+    """Endpoint k's locality: the nodes start at different places, so each sees a mix."""
+    return ENDPOINT_LOCALITIES[(k + NODES.index(node)) % len(ENDPOINT_LOCALITIES)]
+
+
 def _endpoints(node, n, failing=0):
     """`n` endpoints of `node`; those whose bit is set in `failing` fail their health check."""
-    return [Endpoint(f"{node}-{k}", f"10.0.0.{k}", 8080 + k, healthy=not failing >> k & 1) for k in range(n)]
+    return [Endpoint(f"{node}-{k}", f"10.0.0.{k}", 8080 + k, healthy=not failing >> k & 1, locality=_place(node, k))
+            for k in range(n)]
 
 
 def _retry_view(rd, d):
@@ -430,7 +474,8 @@ def _retry_view(rd, d):
 def _state(r, now):
     """Every endpoint's balancing and outlier state, and each node's ejected count."""
     return [(n, r.ejected(n, now), [(e.id, e.pool_key, e.healthy, e.active, e.errors, e.first_error_ns,
-                                     e.ejected_until_ns, e.times_ejected) for e in r.endpoints(n)]) for n in NODES]
+                                     e.ejected_until_ns, e.times_ejected, e.priority) for e in r.endpoints(n)])
+            for n in NODES]
 
 
 def _guard(fn, *args):
@@ -444,7 +489,7 @@ class Lockstep:
     """Both routers, fed the same calls; `same` fails at the first differing answer."""
 
     def __init__(self, sc, impls):
-        self.routers = [cls(sc.table, seed=sc.seed) for cls in impls]
+        self.routers = [cls(sc.table, seed=sc.seed, locality=sc.locality) for cls in impls]
         for r in self.routers:
             for name, n in zip(NODES, sc.endpoints):
                 r.set_endpoints(name, _endpoints(name, n))
@@ -513,7 +558,8 @@ def play(sc, impls=(_core.Router, reference.Router)):
                 r.set_endpoints(op[1], _endpoints(op[1], op[2], op[3]))
         elif kind == "add":
             for r in ls.routers:
-                r.add_endpoint(op[1], Endpoint(f"{op[1]}-{op[2]}", "10.0.1.1", 9000 + op[2], healthy=op[3]))
+                r.add_endpoint(op[1], Endpoint(f"{op[1]}-{op[2]}", "10.0.1.1", 9000 + op[2], healthy=op[3],
+                                               locality=_place(op[1], op[2] + 1)))
         elif kind == "remove":
             ls.same("remove", [r.remove_endpoint(op[1], f"{op[1]}-{op[2]}") for r in ls.routers])
         ls.check_state()

@@ -17,7 +17,7 @@ import contextlib
 import statistics
 import sys
 
-from hypothesis import HealthCheck, Phase, Verbosity, given, seed, settings
+from hypothesis import Phase, Verbosity, given, seed, settings
 
 from _fastroute import constants as C
 from _fastroute import reference as ref
@@ -135,6 +135,81 @@ def query_value_ignored():
     return _patched(ref, "_query_ok", lambda name, exact, path, q: orig(name, None, path, q))
 
 
+def bucket_partial_fill():
+    """A route's token bucket refills in proportion to the time passed, not by whole intervals."""
+    orig = ref.TokenBucket.take
+
+    def bad(self, now_ns):
+        if self.last_fill_ns >= 0 and now_ns > self.last_fill_ns:
+            got = (now_ns - self.last_fill_ns) * self.tokens_per_fill // self.fill_interval_ns
+            if got:
+                self.tokens = min(self.max_tokens, self.tokens + got)
+                self.last_fill_ns = now_ns
+        return orig(self, now_ns)
+
+    return _patched(ref.TokenBucket, "take", bad)
+
+
+def fault_ignores_headers():
+    """A fault applies to every request of its route, whatever its header conditions."""
+    orig = ref.Router._fault
+
+    def bad(self, route, headers):
+        kept = route.fault_headers
+        route.fault_headers = ()
+        try:
+            return orig(self, route, headers)
+        finally:
+            route.fault_headers = kept
+
+    return _patched(ref.Router, "_fault", bad)
+
+
+def locality_no_overprovisioning():
+    """Priority health leaves out the overprovisioning factor (spills at the first loss)."""
+    orig = ref.Router._pick_priority
+
+    def bad(self, ns, now_ns, avoid):
+        kept = ns.low.overprovisioning
+        ns.low.overprovisioning = 100
+        try:
+            return orig(self, ns, now_ns, avoid)
+        finally:
+            ns.low.overprovisioning = kept
+
+    return _patched(ref.Router, "_pick_priority", bad)
+
+
+def locality_retry_stays():
+    """A retry's avoided endpoint still counts as available to its priority."""
+    orig = ref.Router._pick_priority
+
+    def bad(self, ns, now_ns, avoid):
+        # Undo the count it is taken off (while no ejection makes the pick count afresh).
+        if avoid is None or not avoid.healthy or avoid.ejected_until_ns > now_ns or ns.ejected_until_ns > now_ns:
+            return orig(self, ns, now_ns, avoid)
+        ns.healthy_per_priority[avoid.priority] += 1
+        try:
+            return orig(self, ns, now_ns, avoid)
+        finally:
+            ns.healthy_per_priority[avoid.priority] -= 1
+
+    return _patched(ref.Router, "_pick_priority", bad)
+
+
+def mirror_takes_active():
+    """A mirrored copy takes an active count on its endpoint, as a real request does."""
+    orig = ref.Router.decide
+
+    def bad(self, *args):
+        d = orig(self, *args)
+        if d.mirror_endpoint is not None:
+            d.mirror_endpoint.active += 1
+        return d
+
+    return _patched(ref.Router, "decide", bad)
+
+
 MUTANTS = {
     "header-exact-prefix": header_exact_prefix,
     "header-exact-casefold": header_exact_casefold,
@@ -145,6 +220,11 @@ MUTANTS = {
     "panic-at-half": panic_at_half,
     "range-end-inclusive": range_end_inclusive,
     "query-value-ignored": query_value_ignored,
+    "bucket-partial-fill": bucket_partial_fill,
+    "fault-ignores-headers": fault_ignores_headers,
+    "locality-no-overprovisioning": locality_no_overprovisioning,
+    "locality-retry-stays": locality_retry_stays,
+    "mirror-takes-active": mirror_takes_active,
 }
 
 

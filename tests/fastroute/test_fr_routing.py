@@ -205,7 +205,8 @@ def test_conditions_outside_a_table_are_checked_as_the_router_checks_them():
     from _fastroute import Conditions
     from _fastroute.spec import lower_header
 
-    headers = (lower_header("h[0]", HeaderMatch("X-V", regex="v[0-9]+")), lower_header("h[1]", HeaderMatch("x-n", invert=True)))
+    headers = (lower_header("h[0]", HeaderMatch("X-V", regex="v[0-9]+")),
+               lower_header("h[1]", HeaderMatch("x-n", invert=True)))
     c = Conditions("GET", 8080, headers, (("lang", "en"), ("debug", None)))
     assert c.holds("GET", 8080, "/p?lang=en&debug", {"x-v": "v12"})
     assert c.holds("GET", 8080, "/p?debug=1&lang=en", {"x-v": b"v1"})
