@@ -4,7 +4,8 @@ takes its locality from its own data-plane config, and registers its instances w
 
 Traffic from h1 stays in zone a; when h2's instance dies it fails over to h3 with no failed
 call (the route retries UNAVAILABLE and connection errors); when h2's instance is back,
-traffic returns to it. And a sidecar finds its locality where ECS tells it."""
+traffic returns to it; a NodePolicy turning locality off spreads it over both zones. And a
+sidecar finds its locality where ECS tells it."""
 from __future__ import annotations
 
 import json
@@ -61,12 +62,13 @@ def _answered(traffic: Traffic, seconds: float = 1.0):
     return traffic.load("h1", rps=RPS, seconds=seconds, deadline=5.0).stop(signal_it=False)
 
 
-def _wait_answers(traffic: Traffic, who: str, timeout: float = 60.0):
-    """Until a one-second run from h1 is answered by `who` alone, with no failure."""
+def _wait_answers(traffic: Traffic, *who: str, timeout: float = 60.0):
+    """Until a one-second run from h1 is answered by `who` (all of them, no other), with no
+    failure."""
     deadline = time.monotonic() + timeout
     while True:
         r = _answered(traffic)
-        if not r.failed and set(r.summary["by"]) == {who}:
+        if not r.failed and set(r.summary["by"]) == set(who):
             return
         assert time.monotonic() < deadline, f"not answered by {who} alone within {timeout}s: {r.brief()}"
         time.sleep(0.5)
@@ -113,6 +115,13 @@ def test_stays_in_zone_fails_over_and_returns(zoned, tmp_path):
     back = _answered(traffic, seconds=3.0)
     back.check()
     assert back.summary["by"] == {"h2/api-v1": back.summary["ok"]}, back.summary["by"]
+
+    # The node's NodePolicy turns locality-aware balancing off: both zones share the calls.
+    policy = tmp_path / "node-policy.json"
+    policy.write_text(json.dumps({"kind": "NodePolicy", "meshName": "shop", "nodePolicyName": "api-v1",
+                                  "spec": {"virtualNodeName": "api-v1", "locality": {"enabled": False}}}))
+    traffic.meshctl("apply", "-f", str(policy))
+    _wait_answers(traffic, "h2/api-v1", "h3/api-v1")
 
 
 @pytest.fixture
