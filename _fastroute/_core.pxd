@@ -137,11 +137,12 @@ cdef class _Node:
     cdef list endpoints
     cdef Py_ssize_t healthy          # endpoints whose health check passes
     cdef int64_t ejected_until_ns    # no endpoint is ejected from then on
+    # Read by every pick, so beside the fields above; the counts after it only when set.
+    cdef bint by_priority            # locality is on and more than one priority is present
     cdef bint locality               # locality-aware balancing is on (NodePolicy)
     cdef int64_t overprovisioning    # Envoy's overprovisioning factor, in percent
     cdef Py_ssize_t per_priority[N_PRIORITIES]          # endpoints of each priority
     cdef Py_ssize_t healthy_per_priority[N_PRIORITIES]  # of which health-checked healthy
-    cdef bint by_priority            # locality is on and more than one priority is present
     cdef void recount(self)
 
 
@@ -159,19 +160,20 @@ cdef class _Route:
     cdef tuple query
     cdef int n_targets
     cdef int64_t total
+    # The policy fields every routed request reads, ahead of the target arrays.
+    cdef TokenBucket bucket          # the route's rate limit, else None
+    cdef bint fault                  # fault injection is on: fault_headers, then the draws
+    cdef _Node mirror                # the mirror's node, else None
     cdef int64_t cum[MAX_TARGETS]
     cdef int target_ports[MAX_TARGETS]
     cdef list nodes
     cdef CompiledRetry retry
     cdef int64_t per_request_ns, idle_ns
     cdef _Budget budget
-    cdef TokenBucket bucket          # the route's rate limit, else None
-    cdef bint fault                  # fault injection is on: fault_headers, then the draws
     cdef tuple fault_headers
     cdef int64_t delay_pm, delay_fixed_ns, delay_jitter_ns  # delay_pm < 0: no delay
     cdef int64_t abort_pm            # < 0: no abort
     cdef int abort_http, abort_grpc  # the abort's answer: 0 / -1 when not that kind
-    cdef _Node mirror                # the mirror's node, else None
     cdef int64_t mirror_pm
     cdef int mirror_port
 
