@@ -459,7 +459,8 @@ def compile_mesh(snap: MeshSnapshot, trust_domain: str = DEFAULT_TRUST_DOMAIN,
         # calls to it are answered "no service" like an unknown name.
     table = fr.Table(services=tuple(services), routers=routers, nodes=tuple(nodes))
     cache.done()
-    table, lowered = _drop_invalid(table, problems, snap.name, cache.lowering)
+    table, lowered = _drop_invalid(table, problems, snap.name, cache.lowering,
+                                   {key: name for key, (name, _) in policies.items()}, mirrors)
     endpoints = {node: tuple(live_endpoints(insts)) for node, insts in snap.instances.items() if node in node_names}
     endpoints.update((node, tuple(live_endpoints(node_instances(snap, node))))
                      for node in node_names if cloud_map_service(snap.nodes[node]) is not None)
@@ -575,11 +576,12 @@ def _ip_family(address: str) -> int | None:
 _ROUTE_PATH = re.compile(r"^routers\[(\d+)\]\.routes\[(\d+)\](\.(?:fault|mirror|rate_limit)\b)?")
 
 
-def _drop_invalid(table: fr.Table, problems: list[CompileError], mesh: str,
-                  memo: fr.spec.LowerMemo) -> tuple[fr.Table, fr.spec.Lowered]:
-    """Let `_fastroute` validate the table; drop each route it rejects, then try again (a
-    route rejected for its RoutePolicy's fields loses the policy, not the route). Returns
-    the table and its lowered form."""
+def _drop_invalid(table: fr.Table, problems: list[CompileError], mesh: str, memo: fr.spec.LowerMemo,
+                  policies: dict[tuple[str, str], str], mirrors: dict) -> tuple[fr.Table, fr.spec.Lowered]:
+    """Let `_fastroute` validate the table; drop each route it rejects, then try again. A
+    route rejected for its RoutePolicy's fields (`policies`: the policy's name by route)
+    loses the policy, reported as the policy's problem, not the route. Returns the table
+    and its lowered form."""
     for _ in range(64):
         try:
             return table, fr.spec.lower(table, memo)
@@ -590,8 +592,13 @@ def _drop_invalid(table: fr.Table, problems: list[CompileError], mesh: str,
             ri, rj = int(m.group(1)), int(m.group(2))
             router = table.routers[ri]
             bad = router.routes[rj]
-            problems.append(CompileError(f"routes/{mesh}/{router.name}/{bad.name}", err.path, str(err)))
-            kept = (replace(bad, fault=None, mirror=None, rate_limit=None),) if m.group(3) else ()
+            if m.group(3):
+                resource = f"routePolicies/{mesh}/{policies.get((router.name, bad.name), '')}"
+                kept = (replace(bad, fault=None, mirror=None, rate_limit=None),)
+                mirrors.pop((router.name, bad.name), None)
+            else:
+                resource, kept = f"routes/{mesh}/{router.name}/{bad.name}", ()
+            problems.append(CompileError(resource, err.path, str(err)))
             routes = router.routes[:rj] + kept + router.routes[rj + 1:]
             routers = table.routers[:ri] + (fr.VirtualRouter(router.name, routes),) + table.routers[ri + 1:]
             table = fr.Table(services=table.services, routers=routers, nodes=table.nodes,

@@ -10,9 +10,13 @@ import pytest
 
 from beyond.harness import (ROUTE, access_log, fresh_log, log_entries, percentile, put_policy, run_load, sample,
                             wait_policy)
+from builders import node_spec, route_spec, router_spec
 from mesh_harness import Origin
+from meshd.api.validate import parse_json
+from meshd.compile import MeshSnapshot, compile_mesh
+from meshd.v1 import admin_pb2 as pb
 
-pytestmark = [pytest.mark.beyond, pytest.mark.dataplane, pytest.mark.etcd]
+pytestmark = [pytest.mark.beyond]
 
 # Outlier detection that a few consecutive server errors would trip: were injected aborts
 # fed to it, some endpoint would be ejected within the run.
@@ -29,6 +33,8 @@ def mesh(mesh_factory):
     return m
 
 
+@pytest.mark.dataplane
+@pytest.mark.etcd
 def test_abort_share_and_outlier_detection_untouched(mesh, tmp_path):
     calls, share = 5000, 0.10
     log = tmp_path / "web.log"
@@ -58,6 +64,8 @@ def test_abort_share_and_outlier_detection_untouched(mesh, tmp_path):
     assert all(ep.times_ejected == 0 for ep in router.endpoints("api-v1"))
 
 
+@pytest.mark.dataplane
+@pytest.mark.etcd
 def test_delay_shows_in_p50_of_matching_calls_only(mesh, tmp_path):
     delay_ms = 150
     log = tmp_path / "web.log"
@@ -80,3 +88,27 @@ def test_delay_shows_in_p50_of_matching_calls_only(mesh, tmp_path):
     flags = sorted(e["flags"] for e in log_entries(log, 2 * n))
     assert flags == ["-"] * n + ["DI"] * n
     assert sample(mesh.a, "meshd_outlier_ejections_total") == 0
+
+
+def test_a_policy_the_router_refuses_is_left_out_and_its_route_serves():
+    """What the admin API lets through but the router's ranges do not (here an HTTP status
+    past 599) costs the policy, reported under its own name, never the route."""
+    def data(cls, **doc):
+        return parse_json(cls, doc)
+    snap = MeshSnapshot("shop")
+    snap.nodes["api-v1"] = data(pb.VirtualNodeData, meshName="shop", virtualNodeName="api-v1", spec=node_spec())
+    snap.routers["api-router"] = data(pb.VirtualRouterData, meshName="shop", virtualRouterName="api-router",
+                                      spec=router_spec())
+    snap.routes[("api-router", "api")] = data(pb.RouteData, meshName="shop", virtualRouterName="api-router",
+                                              routeName="api", spec=route_spec({"api-v1": 100}))
+    snap.route_policies["chaos"] = data(pb.RoutePolicyData, meshName="shop", routePolicyName="chaos", spec={
+        "route": ROUTE, "fault": {"abort": {"percentage": 10, "httpStatus": 700}},
+        "mirror": {"virtualNode": "api-v1", "percentage": 5}})
+
+    compiled = compile_mesh(snap)
+
+    [route] = compiled.table.routers[0].routes
+    assert route.name == "api" and (route.fault, route.mirror, route.rate_limit) == (None, None, None)
+    assert [(p.resource, p.field) for p in compiled.problems] == [
+        ("routePolicies/shop/chaos", "routers[0].routes[0].fault.abort.http_status")]
+    assert compiled.mirrors == {}
