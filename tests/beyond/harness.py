@@ -4,12 +4,16 @@ meshd's egress, and readings of a meshd's Prometheus registry."""
 from __future__ import annotations
 
 import json
+import socket
 import threading
 import time
 from concurrent import futures
 from dataclasses import dataclass, field
 
 import grpc
+import h2.config
+import h2.connection
+import h2.events
 
 from meshd.api import kinds as K
 from meshd.api.validate import parse_json
@@ -167,6 +171,33 @@ def run_load(call, n: int, *, rate: float = 0.0, concurrency: int = 32, metadata
     return load
 
 
+def h2_get(address: str, authority: str, path: str, timeout: float = 10.0) -> dict[str, str]:
+    """One plain HTTP/2 GET (not gRPC) on its own connection: the response's headers."""
+    host, port = address.rsplit(":", 1)
+    conn = h2.connection.H2Connection(h2.config.H2Configuration(client_side=True, header_encoding="latin-1"))
+    with socket.create_connection((host, int(port)), timeout=timeout) as sock:
+        conn.initiate_connection()
+        sid = conn.get_next_available_stream_id()
+        conn.send_headers(sid, [(":method", "GET"), (":scheme", "http"), (":authority", authority), (":path", path)],
+                          end_stream=True)
+        sock.sendall(conn.data_to_send())
+        headers: dict[str, str] = {}
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            data = sock.recv(65536)
+            if not data:
+                break
+            for ev in conn.receive_data(data):
+                if isinstance(ev, h2.events.ResponseReceived) and ev.stream_id == sid:
+                    headers = dict(ev.headers)
+                if isinstance(ev, (h2.events.StreamEnded, h2.events.StreamReset)) and ev.stream_id == sid:
+                    return headers
+            out = conn.data_to_send()
+            if out:
+                sock.sendall(out)
+    raise AssertionError(f"no complete answer to GET {path} within {timeout}s (headers {headers})")
+
+
 def sample(meshd, name: str, **labels) -> float:
     """A sample of `meshd`'s Prometheus registry summed over the label values not given."""
     total = 0.0
@@ -177,5 +208,5 @@ def sample(meshd, name: str, **labels) -> float:
     return total
 
 
-__all__ = ["Load", "Outcome", "REASON", "ROUTE", "access_log", "fresh_log", "log_entries", "percentile", "put_policy",
-           "run_load", "sample", "wait_policy", "wait_until"]
+__all__ = ["Load", "Outcome", "REASON", "ROUTE", "access_log", "fresh_log", "h2_get", "log_entries", "percentile",
+           "put_policy", "run_load", "sample", "wait_policy", "wait_until"]

@@ -8,8 +8,11 @@ from __future__ import annotations
 import grpc
 import pytest
 
-from beyond.harness import ROUTE, put_policy, run_load, wait_policy, wait_until
+from beyond.harness import REASON, ROUTE, h2_get, put_policy, run_load, wait_policy, wait_until
 from mesh_harness import Origin
+from meshd.api import kinds as K
+from meshd.api.validate import parse_json
+from meshd.v1 import admin_pb2 as pb
 
 pytestmark = [pytest.mark.beyond, pytest.mark.dataplane, pytest.mark.etcd]
 
@@ -52,3 +55,24 @@ def test_offered_three_times_the_limit(mesh_factory, scope):
     assert abs(ok - granted) <= TOLERANCE_RPS * window, (ok, granted, window)
     assert abs(ok / window - ALLOWED_RPS) <= TOLERANCE_RPS + MAX_TOKENS / window, ok / window
     assert origin.calls - served_before == ok, "a refused call never reached the app"
+
+
+def test_plain_http_is_answered_429_with_the_reason(mesh_factory):
+    """A plain HTTP/2 route (not gRPC) with a bucket of one token and no refill within the
+    test: the first request takes the token and goes on, the next ones are answered 429."""
+    mesh = mesh_factory({"o1": Origin("o1")}, nodes={"o1": "api-v1"}, targets={"api-v1": 100})
+    mesh.a.resources.create(K.ROUTE, parse_json(pb.CreateRouteRequest, {
+        "meshName": "shop", "virtualRouterName": "api-router", "routeName": "plain", "spec": {"http2Route": {
+            "match": {"prefix": "/plain"}, "action": {"weightedTargets": [{"virtualNode": "api-v1", "weight": 1}]}}}}))
+    put_policy(mesh.a.resources, "RoutePolicy", "one", {
+        "route": {"virtualRouterName": "api-router", "routeName": "plain"},
+        "rateLimit": {"maxTokens": 1, "tokensPerFill": 1, "fillInterval": {"unit": "s", "value": 3600}}})
+    wait_policy(mesh.a, "shop", "api-router", "plain", "rate_limit")
+
+    first = h2_get(mesh.egress, "api.shop.local:9090", "/plain/1")
+    refused = [h2_get(mesh.egress, "api.shop.local:9090", f"/plain/{i}") for i in (2, 3)]
+
+    # The gRPC origin resets a plain request: what matters is that the bucket let it through.
+    assert first[":status"] != "429" and first.get(REASON) != "rate_limited", first
+    for r in refused:
+        assert (r[":status"], r.get(REASON)) == ("429", "rate_limited"), r
