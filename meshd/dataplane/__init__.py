@@ -23,6 +23,24 @@ extra.
 grpc (content-type application/grpc*), attempt, local_port. Nothing else from Python runs
 per request.
 
+Mirroring (both HTTP engines; Envoy's request mirror policy): from the decide hook (or before
+resolving its Deferred), `head.mirror_to(target, done, max_body_bytes=65536, timeout=None)`
+asks for a copy of the request at `target`, and the hook returns the original's answer as
+usual. Once the request has ended, and only if it was forwarded to a Target, the copy goes out
+over the engine's own pools (HTTP/2: a new stream; HTTP/1.1: a pooled keep-alive connection):
+the same method, path and headers as the original sends (set_header fields included, the
+target's own rewrites applied), `:authority`/Host suffixed with `-shadow`, the whole body
+and trailers. Its answer is read and dropped. The original never waits for the copy and the
+copy never takes flow-control credit from it: the engine keeps its own copy of the body, at
+most max_body_bytes. `done(outcome, http_status)` is called exactly once, on the loop:
+    "ok"         the mirror answered (http_status: its status)
+    "failed"     connect error, reset, connection lost
+    "timeout"    no whole answer within `timeout` s (None: the target's Target.timeout; 0: none)
+    "too_large"  the body went past max_body_bytes; nothing was sent (streaming gRPC too)
+    "cancelled"  the request was refused, or its client left before it ended
+Copies in flight are bounded by the caller: count mirror_to calls against done calls and
+skip mirror_to (counting a drop) when at the limit.
+
 Timeouts (App Mesh's `timeout` blocks): Target(timeout=) is the route's perRequest (0: none),
 Target(idle_timeout=) the route's idle; a listener's idle is Engine/H1Engine(stream_idle_timeout=)
 or listen(stream_idle_timeout=), TcpEngine(idle_timeout=) or listen(idle_timeout=). The
@@ -35,6 +53,7 @@ from meshd.dataplane._h2 import (
     Deferred,
     Engine,
     Failure,
+    Mirror,
     Refusal,
     RequestHead,
     Target,
@@ -46,6 +65,6 @@ from meshd.dataplane.h1 import H1Engine, H1RequestHead
 from meshd.dataplane.tcp import ConnectionHead, TcpEngine, TcpTarget
 
 __all__ = ["ConnectionHead", "Deferred", "Engine", "FAILURE_RESPONSES", "Failure", "H1Engine", "H1RequestHead",
-           "Refusal", "RequestHead", "Target", "TcpEngine", "TcpTarget", "counters", "trace_context"]
+           "Mirror", "Refusal", "RequestHead", "Target", "TcpEngine", "TcpTarget", "counters", "trace_context"]
 
 seed_trace_ids(os.urandom(8))

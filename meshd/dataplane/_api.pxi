@@ -183,6 +183,46 @@ cdef class Deferred:
 
 
 @cython.final
+cdef class Mirror:
+    """A copy of one request for a second Target, its answer read and discarded (Envoy's
+    request_mirror_policies, "shadowing"). The routing hook asks for it with
+    head.mirror_to(target, done, max_body_bytes=, timeout=); the engine keeps the request's
+    head and up to max_body_bytes of its body, and once the request has ended (and was
+    forwarded) sends the copy over its own pools with `-shadow` appended to the authority.
+    The original never waits for the copy, and the copy never holds back the original.
+
+    done(outcome, http_status) is called exactly once, on the loop: "ok" (the mirror
+    answered; http_status is its status), "failed" (connect error, reset, connection lost),
+    "timeout" (no complete answer within `timeout` seconds: the argument, else the Target's
+    per-request timeout, 0 = none), "too_large" (the body went past max_body_bytes: no copy
+    is sent), or "cancelled" (the request was refused, or its client left before it ended).
+    Bounding the copies in flight is the caller's: count the done calls.
+    """
+
+    def __init__(self, Target target, done=None, Py_ssize_t max_body_bytes=65536, timeout=None):
+        if max_body_bytes < 0:
+            raise ValueError(f"max_body_bytes must be >= 0, not {max_body_bytes!r}")
+        self.target = target
+        self.done = done
+        self.max_body_bytes = max_body_bytes
+        self.timeout = float(timeout) if timeout is not None else target.timeout
+
+    cpdef void report(self, str outcome, int http_status=0):
+        """Tell done how the copy ended; every call after the first is ignored."""
+        if self.reported:
+            return
+        self.reported = True
+        if self.done is not None:
+            try:
+                self.done(outcome, http_status)
+            except BaseException:
+                _log.exception("mirror done callback failed for %r", self.target)
+
+    def __repr__(self):
+        return f"Mirror({self.target!r}, max_body_bytes={self.max_body_bytes})"
+
+
+@cython.final
 cdef class Failure:
     """Why an attempt failed, as handed to the retry hook.
 
@@ -277,6 +317,14 @@ cdef class RequestHead:
     def rewrite_authority(self, authority):
         """Send `authority` upstream as :authority; wins over the Target's authority."""
         self._up_authority = authority.encode("latin-1") if isinstance(authority, str) else bytes(authority)
+
+    def mirror_to(self, Target target, done=None, Py_ssize_t max_body_bytes=65536, timeout=None):
+        """Send a copy of this request to target as well, its answer discarded (see Mirror).
+        Call it from the routing hook (or before resolving its Deferred); once per request."""
+        if self._mirror is not None:
+            raise ValueError("this request is already mirrored")
+        self._mirror = Mirror(target, done, max_body_bytes, timeout)
+        return self._mirror
 
     def set_header(self, name, value):
         """Add a regular header upstream, replacing the request's fields of that name

@@ -151,6 +151,8 @@ cdef int _srv_on_data(nghttp2_session *s, uint8_t flags, int32_t sid, const uint
         if x is not None:
             x.head.bytes_received += n
             x.active_ns = (<ServerConn>ud).last_recv_ns     # feed() read the clock for us
+            if x.mirror is not None:
+                x.mirror_data(data, n)
         if x is None or x.discard_req or x.up_closed:
             nghttp2_session_consume(s, sid, n)    # nobody will forward it; keep windows open
             return 0

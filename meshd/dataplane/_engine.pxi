@@ -322,13 +322,16 @@ cdef class Engine:
         """Body bytes the relay holds in its stream buffers, both directions, all connections.
 
         Each stream holds at most stream_window bytes of response body, and at most
-        stream_window + retry_buffer of request body (the retained copy for a retry)."""
+        stream_window + retry_buffer of request body (the retained copy for a retry), plus
+        a mirrored request's copy (up to its max_body_bytes)."""
         cdef ServerConn s
         cdef Exchange x
         cdef Py_ssize_t n = 0
         for s in self.servers:
             for x in s.streams.values():
                 n += PyByteArray_GET_SIZE(x.req_buf) + PyByteArray_GET_SIZE(x.resp_buf)
+                if x.mirror_body is not None:
+                    n += PyByteArray_GET_SIZE(x.mirror_body)
         return n
 
     @property

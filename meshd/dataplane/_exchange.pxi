@@ -208,6 +208,8 @@ cdef class Exchange:
                 if limit > 0:
                     self.arm_deadline(self.start_ns + limit)
             self.start_attempt()
+            if self.head._mirror is not None:
+                self.take_mirror()
         elif type(answer) is Refusal:
             r = <Refusal>answer
             self.respond(r.http_status, r.grpc_status if r.grpc_status >= 0 else _grpc_from_http(r.http_status),
@@ -259,6 +261,77 @@ cdef class Exchange:
             if self.deadline_ns == 0 or end < self.deadline_ns:
                 self.arm_deadline(end)
         self.routed(answer)
+
+    # -- mirroring (head.mirror_to; see Mirror) ----------------------------------------
+    # The original collects its own copy of the body as DATA arrives (mirror_data), beside
+    # req_buf, which upstream reads consume: the copy costs memory up to max_body_bytes and
+    # never flow-control credit, so it cannot slow the original. When the request has ended
+    # (request_progress) the copy goes out as its own Exchange with no downstream, a
+    # "shadow": the attempt machinery and pools are the original's, and the shadow's
+    # branches in attempt_failed, on_response_head, on_up_closed, up_lost and _on_timeout
+    # turn every ending into one Mirror.report.
+
+    cdef void take_mirror(self) except *:
+        """The request is forwarded: start its copy with the body that arrived meanwhile
+        (all of it is still in req_buf: upstream reads begin after this)."""
+        cdef Mirror m = self.head._mirror
+        self.head._mirror = None
+        if PyByteArray_GET_SIZE(self.req_buf) > m.max_body_bytes:
+            m.report("too_large")
+            return
+        self.mirror = m
+        self.mirror_body = bytearray(self.req_buf)
+        self.request_progress()
+
+    cdef void mirror_data(self, const uint8_t *data, size_t n) except *:
+        if PyByteArray_GET_SIZE(self.mirror_body) + <Py_ssize_t>n > self.mirror.max_body_bytes:
+            self.drop_mirror("too_large")
+        else:
+            _append(self.mirror_body, data, n)
+
+    cdef void drop_mirror(self, str outcome) except *:
+        """Abandon the copy (of a request refused, too large or left by its client)."""
+        cdef Mirror m = self.mirror if self.mirror is not None else self.head._mirror
+        self.mirror = self.head._mirror = None
+        self.mirror_body = None
+        if m is not None:
+            m.report(outcome)
+
+    @staticmethod
+    cdef Exchange shadow_of(Exchange x, Mirror m, bytearray body):
+        """The copy of x's request for m.target: x's head as it goes upstream (method, path,
+        headers, the hook's set_header fields), the authority suffixed with -shadow as
+        Envoy's shadows are, the whole body and trailers; sent at once on m.target's pool."""
+        cdef Exchange s = Exchange.__new__(Exchange)
+        cdef RequestHead o = x.head
+        cdef RequestHead h = RequestHead.new()
+        cdef Target t = m.target
+        cdef bytes authority = o._up_authority if o._up_authority is not None else (
+            t._authority if t._authority is not None else o._authority)
+        h._method, h._scheme, h._raw, h.grpc = o._method, o._scheme, o._raw, o.grpc
+        h._path = o._up_path if o._up_path is not None else o._path
+        h._up_set = list(o._up_set) if o._up_set is not None else None
+        h._up_authority = authority + b"-shadow"
+        s.engine, s.head, s.target, s.mirror, s.shadow = x.engine, h, t, m, True
+        s.req_buf = body
+        s.req_trailers = x.req_trailers
+        s.req_eof = s.replayable = True
+        s.req_credited = PyByteArray_GET_SIZE(body)     # nothing to credit: no downstream
+        s.resp_buf = bytearray()
+        s.resp_head = []
+        s.resp_grpc = s.out_grpc = -1
+        s.out_reason = ""
+        s.start_ns = s.active_ns = now_ns()
+        if m.timeout > 0:
+            s.arm_deadline(s.start_ns + <int64_t>(m.timeout * 1e9))
+        x.engine.pool_for(t).acquire(s)
+        return s
+
+    cdef void shadow_end(self, str outcome) except *:
+        if self.timer is not None:
+            self.timer.cancel()
+            self.timer = None
+        self.mirror.report(outcome, self.resp_status if self.resp_head_done else 0)
 
     cdef void respond_kind(self, str kind) except *:
         http, grpc, reason = FAILURE_RESPONSES[kind]
@@ -420,6 +493,9 @@ cdef class Exchange:
 
     cdef void attempt_failed(self, Failure f) except *:
         """The current attempt is gone before any response byte went downstream."""
+        if self.shadow:
+            self.shadow_end("failed")       # a copy is never retried
+            return
         if self.down_closed or self.resp_started:
             return
         r = self.ask_retry(f)
@@ -437,6 +513,12 @@ cdef class Exchange:
         """Final response headers arrived upstream: maybe retry, else start the response."""
         cdef Target t = self.target
         cdef nghttp2_data_provider prd
+        if self.shadow:
+            # The copy's answer has nowhere to go: from here its DATA is consumed on
+            # arrival as for a stream whose client left (_cli_on_data); the stream's close
+            # reports it.
+            self.down_closed = True
+            return
         if self.down_closed:
             self.abandon_up(NGHTTP2_CANCEL)
             return
@@ -472,6 +554,8 @@ cdef class Exchange:
             self.timer = None
         self.cancel_try_timer()
         self.parked = False
+        if self.head._mirror is not None:
+            self.drop_mirror("cancelled")       # refused: nothing was forwarded to copy
         self.resp_started = True
         self.resp_eof = True
         self.out_status = 200 if self.head.grpc else http_status
@@ -538,6 +622,12 @@ cdef class Exchange:
 
     def _on_timeout(self):
         self.timer = None
+        if self.shadow:
+            status = self.resp_status if self.resp_head_done else 0
+            self.abandon_up(NGHTTP2_CANCEL)
+            self.mirror.report("timeout", status)
+            _flush_dirty(self.engine)
+            return
         if self.down_closed:
             return
         C.timeouts += 1
@@ -568,6 +658,8 @@ cdef class Exchange:
                     _log.exception("completion hook failed for %r", self.head)
         self.down_closed = True
         self.parked = False
+        if self.mirror is not None or self.head._mirror is not None:
+            self.drop_mirror("cancelled")       # the request never ended: no whole copy
         C.active_streams -= 1
         self.cancel_try_timer()
         if self.timer is not None:
@@ -582,6 +674,10 @@ cdef class Exchange:
     cdef void on_up_closed(self, uint32_t code) except *:
         """The current upstream stream closed."""
         self.up_closed = True
+        if self.shadow:
+            self.up = None
+            self.shadow_end("ok" if code == NGHTTP2_NO_ERROR and self.resp_head_done else "failed")
+            return
         if code == NGHTTP2_NO_ERROR and self.resp_eof:
             return
         if not self.resp_started:
@@ -596,6 +692,10 @@ cdef class Exchange:
     cdef void up_lost(self, str kind) except *:
         """The upstream connection died under this attempt."""
         self.up_closed = True
+        if self.shadow:
+            self.up = None
+            self.shadow_end("failed")
+            return
         if not self.resp_started:
             self.abandon_up(0)
             self.attempt_failed(Failure.new(kind, self.target, NGHTTP2_INTERNAL_ERROR, 0, -1))
@@ -603,10 +703,16 @@ cdef class Exchange:
             self.down_reset(NGHTTP2_INTERNAL_ERROR)
 
     cdef void request_progress(self) except *:
-        # New request bytes or the end of the request: wake the deferred upstream DATA.
+        # New request bytes or the end of the request: wake the deferred upstream DATA, and
+        # send the mirror's copy once the request is whole.
+        cdef Mirror m
         if self.up is not None and self.up_sid > 0 and self.up.session != NULL:
             nghttp2_session_resume_data(self.up.session, self.up_sid)
             _mark(self.up)
+        if self.mirror is not None and self.req_eof:
+            m, self.mirror = self.mirror, None
+            body, self.mirror_body = self.mirror_body, None
+            Exchange.shadow_of(self, m, body)
 
     cdef void response_progress(self) except *:
         if self.resp_started and not self.down_closed and self.down.session != NULL:

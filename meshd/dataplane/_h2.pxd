@@ -67,6 +67,17 @@ cdef class Deferred:
 
 
 @cython.final
+cdef class Mirror:
+    cdef readonly Target target
+    cdef readonly object done             # done(outcome, http_status), called once
+    cdef readonly Py_ssize_t max_body_bytes
+    cdef readonly double timeout          # seconds, 0: none
+    cdef readonly bint reported           # done has been called
+
+    cpdef void report(self, str outcome, int http_status=*)
+
+
+@cython.final
 cdef class Failure:
     cdef readonly str kind
     cdef readonly int http_status
@@ -99,6 +110,7 @@ cdef class RequestHead:
     cdef bytes _up_path
     cdef bytes _up_authority
     cdef list _up_set       # flat [name, value, ...] lowercase bytes, replacing same-named headers
+    cdef Mirror _mirror     # asked by the routing hook, until the request is forwarded
     # What happened, for the completion hook (access logs, metrics).
     cdef readonly uint64_t bytes_received  # request body bytes from downstream
     cdef readonly uint64_t bytes_sent      # response body bytes to downstream
@@ -163,10 +175,21 @@ cdef class Exchange:
     cdef int out_grpc
     cdef str out_reason
     cdef bint completed
+    # mirroring: on the original, the Mirror whose copy of the body is being collected in
+    # mirror_body (None once sent or abandoned); on the copy (shadow), the Mirror it reports to
+    cdef Mirror mirror
+    cdef bytearray mirror_body
+    cdef bint shadow
 
     @staticmethod
     cdef Exchange new(Engine engine, ServerConn down, int32_t sid)
+    @staticmethod
+    cdef Exchange shadow_of(Exchange x, Mirror m, bytearray body)
     cdef void routed(self, object answer) except *
+    cdef void take_mirror(self) except *
+    cdef void mirror_data(self, const uint8_t *data, size_t n) except *
+    cdef void drop_mirror(self, str outcome) except *
+    cdef void shadow_end(self, str outcome) except *
     cdef void arm_deadline(self, int64_t deadline_ns) except *
     cdef void park(self, Deferred d) except *
     cdef void resume(self, object answer) except *

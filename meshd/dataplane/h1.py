@@ -21,7 +21,7 @@ from collections import deque
 
 import httptools
 
-from meshd.dataplane._h2 import trace_context
+from meshd.dataplane._h2 import Mirror, trace_context
 from meshd.dataplane._relay import (
     Deferred, FAILURE_RESPONSES, Failure, Refusal, RelayEngine, Target, open_upstream, rewrite_of,
 )
@@ -77,7 +77,7 @@ class H1RequestHead:
 
     __slots__ = ("method", "scheme", "authority", "path", "raw_headers", "grpc", "attempt",
                  "local_port", "peer_cert", "remote_address", "original_dst", "_dict", "_up_path", "_up_authority",
-                 "_up_set", "bytes_received", "bytes_sent", "_resp_raw", "context", "backoff")
+                 "_up_set", "_mirror", "bytes_received", "bytes_sent", "_resp_raw", "context", "backoff")
 
     def __init__(self, method, scheme, authority, path, raw, local_port, peer_cert=None, remote_address="",
                  original_dst=None):
@@ -93,7 +93,7 @@ class H1RequestHead:
         self.remote_address = remote_address
         self.original_dst = original_dst  # (host, port) dialled before an iptables REDIRECT, or None
         self._dict = None
-        self._up_path = self._up_authority = self._up_set = self._resp_raw = None
+        self._up_path = self._up_authority = self._up_set = self._resp_raw = self._mirror = None
         self.context = None             # the hooks' own per-request record; never read here
         self.backoff = 0.0              # seconds to wait before the retry the hook returned
         self.bytes_received = self.bytes_sent = 0
@@ -112,6 +112,13 @@ class H1RequestHead:
         if self._up_set is None:
             self._up_set = []
         self._up_set.append((n, value.encode("latin-1") if isinstance(value, str) else bytes(value)))
+
+    def mirror_to(self, target, done=None, max_body_bytes=65536, timeout=None):
+        """The h2 RequestHead's: send a copy of this request to target too (see _h2.Mirror)."""
+        if self._mirror is not None:
+            raise ValueError("this request is already mirrored")
+        self._mirror = Mirror(target, done, max_body_bytes, timeout)
+        return self._mirror
 
     @property
     def upstream_path(self):
@@ -342,10 +349,14 @@ class _Ex:
         self.resp_close_delimited = False
         self.resp_bytes = 0
         self.idle = down.stream_idle    # seconds without a byte either way (0: never)
+        self.mirror = None              # the Mirror whose copy of the body is being collected
+        self.mirror_body = None
 
     # -- request side (called by the downstream parser)
     def req_body(self, data):
         self.head.bytes_received += len(data)
+        if self.mirror is not None:
+            self.mirror_data(data)
         replay = self.replay
         if replay is not None:
             replay += data
@@ -370,6 +381,8 @@ class _Ex:
         self.req_done = True
         if self.up is not None and self.chunked:
             self._write_end()
+        if self.mirror is not None:
+            self.send_mirror()
 
     def _write_end(self):
         self.up.transport.writelines((_LAST_CHUNK, *self._trailer_lines(self.trailers), b"\r\n"))
@@ -405,6 +418,8 @@ class _Ex:
             self.synthetic(status, reason)
             return
         self.target = r
+        if self.head._mirror is not None:
+            self.take_mirror()
         if r.idle_timeout is not None:
             self.idle = r.idle_timeout          # the route's wins over the listener's
             e.note_idle(self.idle)
@@ -461,10 +476,52 @@ class _Ex:
         if c.transport.get_write_buffer_size() > self.down.engine.high_water:
             self.down.pause(_P_UPSTREAM)
 
-    def request_head(self):
-        rw = rewrite_of(self.target)
+    # -- mirroring (head.mirror_to; see _h2.Mirror): the copy of the body is collected
+    # beside the relay's own buffers, so it never holds back the original; once the request
+    # has ended it goes out whole as a _Shadow on the mirror Target's pool.
+    def take_mirror(self):
+        """The request is forwarded: start its copy with the body held so far (nothing of
+        it went upstream yet: this is the first Target)."""
+        m, self.head._mirror = self.head._mirror, None
+        held = b"".join(self.held)
+        if self.upgrade:
+            m.report("cancelled")       # a tunnel is not a request to copy
+        elif len(held) > m.max_body_bytes:
+            m.report("too_large")
+        else:
+            self.mirror, self.mirror_body = m, bytearray(held)
+            if self.req_done:
+                self.send_mirror()
+
+    def mirror_data(self, data):
+        if len(self.mirror_body) + len(data) > self.mirror.max_body_bytes:
+            self.drop_mirror("too_large")
+        else:
+            self.mirror_body += data
+
+    def drop_mirror(self, outcome):
+        """Abandon the copy (of a request refused, too large or left unfinished)."""
+        m = self.mirror if self.mirror is not None else self.head._mirror
+        self.mirror = self.head._mirror = self.mirror_body = None
+        if m is not None:
+            m.report(outcome)
+
+    def send_mirror(self):
+        m, body = self.mirror, bytes(self.mirror_body)
+        self.mirror = self.mirror_body = None
+        if self.chunked:
+            body = (b"%x\r\n%s\r\n" % (len(body), body) if body else b"") + b"".join(
+                (_LAST_CHUNK, *self._trailer_lines(self.trailers), b"\r\n"))
+        _Shadow(self.down.engine, m, self.request_head(m.target, True) + body, self.method == b"HEAD").start()
+
+    def request_head(self, target=None, shadow=False):
+        """The request head for target (the exchange's by default). A mirror's copy (shadow)
+        names its host with Envoy's -shadow suffix and drops Expect: its body goes with it."""
+        rw = rewrite_of(target or self.target)
         h = self.head
         authority = h._up_authority if h._up_authority is not None else rw.authority
+        if shadow:
+            authority = (authority if authority is not None else h.authority.encode("latin-1")) + b"-shadow"
         extra = h._up_set or ()
         drop = _HOP | rw.names
         if extra:
@@ -474,9 +531,9 @@ class _Ex:
             drop = drop | conn_tokens
         if authority is not None:
             drop = drop | {b"host"}
-        if self.sent_continue:
+        if self.sent_continue or shadow:
             drop = drop | {b"expect"}
-        strip = self.target.strip_prefix
+        strip = (target or self.target).strip_prefix
         out = [self.method, b" ", h._up_path if h._up_path is not None else self.url, b" HTTP/1.1\r\n"]
         for k, v in self.raw:
             if k not in drop and not (strip is not None and k.startswith(strip)):
@@ -748,6 +805,8 @@ class _Ex:
             return
         self.done = True
         self.report()
+        if self.mirror is not None or self.head._mirror is not None:
+            self.drop_mirror("cancelled")
         if self.timer is not None:
             self.timer.cancel()
             self.timer = None
@@ -761,12 +820,133 @@ class _Ex:
         if not self.done:
             self.out_reason = self.out_reason or "reset"
             self.report()
+        if self.mirror is not None or self.head._mirror is not None:
+            self.drop_mirror("cancelled")
         self.done = True
         if self.timer is not None:
             self.timer.cancel()
             self.timer = None
         self.detach_up(False)
         self.down.close(abort=True)
+
+
+class _Shadow:
+    """A mirror's copy of one request, sent whole on a pooled connection to the mirror
+    Target; its response is parsed and dropped, and Mirror.report says how it ended.
+
+    It stands where _Up expects its exchange: the resp_* parser callbacks, up_failed and
+    up_lost. _Up also reports activity and write backpressure to the exchange's downstream
+    (ex.down); a copy has none, so that is the shadow itself, with nothing to pause: its
+    request, at most max_body_bytes, is written at once."""
+
+    def __init__(self, engine, mirror, request, head_only):
+        self.engine = engine
+        self.mirror = mirror
+        self.request = request          # head, framed body and trailers, as bytes
+        self.head_only = head_only      # a HEAD's response has no body (llhttp cannot tell)
+        self.down = self
+        self.last = 0.0
+        self.up = None
+        self.task = None
+        self.timer = None
+        self.status = 0
+        self.resp_phrase = b""
+        self.resp_bytes = 0
+        self.retried = False
+
+    def pause(self, why):
+        """Nothing to pause (see the class)."""
+
+    def resume(self, why):
+        """Nothing to resume (see the class)."""
+
+    def start(self):
+        loop = self.engine.loop
+        if self.mirror.timeout > 0:
+            self.timer = loop.call_later(self.mirror.timeout, self.end, "timeout")
+        self.attempt()
+
+    def attempt(self):
+        pool = self.engine.pool_for(self.mirror.target)
+        c = pool.take()
+        if c is not None:
+            self.attach(c)
+        else:
+            self.task = self.engine.loop.create_task(self.connect(pool))
+
+    async def connect(self, pool):
+        e = self.engine
+        c = _Up(e, pool)
+        try:
+            await open_upstream(e.loop, self.mirror.target, c, _C, pool, e.connect_timeout)
+        except (OSError, asyncio.TimeoutError, ValueError) as exc:
+            _C["upstream_connect_errors"] += 1
+            _log.debug("h1 mirror connect to %r failed: %r", self.mirror.target, exc)
+            self.end("failed")
+            return
+        if self.mirror.reported:        # timed out meanwhile
+            c.release(True)
+        else:
+            self.attach(c)
+
+    def attach(self, c):
+        self.up = c
+        c.ex = self
+        c.used += 1
+        c.transport.write(self.request)
+
+    # -- _Up's callbacks
+    def resp_header(self, name, value):
+        """Response fields are not kept."""
+
+    def resp_headers_complete(self, status, parser):
+        if 100 <= status < 200:
+            return                      # interim (RFC 9110 §15.2); the final one follows
+        self.status = status
+        if self.head_only:
+            self.up.parser = httptools.HttpResponseParser(self.up)
+            self.resp_complete()
+
+    def resp_body(self, data):
+        """Read and dropped: a copy's answer is never stored."""
+
+    def resp_complete(self):
+        c, self.up = self.up, None
+        c.release(c.parser.should_keep_alive())
+        self.end("ok")
+
+    def up_failed(self, c, kind):
+        if self.up is not c:
+            return
+        self.up = None
+        c.ex = None
+        c.close()
+        if c.used > 1 and self.resp_bytes == 0 and not self.retried:
+            # A pooled keep-alive connection the server had closed: nothing was processed
+            # (RFC 9112 §9.3.1), so once more on a fresh one, as for the original.
+            self.retried = True
+            self.attempt()
+            return
+        self.end("failed")
+
+    def up_lost(self, c):
+        if self.up is c and self.status and not c.parser.should_keep_alive():
+            self.up = None              # a close-delimited answer ended (RFC 9112 §6.3)
+            self.end("ok")
+            return
+        self.up_failed(c, "reset")
+
+    def end(self, outcome):
+        if self.timer is not None:
+            self.timer.cancel()
+            self.timer = None
+        if self.task is not None and not self.task.done() and outcome == "timeout":
+            self.task.cancel()
+        if self.up is not None:
+            c, self.up = self.up, None
+            c.ex = None
+            c.close()
+        self.mirror.report(outcome, self.status)
 
 
 class _Down(asyncio.Protocol):
@@ -1004,6 +1184,8 @@ class _Down(asyncio.Protocol):
                 if not (x.upgrade and x.resp_status == 101):
                     x.out_reason = x.out_reason or "reset"
                 x.report()
+            if x.mirror is not None or x.head._mirror is not None:
+                x.drop_mirror("cancelled")
             x.done = True
             if x.timer is not None:
                 x.timer.cancel()

@@ -175,8 +175,8 @@ def ws_read(f):
 
 
 class Origin:
-    def __init__(self, ssl_ctx=None):
-        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    def __init__(self, ssl_ctx=None, handler=Handler):
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
         self.server.daemon_threads = True
         self.server.connections = 0
         self.server.seen = []
