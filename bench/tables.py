@@ -3,8 +3,8 @@ from __future__ import annotations
 
 from _fastroute import constants as C
 from _fastroute.spec import (
-    Endpoint, GrpcMatch, HeaderMatch, HttpMatch, Route, Table, Target, VirtualNode, VirtualRouter,
-    VirtualService,
+    Endpoint, Fault, FaultAbort, FaultDelay, GrpcMatch, HeaderMatch, HttpMatch, LocalityLb, Mirror, RateLimit, Route,
+    Table, Target, VirtualNode, VirtualRouter, VirtualService,
 )
 
 
@@ -55,3 +55,32 @@ def grpc_request(n_routes: int) -> tuple:
     """A gRPC request to a service/method route of the table."""
     i = 2 + 3 * ((n_routes // 3) // 2)
     return (C.PROTO_GRPC, "rpc.local:50051", 50051, "POST", "http", f"/pkg.Svc{i}/Get", {"te": "trailers"}, 10**12)
+
+
+POLICY_HERE = ("r1", "z1", "h1")
+POLICY_PLACES = (POLICY_HERE, ("r1", "z1", "h2"), ("r1", "z2", "h3"), ("r2", "z9", "h4"))
+
+
+def make_policy_router(cls, rate_limit=RateLimit(2**40, 1, 1), abort_per_million=0, seed=3):
+    """A router over one route with every RoutePolicy, each draw always taken (a header-
+    gated delay with jitter, an abort of `abort_per_million`, a mirror of every request,
+    `rate_limit`), to two nodes of 8 endpoints at every locality distance, one local
+    endpoint down so that each priority pick weighs several priorities. `policy_request`
+    routes through it."""
+    fault = Fault(delay=FaultDelay(1_000_000, 5, jitter_ms=3), abort=FaultAbort(abort_per_million, http_status=503),
+                  headers=(HeaderMatch("x-tenant", prefix="t"),))
+    route = Route("p", "http", HttpMatch(prefix="/"), (Target("a", 1), Target("b", 1)), fault=fault,
+                  mirror=Mirror("b", 1_000_000, port=9000), rate_limit=rate_limit)
+    nodes = (VirtualNode("a"), VirtualNode("b", lb="least_request", locality=LocalityLb(overprovisioning_percent=100)))
+    table = Table(services=(VirtualService("policy.local", router="web", ports=(80,)),),
+                  routers=(VirtualRouter("web", (route,)),), nodes=nodes)
+    r = cls(table, seed=seed, locality=POLICY_HERE)
+    for n in ("a", "b"):
+        r.set_endpoints(n, [Endpoint(f"{n}-{k}", f"10.0.0.{k}", 8080, healthy=k != 0, locality=POLICY_PLACES[k % 4])
+                            for k in range(8)])
+    return r
+
+
+def policy_request() -> tuple:
+    """A request that meets the fault's header condition of `make_policy_router`'s route."""
+    return (C.PROTO_HTTP, "policy.local", 80, "GET", "http", "/items/42", {"x-tenant": "t1"}, 10**12)

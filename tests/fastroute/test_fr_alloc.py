@@ -10,12 +10,9 @@ import tracemalloc
 import pytest
 
 from _fastroute import _core, reference
-from _fastroute.spec import (
-    Endpoint, Fault, FaultAbort, FaultDelay, HeaderMatch, HttpMatch, LocalityLb, Mirror, RateLimit, Route, Table,
-    Target, VirtualNode, VirtualRouter, VirtualService,
-)
+from _fastroute.spec import RateLimit
 from bench.gates import this_thread_only
-from bench.tables import grpc_request, make_router, request
+from bench.tables import grpc_request, make_policy_router, make_router, policy_request, request
 
 pytestmark = pytest.mark.fastroute
 
@@ -85,40 +82,21 @@ def test_decide_allocates_only_the_decision(n_routes, req):
     assert _blocks_held(call) == 2_000  # one block, the Decision, per call
 
 
-def _policy_router(rate_limit, abort_pm):
-    """A route with every policy (each draw always taken) to nodes balanced by locality:
-    the bucket, the header-gated fault draws, the mirror pick and the priority pick."""
-    fault = Fault(delay=FaultDelay(1_000_000, 5, jitter_ms=3), abort=FaultAbort(abort_pm, http_status=503),
-                  headers=(HeaderMatch("x-tenant", prefix="t"),))
-    route = Route("p", "http", HttpMatch(prefix="/"), (Target("a", 1), Target("b", 1)), fault=fault,
-                  mirror=Mirror("b", 1_000_000, port=9000), rate_limit=rate_limit)
-    nodes = (VirtualNode("a"), VirtualNode("b", lb="least_request", locality=LocalityLb(overprovisioning_percent=100)))
-    table = Table(services=(VirtualService("web.local", router="web", ports=(80,)),),
-                  routers=(VirtualRouter("web", (route,)),), nodes=nodes)
-    here = ("r1", "z1", "h1")
-    r = _core.Router(table, seed=3, locality=here)
-    places = (here, ("r1", "z1", "h2"), ("r1", "z2", "h3"), ("r2", "z9", "h4"))
-    for n in ("a", "b"):
-        # One local endpoint down: every priority pick weighs several priorities.
-        r.set_endpoints(n, [Endpoint(f"{n}-{k}", f"10.0.0.{k}", 8080, healthy=k != 0, locality=places[k % 4])
-                            for k in range(8)])
-    return r
-
-
 @pytest.mark.parametrize(("rate_limit", "abort_pm", "reason"), [
     (RateLimit(2**40, 1, 1), 0, "routed"),
     (RateLimit(2**40, 1, 1), 1_000_000, "fault_abort"),
     (RateLimit(1, 1, 2**40), 0, "rate_limited"),
 ])
 def test_policies_and_locality_allocate_only_the_decision(rate_limit, abort_pm, reason):
-    r = _policy_router(rate_limit, abort_pm)
-    p, a, port, m, s, path, h, now = request(10)
-    h = {"x-tenant": "t1"}
+    """A route with every policy to a node balanced by locality: the bucket, the header-
+    gated fault draws, the mirror pick and the priority pick allocate nothing."""
+    r = make_policy_router(_core.Router, rate_limit, abort_pm)
+    p, a, port, m, s, path, h, now = policy_request()
     decide = r.decide
-    decide(p, "web.local", port, m, s, path, h, now)  # empties a one-token bucket
+    decide(p, a, port, m, s, path, h, now)  # empties a one-token bucket
 
     def call():
-        return decide(p, "web.local", port, m, s, path, h, now)
+        return decide(p, a, port, m, s, path, h, now)
 
     d = call()
     assert d.reason == reason
