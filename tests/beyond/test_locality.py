@@ -11,15 +11,24 @@ from __future__ import annotations
 import json
 import os
 import signal
+import subprocess
+import sys
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
+import grpc
 import pytest
 
+from beyond.harness import wait_until
+from builders import create, node_spec
 from cluster.harness import NetnsCluster, free_subnet
 from cluster.traffic import REPO, SAMPLE, Traffic
+from meshd.embedded_etcd import free_port
+from meshd.security import ClusterKey
 from meshd.sidecar import locality
+from meshd.v1 import admin_pb2 as pb
+from meshd.v1 import admin_pb2_grpc
 
 pytestmark = [pytest.mark.beyond]
 
@@ -155,3 +164,39 @@ def test_sidecar_locality_from_the_environment(task_metadata):
     assert locality({}, "task-1") == ("", "", "")
     with pytest.raises(ValueError):
         locality({"MESHD_LOCALITY": "r9"}, "task-1")
+
+
+@pytest.mark.etcd
+def test_meshd_run_registers_its_instances_with_its_locality(etcd, etcd_prefix, tmp_path):
+    """`meshd run --locality` as a real process: the instance its data plane registers
+    carries the flag's locality; a malformed flag stops it at once (exit 2)."""
+    key = tmp_path / "cluster.key"
+    ClusterKey.generate(key)
+    config = tmp_path / "meshd.yaml"
+    config.write_text(json.dumps({"ingress": "127.0.0.1:0", "apps": [
+        {"mesh": "shop", "virtualNode": "api-v1", "port": free_port(), "instanceId": "i-1"}]}))
+    admin = f"127.0.0.1:{free_port()}"
+    base = [sys.executable, "-m", "meshd.cli.meshd_main", "run", "--insecure-local", "--admin", admin,
+            "--etcd", etcd.url, "--etcd-prefix", etcd_prefix, "--cluster-key", str(key), "--host-name", "h1",
+            "--state-dir", str(tmp_path / "state"), "--metrics", "off", "--config", str(config)]
+    bad = subprocess.run([*base, "--locality", "eu-west-1"], capture_output=True, text=True, timeout=60)
+    assert bad.returncode == 2 and "--locality" in bad.stderr, bad.stderr
+    proc = subprocess.Popen([*base, "--locality", "eu-west-1/eu-west-1a/rack-7"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    channel = grpc.insecure_channel(admin)
+    try:
+        grpc.channel_ready_future(channel).result(timeout=30)
+        stub = admin_pb2_grpc.MeshAdminStub(channel)
+        create(stub, "Mesh", meshName="shop")
+        create(stub, "VirtualNode", meshName="shop", virtualNodeName="api-v1", spec=node_spec())
+
+        def instances():
+            return stub.ListInstances(pb.ListInstancesRequest(mesh_name="shop"), timeout=10).instances
+        wait_until("the app's instance registered", lambda: len(instances()) == 1, timeout=30)
+        [inst] = instances()
+        assert (inst.instance_id, inst.locality.region, inst.locality.zone, inst.locality.sub_zone) == (
+            "i-1", "eu-west-1", "eu-west-1a", "rack-7")
+    finally:
+        channel.close()
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(30) == 0
