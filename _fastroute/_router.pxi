@@ -211,6 +211,7 @@ cdef class Router:
                 eps.append(e)
             n.endpoints = eps
             n.recount()
+            o.recount()  # the states it shares may have a new health or priority
             n.rr = o.rr
             if o.ejected_until_ns > n.ejected_until_ns:
                 n.ejected_until_ns = o.ejected_until_ns
@@ -540,7 +541,8 @@ cdef class Router:
         if avoid is not None and avoid.healthy and avoid.ejected_until_ns <= now_ns:
             for e in eps:
                 if e is avoid:
-                    avail[e.priority] -= 1
+                    if avail[e.priority] > 0:
+                        avail[e.priority] -= 1
                     break
         for p in range(N_PRIORITIES):
             health[p] = 0
@@ -563,7 +565,10 @@ cdef class Router:
                 chosen = p
                 break
             x -= load[p]
-        # Within the priority: the node's own policy over its members only.
+        # Within the priority: the node's own policy over its members only. The members
+        # are counted here, not taken from the node's counts: a router that gave its
+        # endpoint states to the next generation (`adopt`) still picks for the retries of
+        # its own requests, and the next one may have moved them to other priorities.
         if node.lb == LB_ROUND_ROBIN:
             start = node.rr % n
             for k in range(n):
@@ -572,8 +577,13 @@ cdef class Router:
                 if e.priority == chosen and _usable(e, now_ns, avoid, False):
                     node.rr = i + 1
                     return e
-            return None  # unreachable: the chosen priority has an available endpoint
-        m = node.per_priority[chosen]
+            return None  # none available there after all: the plain pick
+        m = 0
+        for e in eps:
+            if e.priority == chosen:
+                m += 1
+        if m == 0:
+            return None
         if m == 1:
             a = b = 0
         else:
@@ -595,7 +605,7 @@ cdef class Router:
             e = <EndpointState>eps[(ia + k) % n]
             if e.priority == chosen and _usable(e, now_ns, avoid, False):
                 return e
-        return None  # unreachable, as above
+        return None
 
     # -- results, retries, outlier detection --------------------------------------
 

@@ -310,6 +310,7 @@ class Router:
                 eps.append(e)
             ns.endpoints = eps
             ns.recount()
+            o.recount()  # the states it shares may have a new health or priority
             ns.rr = o.rr
             ns.ejected_until_ns = max(ns.ejected_until_ns, o.ejected_until_ns)
         old_routes = {(r.router_name, r.name): i for i, r in enumerate(old._low.routes)}
@@ -576,7 +577,8 @@ class Router:
             for e in eps:
                 if e.healthy and e.ejected_until_ns <= now_ns:
                     avail[e.priority] += 1
-        if avoid is not None and avoid.healthy and avoid.ejected_until_ns <= now_ns and any(e is avoid for e in eps):
+        if (avoid is not None and avoid.healthy and avoid.ejected_until_ns <= now_ns and any(e is avoid for e in eps)
+                and avail[avoid.priority] > 0):
             avail[avoid.priority] -= 1
         over = ns.low.overprovisioning
         health = [min(C.PRIORITY_LOAD_TOTAL, over * a // t) if t else 0 for a, t in zip(avail, ns.per_priority)]
@@ -603,8 +605,10 @@ class Router:
                     ns.rr = i + 1
                     return eps[i]
             return None
-        members = [i for i, e in enumerate(eps) if e.priority == chosen]
+        members = [i for i, e in enumerate(eps) if e.priority == chosen]  # counted afresh, as the core does
         m = len(members)
+        if m == 0:
+            return None
         if m == 1:
             a = b = 0
         else:

@@ -411,3 +411,26 @@ def test_locality_pick_carries_across_adopt(Router):
     new.adopt(old)
     assert spread(new, 300) == [0, 300, 0, 0]
     assert new.endpoints("a")[0] is old.endpoints("a")[0]
+
+
+@pytest.mark.parametrize("lb", ["round_robin", "least_request"])
+def test_retry_on_a_replaced_generation_after_priorities_moved(Router, lb):
+    """A router that gave its endpoint states to the next generation still picks for the
+    retries of its own requests, after the next one moved those states to another
+    priority: it picks from what the states say now (before: a division by zero in the
+    reference, a crash in the core)."""
+    nodes = (VirtualNode("a", lb=lb, locality=LocalityLb()), VirtualNode("m"))
+    t = table([route(retry=RetryPolicy(2, 1_000, http_events=("server-error",)))], nodes)
+    old = Router(t, seed=1, locality=HERE)
+    old.set_endpoints("a", placed(per_place=2))
+    d = http(old)
+    new = Router(t, seed=1, locality=HERE)
+    new.set_endpoints("a", placed(per_place=2))
+    new.adopt(old)
+    moved = [Endpoint(e.id, e.address, e.port, locality=PLACES[3]) for e in placed(per_place=2)]
+    new.set_endpoints("a", moved)  # every shared state now at priority 3
+    assert {e.priority for e in old.endpoints("a")} == {3}
+    first = d.endpoint
+    rd = old.result(d, C.RESULT_HTTP, 503, T0)
+    assert rd.action == C.ACT_RETRY and rd.endpoint in old.endpoints("a") and rd.endpoint is not first
+    assert http(new).endpoint.priority == 3
