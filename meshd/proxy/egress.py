@@ -330,14 +330,19 @@ class Egress:
             kind, code = C.RESULT_HTTP, status
         self._feed(x, b, kind, code)
 
-    @staticmethod
-    def _admit_queued(load: _Load) -> None:
-        """A connection's worth of room: the oldest queued HTTP/1.1 requests go on."""
+    def _admit_queued(self, load: _Load) -> None:
+        """A connection's worth of room: the oldest queued HTTP/1.1 requests go on (after
+        their route's fault delay, when it drew one: a queued request waits for both)."""
         while load.pending and load.n < load.limit:
             x = load.pending.popleft()
             wait, x.waiting = x.waiting, None
             load.n += 1
-            wait.resolve(x.binding.target)
+            d = x.decision
+            if d.fault_delay_ns:
+                self.observe.injected(x, "delay", d.service, d.route)
+                self._later(d.fault_delay_ns, x.binding.target).then(wait.resolve)
+            else:
+                wait.resolve(x.binding.target)
 
     def tcp_decide_hook(self, app):
         """The decide hook of `app`'s TCP backend ports: the port names the virtual service."""
