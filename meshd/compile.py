@@ -208,7 +208,8 @@ def _retry(policy, grpc: bool) -> fr.RetryPolicy | None:
 def _timeouts(t) -> fr.Timeouts | None:
     if t is None:
         return None
-    per_request = t.per_request if t.DESCRIPTOR.fields_by_name.get("per_request") and t.HasField("per_request") else None
+    has_per_request = t.DESCRIPTOR.fields_by_name.get("per_request") and t.HasField("per_request")
+    per_request = t.per_request if has_per_request else None
     idle = t.idle if t.HasField("idle") else None
     return fr.Timeouts(per_request_ms=duration_ms(per_request, DEFAULT_PER_REQUEST_MS),
                        idle_ms=duration_ms(idle, DEFAULT_IDLE_MS))

@@ -140,7 +140,8 @@ def _app(a: "_Doc") -> LocalApp:
     app = LocalApp(mesh=a.text("mesh", required=True), virtual_node=a.text("virtualNode", required=True),
                    port=a.integer("port", required=True), address=a.text("address", "127.0.0.1"),
                    instance_id=a.text("instanceId", ""), egress=a.text("egress", ""),
-                   egress_http=a.text("egressHttp", ""), protocol=a.choice("protocol", ("http2", "http", "tcp"), "http2"),
+                   egress_http=a.text("egressHttp", ""),
+                   protocol=a.choice("protocol", ("http2", "http", "tcp"), "http2"),
                    backends=backends, intercept_egress=a.listen_address("interceptEgress"),
                    intercept_ingress=a.listen_address("interceptIngress"))
     a.done()

@@ -286,8 +286,8 @@ class Egress:
         if rd.action != C.ACT_RETRY:
             x.fed = True  # this attempt's result is in; the engine answers with it
             return None
-        self.observe.retried(x, failure.kind if failure.kind != "status" else
-                             f"grpc_{failure.grpc_status}" if failure.grpc_status >= 0 else f"http_{failure.http_status}")
+        self.observe.retried(x, failure.kind if failure.kind != "status" else f"grpc_{failure.grpc_status}"
+                             if failure.grpc_status >= 0 else f"http_{failure.http_status}")
         # The router chose another endpoint, in the generation the request started in, and
         # how long to wait first (Envoy's jittered exponential backoff): the engine waits.
         head.backoff = rd.backoff_ns / 1e9
@@ -482,7 +482,8 @@ class Egress:
         snap = self.view.snapshot(app.mesh)
         inst = (snap.instances.get(d.target, {}) if snap else {}).get(ep.id)
         via_ingress = inst is not None and INGRESS_ATTRIBUTE in inst.attributes
-        ssl_ctx, hostname = self.tls.client_context(app, d.service or "", d.target, ("h2",)) if via_ingress else (None, None)
+        ssl_ctx, hostname = (self.tls.client_context(app, d.service or "", d.target, ("h2",)) if via_ingress
+                             else (None, None))
         t = Target(ep.address, ep.port, ssl=ssl_ctx, server_hostname=hostname,
                    headers=((INSTANCE_HEADER, f"{app.mesh}/{d.target}/{ep.id}"), (SERVICE_HEADER, d.service or "")),
                    timeout=d.per_request_timeout_ns / 1e9, try_timeout=per_try_ns / 1e9,
