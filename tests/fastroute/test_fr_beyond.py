@@ -434,3 +434,11 @@ def test_retry_on_a_replaced_generation_after_priorities_moved(Router, lb):
     rd = old.result(d, C.RESULT_HTTP, 503, T0)
     assert rd.action == C.ACT_RETRY and rd.endpoint in old.endpoints("a") and rd.endpoint is not first
     assert http(new).endpoint.priority == 3
+
+
+def test_a_fault_header_condition_makes_decide_need_the_headers(Router):
+    """The egress passes decide the headers only when `matches_headers` says so: a fault
+    gated on a header is such a condition too, or it would never match."""
+    gated = Fault(abort=FaultAbort(1_000_000, http_status=500), headers=(HeaderMatch("x-fault"),))
+    assert make(Router, [route(fault=gated)]).matches_headers
+    assert not make(Router, [route(fault=Fault(abort=FaultAbort(1_000_000, http_status=500)))]).matches_headers
