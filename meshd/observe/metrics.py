@@ -92,8 +92,7 @@ class Metrics:
             ["mesh", "route", "mirror_node", "result"], registry=r)
         self.mirror_dropped = Counter(
             "meshd_mirror_dropped", "Copies not sent to a route's mirror node: too many outstanding on this "
-            "meshd (in_flight), a body over the policy's limit (body), no instance (no_endpoint), or a caller's "
-            "engine that cannot copy (unsupported: HTTP/1.1).",
+            "meshd (in_flight), a body over the policy's limit (body), or no instance (no_endpoint).",
             ["mesh", "route", "mirror_node", "reason"], registry=r)
         self.authz_denials = Counter("meshd_authz_denials", "Requests refused by authorization.",
                                      ["direction", "mesh", "reason"], registry=r)

@@ -116,8 +116,8 @@ class Observer:
         self.metrics.mirror_requests.labels(mesh, route, node, result).inc()
 
     def mirror_dropped(self, mesh: str, route: str, node: str, reason: str) -> None:
-        """A copy was not sent: too many outstanding (`in_flight`), too large (`body`), its
-        endpoint gone (`no_endpoint`) or the caller's engine cannot copy (`unsupported`)."""
+        """A copy was not sent: too many outstanding (`in_flight`), too large (`body`) or its
+        endpoint gone (`no_endpoint`)."""
         self.metrics.mirror_dropped.labels(mesh, route, node, reason).inc()
 
     def ejected(self, mesh: str, target: str) -> None:

@@ -203,10 +203,6 @@ class Egress:
         if n >= limits.max_in_flight:
             self.observe.mirror_dropped(mesh, route, node, "in_flight")
             return
-        mirror_to = getattr(head, "mirror_to", None)
-        if mirror_to is None:  # an engine that cannot copy a request (the HTTP/1.1 relay)
-            self.observe.mirror_dropped(mesh, route, node, "unsupported")
-            return
         target = self._mirror_target(live, caller.app, d)
         if target is None:
             self.observe.mirror_dropped(mesh, route, node, "no_endpoint")
@@ -220,7 +216,7 @@ class Egress:
                 observe.mirror_dropped(mesh, route, node, "body")
             else:  # ok (by the mirror's status class), failed, timeout, cancelled
                 observe.mirrored(mesh, route, node, response_class(http_status) if outcome == "ok" else outcome)
-        mirror_to(target, done, max_body_bytes=limits.max_body_bytes)
+        head.mirror_to(target, done, max_body_bytes=limits.max_body_bytes)
 
     def _mirror_target(self, live, app, d) -> Target | None:
         """The Target of the mirror endpoint: through its meshd's ingress over mTLS (as the
