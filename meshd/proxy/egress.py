@@ -203,7 +203,7 @@ class Egress:
         if n >= limits.max_in_flight:
             self.observe.mirror_dropped(mesh, route, node, "in_flight")
             return
-        target = self._mirror_target(live, caller.app, d)
+        target = self._mirror_target(live, caller.app, d, caller.http)
         if target is None:
             self.observe.mirror_dropped(mesh, route, node, "no_endpoint")
             return
@@ -218,12 +218,13 @@ class Egress:
                 observe.mirrored(mesh, route, node, response_class(http_status) if outcome == "ok" else outcome)
         head.mirror_to(target, done, max_body_bytes=limits.max_body_bytes)
 
-    def _mirror_target(self, live, app, d) -> Target | None:
-        """The Target of the mirror endpoint: through its meshd's ingress over mTLS (as the
-        mirror node's identity), else directly; None when its instance is gone."""
+    def _mirror_target(self, live, app, d, http: bool) -> Target | None:
+        """The Target of the mirror endpoint for the caller's protocol (an HTTP/1.1 copy goes
+        to the HTTP/1.1 ingress): through its meshd's ingress over mTLS, as the mirror node's
+        identity, else directly; None when its instance is gone."""
         ep, node = d.mirror_endpoint, d.mirror
-        key = ("mirror", live.generation, app.mesh, app.principal, node, ep.id, ep.address, ep.port,
-               d.per_request_timeout_ns, d.service)
+        key = ("mirror", http, live.generation, app.mesh, app.principal, node, ep.id, d.per_request_timeout_ns,
+               d.service)
         t = self._targets.get(key)
         if t is not None:
             return t
@@ -231,10 +232,13 @@ class Egress:
         inst = (snap.instances.get(node, {}) if snap else {}).get(ep.id)
         if inst is None:
             return None
-        via_ingress = INGRESS_ATTRIBUTE in inst.attributes
-        ssl_ctx, hostname = (self.tls.client_context(app, d.service or "", node, ("h2",)) if via_ingress
-                             else (None, None))
-        t = Target(ep.address, ep.port, ssl=ssl_ctx, server_hostname=hostname,
+        via = inst.attributes.get(INGRESS_HTTP_ATTRIBUTE if http else INGRESS_ATTRIBUTE)
+        if via:
+            host, port = split_address(via)
+            ssl_ctx, hostname = self.tls.client_context(app, d.service or "", node, ("http/1.1",) if http else ("h2",))
+        else:
+            (host, port), ssl_ctx, hostname = (inst.address, inst.port), None, None
+        t = Target(host, port, ssl=ssl_ctx, server_hostname=hostname,
                    headers=((INSTANCE_HEADER, f"{app.mesh}/{node}/{ep.id}"), (SERVICE_HEADER, d.service or "")),
                    timeout=d.per_request_timeout_ns / 1e9, strip_prefix=INTERNAL_HEADER_PREFIX)
         self._remember(key, t)

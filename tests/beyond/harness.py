@@ -9,6 +9,7 @@ import threading
 import time
 from concurrent import futures
 from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import grpc
 import h2.config
@@ -22,6 +23,59 @@ from meshd.v1 import spec_pb2
 
 ROUTE = {"virtualRouterName": "api-router", "routeName": "api"}
 REASON = "x-meshd-reason"
+
+
+class HttpOrigin:
+    """An HTTP/1.1 origin answering every request 200 with `<name> saw <path>`; it keeps the
+    bodies it received, by path."""
+
+    def __init__(self, name: str):
+        self.name = name
+        self.bodies: dict[str, bytes] = {}
+        origin = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def _answer(self):
+                n = int(self.headers.get("Content-Length") or 0)
+                origin.bodies[self.path] = self.rfile.read(n) if n else b""
+                body = f"{origin.name} saw {self.path}".encode()
+                self.send_response(200)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+            do_GET = do_POST = _answer
+
+            def log_message(self, *args):
+                pass
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        self.port = self.server.server_address[1]
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def stop(self):
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def http_mesh(resources, nodes) -> None:
+    """A DROP_ALL mesh for HTTP/1.1: web calls api.shop.local, whose router `api-router` has
+    one route `api` (prefix /) to api-v1; every node of `nodes` listens on 8080 (http)."""
+    def mk(kind, doc):
+        resources.create(kind, parse_json(getattr(pb, f"Create{kind.title}Request"), doc))
+    listener = [{"portMapping": {"port": 8080, "protocol": "http"}}]
+    mk(K.MESH, {"meshName": "shop", "spec": {"egressFilter": {"type": "DROP_ALL"}}})
+    for node in ("web", *nodes):
+        spec = {"listeners": listener, "serviceDiscovery": {"dns": {"hostname": f"{node}.shop.local"}}}
+        if node == "web":
+            spec["backends"] = [{"virtualService": {"virtualServiceName": "api.shop.local"}}]
+        mk(K.VIRTUAL_NODE, {"meshName": "shop", "virtualNodeName": node, "spec": spec})
+    mk(K.VIRTUAL_ROUTER, {"meshName": "shop", "virtualRouterName": "api-router", "spec": {"listeners": listener}})
+    mk(K.ROUTE, {"meshName": "shop", "virtualRouterName": "api-router", "routeName": "api", "spec": {"httpRoute": {
+        "match": {"prefix": "/"}, "action": {"weightedTargets": [{"virtualNode": "api-v1", "weight": 1}]}}}})
+    mk(K.VIRTUAL_SERVICE, {"meshName": "shop", "virtualServiceName": "api.shop.local",
+                           "spec": {"provider": {"virtualRouter": {"virtualRouterName": "api-router"}}}})
 
 
 def put_policy(resources, title: str, name: str, spec: dict, mesh: str = "shop", *, create: bool = True) -> None:
@@ -208,5 +262,5 @@ def sample(meshd, name: str, **labels) -> float:
     return total
 
 
-__all__ = ["Load", "Outcome", "REASON", "ROUTE", "access_log", "fresh_log", "h2_get", "log_entries", "percentile",
-           "put_policy", "run_load", "sample", "wait_policy", "wait_until"]
+__all__ = ["HttpOrigin", "Load", "Outcome", "REASON", "ROUTE", "access_log", "fresh_log", "h2_get", "http_mesh",
+           "log_entries", "percentile", "put_policy", "run_load", "sample", "wait_policy", "wait_until"]
