@@ -3,6 +3,7 @@
 meshd's egress, and readings of a meshd's Prometheus registry."""
 from __future__ import annotations
 
+import http.client
 import json
 import socket
 import threading
@@ -16,8 +17,12 @@ import h2.config
 import h2.connection
 import h2.events
 
+from mesh_harness import start_meshd
 from meshd.api import kinds as K
 from meshd.api.validate import parse_json
+from meshd.embedded_etcd import free_port
+from meshd.proxy import LocalApp
+from meshd.security import ClusterKey
 from meshd.v1 import admin_pb2 as pb
 from meshd.v1 import spec_pb2
 
@@ -59,23 +64,59 @@ class HttpOrigin:
         self.server.server_close()
 
 
-def http_mesh(resources, nodes) -> None:
-    """A DROP_ALL mesh for HTTP/1.1: web calls api.shop.local, whose router `api-router` has
-    one route `api` (prefix /) to api-v1; every node of `nodes` listens on 8080 (http)."""
-    def mk(kind, doc):
-        resources.create(kind, parse_json(getattr(pb, f"Create{kind.title}Request"), doc))
-    listener = [{"portMapping": {"port": 8080, "protocol": "http"}}]
-    mk(K.MESH, {"meshName": "shop", "spec": {"egressFilter": {"type": "DROP_ALL"}}})
-    for node in ("web", *nodes):
-        spec = {"listeners": listener, "serviceDiscovery": {"dns": {"hostname": f"{node}.shop.local"}}}
-        if node == "web":
-            spec["backends"] = [{"virtualService": {"virtualServiceName": "api.shop.local"}}]
-        mk(K.VIRTUAL_NODE, {"meshName": "shop", "virtualNodeName": node, "spec": spec})
-    mk(K.VIRTUAL_ROUTER, {"meshName": "shop", "virtualRouterName": "api-router", "spec": {"listeners": listener}})
-    mk(K.ROUTE, {"meshName": "shop", "virtualRouterName": "api-router", "routeName": "api", "spec": {"httpRoute": {
-        "match": {"prefix": "/"}, "action": {"weightedTargets": [{"virtualNode": "api-v1", "weight": 1}]}}}})
-    mk(K.VIRTUAL_SERVICE, {"meshName": "shop", "virtualServiceName": "api.shop.local",
-                           "spec": {"provider": {"virtualRouter": {"virtualRouterName": "api-router"}}}})
+class Http1Mesh:
+    """Two in-process meshds for HTTP/1.1: host A's app web calls api.shop.local through its
+    HTTP/1.1 egress (router api-router, route api: prefix / to api-v1); host B serves api-v1
+    (HttpOrigin `api`) and, with mirror=True, the node api-mirror (HttpOrigin `shadow`)."""
+
+    def __init__(self, etcd, prefix, tmp_path, *, mirror: bool = False):
+        key = tmp_path / "cluster.key"
+        ClusterKey.generate(key)
+        self.api, self.shadow = HttpOrigin("api"), HttpOrigin("shadow") if mirror else None
+        web = LocalApp(mesh="shop", virtual_node="web", port=free_port(), egress_http="127.0.0.1:0")
+        served = [LocalApp(mesh="shop", virtual_node="api-v1", port=self.api.port, protocol="http", instance_id="api")]
+        if mirror:
+            served.append(LocalApp(mesh="shop", virtual_node="api-mirror", port=self.shadow.port, protocol="http",
+                                   instance_id="shadow"))
+        self.a = start_meshd(etcd, prefix, tmp_path, "host-a", [web], key)
+        self.b = start_meshd(etcd, prefix, tmp_path, "host-b", served, key)
+        self._mesh(("api-v1", "api-mirror") if mirror else ("api-v1",))
+        self.egress = self.a.runtime.addresses["egress_http:web"]
+        wait_until("the route serves", lambda: self.post("/ping")[0] == 200)
+
+    def _mesh(self, nodes) -> None:
+        def mk(kind, doc):
+            self.a.resources.create(kind, parse_json(getattr(pb, f"Create{kind.title}Request"), doc))
+        listener = [{"portMapping": {"port": 8080, "protocol": "http"}}]
+        mk(K.MESH, {"meshName": "shop", "spec": {"egressFilter": {"type": "DROP_ALL"}}})
+        for node in ("web", *nodes):
+            spec = {"listeners": listener, "serviceDiscovery": {"dns": {"hostname": f"{node}.shop.local"}}}
+            if node == "web":
+                spec["backends"] = [{"virtualService": {"virtualServiceName": "api.shop.local"}}]
+            mk(K.VIRTUAL_NODE, {"meshName": "shop", "virtualNodeName": node, "spec": spec})
+        mk(K.VIRTUAL_ROUTER, {"meshName": "shop", "virtualRouterName": "api-router", "spec": {"listeners": listener}})
+        mk(K.ROUTE, {"meshName": "shop", "virtualRouterName": "api-router", "routeName": "api", "spec": {"httpRoute": {
+            "match": {"prefix": "/"}, "action": {"weightedTargets": [{"virtualNode": "api-v1", "weight": 1}]}}}})
+        mk(K.VIRTUAL_SERVICE, {"meshName": "shop", "virtualServiceName": "api.shop.local",
+                               "spec": {"provider": {"virtualRouter": {"virtualRouterName": "api-router"}}}})
+
+    def post(self, path: str, body: bytes = b"", headers=()) -> tuple[int, dict[str, str], bytes]:
+        """One POST to api.shop.local through web's egress: (status, headers, body)."""
+        host, port = self.egress.rsplit(":", 1)
+        c = http.client.HTTPConnection(host, int(port), timeout=10)
+        try:
+            c.request("POST", path, body=body, headers={"Host": "api.shop.local", **dict(headers)})
+            resp = c.getresponse()
+            return resp.status, {k.lower(): v for k, v in resp.getheaders()}, resp.read()
+        finally:
+            c.close()
+
+    def close(self) -> None:
+        self.a.stop()
+        self.b.stop()
+        for origin in (self.api, self.shadow):
+            if origin is not None:
+                origin.stop()
 
 
 def put_policy(resources, title: str, name: str, spec: dict, mesh: str = "shop", *, create: bool = True) -> None:
@@ -262,5 +303,5 @@ def sample(meshd, name: str, **labels) -> float:
     return total
 
 
-__all__ = ["HttpOrigin", "Load", "Outcome", "REASON", "ROUTE", "access_log", "fresh_log", "h2_get", "http_mesh",
+__all__ = ["Http1Mesh", "HttpOrigin", "Load", "Outcome", "REASON", "ROUTE", "access_log", "fresh_log", "h2_get",
            "log_entries", "percentile", "put_policy", "run_load", "sample", "wait_policy", "wait_until"]

@@ -4,12 +4,13 @@ admin API into the real etcd and compiled from the watch like any route change."
 from __future__ import annotations
 
 import math
+import time
 
 import grpc
 import pytest
 
-from beyond.harness import (ROUTE, access_log, fresh_log, log_entries, percentile, put_policy, run_load, sample,
-                            wait_policy)
+from beyond.harness import (REASON, ROUTE, Http1Mesh, access_log, fresh_log, log_entries, percentile, put_policy,
+                            run_load, sample, wait_policy)
 from builders import node_spec, route_spec, router_spec
 from mesh_harness import Origin
 from meshd.api.validate import parse_json
@@ -88,6 +89,36 @@ def test_delay_shows_in_p50_of_matching_calls_only(mesh, tmp_path):
     flags = sorted(e["flags"] for e in log_entries(log, 2 * n))
     assert flags == ["-"] * n + ["DI"] * n
     assert sample(mesh.a, "meshd_outlier_ejections_total") == 0
+
+
+@pytest.mark.dataplane
+@pytest.mark.etcd
+def test_http1_delayed_aborts_and_delayed_calls(etcd, etcd_prefix, tmp_path):
+    """Through the HTTP/1.1 egress: every matching call waits the delay, half of them are then
+    answered 418 by the abort (never reaching the app), the others go on; others are untouched."""
+    mesh = Http1Mesh(etcd, etcd_prefix, tmp_path)
+    try:
+        delay_s, n = 0.15, 20
+        put_policy(mesh.a.resources, "RoutePolicy", "chaos", {"route": ROUTE, "fault": {
+            "delay": {"percentage": 100, "fixedDelay": {"unit": "ms", "value": int(delay_s * 1000)}},
+            "abort": {"percentage": 50, "httpStatus": 418}, "match": [{"name": "x-chaos", "match": {"exact": "on"}}]}})
+        wait_policy(mesh.a, "shop", "api-router", "api", "fault")
+        answers = []
+        for i in range(n):
+            t0 = time.monotonic()
+            status, headers, _ = mesh.post(f"/chaos/{i}", headers={"x-chaos": "on"})
+            answers.append((status, headers.get(REASON), time.monotonic() - t0))
+        t0 = time.monotonic()
+        plain = mesh.post("/plain")
+        plain_s = time.monotonic() - t0
+
+        assert {(s, r) for s, r, _ in answers} == {(200, None), (418, "fault_abort")}, answers
+        assert min(t for _, _, t in answers) >= delay_s
+        assert sorted(p for p in mesh.api.bodies if p.startswith("/chaos/")) == sorted(
+            f"/chaos/{i}" for i, (s, _, _) in enumerate(answers) if s == 200), "an aborted call reached the app"
+        assert plain[0] == 200 and plain_s < delay_s
+    finally:
+        mesh.close()
 
 
 def test_a_policy_the_router_refuses_is_left_out_and_its_route_serves():
