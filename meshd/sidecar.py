@@ -33,7 +33,7 @@ meshd's own settings, beside them:
     MESHD_INSTANCE_ID        the instance id; else the ECS task id, else HOSTNAME
     MESHD_LOCALITY           region/zone[/sub_zone] of this task, for locality-aware balancing;
                              else the ECS task metadata's AvailabilityZone and the region of its
-                             TaskARN; the sub-zone defaults to the meshd's host name
+                             TaskARN; the sub-zone stays empty unless given
 
 The app's port and protocol come from the virtual node's first listener, as Envoy's
 listeners came from the node's spec: the sidecar waits for the node to exist. On SIGTERM it
@@ -148,14 +148,14 @@ def instance_address(env) -> str:
             return "127.0.0.1"
 
 
-def locality(env, host_name: str) -> tuple[str, str, str]:
+def locality(env) -> tuple[str, str, str]:
     """(region, zone, sub_zone) of this task or pod (see the module's doc); ("", "", "")
     when nothing tells. The ECS task metadata v4 `/task` document names the task's
     AvailabilityZone, and its TaskARN (arn:aws:ecs:<region>:<account>:task/...) the region."""
     from meshd.proxy.config import parse_locality  # noqa: PLC0415 - the proxy loads with the daemon
 
     if env.get("MESHD_LOCALITY", "").strip():
-        return parse_locality(env["MESHD_LOCALITY"].strip(), host_name)
+        return parse_locality(env["MESHD_LOCALITY"].strip())
     uri = env.get("ECS_CONTAINER_METADATA_URI_V4")
     if uri:
         try:
@@ -163,7 +163,7 @@ def locality(env, host_name: str) -> tuple[str, str, str]:
                 task = json.load(r)
             zone, arn = task.get("AvailabilityZone", ""), task.get("TaskARN", "").split(":")
             if zone and len(arn) > 3 and arn[3]:
-                return arn[3], zone, host_name
+                return arn[3], zone, ""
         except (OSError, ValueError) as err:
             log.warning("ECS task metadata unreadable", extra={"uri": uri, "error": str(err)})
     return "", "", ""
@@ -396,7 +396,7 @@ def run(env=None) -> int:
     address, iid = instance_address(env), instance_id(env)
     host_name = env.get("MESHD_HOST_NAME", iid)
     try:
-        where = locality(env, host_name)
+        where = locality(env)
     except ValueError as err:
         print(f"meshd sidecar: MESHD_LOCALITY: {err}", flush=True)
         return 2

@@ -61,8 +61,8 @@ def _run_args(run: argparse.ArgumentParser) -> None:
                      help="this host's name in the mesh (default: the system host name)")
     run.add_argument("--locality", default=env("MESHD_LOCALITY", ""), metavar="REGION/ZONE[/SUB_ZONE]",
                      help="where this host runs, for locality-aware balancing: its routers prefer endpoints "
-                          "near it, and the instances it registers carry it (sub-zone default: the host "
-                          "name; default: the --config file's locality, else none)")
+                          "near it, and the instances it registers carry it (no sub-zone unless given; "
+                          "default: the --config file's locality, else none)")
     run.add_argument("--cluster-key", default=env("MESHD_CLUSTER_KEY", DEFAULT_CLUSTER_KEY),
                      help=f"the cluster key file; hosts without it cannot sign (default {DEFAULT_CLUSTER_KEY})")
     run.add_argument("--trust-domain", default=env("MESHD_TRUST_DOMAIN", "meshd.local"))
@@ -211,7 +211,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.host_name:
         cfg.host_name = args.host_name
     try:
-        cfg.locality = parse_locality(args.locality or (runtime.locality if runtime else ""), cfg.host_name)
+        cfg.locality = parse_locality(args.locality or (runtime.locality if runtime else ""))
     except ValueError as err:
         print(f"meshd: --locality: {err}", file=sys.stderr)
         return 2

@@ -123,7 +123,7 @@ class RuntimeConfig:
             handshake_timeout_seconds=top.number("handshakeTimeoutSeconds", 10.0),
             dns=top.listen_address("dns"), locality=top.text("locality", ""))
         try:
-            parse_locality(cfg.locality, "")
+            parse_locality(cfg.locality)
         except ConfigError as err:
             raise ConfigError("locality", err.reason) from err
         top.seen.add("observability")  # read (and checked) by meshd.observe.ObserveConfig
@@ -232,16 +232,20 @@ class _Doc:
             raise ConfigError(self._at(str(unknown[0])), "unknown key")
 
 
-def parse_locality(text: str, host_name: str) -> tuple[str, str, str]:
+def parse_locality(text: str) -> tuple[str, str, str]:
     """`region/zone[/sub_zone]` (`meshd run --locality`, MESHD_LOCALITY) as (region, zone,
-    sub_zone); the sub-zone defaults to this host's name, as Envoy's locality nests a host
-    in a zone in a region. "" is no locality: ("", "", "")."""
+    sub_zone). "" is no locality: ("", "", "").
+
+    An omitted sub-zone stays empty rather than naming the host: the router's priority 0
+    is "same region, zone and sub-zone", so a host-named sub-zone would keep each caller on
+    the instances of its own host and leave the rest of its zone idle (Istio, too, leaves
+    the sub-zone unset unless told). A host-level preference is opt-in, by giving one."""
     if not text:
         return "", "", ""
     parts = text.split("/")
     if len(parts) not in (2, 3) or not all(parts):
         raise ConfigError("locality", f"expected REGION/ZONE[/SUB_ZONE], got {text!r}")
-    return parts[0], parts[1], parts[2] if len(parts) == 3 else host_name
+    return parts[0], parts[1], parts[2] if len(parts) == 3 else ""
 
 
 def split_address(address: str) -> tuple[str, int]:

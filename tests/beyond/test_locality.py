@@ -15,16 +15,20 @@ import subprocess
 import sys
 import threading
 import time
+from collections import Counter
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import grpc
 import pytest
+
+import _fastroute as fr
 
 from beyond.harness import wait_until
 from builders import create, node_spec
 from cluster.harness import NetnsCluster, free_subnet
 from cluster.traffic import REPO, SAMPLE, Traffic
 from meshd.embedded_etcd import free_port
+from meshd.proxy.config import parse_locality
 from meshd.security import ClusterKey
 from meshd.sidecar import locality
 from meshd.v1 import admin_pb2 as pb
@@ -158,12 +162,12 @@ def task_metadata():
 
 def test_sidecar_locality_from_the_environment(task_metadata):
     ecs = {"ECS_CONTAINER_METADATA_URI_V4": task_metadata}
-    assert locality(ecs, "task-1") == ("eu-west-1", "eu-west-1b", "task-1")
-    assert locality({**ecs, "MESHD_LOCALITY": "r9/z9/rack-3"}, "task-1") == ("r9", "z9", "rack-3")
-    assert locality({"MESHD_LOCALITY": "r9/z9"}, "task-1") == ("r9", "z9", "task-1")
-    assert locality({}, "task-1") == ("", "", "")
+    assert locality(ecs) == ("eu-west-1", "eu-west-1b", "")
+    assert locality({**ecs, "MESHD_LOCALITY": "r9/z9/rack-3"}) == ("r9", "z9", "rack-3")
+    assert locality({"MESHD_LOCALITY": "r9/z9"}) == ("r9", "z9", "")
+    assert locality({}) == ("", "", "")
     with pytest.raises(ValueError):
-        locality({"MESHD_LOCALITY": "r9"}, "task-1")
+        locality({"MESHD_LOCALITY": "r9"})
 
 
 @pytest.mark.etcd
@@ -200,3 +204,26 @@ def test_meshd_run_registers_its_instances_with_its_locality(etcd, etcd_prefix, 
         channel.close()
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(30) == 0
+
+
+def test_hosts_of_one_zone_share_its_load():
+    """A locality without a sub-zone leaves it empty rather than naming the host: every
+    meshd of a zone is then at distance 0 from every other, and a caller spreads its calls
+    over the whole zone's instances instead of piling them on the ones beside it (Istio
+    leaves the sub-zone unset unless told; a host-level preference is opt-in, by giving one)."""
+    here = parse_locality("eu-west-1/eu-west-1a")
+    assert here == ("eu-west-1", "eu-west-1a", "")
+    table = fr.Table(
+        services=(fr.VirtualService("api.shop.local", node="api"),),
+        nodes=(fr.VirtualNode("api"),))
+    router = fr.Router(table, seed=7, locality=here)
+    on = {"h1": parse_locality("eu-west-1/eu-west-1a"), "h2": parse_locality("eu-west-1/eu-west-1a"),
+          "h3": parse_locality("eu-west-1/eu-west-1b")}
+    router.set_endpoints("api", [fr.Endpoint(h, "10.0.0.%d" % i, 9090, locality=where)
+                                 for i, (h, where) in enumerate(on.items(), 1)])
+    picked = Counter()
+    for n in range(600):
+        d = router.decide(fr.constants.PROTO_GRPC, "api.shop.local", 0, "POST", "http", "/a.B/C", None, n)
+        picked[d.endpoint.id] += 1
+        router.result(d, fr.constants.RESULT_GRPC, 0, n)
+    assert picked == {"h1": 300, "h2": 300}, picked
