@@ -102,6 +102,17 @@ show meshctl delete virtualnode api-v2 --mesh shop || true
 echo '{"meshName":"shop","virtualRouterName":"api-router","routeName":"bad","spec":{"priority":5000,"httpRoute":{"match":{"prefix":"/"},"action":{"weightedTargets":[{"virtualNode":"api-v1","weight":101}]}}}}' > "$STATE/bad-route.json"
 show meshctl apply -f "$STATE/bad-route.json" || true
 
+step "an automated canary: a Rollout moves api-canary to api-v2 step by step, analysing each step, under live traffic"
+show cat deploy/quickstart/rollout/api-v2.yaml
+python deploy/quickstart/demo.py traffic --egress 127.0.0.1:15001 --seconds 40 >"$STATE/rollout-traffic.log" 2>&1 &
+TRAFFIC_PID=$!
+show meshctl rollout start -f deploy/quickstart/rollout/api-v2.yaml
+show meshctl rollout status api-v2 --mesh shop --watch --interval 2 --max-wait 60
+kill "$TRAFFIC_PID" 2>/dev/null || true; wait "$TRAFFIC_PID" 2>/dev/null || true
+step "after the promotion every call goes to api-v2 (the route's weights, written by the rollout's audited updates)"
+show meshctl describe route api-canary --mesh shop --router api-router -o json
+show python deploy/quickstart/demo.py traffic --egress 127.0.0.1:15001 --seconds 3
+
 cat <<MSG
 
 meshd is running: admin API $ADMIN, embedded etcd under $STATE.
