@@ -94,6 +94,14 @@ def cmd_intent(client, args) -> int:
     raise cli.CliError(f"rollout/{args.name} kept changing; try again")
 
 
+def _measured(current, value, fmt: str) -> str:
+    """A figure of the current window, or "-" while the window holds no canary request
+    (a rate or a percentile of nothing is not 0)."""
+    if not current.canary_requests or value is None:
+        return "-"
+    return format(value, fmt)
+
+
 def _threshold(analysis, field: str, fmt: str) -> str:
     return fmt.format(getattr(analysis, field)) if analysis.HasField(field) else "-"
 
@@ -118,17 +126,19 @@ def status_lines(r) -> list[str]:
         f"message     {st.message or '-'}",
     ]
     c = st.current
+    ratio = c.canary_p99_ms / c.stable_p99_ms if c.stable_p99_ms else None
     if st.step >= 0:
         s = spec.steps[st.step] if st.step < n else None
         min_requests = s.min_requests if s is not None and s.HasField("min_requests") else "-"
         lines += [
             "analysis    measured      threshold",
             f"  requests      {c.canary_requests:<13} min {min_requests} (stable {c.stable_requests})",
-            f"  success rate  {c.canary_success_rate:<13.2f} min {_threshold(a, 'min_success_rate', '{:g}%')}",
-            f"  p99 ms        {c.canary_p99_ms:<13.1f} max "
+            f"  success rate  {_measured(c, c.canary_success_rate, '.2f'):<13} "
+            f"min {_threshold(a, 'min_success_rate', '{:g}%')}",
+            f"  p99 ms        {_measured(c, c.canary_p99_ms, '.1f'):<13} max "
             f"{_duration(a.max_latency_p99) if a.HasField('max_latency_p99') else '-'}",
-            f"  p99 / stable  {c.canary_p99_ms / c.stable_p99_ms if c.stable_p99_ms else 0:<13.2f} max "
-            f"{_threshold(a, 'max_latency_p99_ratio', '{:g}')}",
+            f"  p99 / stable  {_measured(c, ratio, '.2f'):<13} "
+            f"max {_threshold(a, 'max_latency_p99_ratio', '{:g}')}",
         ]
     if st.history:
         lines.append("history")
