@@ -71,6 +71,15 @@ def _now() -> timestamp_pb2.Timestamp:
     return ts
 
 
+def _start_step(st, step: int, weight: int, now) -> None:
+    """Open step `step`'s analysis window at `now` (a new window id: fresh figures)."""
+    st.step = step
+    st.step_started_at.CopyFrom(now)
+    st.current.Clear()
+    st.current.step, st.current.weight, st.current.result = step, weight, "RUNNING"
+    st.current.started_at.CopyFrom(now)
+
+
 def intent(r) -> str | None:
     """The input the spec's intents give a rollout, before any analysis."""
     spec, phase = r.spec, r.status.phase
@@ -264,6 +273,10 @@ class Controller:
             done.reason = verdict.reason if verdict is not None else f"{inp} requested in the spec"
         st.phase = phase
         weight = None
+        if inp == RESUME:
+            # The step is analysed afresh from here: its window restarts, so the time spent
+            # paused counts towards neither its minimum duration nor its figures.
+            _start_step(st, old.step, old.canary_weight, now)
         if weights == STABLE:
             weight = 0
         elif weights == CANARY:
@@ -274,11 +287,7 @@ class Controller:
                 st.phase, weight = PROMOTED, 100
             else:
                 weight = spec.steps[step].weight
-                st.step = step
-                st.step_started_at.CopyFrom(now)
-                st.current.Clear()
-                st.current.step, st.current.weight, st.current.result = step, weight, "RUNNING"
-                st.current.started_at.CopyFrom(now)
+                _start_step(st, step, weight, now)
         if weight is not None:
             st.canary_weight = weight
         st.message = self._message(st, spec, inp, verdict)

@@ -211,7 +211,7 @@ def test_meshctl_rollout_start_pause_resume_promote_restart_abort(rollout_mesh, 
         "kind": "Rollout", "meshName": "shop", "rolloutName": "api", "spec": {
             "route": {"virtualRouterName": "api-router", "routeName": "api"},
             "stable": {"virtualNode": STABLE}, "canary": {"virtualNode": CANARY},
-            "steps": _steps([20, 50], 1.0, 10),
+            "steps": _steps([20, 50], 3.0, 10),
             "analysis": {"interval": {"unit": "s", "value": 1}, "minSuccessRate": 99.0,
                          "maxLatencyP99": {"unit": "ms", "value": 500}}}}))
     traffic = Traffic(m.call, rate=100)
@@ -220,14 +220,18 @@ def test_meshctl_rollout_start_pause_resume_promote_restart_abort(rollout_mesh, 
         wait_for(m, lambda r: r.status.step == 0, 10)
         assert "pause requested" in meshctl("rollout", "pause", "api")
         wait_for(m, lambda r: r.status.phase == "PAUSED", 10)
-        time.sleep(2.5)  # past the step's minimum duration: a paused rollout holds
+        time.sleep(3.5)  # past the step's minimum duration: a paused rollout holds
         r = m.rollout()
         assert (r.status.phase, r.status.step) == ("PAUSED", 0) and m.weights() == {STABLE: 80, CANARY: 20}
         out = meshctl("rollout", "status", "api")
         assert "PAUSED" in out and "step 1/2" in out and f"{CANARY} 20%" in out, out
         assert "success rate" in out and "min 99%" in out and "max 500ms" in out, out
         meshctl("rollout", "resume", "api")
+        resumed = time.monotonic()
         wait_for(m, lambda r: r.status.step == 1 and r.status.phase == "PROGRESSING", 15)
+        # The step is analysed afresh from the resume: the time it spent paused does not
+        # count towards its minimum duration (3 s).
+        assert time.monotonic() - resumed >= 2.9
         meshctl("rollout", "promote", "api")
         out = meshctl("rollout", "status", "api", "--watch", "--interval", "0.2", "--max-wait", "20")
         assert "PROMOTED" in out and "history" in out, out
