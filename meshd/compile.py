@@ -53,6 +53,9 @@ class MeshSnapshot:
     # meshd.v1 kinds beyond App Mesh, by their names.
     route_policies: dict[str, admin_pb2.RoutePolicyData] = field(default_factory=dict)
     node_policies: dict[str, admin_pb2.NodePolicyData] = field(default_factory=dict)
+    # A scoped snapshot (`scoped`) lacks routers that reach its local nodes: it carries the
+    # services reaching each local node (services_reaching), worked out on the whole mesh.
+    reaching: dict[str, frozenset[str]] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -617,6 +620,8 @@ def services_reaching(snap: MeshSnapshot, node: str) -> frozenset[str]:
     provides directly, and those whose virtual router has a route targeting it, or whose
     copies a RoutePolicy mirrors to it. A TCP connection names no service, so the ingress
     checks a DROP_ALL caller against these."""
+    if node in snap.reaching:
+        return snap.reaching[node]
     routers = {router for (router, _), data in snap.routes.items()
                if any(t.virtual_node == node for t in _route_targets(data))}
     routers.update(p.spec.route.virtual_router_name for p in snap.route_policies.values()
@@ -635,3 +640,69 @@ def _route_targets(data: admin_pb2.RouteData):
     kind = data.spec.WhichOneof("route")
     return getattr(data.spec, kind).action.weighted_targets if kind is not None else ()
 
+
+
+@dataclass(frozen=True)
+class Scope:
+    """What one meshd serves in a mesh: its local apps' virtual nodes (with the services
+    their local configuration names as backends) and the virtual gateways it runs."""
+
+    nodes: frozenset[str] = frozenset()
+    gateways: frozenset[str] = frozenset()
+    backends: frozenset[str] = frozenset()
+
+
+def scoped(snap: MeshSnapshot, scope: Scope) -> MeshSnapshot:
+    """The part of `snap` a meshd serving `scope` routes with, as App Mesh configures a
+    node's Envoy for its backends only (Istio's Sidecar egress hosts, for the same reason):
+    - outbound: the virtual services its nodes name as backends and its gateways' routes
+      target, the routers behind them with their routes, the nodes those routes (and their
+      RoutePolicies' mirrors) target, and nodes sharing a Cloud Map service with one;
+    - inbound: the local nodes with the services whose traffic reaches them (`reaching`),
+      and under a DROP_ALL egress filter the nodes and gateways that may call them, whose
+      backends the ingress checks.
+    Resources out of scope are left out, so they are neither compiled nor held."""
+    def provider(service: str) -> tuple[str | None, str | None]:
+        data = snap.services.get(service)
+        if data is None or not data.spec.HasField("provider"):
+            return None, None
+        p = data.spec.provider
+        kind = p.WhichOneof("provider")
+        if kind == "virtual_router":
+            return p.virtual_router.virtual_router_name, None
+        return None, p.virtual_node.virtual_node_name if kind == "virtual_node" else None
+
+    def backends(node: str) -> set[str]:
+        data = snap.nodes.get(node)
+        return {b.virtual_service.virtual_service_name for b in data.spec.backends} if data is not None else set()
+
+    gateway_routes = {key: data for key, data in snap.gateway_routes.items() if key[0] in scope.gateways}
+    services = set(scope.backends).union(*(backends(n) for n in scope.nodes))
+    services.update(_gateway_route_target(data) for data in gateway_routes.values())
+    routers = {r for r in (provider(s)[0] for s in services) if r in snap.routers}
+    routes = {key: data for key, data in snap.routes.items() if key[0] in routers}
+    policies = {name: p for name, p in snap.route_policies.items()
+                if (p.spec.route.virtual_router_name, p.spec.route.route_name) in routes}
+    nodes = set(scope.nodes) | {n for n in (provider(s)[1] for s in services) if n is not None}
+    nodes.update(t.virtual_node for data in routes.values() for t in _route_targets(data))
+    nodes.update(p.spec.mirror.virtual_node for p in policies.values() if p.spec.HasField("mirror"))
+    reaching = {n: services_reaching(snap, n) for n in scope.nodes}
+    if snap.mesh is not None and snap.mesh.spec.egress_filter.type == "DROP_ALL":
+        inbound = set().union(*reaching.values())
+        nodes.update(n for n in snap.nodes if backends(n) & inbound)
+        gateway_routes.update((key, data) for key, data in snap.gateway_routes.items()
+                              if _gateway_route_target(data) in inbound)
+    nodes = {each for n in nodes if n in snap.nodes for each in sharing_cloud_map(snap, n)}
+    gateways = {gw for gw, _ in gateway_routes} | set(scope.gateways)
+    return replace(snap, nodes={n: snap.nodes[n] for n in nodes},
+                   services={s: snap.services[s] for s in services if s in snap.services},
+                   routers={r: snap.routers[r] for r in routers}, routes=routes,
+                   gateways={g: d for g, d in snap.gateways.items() if g in gateways}, gateway_routes=gateway_routes,
+                   route_policies=policies,
+                   node_policies={k: p for k, p in snap.node_policies.items() if p.spec.virtual_node_name in nodes},
+                   instances={n: dict(i) for n, i in snap.instances.items() if n in nodes}, reaching=reaching)
+
+
+def _gateway_route_target(data: admin_pb2.GatewayRouteData) -> str:
+    kind = data.spec.WhichOneof("route")
+    return getattr(data.spec, kind).action.target.virtual_service.virtual_service_name if kind is not None else ""

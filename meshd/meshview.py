@@ -21,8 +21,8 @@ from dataclasses import dataclass, replace
 from typing import Callable
 
 import _fastroute as fr
-from meshd.compile import (DEFAULT_TRUST_DOMAIN, Compiled, MeshSnapshot, RouteCache, cloud_map_service, compile_mesh,
-                           live_endpoints, node_instances, routed_instances, sharing_cloud_map)
+from meshd.compile import (DEFAULT_TRUST_DOMAIN, Compiled, MeshSnapshot, RouteCache, Scope, cloud_map_service,
+                           compile_mesh, live_endpoints, node_instances, routed_instances, scoped, sharing_cloud_map)
 from meshd.v1 import admin_pb2
 
 log = logging.getLogger("meshd.meshview")
@@ -47,9 +47,13 @@ class MeshView:
 
     def __init__(self, *, trust_domain: str = DEFAULT_TRUST_DOMAIN, seed: int = 1,
                  locality: tuple[str, str, str] = ("", "", ""),
-                 on_publish: Callable[[LiveMesh], None] = lambda live: None):
+                 on_publish: Callable[[LiveMesh], None] = lambda live: None,
+                 scopes: dict[str, Scope] | None = None):
         """`locality` is this meshd's own (region, zone, sub_zone): its routers keep traffic
-        near it (NodePolicy locality balancing)."""
+        near it (NodePolicy locality balancing). `scopes` (mesh → Scope) makes the view a
+        sidecar's: it keeps only the meshes named, and compiles and publishes of each only
+        what the Scope reaches (`meshd.compile.scoped`); None keeps and compiles every mesh."""
+        self.scopes = scopes
         self.trust_domain = trust_domain
         self.seed = seed
         self.locality = locality
@@ -110,6 +114,8 @@ class MeshView:
     def _event(self, ev: admin_pb2.ResourceEvent, endpoint_changes: set) -> None:
         parts = ev.path.split("/")
         coll, mesh = parts[0], parts[1] if len(parts) > 1 else ""
+        if self.scopes is not None and mesh not in self.scopes:
+            return  # a mesh this meshd serves no app of: neither held nor compiled
         snap = self._snaps.setdefault(mesh, MeshSnapshot(mesh))
         put = ev.type == admin_pb2.ResourceEvent.PUT
         r = ev.resource
@@ -152,7 +158,7 @@ class MeshView:
         None when the mesh is gone), to hand to `publish`."""
         with self._lock:
             dirty, self._dirty = self._dirty, set()
-            snaps = {m: _frozen(self._snaps.get(m)) for m in dirty}
+            snaps = {m: self._frozen(m) for m in dirty}
             revision = self.revision
         prepared = []
         for mesh, snap in sorted(snaps.items()):
@@ -172,6 +178,14 @@ class MeshView:
             prepared.append((mesh, LiveMesh(mesh, router, compiled, revision, self.generations, time.time(),
                                             time.perf_counter() - t0, snap)))
         return prepared
+
+    def _frozen(self, mesh: str) -> MeshSnapshot | None:
+        """What `prepare` compiles of a working snapshot, copied so that later events do not
+        change it: the part its Scope reaches, when the view has scopes."""
+        snap = self._snaps.get(mesh)
+        if snap is None or self.scopes is None:
+            return _frozen(snap)
+        return scoped(snap, self.scopes[mesh])
 
     # -- the loop side ---------------------------------------------------------------
     def publish(self, prepared: list[tuple[str, LiveMesh | None]]) -> list[LiveMesh]:

@@ -1,0 +1,109 @@
+"""Scoping (issue 17): a sidecar meshd holds only what its local apps reach, follows its
+node's backends when they change, and keeps nothing of a mesh it serves no app of."""
+from __future__ import annotations
+
+import pytest
+
+from bench.estate import SCOPED_BACKENDS, SCOPED_NODE, generate
+from bench.scale_compile import resource_event, sidecar_scopes, snapshot_response, table_size
+from _fastroute.constants import PROTO_HTTP
+from meshd.compile import services_reaching
+from meshd.meshview import MeshView
+from meshd.v1 import admin_pb2
+
+CI_SCALE = 0.25  # 125 routers of 2,500 routes in m00: the sidecar's 5 routers are 4%
+
+
+def _node_doc(estate, mesh, node):
+    return next(doc for kind, doc in estate.documents
+                if kind == "VirtualNode" and (doc["meshName"], doc["virtualNodeName"]) == (mesh, node))
+
+
+def _routers_behind(doc) -> set[str]:
+    # bench.estate: router r<i> provides svc<i>.<mesh>.local
+    return {f"r{b['virtualService']['virtualServiceName'][3:7]}" for b in doc["spec"]["backends"]}
+
+
+def _sidecar(estate, mesh):
+    view = MeshView(scopes=sidecar_scopes(mesh))
+    view.feed(snapshot_response(estate, list(estate.mesh_names[:2])))
+    return view
+
+
+def _held_routers(view, mesh) -> set[str]:
+    return {r.name for r in view.live(mesh).compiled.table.routers}
+
+
+def _check_reach(estate, scale):
+    mesh = estate.largest
+    view = _sidecar(estate, mesh)
+    whole = MeshView()
+    whole.feed(snapshot_response(estate, [mesh]))
+    expected = _routers_behind(_node_doc(estate, mesh, SCOPED_NODE))
+    assert len(expected) == SCOPED_BACKENDS
+    assert _held_routers(view, mesh) == expected
+    routes, endpoints = table_size(view, mesh)
+    all_routes, all_endpoints = table_size(whole, mesh)
+    assert routes == sum(len(r.routes) for r in whole.live(mesh).compiled.table.routers if r.name in expected)
+    # every node the held routes target has its endpoints, and no other node does
+    targets = {t.node for r in view.live(mesh).compiled.table.routers for rt in r.routes for t in rt.targets}
+    assert set(view.live(mesh).compiled.endpoints) == targets | {SCOPED_NODE}
+    return routes / all_routes, (routes + endpoints) / (all_routes + all_endpoints)
+
+
+@pytest.mark.scale_ci
+def test_sidecar_compiles_only_its_backends_routers():
+    route_share, _ = _check_reach(generate(scale=CI_SCALE, meshes=2), CI_SCALE)
+    assert route_share <= 0.05
+
+
+@pytest.mark.scale
+def test_sidecar_holds_at_most_5_percent_of_the_full_table():
+    route_share, table_share = _check_reach(generate(scale=1.0, meshes=2), 1.0)
+    assert route_share <= 0.05 and table_share <= 0.05, (route_share, table_share)
+
+
+@pytest.mark.scale_ci
+def test_a_mesh_served_by_no_local_app_is_neither_held_nor_compiled():
+    estate = generate(scale=0.05, meshes=2)
+    view = _sidecar(estate, estate.largest)
+    other = estate.mesh_names[1]
+    assert view.meshes() == [estate.largest]
+    assert view.live(other) is None and other not in view._snaps
+
+
+@pytest.mark.scale_ci
+def test_the_scope_follows_the_nodes_backends():
+    estate = generate(scale=CI_SCALE, meshes=1)
+    mesh = estate.largest
+    view = _sidecar(estate, mesh)
+    before = _held_routers(view, mesh)
+    doc = _node_doc(estate, mesh, SCOPED_NODE)
+    gone = sorted(before)[0]
+    added = next(f"r{i:04d}" for i in range(125) if f"r{i:04d}" not in before)
+    backends = [b for b in doc["spec"]["backends"] if _routers_behind({"spec": {"backends": [b]}}) != {gone}]
+    backends.append({"virtualService": {"virtualServiceName": f"svc{added[1:]}.{mesh}.local"}})
+    changed = {**doc, "spec": {**doc["spec"], "backends": backends}}
+    view.feed(admin_pb2.WatchResponse(revision=2, events=[resource_event("VirtualNode", changed)]))
+    assert _held_routers(view, mesh) == before - {gone} | {added}
+    router = view.live(mesh).router
+    decision = router.decide(PROTO_HTTP, f"svc{added[1:]}.{mesh}.local", 8080, "GET", "http", "/p1/x", None, 0)
+    assert (decision.status, decision.route) == (0, "p01")
+    router.release(decision)
+
+
+@pytest.mark.scale_ci
+def test_under_drop_all_the_ingress_still_knows_every_caller():
+    estate = generate(scale=CI_SCALE, meshes=1)
+    mesh = estate.largest
+    resp = snapshot_response(estate, [mesh])
+    resp.events[0].resource.mesh.spec.egress_filter.type = "DROP_ALL"
+    view, whole = MeshView(scopes=sidecar_scopes(mesh)), MeshView()
+    view.feed(resp)
+    whole.feed(resp)
+    full, part = whole.snapshot(mesh), view.snapshot(mesh)
+    reaching = services_reaching(full, SCOPED_NODE)
+    assert reaching and services_reaching(part, SCOPED_NODE) == reaching
+    callers = {n for n, d in full.nodes.items()
+               if {b.virtual_service.virtual_service_name for b in d.spec.backends} & reaching}
+    assert callers and callers <= set(part.nodes)
