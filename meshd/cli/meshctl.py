@@ -10,6 +10,7 @@ import os
 import re
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import grpc
@@ -28,6 +29,9 @@ DEFAULT_SERVER = "127.0.0.1:7000"
 # kinds beyond App Mesh name routes and nodes, so they come last.
 APPLY_ORDER = [K.MESH, K.VIRTUAL_NODE, K.VIRTUAL_ROUTER, K.ROUTE, K.VIRTUAL_SERVICE,
                K.VIRTUAL_GATEWAY, K.GATEWAY_ROUTE, K.ROUTE_POLICY, K.NODE_POLICY, K.ROLLOUT]
+# Requests `apply` keeps in flight: enough to hide the round trip to meshd and etcd behind
+# one another, few enough to stay within meshd's admin worker threads (64).
+APPLY_PARALLEL = 32
 # Modules whose add_subcommands(sub, common) each add their subcommands to meshctl.
 SUBCOMMAND_MODULES = ("meshd.cli.backup", "meshd.cli.inject", "meshd.cli.meshctl_rollout",
                       "meshd.cli.meshctl_security", "meshd.cli.meshctl_views")
@@ -260,25 +264,52 @@ def _parse_create(kind: K.Kind, doc: dict, source: str):
             f"  {v.field}: {v.description}" for v in err.violations)) from err
 
 
-def _plan(client: Client, docs):
-    """For each document in dependency order: (kind, request, current data or None)."""
-    parsed = []
+def _parse_all(docs) -> list[list[tuple[str, K.Kind, object]]]:
+    """Every document parsed (all of them before anything is written), grouped by kind in
+    dependency order: [[(source, kind, create request)] for each kind of APPLY_ORDER]."""
+    groups: list[list[tuple[str, K.Kind, object]]] = [[] for _ in APPLY_ORDER]
     for source, doc in docs:
         kind = kind_of_document(doc)
-        parsed.append((APPLY_ORDER.index(kind), source, kind, _parse_create(kind, doc, source)))
-    parsed.sort(key=lambda x: x[0])
-    plan = []
-    for _, source, kind, req in parsed:
-        ids = {f: getattr(req, f) for f in kind.id_fields}
-        describe = getattr(admin_pb2, f"Describe{kind.title}Request")(**ids)
+        groups[APPLY_ORDER.index(kind)].append((source, kind, _parse_create(kind, doc, source)))
+    return [g for g in groups if g]
+
+
+def _current(client: Client, kind: K.Kind, req):
+    """The stored data of the resource `req` names, or None when there is none."""
+    ids = {f: getattr(req, f) for f in kind.id_fields}
+    describe = getattr(admin_pb2, f"Describe{kind.title}Request")(**ids)
+    try:
+        return getattr(getattr(client.stub, f"Describe{kind.title}")(describe, timeout=client.timeout), kind.field)
+    except grpc.RpcError as err:
+        if err.code() != grpc.StatusCode.NOT_FOUND:
+            raise CliError(format_rpc_error(err, client.server)) from err
+        return None
+
+
+def _concurrently(fn, items: list, parallel: int) -> list:
+    """[fn(item) for item in items] with up to `parallel` calls in flight, in the items'
+    order; each result is (value, None) or (None, the CliError it raised). The gRPC calls
+    wait off the GIL, so threads overlap their round trips to meshd and etcd."""
+    def one(item):
         try:
-            current = getattr(client.stub, f"Describe{kind.title}")(describe, timeout=client.timeout)
-            current = getattr(current, kind.field)
-        except grpc.RpcError as err:
-            if err.code() != grpc.StatusCode.NOT_FOUND:
-                raise CliError(format_rpc_error(err, client.server)) from err
-            current = None
-        plan.append((source, kind, req, current))
+            return fn(item), None
+        except CliError as err:
+            return None, err
+    if parallel <= 1 or len(items) <= 1:
+        return [one(i) for i in items]
+    with ThreadPoolExecutor(max_workers=min(parallel, len(items)), thread_name_prefix="meshctl") as pool:
+        return list(pool.map(one, items))
+
+
+def _plan(client: Client, docs, parallel: int = 1):
+    """For each document in dependency order: (kind, request, current data or None)."""
+    plan = []
+    for group in _parse_all(docs):
+        for (source, kind, req), (current, err) in zip(
+                group, _concurrently(lambda d: _current(client, d[1], d[2]), group, parallel)):
+            if err is not None:
+                raise err
+            plan.append((source, kind, req, current))
     return plan
 
 
@@ -309,26 +340,48 @@ def cmd_convert(client: "Client | None", args) -> int:
     return 0
 
 
+def _apply_one(client: Client, kind: K.Kind, req) -> str:
+    """Create, update or leave one resource; the line apply prints for it."""
+    label = _label(kind, req)
+    current = _current(client, kind, req)
+    if current is None:
+        client.call(f"Create{kind.title}", req)
+        return f"{label} created"
+    if current.spec == req.spec:
+        return f"{label} unchanged"
+    upd = getattr(admin_pb2, f"Update{kind.title}Request")(
+        **{f: getattr(req, f) for f in kind.id_fields}, spec=req.spec, expected_version=current.metadata.version)
+    resp = client.call(f"Update{kind.title}", upd)
+    return f"{label} updated (version {getattr(resp, kind.field).metadata.version})"
+
+
 def cmd_apply(client: Client, args) -> int:
-    for source, kind, req, current in _plan(client, load_documents(args.file, _params(args))):
-        label = _label(kind, req)
-        if current is None:
-            client.call(f"Create{kind.title}", req)
-            print(f"{label} created")
-        elif current.spec == req.spec:
-            print(f"{label} unchanged")
-        else:
-            upd = getattr(admin_pb2, f"Update{kind.title}Request")(
-                **{f: getattr(req, f) for f in kind.id_fields}, spec=req.spec,
-                expected_version=current.metadata.version)
-            resp = client.call(f"Update{kind.title}", upd)
-            print(f"{label} updated (version {getattr(resp, kind.field).metadata.version})")
+    """Apply kind by kind in dependency order (every mesh, then every node, ...), the
+    documents of one kind with up to --parallel requests in flight: nothing of a kind
+    refers to another of the same kind, so they may go in any order. A document that fails
+    is reported with its source; the kinds after a failed one are not applied (they may
+    depend on it), and the exit status is 1."""
+    groups = _parse_all(load_documents(args.file, _params(args)))
+    for done, group in enumerate(groups):
+        failed = 0
+        for (source, kind, req), (line, err) in zip(
+                group, _concurrently(lambda d: _apply_one(client, d[1], d[2]), group, args.parallel)):
+            if err is None:
+                print(line)
+            else:
+                failed += 1
+                print(f"error: {source}: {_label(kind, req)}: {err}", file=sys.stderr)
+        if failed:
+            left = sum(len(g) for g in groups[done + 1:])
+            print(f"error: {failed} of {len(group)} {group[0][1].name} documents failed"
+                  + (f"; {left} documents of later kinds not applied" if left else ""), file=sys.stderr)
+            return 1
     return 0
 
 
 def cmd_diff(client: Client, args) -> int:
     changes = 0
-    for source, kind, req, current in _plan(client, load_documents(args.file, _params(args))):
+    for source, kind, req, current in _plan(client, load_documents(args.file, _params(args)), args.parallel):
         label = _label(kind, req)
         new = yaml.safe_dump(_to_dict(req.spec), sort_keys=True).splitlines()
         if current is None:
@@ -534,6 +587,13 @@ def _kind(name: str) -> K.Kind:
     return kind
 
 
+def _positive(text: str) -> int:
+    n = int(text)
+    if n < 1:
+        raise argparse.ArgumentTypeError(f"must be 1 or more, got {n}")
+    return n
+
+
 def _common(suppress: bool, outputs: tuple[str, ...] = ("table", "json", "yaml")) -> argparse.ArgumentParser:
     """Options accepted before and after the subcommand. After it they default to SUPPRESS,
     so a value given before the subcommand is not overwritten by the subparser's default."""
@@ -561,6 +621,8 @@ def _parser() -> argparse.ArgumentParser:
     a.add_argument("-f", "--file", required=True, help="a file, a directory, or - for stdin: App Mesh JSON/YAML, "
                    "a CloudFormation template, or App Mesh controller manifests (appmesh.k8s.aws)")
     a.add_argument("--param", action="append", metavar="NAME=VALUE", help="a CloudFormation template parameter")
+    a.add_argument("--parallel", type=_positive, default=APPLY_PARALLEL, metavar="N",
+                   help=f"requests in flight at once (default {APPLY_PARALLEL}; 1 applies one by one)")
     a.set_defaults(fn=cmd_apply)
     cv = sub.add_parser("convert", parents=[common], help="print the App Mesh documents a CloudFormation template "
                         "or App Mesh controller manifests convert to, without applying them")
@@ -571,6 +633,7 @@ def _parser() -> argparse.ArgumentParser:
     d.add_argument("-f", "--file", required=True)
     d.add_argument("--exit-code", action="store_true", help="exit 1 when there are changes")
     d.add_argument("--param", action="append", metavar="NAME=VALUE", help="a CloudFormation template parameter")
+    d.add_argument("--parallel", type=_positive, default=APPLY_PARALLEL, metavar="N", help="reads in flight at once")
     d.set_defaults(fn=cmd_diff)
     ex = sub.add_parser("export", parents=[_common(True, outputs=("cli", "cloudformation", "k8s", "table"))],
                         help="write a mesh as App Mesh CLI input (-o cli, the default), a CloudFormation template "
