@@ -64,10 +64,21 @@ cdef enum:
     BUDGET_WINDOW_S = 10
     N_HTTP_CODES = 600
     N_PRIORITIES = 4
+    MAX_TRIED = 8
 
 
 cdef struct Rng:
     uint64_t state
+
+
+cdef struct Tried:
+    # The endpoints a decision's attempts used, the last MAX_TRIED of them (the oldest is
+    # overwritten first). Borrowed pointers compared by identity only, never dereferenced:
+    # an endpoint freed since (removed from its node) can only make a new state at the same
+    # address look tried, which costs that retry its first choice, never its correctness.
+    void *eps[MAX_TRIED]
+    int n                            # slots filled, up to MAX_TRIED
+    int next                         # the slot the next endpoint takes
 
 
 @cython.final
@@ -239,6 +250,7 @@ cdef class Decision:
     cdef readonly int mirror_port
     cdef _Node _node
     cdef _Budget _budget
+    cdef Tried _tried                # what a retry's pick avoids (Envoy's previous_hosts)
 
     @staticmethod
     cdef Decision new(int status)
@@ -279,8 +291,8 @@ cdef class Router:
                              dict headers)
     cdef _Route _scan(self, list bucket, _Route best, str method, str scheme, int port, str path,
                       dict headers)
-    cdef EndpointState _pick(self, _Node node, int64_t now_ns, EndpointState avoid)
-    cdef EndpointState _pick_priority(self, _Node node, int64_t now_ns, EndpointState avoid)
+    cdef EndpointState _pick(self, _Node node, int64_t now_ns, const Tried *avoid)
+    cdef EndpointState _pick_priority(self, _Node node, int64_t now_ns, const Tried *avoid)
     cdef bint _fault(self, Decision d, _Route route, dict headers) except -1
     cdef void _outlier(self, _Node node, EndpointState ep, bint server_error, int64_t now_ns)
     cdef _Node _node(self, str name)

@@ -60,6 +60,7 @@ def _enum_values():
         "FAULT_ABORT": FAULT_ABORT,
         "RATE_LIMITED": RATE_LIMITED,
         "N_PRIORITIES": N_PRIORITIES,
+        "MAX_TRIED": MAX_TRIED,
         "RESULT_HTTP": RESULT_HTTP,
         "RESULT_GRPC": RESULT_GRPC,
         "RESULT_RESET": RESULT_RESET,

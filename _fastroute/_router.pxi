@@ -42,11 +42,30 @@ cdef inline bint _unprocessed(int kind) noexcept:
     return kind == RESULT_CONNECT_FAILURE or kind == RESULT_REFUSED_STREAM
 
 
-cdef inline bint _usable(EndpointState e, int64_t now_ns, EndpointState avoid, bint panic) noexcept:
-    return (panic or (e.healthy and e.ejected_until_ns <= now_ns)) and e is not avoid
+cdef inline bint _was_tried(const Tried *t, EndpointState e) noexcept:
+    cdef int i
+    if t != NULL:
+        for i in range(t.n):
+            if t.eps[i] == <void *>e:
+                return True
+    return False
 
 
-cdef inline EndpointState _least_of_two(EndpointState ea, EndpointState eb, int64_t now_ns, EndpointState avoid,
+cdef inline void _remember(Tried *t, EndpointState e) noexcept:
+    # Each endpoint once, so that a retry landing on one already tried (the fallback)
+    # does not push out an older one.
+    if not _was_tried(t, e):
+        t.eps[t.next] = <void *>e
+        t.next = (t.next + 1) % MAX_TRIED
+        if t.n < MAX_TRIED:
+            t.n += 1
+
+
+cdef inline bint _usable(EndpointState e, int64_t now_ns, const Tried *avoid, bint panic) noexcept:
+    return (panic or (e.healthy and e.ejected_until_ns <= now_ns)) and not _was_tried(avoid, e)
+
+
+cdef inline EndpointState _least_of_two(EndpointState ea, EndpointState eb, int64_t now_ns, const Tried *avoid,
                                        bint panic):
     # Least request's choice between two drawn endpoints: the usable one with fewer
     # active requests (the first on a tie), or None when neither is usable.
@@ -73,11 +92,11 @@ cdef inline bint _panic(_Node node, int64_t now_ns) noexcept:
 
 
 cdef Py_ssize_t _fallback(list eps, Py_ssize_t start, int64_t now_ns, bint panic) noexcept:
-    # Only the avoided endpoint is usable: retry on it anyway.
+    # Only endpoints already tried are usable: retry on one of them anyway.
     cdef Py_ssize_t n = len(eps), k, i
     for k in range(n):
         i = (start + k) % n
-        if _usable(<EndpointState>eps[i], now_ns, None, panic):
+        if _usable(<EndpointState>eps[i], now_ns, NULL, panic):
             return i
     return start
 
@@ -347,10 +366,11 @@ cdef class Router:
             budget = svc.budget
         d.target, d.target_port, d.retry = node.name, tport, retry
         d.per_request_timeout_ns, d.idle_timeout_ns = per_request, idle
-        ep = self._pick(node, now_ns, None)
+        ep = self._pick(node, now_ns, NULL)
         if ep is None:
             d.status, d.reason, d.state = NO_ENDPOINT, <str>STATUS_REASONS[NO_ENDPOINT], ST_DONE
             return
+        _remember(&d._tried, ep)
         ep.active += 1
         budget.request(now_ns)
         d.endpoint, d.pool_key, d._node, d._budget = ep, ep.pool_key, node, budget
@@ -364,7 +384,7 @@ cdef class Router:
             # A shadow copy: balanced like any request to its node, but it takes no active
             # count and its answer is never fed back, so it cannot move the original's
             # balancing, outlier detection or budget.
-            ep = self._pick(route.mirror, now_ns, None)
+            ep = self._pick(route.mirror, now_ns, NULL)
             if ep is not None:
                 d.mirror, d.mirror_endpoint, d.mirror_port = route.mirror.name, ep, route.mirror_port
 
@@ -471,9 +491,9 @@ cdef class Router:
                 return r
         return best
 
-    cdef EndpointState _pick(self, _Node node, int64_t now_ns, EndpointState avoid):
+    cdef EndpointState _pick(self, _Node node, int64_t now_ns, const Tried *avoid):
         """Round robin or least-request P2C over available endpoints (all of them in
-        panic mode), avoiding `avoid`."""
+        panic mode), avoiding those in `avoid` (NULL: none) while any other is usable."""
         cdef list eps = node.endpoints
         cdef Py_ssize_t n = len(eps), start, k, i, chosen = -1, a, b
         cdef EndpointState e
@@ -511,16 +531,16 @@ cdef class Router:
                 return e
         return <EndpointState>eps[_fallback(eps, a, now_ns, panic)]
 
-    cdef EndpointState _pick_priority(self, _Node node, int64_t now_ns, EndpointState avoid):
+    cdef EndpointState _pick_priority(self, _Node node, int64_t now_ns, const Tried *avoid):
         """Locality-aware pick (Envoy's priority load): choose a priority, then balance
-        within it. None when no priority has an available endpoint besides `avoid`.
+        within it. None when no priority has an available endpoint outside `avoid`.
 
         health_P = min(100, overprovisioning% x available_P / endpoints_P); priority 0
         takes min(100, health_0) of the load, each next one min(what is left, health_P);
         when the healths sum below 100 each is scaled by 100 / that sum (Envoy's
         normalized total health), the rounding rest going to the first healthy priority.
-        The avoided endpoint (a retry's last one) counts as unavailable, so a retry
-        leaves a priority it was the only available endpoint of.
+        The avoided endpoints (every one a retry's decision tried) count as unavailable,
+        so a retry leaves a priority whose available endpoints have all failed it.
         """
         cdef list eps = node.endpoints
         cdef Py_ssize_t avail[N_PRIORITIES]
@@ -538,12 +558,11 @@ cdef class Router:
             for e in eps:
                 if e.healthy and e.ejected_until_ns <= now_ns:
                     avail[e.priority] += 1
-        if avoid is not None and avoid.healthy and avoid.ejected_until_ns <= now_ns:
+        if avoid != NULL:
             for e in eps:
-                if e is avoid:
-                    if avail[e.priority] > 0:
-                        avail[e.priority] -= 1
-                    break
+                if (e.healthy and e.ejected_until_ns <= now_ns and avail[e.priority] > 0
+                        and _was_tried(avoid, e)):
+                    avail[e.priority] -= 1
         for p in range(N_PRIORITIES):
             health[p] = 0
             if node.per_priority[p]:
@@ -661,9 +680,13 @@ cdef class Router:
         d.attempt += 1
         if not _unprocessed(k):
             d._budget.retry(now)
-        new = self._pick(d._node, now, ep)  # prefer a different endpoint
+        # Envoy's previous_hosts retry predicate: an endpoint this request tried is
+        # chosen again only when no other is usable. Avoiding just the last one let a
+        # retry go back to an earlier dead endpoint while healthy ones waited.
+        new = self._pick(d._node, now, &d._tried)
         if new is not None:
             d.endpoint, d.pool_key = new, new.pool_key
+        _remember(&d._tried, d.endpoint)
         d.endpoint.active += 1
         per_try = retry.per_try_ns
         if d.deadline_ns and d.deadline_ns - now - backoff < per_try:

@@ -114,5 +114,9 @@ PER_MILLION = 1_000_000
 N_PRIORITIES = 4
 PRIORITY_LOAD_TOTAL = 100
 
+# Envoy's previous_hosts retry predicate: a decision remembers the endpoints its attempts
+# used, the last MAX_TRIED of them, and a retry picks another while one is usable.
+MAX_TRIED = 8
+
 # Largest `now_ns` accepted: keeps now + timeouts inside a signed 64-bit integer.
 MAX_NOW_NS = 2**62

@@ -171,13 +171,14 @@ class Decision:
                  "endpoint", "pool_key", "retry", "per_request_timeout_ns", "idle_timeout_ns",
                  "per_try_timeout_ns", "deadline_ns", "attempt", "state", "router", "fault_delay_ns",
                  "fault_http_status", "fault_grpc_status", "mirror", "mirror_endpoint", "mirror_port",
-                 "_node", "_budget")
+                 "_node", "_budget", "_tried")
 
     def __init__(self, status: int) -> None:
         self.status, self.reason = status, C.STATUS_REASONS[status]
         self.protocol = -1
         self.service = self.route = self.target = self.endpoint = self.pool_key = None
         self.retry = self._node = self._budget = None
+        self._tried = []  # what a retry's pick avoids (Envoy's previous_hosts), oldest first
         self.target_port = -1
         self.per_request_timeout_ns = self.idle_timeout_ns = self.per_try_timeout_ns = 0
         self.deadline_ns = self.attempt = 0
@@ -420,6 +421,7 @@ class Router:
         d.router, d.fault_delay_ns = None if route is None else route.router_name, delay
         if ep is None:
             return d
+        _remember(d._tried, ep)
         ep.active += 1
         budget.request(now_ns)
         d.endpoint, d.pool_key, d._node, d._budget = ep, ep.pool_key, ns, budget
@@ -529,7 +531,7 @@ class Router:
 
     def _pick(self, ns: NodeState, now_ns: int, avoid):
         """Round robin or least-request P2C over available endpoints (all of them in
-        panic mode), avoiding `avoid`."""
+        panic mode), avoiding those in `avoid` (None: none) while any other is usable."""
         eps = ns.endpoints
         n = len(eps)
         if n == 0:
@@ -577,9 +579,11 @@ class Router:
             for e in eps:
                 if e.healthy and e.ejected_until_ns <= now_ns:
                     avail[e.priority] += 1
-        if (avoid is not None and avoid.healthy and avoid.ejected_until_ns <= now_ns and any(e is avoid for e in eps)
-                and avail[avoid.priority] > 0):
-            avail[avoid.priority] -= 1
+        if avoid is not None:
+            # Endpoints the decision tried count as unavailable for the retry's priority.
+            for e in eps:
+                if e.healthy and e.ejected_until_ns <= now_ns and avail[e.priority] > 0 and _was_tried(avoid, e):
+                    avail[e.priority] -= 1
         over = ns.low.overprovisioning
         health = [min(C.PRIORITY_LOAD_TOTAL, over * a // t) if t else 0 for a, t in zip(avail, ns.per_priority)]
         total = min(C.PRIORITY_LOAD_TOTAL, sum(health))
@@ -625,7 +629,7 @@ class Router:
 
     @staticmethod
     def _fallback(eps, start, now_ns, panic) -> int:
-        """Only the avoided endpoint is usable: retry on it anyway."""
+        """Only endpoints already tried are usable: retry on one of them anyway."""
         n = len(eps)
         for k in range(n):
             i = (start + k) % n
@@ -683,9 +687,11 @@ class Router:
         d.attempt += 1
         if not _unprocessed(kind):
             d._budget.retry(now_ns)
-        new = self._pick(d._node, now_ns, ep)  # prefer a different endpoint
+        # Envoy's previous_hosts: a tried endpoint only when no other is usable.
+        new = self._pick(d._node, now_ns, d._tried)
         if new is not None:
             d.endpoint, d.pool_key = new, new.pool_key
+        _remember(d._tried, d.endpoint)
         d.endpoint.active += 1
         per_try = retry.per_try_ns
         if d.deadline_ns and d.deadline_ns - now_ns - backoff < per_try:
@@ -738,8 +744,21 @@ class Router:
         return sum(1 for e in self._node(node).endpoints if e.ejected_until_ns > now_ns)
 
 
+def _was_tried(tried, e: EndpointState) -> bool:
+    """By identity, as the core compares its borrowed pointers."""
+    return tried is not None and any(t is e for t in tried)
+
+
+def _remember(tried: list, e: EndpointState) -> None:
+    """Each endpoint once; beyond MAX_TRIED the oldest is forgotten."""
+    if not _was_tried(tried, e):
+        tried.append(e)
+        if len(tried) > C.MAX_TRIED:
+            del tried[0]
+
+
 def _usable(e: EndpointState, now_ns: int, avoid, panic: bool) -> bool:
-    return (panic or (e.healthy and e.ejected_until_ns <= now_ns)) and e is not avoid
+    return (panic or (e.healthy and e.ejected_until_ns <= now_ns)) and not _was_tried(avoid, e)
 
 
 def _least_of_two(ea, eb, now_ns: int, avoid, panic: bool):

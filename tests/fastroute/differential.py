@@ -108,7 +108,7 @@ def pick(draw, seq):
 
 retry_policies = st.one_of(
     st.sampled_from([None, None, NO_RETRY, DEFAULT_RETRY]),
-    st.builds(RetryPolicy, st.sampled_from([1, 2, 3, 5]), st.sampled_from([50, 500, 15_000]),
+    st.builds(RetryPolicy, st.sampled_from([1, 2, 3, 5, 10]), st.sampled_from([50, 500, 15_000]),
               _tuple(st.sampled_from(["server-error", "gateway-error", "client-error", "stream-error"]), 2),
               _tuple(st.sampled_from(["cancelled", "deadline-exceeded", "internal", "resource-exhausted",
                                       "unavailable"]), 3),

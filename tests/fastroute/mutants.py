@@ -181,20 +181,30 @@ def locality_no_overprovisioning():
 
 
 def locality_retry_stays():
-    """A retry's avoided endpoint still counts as available to its priority."""
+    """A retry's tried endpoints still count as available to their priorities."""
     orig = ref.Router._pick_priority
 
     def bad(self, ns, now_ns, avoid):
-        # Undo the count it is taken off (while no ejection makes the pick count afresh).
-        if avoid is None or not avoid.healthy or avoid.ejected_until_ns > now_ns or ns.ejected_until_ns > now_ns:
+        # Undo the counts they are taken off (while no ejection makes the pick count afresh).
+        if avoid is None or ns.ejected_until_ns > now_ns:
             return orig(self, ns, now_ns, avoid)
-        ns.healthy_per_priority[avoid.priority] += 1
+        back = [e.priority for e in ns.endpoints if e.healthy and ref._was_tried(avoid, e)]
+        for p in back:
+            ns.healthy_per_priority[p] += 1
         try:
             return orig(self, ns, now_ns, avoid)
         finally:
-            ns.healthy_per_priority[avoid.priority] -= 1
+            for p in back:
+                ns.healthy_per_priority[p] -= 1
 
     return _patched(ref.Router, "_pick_priority", bad)
+
+
+def retry_avoids_last_only():
+    """A retry avoids only the endpoint of the attempt that just failed, not every one tried."""
+    orig = ref.Router._pick
+    return _patched(ref.Router, "_pick",
+                    lambda self, ns, now_ns, avoid: orig(self, ns, now_ns, None if avoid is None else avoid[-1:]))
 
 
 def mirror_takes_active():
@@ -224,6 +234,7 @@ MUTANTS = {
     "fault-ignores-headers": fault_ignores_headers,
     "locality-no-overprovisioning": locality_no_overprovisioning,
     "locality-retry-stays": locality_retry_stays,
+    "retry-avoids-last-only": retry_avoids_last_only,
     "mirror-takes-active": mirror_takes_active,
 }
 
