@@ -103,6 +103,56 @@ class RouteCache:
         # (router, route) -> (route, its policy's data, mirror node known, the result)
         self._policies: dict[tuple[str, str], tuple] = {}
         self._next_policies: dict[tuple[str, str], tuple] = {}
+        # router -> (its (route, data) pairs, its policies, the node names, the result)
+        self._routers: dict[str, tuple] = {}
+        self._next_routers: dict[str, tuple] = {}
+        self._node_names: set[str] = set()
+        # node -> (its instances as (id, message) pairs, their endpoints)
+        self._endpoints: dict[str, tuple] = {}
+        self._next_endpoints: dict[str, tuple] = {}
+
+    def endpoints(self, node: str, instances: dict) -> tuple[fr.Endpoint, ...]:
+        """`live_endpoints(instances)`, kept while the node's instance messages are the same
+        objects (a snapshot replaces an instance's message when it changes)."""
+        items = tuple(instances.items())
+        hit = self._endpoints.get(node)
+        if (hit is not None and len(hit[0]) == len(items)
+                and all(a[0] == b[0] and a[1] is b[1] for a, b in zip(hit[0], items))):
+            result = hit[1]
+        else:
+            result = tuple(live_endpoints(instances))
+        self._next_endpoints[node] = (items, result)
+        return result
+
+    def node_names(self, names: set[str]) -> set[str]:
+        """The mesh's compiled node names: the last compile's set itself when equal, so that
+        `router` compares them by identity (once per compile, not once per router)."""
+        if names != self._node_names:
+            self._node_names = names
+        return self._node_names
+
+    def router(self, router: str, items: list, policies: tuple, node_names: set[str], build):
+        """A virtual router's compiled routes: `build()`'s result, or the last one while its
+        routes' messages, its policies and the mesh's node names are the same objects and
+        names. A change to one route then compiles one router's routes, not the mesh's.
+        The routes of a kept router are carried into the next compile's entries too."""
+        hit = self._routers.get(router)
+        if (hit is not None and hit[2] is node_names and len(hit[0]) == len(items)
+                and all(a[0] == b[0] and a[1] is b[1] for a, b in zip(hit[0], items))
+                and len(hit[1]) == len(policies)
+                and all(a[0] == b[0] and (a[1] is b[1] or (a[1] and b[1] and a[1][1] is b[1][1]))
+                        for a, b in zip(hit[1], policies))):
+            for name, _ in items:
+                key = (router, name)
+                if key in self._entries:
+                    self._next[key] = self._entries[key]
+                if key in self._policies:
+                    self._next_policies[key] = self._policies[key]
+            result = hit[3]
+        else:
+            result = build()
+        self._next_routers[router] = (items, policies, node_names, result)
+        return result
 
     def route(self, router: str, name: str, data) -> fr.Route:
         key = (router, name)
@@ -139,9 +189,11 @@ class RouteCache:
         return result
 
     def done(self) -> None:
-        """End of one compile: forget the routes (and policies) it did not see."""
+        """End of one compile: forget the routes, policies, routers and nodes it did not see."""
         self._entries, self._next = self._next, {}
         self._policies, self._next_policies = self._next_policies, {}
+        self._routers, self._next_routers = self._next_routers, {}
+        self._endpoints, self._next_endpoints = self._next_endpoints, {}
 
 
 # The router's ranges (`_fastroute.spec`): durations up to 2**40 ms (about 35 years) and at
@@ -416,34 +468,24 @@ def compile_mesh(snap: MeshSnapshot, trust_domain: str = DEFAULT_TRUST_DOMAIN,
             except CompileError as err:
                 problems.append(CompileError(f"nodePolicies/{snap.name}/{pname}", err.field, err.reason))
         nodes.append(node)
-    node_names = {n.name for n in nodes}
+    node_names = cache.node_names({n.name for n in nodes})
     policies = {(p.spec.route.virtual_router_name, p.spec.route.route_name): (name, p)
                 for name, p in sorted(snap.route_policies.items())}
     mirrors: dict[tuple[str, str], MirrorLimits] = {}
-    routes_by_router: dict[str, list[fr.Route]] = {r: [] for r in snap.routers}
+    routes_of: dict[str, list] = {r: [] for r in snap.routers}
     for (router, name), data in sorted(snap.routes.items()):
-        resource = f"routes/{snap.name}/{router}/{name}"
-        try:
-            route = cache.route(router, name, data)
-            missing = [t.node for t in route.targets if t.node not in node_names]
-            if missing:
-                raise CompileError(resource, "spec", f"targets unknown virtual nodes {missing}")
-        except CompileError as err:
-            problems.append(CompileError(resource, err.field, err.reason))
-            continue
-        if (router, name) in policies:
-            # A policy that cannot be applied is reported and left out: the route itself
-            # still serves, as it did before the policy was written.
-            pname, policy = policies[(router, name)]
-            try:
-                route = cache.with_policy(router, name, route, policy, node_names)
-                if route.mirror is not None:
-                    mirrors[(router, name)] = mirror_limits(policy.spec)
-            except CompileError as err:
-                problems.append(CompileError(f"routePolicies/{snap.name}/{pname}", err.field, err.reason))
-        if router in routes_by_router:
-            routes_by_router[router].append(route)
-    routers = tuple(fr.VirtualRouter(name=r, routes=tuple(routes)) for r, routes in sorted(routes_by_router.items()))
+        routes_of.setdefault(router, []).append((name, data))
+    routers = []
+    for router, items in sorted(routes_of.items()):
+        mine = tuple((name, policies.get((router, name))) for name, _ in items)
+        routes, router_problems, router_mirrors = cache.router(
+            router, items, mine, node_names,
+            lambda: _router_routes(snap.name, router, items, dict(mine), node_names, cache))
+        problems.extend(router_problems)
+        mirrors.update(router_mirrors)
+        if router in snap.routers:
+            routers.append(routes)
+    routers = tuple(routers)
     services = []
     for name, data in sorted(snap.services.items()):
         provider = data.spec.provider
@@ -462,16 +504,45 @@ def compile_mesh(snap: MeshSnapshot, trust_domain: str = DEFAULT_TRUST_DOMAIN,
         # App Mesh allows a service without a provider: it exists but routes nowhere, so
         # calls to it are answered "no service" like an unknown name.
     table = fr.Table(services=tuple(services), routers=routers, nodes=tuple(nodes))
+    endpoints = {node: cache.endpoints(node, insts) for node, insts in snap.instances.items() if node in node_names}
     cache.done()
     table, lowered = _drop_invalid(table, problems, snap.name, cache.lowering,
                                    {key: name for key, (name, _) in policies.items()}, mirrors)
-    endpoints = {node: tuple(live_endpoints(insts)) for node, insts in snap.instances.items() if node in node_names}
     endpoints.update((node, tuple(live_endpoints(node_instances(snap, node))))
                      for node in node_names if cloud_map_service(snap.nodes[node]) is not None)
     for err in problems:
         log.warning("resource left out of the route table", extra={"resource": err.resource, "field": err.field,
                                                                    "reason": err.reason})
     return Compiled(table, endpoints, tuple(problems), lowered, mirrors, listener_limits)
+
+
+def _router_routes(mesh: str, router: str, items: list, policies: dict, node_names: set[str],
+                   cache: RouteCache) -> tuple[fr.VirtualRouter, list[CompileError], dict]:
+    """One virtual router's routes compiled, with their RoutePolicies: (the router, the
+    problems of its routes and policies, the mirror bounds of its mirrored routes)."""
+    problems, mirrors, routes = [], {}, []
+    for name, data in items:
+        resource = f"routes/{mesh}/{router}/{name}"
+        try:
+            route = cache.route(router, name, data)
+            missing = [t.node for t in route.targets if t.node not in node_names]
+            if missing:
+                raise CompileError(resource, "spec", f"targets unknown virtual nodes {missing}")
+        except CompileError as err:
+            problems.append(CompileError(resource, err.field, err.reason))
+            continue
+        if policies.get(name) is not None:
+            # A policy that cannot be applied is reported and left out: the route itself
+            # still serves, as it did before the policy was written.
+            pname, policy = policies[name]
+            try:
+                route = cache.with_policy(router, name, route, policy, node_names)
+                if route.mirror is not None:
+                    mirrors[(router, name)] = mirror_limits(policy.spec)
+            except CompileError as err:
+                problems.append(CompileError(f"routePolicies/{mesh}/{pname}", err.field, err.reason))
+        routes.append(route)
+    return fr.VirtualRouter(name=router, routes=tuple(routes)), problems, mirrors
 
 
 def live_endpoints(instances: dict[str, admin_pb2.Instance]) -> list[fr.Endpoint]:
