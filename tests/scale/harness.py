@@ -143,6 +143,10 @@ class MeshdProcess:
         return {(s.name, tuple(sorted(s.labels.items()))): s.value
                 for fam in text_string_to_metric_families(text) for s in fam.samples}
 
+    def rss_mb(self) -> float:
+        with open(f"/proc/{self.proc.pid}/status") as f:
+            return next(int(line.split()[1]) / 1024 for line in f if line.startswith("VmRSS:"))
+
     def log_tail(self) -> str:
         return self.log_path.read_text(errors="replace")[-3000:]
 
@@ -240,6 +244,7 @@ class Figures:
     stalls: dict[str, dict[str, int]] = field(default_factory=dict)
     worst_lag: dict[str, dict[str, float]] = field(default_factory=dict)
     probe_calls: int = 0
+    meshd_rss_mb: dict[str, float] = field(default_factory=dict)  # meshd -> RSS at the end of the run
 
     def summary(self) -> str:
         def pct(xs):
@@ -251,7 +256,8 @@ class Figures:
                 f"({self.churn_rate:.0f}/s), canaries ({len(self.canaries)}): {pct(self.canaries)}, "
                 f"table rebuilds during churn {self.rebuilds_during_churn}; loop stalls > "
                 f"{LAG_BOUND * 1000:.0f} ms {self.stalls}, worst within {self.worst_lag} s; "
-                f"probe calls {self.probe_calls}")
+                f"probe calls {self.probe_calls}; meshds routing {self.start_seconds:.1f} s after their start, "
+                f"RSS at the end {self.meshd_rss_mb} MB")
 
 
 class Fleet:
@@ -380,6 +386,8 @@ class Fleet:
         if hasattr(self, "_admin"):
             self._admin.close()
         for m in self.meshds:
+            if m.proc.poll() is None:
+                self.figures.meshd_rss_mb[m.name] = round(m.rss_mb(), 1)
             m.stop()
         for o in self.origins.values():
             o.stop()
