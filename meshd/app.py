@@ -26,6 +26,7 @@ from meshd.meshview import MeshView
 from meshd.observe import Metrics, MetricsServer, ObserveConfig, Observer, make_metrics_push, make_tracer
 from meshd.observe.accesslog import AccessLogs
 from meshd.proxy import MeshRuntime, RuntimeConfig, WorkloadCerts
+from meshd.proxy.lifecycle import scopes_of
 from meshd.rollout import Controller, RolloutCache, RolloutStats, host_audit
 from meshd.security import AuditLog, KeyRef, MeshCA, Roles, Tokens, spiffe
 from meshd.security.accesskeys import AccessKeys
@@ -90,6 +91,11 @@ class MeshdConfig:
     # Stand for election as rollout controller (meshd.rollout); every meshd with a data plane
     # publishes its rollout statistics either way.
     rollout_controller: bool = True
+    # A sidecar's view (issue 17): watch only the meshes of the local apps and gateways, and
+    # compile only what they reach (meshd.compile.scoped), as App Mesh configures an Envoy
+    # for its node's backends. Off: every mesh is compiled whole, and under an ALLOW_ALL
+    # egress filter an app may call any virtual service of its mesh.
+    scoped: bool = False
 
 
 def instance_on_lease(value: bytes, lease_id: int) -> bytes:
@@ -326,11 +332,14 @@ class Meshd:
             resources.deregister_instance(admin_pb2.DeregisterInstanceRequest(
                 mesh_name=mesh, virtual_node_name=node, instance_id=instance_id))
 
+        scopes = scopes_of(rt) if cfg.scoped else None
+        # One mesh served: the Watch itself is filtered, so other meshes' events never arrive.
+        watched = admin_pb2.WatchRequest(mesh_name=next(iter(scopes)) if scopes and len(scopes) == 1 else "")
         runtime = MeshRuntime(
-            rt, view=MeshView(trust_domain=cfg.trust_domain, locality=cfg.locality),
+            rt, view=MeshView(trust_domain=cfg.trust_domain, locality=cfg.locality, scopes=scopes),
             certs=WorkloadCerts(cfg.trust_domain, sign),
             register=register, deregister=deregister,
-            watch=lambda active: resources.watch(admin_pb2.WatchRequest(), active), host_name=cfg.host_name,
+            watch=lambda active: resources.watch(watched, active), host_name=cfg.host_name,
             claim_gateway=lambda mesh, gw: claim_gateway(self.store, self.lease, cfg.host_name, mesh, gw),
             observe=self.observer, acm=AcmCache(lambda: read_material(self.store, ca._key)))
         runtime.start()

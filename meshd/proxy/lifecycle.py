@@ -21,7 +21,7 @@ from typing import Callable, Iterator
 
 import uvloop
 
-from meshd.compile import INGRESS_ATTRIBUTE
+from meshd.compile import INGRESS_ATTRIBUTE, Scope
 from meshd.dataplane import Engine, H1Engine, TcpEngine
 from meshd.health import CheckSpec, HealthChecker
 from meshd.loops import supervised
@@ -66,6 +66,16 @@ CERT_CHECK_SECONDS = 30.0
 CERT_CHECK_MIN_SECONDS = 0.5
 # How often the data plane re-reads `acm/` for imported certificates and trust anchors.
 ACM_POLL_SECONDS = 1.0
+
+
+def scopes_of(config: RuntimeConfig) -> dict[str, Scope]:
+    """What a meshd with `config` serves, by mesh (MeshView's scopes): its apps' virtual
+    nodes with the services their local backend ports name, and its gateways."""
+    meshes = {a.mesh for a in config.apps} | {g.mesh for g in config.gateways}
+    return {m: Scope(nodes=frozenset(a.virtual_node for a in config.apps if a.mesh == m),
+                     gateways=frozenset(g.virtual_gateway for g in config.gateways if g.mesh == m),
+                     backends=frozenset(b.virtual_service for a in config.apps if a.mesh == m for b in a.backends))
+            for m in sorted(meshes)}
 
 
 class MeshRuntime:

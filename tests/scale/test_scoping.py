@@ -2,13 +2,21 @@
 node's backends when they change, and keeps nothing of a mesh it serves no app of."""
 from __future__ import annotations
 
+import time
+
 import pytest
 
 from bench.estate import SCOPED_BACKENDS, SCOPED_NODE, generate
 from bench.scale_compile import resource_event, sidecar_scopes, snapshot_response, table_size
 from _fastroute.constants import PROTO_HTTP
+from meshd.api import kinds as K
+from meshd.api.validate import parse_json
+from meshd.app import Meshd, MeshdConfig
 from meshd.compile import services_reaching
+from meshd.embedded_etcd import free_port
 from meshd.meshview import MeshView
+from meshd.proxy import LocalApp, RuntimeConfig
+from meshd.security import ClusterKey
 from meshd.v1 import admin_pb2
 
 CI_SCALE = 0.25  # 125 routers of 2,500 routes in m00: the sidecar's 5 routers are 4%
@@ -107,3 +115,64 @@ def test_under_drop_all_the_ingress_still_knows_every_caller():
     callers = {n for n, d in full.nodes.items()
                if {b.virtual_service.virtual_service_name for b in d.spec.backends} & reaching}
     assert callers and callers <= set(part.nodes)
+
+
+def _wait(predicate, timeout: float = 10.0):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        time.sleep(0.05)
+    raise AssertionError("not reached within the timeout")
+
+
+@pytest.mark.scale_ci
+@pytest.mark.etcd
+def test_a_scoped_meshd_watches_its_mesh_and_follows_its_nodes_backends(etcd, etcd_prefix, tmp_path):
+    """A meshd run with `scoped` through real etcd: it holds only the router behind its app's
+    backend, nothing of another mesh, and the other router once the backend changes."""
+    key = tmp_path / "cluster.key"
+    ClusterKey.generate(key)
+    web = LocalApp(mesh="shop", virtual_node="web", port=free_port(), egress="127.0.0.1:0")
+    cfg = MeshdConfig(admin=f"127.0.0.1:{free_port()}", etcd=[etcd.url], etcd_prefix=etcd_prefix,
+                      state_dir=str(tmp_path / "a"), host_name="host-a", cluster_key=str(key), lease_ttl=5,
+                      runtime=RuntimeConfig(apps=[web], ingress="127.0.0.1:0", drain_seconds=1.0), scoped=True)
+    meshd = Meshd(cfg).start()
+    try:
+        res = meshd.resources
+
+        def put(kind, title, doc, verb="create"):
+            getattr(res, verb)(kind, parse_json(getattr(admin_pb2, f"{verb.title()}{title}Request"), doc))
+
+        def web_node(service, verb="create"):
+            put(K.VIRTUAL_NODE, "VirtualNode", {"meshName": "shop", "virtualNodeName": "web", "spec": {
+                "listeners": [{"portMapping": {"port": 8080, "protocol": "http"}}],
+                "serviceDiscovery": {"dns": {"hostname": "web.shop.local"}},
+                "backends": [{"virtualService": {"virtualServiceName": service}}]}}, verb)
+        for mesh in ("shop", "other"):
+            put(K.MESH, "Mesh", {"meshName": mesh, "spec": {}})
+            for x in ("a", "b"):
+                put(K.VIRTUAL_NODE, "VirtualNode", {"meshName": mesh, "virtualNodeName": f"v{x}", "spec": {
+                    "listeners": [{"portMapping": {"port": 8080, "protocol": "http"}}],
+                    "serviceDiscovery": {"dns": {"hostname": f"v{x}.{mesh}.local"}}}})
+                put(K.VIRTUAL_ROUTER, "VirtualRouter", {"meshName": mesh, "virtualRouterName": f"r{x}", "spec": {
+                    "listeners": [{"portMapping": {"port": 8080, "protocol": "http"}}]}})
+                put(K.ROUTE, "Route", {"meshName": mesh, "virtualRouterName": f"r{x}", "routeName": "all",
+                                       "spec": {"httpRoute": {"match": {"prefix": "/"}, "action": {
+                                           "weightedTargets": [{"virtualNode": f"v{x}", "weight": 1}]}}}})
+                put(K.VIRTUAL_SERVICE, "VirtualService", {"meshName": mesh, "virtualServiceName": f"{x}.{mesh}.local",
+                                                          "spec": {"provider": {"virtualRouter": {
+                                                              "virtualRouterName": f"r{x}"}}}})
+        web_node("a.shop.local")
+        view = meshd.runtime.view
+
+        def held():
+            live = view.live("shop")
+            return {r.name for r in live.compiled.table.routers} if live is not None else set()
+        _wait(lambda: held() == {"ra"})
+        assert view.meshes() == ["shop"] and "other" not in view._snaps
+        web_node("b.shop.local", verb="update")
+        _wait(lambda: held() == {"rb"})
+        assert set(view.live("shop").compiled.endpoints) <= {"web", "vb"}
+    finally:
+        meshd.stop()
