@@ -16,7 +16,7 @@ import random
 import time
 from dataclasses import asdict, dataclass, field
 from datetime import datetime
-from typing import Callable
+from typing import Callable, Sequence
 
 import registry
 from meshd.security.certs import utcnow
@@ -87,20 +87,31 @@ class AuditLog:
     def record(self, who: str, action: str, resource: str, result: str, request_id: str, *,
                detail: dict | None = None, now: datetime | None = None) -> AuditEntry:
         """Append one entry and drop the one `max_entries` older, in one transaction."""
+        return self.record_many([(who, action, resource, result, request_id, detail)], now=now)[0]
+
+    def record_many(self, records: Sequence[tuple[str, str, str, str, str, dict | None]], *,
+                    now: datetime | None = None) -> list[AuditEntry]:
+        """Append (who, action, resource, result, request_id, detail) entries with consecutive
+        sequence numbers, dropping as many of the oldest, in one transaction: concurrent
+        writers batched into one append race on `audit/seq` once instead of once each."""
         now = now or self._clock()
         for attempt in range(_ATTEMPTS):
             cur = self.store.get(SEQ)
-            seq = (int(cur.value) if cur else 0) + 1
-            entry = AuditEntry(seq, now, who, action, resource, result, request_id, dict(detail or {}))
-            doc = asdict(entry)
-            doc["time"] = now.isoformat()
-            old = seq - self.max_entries
+            first = (int(cur.value) if cur else 0) + 1
+            entries, puts, deletes = [], [], []
+            for seq, (who, action, resource, result, request_id, detail) in enumerate(records, first):
+                entry = AuditEntry(seq, now, who, action, resource, result, request_id, dict(detail or {}))
+                doc = asdict(entry)
+                doc["time"] = now.isoformat()
+                entries.append(entry)
+                puts.append((_entry_path(seq), json.dumps(doc).encode()))
+                if seq - self.max_entries > 0:
+                    deletes.append(_entry_path(seq - self.max_entries))
             try:
                 self.store.commit(registry.Write(
-                    SEQ, str(seq).encode(), expect_revision=cur.mod_revision if cur else 0,
-                    puts=((_entry_path(seq), json.dumps(doc).encode()),),
-                    deletes=(_entry_path(old),) if old > 0 else ()))
-                return entry
+                    SEQ, str(first + len(records) - 1).encode(), expect_revision=cur.mod_revision if cur else 0,
+                    puts=tuple(puts), deletes=tuple(deletes)))
+                return entries
             except (registry.Conflict, registry.AlreadyExists):
                 # Randomised backoff so racing recorders stop colliding in lockstep.
                 time.sleep(random.uniform(0, 0.002 * (attempt + 1)))
