@@ -116,9 +116,14 @@ _CFN_RESOURCES = re.compile(r"""^\s*["']?Resources["']?\s*:|"Resources"\s*:""", 
 
 def _yaml_items(f, text: str) -> list[tuple[str, dict]]:
     try:
-        docs = list(yaml.safe_load_all(text))  # YAML is a superset of JSON
-    except yaml.YAMLError as err:
-        raise CliError(f"{f}: not valid JSON or YAML: {err}") from err
+        # YAML is a superset of JSON, but the json module reads JSON some 50x faster, which
+        # matters for an estate of thousands of documents.
+        docs = [json.loads(text)]
+    except ValueError:
+        try:
+            docs = list(yaml.safe_load_all(text))
+        except yaml.YAMLError as err:
+            raise CliError(f"{f}: not valid JSON or YAML: {err}") from err
     out = []
     for i, doc in enumerate(d for d in docs if d is not None):
         items = doc if isinstance(doc, list) else [doc]
@@ -340,13 +345,52 @@ def cmd_convert(client: "Client | None", args) -> int:
     return 0
 
 
-def _apply_one(client: Client, kind: K.Kind, req) -> str:
-    """Create, update or leave one resource; the line apply prints for it."""
+def _names(client: Client, kind: K.Kind, parent_ids: tuple[str, ...]) -> set[str]:
+    """Names of the resources of `kind` under `parent_ids`; none when the parent is missing
+    (then each Create names the missing parent precisely)."""
+    names, token = set(), ""
+    while True:
+        req = getattr(admin_pb2, f"List{kind.plural_title}Request")(**dict(zip(kind.parents, parent_ids)),
+                                                                      next_token=token)
+        try:
+            resp = getattr(client.stub, f"List{kind.plural_title}")(req, timeout=client.timeout)
+        except grpc.RpcError as err:
+            if err.code() == grpc.StatusCode.NOT_FOUND:
+                return names
+            raise CliError(format_rpc_error(err, client.server)) from err
+        names.update(getattr(r, kind.name_field) for r in getattr(resp, kind.list_field))
+        token = resp.next_token
+        if not token:
+            return names
+
+
+def _parent(kind: K.Kind, parent_ids: tuple[str, ...]) -> tuple[str, tuple[str, ...]] | None:
+    """(kind name, ids) of the resource whose children `parent_ids` scope; None for meshes."""
+    if not parent_ids:
+        return None
+    return (K.BY_ID_FIELD[kind.parents[-1]].name, parent_ids)
+
+
+def _apply_one(client: Client, kind: K.Kind, req, exists: bool) -> str:
+    """Create, update or leave one resource; the line apply prints for it.
+
+    A resource the listing did not show is created at once: a bulk apply of new resources
+    costs one request each. Otherwise (or when a Create finds it after all) it is read and
+    compared. A document with a client token is always read first, since a Create repeating
+    an earlier one's token is answered as that one was and would read as "created".
+    """
     label = _label(kind, req)
-    current = _current(client, kind, req)
+    current = _current(client, kind, req) if exists or req.client_token else None
     if current is None:
-        client.call(f"Create{kind.title}", req)
-        return f"{label} created"
+        try:
+            getattr(client.stub, f"Create{kind.title}")(req, timeout=client.timeout)
+            return f"{label} created"
+        except grpc.RpcError as err:
+            if err.code() != grpc.StatusCode.ALREADY_EXISTS:
+                raise CliError(format_rpc_error(err, client.server)) from err
+        current = _current(client, kind, req)  # created by someone else since the listing
+        if current is None:
+            raise CliError(f"{label} exists and yet cannot be read (deleted meanwhile?)")
     if current.spec == req.spec:
         return f"{label} unchanged"
     upd = getattr(admin_pb2, f"Update{kind.title}Request")(
@@ -358,22 +402,36 @@ def _apply_one(client: Client, kind: K.Kind, req) -> str:
 def cmd_apply(client: Client, args) -> int:
     """Apply kind by kind in dependency order (every mesh, then every node, ...), the
     documents of one kind with up to --parallel requests in flight: nothing of a kind
-    refers to another of the same kind, so they may go in any order. A document that fails
-    is reported with its source; the kinds after a failed one are not applied (they may
-    depend on it), and the exit status is 1."""
+    refers to another of the same kind, so they may go in any order. What exists is
+    listed per parent first, except under parents this apply created (nothing can be there
+    yet). A document that fails is reported with its source; the kinds after a failed one
+    are not applied (they may depend on it), and the exit status is 1."""
     groups = _parse_all(load_documents(args.file, _params(args)))
+    created: set[tuple[str, tuple[str, ...]]] = set()
     for done, group in enumerate(groups):
+        kind = group[0][1]
+        scopes = list(dict.fromkeys(tuple(getattr(req, f) for f in kind.parents) for _, _, req in group))
+        listed = [s for s in scopes if _parent(kind, s) not in created]
+        names = dict.fromkeys(scopes, frozenset())
+        for scope, (found, err) in zip(listed, _concurrently(lambda s: _names(client, kind, s), listed,
+                                                              args.parallel)):
+            if err is not None:
+                raise err
+            names[scope] = found
         failed = 0
-        for (source, kind, req), (line, err) in zip(
-                group, _concurrently(lambda d: _apply_one(client, d[1], d[2]), group, args.parallel)):
+        for (source, _, req), (line, err) in zip(group, _concurrently(
+                lambda d: _apply_one(client, kind, d[2], getattr(d[2], kind.name_field) in names[
+                    tuple(getattr(d[2], f) for f in kind.parents)]), group, args.parallel)):
             if err is None:
                 print(line)
+                if line.endswith(" created"):
+                    created.add((kind.name, kind.ids(req)))
             else:
                 failed += 1
                 print(f"error: {source}: {_label(kind, req)}: {err}", file=sys.stderr)
         if failed:
             left = sum(len(g) for g in groups[done + 1:])
-            print(f"error: {failed} of {len(group)} {group[0][1].name} documents failed"
+            print(f"error: {failed} of {len(group)} {kind.name} documents failed"
                   + (f"; {left} documents of later kinds not applied" if left else ""), file=sys.stderr)
             return 1
     return 0
