@@ -6,7 +6,14 @@ in between: what is measured is the view and the compiler, not the store.
 """
 from __future__ import annotations
 
+import argparse
+import gc
+import json
+import struct
+import subprocess
+import sys
 import time
+from pathlib import Path
 
 from bench.estate import SCOPED_NODE, Estate
 from meshd.api import kinds as K
@@ -46,6 +53,59 @@ def snapshot_response(estate: Estate, meshes: list[str] | None = None, revision:
     return admin_pb2.WatchResponse(revision=revision, events=events, reset=True, snapshot_done=True)
 
 
+def write_snapshot(resp: admin_pb2.WatchResponse, path: Path, chunk: int = 200) -> Path:
+    """`resp` as Resources.snapshot streams it (responses of `chunk` events, the last one
+    marked snapshot_done), length-prefixed in a file that `held` reads back."""
+    with open(path, "wb") as f:
+        events = list(resp.events)
+        for i in range(0, max(len(events), 1), chunk):
+            part = admin_pb2.WatchResponse(revision=resp.revision, events=events[i:i + chunk], reset=i == 0,
+                                           snapshot_done=i + chunk >= len(events)).SerializeToString()
+            f.write(struct.pack("<I", len(part)) + part)
+    return path
+
+
+def _responses(path: Path):
+    with open(path, "rb") as f:
+        while head := f.read(4):
+            resp = admin_pb2.WatchResponse()
+            resp.ParseFromString(f.read(struct.unpack("<I", head)[0]))
+            yield resp
+
+
+def _rss_mb() -> float:
+    with open("/proc/self/status") as f:
+        return next(int(line.split()[1]) for line in f if line.startswith("VmRSS:")) / 1024
+
+
+def held(path: Path, scope: str = "") -> dict:
+    """In a fresh interpreter (`python -m bench.scale_compile FILE [MESH/NODE]`): a view
+    (scoped to a sidecar of MESH/NODE, else whole) fed the snapshot in `path` as a meshd
+    receives it, with the meshd's collector settings (its loaded state frozen). Returns the
+    process RSS in MB once serving, the seconds from the first response to every mesh
+    published (cold start), and the routes and endpoints held."""
+    view = MeshView(scopes=sidecar_scopes(*scope.split("/")) if scope else None)
+    base = _rss_mb()
+    t0 = time.perf_counter()
+    for resp in _responses(path):
+        view.feed(resp)
+    serving = time.perf_counter() - t0
+    gc.collect()
+    gc.freeze()
+    sizes = [table_size(view, m) for m in view.meshes()]
+    return {"rss_mb": round(_rss_mb(), 1), "base_mb": round(base, 1), "cold_start_s": round(serving, 3),
+            "meshes": len(sizes), "routes": sum(r for r, _ in sizes), "endpoints": sum(e for _, e in sizes)}
+
+
+def held_in_process(path: Path, scope: str = "") -> dict:
+    """`held` in an interpreter of its own, so that its RSS is the view's alone."""
+    p = subprocess.run([sys.executable, "-m", "bench.scale_compile", str(path), scope], capture_output=True,
+                       text=True, timeout=300, cwd=Path(__file__).resolve().parents[1])
+    if p.returncode != 0:
+        raise RuntimeError(p.stderr[-3000:])
+    return json.loads(p.stdout.strip().splitlines()[-1])
+
+
 def route_change(estate: Estate, mesh: str, router: str, route: str, weight: int,
                  revision: int) -> admin_pb2.WatchResponse:
     """A Watch response carrying one route rewritten with its first target's weight set."""
@@ -78,3 +138,11 @@ def compile_cpu(view: MeshView, resp: admin_pb2.WatchResponse) -> float:
     spent = time.thread_time() - t0
     view.publish(prepared)
     return spent
+
+
+if __name__ == "__main__":
+    args = argparse.ArgumentParser(description=held.__doc__)
+    args.add_argument("snapshot", type=Path)
+    args.add_argument("scope", nargs="?", default="", help="MESH/NODE: a sidecar of that node")
+    a = args.parse_args()
+    print(json.dumps(held(a.snapshot, a.scope)))

@@ -66,6 +66,9 @@ class MeshView:
         # {instance id: Instance}; merged into the live snapshots' instances, never in etcd
         self._discovered: dict[str, dict[str, dict]] = {}
         self._lock = threading.Lock()
+        # Between a snapshot's first response (reset) and its last (snapshot_done): a
+        # compile then would build tables from part of the mesh, once per response.
+        self._loading = False
         self.revision = 0
         self.generations = 0
         self.last_apply_seconds = 0.0
@@ -93,12 +96,15 @@ class MeshView:
             if resp.reset:
                 self._snaps.clear()
                 self._dirty.update(self._live)  # meshes that vanished must be unpublished
+                self._loading = True
             endpoint_changes: set[tuple[str, str]] = set()
             for ev in resp.events:
                 self._event(ev, endpoint_changes)
             self.revision = max(self.revision, resp.revision)
-            if resp.reset and not resp.snapshot_done:
-                return []  # wait for the whole snapshot before compiling anything
+            if resp.snapshot_done:
+                self._loading = False
+            if self._loading:
+                return []  # wait for the whole snapshot (reset ... snapshot_done) before compiling anything
             out = []
             for mesh, node in sorted(endpoint_changes):
                 snap = self._snaps.get(mesh)
@@ -108,8 +114,8 @@ class MeshView:
 
     @property
     def dirty(self) -> bool:
-        """A configuration change waits to be compiled."""
-        return bool(self._dirty)
+        """A configuration change waits to be compiled (and no snapshot is half received)."""
+        return bool(self._dirty) and not self._loading
 
     def _event(self, ev: admin_pb2.ResourceEvent, endpoint_changes: set) -> None:
         parts = ev.path.split("/")
@@ -157,6 +163,8 @@ class MeshView:
         """Compile every dirty mesh (any thread but the loop's): (mesh, new generation or
         None when the mesh is gone), to hand to `publish`."""
         with self._lock:
+            if self._loading:
+                return []
             dirty, self._dirty = self._dirty, set()
             snaps = {m: self._frozen(m) for m in dirty}
             revision = self.revision

@@ -91,3 +91,21 @@ def test_a_route_change_costs_a_fraction_of_a_full_compile(estate):
 def test_a_route_change_at_full_size_costs_at_most_10_ms_of_cpu():
     full, incremental = incremental_vs_full(generate(scale=1.0, meshes=1))
     assert incremental <= 0.010, (incremental, full)
+
+
+@pytest.mark.scale_ci
+def test_a_snapshot_in_many_responses_is_compiled_once_when_complete(estate, tmp_path):
+    """Resources.snapshot streams a snapshot in responses of 200 events, only the first
+    marked reset and the last snapshot_done: nothing is compiled before the last, then the
+    whole mesh once (a compile per response made a cold start O(responses x mesh))."""
+    from bench.scale_compile import _responses, write_snapshot
+    view = MeshView()
+    responses = list(_responses(write_snapshot(snapshot_response(estate), tmp_path / "snap")))
+    assert len(responses) > 2
+    for resp in responses[:-1]:
+        view.feed(resp)
+        assert not view.dirty and view.live(estate.largest) is None
+    view.feed(responses[-1])
+    assert view.generations == len(estate.mesh_names)
+    assert sum(len(e) for e in view.live(estate.largest).compiled.endpoints.values()) == \
+        estate.counts(estate.largest)["Instance"]
