@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import gc
 import json
+import statistics
 import struct
 import subprocess
 import sys
@@ -51,6 +52,31 @@ def snapshot_response(estate: Estate, meshes: list[str] | None = None, revision:
                                                              port=i.port))
             events.append(ev)
     return admin_pb2.WatchResponse(revision=revision, events=events, reset=True, snapshot_done=True)
+
+
+def incremental_vs_full(estate: Estate, changes: int = 7) -> dict[str, float]:
+    """A full compile of the largest mesh, then `changes` one-route changes: the thread CPU
+    seconds of the full compile, the median of the changes', and the longest publish of a
+    change (the step that runs on the data-plane loop: adopt and swap). The collector is
+    off, as a meshd keeps its loaded state out of its reach (gc.freeze in proxy.lifecycle)."""
+    mesh = estate.largest
+    gc.collect()
+    gc.disable()
+    try:
+        view = MeshView()
+        full = compile_cpu(view, snapshot_response(estate, [mesh]))
+        incremental, publish = [], []
+        for i in range(changes):
+            t0 = time.thread_time()
+            view.apply(route_change(estate, mesh, "r0001", "p03", 7 + i, revision=2 + i))
+            prepared = view.prepare()
+            t1 = time.perf_counter()
+            view.publish(prepared)
+            publish.append(time.perf_counter() - t1)
+            incremental.append(time.thread_time() - t0)
+    finally:
+        gc.enable()
+    return {"full_cpu_s": full, "incremental_cpu_s": statistics.median(incremental), "publish_max_s": max(publish)}
 
 
 def write_snapshot(resp: admin_pb2.WatchResponse, path: Path, chunk: int = 200) -> Path:
