@@ -18,13 +18,15 @@ from typing import Callable
 import grpc
 from cryptography import x509
 
-from meshd.security import AuditLog, Permission, Roles, Tokens, spiffe
-from meshd.security.errors import PermissionDenied, Unauthenticated
+import registry
+from meshd.security import PERMISSIONS, AuditLog, Permission, Role, Roles, Tokens, spiffe
+from meshd.security.errors import Unauthenticated
 
 log = logging.getLogger("meshd.api.auth")
 
 CLUSTER = "*"
 LOCAL = "local"
+ROLES = "roles/"  # meshd.security.rbac's bindings: roles/<mesh or *>/<subject>
 
 
 @dataclass(frozen=True)
@@ -151,6 +153,91 @@ def _is_loopback_peer(peer: str) -> bool:
     return peer.startswith(("ipv4:127.", "ipv6:[::1]", "unix:"))
 
 
+class WatchedRoles(Roles):
+    """Roles whose checks read an in-memory copy of every binding, kept by an etcd watch.
+
+    Every authorized admin call looked up the caller's binding in its mesh and its cluster
+    binding: two etcd reads, most of a read call's cost. Bindings are few (one per subject
+    and scope), so this process holds all of them: a full read of `roles/` at a revision,
+    then a watch from the next one applying each grant and revoke. A revoke by any meshd
+    stops working here once the watch delivers it (milliseconds), exactly as strict as the
+    reads were otherwise. While the watch is not running (before it started, after it
+    broke) checks read etcd as Roles does, and the copy is rebuilt from a fresh full read.
+    The watch starts with the first check; `close()` stops it.
+    """
+
+    def __init__(self, store: registry.Store):
+        super().__init__(store)
+        self._lock = threading.Lock()
+        self._bindings: dict[tuple[str, str], Role] | None = None  # (scope, subject) -> role; None: not live
+        self._watch: registry.store.Watch | None = None
+        self._thread: threading.Thread | None = None
+        self._closed = threading.Event()
+
+    def role_of(self, subject: str, mesh: str) -> Role | None:
+        self._start()
+        bindings = self._bindings
+        if bindings is None:
+            return super().role_of(subject, mesh)
+        held = [bindings.get((scope, subject)) for scope in ((CLUSTER,) if mesh == CLUSTER else (mesh, CLUSTER))]
+        # Roles nest (viewer within editor within admin): the strongest grants the most.
+        return max((r for r in held if r is not None), key=lambda r: len(PERMISSIONS[r]), default=None)
+
+    def close(self) -> None:
+        self._closed.set()
+        with self._lock:
+            watch, self._bindings = self._watch, None
+        if watch is not None:
+            watch.cancel()
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+
+    def _start(self) -> None:
+        if self._thread is not None or self._closed.is_set():
+            return
+        with self._lock:
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._follow, name="roles-watch", daemon=True)
+                self._thread.start()
+
+    def _follow(self) -> None:
+        backoff = 0.1
+        while not self._closed.is_set():
+            try:
+                items, revision = self.store.scan(ROLES)
+                bindings, keys = {}, {}  # keys: store path -> (scope, subject), for deletes
+                for item in items:
+                    b = self._binding(item.value)
+                    keys[item.path] = (b.mesh, b.subject)
+                    bindings[keys[item.path]] = b.role
+                watch = self.store.watch(ROLES, start_revision=revision + 1)
+                with self._lock:
+                    self._watch = watch
+                if self._closed.is_set():
+                    watch.cancel()
+                    return
+                self._bindings = bindings
+                for _revision, events in watch:
+                    for ev in events:
+                        if ev.type == "put":
+                            b = self._binding(ev.value)
+                            keys[ev.path] = (b.mesh, b.subject)
+                            bindings[keys[ev.path]] = b.role
+                        elif ev.path in keys:
+                            bindings.pop(keys.pop(ev.path), None)
+                    backoff = 0.1
+            except (registry.Unavailable, registry.Compacted) as err:
+                if not self._closed.is_set():
+                    log.warning("role binding watch interrupted; reading etcd until it is back",
+                                extra={"error": str(err)})
+            except Exception:  # noqa: BLE001 - the thread must outlive a bug; checks read etcd meanwhile
+                log.exception("role binding watch failed; reading etcd until it is back")
+            finally:
+                self._bindings = None
+            self._closed.wait(backoff)
+            backoff = min(backoff * 2, 2.0)
+
+
 class _GroupCommit:
     """Audit records of concurrent calls appended together (group commit).
 
@@ -214,11 +301,16 @@ class Access:
     def __init__(self, rules: dict[str, Rule], roles: Roles, tokens: Tokens, audit: AuditLog,
                  *, trust_domain: str):
         self.rules = rules
-        self.roles = roles
+        # Checks read a watched copy of the bindings; `roles` (grants, revokes) writes them.
+        self.roles = WatchedRoles(roles.store)
         self.tokens = tokens
         self.audit_log = audit
         self._audit = _GroupCommit(audit)
         self.trust_domain = trust_domain
+
+    def close(self) -> None:
+        """Stop the role bindings' watch (checks read etcd from then on)."""
+        self.roles.close()
 
     def authenticate(self, context: grpc.ServicerContext) -> Caller:
         """The caller of this call, or Unauthenticated (never PermissionDenied)."""

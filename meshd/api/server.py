@@ -183,6 +183,7 @@ class AdminServer:
         if isinstance(listeners, str):
             listeners = [Listener(listeners, "local")]
         gate = _Gate(access)
+        self.access = access
         self.servicer = AdminServicer(resources, gate)
         self.health = health.HealthServicer()
         self.server = grpc.server(
@@ -225,3 +226,5 @@ class AdminServer:
         self.health.enter_graceful_shutdown()
         self.servicer.stop_streams()
         self.server.stop(grace).wait()
+        if self.access is not None:
+            self.access.close()
