@@ -583,7 +583,14 @@ class Resources:
         raise registry.Conflict(path, 0, -1)
 
     def list(self, kind: K.Kind, request):
+        """One page of `kind` under its parents, in key order. A route or gateway route
+        listing whose router or gateway name is empty spans every router or gateway of the
+        mesh (beyond App Mesh, which lists one parent's): `meshctl get routes -A` reads a
+        mesh of 10,000 routes in pages of 100 instead of one listing per router. Each page
+        is one etcd range read of at most limit+1 keys from the token's key on."""
         parent_ids = tuple(getattr(request, f) for f in kind.parents)
+        if len(parent_ids) == 2 and not parent_ids[1]:
+            parent_ids = parent_ids[:1]
         for f, v in zip(kind.parents, parent_ids):
             validate_name(_camel(f), v)
         self._check_owner(request)
@@ -592,7 +599,9 @@ class Resources:
         after = _decode_token(request.next_token, prefix)
         if parent_ids and after is None:
             # App Mesh answers NotFound for a List under a parent that does not exist.
-            for p, role in kind.parent_paths(parent_ids + ("x",)):
+            needs = (kind.parent_paths(parent_ids + ("x",)) if len(parent_ids) == len(kind.parents)
+                     else [(K.MESH.path(parent_ids), "mesh")])
+            for p, role in needs:
                 if self.store.get(p) is None:
                     raise registry.NotFound(p, role=role)
         page = self.store.list(prefix, after=after, limit=limit)

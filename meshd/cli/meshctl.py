@@ -243,17 +243,18 @@ def _age(ts: str) -> str:
 
 def _scope_ids(kind: K.Kind, args, name: str | None = None) -> dict:
     ids = {}
+    across = getattr(args, "all", False) and name is None  # get -A: every router or gateway of the mesh
     if "mesh_name" in kind.parents:
         if not args.mesh:
-            raise CliError(f"{kind.name} needs --mesh")
+            raise CliError(f"{kind.name} needs --mesh (or get --all-meshes)")
         ids["mesh_name"] = args.mesh
     if "virtual_router_name" in kind.parents:
-        if not args.router:
-            raise CliError("route needs --router")
+        if not args.router and not across:
+            raise CliError("route needs --router (or get -A for every router of the mesh)")
         ids["virtual_router_name"] = args.router
     if "virtual_gateway_name" in kind.parents:
-        if not args.gateway:
-            raise CliError("gatewayRoute needs --gateway")
+        if not args.gateway and not across:
+            raise CliError("gatewayRoute needs --gateway (or get -A for every gateway of the mesh)")
         ids["virtual_gateway_name"] = args.gateway
     if name is not None:
         ids[kind.name_field] = name
@@ -459,14 +460,7 @@ def cmd_diff(client: Client, args) -> int:
 
 
 def _list_all(client: Client, kind: K.Kind, **ids) -> list:
-    items, token = [], ""
-    while True:
-        resp = client.call(f"List{kind.plural_title}",
-                           getattr(admin_pb2, f"List{kind.plural_title}Request")(**ids, next_token=token))
-        items.extend(getattr(resp, kind.list_field))
-        token = resp.next_token
-        if not token:
-            return items
+    return [item for page in _pages(client, kind, ids) for item in page]
 
 
 def export_documents(client: Client, mesh: str, kinds=K.APPMESH_KINDS) -> list[tuple[str, dict]]:
@@ -541,28 +535,74 @@ def cmd_export(client: Client, args) -> int:
     return 0
 
 
+def _pages(client: Client, kind: K.Kind, ids: dict, limit: int = 0):
+    """Each page of a List of `kind` under `ids`, as it is read."""
+    token = ""
+    while True:
+        req = getattr(admin_pb2, f"List{kind.plural_title}Request")(**ids, next_token=token, limit=limit)
+        resp = client.call(f"List{kind.plural_title}", req)
+        yield list(getattr(resp, kind.list_field))
+        token = resp.next_token
+        if not token:
+            return
+
+
+def _get_scopes(client: Client, kind: K.Kind, args) -> list[dict]:
+    """The parent ids to list under: one mesh, or with --all-meshes every mesh; with -A
+    (--all) the router or gateway is left empty, which lists across the mesh."""
+    if not (args.all_meshes and kind.parents):
+        return [_scope_ids(kind, args)]
+    return [_scope_ids(kind, argparse.Namespace(**{**vars(args), "mesh": m.mesh_name}))
+            for page in _pages(client, K.MESH, {}) for m in page]
+
+
+def _stream(kind: K.Kind, pages, output: str) -> None:
+    """Print a listing page by page as it is read, so memory and the time to the first
+    line stay those of one page. A table's columns are as wide as the first page needs."""
+    if output == "table":
+        headers = ["NAME", *([p.upper().replace("_NAME", "") for p in kind.parents]), "VERSION", "AGE", "UPDATED"]
+        widths = None
+        for page in pages:
+            cells = [[getattr(i, kind.name_field), *[getattr(i, p) for p in kind.parents], i.version,
+                      _age(_to_dict(i).get("createdAt", "")), _age(_to_dict(i).get("lastUpdatedAt", ""))]
+                     for i in page]
+            if widths is None:
+                widths = [max(len(str(x)) for x in col) for col in zip(headers, *cells)]
+                cells.insert(0, headers)
+            for r in cells:
+                print("  ".join(str(x).ljust(w) for x, w in zip(r, widths)).rstrip())
+            sys.stdout.flush()
+        if widths is None:  # no mesh to list in
+            print("  ".join(headers))
+    elif output == "json":
+        # One JSON document ({"routes": [...]}) written an item at a time.
+        print(f'{{\n  "{kind.list_field}": [', end="")
+        for n, item in enumerate(item for page in pages for item in page):
+            text = json.dumps(_to_dict(item), indent=2).replace("\n", "\n    ")
+            print(("," if n else "") + "\n    " + text, end="", flush=not n % 100)
+        print("\n  ]\n}")
+    else:
+        # A YAML block sequence continues across pages: each page's items are more of its entries.
+        started = False
+        for page in (p for p in pages if p):
+            if not started:
+                print(f"{kind.list_field}:")
+                started = True
+            print(yaml.safe_dump([_to_dict(i) for i in page], sort_keys=False), end="", flush=True)
+        if not started:
+            print(f"{kind.list_field}: []")
+
+
 def cmd_get(client: Client, args) -> int:
     if args.kind in ("instance", "instances"):
         return cmd_instance_list(client, args)
     kind = _kind(args.kind)
     if args.name:
         return _describe(client, kind, args)
-    ids = _scope_ids(kind, args)
-    items, token = [], ""
-    while True:
-        req = getattr(admin_pb2, f"List{kind.plural_title}Request")(**ids, next_token=token)
-        resp = client.call(f"List{kind.plural_title}", req)
-        items.extend(getattr(resp, kind.list_field))
-        token = resp.next_token
-        if not token:
-            break
-    if args.output == "table":
-        headers = ["NAME", *([p.upper().replace("_NAME", "") for p in kind.parents]), "VERSION", "AGE", "UPDATED"]
-        rows = [[getattr(i, kind.name_field), *[getattr(i, p) for p in kind.parents], i.version,
-                 _age(_to_dict(i).get("createdAt", "")), _age(_to_dict(i).get("lastUpdatedAt", ""))] for i in items]
-        _print(None, "table", rows, headers)
-    else:
-        _print({kind.list_field: [_to_dict(i) for i in items]}, args.output)
+    if args.all and len(kind.parents) == 2:
+        args.router = args.gateway = ""
+    pages = (page for ids in _get_scopes(client, kind, args) for page in _pages(client, kind, ids, args.page_size))
+    _stream(kind, pages, args.output)
     return 0
 
 
@@ -702,6 +742,11 @@ def _parser() -> argparse.ArgumentParser:
     g = sub.add_parser("get", parents=[common], help="list a kind, or show one resource")
     g.add_argument("kind")
     g.add_argument("name", nargs="?")
+    g.add_argument("-A", "--all", action="store_true",
+                   help="routes or gateway routes of every router or gateway of the mesh")
+    g.add_argument("--all-meshes", action="store_true", help="list in every mesh")
+    g.add_argument("--page-size", type=_positive, default=0, metavar="N",
+                   help="resources per List request (default: the server's maximum, 100)")
     g.set_defaults(fn=cmd_get)
     de = sub.add_parser("describe", parents=[common], help="show one resource in full")
     de.add_argument("kind")
