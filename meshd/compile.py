@@ -45,7 +45,10 @@ class MeshSnapshot:
     nodes: dict[str, admin_pb2.VirtualNodeData] = field(default_factory=dict)
     services: dict[str, admin_pb2.VirtualServiceData] = field(default_factory=dict)
     routers: dict[str, admin_pb2.VirtualRouterData] = field(default_factory=dict)
-    routes: dict[tuple[str, str], admin_pb2.RouteData] = field(default_factory=dict)
+    # A scoped view's working snapshot holds a route as its serialized RouteData (bytes)
+    # until its router comes into scope (`scoped` parses it): a sidecar of a 10,000-route
+    # mesh then holds little more than a sidecar of a small one.
+    routes: dict[tuple[str, str], admin_pb2.RouteData | bytes] = field(default_factory=dict)
     # Compiled by meshd.gateway for the gateway listeners, not into the route table.
     gateways: dict[str, admin_pb2.VirtualGatewayData] = field(default_factory=dict)
     gateway_routes: dict[tuple[str, str], admin_pb2.GatewayRouteData] = field(default_factory=dict)
@@ -53,8 +56,9 @@ class MeshSnapshot:
     # meshd.v1 kinds beyond App Mesh, by their names.
     route_policies: dict[str, admin_pb2.RoutePolicyData] = field(default_factory=dict)
     node_policies: dict[str, admin_pb2.NodePolicyData] = field(default_factory=dict)
-    # A scoped snapshot (`scoped`) lacks routers that reach its local nodes: it carries the
-    # services reaching each local node (services_reaching), worked out on the whole mesh.
+    # A scoped snapshot (`scoped`) lacks routers that reach its local nodes: under DROP_ALL,
+    # where the ingress asks, it carries the services reaching each local node
+    # (services_reaching), worked out on the whole mesh.
     reaching: dict[str, frozenset[str]] = field(default_factory=dict)
 
 
@@ -694,7 +698,7 @@ def services_reaching(snap: MeshSnapshot, node: str) -> frozenset[str]:
     if node in snap.reaching:
         return snap.reaching[node]
     routers = {router for (router, _), data in snap.routes.items()
-               if any(t.virtual_node == node for t in _route_targets(data))}
+               if any(t.virtual_node == node for t in _route_targets(route_data(data)))}
     routers.update(p.spec.route.virtual_router_name for p in snap.route_policies.values()
                    if p.spec.HasField("mirror") and p.spec.mirror.virtual_node == node)
     out = set()
@@ -732,7 +736,8 @@ def scoped(snap: MeshSnapshot, scope: Scope) -> MeshSnapshot:
     - inbound: the local nodes with the services whose traffic reaches them (`reaching`),
       and under a DROP_ALL egress filter the nodes and gateways that may call them, whose
       backends the ingress checks.
-    Resources out of scope are left out, so they are neither compiled nor held."""
+    Resources out of scope are left out, so they are neither compiled nor held. Routes
+    held serialized (a scoped view's) are parsed when their router is kept, in `snap` too."""
     def provider(service: str) -> tuple[str | None, str | None]:
         data = snap.services.get(service)
         if data is None or not data.spec.HasField("provider"):
@@ -752,13 +757,18 @@ def scoped(snap: MeshSnapshot, scope: Scope) -> MeshSnapshot:
     services.update(_gateway_route_target(data) for data in gateway_routes.values())
     routers = {r for r in (provider(s)[0] for s in services) if r in snap.routers}
     routes = {key: data for key, data in snap.routes.items() if key[0] in routers}
+    for key, data in routes.items():
+        if isinstance(data, bytes):
+            # parsed once, in place: later compiles see the same message (RouteCache keeps it)
+            routes[key] = snap.routes[key] = route_data(data)
     policies = {name: p for name, p in snap.route_policies.items()
                 if (p.spec.route.virtual_router_name, p.spec.route.route_name) in routes}
     nodes = set(scope.nodes) | {n for n in (provider(s)[1] for s in services) if n is not None}
     nodes.update(t.virtual_node for data in routes.values() for t in _route_targets(data))
     nodes.update(p.spec.mirror.virtual_node for p in policies.values() if p.spec.HasField("mirror"))
-    reaching = {n: services_reaching(snap, n) for n in scope.nodes}
+    reaching = {}
     if snap.mesh is not None and snap.mesh.spec.egress_filter.type == "DROP_ALL":
+        reaching = {n: services_reaching(snap, n) for n in scope.nodes}
         inbound = set().union(*reaching.values())
         nodes.update(n for n in snap.nodes if backends(n) & inbound)
         gateway_routes.update((key, data) for key, data in snap.gateway_routes.items()
@@ -772,6 +782,11 @@ def scoped(snap: MeshSnapshot, scope: Scope) -> MeshSnapshot:
                    route_policies=policies,
                    node_policies={k: p for k, p in snap.node_policies.items() if p.spec.virtual_node_name in nodes},
                    instances={n: dict(i) for n, i in snap.instances.items() if n in nodes}, reaching=reaching)
+
+
+def route_data(data: admin_pb2.RouteData | bytes) -> admin_pb2.RouteData:
+    """A MeshSnapshot's route as a message, parsed if it is held serialized."""
+    return admin_pb2.RouteData.FromString(data) if isinstance(data, bytes) else data
 
 
 def _gateway_route_target(data: admin_pb2.GatewayRouteData) -> str:

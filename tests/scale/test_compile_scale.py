@@ -83,3 +83,24 @@ def test_a_snapshot_in_many_responses_is_compiled_once_when_complete(estate, tmp
     assert view.generations == len(estate.mesh_names)
     assert sum(len(e) for e in view.live(estate.largest).compiled.endpoints.values()) == \
         estate.counts(estate.largest)["Instance"]
+
+
+@pytest.mark.scale
+def test_a_host_holding_the_whole_estate_starts_within_5_s_in_150_mb(tmp_path):
+    from bench.scale_compile import held_in_process, write_snapshot
+    estate = generate(scale=1.0)
+    figures = held_in_process(write_snapshot(snapshot_response(estate), tmp_path / "estate"))
+    print(f"\nwhole estate: {figures}")
+    assert figures["routes"] == estate.counts()["Route"] and figures["endpoints"] == estate.counts()["Instance"]
+    assert figures["rss_mb"] <= 150 and figures["cold_start_s"] <= 5.0, figures
+
+
+@pytest.mark.scale
+def test_a_sidecar_in_the_10000_route_mesh_is_within_10_mb_of_one_in_a_50_route_mesh(tmp_path):
+    from bench.scale_compile import held_in_process, write_snapshot
+    big, small = generate(scale=1.0, meshes=1), generate(scale=0.005, meshes=1)
+    scope = f"{big.largest}/n0000"
+    in_big = held_in_process(write_snapshot(snapshot_response(big), tmp_path / "big"), scope)
+    in_small = held_in_process(write_snapshot(snapshot_response(small), tmp_path / "small"), scope)
+    print(f"\nsidecar in {big.counts()['Route']} routes: {in_big}\nin {small.counts()['Route']}: {in_small}")
+    assert in_big["rss_mb"] - in_small["rss_mb"] <= 10, (in_big, in_small)
