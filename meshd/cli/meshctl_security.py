@@ -265,10 +265,12 @@ def _acm_refs(spec) -> list[tuple[str, str, str]]:
     return out
 
 
-def acm_problems(client, meshes, pages) -> list[tuple[str, str, str, str]]:
+def acm_problems(client, meshes, pages, parallel: int = 1) -> list[tuple[str, str, str, str]]:
     """(mesh, resource and part, ARN, problem) for each ACM reference in the meshes' specs
-    that nothing was imported for; [] when the caller may not list imports (no MANAGE_CA)."""
+    that nothing was imported for; [] when the caller may not list imports (no MANAGE_CA).
+    Up to `parallel` specs are read at once (a mesh may hold hundreds of nodes)."""
     import grpc  # noqa: PLC0415
+    from meshd.cli.meshctl import _concurrently  # noqa: PLC0415 - meshctl imports this module
     from meshd.v1 import admin_pb2  # noqa: PLC0415
 
     stub = _sec(client)
@@ -283,11 +285,14 @@ def acm_problems(client, meshes, pages) -> list[tuple[str, str, str, str]]:
         for title, field in (("VirtualNode", "virtual_node"), ("VirtualGateway", "virtual_gateway")):
             refs = pages(client, f"List{title}s", getattr(admin_pb2, f"List{title}sRequest")(mesh_name=mesh),
                          f"{field}s")
-            for ref in refs:
-                name = getattr(ref, f"{field}_name")
-                data = getattr(client.call(f"Describe{title}", getattr(admin_pb2, f"Describe{title}Request")(
-                    mesh_name=mesh, **{f"{field}_name": name})), field)
-                for where, kind, arn in _acm_refs(data.spec):
+            names = [getattr(ref, f"{field}_name") for ref in refs]
+            specs = _concurrently(lambda name: getattr(client.call(f"Describe{title}", getattr(
+                admin_pb2, f"Describe{title}Request")(mesh_name=mesh, **{f"{field}_name": name})), field).spec,
+                names, parallel)
+            for name, (spec, err) in zip(names, specs):
+                if err is not None:
+                    raise err
+                for where, kind, arn in _acm_refs(spec):
                     if arn not in (certs if kind == "certificate" else anchors):
                         problem = "certificate not imported" if kind == "certificate" else "trust anchor not imported"
                         out.append((mesh, f"{title[0].lower()}{title[1:]} {name} {where}", arn, problem))
