@@ -40,6 +40,7 @@ class AdminMeshd:
 
     def __init__(self, etcd_url: str, prefix: str, tmp: Path, name: str = "admin-host"):
         self.address = f"127.0.0.1:{free_port()}"
+        tmp.mkdir(parents=True, exist_ok=True)
         self.log = tmp / f"{name}.log"
         with open(self.log, "wb") as log:
             self.proc = subprocess.Popen(
