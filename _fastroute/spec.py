@@ -766,7 +766,7 @@ class LowerMemo:
     the new ones. Each call keeps only the routes it saw, so the memo never outgrows the
     table. Not thread-safe: one compiling thread owns it."""
 
-    __slots__ = ("_context", "_default_retry", "_entries", "_next", "hits")
+    __slots__ = ("_context", "_default_retry", "_entries", "_next", "_routers", "_next_routers", "hits")
 
     def __init__(self):
         self.hits = 0  # routes the last call took from the memo
@@ -774,15 +774,37 @@ class LowerMemo:
         self._default_retry = None
         self._entries: dict[int, tuple[Route, LRoute]] = {}
         self._next: dict[int, tuple[Route, LRoute]] = {}
+        # id(VirtualRouter) -> (it, its index, its first route's id, its LRoutes, its LIndexes)
+        self._routers: dict[int, tuple] = {}
+        self._next_routers: dict[int, tuple] = {}
 
     def begin(self, context: tuple, default_retry):
         """Start a call; returns the lowered default retry policy to use: the one the kept
         routes hold when the context is unchanged, so that they still share it."""
         if context != self._context:
-            self._context, self._default_retry, self._entries = context, default_retry, {}
-        self._next = {}
+            self._context, self._default_retry, self._entries, self._routers = context, default_retry, {}, {}
+        self._next, self._next_routers = {}, {}
         self.hits = 0
         return self._default_retry
+
+    def lowered_router(self, vr, ridx: int, base: int):
+        """The LRoutes and LIndexes of virtual router `vr` from the last call, when the very
+        same object sat at the same place (index `ridx`, first route id `base`): every
+        place the lowering sets is then the same, so they are shared, not copied; else
+        None. A one-route change then lowers and indexes one router, not the table."""
+        hit = self._routers.get(id(vr))
+        if hit is None or hit[0] is not vr or hit[1] != ridx or hit[2] != base:
+            return None
+        for rt in vr.routes:  # its routes stay memoized for when the router changes
+            entry = self._entries.get(id(rt))
+            if entry is not None:
+                self._next[id(rt)] = entry
+        self._next_routers[id(vr)] = hit
+        self.hits += len(hit[3])
+        return hit[3], hit[4]
+
+    def keep_router(self, vr, ridx: int, base: int, routes: list, indexes: list) -> None:
+        self._next_routers[id(vr)] = (vr, ridx, base, routes, indexes)
 
     def lower_route(self, path, route, ridx, nodes_by_name, default_retry, default_timeouts) -> LRoute:
         hit = self._entries.get(id(route))
@@ -798,6 +820,7 @@ class LowerMemo:
 
     def end(self) -> None:
         self._entries, self._next = self._next, {}
+        self._routers, self._next_routers = self._next_routers, {}
 
 
 def _copy_route(r: LRoute) -> LRoute:
@@ -845,14 +868,21 @@ def lower(table: Table, memo: LowerMemo | None = None) -> Lowered:
             _fail(f"routers[{ri}]", "bad_type", vr)
         if not isinstance(vr.routes, tuple):
             _fail(f"routers[{ri}].routes", "bad_type", vr.routes)
-        _unique(f"routers[{ri}].routes", vr.routes, "route")
-        lowered = [
-            lower_route(f"routers[{ri}].routes[{i}]", rt, ri, node_by_name, low.default_retry, defaults)
-            for i, rt in enumerate(vr.routes)
-        ]
-        for r in lowered:
-            r.router_name = vr.name  # names the route across tables (Router.adopt)
-        low.indexes.append(_build_indexes(lowered, len(low.routes)))
+        kept = memo.lowered_router(vr, ri, len(low.routes)) if memo is not None else None
+        if kept is None:
+            _unique(f"routers[{ri}].routes", vr.routes, "route")
+            lowered = [
+                lower_route(f"routers[{ri}].routes[{i}]", rt, ri, node_by_name, low.default_retry, defaults)
+                for i, rt in enumerate(vr.routes)
+            ]
+            for r in lowered:
+                r.router_name = vr.name  # names the route across tables (Router.adopt)
+            indexes = _build_indexes(lowered, len(low.routes))
+            if memo is not None:
+                memo.keep_router(vr, ri, len(low.routes), lowered, indexes)
+        else:
+            lowered, indexes = kept
+        low.indexes.append(indexes)
         low.routes.extend(lowered)
     for i, r in enumerate(low.routes):
         r.index = i

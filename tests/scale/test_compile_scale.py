@@ -104,3 +104,47 @@ def test_a_sidecar_in_the_10000_route_mesh_is_within_10_mb_of_one_in_a_50_route_
     in_small = held_in_process(write_snapshot(snapshot_response(small), tmp_path / "small"), scope)
     print(f"\nsidecar in {big.counts()['Route']} routes: {in_big}\nin {small.counts()['Route']}: {in_small}")
     assert in_big["rss_mb"] - in_small["rss_mb"] <= 10, (in_big, in_small)
+
+
+@pytest.mark.scale_ci
+@pytest.mark.fastroute
+def test_lowering_shares_unchanged_routers_and_decides_as_a_fresh_lowering(estate):
+    """spec.lower with a memo: the routers a change left alone keep their LRoutes (shared,
+    not copied), and a Router built on that lowering decides every request as one built on
+    the same table lowered from scratch."""
+    import _fastroute as fr
+    mesh = estate.largest
+    view = _view(estate)
+    before = view.live(mesh).compiled.lowered
+    view.feed(route_change(estate, mesh, "r0003", "p02", 41, revision=2))
+    live = view.live(mesh)
+    after = live.compiled.lowered
+    changed = {i for i, r in enumerate(after.routes) if r.router_name == "r0003"}
+    assert changed and all((after.routes[i] is before.routes[i]) == (i not in changed)
+                           for i in range(len(after.routes)))
+    _same_decisions(fr, live)
+    # a route added to an early router moves every later router's routes: nothing is shared
+    # at a place it no longer has
+    added = resource_event("Route", {"meshName": mesh, "virtualRouterName": "r0001", "routeName": "p20", "spec": {
+        "priority": 20, "httpRoute": {"match": {"prefix": "/p20/"},
+                                      "action": {"weightedTargets": [{"virtualNode": "n0002", "weight": 1}]}}}})
+    view.feed(admin_pb2.WatchResponse(revision=3, events=[added]))
+    _same_decisions(fr, view.live(mesh))
+
+
+def _same_decisions(fr, live):
+    from _fastroute.constants import PROTO_HTTP
+    fresh = fr.Router(fr.spec.lower(live.compiled.table), seed=1)
+    memoized = fr.Router(live.compiled.lowered, seed=1)
+    for router in (fresh, memoized):
+        for node, eps in live.compiled.endpoints.items():
+            router.set_endpoints(node, list(eps))
+    for svc in sorted({s.name for s in live.compiled.table.services}):
+        for j in range(0, 21, 2):
+            got = []
+            for router in (fresh, memoized):
+                d = router.decide(PROTO_HTTP, svc, 8080, "GET", "http", f"/p{j}/x", None, 0)
+                got.append((d.status, d.route, d.target, d.endpoint.id if d.endpoint is not None else None))
+                if d.endpoint is not None:
+                    router.release(d)
+            assert got[0] == got[1], (svc, j, got)
