@@ -140,13 +140,16 @@ class Run:
     broken: int  # streams that broke (etcd refused or dropped them) and were resumed
 
     def p(self, q: float) -> float:
+        """The nearest-rank percentile of the latencies; infinite when none arrived."""
+        if not self.latencies:
+            return float("inf")
         ordered = sorted(self.latencies)
         return ordered[max(0, min(len(ordered) - 1, -(-len(ordered) * q // 100) - 1))]
 
     def summary(self) -> str:
         before, after = self.etcd_rss_mb
         return (f"{self.watchers} watchers {self.via}: p50 {self.p(50) * 1000:.0f} ms, "
-                f"p99 {self.p(99) * 1000:.0f} ms, max {max(self.latencies) * 1000:.0f} ms "
+                f"p99 {self.p(99) * 1000:.0f} ms, max {self.p(100) * 1000:.0f} ms "
                 f"over {len(self.latencies)} deliveries, {self.missing} missing, {self.silent} streams silent, "
                 f"{self.broken} resumed; "
                 f"etcd RSS {before:.0f} -> {after:.0f} MB "
