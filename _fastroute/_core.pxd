@@ -276,6 +276,7 @@ cdef class Router:
     cdef readonly tuple locality     # (region, zone, sub_zone) of this router's host
     cdef object _low
     cdef list _routes
+    cdef dict _route_by_key      # (virtual router, route name) -> _Route, for the next adopt
     cdef list _nodes
     cdef dict _node_by_name
     cdef list _indexes           # per router: list of N_PROTOCOLS _Index

@@ -155,6 +155,9 @@ cdef class Router:
             if len(routes) % YIELD_EVERY == 0:
                 _let_others_run()
         self._routes = routes
+        # Built here, off the data-plane loop: the next generation's adopt (on the loop)
+        # looks routes up in it instead of indexing a whole table there.
+        self._route_by_key = {((<_Route>r).router, (<_Route>r).name): r for r in routes}
         # Fault injection's header conditions need the headers as much as a route match does.
         self.matches_headers = any(len((<_Route>r).headers) or len((<_Route>r).fault_headers) for r in self._routes)
         indexes = []
@@ -234,7 +237,7 @@ cdef class Router:
             n.rr = o.rr
             if o.ejected_until_ns > n.ejected_until_ns:
                 n.ejected_until_ns = o.ejected_until_ns
-        old_routes = {(r.router, r.name): r for r in old._routes}
+        old_routes = old._route_by_key
         for r in self._routes:
             o_r = old_routes.get((r.router, r.name))
             if o_r is not None:
