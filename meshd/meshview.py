@@ -5,7 +5,8 @@ Two threads share it, each with its own side:
   compiles changed meshes into new `_fastroute.Router`s, off the data-plane loop;
 - the *loop* side (`publish`, `push_endpoints`, and every read: `live`, `snapshot`) swaps a
   prepared generation in, after it adopted the old router's live state (ejections, in-flight
-  counts, budgets), and applies instance changes to the live routers with no rebuild.
+  counts, budgets), and applies instance changes to the live routers with no rebuild. The
+  generation it replaced is freed by the config side's next `prepare`, not on the loop.
 
 A request holds the router it started with, so in-flight requests finish on the old table.
 Readers on the loop see a published snapshot: a copy frozen with its router (only its
@@ -65,6 +66,9 @@ class MeshView:
         # loop side: instances this meshd found itself (DNS service discovery), mesh → node →
         # {instance id: Instance}; merged into the live snapshots' instances, never in etcd
         self._discovered: dict[str, dict[str, dict]] = {}
+        # loop side: generations replaced by `publish`, dropped by the config side (`prepare`):
+        # freeing a 10,000-route generation took about 5 ms, on the loop when it was dropped there
+        self._retired: list[LiveMesh] = []
         self._lock = threading.Lock()
         # Between a snapshot's first response (reset) and its last (snapshot_done): a
         # compile then would build tables from part of the mesh, once per response.
@@ -163,6 +167,7 @@ class MeshView:
     def prepare(self) -> list[tuple[str, LiveMesh | None]]:
         """Compile every dirty mesh (any thread but the loop's): (mesh, new generation or
         None when the mesh is gone), to hand to `publish`."""
+        self._retired = []  # the last generations replaced are freed here, off the loop
         with self._lock:
             if self._loading:
                 return []
@@ -203,6 +208,8 @@ class MeshView:
         published = []
         for mesh, live in prepared:
             old = self._live.get(mesh)
+            if old is not None:
+                self._retired.append(old)
             if live is None:
                 self._live.pop(mesh, None)
                 continue
@@ -258,7 +265,9 @@ class MeshView:
 
     def flush(self) -> list[LiveMesh]:
         """`prepare` and `publish` in this thread (when one thread owns the view)."""
-        return self.publish(self.prepare())
+        published = self.publish(self.prepare())
+        self._retired = []
+        return published
 
     def feed(self, resp: admin_pb2.WatchResponse) -> list[LiveMesh]:
         """`apply`, `push_endpoints` and `flush` in this thread: one owner, no loop."""
