@@ -60,8 +60,8 @@ def test_a_deleted_node_recompiles_the_routers_that_target_it(estate):
 
 
 @pytest.mark.scale
-@pytest.mark.xfail(strict=True, reason="lowering and Router() still walk every route: a one-route change "
-                                       "at 10,000 routes costs about 50 ms of CPU (full compile about 250 ms)")
+@pytest.mark.xfail(strict=True, reason="Router() still builds every route: a one-route change at 10,000 "
+                                       "routes costs about 45 ms of CPU (full compile about 260 ms)")
 def test_a_route_change_at_full_size_costs_at_most_10_ms_of_cpu():
     figures = incremental_vs_full(generate(scale=1.0, meshes=1))
     assert figures["incremental_cpu_s"] <= 0.010, figures
