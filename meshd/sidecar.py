@@ -34,6 +34,8 @@ meshd's own settings, beside them:
     MESHD_LOCALITY           region/zone[/sub_zone] of this task, for locality-aware balancing;
                              else the ECS task metadata's AvailabilityZone and the region of its
                              TaskARN; the sub-zone stays empty unless given
+    MESHD_SCOPED             1 (default): watch only this mesh and compile only what the node's
+                             backends or the gateway's routes reach; 0: the whole mesh
 
 The app's port and protocol come from the virtual node's first listener, as Envoy's
 listeners came from the node's spec: the sidecar waits for the node to exist. On SIGTERM it
@@ -212,6 +214,9 @@ class SidecarSettings:
     ingress_port: int
     egress_port: int
     etcd: list[str]
+    # Watch only this mesh and compile only what the node's backends (or the gateway's
+    # routes) reach: a fleet runs one sidecar per workload (meshd.compile.scoped).
+    scoped: bool = True
 
     @staticmethod
     def from_env(env) -> "SidecarSettings":
@@ -221,8 +226,11 @@ class SidecarSettings:
         etcd = [e for e in env.get("MESHD_ETCD", "").split(",") if e]
         if not etcd:
             raise SidecarError("MESHD_ETCD is required: the cluster's etcd endpoints (a sidecar joins a cluster)")
+        scoped = env.get("MESHD_SCOPED", "1").strip().lower()
+        if scoped not in ("0", "1", "true", "false"):
+            raise SidecarError(f"MESHD_SCOPED: 1 (compile what the node reaches) or 0 (the whole mesh), got {scoped!r}")
         return SidecarSettings(
-            resource=resource_from_env(env), log_level=LOG_LEVELS[level],
+            resource=resource_from_env(env), log_level=LOG_LEVELS[level], scoped=scoped in ("1", "true"),
             admin_port=_port(env, "ENVOY_ADMIN_ACCESS_PORT", ADMIN_PORT),
             admin_ipv6=env.get("ENVOY_ADMIN_ACCESS_ENABLE_IPV6", "").lower() in ("1", "true"),
             ingress_port=_port(env, "APPMESH_ENVOY_INGRESS_PORT", INGRESS_PORT),
@@ -458,7 +466,7 @@ def run(env=None) -> int:
             cluster_key=env.get("MESHD_CLUSTER_KEY", "/etc/meshd/cluster.key"),
             trust_domain=env.get("MESHD_TRUST_DOMAIN", "meshd.local"), join_token=env.get("MESHD_JOIN_TOKEN", ""),
             join_server=env.get("MESHD_JOIN_SERVER", ""), signer=env.get("MESHD_SIGNER", ""),
-            runtime=runtime, observe=observe)
+            runtime=runtime, observe=observe, scoped=s.scoped)
         daemon = Meshd(cfg)
         state["daemon"] = daemon
         try:

@@ -59,6 +59,10 @@ def _run_args(run: argparse.ArgumentParser) -> None:
                      help=f"embedded etcd data and the host identity (default {DEFAULT_STATE_DIR})")
     run.add_argument("--host-name", default=env("MESHD_HOST_NAME") or None,
                      help="this host's name in the mesh (default: the system host name)")
+    run.add_argument("--scoped", action="store_true", default=env("MESHD_SCOPED", "") in ("1", "true"),
+                     help="watch only the meshes of this host's apps and gateways and compile only what they "
+                          "reach (their nodes' backends), as App Mesh configures each Envoy; default: every "
+                          "mesh whole, so that under ALLOW_ALL an app may call any virtual service of its mesh")
     run.add_argument("--locality", default=env("MESHD_LOCALITY", ""), metavar="REGION/ZONE[/SUB_ZONE]",
                      help="where this host runs, for locality-aware balancing: its routers prefer endpoints "
                           "near it, and the instances it registers carry it (no sub-zone unless given; "
@@ -206,7 +210,7 @@ def main(argv: list[str] | None = None) -> int:
         egress=args.egress, ingress=args.ingress, advertise=args.advertise,
         aws_api=args.aws_api, aws_api_rate=args.aws_api_rate,
         aws_partition=args.aws_partition, aws_region=args.aws_region, aws_account=args.aws_account,
-        quotas=dict(args.quota),
+        quotas=dict(args.quota), scoped=args.scoped,
     )
     if args.host_name:
         cfg.host_name = args.host_name

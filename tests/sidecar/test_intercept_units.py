@@ -188,6 +188,17 @@ def test_sidecar_settings_follow_envoys_variables():
                     "ENVOY_SOMETHING_NEW is not known to meshd; ignored"]
 
 
+def test_a_sidecar_is_scoped_unless_told_otherwise():
+    """One node per sidecar, thousands of sidecars: each watches its own mesh and compiles
+    only what its node's backends reach (issue 17), as App Mesh configures each Envoy for its
+    node's backends. MESHD_SCOPED=0 compiles the whole mesh."""
+    env = {"APPMESH_RESOURCE_ARN": "mesh/shop/virtualNode/web", "MESHD_ETCD": "http://a:2379"}
+    assert SidecarSettings.from_env(env).scoped is True
+    assert SidecarSettings.from_env({**env, "MESHD_SCOPED": "0"}).scoped is False
+    with pytest.raises(SidecarError, match="MESHD_SCOPED"):
+        SidecarSettings.from_env({**env, "MESHD_SCOPED": "maybe"})
+
+
 def test_instance_address_and_id_from_the_ecs_task_metadata_endpoint():
     """ECS_CONTAINER_METADATA_URI_V4 served by a real HTTP server, in the shape ECS serves."""
     import json  # noqa: PLC0415
