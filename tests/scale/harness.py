@@ -112,9 +112,11 @@ def _kind_rank(title: str) -> int:
 # -- meshd processes -------------------------------------------------------------------
 
 class MeshdProcess:
-    """One `meshd run` process serving the caller node `prober` of `mesh` on its egress."""
+    """One `meshd run` process serving the caller node `prober` of `mesh` on its egress;
+    `scoped`: it watches that mesh alone and compiles only what `prober` reaches."""
 
-    def __init__(self, etcd_url: str, prefix: str, state: Path, name: str, mesh: str, key: Path):
+    def __init__(self, etcd_url: str, prefix: str, state: Path, name: str, mesh: str, key: Path,
+                 scoped: bool = False):
         self.name = name
         self.admin, self.metrics, self.egress = free_port(), free_port(), free_port()
         state.mkdir(parents=True, exist_ok=True)
@@ -128,7 +130,8 @@ class MeshdProcess:
                 [sys.executable, "-m", "meshd.cli.meshd_main", "run", "--insecure-local", "--admin",
                  f"127.0.0.1:{self.admin}", "--etcd", etcd_url, "--etcd-prefix", prefix, "--metrics",
                  f"127.0.0.1:{self.metrics}", "--state-dir", str(state / "state"), "--cluster-key", str(key),
-                 "--host-name", name, "--config", str(config), "--log-level", "warning"],
+                 "--host-name", name, "--config", str(config), "--log-level", "warning",
+                 *(["--scoped"] if scoped else [])],
                 stdout=subprocess.DEVNULL, stderr=log)
         self.channel = grpc.insecure_channel(f"127.0.0.1:{self.egress}", options=[("grpc.enable_retries", 0)])
 
@@ -231,6 +234,7 @@ class Figures:
 
     scale: float
     meshds: int
+    scoped: bool
     routes: int  # in the largest mesh, where the flip is
     apply_seconds: float = 0.0
     start_seconds: float = 0.0  # the last meshd's start to its first routed probe
@@ -250,7 +254,8 @@ class Figures:
         def pct(xs):
             return f"p50 {percentile(xs, 50) * 1000:.0f} ms, p99 {percentile(xs, 99) * 1000:.0f} ms, " \
                    f"max {max(xs) * 1000:.0f} ms" if xs else "none"
-        return (f"scale {self.scale}: {self.meshds} meshds, {self.routes} routes in the largest mesh; "
+        return (f"scale {self.scale}: {self.meshds} {'scoped ' if self.scoped else ''}meshds, "
+                f"{self.routes} routes in the largest mesh; "
                 f"estate applied in {self.apply_seconds:.1f} s; route flips ({len(self.flips)}): {pct(self.flips)}; "
                 f"churn {self.churn_registrations} registrations in {self.churn_seconds:.1f} s "
                 f"({self.churn_rate:.0f}/s), canaries ({len(self.canaries)}): {pct(self.canaries)}, "
@@ -263,10 +268,10 @@ class Figures:
 class Fleet:
     """The estate in etcd under `prefix`, its origins, and `n` meshds watching it."""
 
-    def __init__(self, etcd_url: str, prefix: str, tmp: Path, *, scale: float, n: int = 3):
+    def __init__(self, etcd_url: str, prefix: str, tmp: Path, *, scale: float, n: int = 3, scoped: bool = False):
         self.estate = generate(scale=scale)
         self.mesh = self.estate.largest
-        self.figures = Figures(scale=scale, meshds=n, routes=self.estate.counts(self.mesh)["Route"])
+        self.figures = Figures(scale=scale, meshds=n, scoped=scoped, routes=self.estate.counts(self.mesh)["Route"])
         self.store = Store([etcd_url], prefix=prefix, timeout=10.0)
         self.lease = HostLease(self.store, ttl=30, rewrite=instance_on_lease)
         self.lease.start()
@@ -284,7 +289,7 @@ class Fleet:
             key = tmp / "cluster.key"
             ClusterKey.generate(key)
             t0 = time.monotonic()
-            self.meshds = [MeshdProcess(etcd_url, prefix, tmp / f"meshd-{i}", f"scale-{i}", self.mesh, key)
+            self.meshds = [MeshdProcess(etcd_url, prefix, tmp / f"meshd-{i}", f"scale-{i}", self.mesh, key, scoped)
                            for i in range(n)]
             self._admin = grpc.insecure_channel(f"127.0.0.1:{self.meshds[0].admin}")
             grpc.channel_ready_future(self._admin).result(timeout=120)
@@ -396,10 +401,10 @@ class Fleet:
 
 
 def run(etcd_url: str, prefix: str, tmp: Path, *, scale: float, flips: int, churn_seconds: float,
-        churn_rate: float = 100.0) -> Figures:
+        churn_rate: float = 100.0, scoped: bool = False) -> Figures:
     """The whole propagation measurement at `scale`: flips, then instance churn, each under
     the probes' traffic with every meshd's loop lag recorded."""
-    fleet = Fleet(etcd_url, prefix, tmp, scale=scale)
+    fleet = Fleet(etcd_url, prefix, tmp, scale=scale, scoped=scoped)
     try:
         fleet.measure_loop_lag("flips", lambda: fleet.flips(flips))
         fleet.measure_loop_lag("churn", lambda: fleet.churn(churn_rate, churn_seconds))

@@ -4,7 +4,8 @@ stream of 100 instance registrations/s reaches every router within 1 s at p99 wi
 rebuild, and the data-plane loop's stalls over 5 ms meanwhile are counted and reported.
 
 CI runs the reduced estate (scale 0.05: 500 routes in the largest mesh) with 50 flips and
-8 s of churn; `-m scale` runs the full estate (10,000 routes) with 200 flips and 30 s."""
+8 s of churn; `-m scale` runs the full estate (10,000 routes) with 200 flips and 30 s, with
+meshds that compile the whole estate and with sidecar-like ones (`--scoped`)."""
 from __future__ import annotations
 
 import pytest
@@ -16,13 +17,15 @@ pytestmark = [pytest.mark.etcd, pytest.mark.dataplane]
 P99_BOUND = 1.0
 
 
-@pytest.mark.parametrize(("scale", "flips", "churn_seconds"), [
-    pytest.param(0.05, 50, 8.0, marks=pytest.mark.scale_ci, id="ci"),
-    pytest.param(1.0, 200, 30.0, marks=pytest.mark.scale, id="full"),
+@pytest.mark.parametrize(("scale", "flips", "churn_seconds", "scoped"), [
+    pytest.param(0.05, 50, 8.0, False, marks=pytest.mark.scale_ci, id="ci"),
+    pytest.param(1.0, 200, 30.0, False, marks=pytest.mark.scale, id="full"),
+    pytest.param(1.0, 200, 30.0, True, marks=pytest.mark.scale, id="full-scoped"),
 ])
 def test_changes_reach_every_meshds_traffic_within_a_second(etcd, etcd_prefix, tmp_path, scale, flips,
-                                                            churn_seconds):
-    figures = run(etcd.url, etcd_prefix, tmp_path, scale=scale, flips=flips, churn_seconds=churn_seconds)
+                                                            churn_seconds, scoped):
+    figures = run(etcd.url, etcd_prefix, tmp_path, scale=scale, flips=flips, churn_seconds=churn_seconds,
+                  scoped=scoped)
     print(figures.summary())
     assert len(figures.flips) == flips
     assert percentile(figures.flips, 99) < P99_BOUND, figures.summary()
