@@ -29,7 +29,7 @@ from pathlib import Path
 import grpc
 from prometheus_client.parser import text_string_to_metric_families
 
-from bench.estate import Estate, generate
+from bench.estate import KIND_ORDER, Estate, generate
 from mesh_harness import SAY, Origin
 from meshd.api import kinds as K
 from meshd.api.resources import Resources
@@ -93,7 +93,7 @@ def apply_estate(store: Store, lease: HostLease, estate: Estate, extra: list[tup
     docs = [*estate.documents, *extra]
     t0 = time.monotonic()
     with ThreadPoolExecutor(APPLY_WORKERS) as pool:
-        for title in dict.fromkeys(kind for kind, _ in sorted(docs, key=lambda d: _kind_rank(d[0]))):
+        for title in dict.fromkeys(kind for kind, _ in sorted(docs, key=lambda d: KIND_ORDER.index(d[0]))):
             kind = K.BY_TITLE[title]
             request = getattr(pb, f"Create{title}Request")
             list(pool.map(lambda doc: resources.create(kind, parse_json(request, doc)),
@@ -102,11 +102,6 @@ def apply_estate(store: Store, lease: HostLease, estate: Estate, extra: list[tup
             mesh_name=i.mesh, virtual_node_name=i.node, instance_id=i.instance_id, address=i.address,
             port=i.port, health="HEALTHY")), estate.instances))
     return time.monotonic() - t0
-
-
-def _kind_rank(title: str) -> int:
-    from bench.estate import KIND_ORDER  # noqa: PLC0415
-    return KIND_ORDER.index(title)
 
 
 # -- meshd processes -------------------------------------------------------------------
