@@ -229,6 +229,8 @@ cdef class Failure:
     kind: "connect_error", "refused_stream", "reset", "goaway" or "status". error_code: the
     HTTP/2 error code of a reset. http_status / grpc_status: the response that matched
     Target.retry_statuses / retry_grpc (kind "status"), else 0 / -1. target: the attempt's Target.
+    reason: that response's `x-meshd-reason` (kind "status"), else "": an upstream that is
+    itself a meshd names why it answered so, and only the hook knows whether to trust it.
     """
 
     @staticmethod
@@ -236,6 +238,7 @@ cdef class Failure:
         cdef Failure f = Failure.__new__(Failure)
         f.kind, f.target, f.error_code = kind, target, error_code
         f.http_status, f.grpc_status = http_status, grpc_status
+        f.reason = ""
         return f
 
     def __repr__(self):

@@ -158,6 +158,16 @@ cdef ssize_t _read_response_body(nghttp2_session *s, int32_t sid, uint8_t *buf, 
         return NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE
 
 
+cdef str _reason_of(list flat):
+    # The `x-meshd-reason` of a response head ([name, value, ...]; nghttp2 hands HTTP/2
+    # names lowercase), read only on the retry path.
+    cdef Py_ssize_t i
+    for i in range(0, len(flat) - 1, 2):
+        if flat[i] == b"x-meshd-reason":
+            return (<bytes>flat[i + 1]).decode("latin-1")
+    return ""
+
+
 @cython.final
 cdef class Exchange:
     """One proxied request: the downstream stream, the current upstream attempt, the buffers."""
@@ -512,6 +522,7 @@ cdef class Exchange:
     cdef void on_response_head(self, bint end_stream) except *:
         """Final response headers arrived upstream: maybe retry, else start the response."""
         cdef Target t = self.target
+        cdef Failure f
         cdef nghttp2_data_provider prd
         if self.shadow:
             # The copy's answer has nowhere to go: from here its DATA is consumed on
@@ -524,7 +535,9 @@ cdef class Exchange:
             return
         if ((t.retry_statuses is not None and self.resp_status in t.retry_statuses)
                 or (t.retry_grpc is not None and self.resp_grpc >= 0 and self.resp_grpc in t.retry_grpc)):
-            r = self.ask_retry(Failure.new("status", t, 0, self.resp_status, self.resp_grpc))
+            f = Failure.new("status", t, 0, self.resp_status, self.resp_grpc)
+            f.reason = _reason_of(self.resp_head)
+            r = self.ask_retry(f)
             if r is not None:
                 self.abandon_up(NGHTTP2_CANCEL)
                 self.follow(r)

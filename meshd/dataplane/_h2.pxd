@@ -84,6 +84,7 @@ cdef class Failure:
     cdef readonly int grpc_status
     cdef readonly uint32_t error_code
     cdef readonly Target target
+    cdef readonly str reason
 
     @staticmethod
     cdef Failure new(str kind, Target target, uint32_t error_code, int http_status, int grpc_status)

@@ -63,6 +63,7 @@ class Failure:
     grpc_status: int
     error_code: int
     target: Target
+    reason: str
 
 class RequestHead:
     method: str

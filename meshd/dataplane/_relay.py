@@ -26,17 +26,19 @@ class Failure:
 
     kind: "connect_error", "reset", "timeout" or "status"; http_status: the response status
     that matched Target.retry_statuses (kind "status"), else 0; grpc_status: -1 (HTTP/1.1
-    carries no gRPC); error_code: 0; target: the attempt's Target.
+    carries no gRPC); error_code: 0; target: the attempt's Target; reason: that response's
+    `x-meshd-reason` (kind "status"), else "".
     """
 
-    __slots__ = ("kind", "http_status", "grpc_status", "error_code", "target")
+    __slots__ = ("kind", "http_status", "grpc_status", "error_code", "target", "reason")
 
-    def __init__(self, kind: str, target: Target, http_status: int = 0):
+    def __init__(self, kind: str, target: Target, http_status: int = 0, reason: str = ""):
         self.kind = kind
         self.target = target
         self.http_status = http_status
         self.grpc_status = -1
         self.error_code = 0
+        self.reason = reason
 
     def __repr__(self):
         return f"Failure({self.kind!r}, http={self.http_status})"

@@ -157,6 +157,14 @@ class H1RequestHead:
         return f"H1RequestHead({self.method} {self.scheme}://{self.authority}{self.path})"
 
 
+def _reason_of(raw) -> str:
+    """A response head's `x-meshd-reason` (its (name, value) pairs as they came), or ""."""
+    for name, value in raw:
+        if name.lower() == b"x-meshd-reason":
+            return value.decode("latin-1")
+    return ""
+
+
 def _status_line(status, phrase=None):
     return b"HTTP/1.1 %d %s\r\n" % (status, phrase or _PHRASES.get(status, b"Status"))
 
@@ -674,7 +682,7 @@ class _Ex:
                 and self.down.engine.retry is not None and self.replay is not None):
             r = None
             try:
-                r = self.down.engine.retry(self.head, Failure("status", t, status))
+                r = self.down.engine.retry(self.head, Failure("status", t, status, _reason_of(raw)))
             except Exception:
                 _log.exception("h1 retry hook failed for %r", self.head)
             if r is not None:

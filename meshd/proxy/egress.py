@@ -28,13 +28,16 @@ from meshd.proxy.config import (
     INGRESS_HTTP_ATTRIBUTE, INGRESS_TCP_ATTRIBUTE, INSTANCE_HEADER, INTERNAL_HEADER_PREFIX, SERVICE_HEADER,
     split_address,
 )
-from meshd.proxy.outcomes import FAILURE_RESULTS, FEEDBACK, NONE, REFUSALS, RELEASE, fault_abort
+from meshd.proxy.outcomes import FAILURE_RESULTS, FEEDBACK, NONE, PEER_UNPROCESSED, REFUSALS, RELEASE, fault_abort
 from meshd.security import spiffe
 
 # Bindings kept per caller and generation: the table's (service, route, endpoint) outcomes
 # are bounded by the configuration, but endpoints churn; past this the cache starts over.
 MAX_BINDINGS = 4096
 MAX_TARGETS = 16384
+# Target.context of an upstream that is a meshd ingress reached over mTLS: the one upstream
+# whose `x-meshd-reason` the retry hook believes (outcomes.PEER_UNPROCESSED).
+MESHD_PEER = "meshd_ingress"
 
 
 class _Load:
@@ -277,7 +280,14 @@ class Egress:
         if b is None:
             return None
         if failure.kind == "status":
-            if failure.grpc_status >= 0:
+            unprocessed = PEER_UNPROCESSED.get(failure.reason) if failure.target.context is MESHD_PEER else None
+            retry = x.decision.retry
+            if unprocessed is not None and retry is not None and (retry.transport >> unprocessed) & 1:
+                # The peer never reached its app: the failure it met, not its answer. Only
+                # when the route retries that failure too; else the status, which the route
+                # retries (the engine asked), stays the better answer.
+                rd = self._feed(x, b, unprocessed, 0)
+            elif failure.grpc_status >= 0:
                 rd = self._feed(x, b, C.RESULT_GRPC, failure.grpc_status)
             else:
                 rd = self._feed(x, b, C.RESULT_HTTP, failure.http_status)
@@ -462,7 +472,7 @@ class Egress:
                        timeout=d.per_request_timeout_ns / 1e9 if protocol == "http" else 0.0,
                        idle_timeout=d.idle_timeout_ns / 1e9,
                        retry_statuses=d.retry.http_codes if protocol == "http" and d.retry is not None else None,
-                       strip_prefix=INTERNAL_HEADER_PREFIX)
+                       strip_prefix=INTERNAL_HEADER_PREFIX, context=MESHD_PEER)
             self._remember(key, t)
         return t
 
@@ -490,7 +500,7 @@ class Egress:
                    idle_timeout=d.idle_timeout_ns / 1e9,
                    retry_statuses=retry.http_codes if retry is not None else None,
                    retry_grpc=retry.grpc_codes if retry is not None else None,
-                   strip_prefix=INTERNAL_HEADER_PREFIX)
+                   strip_prefix=INTERNAL_HEADER_PREFIX, context=MESHD_PEER if via_ingress else None)
         self._remember(key, t)
         return t
 

@@ -102,6 +102,19 @@ FAILURES = {
     "draining": _failure("draining", RELEASE, flag="LR"),
 }
 
+# A peer meshd's answer that the request was never processed: its ingress could not
+# connect to its local app, or the app refused the stream (RFC 9113 §8.7). The peer answers
+# 503 / UNAVAILABLE with the failure's reason, as to any caller (an intercepted or outside
+# client of the ingress needs a proper answer, and an HTTP/1.1 hop has no REFUSED_STREAM to
+# carry it); the calling meshd's egress, and only it, for an upstream it reached as a meshd
+# ingress over mTLS, reads the reason and feeds the router the failure the peer met rather
+# than the status: a retry on another endpoint that spends no retry budget (still bounded
+# by maxRetries, still a server error to outlier detection), as a connect failure of its
+# own would be. A status from any other upstream (pass-through, gateway origins, an
+# instance without a meshd) is the status: such a header there proves nothing.
+PEER_UNPROCESSED: dict[str, int] = {FAILURES[kind].reason: FAILURES[kind].feedback
+                                    for kind in ("connect_error", "refused_stream")}
+
 # The downstream (the caller) reset its stream or closed its connection: the engines
 # complete such a request with reason "reset". It is the caller's doing (Envoy: DC).
 DOWNSTREAM_RESET = Outcome("reset", 0, -1, "", RELEASE, None, "DC")
@@ -150,4 +163,4 @@ def fault_abort(http_status: int, grpc_status: int) -> Refusal:
 
 
 __all__ = ["COUNTERS", "DELAY_INJECTED_FLAG", "DOWNSTREAM_RESET", "FAILURES", "FAILURE_RESULTS", "FEEDBACK", "NONE",
-           "OUTCOMES", "Outcome", "RELEASE", "REFUSALS", "RESPONSE_FLAGS", "fault_abort", "refuse"]
+           "OUTCOMES", "Outcome", "PEER_UNPROCESSED", "RELEASE", "REFUSALS", "RESPONSE_FLAGS", "fault_abort", "refuse"]

@@ -1,7 +1,12 @@
 """Retries through real meshds never go back to an instance the call already tried
 (Envoy's previous_hosts): host B serves api-v1 with three instances, two of them are
 SIGKILLed while concurrent gRPC callers run through host A's egress, and the route's retry
-policy (UNAVAILABLE and connection errors, two retries) covers what the dead ones answer."""
+policy (UNAVAILABLE and connection errors, two retries) covers what the dead ones answer.
+
+Host B's ingress answers a call for a dead instance 503 / UNAVAILABLE naming its connect
+failure; host A's egress takes that, from a meshd only, as the unprocessed attempt it is
+(outcomes.PEER_UNPROCESSED): its retry spends no retry budget, so even full-speed load with
+two of three instances dead fails no call, while maxRetries still bounds every call."""
 from __future__ import annotations
 
 import threading
@@ -11,6 +16,7 @@ import grpc
 import pytest
 
 from beyond.harness import run_load
+from meshd.dataplane import counters
 from mesh_harness import Origin, ProcessOrigin
 
 pytestmark = [pytest.mark.beyond, pytest.mark.dataplane, pytest.mark.etcd]
@@ -60,3 +66,55 @@ def test_two_of_three_instances_killed_under_load_fail_no_call(mesh_factory):
     assert len(outcomes) == BURSTS * BURST
     assert not failed, f"{len(failed)} of {len(outcomes)} calls failed: {failed[:3]}"
     assert a3.calls > BURSTS * BURST // 2
+
+
+def _three_instances(mesh_factory, *origins):
+    m = mesh_factory(dict(zip(("i-a1", "i-a2", "i-a3"), origins)), {k: "api-v1" for k in ("i-a1", "i-a2", "i-a3")},
+                     targets={"api-v1": 1}, retry=RETRY)
+    call = m.client()
+    m.wait_routable(call)
+    answered = set()
+    deadline = time.monotonic() + 20
+    while answered != {o.name for o in origins}:  # host A routes to all three
+        assert time.monotonic() < deadline, f"only {answered} answered"
+        answered.add(call(b"warm", timeout=5).split(b":")[0].decode())
+    return call
+
+
+# Full speed: far more retries than the budget's 20% of requests + 10 per second allows.
+WORKERS, SECONDS = 8, 4.0
+
+
+@pytest.mark.timeout(120)
+def test_two_of_three_instances_dead_under_full_speed_load_fail_no_call(mesh_factory):
+    a1, a2, a3 = ProcessOrigin("a1"), ProcessOrigin("a2"), Origin("a3")
+    call = _three_instances(mesh_factory, a1, a2, a3)
+    a1.kill()
+    a2.kill()
+    retries = counters()["retries"]
+    load = run_load(call, 1_000_000, concurrency=WORKERS, timeout=10.0, budget=SECONDS)
+    retried = counters()["retries"] - retries
+    failed = [o for o in load.outcomes if o.code != grpc.StatusCode.OK]
+    # Enough calls that a budget-bound retry would have run out (it did: about a third failed).
+    assert len(load.outcomes) > 500
+    assert retried > 0.2 * len(load.outcomes) + 10 * (SECONDS + 1), "the load retried past the budget's allowance"
+    assert not failed, f"{len(failed)} of {len(load.outcomes)} calls failed: {failed[:3]}"
+
+
+@pytest.mark.timeout(120)
+def test_every_instance_dead_fails_calls_after_max_retries(mesh_factory):
+    """Budget-free retries are still bounded: with no instance alive each call is tried
+    1 + maxRetries times and answered UNAVAILABLE, quickly."""
+    origins = ProcessOrigin("a1"), ProcessOrigin("a2"), ProcessOrigin("a3")
+    call = _three_instances(mesh_factory, *origins)
+    for o in origins:
+        o.kill()
+    retries = counters()["retries"]
+    load = run_load(call, 1_000_000, concurrency=WORKERS, timeout=10.0, budget=2.0)
+    retried = counters()["retries"] - retries
+    assert len(load.outcomes) > 50
+    assert {o.code for o in load.outcomes} == {grpc.StatusCode.UNAVAILABLE}
+    assert retried <= RETRY["maxRetries"] * len(load.outcomes)
+    assert retried >= len(load.outcomes), "the calls were retried"
+    # Jittered backoff (25 ms base) for two retries, and local connects refused at once.
+    assert max(o.seconds for o in load.outcomes) < 1.0
