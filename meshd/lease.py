@@ -22,7 +22,10 @@ log = logging.getLogger("meshd.lease")
 
 
 class HostLease:
-    """Keeps one lease alive at a third of its TTL and re-registers after it is lost."""
+    """Keeps one lease alive at a third of its TTL and re-registers after it is lost.
+
+    Renewals go over the store's one long-lived keepalive stream (`registry.Store.keepalive`),
+    which etcd and `etcd grpc-proxy` both answer."""
 
     def __init__(self, store: registry.Store, ttl: int = 10, rewrite=None):
         self.store = store
@@ -109,11 +112,16 @@ class HostLease:
         """One keepalive, a new grant if the lease is gone, and the writes it owes; returns
         how long to wait for the next tick. Every etcd call here is bounded by the store's
         timeout, so the loop always comes back to say what happened."""
+        wait = self.ttl / 3
         try:
             lease = self.current()
-            if self.store.keepalive(lease) > 0:
+            left = self.store.keepalive(lease)
+            if left > 0:
                 self.renewals += 1
                 self._last_renewed = time.monotonic()
+                # etcd answers with the TTL the lease now has (etcd raises a TTL below its
+                # minimum): renewing at a third of it leaves two more tries before expiry.
+                wait = left / 3
             else:
                 self._lost(lease)
                 lease = self.current()
@@ -124,7 +132,7 @@ class HostLease:
                 "lease": self._id, "error": str(err), "unwritten": self.unwritten(),
                 "since_renewal_s": round(time.monotonic() - self._last_renewed, 1), "ttl": self.ttl})
             return self._retry_wait
-        return self.ttl / 3
+        return wait
 
     def _lost(self, lease: int) -> None:
         with self._lock:

@@ -151,7 +151,8 @@ def _translate_errors(fn):
         except grpc.RpcError as err:
             code = err.code() if hasattr(err, "code") else None
             self._next_endpoint()
-            raise Unavailable(self.endpoints, f"{code.name if code else 'error'}: {err.details() if hasattr(err, 'details') else err}") from err
+            details = err.details() if hasattr(err, "details") else err
+            raise Unavailable(self.endpoints, f"{code.name if code else 'error'}: {details}") from err
         except (etcd_exc.ConnectionFailedError, etcd_exc.ConnectionTimeoutError) as err:
             self._next_endpoint()
             raise Unavailable(self.endpoints, type(err).__name__) from err
@@ -214,6 +215,7 @@ class Store:
         self._idem_ttl = idempotency_ttl
         self._idem_lease: tuple[int, float] | None = None
         self._lock = threading.Lock()
+        self._keepalive = _KeepAliveStream()
 
     def _next_endpoint(self) -> None:
         """After a failed call, move to the next endpoint at once, so the next call (even one
@@ -401,9 +403,7 @@ class Store:
     @_translate_errors
     def keepalive(self, lease_id: int) -> int:
         """Refresh a lease; returns its remaining TTL, 0 when etcd no longer has it."""
-        for resp in self._client.refresh_lease(lease_id):
-            return int(resp.TTL)
-        return 0
+        return self._keepalive.renew(self._client, lease_id, self.timeout)
 
     @_translate_errors
     def revoke_lease(self, lease_id: int) -> None:
@@ -428,7 +428,107 @@ class Store:
         return Watch(self, prefix, start_revision)
 
     def close(self) -> None:
+        self._keepalive.close()
         self._client.close()
+
+
+class _KeepAliveStream:
+    """One LeaseKeepAlive stream kept open for every renewal, as etcd's Go client does.
+
+    python-etcd3's `refresh_lease` opens a stream per renewal, sends one request and
+    half-closes it; `etcd grpc-proxy` cancels the stream it forwards on that half-close,
+    before etcd's answer comes back ("context canceled"), so behind the proxy no renewal
+    ever succeeded. A stream that stays open is answered the same by etcd and by the proxy.
+    It is opened on first use, again after any failure (a little later each time a new one
+    fails, up to a second), and again when the store moved to another endpoint.
+    """
+
+    _BACKOFF_MIN = 0.1
+    _BACKOFF_MAX = 1.0
+
+    def __init__(self):
+        # One renewal at a time: a response is matched to the request that is waiting.
+        self._lock = threading.Lock()
+        self._call = None
+        self._channel = None
+        self._requests: queue.Queue | None = None
+        self._responses: queue.Queue | None = None
+        self._backoff = 0.0
+        self._failed_at = 0.0
+
+    def renew(self, client: MultiEndpointEtcd3Client, lease_id: int, timeout: float) -> int:
+        """Send one keepalive for `lease_id` and return the TTL etcd answers (0: no such lease).
+
+        Raises what the stream failed with (translated by the caller) or a timeout after
+        `timeout` seconds; either way the stream is dropped and the next call opens a new one."""
+        with self._lock:
+            deadline = time.monotonic() + timeout
+            channel = client.channel
+            if self._call is None or self._channel is not channel:
+                self._open(client, channel, deadline)
+            while not self._responses.empty():  # answers to renewals that already timed out
+                self._responses.get_nowait()
+            self._requests.put(etcdrpc.LeaseKeepAliveRequest(ID=lease_id))
+            while True:
+                try:
+                    item = self._responses.get(timeout=max(0.0, deadline - time.monotonic()))
+                except queue.Empty:
+                    self._fail()
+                    raise etcd_exc.ConnectionTimeoutError("no lease keepalive answer in time") from None
+                if isinstance(item, Exception):
+                    self._fail()
+                    raise item
+                if item.ID == lease_id:
+                    self._backoff = 0.0
+                    return int(item.TTL)
+
+    def _open(self, client: MultiEndpointEtcd3Client, channel, deadline: float) -> None:
+        self._drop()
+        wait = min(self._failed_at + self._backoff - time.monotonic(), deadline - time.monotonic())
+        if wait > 0:
+            time.sleep(wait)
+        requests: queue.Queue = queue.Queue()
+        responses: queue.Queue = queue.Queue()
+
+        def request_iter():
+            while (item := requests.get()) is not None:
+                yield item
+
+        # "hasleader": a member cut off from the quorum ends the stream instead of answering
+        # for a lease it cannot renew (clientv3.WithRequireLeader, as the Go client's lessor).
+        metadata = tuple(client.metadata or ()) + (("hasleader", "true"),)
+        call = etcdrpc.LeaseStub(channel).LeaseKeepAlive(
+            request_iter(), credentials=client.call_credentials, metadata=metadata)
+        threading.Thread(target=self._read, args=(call, responses), name="etcd-lease-keepalive",
+                         daemon=True).start()
+        self._call, self._channel = call, channel
+        self._requests, self._responses = requests, responses
+
+    @staticmethod
+    def _read(call, responses: queue.Queue) -> None:
+        """Move the stream's answers into `responses`, and how it ended after them; the
+        queues belong to this one stream, so a dropped stream never answers a newer one."""
+        try:
+            for resp in call:
+                responses.put(resp)
+            responses.put(etcd_exc.ConnectionFailedError("lease keepalive stream closed by the server"))
+        except grpc.RpcError as err:
+            responses.put(err)
+
+    def _fail(self) -> None:
+        self._drop()
+        self._backoff = min(max(self._backoff * 2, self._BACKOFF_MIN), self._BACKOFF_MAX)
+        self._failed_at = time.monotonic()
+
+    def _drop(self) -> None:
+        if self._call is not None:
+            self._requests.put(None)
+            self._call.cancel()
+        self._call = self._channel = None
+
+    def close(self) -> None:
+        with self._lock:
+            self._drop()
 
 
 class Watch:
