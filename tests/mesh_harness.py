@@ -126,16 +126,23 @@ class Mesh:
         self.channels.append(ch)
         return getattr(ch, kind)(method)
 
-    def wait_routable(self, call, timeout: float = 10.0) -> None:
+    def wait_routable(self, call, timeout: float = 10.0, answered_by: tuple[str, ...] = ()) -> None:
+        """Until a call succeeds and, when `answered_by` names origins, each of them has
+        answered one: a node whose instance is not registered yet has no endpoint, and a
+        load started before would see no_endpoint for its share of the weights."""
         deadline = time.monotonic() + timeout
+        waiting = set(answered_by)
         while True:
             try:
-                call(b"ping", timeout=5)
-                return
+                waiting.discard(call(b"ping", timeout=5).split(b":", 1)[0].decode())
+                if not waiting:
+                    return
             except grpc.RpcError:
                 if time.monotonic() > deadline:
                     raise
-                time.sleep(0.1)
+            if time.monotonic() > deadline:
+                raise AssertionError(f"no answer from {sorted(waiting)} within {timeout} s")
+            time.sleep(0.05)
 
     def close(self):
         for ch in self.channels:

@@ -102,7 +102,7 @@ def test_killing_one_instance_of_a_node_fails_no_call(mesh_factory):
     m = mesh_factory({"i-a1": a1, "i-a2": a2, "i-b": b}, {"i-a1": "api-v1", "i-a2": "api-v1", "i-b": "api-v2"},
              targets={"api-v1": 50, "api-v2": 50}, retry=RETRY)
     call = m.client()
-    m.wait_routable(call)
+    m.wait_routable(call, answered_by=("a1", "a2", "b"))
     ok, errors = _load(call, 1.0)
     assert ok > 50 and not errors, errors
     done = []
