@@ -134,7 +134,9 @@ class Mesh:
         waiting = set(answered_by)
         while True:
             try:
-                waiting.discard(call(b"ping", timeout=5).split(b":", 1)[0].decode())
+                answer = call(b"ping", timeout=5)
+                if waiting:
+                    waiting.discard(answer.split(b":", 1)[0].decode(errors="replace"))
                 if not waiting:
                     return
             except grpc.RpcError:
