@@ -189,10 +189,7 @@ class Egress:
         load.n += 1
         if d.mirror_endpoint is not None:
             self._mirror(head, caller, live, d)
-        if d.fault_delay_ns:
-            self.observe.injected(x, "delay", d.service, d.route)
-            return self._later(d.fault_delay_ns, b.target)
-        return b.target
+        return self._delayed(x, d, b.target) if d.fault_delay_ns else b.target
 
     def _mirror(self, head, caller: Caller, live, d) -> None:
         """Ask the engine for a copy of this request to the route's mirror endpoint (its
@@ -255,21 +252,19 @@ class Egress:
         if status == C.FAULT_ABORT:
             self.observe.routed(x, d.service, d.route, None)
             answer = fault_abort(d.fault_http_status, d.fault_grpc_status)
-            if d.fault_delay_ns:
-                self.observe.injected(x, "delay", d.service, d.route)
-                self.observe.injected(x, "abort", d.service, d.route)
-                return self._later(d.fault_delay_ns, answer)
             self.observe.injected(x, "abort", d.service, d.route)
-            return answer
+            return self._delayed(x, d, answer) if d.fault_delay_ns else answer
         if status == C.RATE_LIMITED:
             self.observe.routed(x, d.service, d.route, None)
         return REFUSALS[d.reason]
 
-    def _later(self, delay_ns: int, answer) -> Deferred:
-        """`answer` after an injected delay: the engine parks the request meanwhile (a
-        request that ends before, as a caller's reset, drops the late answer)."""
+    def _delayed(self, x, d, answer) -> Deferred:
+        """`answer` after the decision's injected delay, counted as injected: the engine
+        parks the request meanwhile (a request that ends before, as a caller's reset, drops
+        the late answer)."""
+        self.observe.injected(x, "delay", d.service, d.route)
         later = Deferred()
-        asyncio.get_running_loop().call_later(delay_ns / 1e9, later.resolve, answer)
+        asyncio.get_running_loop().call_later(d.fault_delay_ns / 1e9, later.resolve, answer)
         return later
 
     def retry(self, head, failure):
@@ -349,8 +344,7 @@ class Egress:
             load.n += 1
             d = x.decision
             if d.fault_delay_ns:
-                self.observe.injected(x, "delay", d.service, d.route)
-                self._later(d.fault_delay_ns, x.binding.target).then(wait.resolve)
+                self._delayed(x, d, x.binding.target).then(wait.resolve)
             else:
                 wait.resolve(x.binding.target)
 
