@@ -411,11 +411,7 @@ class Resources:
 
     def _stored(self, kind: K.Kind, path: str):
         item = self.store.get(path)
-        if item is None:
-            return None
-        data = kind.data_cls()
-        data.ParseFromString(item.value)
-        return data
+        return self._decode(kind, item) if item is not None else None
 
     def _target_violations(self, mesh: str, spec) -> list[FieldViolation]:
         route = K.route_reference(mesh, spec)

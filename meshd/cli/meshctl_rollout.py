@@ -12,7 +12,7 @@ import grpc
 from meshd.api import kinds as K
 from meshd.v1 import admin_pb2
 
-FINISHED = ("PROMOTED", "ROLLED_BACK", "ABORTED")
+FINISHED = K.FINISHED_PHASES
 # An intent is written against the version just read; the controller writes the status
 # once per analysis interval, so a conflict is retried with a fresh read a few times.
 INTENT_ATTEMPTS = 8
@@ -52,19 +52,14 @@ def cmd_start(client, args) -> int:
         req = cli._parse_create(K.ROLLOUT, doc, source)
         ids = {"mesh_name": req.mesh_name, "rollout_name": req.rollout_name}
         label = f"rollout/{req.rollout_name}"
-        try:
-            current = client.stub.DescribeRollout(admin_pb2.DescribeRolloutRequest(**ids), timeout=client.timeout)
-        except grpc.RpcError as err:
-            if err.code() != grpc.StatusCode.NOT_FOUND:
-                raise cli.CliError(cli.format_rpc_error(err, client.server)) from err
-            current = None
+        current = cli._current(client, K.ROLLOUT, req)
         if current is not None:
-            phase = current.rollout.status.phase
+            phase = current.status.phase
             if phase not in FINISHED:
-                raise cli.CliError(f"{label} is in progress ({phase}, step {current.rollout.status.step + 1}); "
+                raise cli.CliError(f"{label} is in progress ({phase}, step {current.status.step + 1}); "
                                    "abort or promote it first")
             client.call("DeleteRollout", admin_pb2.DeleteRolloutRequest(
-                **ids, expected_version=current.rollout.metadata.version))
+                **ids, expected_version=current.metadata.version))
         client.call("CreateRollout", req)
         print(f"{label} {'restarted' if current is not None else 'started'}")
     return 0

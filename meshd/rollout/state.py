@@ -7,6 +7,7 @@ import logging
 import threading
 
 import registry
+from meshd.api import kinds as K
 from meshd.loops import supervised
 from meshd.v1 import admin_pb2
 
@@ -16,7 +17,7 @@ ROLLOUTS = "rollouts"
 # Phases (RolloutStatus.phase). A rollout is created PROGRESSING at step -1: no step yet.
 PROGRESSING, PAUSED = "PROGRESSING", "PAUSED"
 PROMOTED, ROLLED_BACK, ABORTED = "PROMOTED", "ROLLED_BACK", "ABORTED"
-FINISHED = frozenset((PROMOTED, ROLLED_BACK, ABORTED))
+FINISHED = frozenset(K.FINISHED_PHASES)  # a finished rollout releases its route (kinds' claims)
 
 
 def parse(value: bytes) -> admin_pb2.RolloutData:
