@@ -364,3 +364,44 @@ def test_websocket_echo_through_the_mesh(h1_tcp_mesh):
         # The tunnel's request was reported when it ended, so its in-flight slot is free again.
         assert a.runtime.in_flight().get("shop/web-api") == 0
     _until(settled, 5)
+
+
+@pytest.mark.beyond
+def test_tcp_listener_rate_limit_counts_connections(h1_tcp_mesh):
+    """A NodePolicy token bucket on a TCP listener counts connections at the serving meshd's
+    ingress (Envoy's network local rate limit): with 3 tokens and no refill within the test,
+    exactly 3 of 5 new connections reach the app and the other 2 are closed unanswered."""
+    a, b, tcp_local = h1_tcp_mesh
+
+    def echo(data: bytes) -> bytes:
+        s = socket.create_connection(("127.0.0.1", tcp_local), timeout=5)
+        try:
+            s.sendall(data)
+            got = b""
+            while len(got) < len(data):
+                chunk = s.recv(65536)
+                if not chunk:
+                    break
+                got += chunk
+            return got
+        except OSError:
+            return b""
+        finally:
+            s.close()
+    assert _until(lambda: _assert_echo(echo(b"warm"), b"warm"))
+    _mk(a.resources, "NodePolicy", K.NODE_POLICY, {"meshName": "shop", "nodePolicyName": "db", "spec": {
+        "virtualNodeName": "db", "listenerRateLimits": [{"port": 5432, "rateLimit": {
+            "maxTokens": 3, "tokensPerFill": 1, "fillInterval": {"unit": "s", "value": 86400}}}]}})
+
+    def limited():
+        live = b.runtime.view.live("shop")
+        assert live is not None and ("db", 5432) in live.compiled.listener_limits
+        return True
+    assert _until(limited)
+    answers = [echo(b"call %d" % i) for i in range(5)]
+    assert answers == [b"call 0", b"call 1", b"call 2", b"", b""], answers
+
+
+def _assert_echo(got: bytes, want: bytes) -> bool:
+    assert got == want, got
+    return True

@@ -83,7 +83,7 @@ class Ingress:
             a = self._admission(key, app, head.peer_cert, service, x)
         x.source = a.source
         self.observe.bound(x, a.series, app.virtual_node, app.instance_id)
-        if a.bucket is not None and a.answer.__class__ is Target and not a.bucket.take(time.monotonic_ns()):
+        if a.bucket is not None and not a.bucket.take(time.monotonic_ns()):
             return REFUSALS["rate_limited"]
         return a.answer
 
@@ -99,7 +99,8 @@ class Ingress:
     def tcp_decide_hook(self, app):
         """A TCP app's own ingress port: every connection goes to the app. It is written to
         the app's access log but not counted again (the caller's meshd counts it, direction tcp)."""
-        made = [None, None]  # (the live table, the app's Target under it): one per generation
+        # (the live table, the app's Target under it, its listener's token bucket): one per generation
+        made = [None, None, None]
 
         def decide(head):
             x = self.observe.begin(head, INGRESS, app.mesh, app.virtual_node, counted=False)
@@ -109,12 +110,12 @@ class Ingress:
                 snap = self.view.snapshot(app.mesh)
                 node = snap.nodes.get(app.virtual_node) if snap is not None else None
                 idle = listener_timeouts(node.spec)[1] if node is not None else None
-                made[:] = live, Target(app.address, app.port, idle_timeout=idle)
+                made[:] = live, Target(app.address, app.port, idle_timeout=idle), self.listener_bucket(app)
             refusal = self.admit(app, head.peer_cert, None)[1]
             if refusal is not None:
                 return refusal
             # A TCP listener's token bucket counts connections (Envoy's network local rate limit).
-            bucket = self.listener_bucket(app)
+            bucket = made[2]
             if bucket is not None and not bucket.take(time.monotonic_ns()):
                 return REFUSALS["rate_limited"]
             return made[1]
@@ -130,8 +131,10 @@ class Ingress:
         x.source = (sid.name if sid.kind == spiffe.GATEWAY else sid.node) if sid is not None else UNKNOWN
         series = self.observe.series(x, service if snap is not None and service in snap.services else UNKNOWN, "",
                                      app.virtual_node)
-        a = _Admission(live, app, x.source, series, refusal or self._local_target(snap, app),
-                       self.listener_bucket(app))
+        answer = refusal or self._local_target(snap, app)
+        # Only a request that would reach the app takes a token: refusals cost it nothing.
+        a = _Admission(live, app, x.source, series, answer,
+                       self.listener_bucket(app) if answer.__class__ is Target else None)
         if len(self._admissions) >= MAX_BINDINGS:
             self._admissions.clear()
         self._admissions[key] = a
