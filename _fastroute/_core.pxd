@@ -154,6 +154,10 @@ cdef class _Node:
     cdef int64_t overprovisioning    # Envoy's overprovisioning factor, in percent
     cdef Py_ssize_t per_priority[N_PRIORITIES]          # endpoints of each priority
     cdef Py_ssize_t healthy_per_priority[N_PRIORITIES]  # of which health-checked healthy
+    # What a later generation reads to share this node (Router's `base`): the LNode it was
+    # compiled from, and the endpoints object its table was built with (None: none).
+    cdef object lowered
+    cdef object source
     cdef void recount(self)
 
 
@@ -174,10 +178,12 @@ cdef class _Route:
     # The policy fields every routed request reads, ahead of the target arrays.
     cdef TokenBucket bucket          # the route's rate limit, else None
     cdef bint fault                  # fault injection is on: fault_headers, then the draws
-    cdef _Node mirror                # the mirror's node, else None
+    cdef int mirror_node             # the mirror's node (index in the router's nodes), else -1
     cdef int64_t cum[MAX_TARGETS]
     cdef int target_ports[MAX_TARGETS]
-    cdef list nodes
+    # Targets as indexes in the router's list of nodes, not the nodes: a generation that
+    # shares this route with the one before has nodes of its own where they changed.
+    cdef int node_ids[MAX_TARGETS]
     cdef CompiledRetry retry
     cdef int64_t per_request_ns, idle_ns
     cdef _Budget budget
@@ -213,6 +219,19 @@ cdef class _Index:
     cdef list any
     cdef void _insert(self, str path, bint exact, list routes) except *
     cdef inline list _probe(self, str path, Py_ssize_t length, uint64_t h, bint exact)
+
+
+@cython.final
+cdef class _Part:
+    # One virtual router's compiled routes and indexes, shared by the generations whose
+    # lowering kept the router (the same LRoute and LIndex lists).
+    cdef str name
+    cdef list lroutes        # the LRoutes it was compiled from
+    cdef list lindexes       # and the LIndexes
+    cdef list routes         # _Route per LRoute
+    cdef list indexes        # _Index per protocol
+    cdef dict by_name        # route name -> _Route
+    cdef bint matches_headers
 
 
 @cython.final
@@ -275,11 +294,14 @@ cdef class Router:
     cdef Rng rng
     cdef readonly tuple locality     # (region, zone, sub_zone) of this router's host
     cdef object _low
-    cdef list _routes
-    cdef dict _route_by_key      # (virtual router, route name) -> _Route, for the next adopt
     cdef list _nodes
     cdef dict _node_by_name
-    cdef list _indexes           # per router: list of N_PROTOCOLS _Index
+    cdef list _parts             # _Part per virtual router, in the table's order
+    cdef dict _part_by_name
+    cdef Py_ssize_t _serial      # this generation, among the routers of this process
+    cdef Py_ssize_t _base_serial # the generation it was built on (`base`), else 0
+    cdef list _fresh_nodes       # what it did not share with its base: what adopt must merge
+    cdef list _fresh_parts
     cdef dict _authority         # str -> _Service
     cdef dict _authority_port    # str -> int: the port an authority names (0: none)
     cdef dict _ports             # int -> _Service

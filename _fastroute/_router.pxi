@@ -132,46 +132,108 @@ cdef inline void _let_others_run():
         pass
 
 
+cdef _Part _compile_part(str name, list lroutes, list lindexes, dict retries):
+    """One virtual router's routes and indexes; the GIL is let go every YIELD_EVERY routes
+    and after the indexes (see YIELD_EVERY)."""
+    cdef _Part p = _Part.__new__(_Part)
+    cdef _Route r
+    p.name, p.lroutes, p.lindexes = name, lroutes, lindexes
+    p.routes, p.by_name, p.matches_headers = [], {}, False
+    for lr in lroutes:
+        r = _compile_route(lr, retries)
+        p.routes.append(r)
+        p.by_name[r.name] = r
+        if len(r.headers) or len(r.fault_headers):
+            p.matches_headers = True
+        if len(p.routes) % YIELD_EVERY == 0:
+            _let_others_run()
+    p.indexes = [_compile_index(ix, p.routes) for ix in lindexes]
+    return p
+
+
+# Generations of Router in this process, counted: `adopt` tells its base by number, so a
+# router holds no reference to the generation before it.
+cdef Py_ssize_t _generations = 0
+
+
 @cython.final
 cdef class Router:
     """The router core: `decide` per request, `result` per attempt, endpoint updates."""
 
-    def __init__(self, table, seed=1, locality=("", "", "")):
+    def __init__(self, table, seed=1, locality=("", "", ""), Router base=None, endpoints=None):
         # A `spec.Lowered` is a table `lower` already validated (meshd's compile has one).
         # `locality` is this router's host's (region, zone, sub_zone), which endpoints'
-        # priorities are counted from.
+        # priorities are counted from. `endpoints` (node name -> its endpoints) sets each
+        # node's endpoints, as `set_endpoints` would.
+        #
+        # `base` is the generation this one replaces, built with the same locality from an
+        # earlier lowering with the same `spec.LowerMemo`. What the two lowerings share is
+        # shared, not built again, so a change costs what it changed:
+        # - a virtual router whose LRoute and LIndex lists are the very objects `base` was
+        #   built from keeps its compiled routes and indexes (with their retry budgets and
+        #   rate limits, which a fresh route would adopt anyway);
+        # - a node whose LNode is the very object `base` compiled it from, and whose
+        #   `endpoints` entry is the very object `base` was given, is `base`'s node itself,
+        #   with its endpoints and their live state. The caller promises that an unchanged
+        #   entry means no instance change since: `base`'s endpoints are then the node's,
+        #   as the loop has kept them (instance changes go to the live router's nodes).
+        # Nothing of `base` is changed. `adopt(base)` then merges only what is new.
+        global _generations
+        _generations += 1
+        self._serial, self._base_serial = _generations, 0
         self.locality = check_locality("locality", locality)
         low = table if isinstance(table, Lowered) else lower(table)
         self._low = low
         self.rng.state = (<uint64_t>(seed & MASK64)) or RNG_ZERO_SEED
-        self._nodes = [_compile_node(n) for n in low.nodes]
-        self._node_by_name = {(<_Node>n).name: n for n in self._nodes}
+        endpoints = {} if endpoints is None else endpoints
+        cdef _Node n, b
+        cdef _Part part
+        shared_parts = False
+        if base is not None:
+            if base.locality != self.locality:
+                raise ValueError(f"base locality {base.locality} is not {self.locality}")
+            self._base_serial = base._serial
+            # Routes name their target nodes by index: shared only under the same node order.
+            shared_parts = base._low.node_by_name == low.node_by_name
+        self._nodes, self._node_by_name, self._fresh_nodes = [], {}, []
+        for ln in low.nodes:
+            b = base._node_by_name.get(ln.name) if base is not None else None
+            eps = endpoints.get(ln.name)
+            if b is not None and b.lowered is ln and b.source is eps:
+                n = b
+            else:
+                n = _compile_node(ln)
+                self._fresh_nodes.append(n)
+            self._nodes.append(n)
+            self._node_by_name[n.name] = n
+        for n in self._fresh_nodes:
+            eps = endpoints.get(n.name)
+            if eps is not None:
+                self.set_endpoints(n.name, eps)
+            n.source = eps
         retries = {}
         self._default_retry = _compile_retry(low.default_retry)
         retries[id(low.default_retry)] = self._default_retry
-        routes = []
-        for lr in low.routes:
-            routes.append(_compile_route(lr, self._nodes, retries))
-            if len(routes) % YIELD_EVERY == 0:
+        self._parts, self._part_by_name, self._fresh_parts = [], {}, []
+        self.matches_headers = False
+        for ri, name in enumerate(low.routers):
+            lroutes, lindexes = low.router_routes[ri], low.indexes[ri]
+            part = base._part_by_name.get(name) if base is not None and shared_parts else None
+            if part is None or part.lroutes is not lroutes or part.lindexes is not lindexes:
+                part = _compile_part(name, lroutes, lindexes, retries)
+                self._fresh_parts.append(part)
                 _let_others_run()
-        self._routes = routes
-        # Built here, off the data-plane loop: the next generation's adopt (on the loop)
-        # looks routes up in it instead of indexing a whole table there.
-        self._route_by_key = {((<_Route>r).router, (<_Route>r).name): r for r in routes}
-        # Fault injection's header conditions need the headers as much as a route match does.
-        self.matches_headers = any(len((<_Route>r).headers) or len((<_Route>r).fault_headers) for r in self._routes)
-        indexes = []
-        for per_router in low.indexes:
-            indexes.append([_compile_index(ix, self._routes) for ix in per_router])
-            _let_others_run()
-        self._indexes = indexes
+            self._parts.append(part)
+            self._part_by_name[name] = part
+            # Fault injection's header conditions need the headers as much as a route match does.
+            self.matches_headers = self.matches_headers or part.matches_headers
         cdef _Service s
         services = []
         for si, name in enumerate(low.services):
             s = _Service.__new__(_Service)
             s.name = name
             ri, ni = low.service_router[si], low.service_node[si]
-            s.indexes = self._indexes[ri] if ri >= 0 else None
+            s.indexes = (<_Part>self._parts[ri]).indexes if ri >= 0 else None
             s.node = self._nodes[ni] if ni >= 0 else None
             s.budget = _Budget()
             services.append(s)
@@ -214,14 +276,19 @@ cdef class Router:
         the endpoints this router balances over; round-robin positions, retry budgets
         (per route, by virtual router and name; per service) and route rate limits (when
         the limit is unchanged) continue too. The instance health and locality priority
-        in this table win. Call it before publishing this router."""
+        in this table win. Call it before publishing this router.
+
+        Nodes and routes this router shares with `old` (built on it as `base`) are old's
+        own, state and all: when `old` is its base, only what it built anew is visited."""
         cdef _Node n, o
+        cdef _Part part, op
         cdef EndpointState e, p
-        cdef _Route r
+        cdef _Route r, o_r
         cdef _Service s
-        for n in self._nodes:
+        incremental = old._serial == self._base_serial
+        for n in (self._fresh_nodes if incremental else self._nodes):
             o = old._node_by_name.get(n.name)
-            if o is None:
+            if o is None or o is n:
                 continue
             prev = {p.id: p for p in o.endpoints}
             eps = []
@@ -237,19 +304,36 @@ cdef class Router:
             n.rr = o.rr
             if o.ejected_until_ns > n.ejected_until_ns:
                 n.ejected_until_ns = o.ejected_until_ns
-        old_routes = old._route_by_key
-        for r in self._routes:
-            o_r = old_routes.get((r.router, r.name))
-            if o_r is not None:
-                r.budget = (<_Route>o_r).budget
-                if r.bucket is not None and _same_limit(r.bucket, (<_Route>o_r).bucket):
-                    r.bucket = (<_Route>o_r).bucket
+        for part in (self._fresh_parts if incremental else self._parts):
+            op = old._part_by_name.get(part.name)
+            if op is None or op is part:
+                continue
+            for r in part.routes:
+                o_r = op.by_name.get(r.name)
+                if o_r is not None:
+                    r.budget = o_r.budget
+                    if r.bucket is not None and _same_limit(r.bucket, o_r.bucket):
+                        r.bucket = o_r.bucket
         by_service = {s.name: s.budget for s in old._services}
         for s in self._services:
             b = by_service.get(s.name)
             if b is not None:
                 s.budget = b
         self.rng = old.rng
+
+    def shared_with(self, Router other):
+        """(virtual routers, nodes) whose compiled form this router and `other` share: the
+        same objects, live state and all (see `base`)."""
+        cdef _Part part
+        cdef _Node n
+        routers, nodes = set(), set()
+        for part in self._parts:
+            if other._part_by_name.get(part.name) is part:
+                routers.add(part.name)
+        for n in self._nodes:
+            if other._node_by_name.get(n.name) is n:
+                nodes.add(n.name)
+        return frozenset(routers), frozenset(nodes)
 
     def add_endpoint(self, str node, endpoint):
         """An instance joins (or is replaced, keeping its place)."""
@@ -360,7 +444,7 @@ cdef class Router:
                 x = <int64_t>(rng_next(&self.rng) % <uint64_t>route.total)
                 while x >= route.cum[t]:
                     t += 1
-            node = <_Node>route.nodes[t]
+            node = <_Node>self._nodes[route.node_ids[t]]
             retry, per_request, idle = route.retry, route.per_request_ns, route.idle_ns
             budget, tport = route.budget, route.target_ports[t]
         else:
@@ -383,13 +467,14 @@ cdef class Router:
         if retry is not None and (per_try == 0 or retry.per_try_ns < per_try):
             per_try = retry.per_try_ns
         d.per_try_timeout_ns = per_try
-        if route is not None and route.mirror is not None and _per_million(&self.rng, route.mirror_pm):
+        if route is not None and route.mirror_node >= 0 and _per_million(&self.rng, route.mirror_pm):
             # A shadow copy: balanced like any request to its node, but it takes no active
             # count and its answer is never fed back, so it cannot move the original's
             # balancing, outlier detection or budget.
-            ep = self._pick(route.mirror, now_ns, NULL)
+            node = <_Node>self._nodes[route.mirror_node]
+            ep = self._pick(node, now_ns, NULL)
             if ep is not None:
-                d.mirror, d.mirror_endpoint, d.mirror_port = route.mirror.name, ep, route.mirror_port
+                d.mirror, d.mirror_endpoint, d.mirror_port = node.name, ep, route.mirror_port
 
     cdef bint _fault(self, Decision d, _Route route, dict headers) except -1:
         """The route's fault injection for one request (Envoy's fault filter): when its

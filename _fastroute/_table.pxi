@@ -229,6 +229,7 @@ cdef _Node _compile_node(object ln):
     n.locality, n.overprovisioning = ln.locality, ln.overprovisioning
     n.endpoints = []
     n.ejected_until_ns = 0
+    n.lowered, n.source = ln, None
     n.recount()
     return n
 
@@ -240,7 +241,7 @@ cdef _Header _compile_header(object lh):
     return h
 
 
-cdef _Route _compile_route(object lr, list nodes, dict retries):
+cdef _Route _compile_route(object lr, dict retries):
     cdef _Route r = _Route.__new__(_Route)
     cdef int i
     r.name, r.rank, r.path_kind, r.regex = lr.name, lr.rank, lr.path_kind, lr.regex
@@ -252,7 +253,7 @@ cdef _Route _compile_route(object lr, list nodes, dict retries):
     for i in range(r.n_targets):
         r.cum[i] = lr.cum[i]
         r.target_ports[i] = lr.target_ports[i]
-    r.nodes = [nodes[i] for i in lr.nodes]
+        r.node_ids[i] = lr.nodes[i]
     # Routes sharing one lowered policy (the table default) share one compiled policy.
     key = id(lr.retry)
     if key not in retries:
@@ -265,7 +266,7 @@ cdef _Route _compile_route(object lr, list nodes, dict retries):
     r.fault_headers = tuple(_compile_header(h) for h in lr.fault_headers)
     r.delay_pm, r.delay_fixed_ns, r.delay_jitter_ns = lr.delay_pm, lr.delay_fixed_ns, lr.delay_jitter_ns
     r.abort_pm, r.abort_http, r.abort_grpc = lr.abort_pm, lr.abort_http, lr.abort_grpc
-    r.mirror = None if lr.mirror_node < 0 else nodes[lr.mirror_node]
+    r.mirror_node = lr.mirror_node
     r.mirror_pm, r.mirror_port = lr.mirror_pm, lr.mirror_port
     return r
 
@@ -287,3 +288,4 @@ cdef _Index _compile_index(object li, list routes):
     ix.regex = [routes[g] for g in li.regex]
     ix.any = [routes[g] for g in li.any]
     return ix
+

@@ -253,20 +253,27 @@ class Router:
     """The router core: `decide` per request, `result` per attempt, endpoint updates."""
 
     def __init__(self, table: Table | Lowered, seed: int = 1,
-                 locality: tuple[str, str, str] = ("", "", "")) -> None:
+                 locality: tuple[str, str, str] = ("", "", ""), base: "Router | None" = None,
+                 endpoints=None) -> None:
         # A `Lowered` is a table `lower` already validated (meshd's compile has one).
+        # `endpoints` (node -> endpoints) sets nodes' endpoints, as `set_endpoints` would;
+        # `base` is accepted for the core's signature: this model shares nothing with it.
         self.locality = check_locality("locality", locality)
         low = table if isinstance(table, Lowered) else lower(table)
         self._low = low
         self._rng = Rng(seed)
         self._nodes = [NodeState(n) for n in low.nodes]
         self._node_by_name = {n.name: s for n, s in zip(low.nodes, self._nodes)}
-        self._budgets = [Budget() for _ in low.routes]
-        self._buckets = [None if r.rate_limit is None else TokenBucket.lowered(r.rate_limit) for r in low.routes]
+        # A route's live state by (virtual router, route name), which names it in a table.
+        self._budgets = {(r.router_name, r.name): Budget() for r in low.routes}
+        self._buckets = {(r.router_name, r.name): None if r.rate_limit is None else TokenBucket.lowered(r.rate_limit)
+                         for r in low.routes}
         # A route (or its fault injection) has header conditions: decide needs the headers
         # (without, None will do).
         self.matches_headers = any(r.headers or r.fault_headers for r in low.routes)
         self._service_budgets = [Budget() for _ in low.services]
+        for node, eps in (endpoints or {}).items():
+            self.set_endpoints(node, eps)
 
     # -- endpoints ---------------------------------------------------------------
 
@@ -314,19 +321,21 @@ class Router:
             o.recount()  # the states it shares may have a new health or priority
             ns.rr = o.rr
             ns.ejected_until_ns = max(ns.ejected_until_ns, o.ejected_until_ns)
-        old_routes = {(r.router_name, r.name): i for i, r in enumerate(old._low.routes)}
-        for i, r in enumerate(self._low.routes):
-            j = old_routes.get((r.router_name, r.name))
-            if j is not None:
-                self._budgets[i] = old._budgets[j]
-                bucket = old._buckets[j]
-                if self._buckets[i] is not None and bucket is not None and bucket.limit() == self._buckets[i].limit():
-                    self._buckets[i] = bucket
+        for key, budget in old._budgets.items():
+            if key in self._budgets:
+                self._budgets[key] = budget
+                bucket, mine = old._buckets[key], self._buckets[key]
+                if mine is not None and bucket is not None and bucket.limit() == mine.limit():
+                    self._buckets[key] = bucket
         by_service = dict(zip(old._low.services, old._service_budgets))
         for i, name in enumerate(self._low.services):
             if name in by_service:
                 self._service_budgets[i] = by_service[name]
         self._rng.state = old._rng.state
+
+    def shared_with(self, other: "Router") -> tuple[frozenset, frozenset]:
+        """The core's (virtual routers, nodes) shared with `other`: this model shares none."""
+        return frozenset(), frozenset()
 
     def add_endpoint(self, node: str, endpoint: Endpoint) -> None:
         """An instance joins (or is replaced, keeping its place)."""
@@ -381,14 +390,15 @@ class Router:
                 return Decision(C.NO_SERVICE)
         ri = low.service_router[si]
         if ri >= 0:
-            route = self._match(low.indexes[ri][protocol], method, scheme, port, path, headers)
+            route = self._match(low.indexes[ri][protocol], low.router_routes[ri], method, scheme, port, path,
+                                headers)
             if route is None:
                 d = Decision(C.NO_ROUTE)
                 d.service, d.protocol = low.services[si], protocol
                 return d
             # The route's policy, before any target is drawn: its token bucket, then the
             # fault draws.
-            bucket = self._buckets[route.index]
+            bucket = self._buckets[route.router_name, route.name]
             delay = 0
             if bucket is not None and not bucket.take(now_ns):
                 return self._refused(C.RATE_LIMITED, protocol, si, route)
@@ -407,7 +417,7 @@ class Router:
                     t += 1
             ns = self._nodes[route.nodes[t]]
             retry, per_request, idle = route.retry, route.per_request_ns, route.idle_ns
-            budget, route_name, tport = self._budgets[route.index], route.name, route.target_ports[t]
+            budget, route_name, tport = self._budgets[route.router_name, route.name], route.name, route.target_ports[t]
         else:
             ns = self._nodes[low.service_node[si]]
             retry, per_request, idle = low.default_retry, ns.low.per_request_ns, ns.low.idle_ns
@@ -474,9 +484,9 @@ class Router:
                 host, si = h, self._low.authority.get(h)
         return si, host
 
-    def _match(self, ix, method, scheme, port, path, headers):
-        """Best route by precedence among the indexed buckets the path hits."""
-        routes = self._low.routes
+    def _match(self, ix, routes, method, scheme, port, path, headers):
+        """Best route by precedence among the indexed buckets the path hits; `routes` are
+        the router's, which the index's ids are places in."""
         best = None
         q = path.find("?")
         base = path if q < 0 else path[:q]
@@ -484,28 +494,27 @@ class Router:
         # match the whole :path (config.route.v3.RouteMatch).
         bucket = ix.exact.get(base)
         if bucket is not None:
-            best = self._scan(bucket, best, method, scheme, port, path, q, headers)
+            best = self._scan(routes, bucket, best, method, scheme, port, path, q, headers)
         n = len(path)
         for length in ix.prefix_lengths:
             if length <= n:
                 bucket = ix.prefix.get(path[:length])
                 if bucket is not None:
-                    best = self._scan(bucket, best, method, scheme, port, path, q, headers)
-        for gid in ix.regex:
-            r = routes[gid]
+                    best = self._scan(routes, bucket, best, method, scheme, port, path, q, headers)
+        for i in ix.regex:
+            r = routes[i]
             if best is not None and r.rank >= best.rank:
                 break
             if r.regex.fullmatch(base) and self._conditions(r, method, scheme, port, path, q, headers):
                 best = r
                 break
         if ix.any:
-            best = self._scan(ix.any, best, method, scheme, port, path, q, headers)
+            best = self._scan(routes, ix.any, best, method, scheme, port, path, q, headers)
         return best
 
-    def _scan(self, bucket, best, method, scheme, port, path, q, headers):
-        routes = self._low.routes
-        for gid in bucket:
-            r = routes[gid]
+    def _scan(self, routes, bucket, best, method, scheme, port, path, q, headers):
+        for i in bucket:
+            r = routes[i]
             # Buckets are sorted best-first, so stop at the first one not better.
             if best is not None and r.rank >= best.rank:
                 return best

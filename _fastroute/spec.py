@@ -350,10 +350,12 @@ class LHeader:
 
 
 class LRoute:
-    """A route lowered for matching; `rank` is its place in the precedence order."""
+    """A route lowered for matching. `index` is its place in its router's list of routes
+    and `rank` its place in that router's precedence order: nothing in it depends on where
+    its router sits in the table, so an unchanged router's routes serve any table."""
 
     __slots__ = (
-        "name", "index", "rank", "router", "router_name", "protocol", "path_kind", "path", "regex",
+        "name", "index", "rank", "router_name", "protocol", "path_kind", "path", "regex",
         "method", "scheme", "port", "headers", "query", "nodes", "weights", "cum",
         "total", "target_ports", "retry", "per_request_ns", "idle_ns", "key",
         # meshd's RoutePolicy: see `_lower_policy`.
@@ -373,7 +375,8 @@ class LNode:
 
 
 class LIndex:
-    """Routes of one router and protocol, indexed by exact path and by prefix."""
+    """Routes of one router and protocol, indexed by exact path and by prefix; the ids are
+    places in the router's own list of routes (`Lowered.router_routes`)."""
 
     __slots__ = ("exact", "prefix", "prefix_lengths", "regex", "any")
 
@@ -390,7 +393,7 @@ class Lowered:
 
     __slots__ = (
         "services", "service_router", "service_node", "authority", "authority_port", "ports",
-        "routers", "indexes", "routes", "nodes", "node_by_name",
+        "routers", "indexes", "routes", "router_routes", "nodes", "node_by_name",
         "default_retry", "default_per_request_ns", "default_idle_ns",
     )
 
@@ -646,12 +649,11 @@ def locality_priority(own, theirs) -> int:
     return 0 if own[2] == theirs[2] else 1
 
 
-def _lower_route(path, route, ridx, nodes_by_name, default_retry, default_timeouts):
+def _lower_route(path, route, nodes_by_name, default_retry, default_timeouts):
     if not isinstance(route, Route):
         _fail(path, "bad_type", route)
     r = LRoute()
     r.name = _str(path + ".name", route.name)
-    r.router = ridx
     if route.protocol not in C.PROTOCOLS:
         _fail(path + ".protocol", "bad_value", route.protocol)
     r.protocol = C.PROTOCOLS[route.protocol]
@@ -759,75 +761,97 @@ def _unique(path, items, what):
 
 
 class LowerMemo:
-    """Lowered routes kept across `lower` calls for one changing table, by the identity of
-    each `Route` (frozen: an identical object lowers to the same thing) under the same
-    lowering context (the node indexes and the table's defaults). A table that keeps most
-    of its Route objects, as a recompile after a few route changes does, re-validates only
-    the new ones. Each call keeps only the routes it saw, so the memo never outgrows the
-    table. Not thread-safe: one compiling thread owns it."""
+    """What `lower` made of one changing table, kept for its next call, so that a change
+    costs what it changed rather than what the table holds:
+    - a virtual router that is the very same (frozen) object as last time keeps its
+      lowered routes and indexes, shared, not copied: nothing in them depends on the
+      router's place in the table;
+    - a changed router re-validates only its Route objects that are new: the others are
+      copied from its last lowering;
+    - a node that is the same object at the same index keeps its LNode, and services that
+      are equal over the same routers and nodes keep their lookup tables.
+    Routes and routers are kept under one lowering context (the node indexes and the
+    table's defaults); a new context retires them. Each call keeps only what it saw, so
+    the memo never outgrows the table. Not thread-safe: one compiling thread owns it."""
 
-    __slots__ = ("_context", "_default_retry", "_entries", "_next", "_routers", "_next_routers", "hits")
+    __slots__ = ("_context", "_default_retry", "_routers", "_next_routers", "_nodes", "_services", "hits")
 
     def __init__(self):
         self.hits = 0  # routes the last call took from the memo
         self._context = None
         self._default_retry = None
-        self._entries: dict[int, tuple[Route, LRoute]] = {}
-        self._next: dict[int, tuple[Route, LRoute]] = {}
-        # id(VirtualRouter) -> (it, its index, its first route's id, its LRoutes, its LIndexes)
-        self._routers: dict[int, tuple] = {}
-        self._next_routers: dict[int, tuple] = {}
+        # router name -> (the VirtualRouter, its LRoutes, its LIndexes)
+        self._routers: dict[str, tuple] = {}
+        self._next_routers: dict[str, tuple] = {}
+        self._nodes: dict[str, tuple] = {}     # node name -> (the VirtualNode, its index, its LNode)
+        self._services: tuple | None = None    # (services, routers, nodes, what they lowered to)
 
     def begin(self, context: tuple, default_retry):
         """Start a call; returns the lowered default retry policy to use: the one the kept
         routes hold when the context is unchanged, so that they still share it."""
         if context != self._context:
-            self._context, self._default_retry, self._entries, self._routers = context, default_retry, {}, {}
-        self._next, self._next_routers = {}, {}
+            self._context, self._default_retry, self._routers = context, default_retry, {}
+        self._next_routers = {}
         self.hits = 0
         return self._default_retry
 
-    def lowered_router(self, vr, ridx: int, base: int):
-        """The LRoutes and LIndexes of virtual router `vr` from the last call, when the very
-        same object sat at the same place (index `ridx`, first route id `base`): every
-        place the lowering sets is then the same, so they are shared, not copied; else
-        None. A one-route change then lowers and indexes one router, not the table."""
-        hit = self._routers.get(id(vr))
-        if hit is None or hit[0] is not vr or hit[1] != ridx or hit[2] != base:
+    def node(self, path, n, idx) -> LNode:
+        hit = self._nodes.get(getattr(n, "name", None))
+        if hit is not None and hit[0] is n and hit[1] == idx:
+            return hit[2]
+        return _lower_node(path, n, idx)
+
+    def keep_nodes(self, table_nodes, lnodes) -> None:
+        self._nodes = {ln.name: (n, ln.index, ln) for n, ln in zip(table_nodes, lnodes)}
+
+    def lowered_router(self, vr):
+        """The LRoutes and LIndexes of virtual router `vr` from the last call when it was
+        the very same object, else None."""
+        hit = self._routers.get(vr.name)
+        if hit is None or hit[0] is not vr:
             return None
-        for rt in vr.routes:  # its routes stay memoized for when the router changes
-            entry = self._entries.get(id(rt))
-            if entry is not None:
-                self._next[id(rt)] = entry
-        self._next_routers[id(vr)] = hit
-        self.hits += len(hit[3])
-        return hit[3], hit[4]
+        self._next_routers[vr.name] = hit
+        self.hits += len(hit[1])
+        return hit[1], hit[2]
 
-    def keep_router(self, vr, ridx: int, base: int, routes: list, indexes: list) -> None:
-        self._next_routers[id(vr)] = (vr, ridx, base, routes, indexes)
+    def lower_routes(self, path, vr, nodes_by_name, default_retry, default_timeouts) -> list[LRoute]:
+        """A changed router's routes: copies of the last lowering of the same Route
+        objects under this router's name, the others lowered (and validated) anew."""
+        hit = self._routers.get(vr.name)
+        seen = {id(rt): j for j, rt in enumerate(hit[0].routes)} if hit is not None else {}
+        out = []
+        for i, rt in enumerate(vr.routes):
+            j = seen.get(id(rt))
+            if j is not None and hit[0].routes[j] is rt:
+                out.append(_copy_route(hit[1][j]))
+                self.hits += 1
+            else:
+                out.append(_lower_route(f"{path}[{i}]", rt, nodes_by_name, default_retry, default_timeouts))
+        return out
 
-    def lower_route(self, path, route, ridx, nodes_by_name, default_retry, default_timeouts) -> LRoute:
-        hit = self._entries.get(id(route))
-        if hit is not None and hit[0] is route:
-            r = _copy_route(hit[1])
-            r.router = ridx
-            self.hits += 1
-        else:
-            r = _lower_route(path, route, ridx, nodes_by_name, default_retry, default_timeouts)
-            hit = (route, _copy_route(r))  # a copy: the table's own LRoute gets its places set
-        self._next[id(route)] = hit
-        return r
+    def keep_router(self, vr, routes: list, indexes: list) -> None:
+        self._next_routers[vr.name] = (vr, routes, indexes)
+
+    def services(self, services: tuple, router_by_name: dict, node_by_name: dict):
+        """What `services` lowered to last time, when they (and the routers and nodes they
+        name) are equal; else None."""
+        hit = self._services
+        if hit is not None and hit[0] == services and hit[1] == router_by_name and hit[2] == node_by_name:
+            return hit[3]
+        return None
+
+    def keep_services(self, services: tuple, router_by_name: dict, node_by_name: dict, lowered: tuple) -> None:
+        self._services = (services, router_by_name, node_by_name, lowered)
 
     def end(self) -> None:
-        self._entries, self._next = self._next, {}
         self._routers, self._next_routers = self._next_routers, {}
 
 
 def _copy_route(r: LRoute) -> LRoute:
-    """What `_lower_route` sets, copied: a kept template, or a fresh one from it, whose
-    places in a table (index, rank, router_name) the table's lowering sets."""
+    """What `_lower_route` sets, copied from an earlier table's LRoute, whose places in
+    this table (index, rank) this lowering sets: the earlier table stays as it was."""
     c = LRoute.__new__(LRoute)
-    c.name, c.router, c.protocol = r.name, r.router, r.protocol
+    c.name, c.router_name, c.protocol = r.name, r.router_name, r.protocol
     c.path_kind, c.path, c.regex = r.path_kind, r.path, r.regex
     c.method, c.scheme, c.port, c.headers, c.query = r.method, r.scheme, r.port, r.headers, r.query
     c.nodes, c.weights, c.cum, c.total, c.target_ports = r.nodes, r.weights, r.cum, r.total, r.target_ports
@@ -841,8 +865,8 @@ def _copy_route(r: LRoute) -> LRoute:
 
 def lower(table: Table, memo: LowerMemo | None = None) -> Lowered:
     """Validate `table` and build the indexes both routers use; raise TableError. With a
-    `memo` (kept by the caller for this table), Route objects seen by its last call are
-    not validated and lowered again."""
+    `memo` (kept by the caller for this table), what its last call lowered and this table
+    still holds (the same objects) is taken from it, not validated and lowered again."""
     if not isinstance(table, Table):
         _fail("table", "bad_type", table)
     for fname in ("services", "routers", "nodes"):
@@ -850,46 +874,61 @@ def lower(table: Table, memo: LowerMemo | None = None) -> Lowered:
             _fail(fname, "bad_type", getattr(table, fname))
     low = Lowered()
     node_by_name = _unique("nodes", table.nodes, "node")
-    low.nodes = [_lower_node(f"nodes[{i}]", n, i) for i, n in enumerate(table.nodes)]
+    lower_node = _lower_node if memo is None else memo.node
+    low.nodes = [lower_node(f"nodes[{i}]", n, i) for i, n in enumerate(table.nodes)]
     low.node_by_name = node_by_name
     low.default_retry = None if table.default_retry is None else _lower_retry("default_retry", table.default_retry)
     defaults = _lower_timeouts("default_timeouts", table.default_timeouts)
     low.default_per_request_ns, low.default_idle_ns = defaults
     router_by_name = _unique("routers", table.routers, "router")
     low.routers = [r.name for r in table.routers]
-    lower_route = _lower_route
     if memo is not None:
+        memo.keep_nodes(table.nodes, low.nodes)
         low.default_retry = memo.begin((tuple(node_by_name.items()), table.default_retry, table.default_timeouts),
                                        low.default_retry)
-        lower_route = memo.lower_route
-    low.routes, low.indexes = [], []
+    low.routes, low.indexes, low.router_routes = [], [], []
     for ri, vr in enumerate(table.routers):
         if not isinstance(vr, VirtualRouter):
             _fail(f"routers[{ri}]", "bad_type", vr)
         if not isinstance(vr.routes, tuple):
             _fail(f"routers[{ri}].routes", "bad_type", vr.routes)
-        kept = memo.lowered_router(vr, ri, len(low.routes)) if memo is not None else None
+        kept = memo.lowered_router(vr) if memo is not None else None
         if kept is None:
-            _unique(f"routers[{ri}].routes", vr.routes, "route")
-            lowered = [
-                lower_route(f"routers[{ri}].routes[{i}]", rt, ri, node_by_name, low.default_retry, defaults)
-                for i, rt in enumerate(vr.routes)
-            ]
-            for r in lowered:
-                r.router_name = vr.name  # names the route across tables (Router.adopt)
-            indexes = _build_indexes(lowered, len(low.routes))
+            path = f"routers[{ri}].routes"
+            _unique(path, vr.routes, "route")
             if memo is not None:
-                memo.keep_router(vr, ri, len(low.routes), lowered, indexes)
+                lowered = memo.lower_routes(path, vr, node_by_name, low.default_retry, defaults)
+            else:
+                lowered = [_lower_route(f"{path}[{i}]", rt, node_by_name, low.default_retry, defaults)
+                           for i, rt in enumerate(vr.routes)]
+            for i, r in enumerate(lowered):
+                r.index, r.router_name = i, vr.name  # (router, name) names the route across tables
+            indexes = _build_indexes(lowered)
+            if memo is not None:
+                memo.keep_router(vr, lowered, indexes)
         else:
             lowered, indexes = kept
         low.indexes.append(indexes)
+        low.router_routes.append(lowered)
         low.routes.extend(lowered)
-    for i, r in enumerate(low.routes):
-        r.index = i
-    _unique("services", table.services, "service")
-    low.services, low.service_router, low.service_node = [], [], []
-    low.authority, low.authority_port, low.ports = {}, {}, {}
-    for si, s in enumerate(table.services):
+    kept = memo.services(table.services, router_by_name, node_by_name) if memo is not None else None
+    if kept is None:
+        kept = _lower_services(table.services, router_by_name, node_by_name)
+        if memo is not None:
+            memo.keep_services(table.services, router_by_name, node_by_name, kept)
+    (low.services, low.service_router, low.service_node, low.authority, low.authority_port, low.ports) = kept
+    if memo is not None:
+        memo.end()
+    return low
+
+
+def _lower_services(services: tuple, router_by_name: dict, node_by_name: dict) -> tuple:
+    """(names, router index per service, node index per service, authority → service,
+    authority → port, local port → service)."""
+    _unique("services", services, "service")
+    names, service_router, service_node = [], [], []
+    authority, authority_port, ports = {}, {}, {}
+    for si, s in enumerate(services):
         path = f"services[{si}]"
         if not isinstance(s, VirtualService):
             _fail(path, "bad_type", s)
@@ -899,43 +938,42 @@ def lower(table: Table, memo: LowerMemo | None = None) -> Lowered:
             _fail(path + ".router", "unknown_router", s.router)
         if s.node is not None and s.node not in node_by_name:
             _fail(path + ".node", "unknown_node", s.node)
-        low.services.append(s.name)
-        low.service_router.append(router_by_name[s.router] if s.router is not None else -1)
-        low.service_node.append(node_by_name[s.node] if s.node is not None else -1)
+        names.append(s.name)
+        service_router.append(router_by_name[s.router] if s.router is not None else -1)
+        service_node.append(node_by_name[s.node] if s.node is not None else -1)
         host = s.name.lower()  # DNS names compare case-insensitively (RFC 4343)
-        low.authority[host] = si
+        authority[host] = si
         # The port a request names its service by, for routes that match on `port`: the
         # one in the authority, or the service's only port when the authority has none.
-        low.authority_port[host] = s.ports[0] if len(s.ports) == 1 else 0
+        authority_port[host] = s.ports[0] if len(s.ports) == 1 else 0
         for j, p in enumerate(s.ports):
-            low.authority[f"{host}:{_int(f'{path}.ports[{j}]', p, 1, 65535)}"] = si
-            low.authority_port[f"{host}:{p}"] = p
+            authority[f"{host}:{_int(f'{path}.ports[{j}]', p, 1, 65535)}"] = si
+            authority_port[f"{host}:{p}"] = p
         for j, p in enumerate(s.local_ports):
             _int(f"{path}.local_ports[{j}]", p, 1, 65535)
-            if p in low.ports:
+            if p in ports:
                 _fail(f"{path}.local_ports[{j}]", "duplicate_port", p)
-            low.ports[p] = si
-    if memo is not None:
-        memo.end()
-    return low
+            ports[p] = si
+    return names, service_router, service_node, authority, authority_port, ports
 
 
-def _build_indexes(routes, base):
-    """One LIndex per protocol; every bucket lists global route ids best-first."""
+def _build_indexes(routes):
+    """One LIndex per protocol of one router's routes; every bucket lists places in
+    `routes` best-first."""
     indexes = [LIndex() for _ in C.PROTOCOLS]
     order = sorted(range(len(routes)), key=lambda i: precedence_key(routes[i]))
     for rank, i in enumerate(order):
-        r, gid = routes[i], base + i
+        r = routes[i]
         r.rank = rank
         ix = indexes[r.protocol]
         if r.path_kind == C.PK_EXACT:
-            ix.exact.setdefault(r.path, []).append(gid)
+            ix.exact.setdefault(r.path, []).append(i)
         elif r.path_kind == C.PK_PREFIX:
-            ix.prefix.setdefault(r.path, []).append(gid)
+            ix.prefix.setdefault(r.path, []).append(i)
         elif r.path_kind == C.PK_REGEX:
-            ix.regex.append(gid)
+            ix.regex.append(i)
         else:
-            ix.any.append(gid)
+            ix.any.append(i)
     for ix in indexes:
         ix.prefix_lengths = tuple(sorted({len(p) for p in ix.prefix}, reverse=True))
     return indexes

@@ -49,6 +49,11 @@ class MeshSnapshot:
     # until its router comes into scope (`scoped` parses it): a sidecar of a 10,000-route
     # mesh then holds little more than a sidecar of a small one.
     routes: dict[tuple[str, str], admin_pb2.RouteData | bytes] = field(default_factory=dict)
+    # The same routes by virtual router (router -> route name -> data), when the holder
+    # keeps them so (MeshView does: a group is replaced, never changed, once a compile
+    # has seen it): a compile then tells an unchanged router by the identity of its group,
+    # without a walk over the mesh's routes. None: `compile_mesh` groups `routes` itself.
+    route_groups: dict[str, dict[str, admin_pb2.RouteData]] | None = None
     # Compiled by meshd.gateway for the gateway listeners, not into the route table.
     gateways: dict[str, admin_pb2.VirtualGatewayData] = field(default_factory=dict)
     gateway_routes: dict[tuple[str, str], admin_pb2.GatewayRouteData] = field(default_factory=dict)
@@ -90,34 +95,50 @@ class Compiled:
 
 
 class RouteCache:
-    """compile_route's results kept across compiles of one mesh, by (router, route).
+    """What one compile of a mesh made, kept for the next compile of the same mesh, so that a
+    change costs what it changed rather than what the mesh holds.
 
-    A snapshot replaces a route's message when the route changes and never mutates it, so
-    an entry made from the very same message object is still the route's compiled form
-    (or its error). Each compile keeps only the routes it saw: the cache never outgrows
-    the mesh. Not thread-safe: one compiling thread owns it.
+    A snapshot replaces a resource's message when the resource changes and never mutates
+    it, so whatever was made from the very same message objects is still right:
+    - a virtual router's compiled routes, while its group of route messages (the very same
+      dict, or an equal one), its RoutePolicies and the mesh's node names are unchanged;
+      within a changed router, each route whose message is the same (`route`,
+      `with_policy`), including its error;
+    - a virtual node's compiled form, with its NodePolicy's listener limits and problems;
+    - a virtual service's, while its provider's message is the same;
+    - a node's endpoints, while its instance messages are the same.
+    Each compile keeps only what it saw: the cache never outgrows the mesh. Not thread-safe:
+    one compiling thread owns it.
 
-    `lowering` carries the same reuse one step further: the table's unchanged routes are
-    not validated and lowered again (`_fastroute.spec.lower`)."""
+    `lowering` carries the same reuse one step further: unchanged routers, nodes and
+    services are not validated and lowered again (`_fastroute.spec.lower`)."""
 
     def __init__(self):
         self.lowering = fr.spec.LowerMemo()
-        self._entries: dict[tuple[str, str], tuple[object, fr.Route | CompileError]] = {}
-        self._next: dict[tuple[str, str], tuple[object, fr.Route | CompileError]] = {}
-        # (router, route) -> (route, its policy's data, mirror node known, the result)
-        self._policies: dict[tuple[str, str], tuple] = {}
-        self._next_policies: dict[tuple[str, str], tuple] = {}
-        # router -> (its (route, data) pairs, its policies, the node names, the result)
+        # router -> route name -> (its data, its fr.Route or CompileError)
+        self._entries: dict[str, dict[str, tuple]] = {}
+        self._next: dict[str, dict[str, tuple]] = {}
+        # router -> route name -> (the route, its policy's (name, data), mirror node known, the result)
+        self._policies: dict[str, dict[str, tuple]] = {}
+        self._next_policies: dict[str, dict[str, tuple]] = {}
+        # router -> (its group of route data, its policies, the node names, the result)
         self._routers: dict[str, tuple] = {}
         self._next_routers: dict[str, tuple] = {}
-        self._node_names: set[str] = set()
+        self._node_names: frozenset[str] = frozenset()
+        # node -> (its data, its policy's (name, data), the trust domain, the result)
+        self._nodes: dict[str, tuple] = {}
+        self._next_nodes: dict[str, tuple] = {}
+        # service -> (its data, provider kind, provider name, provider data, provider known, the result)
+        self._services: dict[str, tuple] = {}
+        self._next_services: dict[str, tuple] = {}
         # node -> (its instances as (id, message) pairs, their endpoints)
         self._endpoints: dict[str, tuple] = {}
         self._next_endpoints: dict[str, tuple] = {}
 
     def endpoints(self, node: str, instances: dict) -> tuple[fr.Endpoint, ...]:
         """`live_endpoints(instances)`, kept while the node's instance messages are the same
-        objects (a snapshot replaces an instance's message when it changes)."""
+        objects (a snapshot replaces an instance's message when it changes). The same tuple
+        object while they are: `fr.Router(base=...)` keeps the node's live endpoints then."""
         items = tuple(instances.items())
         hit = self._endpoints.get(node)
         if (hit is not None and len(hit[0]) == len(items)
@@ -128,39 +149,76 @@ class RouteCache:
         self._next_endpoints[node] = (items, result)
         return result
 
-    def node_names(self, names: set[str]) -> set[str]:
+    def node_names(self, names: frozenset[str]) -> frozenset[str]:
         """The mesh's compiled node names: the last compile's set itself when equal, so that
         `router` compares them by identity (once per compile, not once per router)."""
         if names != self._node_names:
             self._node_names = names
         return self._node_names
 
-    def router(self, router: str, items: list, policies: tuple, node_names: set[str], build):
-        """A virtual router's compiled routes: `build()`'s result, or the last one while its
-        routes' messages, its policies and the mesh's node names are the same objects and
-        names. A change to one route then compiles one router's routes, not the mesh's.
-        The routes of a kept router are carried into the next compile's entries too."""
-        hit = self._routers.get(router)
-        if (hit is not None and hit[2] is node_names and len(hit[0]) == len(items)
-                and all(a[0] == b[0] and a[1] is b[1] for a, b in zip(hit[0], items))
-                and len(hit[1]) == len(policies)
-                and all(a[0] == b[0] and (a[1] is b[1] or (a[1] and b[1] and a[1][1] is b[1][1]))
-                        for a, b in zip(hit[1], policies))):
-            for name, _ in items:
-                key = (router, name)
-                if key in self._entries:
-                    self._next[key] = self._entries[key]
-                if key in self._policies:
-                    self._next_policies[key] = self._policies[key]
+    def node(self, name: str, data, policy, trust_domain: str, build):
+        """`build()`'s (node or None, listener limits, problems, Cloud Map service) for a
+        virtual node, or the last one while its message, its policy and the trust domain
+        are the same."""
+        hit = self._nodes.get(name)
+        if hit is not None and hit[0] is data and hit[1] == policy and hit[2] == trust_domain:
             result = hit[3]
         else:
             result = build()
-        self._next_routers[router] = (items, policies, node_names, result)
+        self._next_nodes[name] = (data, policy, trust_domain, result)
+        return result
+
+    def service(self, name: str, data, snap: MeshSnapshot, node_names: frozenset[str]):
+        """A virtual service's fr.VirtualService, or a CompileError when its provider does
+        not exist, or None when it has none (App Mesh allows that: it routes nowhere)."""
+        hit = self._services.get(name)
+        if hit is not None and hit[0] is data:
+            kind, pname = hit[1], hit[2]
+        else:
+            provider = data.spec.provider
+            kind = provider.WhichOneof("provider") if data.spec.HasField("provider") else None
+            pname = (provider.virtual_router.virtual_router_name if kind == "virtual_router"
+                     else provider.virtual_node.virtual_node_name if kind == "virtual_node" else None)
+        if kind == "virtual_router":
+            pdata = snap.routers.get(pname)
+            known = pdata is not None
+        elif kind == "virtual_node":
+            pdata = snap.nodes.get(pname)
+            known = pname in node_names
+        else:
+            pdata, known = None, False
+        if hit is not None and hit[0] is data and hit[3] is pdata and hit[4] == known:
+            result = hit[5]
+        elif kind is not None and not known:
+            result = CompileError(f"virtualServices/{snap.name}/{name}", "spec.provider", "no provider that exists")
+        elif kind is not None:
+            ports = tuple(lst.port_mapping.port for lst in pdata.spec.listeners)
+            result = fr.VirtualService(name=name, ports=ports, **{kind[len("virtual_"):]: pname})
+        else:
+            result = None
+        self._next_services[name] = (data, kind, pname, pdata, known, result)
+        return result
+
+    def router(self, router: str, group: dict, policies: dict | None, node_names: frozenset[str], build):
+        """A virtual router's compiled routes: `build()`'s result, or the last one while its
+        group of routes (the same dict, or one of the same messages), its policies and the
+        mesh's node names are unchanged. A change to one route then compiles one router's
+        routes, not the mesh's; the routes of a kept router stay cached as they were."""
+        hit = self._routers.get(router)
+        if (hit is not None and hit[2] is node_names and (hit[0] is group or hit[0] == group)
+                and hit[1] == policies):
+            if router in self._entries:
+                self._next[router] = self._entries[router]
+            if router in self._policies:
+                self._next_policies[router] = self._policies[router]
+            result = hit[3]
+        else:
+            result = build()
+        self._next_routers[router] = (group, policies, node_names, result)
         return result
 
     def route(self, router: str, name: str, data) -> fr.Route:
-        key = (router, name)
-        hit = self._entries.get(key)
+        hit = self._entries.get(router, {}).get(name)
         if hit is not None and hit[0] is data:
             result = hit[1]
         else:
@@ -168,7 +226,7 @@ class RouteCache:
                 result = compile_route(router, name, data.spec)
             except CompileError as err:
                 result = err
-        self._next[key] = (data, result)
+        self._next.setdefault(router, {})[name] = (data, result)
         if isinstance(result, CompileError):
             raise result
         return result
@@ -178,8 +236,7 @@ class RouteCache:
         object while the route, the policy and its mirror node's existence are unchanged
         (so the lowering memo keeps it too). Raises CompileError naming the policy's field."""
         mirror_known = policy.spec.mirror.virtual_node in nodes if policy.spec.HasField("mirror") else True
-        key = (router, name)
-        hit = self._policies.get(key)
+        hit = self._policies.get(router, {}).get(name)
         if hit is not None and hit[0] is route and hit[1] is policy and hit[2] == mirror_known:
             result = hit[3]
         else:
@@ -187,16 +244,18 @@ class RouteCache:
                 result = replace(route, **route_policy(policy.spec, nodes))
             except CompileError as err:
                 result = err
-        self._next_policies[key] = (route, policy, mirror_known, result)
+        self._next_policies.setdefault(router, {})[name] = (route, policy, mirror_known, result)
         if isinstance(result, CompileError):
             raise result
         return result
 
     def done(self) -> None:
-        """End of one compile: forget the routes, policies, routers and nodes it did not see."""
+        """End of one compile: forget what it did not see."""
         self._entries, self._next = self._next, {}
         self._policies, self._next_policies = self._next_policies, {}
         self._routers, self._next_routers = self._next_routers, {}
+        self._nodes, self._next_nodes = self._next_nodes, {}
+        self._services, self._next_services = self._next_services, {}
         self._endpoints, self._next_endpoints = self._next_endpoints, {}
 
 
@@ -452,72 +511,91 @@ def listener_timeouts(spec) -> tuple[float, float]:
 def compile_mesh(snap: MeshSnapshot, trust_domain: str = DEFAULT_TRUST_DOMAIN,
                  cache: RouteCache | None = None) -> Compiled:
     """A mesh snapshot → table + endpoints. Uncompilable resources are left out and reported.
-    With `cache` (kept by the caller for this mesh), unchanged routes are not compiled again."""
+    With `cache` (kept by the caller for this mesh), what did not change is not compiled
+    again; with the snapshot's `route_groups` too, finding what changed costs a look at
+    each router, node and service, not at each route."""
     cache = cache if cache is not None else RouteCache()
     problems: list[CompileError] = []
     node_policies = {p.spec.virtual_node_name: (name, p) for name, p in sorted(snap.node_policies.items())}
-    nodes, listener_limits = [], {}
+    nodes, listener_limits, cloud_map = [], {}, []
     for name, data in sorted(snap.nodes.items()):
-        try:
-            node = compile_node(snap.name, name, data.spec, trust_domain)
-        except CompileError as err:
-            problems.append(CompileError(f"virtualNodes/{snap.name}/{name}", err.field, err.reason))
+        policy = node_policies.get(name)
+        node, limits, node_problems, discovered = cache.node(
+            name, data, policy, trust_domain,
+            lambda: _compile_node_with_policy(snap.name, name, data, policy, trust_domain))
+        problems.extend(node_problems)
+        if node is None:
             continue
-        if name in node_policies:
-            pname, policy = node_policies[name]
-            try:
-                locality, limits = node_policy(policy.spec, {lst.port_mapping.port for lst in data.spec.listeners})
-                node = replace(node, locality=locality)
-                listener_limits.update(((name, port), rl) for port, rl in limits.items())
-            except CompileError as err:
-                problems.append(CompileError(f"nodePolicies/{snap.name}/{pname}", err.field, err.reason))
+        listener_limits.update(limits)
+        if discovered:
+            cloud_map.append(name)
         nodes.append(node)
-    node_names = cache.node_names({n.name for n in nodes})
-    policies = {(p.spec.route.virtual_router_name, p.spec.route.route_name): (name, p)
-                for name, p in sorted(snap.route_policies.items())}
+    node_names = cache.node_names(frozenset(n.name for n in nodes))
+    policies: dict[str, dict[str, tuple]] = {}
+    for pname, p in sorted(snap.route_policies.items()):
+        policies.setdefault(p.spec.route.virtual_router_name, {})[p.spec.route.route_name] = (pname, p)
+    groups = snap.route_groups if snap.route_groups is not None else group_routes(snap.routes)
     mirrors: dict[tuple[str, str], MirrorLimits] = {}
-    routes_of: dict[str, list] = {r: [] for r in snap.routers}
-    for (router, name), data in sorted(snap.routes.items()):
-        routes_of.setdefault(router, []).append((name, data))
     routers = []
-    for router, items in sorted(routes_of.items()):
-        mine = tuple((name, policies.get((router, name))) for name, _ in items)
+    for router in sorted(groups.keys() | snap.routers.keys()):
+        group, mine = groups.get(router, _NO_ROUTES), policies.get(router)
         routes, router_problems, router_mirrors = cache.router(
-            router, items, mine, node_names,
-            lambda: _router_routes(snap.name, router, items, dict(mine), node_names, cache))
+            router, group, mine, node_names,
+            lambda: _router_routes(snap.name, router, sorted(group.items()), mine or {}, node_names, cache))
         problems.extend(router_problems)
         mirrors.update(router_mirrors)
         if router in snap.routers:
             routers.append(routes)
-    routers = tuple(routers)
     services = []
     for name, data in sorted(snap.services.items()):
-        provider = data.spec.provider
-        kind = provider.WhichOneof("provider") if data.spec.HasField("provider") else None
-        if kind == "virtual_router" and provider.virtual_router.virtual_router_name in snap.routers:
-            rname = provider.virtual_router.virtual_router_name
-            ports = tuple(lst.port_mapping.port for lst in snap.routers[rname].spec.listeners)
-            services.append(fr.VirtualService(name=name, router=rname, ports=ports))
-        elif kind == "virtual_node" and provider.virtual_node.virtual_node_name in node_names:
-            nname = provider.virtual_node.virtual_node_name
-            ports = tuple(lst.port_mapping.port for lst in snap.nodes[nname].spec.listeners)
-            services.append(fr.VirtualService(name=name, node=nname, ports=ports))
-        elif kind is not None:
-            problems.append(CompileError(f"virtualServices/{snap.name}/{name}", "spec.provider",
-                                         "no provider that exists"))
+        service = cache.service(name, data, snap, node_names)
+        if isinstance(service, CompileError):
+            problems.append(service)
+        elif service is not None:
+            services.append(service)
         # App Mesh allows a service without a provider: it exists but routes nowhere, so
         # calls to it are answered "no service" like an unknown name.
-    table = fr.Table(services=tuple(services), routers=routers, nodes=tuple(nodes))
+    table = fr.Table(services=tuple(services), routers=tuple(routers), nodes=tuple(nodes))
     endpoints = {node: cache.endpoints(node, insts) for node, insts in snap.instances.items() if node in node_names}
     cache.done()
-    table, lowered = _drop_invalid(table, problems, snap.name, cache.lowering,
-                                   {key: name for key, (name, _) in policies.items()}, mirrors)
-    endpoints.update((node, tuple(live_endpoints(node_instances(snap, node))))
-                     for node in node_names if cloud_map_service(snap.nodes[node]) is not None)
+    flat_policies = {(router, route): pname for router, mine in policies.items() for route, (pname, _) in mine.items()}
+    table, lowered = _drop_invalid(table, problems, snap.name, cache.lowering, flat_policies, mirrors)
+    endpoints.update((node, tuple(live_endpoints(node_instances(snap, node)))) for node in cloud_map)
     for err in problems:
         log.warning("resource left out of the route table", extra={"resource": err.resource, "field": err.field,
                                                                    "reason": err.reason})
     return Compiled(table, endpoints, tuple(problems), lowered, mirrors, listener_limits)
+
+
+_NO_ROUTES: dict = {}
+
+
+def group_routes(routes: dict[tuple[str, str], object]) -> dict[str, dict[str, object]]:
+    """A snapshot's routes by virtual router: router -> route name -> data."""
+    groups: dict[str, dict[str, object]] = {}
+    for (router, name), data in routes.items():
+        groups.setdefault(router, {})[name] = data
+    return groups
+
+
+def _compile_node_with_policy(mesh: str, name: str, data, policy, trust_domain: str) -> tuple:
+    """A virtual node with its NodePolicy: (fr.VirtualNode or None when it cannot be
+    compiled, its listener limits by (node, port), the problems, whether it is discovered
+    through Cloud Map)."""
+    try:
+        node = compile_node(mesh, name, data.spec, trust_domain)
+    except CompileError as err:
+        return None, {}, [CompileError(f"virtualNodes/{mesh}/{name}", err.field, err.reason)], False
+    limits, problems = {}, []
+    if policy is not None:
+        pname, p = policy
+        try:
+            locality, by_port = node_policy(p.spec, {lst.port_mapping.port for lst in data.spec.listeners})
+            node = replace(node, locality=locality)
+            limits = {(name, port): rl for port, rl in by_port.items()}
+        except CompileError as err:
+            problems.append(CompileError(f"nodePolicies/{mesh}/{pname}", err.field, err.reason))
+    return node, limits, problems, cloud_map_service(data) is not None
 
 
 def _router_routes(mesh: str, router: str, items: list, policies: dict, node_names: set[str],
@@ -781,7 +859,8 @@ def scoped(snap: MeshSnapshot, scope: Scope) -> MeshSnapshot:
                    gateways={g: d for g, d in snap.gateways.items() if g in gateways}, gateway_routes=gateway_routes,
                    route_policies=policies,
                    node_policies={k: p for k, p in snap.node_policies.items() if p.spec.virtual_node_name in nodes},
-                   instances={n: dict(i) for n, i in snap.instances.items() if n in nodes}, reaching=reaching)
+                   instances={n: dict(i) for n, i in snap.instances.items() if n in nodes}, reaching=reaching,
+                   route_groups=None)
 
 
 def route_data(data: admin_pb2.RouteData | bytes) -> admin_pb2.RouteData:

@@ -63,6 +63,12 @@ class MeshView:
         self._live: dict[str, LiveMesh] = {}        # published generations (loop side)
         self._dirty: set[str] = set()
         self._route_caches: dict[str, RouteCache] = {}  # config side: per mesh, across compiles
+        # config side: the router last prepared for each mesh, which the next is built on
+        self._routers: dict[str, object] = {}
+        # config side: per mesh, the route groups (MeshSnapshot.route_groups) the working
+        # snapshot has made since it was last frozen; the others are shared with a frozen
+        # copy and replaced, not changed, when an event reaches them
+        self._own_groups: dict[str, set[str]] = {}
         # loop side: instances this meshd found itself (DNS service discovery), mesh → node →
         # {instance id: Instance}; merged into the live snapshots' instances, never in etcd
         self._discovered: dict[str, dict[str, dict]] = {}
@@ -99,6 +105,7 @@ class MeshView:
         with self._lock:
             if resp.reset:
                 self._snaps.clear()
+                self._own_groups.clear()
                 self._dirty.update(self._live)  # meshes that vanished must be unpublished
                 self._loading = True
             endpoint_changes: set[tuple[str, str]] = set()
@@ -126,7 +133,10 @@ class MeshView:
         coll, mesh = parts[0], parts[1] if len(parts) > 1 else ""
         if self.scopes is not None and mesh not in self.scopes:
             return  # a mesh this meshd serves no app of: neither held nor compiled
-        snap = self._snaps.setdefault(mesh, MeshSnapshot(mesh))
+        snap = self._snaps.get(mesh)
+        if snap is None:
+            # A scoped view compiles a few routers, grouped from its scoped copy's routes.
+            snap = self._snaps[mesh] = MeshSnapshot(mesh, route_groups={} if self.scopes is None else None)
         put = ev.type == admin_pb2.ResourceEvent.PUT
         r = ev.resource
         if coll == "instances":
@@ -158,11 +168,31 @@ class MeshView:
         if table is None:
             return
         store, value, key = table
+        k = key()
         if put:
-            store[key()] = value()
+            store[k] = v = value()
         else:
-            store.pop(key(), None)
+            store.pop(k, None)
+        if coll == "routes" and snap.route_groups is not None:
+            self._group_route(mesh, snap, k, v if put else None)
         self._dirty.add(mesh)
+
+    def _group_route(self, mesh: str, snap: MeshSnapshot, key: tuple[str, str], data) -> None:
+        """The route `key` in the snapshot's route groups too (None: deleted). A group a frozen
+        copy shares is copied first: what a compile saw never changes under it."""
+        router, name = key
+        owned = self._own_groups.setdefault(mesh, set())
+        group = snap.route_groups.get(router)
+        if router not in owned:
+            group = snap.route_groups[router] = dict(group) if group else {}
+            owned.add(router)
+        if data is not None:
+            group[name] = data
+        else:
+            group.pop(name, None)
+            if not group:
+                del snap.route_groups[router]
+                owned.discard(router)
 
     def prepare(self) -> list[tuple[str, LiveMesh | None]]:
         """Compile every dirty mesh (any thread but the loop's): (mesh, new generation or
@@ -178,6 +208,7 @@ class MeshView:
         for mesh, snap in sorted(snaps.items()):
             if snap is None:
                 self._route_caches.pop(mesh, None)
+                self._routers.pop(mesh, None)
                 prepared.append((mesh, None))
                 continue
             t0 = time.perf_counter()
@@ -185,9 +216,11 @@ class MeshView:
             # The egress looks up the instance behind an endpoint among its node's instances.
             snap.instances.update({n: routed_instances(snap, n) for n, data in snap.nodes.items()
                                    if cloud_map_service(data) is not None})
-            router = fr.Router(compiled.lowered, seed=self.seed, locality=self.locality)
-            for node, eps in compiled.endpoints.items():
-                router.set_endpoints(node, list(eps))
+            # Built on the last router prepared for the mesh: what the change left alone (the
+            # other virtual routers, the nodes whose instances stayed) is that router's own.
+            router = fr.Router(compiled.lowered, seed=self.seed, locality=self.locality,
+                               base=self._routers.get(mesh), endpoints=compiled.endpoints)
+            self._routers[mesh] = router
             self.generations += 1
             prepared.append((mesh, LiveMesh(mesh, router, compiled, revision, self.generations, time.time(),
                                             time.perf_counter() - t0, snap)))
@@ -198,6 +231,7 @@ class MeshView:
         change it: the part its Scope reaches, when the view has scopes."""
         snap = self._snaps.get(mesh)
         if snap is None or self.scopes is None:
+            self._own_groups.pop(mesh, None)  # from now on shared with the copy
             return _frozen(snap)
         return scoped(snap, self.scopes[mesh])
 
@@ -282,5 +316,6 @@ def _frozen(snap: MeshSnapshot | None) -> MeshSnapshot | None:
         return None
     return replace(snap, nodes=dict(snap.nodes), services=dict(snap.services), routers=dict(snap.routers),
                    routes=dict(snap.routes), gateways=dict(snap.gateways), gateway_routes=dict(snap.gateway_routes),
+                   route_groups=None if snap.route_groups is None else dict(snap.route_groups),
                    route_policies=dict(snap.route_policies), node_policies=dict(snap.node_policies),
                    instances={n: dict(i) for n, i in snap.instances.items()})
