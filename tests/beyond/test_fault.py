@@ -143,3 +143,36 @@ def test_a_policy_the_router_refuses_is_left_out_and_its_route_serves():
     assert [(p.resource, p.field) for p in compiled.problems] == [
         ("routePolicies/shop/chaos", "routers[0].routes[0].fault.abort.http_status")]
     assert compiled.mirrors == {}
+
+
+def test_an_injected_delay_is_never_served_short():
+    """An injected delay is served in full, measured on the process clock: the egress's
+    timer checks the clock when it fires and sets itself again for what is left. uvloop's
+    (libuv's) timers count whole milliseconds from a cached loop time, and an injected
+    150 ms delay once measured 149.94 ms from the caller (tests/beyond/test_fault.py's
+    HTTP/1.1 test, in a loaded run); plain timers fired late in isolation here, so this
+    checks the guarantee over timers set at every tenth of a millisecond."""
+    import uvloop
+
+    from meshd.proxy.egress import _at_least
+
+    loop = uvloop.new_event_loop()
+    early = {"egress": []}
+
+    def schedule(k: int) -> None:
+        if k == 40:
+            loop.stop()
+            return
+        # start at a different place within a millisecond each time
+        start = time.monotonic()
+        while time.monotonic() < start + (k % 10) * 0.0001:
+            pass
+        due = time.monotonic() + 0.005
+        _at_least(loop, due, lambda: (early["egress"].append(due - time.monotonic()), schedule(k + 1)))
+
+    loop.call_soon(schedule, 0)
+    try:
+        loop.run_forever()
+    finally:
+        loop.close()
+    assert len(early["egress"]) == 40 and max(early["egress"]) <= 0, max(early["egress"])
