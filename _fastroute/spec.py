@@ -50,7 +50,7 @@ _CODES_OF_EVENT = {
 NS_PER_MS = 1_000_000
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class HeaderMatch:
     """One header (HTTP) or metadata (gRPC) condition; App Mesh HttpRouteHeader.
 
@@ -68,7 +68,7 @@ class HeaderMatch:
     invert: bool = False
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class QueryMatch:
     """A query parameter condition; `exact=None` means the parameter is present."""
 
@@ -76,7 +76,7 @@ class QueryMatch:
     exact: str | None = None
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class HttpMatch:
     """App Mesh HttpRouteMatch: exactly one of prefix, path_exact, path_regex."""
 
@@ -90,7 +90,7 @@ class HttpMatch:
     query: tuple[QueryMatch, ...] = ()
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class GrpcMatch:
     """App Mesh GrpcRouteMatch; method_name needs service_name, as in App Mesh."""
 
@@ -100,14 +100,14 @@ class GrpcMatch:
     port: int | None = None
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class TcpMatch:
     """App Mesh TcpRouteMatch: the listener port only."""
 
     port: int | None = None
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Target:
     """A weighted target: a virtual node, an integer weight 0..100 (0 = never)."""
 
@@ -116,7 +116,7 @@ class Target:
     port: int | None = None
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class RetryPolicy:
     """App Mesh HttpRetryPolicy / GrpcRetryPolicy, plus single status codes.
 
@@ -132,7 +132,7 @@ class RetryPolicy:
     http_status_codes: tuple[int, ...] = ()
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Timeouts:
     """Per-request and idle timeouts in ms; 0 disables. Defaults are App Mesh's."""
 
@@ -140,7 +140,7 @@ class Timeouts:
     idle_ms: int = 300_000
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class OutlierDetection:
     """App Mesh OutlierDetection: eject after max_server_errors consecutive errors."""
 
@@ -150,7 +150,7 @@ class OutlierDetection:
     max_ejection_percent: int
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class ConnectionPool:
     """App Mesh VirtualNodeConnectionPool limits; defaults are Envoy's (1024 each)."""
 
@@ -159,7 +159,7 @@ class ConnectionPool:
     max_requests: int = 1024
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class FaultDelay:
     """Delay `per_million` of a route's requests by `fixed_ms` + uniform [0, `jitter_ms`)."""
 
@@ -168,7 +168,7 @@ class FaultDelay:
     jitter_ms: int = 0
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class FaultAbort:
     """Answer `per_million` of a route's requests at once, without an upstream: with
     `http_status` (200-599) or `grpc_status` (1-16); exactly one is set."""
@@ -178,7 +178,7 @@ class FaultAbort:
     grpc_status: int | None = None
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Fault:
     """Fault injection on a route (meshd's RoutePolicy): only requests whose headers match
     every one of `headers` are eligible; the delay and the abort are drawn independently,
@@ -189,7 +189,7 @@ class Fault:
     headers: tuple[HeaderMatch, ...] = ()
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Mirror:
     """Copy `per_million` of a route's routed requests to `node` (which must be in the
     table's nodes), at `port` (None: the node's only listener)."""
@@ -199,7 +199,7 @@ class Mirror:
     port: int | None = None
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class RateLimit:
     """A token bucket: at most `max_tokens`, `tokens_per_fill` added every `fill_interval_ms`
     (whole intervals only, as Envoy's local rate limit), one taken per request. Starts full."""
@@ -209,7 +209,7 @@ class RateLimit:
     fill_interval_ms: int
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class LocalityLb:
     """Locality-aware balancing of a node's endpoints (Envoy's priority failover by
     locality distance). `overprovisioning_percent`: Envoy's overprovisioning factor x 100."""
@@ -218,7 +218,7 @@ class LocalityLb:
     overprovisioning_percent: int = 140
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Route:
     """A route: a match, weighted targets, retry policy, timeouts, priority.
 
@@ -239,7 +239,7 @@ class Route:
     rate_limit: RateLimit | None = None
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class VirtualRouter:
     """A virtual router and its routes (of any protocols)."""
 
@@ -247,7 +247,7 @@ class VirtualRouter:
     routes: tuple[Route, ...] = ()
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class VirtualNode:
     """A target node: balancing policy, outlier detection, pool limits, identity.
 
@@ -265,7 +265,7 @@ class VirtualNode:
     locality: LocalityLb = field(default_factory=LocalityLb)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class VirtualService:
     """A virtual service: exactly one of `router` / `node` names its provider.
 
@@ -282,7 +282,7 @@ class VirtualService:
     local_ports: tuple[int, ...] = ()
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Endpoint:
     """One registered instance of a virtual node; `id` is stable across updates.
 
@@ -311,7 +311,7 @@ DEFAULT_RETRY = RetryPolicy(
 NO_RETRY = RetryPolicy(max_retries=0, per_retry_timeout_ms=15_000)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Table:
     """The whole input of a router: services, routers, nodes and defaults."""
 
