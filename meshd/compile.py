@@ -45,8 +45,10 @@ class MeshSnapshot:
     nodes: dict[str, admin_pb2.VirtualNodeData] = field(default_factory=dict)
     services: dict[str, admin_pb2.VirtualServiceData] = field(default_factory=dict)
     routers: dict[str, admin_pb2.VirtualRouterData] = field(default_factory=dict)
-    # A scoped view's working snapshot holds a route as its serialized RouteData (bytes)
-    # until its router comes into scope (`scoped` parses it): a sidecar of a 10,000-route
+    # MeshView holds a route as its serialized RouteData (bytes): compiled once per change,
+    # it is parsed then and the message dropped (a message of its own costs about 1 kB,
+    # and one taken from a Watch response keeps that whole response alive). A scoped
+    # view's `scoped` parses the routes in scope in place: a sidecar of a 10,000-route
     # mesh then holds little more than a sidecar of a small one.
     routes: dict[tuple[str, str], admin_pb2.RouteData | bytes] = field(default_factory=dict)
     # The same routes by virtual router (router -> route name -> data), when the holder
@@ -218,12 +220,13 @@ class RouteCache:
         return result
 
     def route(self, router: str, name: str, data) -> fr.Route:
+        """A route's compiled form (its message, or the message serialized: parsed here)."""
         hit = self._entries.get(router, {}).get(name)
         if hit is not None and hit[0] is data:
             result = hit[1]
         else:
             try:
-                result = compile_route(router, name, data.spec)
+                result = compile_route(router, name, route_data(data).spec)
             except CompileError as err:
                 result = err
         self._next.setdefault(router, {})[name] = (data, result)
@@ -768,13 +771,18 @@ def _camel(snake: str) -> str:
     return head + "".join(p.title() for p in rest)
 
 
-def services_reaching(snap: MeshSnapshot, node: str) -> frozenset[str]:
+def services_reaching(snap: MeshSnapshot, node: str, table: fr.Table | None = None) -> frozenset[str]:
     """The virtual services of `snap` whose traffic can reach virtual node `node`: those it
     provides directly, and those whose virtual router has a route targeting it, or whose
     copies a RoutePolicy mirrors to it. A TCP connection names no service, so the ingress
-    checks a DROP_ALL caller against these."""
+    checks a DROP_ALL caller against these. With the mesh's compiled `table`, from its
+    routes (what can carry traffic) rather than by parsing the snapshot's."""
     if node in snap.reaching:
         return snap.reaching[node]
+    if table is not None:
+        routers = {vr.name for vr in table.routers for rt in vr.routes
+                   if any(t.node == node for t in rt.targets) or (rt.mirror is not None and rt.mirror.node == node)}
+        return frozenset(s.name for s in table.services if s.node == node or s.router in routers)
     routers = {router for (router, _), data in snap.routes.items()
                if any(t.virtual_node == node for t in _route_targets(route_data(data)))}
     routers.update(p.spec.route.virtual_router_name for p in snap.route_policies.values()

@@ -151,7 +151,7 @@ class MeshView:
         table = {"virtualNodes": (snap.nodes, lambda: r.virtual_node, lambda: parts[2]),
                  "virtualServices": (snap.services, lambda: r.virtual_service, lambda: parts[2]),
                  "virtualRouters": (snap.routers, lambda: r.virtual_router, lambda: parts[2]),
-                 "routes": (snap.routes, lambda: r.route.SerializeToString() if self.scopes is not None else r.route,
+                 "routes": (snap.routes, lambda: r.route.SerializeToString(),
                             lambda: (parts[2], parts[3])),
                  "virtualGateways": (snap.gateways, lambda: r.virtual_gateway, lambda: parts[2]),
                  "gatewayRoutes": (snap.gateway_routes, lambda: r.gateway_route, lambda: (parts[2], parts[3])),

@@ -213,7 +213,8 @@ class Ingress:
         got = self._declared.get(key)
         if got is None:
             if sid is None:
-                got = services_reaching(snap, node)
+                live = self.view.live(snap.name)
+                got = services_reaching(snap, node, live.compiled.table if live is not None else None)
             elif sid.kind == spiffe.GATEWAY:
                 got = gateway_targets(snap, sid.name)
             else:
