@@ -108,6 +108,11 @@ class Metrics:
             "meshd_dataplane_loop_lag_seconds", "How late the data-plane loop ran a timer due every "
             "10 ms: the longest any request could have waited for the loop meanwhile.",
             buckets=LOOP_LAG_BUCKETS, registry=r)
+        self.loop_blocked = Histogram(
+            "meshd_dataplane_loop_blocked_seconds", "The data-plane loop's lag less the time its thread "
+            "was ready to run but had no CPU (its run-queue wait, Linux schedstat): the part of the lag "
+            "meshd caused itself (its own callbacks, the GIL held by its other threads), not the host's "
+            "other processes.", buckets=LOOP_LAG_BUCKETS, registry=r)
         self.loop_lag_max = Gauge("meshd_dataplane_loop_lag_max_seconds",
                                   "The largest data-plane loop lag seen since this meshd started.", registry=r)
         self.instance_health = Gauge("meshd_instance_health", "Local instance health: 1 healthy, 0 not.",

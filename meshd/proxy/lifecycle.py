@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import gc
 import logging
+import os
 import queue
 import sys
 import threading
@@ -110,6 +111,7 @@ class MeshRuntime:
         self.discovery = DnsDiscovery(lambda mesh, node, found: self.loop.call_soon_threadsafe(
             self.view.set_discovered, mesh, node, found))
         self._active = True
+        self._run_queue: RunQueueWait | None = None  # the loop thread's, for loop-blocked metrics
         self._stopping = threading.Event()
         self._config_changed = threading.Event()  # a new configuration was applied
         self._cert_lock = threading.Lock()  # one renewal pass at a time
@@ -182,9 +184,11 @@ class MeshRuntime:
 
     def _watch_lag(self) -> None:
         """Every LOOP_LAG_PERIOD_SECONDS: how late this timer ran is how long the loop was
-        blocked (a compile, a slow hook, GIL contention); exported as loop-lag metrics."""
+        held up (a compile, a slow hook, GIL contention, or no CPU free on the host); exported
+        as loop-lag metrics, and less the loop thread's run-queue wait as loop-blocked ones."""
         metrics = self.observe.metrics
         worst = [0.0]
+        waits = self._run_queue = RunQueueWait()  # opened here, on the loop's thread
 
         # The process clock, not loop.time(): uvloop's is whole milliseconds, cached at the
         # start of a loop iteration, which would read a 4.1 ms stall as 5 or a 5.9 ms one as 5.
@@ -192,6 +196,7 @@ class MeshRuntime:
             now = time.monotonic()
             lag = max(0.0, now - due)
             metrics.loop_lag.observe(lag)
+            metrics.loop_blocked.observe(max(0.0, lag - waits.since_last()))
             if lag > worst[0]:
                 worst[0] = lag
                 metrics.loop_lag_max.set(lag)
@@ -537,6 +542,8 @@ class MeshRuntime:
         self._active = False
         self._stopping.set()
         self._config_changed.set()  # wakes the registrar, which then sees the stop
+        if self._run_queue is not None:
+            self._run_queue.close()
 
         async def drain():
             for task in list(self._revivals):
@@ -570,3 +577,35 @@ class MeshRuntime:
     def in_flight(self) -> dict[str, int]:
         """Requests routed and not yet completed, per "mesh/target node"."""
         return self.egress.in_flight()
+
+
+class RunQueueWait:
+    """The calling thread's run-queue wait: the time it was ready to run but had no CPU
+    (the second field of Linux's /proc/thread-self/schedstat, in ns). `since_last()` is the
+    wait since the previous call, in seconds; 0 where the kernel does not say. A loop-lag
+    timer late by more than that wait was held up by the process itself."""
+
+    def __init__(self):
+        try:
+            self._fd: int | None = os.open("/proc/thread-self/schedstat", os.O_RDONLY)
+        except OSError:
+            self._fd = None
+        self._last = self._read()
+
+    def _read(self) -> int:
+        if self._fd is None:
+            return 0
+        try:
+            return int(os.pread(self._fd, 64, 0).split()[1])
+        except (OSError, IndexError, ValueError):
+            return 0
+
+    def since_last(self) -> float:
+        now = self._read()
+        waited, self._last = now - self._last, now
+        return max(0, waited) / 1e9
+
+    def close(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None

@@ -198,17 +198,17 @@ def wait_all(probes: list[Probe], wanted, timeout: float) -> float | None:
     return None
 
 
-def loop_lag(before: dict, after: dict) -> tuple[int, float]:
+def loop_lag(before: dict, after: dict, metric: str = "meshd_dataplane_loop_lag_seconds") -> tuple[int, float]:
     """From two scrapes of one meshd: the loop-lag observations over LAG_BOUND between them,
     and the upper bound of the highest histogram bucket any of them fell in (inf: past the
-    last bucket)."""
+    last bucket). `metric` may be meshd_dataplane_loop_blocked_seconds: the lag less the
+    loop thread's run-queue wait."""
     def bucket(fig: dict, le: str) -> float:
-        return fig[("meshd_dataplane_loop_lag_seconds_bucket", (("le", le),))]
-    count = ("meshd_dataplane_loop_lag_seconds_count", ())
+        return fig[(f"{metric}_bucket", (("le", le),))]
+    count = (f"{metric}_count", ())
     total = after[count] - before[count]
     over = total - (bucket(after, str(LAG_BOUND)) - bucket(before, str(LAG_BOUND)))
-    bounds = sorted((float(dict(labels)["le"]) for name, labels in after
-                     if name == "meshd_dataplane_loop_lag_seconds_bucket"))
+    bounds = sorted((float(dict(labels)["le"]) for name, labels in after if name == f"{metric}_bucket"))
     worst = 0.0
     for le in bounds:  # the first bucket holding every observation of the window bounds the worst
         if bucket(after, _le(le)) - bucket(before, _le(le)) >= total:
@@ -242,6 +242,9 @@ class Figures:
     # phase -> meshd -> loop stalls over LAG_BOUND, and the bucket bound of the worst stall
     stalls: dict[str, dict[str, int]] = field(default_factory=dict)
     worst_lag: dict[str, dict[str, float]] = field(default_factory=dict)
+    # the same for the lag less the loop thread's run-queue wait (no CPU free on the host)
+    blocked: dict[str, dict[str, int]] = field(default_factory=dict)
+    worst_blocked: dict[str, dict[str, float]] = field(default_factory=dict)
     probe_calls: int = 0
     meshd_rss_mb: dict[str, float] = field(default_factory=dict)  # meshd -> RSS at the end of the run
 
@@ -256,6 +259,8 @@ class Figures:
                 f"({self.churn_rate:.0f}/s), canaries ({len(self.canaries)}): {pct(self.canaries)}, "
                 f"table rebuilds during churn {self.rebuilds_during_churn}; loop stalls > "
                 f"{LAG_BOUND * 1000:.0f} ms {self.stalls}, worst within {self.worst_lag} s; "
+                f"of them blocked by meshd (less run-queue wait) {self.blocked}, worst within "
+                f"{self.worst_blocked} s; "
                 f"probe calls {self.probe_calls}; meshds routing {self.start_seconds:.1f} s after their start, "
                 f"RSS at the end {self.meshd_rss_mb} MB")
 
@@ -375,9 +380,13 @@ class Fleet:
         """Run `work()` and record each meshd's loop stalls over LAG_BOUND meanwhile."""
         before = [m.scrape() for m in self.meshds]
         work()
-        stalls, worst = self.figures.stalls.setdefault(phase, {}), self.figures.worst_lag.setdefault(phase, {})
+        f = self.figures
+        stalls, worst = f.stalls.setdefault(phase, {}), f.worst_lag.setdefault(phase, {})
+        blocked, worst_blocked = f.blocked.setdefault(phase, {}), f.worst_blocked.setdefault(phase, {})
         for m, b in zip(self.meshds, before):
-            stalls[m.name], worst[m.name] = loop_lag(b, m.scrape())
+            after = m.scrape()
+            stalls[m.name], worst[m.name] = loop_lag(b, after)
+            blocked[m.name], worst_blocked[m.name] = loop_lag(b, after, "meshd_dataplane_loop_blocked_seconds")
 
     def close(self) -> None:
         for p in self.probes:
@@ -396,10 +405,10 @@ class Fleet:
 
 
 def run(etcd_url: str, prefix: str, tmp: Path, *, scale: float, flips: int, churn_seconds: float,
-        churn_rate: float = 100.0, scoped: bool = False) -> Figures:
+        churn_rate: float = 100.0, scoped: bool = False, meshds: int = 3) -> Figures:
     """The whole propagation measurement at `scale`: flips, then instance churn, each under
     the probes' traffic with every meshd's loop lag recorded."""
-    fleet = Fleet(etcd_url, prefix, tmp, scale=scale, scoped=scoped)
+    fleet = Fleet(etcd_url, prefix, tmp, n=meshds, scale=scale, scoped=scoped)
     try:
         fleet.measure_loop_lag("flips", lambda: fleet.flips(flips))
         fleet.measure_loop_lag("churn", lambda: fleet.churn(churn_rate, churn_seconds))

@@ -26,6 +26,34 @@ def test_changes_reach_every_meshds_traffic_within_a_second(etcd, etcd_prefix, t
                                                             churn_seconds, scoped):
     figures = run(etcd.url, etcd_prefix, tmp_path, scale=scale, flips=flips, churn_seconds=churn_seconds,
                   scoped=scoped)
+    _check(figures, flips)
+
+
+@pytest.mark.parametrize(("scale", "flips", "churn_seconds"), [
+    pytest.param(0.05, 50, 8.0, marks=pytest.mark.scale_ci, id="ci"),
+    pytest.param(1.0, 200, 30.0, marks=pytest.mark.scale, id="full"),
+])
+def test_one_meshd_holding_the_whole_estate_never_blocks_its_loop(etcd, etcd_prefix, tmp_path, scale, flips,
+                                                                 churn_seconds):
+    """Issue 17's loop bound where the machine is not the limit: one unscoped meshd holding
+    the whole estate, probed through its egress every 5 ms while the flips and the churn
+    stream. With three meshds, their origins and probes on two cores (above), a loop that
+    was ready waits for a CPU; here one meshd's loop and compile thread can have a core
+    each. The bound is asserted on what meshd itself held its loop up for (its own work,
+    the GIL held by its other threads): the lag less the time the loop thread was ready
+    but had no CPU (Linux schedstat); the raw lag is printed beside it."""
+    figures = run(etcd.url, etcd_prefix, tmp_path, scale=scale, flips=flips, churn_seconds=churn_seconds,
+                  meshds=1)
+    _check(figures, flips, loop_bound=True)
+    # Issue 17's memory bound for a host meshd holding the whole estate (all 20 meshes,
+    # unscoped), after it followed the apply, the flips and the churn.
+    assert max(figures.meshd_rss_mb.values()) <= 150, figures.summary()
+
+
+def _check(figures, flips: int, loop_bound: bool = False) -> None:
+    """Issue 17's bounds on `figures`. The loop bound: with `loop_bound`, no stall over 5 ms
+    that the meshd caused (the lag less its loop thread's run-queue wait) is asserted, and
+    the raw lag reported beside it; otherwise a raw stall is an expected failure, reported."""
     print(figures.summary())
     assert len(figures.flips) == flips
     assert percentile(figures.flips, 99) < P99_BOUND, figures.summary()
@@ -35,6 +63,10 @@ def test_changes_reach_every_meshds_traffic_within_a_second(etcd, etcd_prefix, t
     # Instances go into the live routers as they are: no meshd compiled a new table for them.
     assert figures.rebuilds_during_churn == 0, figures.summary()
     stalls = sum(n for phase in figures.stalls.values() for n in phase.values())
+    if loop_bound:
+        blocked = sum(n for phase in figures.blocked.values() for n in phase.values())
+        assert blocked == 0, f"{blocked} loop stalls over {LAG_BOUND * 1000:.0f} ms: {figures.summary()}"
+        return
     if stalls:
         # Issue 17's bound (no stall over 5 ms), reported rather than loosened: three meshds,
         # their origins and this test's probes share two cores here (see docs/scale.md).
