@@ -30,6 +30,7 @@ class Origin:
         self.calls = 0
         self.fail_every = 0  # fail call n when n % fail_every == 0
         self.fail_code = grpc.StatusCode.UNAVAILABLE
+        self.fail_metadata: tuple = ()  # trailing metadata of the failed calls
         self.delay_first = 0.0  # seconds to stall the first `delay_calls` calls
         self.delay_calls = 0
         self.lock = threading.Lock()
@@ -54,6 +55,8 @@ class Origin:
         if self.delay_calls and n <= self.delay_calls:
             time.sleep(self.delay_first)
         if self.fail_every and n % self.fail_every == 0:
+            if self.fail_metadata:
+                context.set_trailing_metadata(self.fail_metadata)
             context.abort(self.fail_code, f"{self.name} failed call {n}")
         return self.name.encode() + b":" + request
 

@@ -63,7 +63,9 @@ cdef class Target:
     in trailers-only responses) that make the engine ask the retry hook. context: opaque,
     handed back in Failure.target.context. strip_prefix: request headers whose (lowercase)
     name starts with it are not sent upstream (`headers` are still added): a proxy's own
-    headers never cross the edge they are meant for. Targets are immutable and meant to be
+    headers never cross the edge they are meant for. strip_response_prefix: response
+    headers and trailers whose (lowercase) name starts with it are neither relayed
+    downstream nor seen by the retry hook: an upstream cannot speak for the proxy. Targets are immutable and meant to be
     reused: the pool key is computed once here.
 
     idle_timeout: the route's idle timeout in seconds (App Mesh's route `timeout.idle`),
@@ -75,7 +77,7 @@ cdef class Target:
 
     def __init__(self, str host, int port, ssl=None, str server_hostname=None, headers=(),
                  double timeout=0.0, retry_statuses=None, retry_grpc=None, context=None,
-                 double try_timeout=0.0, idle_timeout=None, str strip_prefix=""):
+                 double try_timeout=0.0, idle_timeout=None, str strip_prefix="", str strip_response_prefix=""):
         self.host = host
         self.port = port
         self.ssl = ssl
@@ -108,11 +110,17 @@ cdef class Target:
                 names.add(n)
         self._set_names = frozenset(names) if names else None
         self._strip = strip_prefix.lower().encode("latin-1") if strip_prefix else None
+        self._resp_strip = strip_response_prefix.lower().encode("latin-1") if strip_response_prefix else None
 
     @property
     def strip_prefix(self):
         """Request headers starting with these lowercase bytes are not forwarded (or None)."""
         return self._strip
+
+    @property
+    def strip_response_prefix(self):
+        """Response headers starting with these lowercase bytes are not relayed (or None)."""
+        return self._resp_strip
 
     @property
     def rewrite(self):

@@ -190,9 +190,14 @@ cdef int _cli_on_header(nghttp2_session *s, const nghttp2_frame *frame,
     cdef Exchange x = _stream_exchange(s, frame.hd.stream_id)
     cdef size_t i
     cdef int code
+    cdef bytes strip
     if x is None:
         return 0
     try:
+        strip = x.target._resp_strip
+        if (strip is not None and namelen >= <size_t>len(strip)
+                and memcmp(name, <const char *>strip, len(strip)) == 0):
+            return 0  # the upstream's copy of a header only this proxy may set (nghttp2 lowercases names)
         if not x.resp_head_done:
             if namelen == 7 and memcmp(name, b":status", 7) == 0:
                 code = 0

@@ -49,6 +49,7 @@ cdef class Target:
     cdef list _set          # flat [name, value, ...] of lowercase bytes, no pseudo-headers
     cdef frozenset _set_names
     cdef bytes _strip       # request header name prefix not forwarded, or None
+    cdef bytes _resp_strip  # response header (and trailer) name prefix not relayed, or None
 
 
 @cython.final

@@ -25,13 +25,15 @@ class Target:
     def rewrite(self) -> tuple[Optional[bytes], list[bytes]]: ...
     @property
     def strip_prefix(self) -> Optional[bytes]: ...
+    @property
+    def strip_response_prefix(self) -> Optional[bytes]: ...
     def __init__(self, host: str, port: int, ssl: Optional[ssl.SSLContext] = ...,
                  server_hostname: Optional[str] = ...,
                  headers: Iterable[tuple[Union[str, bytes], Union[str, bytes]]] = ...,
                  timeout: float = ..., retry_statuses: Optional[Iterable[int]] = ...,
                  retry_grpc: Optional[Iterable[int]] = ..., context: Any = ...,
                  try_timeout: float = ..., idle_timeout: Optional[float] = ...,
-                 strip_prefix: str = ...) -> None: ...
+                 strip_prefix: str = ..., strip_response_prefix: str = ...) -> None: ...
 
 class Refusal:
     http_status: int

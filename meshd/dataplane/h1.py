@@ -661,6 +661,9 @@ class _Ex:
 
     # -- response side (called by the upstream parser)
     def resp_header(self, name, value):
+        strip = self.target.strip_response_prefix
+        if strip is not None and name.startswith(strip):
+            return  # the upstream's copy of a header only this proxy may set
         if self.resp_head_done:
             if self.resp_trailers is None:
                 self.resp_trailers = []

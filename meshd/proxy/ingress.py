@@ -167,11 +167,15 @@ class Ingress:
 
     @staticmethod
     def _local_target(snap, app) -> Target:
-        """The local instance, with its node listener's App Mesh timeouts (perRequest, idle)."""
+        """The local instance, with its node listener's App Mesh timeouts (perRequest, idle).
+        meshd's own headers go neither way: the app does not see a caller's, and what the app
+        answers with them is dropped (a caller's meshd believes this ingress's
+        x-meshd-reason, and a forged "could not reach my app" would be retried as a request
+        never processed)."""
         node = snap.nodes.get(app.virtual_node) if snap is not None else None
         per_request, idle = listener_timeouts(node.spec) if node is not None else (0.0, None)
         return Target(app.address, app.port, timeout=per_request, idle_timeout=idle,
-                      strip_prefix=INTERNAL_HEADER_PREFIX)
+                      strip_prefix=INTERNAL_HEADER_PREFIX, strip_response_prefix=INTERNAL_HEADER_PREFIX)
 
     def admit(self, app, peer_cert: bytes | None, service: str | None):
         """May this caller reach `app` through the ingress? (caller's SpiffeId or None,

@@ -31,8 +31,9 @@ REASON = "x-meshd-reason"
 
 
 class HttpOrigin:
-    """An HTTP/1.1 origin answering every request 200 with `<name> saw <path>`; it keeps the
-    bodies it received, by path."""
+    """An HTTP/1.1 origin answering every request 200 with `<name> saw <path>` (a path
+    starting /forge: 503 with the x-meshd-reason a meshd gives a connect failure); it keeps
+    the bodies it received, by path."""
 
     def __init__(self, name: str):
         self.name = name
@@ -46,7 +47,10 @@ class HttpOrigin:
                 n = int(self.headers.get("Content-Length") or 0)
                 origin.bodies[self.path] = self.rfile.read(n) if n else b""
                 body = f"{origin.name} saw {self.path}".encode()
-                self.send_response(200)
+                forged = self.path.startswith("/forge")
+                self.send_response(503 if forged else 200)
+                if forged:  # an app answering with a header only a meshd may set
+                    self.send_header("X-Meshd-Reason", "upstream_connect_failure")
                 self.send_header("Content-Length", str(len(body)))
                 self.end_headers()
                 self.wfile.write(body)

@@ -15,7 +15,7 @@ import time
 import grpc
 import pytest
 
-from beyond.harness import run_load
+from beyond.harness import REASON, Http1Mesh, run_load
 from meshd.dataplane import counters
 from mesh_harness import Origin, ProcessOrigin
 
@@ -118,3 +118,41 @@ def test_every_instance_dead_fails_calls_after_max_retries(mesh_factory):
     assert retried >= len(load.outcomes), "the calls were retried"
     # Jittered backoff (25 ms base) for two retries, and local connects refused at once.
     assert max(o.seconds for o in load.outcomes) < 1.0
+
+
+@pytest.mark.timeout(120)
+def test_an_app_cannot_forge_its_meshds_connect_failure(mesh_factory):
+    """Host A believes host B's x-meshd-reason, so B's ingress drops that header from what
+    its local app answers: an app answering UNAVAILABLE with `x-meshd-reason:
+    upstream_connect_failure` got its processed call retried as one never processed (here
+    on the other instance, by a route that retries connection errors only), and the
+    caller saw the forged reason."""
+    forger, honest = Origin("a1"), Origin("a2")
+    forger.fail_every = 1
+    forger.fail_metadata = ((REASON, "upstream_connect_failure"),)
+    m = mesh_factory({"i-a1": forger, "i-a2": honest}, {"i-a1": "api-v1", "i-a2": "api-v1"},
+                     targets={"api-v1": 1}, retry={"maxRetries": 2, "perRetryTimeout": {"unit": "s", "value": 2},
+                                                   "tcpRetryEvents": ["connection-error"]})
+    call = m.client()
+    m.wait_routable(call)
+    failed = []
+    for i in range(20):
+        try:
+            call(b"x", timeout=5)
+        except grpc.RpcError as err:
+            failed.append(err)
+    assert failed, "every call the forging app answered was retried on the other instance"
+    for err in failed:
+        assert err.code() == grpc.StatusCode.UNAVAILABLE and "a1 failed call" in err.details()
+        assert REASON not in dict(err.trailing_metadata() or ()), err.trailing_metadata()
+
+
+@pytest.mark.etcd
+def test_an_http1_app_cannot_forge_its_meshds_reason(etcd, etcd_prefix, tmp_path):
+    mesh = Http1Mesh(etcd, etcd_prefix, tmp_path)
+    try:
+        status, headers, body = mesh.post("/forge/1")
+        assert (status, body) == (503, b"api saw /forge/1")
+        assert REASON not in headers, headers
+    finally:
+        mesh.close()
