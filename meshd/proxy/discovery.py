@@ -72,19 +72,35 @@ class ResolveFailure(Exception):
     """No answer (timeout, SERVFAIL, no resolver reachable): keep the last one."""
 
 
-def targets(snap) -> dict[str, DnsTarget]:
+def targets(snap, cache: dict | None = None) -> dict[str, DnsTarget]:
     """The DNS-discovered nodes of a mesh snapshot (meshd.compile.MeshSnapshot), by name. A
-    node without a listener receives no traffic in App Mesh, so it has no target."""
+    node without a listener receives no traffic in App Mesh, so it has no target. With
+    `cache` (kept by the caller for this mesh), a node whose message and mesh preference
+    are unchanged is not read again: a publish of a 500-node mesh read them all on the
+    data-plane loop (1.4 ms)."""
     mesh_pref = snap.mesh.spec.service_discovery.ip_preference if snap.mesh is not None else ""
-    out = {}
+    out, seen = {}, {}
     for name, node in snap.nodes.items():
-        sd = node.spec.service_discovery
-        if not sd.HasField("dns") or not sd.dns.hostname or not node.spec.listeners:
-            continue
-        out[name] = DnsTarget(sd.dns.hostname.rstrip("."), node.spec.listeners[0].port_mapping.port,
-                              sd.dns.response_type or "ENDPOINTS",
-                              sd.dns.ip_preference or mesh_pref or DEFAULT_IP_PREFERENCE)
+        hit = cache.get(name) if cache is not None else None
+        if hit is not None and hit[0] is node and hit[1] == mesh_pref:
+            target = hit[2]
+        else:
+            target = _target(node, mesh_pref)
+        seen[name] = (node, mesh_pref, target)
+        if target is not None:
+            out[name] = target
+    if cache is not None:
+        cache.clear()
+        cache.update(seen)
     return out
+
+
+def _target(node, mesh_pref: str) -> DnsTarget | None:
+    sd = node.spec.service_discovery
+    if not sd.HasField("dns") or not sd.dns.hostname or not node.spec.listeners:
+        return None
+    return DnsTarget(sd.dns.hostname.rstrip("."), node.spec.listeners[0].port_mapping.port,
+                     sd.dns.response_type or "ENDPOINTS", sd.dns.ip_preference or mesh_pref or DEFAULT_IP_PREFERENCE)
 
 
 def resolve(resolver: dns.resolver.Resolver, hostname: str, ip_preference: str) -> tuple[list[str], float]:

@@ -112,6 +112,7 @@ class MeshRuntime:
             self.view.set_discovered, mesh, node, found))
         self._active = True
         self._run_queue: RunQueueWait | None = None  # the loop thread's, for loop-blocked metrics
+        self._dns_cache: dict[str, dict] = {}  # loop side: per mesh, discovery.targets' cache
         self._stopping = threading.Event()
         self._config_changed = threading.Event()  # a new configuration was applied
         self._cert_lock = threading.Lock()  # one renewal pass at a time
@@ -459,7 +460,8 @@ class MeshRuntime:
         for mesh in sorted({a.mesh for a in self.config.apps} | {g.mesh for g in self.config.gateways}):
             snap = self.view.snapshot(mesh)
             if snap is not None:
-                wanted.update(((mesh, node), t) for node, t in dns_targets(snap).items())
+                cache = self._dns_cache.setdefault(mesh, {})
+                wanted.update(((mesh, node), t) for node, t in dns_targets(snap, cache).items())
         self.discovery.update(wanted)
 
     def _sync_health_checks(self) -> None:

@@ -214,3 +214,21 @@ def test_a_replaced_generation_is_freed_by_the_config_side_not_the_loop(estate):
     assert replaced() is not None
     view.prepare()
     assert replaced() is None
+
+
+@pytest.mark.scale_ci
+def test_dns_targets_from_a_cache_follow_node_changes(estate):
+    """The loop reads the DNS-discovered nodes of each published mesh; with its cache a
+    publish reads only nodes whose message changed, and the answer is the uncached one."""
+    from meshd.proxy.discovery import targets
+    mesh = estate.largest
+    view = _view(estate)
+    cache: dict = {}
+    first = targets(view.snapshot(mesh), cache)
+    assert first and first == targets(view.snapshot(mesh))
+    node = next(d for kind, d in estate.documents if kind == "VirtualNode" and d["virtualNodeName"] == "n0001")
+    changed = {**node, "spec": {**node["spec"], "serviceDiscovery": {"dns": {"hostname": "moved.example"}}}}
+    view.feed(admin_pb2.WatchResponse(revision=2, events=[resource_event("VirtualNode", changed)]))
+    again = targets(view.snapshot(mesh), cache)
+    assert again == targets(view.snapshot(mesh))
+    assert again["n0001"].hostname == "moved.example" and again["n0002"] is first["n0002"]
