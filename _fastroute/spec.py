@@ -350,12 +350,12 @@ class LHeader:
 
 
 class LRoute:
-    """A route lowered for matching. `index` is its place in its router's list of routes
-    and `rank` its place in that router's precedence order: nothing in it depends on where
-    its router sits in the table, so an unchanged router's routes serve any table."""
+    """A route lowered for matching; `rank` is its place in its router's precedence order.
+    Nothing in it depends on where its router sits in the table, so an unchanged router's
+    routes serve any table."""
 
     __slots__ = (
-        "name", "index", "rank", "router_name", "protocol", "path_kind", "path", "regex",
+        "name", "rank", "router_name", "protocol", "path_kind", "path", "regex",
         "method", "scheme", "port", "headers", "query", "nodes", "weights", "cum",
         "total", "target_ports", "retry", "per_request_ns", "idle_ns", "key",
         # meshd's RoutePolicy: see `_lower_policy`.
@@ -849,7 +849,7 @@ class LowerMemo:
 
 def _copy_route(r: LRoute) -> LRoute:
     """What `_lower_route` sets, copied from an earlier table's LRoute, whose places in
-    this table (index, rank) this lowering sets: the earlier table stays as it was."""
+    this table (rank) this lowering sets: the earlier table stays as it was."""
     c = LRoute.__new__(LRoute)
     c.name, c.router_name, c.protocol = r.name, r.router_name, r.protocol
     c.path_kind, c.path, c.regex = r.path_kind, r.path, r.regex
@@ -901,8 +901,8 @@ def lower(table: Table, memo: LowerMemo | None = None) -> Lowered:
             else:
                 lowered = [_lower_route(f"{path}[{i}]", rt, node_by_name, low.default_retry, defaults)
                            for i, rt in enumerate(vr.routes)]
-            for i, r in enumerate(lowered):
-                r.index, r.router_name = i, vr.name  # (router, name) names the route across tables
+            for r in lowered:
+                r.router_name = vr.name  # (router, name) names the route across tables
             indexes = _build_indexes(lowered)
             if memo is not None:
                 memo.keep_router(vr, lowered, indexes)
