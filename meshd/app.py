@@ -200,8 +200,10 @@ class Meshd:
         if cfg.admin_token:
             listeners.append(Listener(cfg.admin_token, "token"))
         access = Access(build_rules(K.KINDS), roles, tokens, audit, trust_domain=cfg.trust_domain)
+        # Grants and revokes go through the copy that checks read, so it sees its own writes.
         self.admin = AdminServer(
-            resources, listeners, security=Security(self.store, ca, tokens, roles, audit, access_keys=self.access_keys),
+            resources, listeners,
+            security=Security(self.store, ca, tokens, access.roles, audit, access_keys=self.access_keys),
             access=access,
             tls=self.identity.grpc_server_credentials if creds is not None else None)
         self.admin.start()

@@ -395,6 +395,13 @@ class Store:
     def delete(self, path: str) -> bool:
         return bool(self._client.delete(self.key(path)))
 
+    @_translate_errors
+    def remove(self, path: str) -> int:
+        """Delete `path`; the revision of the delete, 0 when there was no such key (a
+        watcher of the key sees the delete at that revision)."""
+        resp = self._client.delete(self.key(path), return_response=True)
+        return resp.header.revision if resp.deleted else 0
+
     # -- leases -----------------------------------------------------------------------
     @_translate_errors
     def grant_lease(self, ttl: int) -> int:

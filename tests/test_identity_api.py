@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import time
 import uuid
 from datetime import datetime, timedelta
 
@@ -344,3 +345,53 @@ def test_meshctl_login_whoami_and_role_commands(cluster):
     assert token_out.returncode == 0 and token_out.stdout.count(".") == 2 and len(token_out.stdout.strip()) > 40
     audit = meshctl("audit", "--action", "GrantRole")
     assert "roles/shop/alice" in audit.stdout and "cli-user" in audit.stdout
+
+
+def test_a_grant_or_revoke_answered_holds_for_the_very_next_call(cluster, etcd, etcd_prefix):
+    """Read-your-writes for role bindings. Checks read a watched copy of the bindings, but
+    once GrantRole or RevokeRole has answered, the next call through the same meshd must
+    see it, and a grant answered by one meshd must already allow on another: a grant is
+    never refused for the milliseconds the watch takes to deliver it."""
+    daemon, root, token_api, _, tmp_path = cluster
+    root.admin.CreateMesh(pb.CreateMeshRequest(mesh_name="m"), timeout=10)
+    other = _daemon(etcd, etcd_prefix, tmp_path, "h2")
+    # Busy processes (bounded: 60 s at most) so that the watch lags, as on a loaded host.
+    burners = [subprocess.Popen([sys.executable, "-c", "import time\nt = time.monotonic() + 60\n"
+                                 "while time.monotonic() < t: pass"]) for _ in range(4)]
+    try:
+        bundle = (tmp_path / "h1" / "identity" / "bundle.pem").read_bytes()
+        tok = root.sec.CreateApiToken(sec.CreateApiTokenRequest(principal="rw"), timeout=10).token
+        creds = grpc.composite_channel_credentials(grpc.ssl_channel_credentials(bundle),
+                                                   grpc.access_token_call_credentials(tok))
+        here = token_api(tok)
+        there = Api(grpc.secure_channel(other.admin.addresses["token"], creds))
+        describe = pb.DescribeMeshRequest(mesh_name="m")
+
+        def create(api):
+            n = f"n-{uuid.uuid4().hex[:8]}"
+            return _code(api.admin.CreateVirtualNode,
+                         pb.CreateVirtualNodeRequest(mesh_name="m", virtual_node_name=n, spec={}))
+        for i in range(60):
+            api = here if i % 2 == 0 else there  # alternately the granting meshd and another
+            root.sec.GrantRole(sec.GrantRoleRequest(subject="rw", role="editor", mesh_name="m"), timeout=10)
+            assert _code(api.admin.DescribeMesh, describe) == grpc.StatusCode.OK, i
+            assert create(api) == grpc.StatusCode.OK, i
+            # A downgrade is a revoke of what the stronger role gave.
+            root.sec.GrantRole(sec.GrantRoleRequest(subject="rw", role="viewer", mesh_name="m"), timeout=10)
+            assert create(here) == grpc.StatusCode.PERMISSION_DENIED, i
+            assert _code(here.admin.DescribeMesh, describe) == grpc.StatusCode.OK, i
+            root.sec.RevokeRole(sec.RevokeRoleRequest(subject="rw", mesh_name="m"), timeout=10)
+            assert _code(here.admin.DescribeMesh, describe) == grpc.StatusCode.PERMISSION_DENIED, i
+        # A revoke answered by another meshd reaches this one within the watch's delay.
+        root.sec.GrantRole(sec.GrantRoleRequest(subject="rw", role="viewer", mesh_name="m"), timeout=10)
+        assert _code(there.admin.DescribeMesh, describe) == grpc.StatusCode.OK
+        Roles(other.store).revoke("rw", "m")  # straight in etcd, as another meshd's RevokeRole does
+        deadline = time.monotonic() + 2
+        while _code(here.admin.DescribeMesh, describe) != grpc.StatusCode.PERMISSION_DENIED:
+            assert time.monotonic() < deadline, "a revoke made elsewhere still allows after 2 s"
+            time.sleep(0.005)
+    finally:
+        for b in burners:
+            b.kill()
+            b.wait()
+        other.stop()

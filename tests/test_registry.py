@@ -100,6 +100,20 @@ def test_watch_from_revision_sees_puts_and_deletes_with_last_value(store):
         ("put", "w/a", b"1"), ("put", "w/b", b"2"), ("delete", "w/a", b"1")]
 
 
+def test_remove_answers_the_revision_a_watcher_sees_the_delete_at(store):
+    assert store.remove("r/absent") == 0
+    put_at = store.put("r/a", b"1")
+    store.put("r/other", b"2")
+    removed_at = store.remove("r/a")
+    assert removed_at > put_at and store.get("r/a") is None
+    w = store.watch("r/a", start_revision=put_at + 1)
+    for _rev, batch in w:
+        if batch:
+            break
+    w.cancel()
+    assert [(e.type, e.revision) for e in batch] == [("delete", removed_at)]
+
+
 def test_watch_of_compacted_revision_raises_compacted(store):
     store.put("cw/a", b"1")
     old = store.revision()

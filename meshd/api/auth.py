@@ -19,7 +19,7 @@ import grpc
 from cryptography import x509
 
 import registry
-from meshd.security import PERMISSIONS, AuditLog, Permission, Role, Roles, Tokens, spiffe
+from meshd.security import PERMISSIONS, AuditLog, Permission, PermissionDenied, Role, Roles, Tokens, spiffe
 from meshd.security.errors import Unauthenticated
 
 log = logging.getLogger("meshd.api.auth")
@@ -164,24 +164,55 @@ class WatchedRoles(Roles):
     reads were otherwise. While the watch is not running (before it started, after it
     broke) checks read etcd as Roles does, and the copy is rebuilt from a fresh full read.
     The watch starts with the first check; `close()` stops it.
+
+    The copy never refuses what etcd allows, and it sees its own writes:
+    - a refusal is confirmed in etcd before it is answered, so a grant answered by any
+      meshd allows at once here (refusals are rare; this is what every check cost before);
+    - a binding granted or revoked through this object is read from etcd until the watch
+      has applied that write, so once RevokeRole (or a downgrade) has answered, the next
+      call through this meshd is refused. Only a revoke answered by another meshd takes
+      the watch's delay to reach here.
     """
 
-    def __init__(self, store: registry.Store):
-        super().__init__(store)
+    def __init__(self, store: registry.Store, **kwargs):
+        super().__init__(store, **kwargs)
         self._lock = threading.Lock()
         self._bindings: dict[tuple[str, str], Role] | None = None  # (scope, subject) -> role; None: not live
         self._watch: registry.store.Watch | None = None
         self._thread: threading.Thread | None = None
         self._closed = threading.Event()
+        self._applied = 0  # the etcd revision the copy holds everything up to
+        self._unseen: dict[tuple[str, str], int] = {}  # (scope, subject) written here -> its revision, until applied
+
+    def authorize(self, subject: str | None, permission: str | Permission, mesh: str) -> Role:
+        try:
+            return self._decide(subject, permission, mesh, self.role_of)
+        except PermissionDenied:
+            # The copy may not hold a grant yet; what etcd says is the answer.
+            return self._decide(subject, permission, mesh, super().role_of)
 
     def role_of(self, subject: str, mesh: str) -> Role | None:
         self._start()
         bindings = self._bindings
-        if bindings is None:
+        scopes = (CLUSTER,) if mesh == CLUSTER else (mesh, CLUSTER)
+        unseen = self._unseen
+        if bindings is None or (unseen and any((scope, subject) in unseen for scope in scopes)):
             return super().role_of(subject, mesh)
-        held = [bindings.get((scope, subject)) for scope in ((CLUSTER,) if mesh == CLUSTER else (mesh, CLUSTER))]
+        held = [bindings.get((scope, subject)) for scope in scopes]
         # Roles nest (viewer within editor within admin): the strongest grants the most.
         return max((r for r in held if r is not None), key=lambda r: len(PERMISSIONS[r]), default=None)
+
+    def _wrote(self, mesh: str, subject: str, revision: int) -> None:
+        with self._lock:
+            if revision > self._applied:
+                self._unseen = {**self._unseen, (mesh, subject): revision}
+
+    def _caught_up(self, revision: int) -> None:
+        """The copy now holds every binding up to `revision`."""
+        with self._lock:
+            self._applied = revision
+            if self._unseen:
+                self._unseen = {k: r for k, r in self._unseen.items() if r > revision}
 
     def close(self) -> None:
         self._closed.set()
@@ -217,7 +248,8 @@ class WatchedRoles(Roles):
                     watch.cancel()
                     return
                 self._bindings = bindings
-                for _revision, events in watch:
+                self._caught_up(revision)
+                for batch_revision, events in watch:
                     for ev in events:
                         if ev.type == "put":
                             b = self._binding(ev.value)
@@ -225,6 +257,7 @@ class WatchedRoles(Roles):
                             bindings[keys[ev.path]] = b.role
                         elif ev.path in keys:
                             bindings.pop(keys.pop(ev.path), None)
+                    self._caught_up(batch_revision)
                     backoff = 0.1
             except (registry.Unavailable, registry.Compacted) as err:
                 if not self._closed.is_set():
@@ -302,7 +335,7 @@ class Access:
                  *, trust_domain: str):
         self.rules = rules
         # Checks read a watched copy of the bindings; `roles` (grants, revokes) writes them.
-        self.roles = WatchedRoles(roles.store)
+        self.roles = WatchedRoles(roles.store, clock=roles.clock)
         self.tokens = tokens
         self.audit_log = audit
         self._audit = _GroupCommit(audit)

@@ -104,21 +104,29 @@ class Roles:
 
     def __init__(self, store: registry.Store, *, clock: Callable[[], datetime] = utcnow):
         self.store = store
-        self._clock = clock
+        self.clock = clock
 
     def grant(self, subject: str, role: str | Role, mesh: str = CLUSTER, *, granted_by: str = "",
               now: datetime | None = None) -> Binding:
         """Bind `subject` to `role` in `mesh` (replacing its previous role there)."""
-        now = now or self._clock()
+        now = now or self.clock()
         b = Binding(check_subject(subject), _role(role), mesh, granted_by, now)
-        self.store.put(_path(mesh, subject), json.dumps({
+        revision = self.store.put(_path(mesh, subject), json.dumps({
             "subject": b.subject, "role": b.role.value, "mesh": mesh,
             "granted_by": granted_by, "granted_at": now.isoformat()}).encode())
+        self._wrote(mesh, b.subject, revision)
         return b
 
     def revoke(self, subject: str, mesh: str = CLUSTER) -> bool:
         """Remove `subject`'s binding in `mesh`; True when there was one."""
-        return self.store.delete(_path(mesh, subject))
+        revision = self.store.remove(_path(mesh, subject))
+        if revision:
+            self._wrote(mesh, subject, revision)
+        return revision > 0
+
+    def _wrote(self, mesh: str, subject: str, revision: int) -> None:
+        """Called with the etcd revision of each binding this object wrote (a hook for
+        copies of the bindings that must see their own writes)."""
 
     def bindings(self, mesh: str | None = None, subject: str | None = None) -> list[Binding]:
         """Bindings in one mesh (or all, mesh=None), optionally of one subject."""
@@ -145,10 +153,15 @@ class Roles:
         permission → PermissionDenied naming it. An unknown permission is a programming
         error (UnknownPermission), checked before anything else so it never reads as a denial.
         """
+        return self._decide(subject, permission, mesh, self.role_of)
+
+    @staticmethod
+    def _decide(subject: str | None, permission: str | Permission, mesh: str,
+                role_of: Callable[[str, str], Role | None]) -> Role:
         perm = _permission(permission)
         if not subject:
             raise Unauthenticated("no authenticated subject")
-        role = self.role_of(subject, mesh)
+        role = role_of(subject, mesh)
         if role is None or perm not in PERMISSIONS[role]:
             raise PermissionDenied(subject, perm.value, mesh, role.value if role else None)
         return role
