@@ -198,23 +198,32 @@ def wait_all(probes: list[Probe], wanted, timeout: float) -> float | None:
     return None
 
 
-def loop_lag(before: dict, after: dict, metric: str = "meshd_dataplane_loop_lag_seconds") -> tuple[int, float]:
+def loop_lag(before: dict, after: dict, metric: str = "meshd_dataplane_loop_lag_seconds",
+             labels: tuple = ()) -> tuple[int, float]:
     """From two scrapes of one meshd: the loop-lag observations over LAG_BOUND between them,
     and the upper bound of the highest histogram bucket any of them fell in (inf: past the
     last bucket). `metric` may be meshd_dataplane_loop_blocked_seconds: the lag less the
-    loop thread's run-queue wait."""
+    loop thread's run-queue wait; or another histogram of seconds, of the series `labels`."""
     def bucket(fig: dict, le: str) -> float:
-        return fig[(f"{metric}_bucket", (("le", le),))]
-    count = (f"{metric}_count", ())
+        return fig[(f"{metric}_bucket", tuple(sorted(labels + (("le", le),))))]
+    count = (f"{metric}_count", labels)
     total = after[count] - before[count]
     over = total - (bucket(after, str(LAG_BOUND)) - bucket(before, str(LAG_BOUND)))
-    bounds = sorted((float(dict(labels)["le"]) for name, labels in after if name == f"{metric}_bucket"))
+    bounds = sorted(float(dict(ls)["le"]) for name, ls in after
+                    if name == f"{metric}_bucket" and set(labels) <= set(ls))
     worst = 0.0
     for le in bounds:  # the first bucket holding every observation of the window bounds the worst
         if bucket(after, _le(le)) - bucket(before, _le(le)) >= total:
             worst = le
             break
     return int(over), worst
+
+
+def gc_pauses(before: dict, after: dict) -> tuple[int, float]:
+    """Like loop_lag, for the meshd's garbage collections of generations 1 and 2: those that
+    held the process longer than LAG_BOUND, and the bound of the longest."""
+    counts = [loop_lag(before, after, "meshd_gc_pause_seconds", (("generation", g),)) for g in ("1", "2")]
+    return sum(n for n, _ in counts), max(w for _, w in counts)
 
 
 def _le(bound: float) -> str:
@@ -245,6 +254,9 @@ class Figures:
     # the same for the lag less the loop thread's run-queue wait (no CPU free on the host)
     blocked: dict[str, dict[str, int]] = field(default_factory=dict)
     worst_blocked: dict[str, dict[str, float]] = field(default_factory=dict)
+    # the meshds' garbage collections that held them longer than LAG_BOUND, and the longest
+    gc_pauses: dict[str, dict[str, int]] = field(default_factory=dict)
+    worst_gc: dict[str, dict[str, float]] = field(default_factory=dict)
     probe_calls: int = 0
     meshd_rss_mb: dict[str, float] = field(default_factory=dict)  # meshd -> RSS at the end of the run
 
@@ -260,7 +272,8 @@ class Figures:
                 f"table rebuilds during churn {self.rebuilds_during_churn}; loop stalls > "
                 f"{LAG_BOUND * 1000:.0f} ms {self.stalls}, worst within {self.worst_lag} s; "
                 f"of them blocked by meshd (less run-queue wait) {self.blocked}, worst within "
-                f"{self.worst_blocked} s; "
+                f"{self.worst_blocked} s; GC pauses > {LAG_BOUND * 1000:.0f} ms {self.gc_pauses}, worst within "
+                f"{self.worst_gc} s; "
                 f"probe calls {self.probe_calls}; meshds routing {self.start_seconds:.1f} s after their start, "
                 f"RSS at the end {self.meshd_rss_mb} MB")
 
@@ -383,10 +396,12 @@ class Fleet:
         f = self.figures
         stalls, worst = f.stalls.setdefault(phase, {}), f.worst_lag.setdefault(phase, {})
         blocked, worst_blocked = f.blocked.setdefault(phase, {}), f.worst_blocked.setdefault(phase, {})
+        pauses, worst_gc = f.gc_pauses.setdefault(phase, {}), f.worst_gc.setdefault(phase, {})
         for m, b in zip(self.meshds, before):
             after = m.scrape()
             stalls[m.name], worst[m.name] = loop_lag(b, after)
             blocked[m.name], worst_blocked[m.name] = loop_lag(b, after, "meshd_dataplane_loop_blocked_seconds")
+            pauses[m.name], worst_gc[m.name] = gc_pauses(b, after)
 
     def close(self) -> None:
         for p in self.probes:
