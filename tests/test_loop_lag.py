@@ -89,7 +89,7 @@ def test_the_set_counts_each_joined_thread_and_drops_one_that_ended():
     assert shared > 0.2, shared   # about two thirds of its 0.6 s were run-queue wait
     waits.since_last()            # what the threads waited on their way out; then they drop out
     assert outsider.native_id not in waits._tids and member.native_id not in waits._tids
-    assert set(waits._tids) == {threading.get_native_id()}  # followed with the others, and alive
+    assert threading.get_native_id() in waits._tids  # followed with the others, and alive
     waits.close()
 
 
