@@ -42,6 +42,8 @@ def counters():
         "slow_closed": C.slow_closed,
         "ping_timeouts": C.ping_timeouts,
         "idle_timeouts": C.idle_timeouts,
+        "refused_from_upstream": C.refused_from_upstream,   # RST_STREAM REFUSED_STREAM received
+        "goaways_from_upstream": C.goaways_from_upstream,
     }
 
 

@@ -260,8 +260,11 @@ cdef int _cli_on_frame_recv(nghttp2_session *s, const nghttp2_frame *frame, void
                 conn.peer_settings()
         elif t == NGHTTP2_GOAWAY:
             conn.goaway = True     # no new streams here; those above last_stream_id come back refused
+            C.goaways_from_upstream += 1
         elif t == NGHTTP2_RST_STREAM:
             C.resets_from_upstream += 1
+            if frame.rst_stream.error_code == NGHTTP2_REFUSED_STREAM:
+                C.refused_from_upstream += 1
         return 0
     except BaseException:
         _log.exception("upstream frame")

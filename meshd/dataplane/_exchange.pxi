@@ -508,11 +508,20 @@ cdef class Exchange:
             return
         if self.down_closed or self.resp_started:
             return
+        if (f.kind == "refused_stream" and self.engine.retry_cb is not None and not self.resent_refused
+                and self.replayable):
+            # RFC 9113 §8.7: a refused stream was not processed, so it is safe to send it
+            # again. Once per request that is done before the retry hook is asked, as a gRPC
+            # client's transparent retry (gRFC A6): a policy retrying only `unavailable` or
+            # connection errors would otherwise fail the call on a lone refusal (a GOAWAY
+            # racing the request). A second refusal is the hook's, as any failure.
+            self.resent_refused = True
+            self.follow(self.target)
+            return
         r = self.ask_retry(f)
         if (r is None and self.engine.retry_cb is None and f.kind == "refused_stream"
                 and self.head.attempt < 2 and self.replayable):
-            # RFC 9113 §8.7: a refused stream was not processed, so it is safe to send it
-            # again; without a retry hook the engine does so itself, at most twice.
+            # Without a retry hook the engine resends a refused stream itself, at most twice.
             r = self.target
         if r is not None:
             self.follow(r)

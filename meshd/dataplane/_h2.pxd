@@ -29,6 +29,8 @@ cdef struct Counters:
     uint64_t slow_closed
     uint64_t ping_timeouts
     uint64_t idle_timeouts
+    uint64_t refused_from_upstream
+    uint64_t goaways_from_upstream
 
 
 @cython.final
@@ -146,6 +148,7 @@ cdef class Exchange:
     cdef Py_ssize_t req_credited  # absolute bytes handed back to downstream flow control
     cdef bint req_eof
     cdef bint replayable
+    cdef bint resent_refused      # a refused attempt was resent without asking the retry hook
     cdef bint discard_req
     cdef list req_trailers
     # response direction (upstream -> downstream)

@@ -293,6 +293,13 @@ class _EngineCounters:
         tls.add_metric(["full"], total("tls_full_handshakes"))
         tls.add_metric(["resumed"], total("tls_resumed_handshakes"))
         yield tls
+        frames = CounterMetricFamily(
+            "meshd_upstream_http2_refusals", "HTTP/2 upstreams turning streams away: RST_STREAM with "
+            "REFUSED_STREAM (frame=\"rst_stream_refused\"), and GOAWAY (frame=\"goaway\"), after which streams "
+            "above its last stream id come back refused.", labels=["frame"])
+        frames.add_metric(["rst_stream_refused"], total("refused_from_upstream"))
+        frames.add_metric(["goaway"], total("goaways_from_upstream"))
+        yield frames
 
 
 __all__ = ["DURATION_BUCKETS", "DIRECTIONS", "Metrics", "Series", "UNKNOWN", "response_class"]

@@ -91,14 +91,18 @@ def test_two_of_three_instances_dead_under_full_speed_load_fail_no_call(mesh_fac
     call = _three_instances(mesh_factory, a1, a2, a3)
     a1.kill()
     a2.kill()
-    retries = counters()["retries"]
+    before = counters()
     load = run_load(call, 1_000_000, concurrency=WORKERS, timeout=10.0, budget=SECONDS)
-    retried = counters()["retries"] - retries
+    after = counters()
+    retried = after["retries"] - before["retries"]
     failed = [o for o in load.outcomes if o.code != grpc.StatusCode.OK]
     # Enough calls that a budget-bound retry would have run out (it did: about a third failed).
     assert len(load.outcomes) > 500
     assert retried > 0.2 * len(load.outcomes) + 10 * (SECONDS + 1), "the load retried past the budget's allowance"
-    assert not failed, f"{len(failed)} of {len(load.outcomes)} calls failed: {failed[:3]}"
+    # On failure, what the engines of both meshds saw (this process's counters) says which
+    # hop turned the last try away: a refusal, a GOAWAY, a reset or a protocol error.
+    seen = {k: after[k] - before[k] for k in after if after[k] != before[k]}
+    assert not failed, f"{len(failed)} of {len(load.outcomes)} calls failed: {failed[:3]}; engine counters: {seen}"
 
 
 @pytest.mark.timeout(120)

@@ -9,6 +9,7 @@ import time
 
 import h2.config
 import h2.connection
+import h2.errors
 import h2.events
 import h2.exceptions
 import h2.settings
@@ -129,9 +130,11 @@ class H2Client:
 
 
 class H2Origin:
-    """An HTTP/2 origin on its own thread. POST /stall* is accepted and never read: its stream
-    window is never credited and it is never answered. Anything else is answered 200 with the
-    request body's length once the request ends, `delay` seconds later. Every request is
+    """An HTTP/2 origin on its own thread. With `refuse` set, that many of the next streams are
+    refused (RST_STREAM REFUSED_STREAM, RFC 9113 §8.7: not processed). POST /stall* is
+    accepted and never read: its stream window is never credited and it is never answered.
+    Anything else is answered 200 with the request body's length once the request ends,
+    `delay` seconds later. Every request is
     counted when its headers arrive (`opened`) and recorded whole when it ends (`requests`:
     (headers dict, body bytes))."""
 
@@ -143,6 +146,8 @@ class H2Origin:
         self.stalled = 0            # /stall streams opened
         self.answered = 0
         self.resets = 0             # RST_STREAM frames received
+        self.refuse = 0             # refuse this many of the next streams (RST_STREAM REFUSED_STREAM)
+        self.refused = 0
         ready = threading.Event()
         self.thread = threading.Thread(target=self._run, args=(ready,), daemon=True)
         self.thread.start()
@@ -186,6 +191,11 @@ class _OriginProtocol(asyncio.Protocol):
             if isinstance(ev, h2.events.RequestReceived):
                 path = dict(ev.headers)[":path"]
                 self.origin.opened += 1
+                if self.origin.refuse > 0:
+                    self.origin.refuse -= 1
+                    self.origin.refused += 1
+                    self.conn.reset_stream(ev.stream_id, h2.errors.ErrorCodes.REFUSED_STREAM)
+                    continue
                 self.paths[ev.stream_id] = path
                 self.heads[ev.stream_id] = dict(ev.headers)
                 self.bodies[ev.stream_id] = bytearray()
