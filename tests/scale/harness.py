@@ -219,11 +219,11 @@ def loop_lag(before: dict, after: dict, metric: str = "meshd_dataplane_loop_lag_
     return int(over), worst
 
 
-def gc_pauses(before: dict, after: dict) -> tuple[int, float]:
+def gc_pauses(before: dict, after: dict) -> tuple[dict[str, int], float]:
     """Like loop_lag, for the meshd's garbage collections of generations 1 and 2: those that
-    held the process longer than LAG_BOUND, and the bound of the longest."""
-    counts = [loop_lag(before, after, "meshd_gc_pause_seconds", (("generation", g),)) for g in ("1", "2")]
-    return sum(n for n, _ in counts), max(w for _, w in counts)
+    held the process longer than LAG_BOUND, by generation, and the bound of the longest."""
+    counts = {g: loop_lag(before, after, "meshd_gc_pause_seconds", (("generation", g),)) for g in ("1", "2")}
+    return {f"gen{g}": n for g, (n, _) in counts.items()}, max(w for _, w in counts.values())
 
 
 def _le(bound: float) -> str:
@@ -255,7 +255,7 @@ class Figures:
     blocked: dict[str, dict[str, int]] = field(default_factory=dict)
     worst_blocked: dict[str, dict[str, float]] = field(default_factory=dict)
     # the meshds' garbage collections that held them longer than LAG_BOUND, and the longest
-    gc_pauses: dict[str, dict[str, int]] = field(default_factory=dict)
+    gc_pauses: dict[str, dict[str, dict[str, int]]] = field(default_factory=dict)  # phase -> meshd -> gen -> n
     worst_gc: dict[str, dict[str, float]] = field(default_factory=dict)
     probe_calls: int = 0
     meshd_rss_mb: dict[str, float] = field(default_factory=dict)  # meshd -> RSS at the end of the run

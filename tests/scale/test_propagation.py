@@ -69,7 +69,7 @@ def _check(figures, flips: int, loop_bound: bool = False) -> None:
         assert not blocked, f"{blocked} loop stalls over {LAG_BOUND * 1000:.0f} ms not explained by " \
                             f"run-queue wait: {figures.summary()}"
         # No collection held the meshd longer than the bound (its start-up heap is frozen).
-        pauses = sum(n for phase in figures.gc_pauses.values() for n in phase.values())
+        pauses = sum(n for phase in figures.gc_pauses.values() for gens in phase.values() for n in gens.values())
         assert not pauses, figures.summary()
         return
     if stalls:
