@@ -187,9 +187,13 @@ class WatchedRoles(Roles):
     def authorize(self, subject: str | None, permission: str | Permission, mesh: str) -> Role:
         try:
             return self._decide(subject, permission, mesh, self.role_of)
-        except PermissionDenied:
-            # The copy may not hold a grant yet; what etcd says is the answer.
-            return self._decide(subject, permission, mesh, super().role_of)
+        except PermissionDenied as refused:
+            # The copy may not hold a grant yet; what etcd says is the answer. With etcd
+            # unreachable the copy's refusal stands (it fails closed, and precisely).
+            try:
+                return self._decide(subject, permission, mesh, super().role_of)
+            except registry.Unavailable:
+                raise refused from None
 
     def role_of(self, subject: str, mesh: str) -> Role | None:
         self._start()

@@ -125,3 +125,23 @@ def test_unknown_names_are_errors_not_denials(store):
         roles.grant("not a/subject", "viewer")
     with pytest.raises(InvalidIdentity):
         roles.grant("spiffe://meshd.local/nonsense", "viewer")
+
+
+def test_watched_copy_never_refuses_a_grant_made_elsewhere_and_sees_its_own_revoke(store):
+    """The API's watched copy of the bindings (meshd.api.auth.WatchedRoles): a grant written
+    by another meshd allows at once (a refusal is confirmed in etcd, however far behind the
+    watch is), and a revoke made through the copy refuses the very next check."""
+    from meshd.api.auth import WatchedRoles  # noqa: PLC0415
+
+    roles, elsewhere = WatchedRoles(store), Roles(store)
+    try:
+        roles.grant("vic", "viewer", "mesh-a")
+        assert roles.authorize("vic", "describe", "mesh-a") is Role.VIEWER
+        for _ in range(20):
+            elsewhere.grant("vic", "editor", "mesh-a")
+            assert roles.authorize("vic", "create", "mesh-a") is Role.EDITOR
+            assert roles.revoke("vic", "mesh-a")
+            with pytest.raises(PermissionDenied):
+                roles.authorize("vic", "describe", "mesh-a")
+    finally:
+        roles.close()
