@@ -61,22 +61,62 @@ def measure(quick: bool = False) -> dict[str, float]:
     return best
 
 
+class Window:
+    """What this_thread_only() can promise about the window it kept."""
+    held = False  # True: no other thread can have run inside it
+
+
 @contextmanager
 def this_thread_only(interval_s: float = 0.25):
     """Keep the GIL through a short measurement window. tracemalloc and
     sys.getallocatedblocks count the whole process: another thread's Python (a pool thread
     finishing, a log writer) would allocate or free inside the window, and the figure would
     be that thread's. With a long switch interval no other thread takes the GIL from this
-    one within the window, which must not block (a blocking call still releases it)."""
+    one within the window, which must not block (a blocking call still releases it).
+
+    That holds only while the window is shorter than the interval: a thread waiting for the
+    GIL asks for it once it has waited that long, and an OS that deschedules this process
+    (a loaded CI machine) stretches the window past it. The yielded Window says whether the
+    window stayed shorter; a caller that needs the promise measures again when it did not.
+    """
     old = sys.getswitchinterval()
     sys.setswitchinterval(interval_s)
-    # Hand the GIL round once: a thread already waiting on the old, short interval would
-    # otherwise still take it inside the window; afterwards every waiter waits the long one.
-    time.sleep(0)
+    # A thread already waiting for the GIL waits on the interval it read when it began, and
+    # asks for the GIL when that short wait runs out (a release wakes only one waiter).
+    # Sleeping past the old interval lets every such wait end; after it, every waiter
+    # waits the long one.
+    time.sleep(old * 1.5)
+    window = Window()
+    start = time.perf_counter()
     try:
-        yield
+        yield window
     finally:
+        window.held = time.perf_counter() - start < interval_s
         sys.setswitchinterval(old)
+
+
+def held_window(measure, attempts: int = 20):
+    """measure() run inside this_thread_only() until a window is held (bounded)."""
+    for _ in range(attempts):
+        with this_thread_only() as window:
+            result = measure()
+        if window.held:
+            return result
+    raise RuntimeError(f"no measurement window of {attempts} stayed undisturbed")
+
+
+def transient_allocation(fn, args) -> int:
+    """Bytes fn(*args) allocated beyond what it still holds when it returns (tracemalloc on).
+
+    decide() allocates its Decision first, so any other allocation, even one freed before
+    returning, lifts the peak above the memory still held afterwards. Peak and current are
+    read together, before the reading itself allocates.
+    """
+    tracemalloc.reset_peak()
+    result = fn(*args)
+    current, peak = tracemalloc.get_traced_memory()
+    del result
+    return peak - current
 
 
 def transient_bytes(rounds: int = 100) -> int:
@@ -89,13 +129,9 @@ def transient_bytes(rounds: int = 100) -> int:
         decide(p, a, port, m, s, path, h, now)
         tracemalloc.start()
         try:
-            for _ in range(rounds):
-                with this_thread_only():
-                    tracemalloc.reset_peak()
-                    d = decide(p, a, port, m, s, path, h, now)
-                    current, peak = tracemalloc.get_traced_memory()
-                del d
-                worst = max(worst, peak - current)
+            def call():  # positional arguments, as the data plane calls it (f(*args) packs them)
+                return decide(p, a, port, m, s, path, h, now)
+            worst = max(worst, *held_window(lambda: [transient_allocation(call, ()) for _ in range(rounds)]))
         finally:
             tracemalloc.stop()
     return worst
