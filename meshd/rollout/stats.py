@@ -23,6 +23,7 @@ from bisect import bisect_left
 from dataclasses import dataclass, field
 
 import registry
+from _fastroute.constants import GRPC_SERVER_ERRORS
 from meshd.loops import supervised
 
 log = logging.getLogger("meshd.rollout")
@@ -32,9 +33,9 @@ STATS = "rolloutstats"
 _FIRST_NS, _GROWTH, _LAST_NS = 100_000, 1.1, 120_000_000_000
 BOUNDS_NS: tuple[int, ...] = tuple(
     round(_FIRST_NS * _GROWTH ** i) for i in range(math.ceil(math.log(_LAST_NS / _FIRST_NS, _GROWTH)) + 1))
-# gRPC statuses that are the server's failure (grpc/doc/statuscodes.md): UNKNOWN,
-# DEADLINE_EXCEEDED, UNIMPLEMENTED, INTERNAL, UNAVAILABLE, DATA_LOSS.
-SERVER_ERRORS = frozenset((2, 4, 12, 13, 14, 15))
+# gRPC statuses that are the server's failure: the ones outlier detection counts (the
+# codes Envoy maps to a 5xx), so a canary fails on what would eject its instances.
+SERVER_ERRORS = GRPC_SERVER_ERRORS
 # The completion reason of a request whose caller gave up on it (meshd.proxy.outcomes'
 # DOWNSTREAM_RESET): for a canary, a call its user saw fail.
 DOWNSTREAM_RESET = "reset"
