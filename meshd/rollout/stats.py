@@ -33,9 +33,6 @@ STATS = "rolloutstats"
 _FIRST_NS, _GROWTH, _LAST_NS = 100_000, 1.1, 120_000_000_000
 BOUNDS_NS: tuple[int, ...] = tuple(
     round(_FIRST_NS * _GROWTH ** i) for i in range(math.ceil(math.log(_LAST_NS / _FIRST_NS, _GROWTH)) + 1))
-# gRPC statuses that are the server's failure: the ones outlier detection counts (the
-# codes Envoy maps to a 5xx), so a canary fails on what would eject its instances.
-SERVER_ERRORS = GRPC_SERVER_ERRORS
 # The completion reason of a request whose caller gave up on it (meshd.proxy.outcomes'
 # DOWNSTREAM_RESET): for a canary, a call its user saw fail.
 DOWNSTREAM_RESET = "reset"
@@ -65,7 +62,8 @@ class Counts:
 
     def add(self, status: int, grpc_status: int, reason: str, duration_ns: int) -> None:
         self.requests += 1
-        if status >= 500 or grpc_status in SERVER_ERRORS or reason == DOWNSTREAM_RESET:
+        # The gRPC codes outlier detection counts: a canary fails on what would eject it.
+        if status >= 500 or grpc_status in GRPC_SERVER_ERRORS or reason == DOWNSTREAM_RESET:
             self.failures += 1
         self.buckets[bisect_left(BOUNDS_NS, duration_ns)] += 1
 

@@ -11,7 +11,7 @@ import pytest
 
 from _fastroute import _core, reference
 from _fastroute.spec import RateLimit
-from bench.gates import held_window, this_thread_only, transient_allocation
+from bench.gates import held_window, transient_allocation
 from bench.tables import grpc_request, make_policy_router, make_router, policy_request, request
 
 pytestmark = pytest.mark.fastroute
@@ -37,35 +37,25 @@ def _none():
     return None
 
 
-def _raw_blocks_held(fn, n, attempts=20):
-    for _ in range(attempts):
-        held, blocks = _blocks_window(fn, n)  # its locals die with it: a retry starts alike
-        if held:
-            return blocks
-    raise RuntimeError(f"no window of {attempts} kept other threads out")
-
-
-def _blocks_window(fn, n):
-    """(whether the window kept other threads out, blocks held by n kept results of fn())"""
-    keep = [None] * n
-    fn()
-    gc.collect()
-    gc.disable()  # a collection mid-loop would free unrelated garbage
-    try:
-        with this_thread_only() as window:  # and no other thread's objects come or go
+def _raw_blocks_held(fn, n):
+    def window():  # its locals die when it returns: a window measured again starts alike
+        keep = [None] * n
+        fn()
+        gc.collect()
+        gc.disable()  # a collection mid-loop would free unrelated garbage
+        try:
             # CPython keeps up to 100 freed floats for reuse, which then take no new block:
             # whatever freed floats last (the collection's callbacks, meshd_gc_pause_seconds
-            # among them; another thread before the window) would make the loop's first new
-            # floats free. These take them all, and stay alive.
-            spare = [i + 0.5 for i in range(200)]  # int + float: no float freed after
+            # among them) would make the loop's first new floats free. These take them all,
+            # and stay alive.
+            _spare = [i + 0.5 for i in range(200)]  # int + float: no float freed after
             before = sys.getallocatedblocks()
             for i in range(n):
                 keep[i] = fn()
-            blocks = sys.getallocatedblocks() - before
-    finally:
-        gc.enable()
-    del spare
-    return window.held, blocks
+            return sys.getallocatedblocks() - before
+        finally:
+            gc.enable()
+    return held_window(window)  # and no other thread's objects come or go meanwhile
 
 
 @pytest.mark.parametrize("n_routes", [10, 1000])
